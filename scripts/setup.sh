@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The only set-up step: installs the Debian packages that the build and the
+# tests need. Idempotent: packages already present are not touched, and
+# `apt-get update` runs at most once, only when something is missing.
+set -euo pipefail
+
+packages=(
+  bazel-bootstrap        # Bazel 4.2.3, the build tool (works offline with third_party/ stubs)
+  g++                    # C++17 compiler
+  libspdlog-dev          # logging (pulls libfmt-dev)
+  libfmt-dev
+  libtomlplusplus-dev    # TOML parsing
+  nlohmann-json3-dev     # JSON (--print-config, metrics, checkpoint metadata)
+  catch2                 # unit tests (Catch2 2.13)
+  libopenmpi-dev         # MPI headers and library: CPU ranks, NCCL bootstrap
+  openmpi-bin            # mpirun for multi-rank tests
+  libopenblas-dev        # CPU GEMMs
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup.sh: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+echo "setup.sh: all build and test packages present"

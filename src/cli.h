@@ -1,0 +1,31 @@
+// The `moe_train` command line, as a function so tests can run it in-process:
+//
+//   moe_train CONFIG.toml [--section.key=value ...] [--print-config] [--dry-run]
+//             [--world-size=N] [--log-all-ranks]
+//
+// Returns the process exit code: 0 success, 2 bad input (one line on stderr,
+// from rank 0 only), 1 anything else.
+#pragma once
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace moe {
+
+struct CommandLine {
+  std::string config_path;
+  std::vector<std::string> overrides;  // "section.key=value"
+  bool print_config = false;
+  bool dry_run = false;
+  bool help = false;
+  bool log_all_ranks = false;
+  int64_t world_size = 0;  // --world-size for --dry-run/--print-config; 0 = not given
+};
+
+// Throws UserError on a malformed command line.
+CommandLine parse_command_line(const std::vector<std::string>& args);
+
+int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+
+}  // namespace moe

@@ -1,0 +1,36 @@
+// Values derived from the config, each computed in exactly one place.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "src/config/job_config.h"
+
+namespace moe {
+
+int64_t kv_heads(const ModelConfig& m);  // n_kv_heads, or n_heads when unset
+int64_t head_dim(const ModelConfig& m);  // dim / n_heads
+// Dense SwiGLU hidden size: ffn_hidden_dim, or Llama's 256*ceil(int(4*dim*2/3*mult)/256).
+int64_t ffn_hidden(const ModelConfig& m);
+// Hidden size of each routed and shared expert: max(16, 16*round(int(ffn_hidden*mult)/16)),
+// rounding half to even as Python's round() does.
+int64_t expert_hidden(const ModelConfig& m);
+bool is_moe_block(const ModelConfig& m, int64_t layer);  // (layer+1) % moe_frequency == 0
+int64_t num_moe_blocks(const ModelConfig& m);
+
+// The parallel layout with dp_shard = -1 resolved.
+struct Layout {
+  int64_t dp_replicate = 1, dp_shard = 1, cp = 1, ep = 1, tp = 1, pp = 1;
+  int64_t world() const { return dp_replicate * dp_shard * cp * ep * tp * pp; }
+};
+
+// With `world_size`, dp_shard = -1 takes what the other axes leave (a UserError
+// when they do not divide it) and the product must equal world_size. Without
+// it (--dry-run, --print-config), dp_shard = -1 counts as 1.
+Layout resolve_layout(const DistributedConfig& d, std::optional<int64_t> world_size);
+
+// Fills the keys whose defaults depend on others (n_kv_heads, ffn_hidden_dim),
+// so that --print-config shows what will be used.
+void fill_derived_defaults(JobConfig& cfg);
+
+}  // namespace moe

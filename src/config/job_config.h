@@ -1,0 +1,131 @@
+// JobConfig: everything a training job is told, one struct per TOML section.
+//
+// Section and key names follow KempnerForge's configs so that its users' files
+// load unchanged where the keys apply; defaults are KempnerForge's unless a
+// comment gives the reason for ours. Which keys exist, their types and allowed
+// values are declared once, in schema.cc; the rules that tie keys together are
+// in validate.cc.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace moe {
+
+struct ModelConfig {
+  int64_t dim = 4096;
+  int64_t n_layers = 32;
+  int64_t n_heads = 32;
+  std::optional<int64_t> n_kv_heads;  // unset: n_heads (multi-head attention)
+  int64_t vocab_size = 32000;
+  double ffn_dim_multiplier = 1.0;
+  std::optional<int64_t> ffn_hidden_dim;  // unset: 256*ceil(int(4*dim*2/3*ffn_dim_multiplier)/256)
+  std::string norm_type = "rmsnorm";
+  std::string activation = "silu";
+  bool qk_norm = false;
+  double norm_eps = 1e-5;
+  double rope_theta = 10000.0;
+  int64_t max_seq_len = 2048;
+  bool tie_embeddings = false;
+  double init_std = 0.02;
+  std::string model_type = "transformer";
+
+  // Mixture of experts. num_experts = 0 is a dense model.
+  int64_t num_experts = 0;
+  int64_t moe_top_k = 2;
+  std::string moe_router = "softmax_topk";  // softmax_topk (Mixtral) | sigmoid_topk (DeepSeek-V3)
+  int64_t moe_frequency = 1;                // block i is MoE when (i+1) % moe_frequency == 0
+  double moe_aux_loss_weight = 0.01;
+  double moe_router_z_loss_weight = 0.0;
+  double moe_sequence_aux_loss_weight = 0.0;
+  double moe_capacity_factor = 0.0;  // 0: no capacity limit (dropless)
+  int64_t moe_shared_experts = 0;
+  // Ours: true. Experts are always stored packed ([E, dim, hidden]) and run as
+  // one grouped matmul; `false` is accepted for KempnerForge files and changes
+  // nothing numerically (HF export still names each expert).
+  bool moe_packed_experts = true;
+  bool moe_gradient_scale = false;
+  double moe_expert_ffn_multiplier = 1.0;
+  double moe_bias_update_rate = 1e-3;  // DeepSeek-V3's gamma
+  std::string moe_bias_schedule = "constant";  // constant | cosine_decay | linear_warmup
+};
+
+struct TrainConfig {
+  int64_t batch_size = 8;  // micro-batch per data-parallel rank
+  int64_t seq_len = 2048;
+  int64_t max_steps = 100000;
+  int64_t grad_accum_steps = 1;
+  double grad_clip_norm = 1.0;
+  int64_t seed = 42;
+  std::string mixed_precision = "bf16";           // fp32 | bf16 | fp8
+  std::string activation_checkpointing = "none";  // none | full | selective
+  int64_t ce_chunk_size = 0;                      // tokens per cross-entropy chunk; 0 = auto
+  std::string device = "auto";                    // ours: auto | cpu | cuda
+};
+
+struct OptimizerConfig {
+  std::string name = "adamw";
+  double lr = 3e-4;
+  double weight_decay = 0.1;
+  std::array<double, 2> betas = {0.9, 0.95};
+  double eps = 1e-8;
+};
+
+struct SchedulerConfig {
+  std::string name = "cosine";  // cosine | linear | wsd | constant
+  int64_t warmup_steps = 2000;
+  std::optional<int64_t> decay_steps;  // unset: decay over the steps left after warm-up
+  double min_lr_ratio = 0.1;
+  std::optional<int64_t> stable_steps;  // wsd only; unset: stable until the last decay_steps
+};
+
+struct DistributedConfig {
+  int64_t dp_replicate = 1;
+  int64_t dp_shard = -1;  // -1: whatever the world size leaves
+  int64_t tp = 1;
+  int64_t ep = 1;
+  int64_t pp = 1;
+  int64_t cp = 1;
+  int64_t nccl_timeout_sec = 1800;
+};
+
+struct DataConfig {
+  std::string dataset_path;
+  std::string file_pattern = "*.npy";
+};
+
+struct EvalConfig {
+  bool enabled = false;
+  int64_t interval = 1000;
+  int64_t steps = 50;
+  std::string dataset_path;
+  std::string file_pattern = "*.npy";
+};
+
+struct CheckpointConfig {
+  std::string dir = "checkpoints";
+  int64_t interval = 1000;
+  int64_t keep_last_n = 3;  // <= 0 keeps all
+  std::string load_path;
+};
+
+struct MetricsConfig {
+  int64_t log_interval = 10;
+  std::string jsonl_path;  // ours: one JSON object per logged step; empty = console only
+};
+
+struct JobConfig {
+  ModelConfig model;
+  TrainConfig train;
+  OptimizerConfig optimizer;
+  SchedulerConfig scheduler;
+  DistributedConfig distributed;
+  DataConfig data;
+  EvalConfig eval;
+  CheckpointConfig checkpoint;
+  MetricsConfig metrics;
+};
+
+}  // namespace moe

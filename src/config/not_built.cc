@@ -1,0 +1,42 @@
+// What is not built yet, each said in the one-line form so that a config
+// never silently runs something other than what it asked for.
+#include <fmt/format.h>
+
+#include "src/config/validate.h"
+#include "src/core/user_error.h"
+
+namespace moe {
+namespace {
+
+template <typename T>
+[[noreturn]] void not_built(const std::string& key, const T& value, const std::string& what, const std::string& fix) {
+  throw UserError(fmt::format("{} = {}: {} is not built yet; {}", key, value, what, fix));
+}
+
+}  // namespace
+
+void require_built_features(const JobConfig& c, const Layout& l) {
+  if (l.pp > 1) not_built("distributed.pp", l.pp, "pipeline parallelism", "set distributed.pp = 1");
+  if (l.cp > 1) not_built("distributed.cp", l.cp, "context parallelism", "set distributed.cp = 1");
+  if (l.world() > 1) {
+    not_built("distributed layout", fmt::format("dp_replicate={} dp_shard={} ep={} tp={} ({} ranks)", l.dp_replicate,
+                                                l.dp_shard, l.ep, l.tp, l.world()),
+              "multi-rank training", "run one process (dp_shard = -1 or 1, tp = ep = dp_replicate = 1)");
+  }
+  if (c.train.device == "cuda") {
+    not_built("train.device", "\"cuda\"", "the CUDA backend", "use \"cpu\" or \"auto\"");
+  }
+  if (c.train.mixed_precision == "fp8") {
+    not_built("train.mixed_precision", "\"fp8\"", "FP8 training", "use \"bf16\" or \"fp32\"");
+  }
+  if (c.model.norm_type != "rmsnorm") {
+    not_built("model.norm_type", "\"" + c.model.norm_type + "\"", "LayerNorm", "use \"rmsnorm\"");
+  }
+  if (c.model.activation != "silu") {
+    not_built("model.activation", "\"" + c.model.activation + "\"", "an FFN activation other than SwiGLU",
+              "use \"silu\"");
+  }
+  if (c.model.qk_norm) not_built("model.qk_norm", "true", "QK-norm", "set model.qk_norm = false");
+}
+
+}  // namespace moe

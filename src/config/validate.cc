@@ -1,0 +1,183 @@
+#include "src/config/validate.h"
+
+#include <fmt/format.h>
+
+#include "src/config/derived.h"
+#include "src/core/user_error.h"
+
+namespace moe {
+namespace {
+
+// Every rule fails the same way: "key = value: rule; fix".
+template <typename T>
+[[noreturn]] void reject(const std::string& key, const T& value, const std::string& rule, const std::string& fix) {
+  throw UserError(fmt::format("{} = {}: {}; {}", key, value, rule, fix));
+}
+
+void positive(const std::string& key, int64_t v) {
+  if (v <= 0) reject(key, v, "must be positive", "set it to a value >= 1");
+}
+
+void positive(const std::string& key, double v) {
+  if (!(v > 0)) reject(key, v, "must be positive", "set it to a value > 0");
+}
+
+void non_negative(const std::string& key, int64_t v) {
+  if (v < 0) reject(key, v, "must not be negative", "set it to 0 or more");
+}
+
+void non_negative(const std::string& key, double v) {
+  if (!(v >= 0)) reject(key, v, "must not be negative", "set it to 0 (off) or more");
+}
+
+void in_unit_interval(const std::string& key, double v, bool include_one) {
+  if (!(v >= 0 && (include_one ? v <= 1 : v < 1))) {
+    reject(key, v, include_one ? "must be in [0, 1]" : "must be in [0, 1)", "pick a value in that range");
+  }
+}
+
+void check_sizes(const JobConfig& c) {
+  const auto& m = c.model;
+  positive("model.dim", m.dim);
+  positive("model.n_layers", m.n_layers);
+  positive("model.n_heads", m.n_heads);
+  if (m.n_kv_heads) positive("model.n_kv_heads", *m.n_kv_heads);
+  positive("model.vocab_size", m.vocab_size);
+  positive("model.ffn_dim_multiplier", m.ffn_dim_multiplier);
+  if (m.ffn_hidden_dim) positive("model.ffn_hidden_dim", *m.ffn_hidden_dim);
+  positive("model.norm_eps", m.norm_eps);
+  positive("model.rope_theta", m.rope_theta);
+  positive("model.max_seq_len", m.max_seq_len);
+  positive("model.init_std", m.init_std);
+  non_negative("model.num_experts", m.num_experts);
+  positive("model.moe_frequency", m.moe_frequency);
+  non_negative("model.moe_shared_experts", m.moe_shared_experts);
+  non_negative("model.moe_capacity_factor", m.moe_capacity_factor);
+  positive("model.moe_expert_ffn_multiplier", m.moe_expert_ffn_multiplier);
+  non_negative("model.moe_bias_update_rate", m.moe_bias_update_rate);
+  non_negative("model.moe_aux_loss_weight", m.moe_aux_loss_weight);
+  non_negative("model.moe_router_z_loss_weight", m.moe_router_z_loss_weight);
+  non_negative("model.moe_sequence_aux_loss_weight", m.moe_sequence_aux_loss_weight);
+
+  const auto& t = c.train;
+  positive("train.batch_size", t.batch_size);
+  positive("train.seq_len", t.seq_len);
+  positive("train.max_steps", t.max_steps);
+  positive("train.grad_accum_steps", t.grad_accum_steps);
+  positive("train.grad_clip_norm", t.grad_clip_norm);
+  non_negative("train.ce_chunk_size", t.ce_chunk_size);
+
+  const auto& o = c.optimizer;
+  positive("optimizer.lr", o.lr);
+  non_negative("optimizer.weight_decay", o.weight_decay);
+  in_unit_interval("optimizer.betas[0]", o.betas[0], false);
+  in_unit_interval("optimizer.betas[1]", o.betas[1], false);
+  positive("optimizer.eps", o.eps);
+
+  const auto& s = c.scheduler;
+  non_negative("scheduler.warmup_steps", s.warmup_steps);
+  if (s.decay_steps) non_negative("scheduler.decay_steps", *s.decay_steps);
+  if (s.stable_steps) non_negative("scheduler.stable_steps", *s.stable_steps);
+  in_unit_interval("scheduler.min_lr_ratio", s.min_lr_ratio, true);
+
+  const auto& d = c.distributed;
+  if (d.dp_shard == 0 || d.dp_shard < -1) {
+    reject("distributed.dp_shard", d.dp_shard, "must be -1 (fill the world) or positive",
+           "set it to -1 or a rank count >= 1");
+  }
+  positive("distributed.dp_replicate", d.dp_replicate);
+  positive("distributed.tp", d.tp);
+  positive("distributed.ep", d.ep);
+  positive("distributed.pp", d.pp);
+  positive("distributed.cp", d.cp);
+  positive("distributed.nccl_timeout_sec", d.nccl_timeout_sec);
+
+  positive("eval.interval", c.eval.interval);
+  positive("eval.steps", c.eval.steps);
+  positive("checkpoint.interval", c.checkpoint.interval);
+  positive("metrics.log_interval", c.metrics.log_interval);
+}
+
+void check_architecture(const ModelConfig& m) {
+  const int64_t kv = kv_heads(m);
+  if (m.dim % m.n_heads != 0) {
+    reject("model.dim", m.dim, fmt::format("must be divisible by model.n_heads ({})", m.n_heads),
+           "change dim or n_heads so that dim / n_heads is a whole head size");
+  }
+  if (m.n_heads % kv != 0) {
+    reject("model.n_heads", m.n_heads, fmt::format("must be divisible by model.n_kv_heads ({})", kv),
+           "pick n_kv_heads that divides n_heads (grouped-query attention)");
+  }
+  if (head_dim(m) % 2 != 0) {
+    reject("model.dim", m.dim, fmt::format("gives an odd head size {} (dim / n_heads)", head_dim(m)),
+           "RoPE rotates pairs of channels: choose dim and n_heads so that dim / n_heads is even");
+  }
+}
+
+void check_moe(const ModelConfig& m) {
+  if (m.num_experts > 0) {
+    if (m.moe_top_k <= 0 || m.moe_top_k > m.num_experts) {
+      reject("model.moe_top_k", m.moe_top_k, fmt::format("must be in 1..model.num_experts ({})", m.num_experts),
+             "pick how many experts each token uses, at most num_experts");
+    }
+  } else if (m.moe_shared_experts > 0) {
+    reject("model.moe_shared_experts", m.moe_shared_experts, "needs an MoE model (model.num_experts is 0)",
+           "set model.num_experts > 0 or moe_shared_experts = 0");
+  }
+}
+
+void check_parallel(const JobConfig& c) {
+  const auto& m = c.model;
+  const auto& d = c.distributed;
+  if (m.num_experts > 0 && d.pp > 1) {
+    reject("distributed.pp", d.pp, "MoE models cannot use pipeline parallelism",
+           "set distributed.pp = 1 and use ep/tp/dp_shard to split the model");
+  }
+  if (c.train.mixed_precision == "fp8" && d.tp > 1) {
+    reject("train.mixed_precision", "\"fp8\"", fmt::format("cannot be combined with tensor parallelism (tp = {})", d.tp),
+           "use bf16 with tp > 1, or set distributed.tp = 1 for fp8");
+  }
+  if (d.ep > 1 && m.num_experts == 0) {
+    reject("distributed.ep", d.ep, "expert parallelism needs experts (model.num_experts is 0)",
+           "set distributed.ep = 1 for a dense model");
+  }
+  if (m.num_experts > 0 && m.num_experts % d.ep != 0) {
+    reject("model.num_experts", m.num_experts, fmt::format("must be divisible by distributed.ep ({})", d.ep),
+           "choose ep that divides num_experts so every EP rank holds the same number of experts");
+  }
+  if (m.n_heads % d.tp != 0) {
+    reject("model.n_heads", m.n_heads, fmt::format("must be divisible by distributed.tp ({})", d.tp),
+           "choose tp that divides n_heads (tensor parallelism splits attention by heads)");
+  }
+  if (kv_heads(m) % d.tp != 0) {
+    reject("model.n_kv_heads", kv_heads(m), fmt::format("must be divisible by distributed.tp ({})", d.tp),
+           "choose tp that divides n_kv_heads (each TP rank needs whole key/value heads)");
+  }
+  if (m.tie_embeddings && d.pp > 1) {
+    reject("model.tie_embeddings", "true", "cannot be used with pipeline parallelism (pp > 1)",
+           "set model.tie_embeddings = false or distributed.pp = 1");
+  }
+}
+
+void check_run(const JobConfig& c) {
+  if (c.train.seq_len > c.model.max_seq_len) {
+    reject("train.seq_len", c.train.seq_len, fmt::format("must be <= model.max_seq_len ({})", c.model.max_seq_len),
+           "shorten seq_len or raise max_seq_len");
+  }
+  if (c.eval.enabled && c.eval.dataset_path.empty()) {
+    reject("eval.enabled", "true", "needs an eval dataset (eval.dataset_path is empty)",
+           "set eval.dataset_path to a tokenized dataset, or eval.enabled = false");
+  }
+}
+
+}  // namespace
+
+void validate_config(const JobConfig& cfg) {
+  check_sizes(cfg);
+  check_architecture(cfg.model);
+  check_moe(cfg.model);
+  check_parallel(cfg);
+  check_run(cfg);
+}
+
+}  // namespace moe

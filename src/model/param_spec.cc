@@ -1,0 +1,54 @@
+#include "src/model/param_spec.h"
+
+#include "src/config/derived.h"
+
+namespace moe {
+
+int64_t ParamSpec::numel() const {
+  int64_t n = 1;
+  for (int64_t s : shape) n *= s;
+  return n;
+}
+
+std::vector<ParamSpec> model_param_specs(const ModelConfig& m) {
+  const int64_t d = m.dim, hd = head_dim(m), q = m.n_heads * hd, kv = kv_heads(m) * hd;
+  const int64_t ffn = ffn_hidden(m), eh = expert_hidden(m), E = m.num_experts, S = m.moe_shared_experts;
+  using K = ParamKind;
+
+  // Tensor parallelism: vocab-parallel embedding and LM head; q/k/v and the
+  // SwiGLU up-projections split by output (column-parallel), o and the
+  // down-projection by input (row-parallel); router and routed experts are
+  // replicated across tp (expert parallelism splits experts instead).
+  std::vector<ParamSpec> p;
+  p.push_back({"model.embed_tokens.weight", {m.vocab_size, d}, K::kEmbedding, -1, 0, false});
+  for (int64_t i = 0; i < m.n_layers; ++i) {
+    const std::string b = "model.layers." + std::to_string(i) + ".";
+    p.push_back({b + "input_layernorm.weight", {d}, K::kNorm, i, -1, false});
+    p.push_back({b + "self_attn.q_proj.weight", {q, d}, K::kAttention, i, 0, false});
+    p.push_back({b + "self_attn.k_proj.weight", {kv, d}, K::kAttention, i, 0, false});
+    p.push_back({b + "self_attn.v_proj.weight", {kv, d}, K::kAttention, i, 0, false});
+    p.push_back({b + "self_attn.o_proj.weight", {d, q}, K::kAttention, i, 1, false});
+    p.push_back({b + "post_attention_layernorm.weight", {d}, K::kNorm, i, -1, false});
+    if (is_moe_block(m, i)) {
+      const std::string e = b + "block_sparse_moe.";
+      p.push_back({e + "gate.weight", {E, d}, K::kRouter, i, -1, false});
+      p.push_back({e + "experts.w1", {E, d, eh}, K::kRoutedExpert, i, -1, true});
+      p.push_back({e + "experts.w3", {E, d, eh}, K::kRoutedExpert, i, -1, true});
+      p.push_back({e + "experts.w2", {E, eh, d}, K::kRoutedExpert, i, -1, true});
+      if (S > 0) {
+        p.push_back({e + "shared_experts.w1", {S, d, eh}, K::kSharedExpert, i, 2, false});
+        p.push_back({e + "shared_experts.w3", {S, d, eh}, K::kSharedExpert, i, 2, false});
+        p.push_back({e + "shared_experts.w2", {S, eh, d}, K::kSharedExpert, i, 1, false});
+      }
+    } else {
+      p.push_back({b + "mlp.gate_proj.weight", {ffn, d}, K::kDenseMlp, i, 0, false});
+      p.push_back({b + "mlp.up_proj.weight", {ffn, d}, K::kDenseMlp, i, 0, false});
+      p.push_back({b + "mlp.down_proj.weight", {d, ffn}, K::kDenseMlp, i, 1, false});
+    }
+  }
+  p.push_back({"model.norm.weight", {d}, K::kNorm, -1, -1, false});
+  if (!m.tie_embeddings) p.push_back({"lm_head.weight", {m.vocab_size, d}, K::kLmHead, -1, 0, false});
+  return p;
+}
+
+}  // namespace moe

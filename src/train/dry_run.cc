@@ -1,0 +1,156 @@
+#include "src/train/dry_run.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <map>
+
+#include "src/core/user_error.h"
+#include "src/model/param_spec.h"
+
+namespace moe {
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
+  const ModelConfig& m = cfg.model;
+  if (layout.pp > 1) {
+    throw UserError(fmt::format("distributed.pp = {}: the calculator does not model pipeline parallelism, "
+                                "which is not built yet; set distributed.pp = 1",
+                                layout.pp));
+  }
+  DryRunReport r;
+  r.layout = layout;
+
+  std::map<int64_t, int64_t> unsharded_per_block;  // tp/ep-local elements gathered at once by FSDP
+  int64_t skipped_expert_params = 0;
+  for (const ParamSpec& p : model_param_specs(m)) {
+    const int64_t n = p.numel();
+    r.total_params += n;
+    switch (p.kind) {
+      case ParamKind::kEmbedding:
+      case ParamKind::kLmHead: r.embedding_params += n; break;
+      case ParamKind::kNorm: r.norm_params += n; break;
+      case ParamKind::kAttention: r.attention_params += n; break;
+      case ParamKind::kDenseMlp: r.dense_mlp_params += n; break;
+      case ParamKind::kRouter: r.router_params += n; break;
+      case ParamKind::kRoutedExpert: r.routed_expert_params += n; break;
+      case ParamKind::kSharedExpert: r.shared_expert_params += n; break;
+    }
+    // A token passes through top_k of the E routed experts.
+    if (p.kind == ParamKind::kRoutedExpert) skipped_expert_params += n / m.num_experts * (m.num_experts - m.moe_top_k);
+    const bool multiplies = p.kind != ParamKind::kEmbedding && p.kind != ParamKind::kNorm;
+    if (multiplies) r.matmul_params_per_token += n;
+
+    const int64_t local = n / (p.tp_dim >= 0 ? layout.tp : 1) / (p.expert_parallel ? layout.ep : 1);
+    unsharded_per_block[p.block] += local;
+    r.params_per_rank += ceil_div(local, layout.dp_shard);
+  }
+  // A tied embedding also serves as the LM head matmul.
+  if (m.tie_embeddings) r.matmul_params_per_token += m.vocab_size * m.dim;
+  r.matmul_params_per_token -= skipped_expert_params;
+  r.active_params = r.total_params - skipped_expert_params;
+  r.routed_expert_share = r.total_params ? static_cast<double>(r.routed_expert_params) / r.total_params : 0;
+
+  r.matmul_flops_per_token = 6.0 * static_cast<double>(r.matmul_params_per_token);
+  r.attention_flops_per_token = 12.0 * static_cast<double>(m.n_layers) * static_cast<double>(m.n_heads * head_dim(m)) *
+                                static_cast<double>(cfg.train.seq_len);
+  r.flops_per_token = r.matmul_flops_per_token + r.attention_flops_per_token;
+  r.tokens_per_step = cfg.train.batch_size * cfg.train.seq_len * cfg.train.grad_accum_steps * layout.dp_replicate *
+                      layout.dp_shard * layout.ep;
+
+  const bool bf16 = cfg.train.mixed_precision != "fp32";
+  int64_t largest_block = 0;
+  for (const auto& [block, n] : unsharded_per_block) largest_block = std::max(largest_block, n);
+  r.master_weight_bytes = 4 * r.params_per_rank;
+  if (layout.dp_shard > 1) {
+    r.working_weight_bytes = (bf16 ? 2 : 4) * largest_block;
+  } else {
+    r.working_weight_bytes = bf16 ? 2 * r.params_per_rank : 0;
+  }
+  r.gradient_bytes = 4 * r.params_per_rank;
+  r.optimizer_bytes = 8 * r.params_per_rank;
+  r.total_bytes = r.master_weight_bytes + r.working_weight_bytes + r.gradient_bytes + r.optimizer_bytes;
+  return r;
+}
+
+namespace {
+
+// 1234567 -> "1,234,567" (whatever the locale).
+std::string grouped(int64_t n) {
+  std::string digits = std::to_string(n < 0 ? -n : n), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return n < 0 ? "-" + out : out;
+}
+
+std::string count(int64_t n) {
+  const double x = static_cast<double>(n);
+  const std::string g = fmt::format("{:>15}", grouped(n));
+  if (x >= 1e9) return fmt::format("{}  ({:.2f}B)", g, x / 1e9);
+  if (x >= 1e6) return fmt::format("{}  ({:.2f}M)", g, x / 1e6);
+  if (x >= 1e3) return fmt::format("{}  ({:.2f}K)", g, x / 1e3);
+  return g;
+}
+
+std::string bytes(int64_t b) {
+  const double x = static_cast<double>(b);
+  if (x >= 1024.0 * 1024 * 1024) return fmt::format("{:>10.2f} GiB", x / (1024.0 * 1024 * 1024));
+  return fmt::format("{:>10.2f} MiB", x / (1024.0 * 1024));
+}
+
+}  // namespace
+
+std::string format_dry_run(const DryRunReport& r, const JobConfig& cfg, const std::string& source) {
+  const Layout& l = r.layout;
+  const ModelConfig& m = cfg.model;
+  std::string out;
+  auto line = [&out](const std::string& label, const std::string& value) {
+    out += fmt::format("  {:<40}{}\n", label, value);
+  };
+  out += fmt::format("moe_train --dry-run  {}\n", source);
+  out += fmt::format("layout: dp_replicate={} dp_shard={} cp={} ep={} tp={} pp={}  (world size {})\n", l.dp_replicate,
+                     l.dp_shard, l.cp, l.ep, l.tp, l.pp, l.world());
+  out += fmt::format("model:  dim={} layers={} heads={}/{} kv  vocab={}  ", m.dim, m.n_layers, m.n_heads, kv_heads(m),
+                     m.vocab_size);
+  if (m.num_experts > 0) {
+    out += fmt::format("{} experts top-{} in {} of {} blocks, expert hidden {}\n", m.num_experts, m.moe_top_k,
+                       num_moe_blocks(m), m.n_layers, expert_hidden(m));
+  } else {
+    out += fmt::format("dense, ffn hidden {}\n", ffn_hidden(m));
+  }
+  out += "\nparameters\n";
+  line("total", count(r.total_params));
+  line("  embedding + LM head", count(r.embedding_params));
+  line("  attention", count(r.attention_params));
+  line("  dense MLP", count(r.dense_mlp_params));
+  line("  router", count(r.router_params));
+  line("  routed experts", count(r.routed_expert_params));
+  line("  shared experts", count(r.shared_expert_params));
+  line("  norms", count(r.norm_params));
+  line("active per token", count(r.active_params));
+  line("routed-expert share of total", fmt::format("{:>14.1f}%", 100.0 * r.routed_expert_share));
+
+  out += "\ncompute (training, forward + backward)\n";
+  line("FLOPs per token", fmt::format("{:>15.4g}", r.flops_per_token));
+  line("  matmuls: 6 x active matmul params", fmt::format("{:>15.4g}", r.matmul_flops_per_token));
+  line("  attention: 12 x layers x dim x seq_len", fmt::format("{:>15.4g}", r.attention_flops_per_token));
+  line("tokens per optimizer step (global)", count(r.tokens_per_step));
+  line("FLOPs per optimizer step", fmt::format("{:>15.4g}", r.flops_per_token * static_cast<double>(r.tokens_per_step)));
+
+  out += fmt::format("\nmemory per rank ({}; activations not included)\n", cfg.train.mixed_precision);
+  line("parameters held (shard)", count(r.params_per_rank));
+  line("fp32 master weights", bytes(r.master_weight_bytes));
+  line(l.dp_shard > 1 ? "FSDP gather buffer (largest block)" : "working copy of weights", bytes(r.working_weight_bytes));
+  line("fp32 gradients", bytes(r.gradient_bytes));
+  line("AdamW moments (fp32 m, v)", bytes(r.optimizer_bytes));
+  line("total", bytes(r.total_bytes));
+  return out;
+}
+
+}  // namespace moe

@@ -1,0 +1,55 @@
+// The efficiency calculator behind `moe_train CFG --dry-run`: parameter
+// counts, FLOPs per token and memory per rank for the configured layout,
+// computed from the parameter registry without allocating the model.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "src/config/derived.h"
+#include "src/config/job_config.h"
+
+namespace moe {
+
+struct DryRunReport {
+  Layout layout;
+
+  // Parameters (whole model).
+  int64_t total_params = 0;
+  int64_t embedding_params = 0;  // token embedding (+ LM head when not tied)
+  int64_t attention_params = 0;
+  int64_t dense_mlp_params = 0;
+  int64_t router_params = 0;
+  int64_t routed_expert_params = 0;
+  int64_t shared_expert_params = 0;
+  int64_t norm_params = 0;
+  int64_t active_params = 0;  // used by one token: all but the routed experts it skips
+  double routed_expert_share = 0;
+
+  // Training FLOPs per token, forward + backward (3x forward), PaLM convention:
+  // 6 x (active parameters in matmuls) + 12 x n_layers x (n_heads x head_dim) x seq_len
+  // (attention scores and values, no discount for the causal mask).
+  int64_t matmul_params_per_token = 0;  // active parameters that multiply (no embedding lookup)
+  double matmul_flops_per_token = 0;
+  double attention_flops_per_token = 0;
+  double flops_per_token = 0;
+  int64_t tokens_per_step = 0;  // global: batch_size x seq_len x grad_accum x data-parallel ranks
+
+  // Memory per rank, bytes. FSDP shards every parameter over dp_shard; tensor
+  // parallelism splits the tensors marked in the registry; expert parallelism
+  // splits the routed experts.
+  int64_t params_per_rank = 0;
+  int64_t master_weight_bytes = 0;    // fp32 master weights
+  int64_t working_weight_bytes = 0;   // bf16 copy (dp_shard = 1) or FSDP all-gather buffer of the largest block
+  int64_t gradient_bytes = 0;         // fp32 gradient shards
+  int64_t optimizer_bytes = 0;        // AdamW first and second moments, fp32
+  int64_t total_bytes = 0;
+};
+
+// `layout` normally comes from resolve_layout(cfg.distributed, world size or nothing).
+DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout);
+
+// The human-readable table printed by --dry-run.
+std::string format_dry_run(const DryRunReport& report, const JobConfig& cfg, const std::string& source);
+
+}  // namespace moe

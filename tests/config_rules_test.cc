@@ -1,0 +1,139 @@
+// Every validation rule, run through the real command line: each bad config
+// exits 2 with one line naming the key, the value and the rule.
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <sstream>
+
+#include "src/cli.h"
+
+using Catch::Matchers::Contains;
+
+namespace {
+
+struct Result {
+  int code;
+  std::string out, err;
+};
+
+Result run(std::vector<std::string> args) {
+  std::ostringstream out, err;
+  int code = moe::run_cli(args, out, err);
+  return {code, out.str(), err.str()};
+}
+
+size_t count_lines(const std::string& s) {
+  size_t n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+struct BadConfig {
+  std::string config;
+  std::vector<std::string> overrides;
+  std::vector<std::string> expected;  // fragments of the one-line message
+};
+
+void expect_rejected(const BadConfig& bad, const std::vector<std::string>& mode) {
+  std::vector<std::string> args = {"configs/train/" + bad.config};
+  for (const auto& o : bad.overrides) args.push_back("--" + o);
+  args.insert(args.end(), mode.begin(), mode.end());
+  Result r = run(args);
+  CAPTURE(args, r.err);
+  CHECK(r.code == 2);
+  CHECK(count_lines(r.err) == 1);
+  CHECK_THAT(r.err, Contains("moe_train: error: "));
+  for (const auto& fragment : bad.expected) CHECK_THAT(r.err, Contains(fragment));
+  CHECK(r.out.empty());
+}
+
+}  // namespace
+
+TEST_CASE("each impossible or malformed config exits 2 with its one-line message") {
+  const std::vector<BadConfig> cases = {
+      // Combinations no trainer can run.
+      {"debug_moe.toml", {"distributed.pp=2"}, {"distributed.pp = 2", "MoE models cannot use pipeline parallelism"}},
+      {"debug_moe.toml",
+       {"train.mixed_precision=fp8", "distributed.tp=2"},
+       {"train.mixed_precision = \"fp8\"", "tensor parallelism (tp = 2)"}},
+      {"debug_dense.toml", {"distributed.ep=2"}, {"distributed.ep = 2", "needs experts"}},
+      {"debug_moe.toml", {"distributed.ep=3"}, {"model.num_experts = 4", "divisible by distributed.ep (3)"}},
+      {"debug_dense.toml",
+       {"model.tie_embeddings=true", "distributed.pp=2"},
+       {"model.tie_embeddings = true", "pipeline parallelism"}},
+      {"debug_moe.toml", {"train.seq_len=1024"}, {"train.seq_len = 1024", "model.max_seq_len (512)"}},
+      {"debug_moe.toml", {"eval.enabled=true"}, {"eval.enabled = true", "needs an eval dataset"}},
+      // MoE settings.
+      {"debug_moe.toml", {"model.moe_top_k=0"}, {"model.moe_top_k = 0", "1..model.num_experts (4)"}},
+      {"debug_moe.toml", {"model.moe_top_k=5"}, {"model.moe_top_k = 5"}},
+      {"debug_moe.toml", {"model.moe_frequency=0"}, {"model.moe_frequency = 0", "must be positive"}},
+      {"debug_moe.toml", {"model.moe_aux_loss_weight=-0.1"}, {"model.moe_aux_loss_weight = -0.1", "negative"}},
+      {"debug_moe.toml", {"model.moe_router_z_loss_weight=-1"}, {"model.moe_router_z_loss_weight = -1"}},
+      {"debug_moe.toml", {"model.moe_sequence_aux_loss_weight=-1e-3"}, {"model.moe_sequence_aux_loss_weight"}},
+      {"debug_moe.toml", {"model.moe_capacity_factor=-1.0"}, {"model.moe_capacity_factor = -1"}},
+      {"debug_moe.toml", {"model.moe_router=hash"}, {"model.moe_router = \"hash\"", "softmax_topk | sigmoid_topk"}},
+      {"debug_moe.toml", {"model.moe_bias_schedule=step"}, {"model.moe_bias_schedule = \"step\""}},
+      {"debug_dense.toml", {"model.moe_shared_experts=1"}, {"model.moe_shared_experts = 1", "needs an MoE model"}},
+      // Head arithmetic.
+      {"debug_moe.toml", {"distributed.tp=3"}, {"model.n_heads = 4", "divisible by distributed.tp (3)"}},
+      {"debug_moe.toml", {"distributed.tp=4"}, {"model.n_kv_heads = 2", "divisible by distributed.tp (4)"}},
+      {"debug_moe.toml", {"model.n_kv_heads=3"}, {"model.n_heads = 4", "divisible by model.n_kv_heads (3)"}},
+      {"debug_moe.toml", {"model.n_heads=3", "model.n_kv_heads=3"}, {"model.dim = 256", "model.n_heads (3)"}},
+      {"debug_moe.toml", {"model.dim=260"}, {"model.dim = 260", "odd head size 65"}},
+      // Positive sizes and steps, ranges.
+      {"debug_moe.toml", {"model.dim=0"}, {"model.dim = 0", "must be positive"}},
+      {"debug_moe.toml", {"model.vocab_size=-5"}, {"model.vocab_size = -5"}},
+      {"debug_moe.toml", {"train.batch_size=0"}, {"train.batch_size = 0"}},
+      {"debug_moe.toml", {"train.max_steps=0"}, {"train.max_steps = 0"}},
+      {"debug_moe.toml", {"train.grad_accum_steps=-1"}, {"train.grad_accum_steps = -1"}},
+      {"debug_moe.toml", {"optimizer.lr=0"}, {"optimizer.lr = 0"}},
+      {"debug_moe.toml", {"optimizer.betas=[0.9, 1.5]"}, {"optimizer.betas[1] = 1.5", "[0, 1)"}},
+      {"debug_moe.toml", {"scheduler.min_lr_ratio=2"}, {"scheduler.min_lr_ratio = 2", "[0, 1]"}},
+      {"debug_moe.toml", {"scheduler.warmup_steps=-1"}, {"scheduler.warmup_steps = -1"}},
+      {"debug_moe.toml", {"distributed.dp_shard=0"}, {"distributed.dp_shard = 0", "-1 (fill the world)"}},
+      {"debug_moe.toml", {"distributed.tp=0"}, {"distributed.tp = 0"}},
+      {"debug_moe.toml", {"metrics.log_interval=0"}, {"metrics.log_interval = 0"}},
+      // Types.
+      {"debug_moe.toml", {"model.dim=2.5"}, {"model.dim = 2.5", "must be an integer"}},
+      {"debug_moe.toml", {"model.tie_embeddings=1"}, {"model.tie_embeddings = 1", "true or false"}},
+      {"debug_moe.toml", {"model.num_expertz=8"}, {"did you mean model.num_experts?"}},
+  };
+  for (const auto& bad : cases) {
+    expect_rejected(bad, {"--dry-run"});  // rejected before any work, whatever the mode
+    expect_rejected(bad, {});
+  }
+}
+
+TEST_CASE("the layout must match the rank count at start-up") {
+  // A plain process is one rank.
+  expect_rejected({"debug_moe.toml", {"distributed.dp_shard=2"}, {"= 2 ranks, but the job has 1", "launch that many"}},
+                  {});
+  expect_rejected({"moe_ep_32gpu.toml", {}, {"= 32 ranks, but the job has 1"}}, {});
+  // dp_shard = -1 must divide what the other axes leave.
+  setenv("OMPI_COMM_WORLD_SIZE", "3", 1);
+  setenv("OMPI_COMM_WORLD_RANK", "0", 1);
+  expect_rejected({"debug_moe.toml", {"distributed.ep=2"}, {"dp_shard = -1 with 3 ranks", "divisible by"}}, {});
+  unsetenv("OMPI_COMM_WORLD_SIZE");
+  unsetenv("OMPI_COMM_WORLD_RANK");
+}
+
+TEST_CASE("features not built yet say so instead of running something else") {
+  expect_rejected({"debug_moe.toml", {"train.mixed_precision=fp8"}, {"FP8 training is not built yet"}}, {});
+  expect_rejected({"debug_moe.toml", {"model.norm_type=layernorm"}, {"LayerNorm is not built yet"}}, {});
+  expect_rejected({"debug_moe.toml", {"model.activation=gelu"}, {"not built yet"}}, {});
+  expect_rejected({"debug_moe.toml", {"model.qk_norm=true"}, {"QK-norm is not built yet"}}, {});
+  expect_rejected({"debug_moe.toml", {"train.device=cuda"}, {"the CUDA backend is not built yet"}}, {});
+  // A valid multi-rank layout on the right number of ranks: multi-rank is not built yet.
+  setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
+  setenv("OMPI_COMM_WORLD_RANK", "0", 1);
+  expect_rejected({"debug_moe.toml", {"distributed.ep=2"}, {"multi-rank training is not built yet"}}, {});
+  expect_rejected({"debug_dense.toml", {"distributed.pp=2"}, {"pipeline parallelism is not built yet"}}, {});
+  expect_rejected({"debug_dense.toml", {"distributed.cp=2"}, {"context parallelism is not built yet"}}, {});
+  // Other ranks exit 2 as well, silently: only rank 0 prints.
+  setenv("OMPI_COMM_WORLD_RANK", "1", 1);
+  Result r = run({"configs/train/debug_moe.toml", "--distributed.ep=2"});
+  CHECK(r.code == 2);
+  CHECK(r.err.empty());
+  unsetenv("OMPI_COMM_WORLD_SIZE");
+  unsetenv("OMPI_COMM_WORLD_RANK");
+}

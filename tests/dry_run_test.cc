@@ -1,0 +1,101 @@
+// The --dry-run calculator against numbers worked out by hand.
+#include <catch2/catch.hpp>
+
+#include "src/config/load.h"
+#include "src/config/validate.h"
+#include "src/train/dry_run.h"
+
+namespace {
+
+moe::DryRunReport estimate(const moe::JobConfig& cfg) {
+  moe::validate_config(cfg);
+  return moe::estimate_dry_run(cfg, moe::resolve_layout(cfg.distributed, std::nullopt));
+}
+
+}  // namespace
+
+TEST_CASE("debug_moe.toml on one rank") {
+  // dim 256, 4 layers, 4 heads / 2 KV (head 64), vocab 32000, ffn and expert hidden 768,
+  // 4 experts top-2 in blocks 1 and 3, untied, bf16.
+  auto cfg = moe::load_config_file("configs/train/debug_moe.toml", {}).cfg;
+  auto r = estimate(cfg);
+  CHECK(r.embedding_params == 2 * 32000 * 256);                         // embedding + LM head
+  CHECK(r.attention_params == 4 * (256 * 256 * 2 + 128 * 256 * 2));     // q, o + k, v
+  CHECK(r.dense_mlp_params == 2 * 3 * 256 * 768);                       // blocks 0 and 2
+  CHECK(r.router_params == 2 * 4 * 256);
+  CHECK(r.routed_expert_params == 2 * 4 * 3 * 256 * 768);
+  CHECK(r.shared_expert_params == 0);
+  CHECK(r.norm_params == 4 * 2 * 256 + 256);
+  CHECK(r.total_params == 23073024);
+  CHECK(r.active_params == 23073024 - 2 * 2 * 3 * 256 * 768);  // two skipped experts per MoE block
+  CHECK(r.routed_expert_share == Approx(4718592.0 / 23073024.0));
+  // Matmul params a token meets: attention, dense MLPs, routers, 2 experts per MoE block, LM head.
+  CHECK(r.matmul_params_per_token == 786432 + 1179648 + 2048 + 2 * 2 * 3 * 256 * 768 + 32000 * 256);
+  CHECK(r.matmul_flops_per_token == 6.0 * 12519424);
+  CHECK(r.attention_flops_per_token == 12.0 * 4 * 256 * 512);
+  CHECK(r.flops_per_token == 6.0 * 12519424 + 12.0 * 4 * 256 * 512);
+  CHECK(r.tokens_per_step == 4 * 512);
+  // One rank, no sharding: everything held; bf16 adds a 2-byte working copy.
+  CHECK(r.params_per_rank == 23073024);
+  CHECK(r.master_weight_bytes == 4 * 23073024);
+  CHECK(r.working_weight_bytes == 2 * 23073024);
+  CHECK(r.gradient_bytes == 4 * 23073024);
+  CHECK(r.optimizer_bytes == 8 * 23073024);
+  CHECK(r.total_bytes == 18 * 23073024);
+}
+
+TEST_CASE("a sharded layout with tied embeddings and shared experts") {
+  auto cfg = moe::load_config_text(R"(
+[model]
+dim = 64
+n_layers = 2
+n_heads = 4
+n_kv_heads = 2
+vocab_size = 1000
+ffn_hidden_dim = 128
+tie_embeddings = true
+num_experts = 4
+moe_top_k = 1
+moe_frequency = 1
+moe_shared_experts = 1
+moe_expert_ffn_multiplier = 0.5   # expert hidden 64
+moe_router = "sigmoid_topk"
+max_seq_len = 32
+[train]
+batch_size = 2
+seq_len = 32
+grad_accum_steps = 2
+mixed_precision = "fp32"
+[distributed]
+tp = 2
+ep = 2
+dp_shard = 2
+)",
+                                    "inline", {})
+                 .cfg;
+  auto r = estimate(cfg);
+  // Per block: norms 128, attention 4096+2048+2048+4096 = 12288, router 256,
+  // routed experts 3*4*64*64 = 49152, shared expert 3*64*64 = 12288 -> 74112.
+  CHECK(r.total_params == 64000 + 2 * 74112 + 64);
+  CHECK(r.embedding_params == 64000);  // tied: no separate LM head
+  CHECK(r.active_params == 212288 - 2 * 3 * 12288);
+  // Attention 24576 + routers 512 + one expert per block 24576 + shared 24576 + tied head 64000.
+  CHECK(r.matmul_params_per_token == 138240);
+  CHECK(r.flops_per_token == 6.0 * 138240 + 12.0 * 2 * 64 * 32);
+  CHECK(r.tokens_per_step == 2 * 32 * 2 * (2 * 2));  // data-parallel ranks: dp_shard x ep
+  // Per rank: embedding 64000/tp/dp = 16000; per block: norms 2*64/2 = 64,
+  // attention (4096+2048+2048+4096)/2/2 = 3072, router 256/2 = 128,
+  // experts 3*16384/ep/dp = 12288, shared 3*4096/tp/dp = 3072 -> 18624; final norm 32.
+  CHECK(r.params_per_rank == 16000 + 2 * 18624 + 32);
+  CHECK(r.master_weight_bytes == 4 * 53280);
+  CHECK(r.gradient_bytes == 4 * 53280);
+  CHECK(r.optimizer_bytes == 8 * 53280);
+  // FSDP gathers one block at a time: the largest holds 128+6144+256+24576+6144 = 37248 elements (fp32).
+  CHECK(r.working_weight_bytes == 4 * 37248);
+  CHECK(r.total_bytes == 16 * 53280 + 4 * 37248);
+}
+
+TEST_CASE("the calculator refuses pipeline parallelism, which it does not model") {
+  auto cfg = moe::load_config_file("configs/train/debug_dense.toml", {"distributed.pp=2"}).cfg;
+  CHECK_THROWS_WITH(estimate(cfg), Catch::Matchers::Contains("distributed.pp = 2"));
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The real binary, as a user runs it: exit codes, one-line errors with no
+# stack trace, and a bad layout under mpirun refused on every rank with one
+# message (from rank 0) and no hang.
+set -u
+BIN="$1"
+fail=0
+check() {  # check NAME CONDITION...
+  local name="$1"; shift
+  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fail=1; fi
+}
+
+out=$("$BIN" configs/train/debug_moe.toml --dry-run 2>/dev/null); rc=$?
+check "dry-run exits 0" test "$rc" -eq 0
+check "dry-run prints the table" grep -q "active per token" <<<"$out"
+
+err=$("$BIN" configs/train/debug_moe.toml --model.moe_top_k=9 2>&1 >/dev/null); rc=$?
+check "bad config exits 2" test "$rc" -eq 2
+check "bad config prints one line" test "$(wc -l <<<"$err")" -eq 1
+check "bad config names the key" grep -q "model.moe_top_k = 9" <<<"$err"
+
+printf '[model]\ndim = 64\nn_heads = [\n' > "$TEST_TMPDIR/broken.toml"
+err=$("$BIN" "$TEST_TMPDIR/broken.toml" 2>&1); rc=$?
+check "syntax error exits 2" test "$rc" -eq 2
+check "syntax error gives file:line:col" grep -q "broken.toml:[0-9]*:[0-9]*: TOML syntax error" <<<"$err"
+check "no stack trace or abort" bash -c '! grep -qiE "terminate|abort|backtrace" <<<"$0"' "$err"
+
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+MPIRUN=(mpirun --oversubscribe -np 2 --mca btl self,vader)
+err=$(timeout 120 "${MPIRUN[@]}" "$BIN" configs/train/debug_moe.toml --distributed.dp_shard=4 2>&1); rc=$?
+check "layout mismatch under mpirun fails (no hang)" test "$rc" -ne 0 -a "$rc" -ne 124
+check "one error line from rank 0 only" test "$(grep -c 'moe_train: error:' <<<"$err")" -eq 1
+check "the line names the rank count" grep -q "= 4 ranks, but the job has 2" <<<"$err"
+
+err=$(timeout 120 "${MPIRUN[@]}" "$BIN" configs/train/debug_moe.toml --dry-run --world-size=2 2>&1); rc=$?
+check "dry-run under mpirun exits 0" test "$rc" -eq 0
+
+exit $fail

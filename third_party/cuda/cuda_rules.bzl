@@ -1,0 +1,55 @@
+"""Build rules for CUDA sources.
+
+cuda_library: each .cu is compiled by nvcc in a genrule (for sm_80 and sm_90)
+and the objects become a cc_library. Where CUDA is absent the library is empty
+and C++ callers stay behind `#if MOE_TRAIN_HAS_CUDA`.
+
+gpu_test: a cc_test where a GPU is present; elsewhere the same sources are
+still built (as a cc_binary) so CI catches compile and link errors.
+"""
+
+load("@local_cuda//:defs.bzl", "HAS_CUDA", "HAS_GPU", "NVCC")
+
+CUDA_ARCH_FLAGS = [
+    "-gencode arch=compute_80,code=sm_80",
+    "-gencode arch=compute_90,code=sm_90",
+]
+
+def cuda_library(name, srcs, hdrs = [], cu_deps = [], deps = [], **kwargs):
+    """srcs: .cu files. cu_deps: header files (or filegroups) the .cu files include."""
+    objs = []
+    if HAS_CUDA:
+        for src in srcs:
+            obj = "_objs_cuda/{}/{}.o".format(name, src.replace(".cu", ""))
+            native.genrule(
+                name = "{}_{}_nvcc".format(name, src.replace("/", "_").replace(".", "_")),
+                srcs = [src] + hdrs + cu_deps,
+                outs = [obj],
+                cmd = " ".join([
+                    NVCC,
+                    "-std=c++17 -O3 --expt-relaxed-constexpr",
+                    "-Xcompiler -fPIC -Xcompiler -Wall",
+                    " ".join(CUDA_ARCH_FLAGS),
+                    "-I. -I$(GENDIR)",
+                    "-DMOE_TRAIN_HAS_CUDA=1",
+                    "-c $(location {}) -o $@".format(src),
+                ]),
+                message = "nvcc " + src,
+            )
+            objs.append(obj)
+    native.cc_library(
+        name = name,
+        srcs = objs,
+        hdrs = hdrs,
+        deps = deps + ["@local_cuda//:cuda"],
+        alwayslink = True,
+        **kwargs
+    )
+
+def gpu_test(name, tags = [], **kwargs):
+    if HAS_GPU:
+        native.cc_test(name = name, tags = tags + ["gpu"], **kwargs)
+    else:
+        kwargs.pop("size", None)
+        kwargs.pop("timeout", None)
+        native.cc_binary(name = name, tags = tags + ["gpu"], **kwargs)
