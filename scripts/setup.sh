@@ -15,6 +15,7 @@ packages=(
   libopenmpi-dev         # MPI headers and library: CPU ranks, NCCL bootstrap
   openmpi-bin            # mpirun for multi-rank tests
   libopenblas-dev        # CPU GEMMs
+  fortunes               # real English text: the default training corpus when no dataset is configured
 )
 
 missing=()
