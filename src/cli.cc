@@ -14,6 +14,7 @@
 #include "src/core/user_error.h"
 #include "src/parallel/launch_env.h"
 #include "src/train/dry_run.h"
+#include "src/train/trainer.h"
 
 namespace moe {
 namespace {
@@ -115,8 +116,11 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
 
     const Layout layout = resolve_layout(cfg.distributed, env.world_size);
     require_built_features(cfg, layout);
-    spdlog::error("the training loop is not built yet; --dry-run and --print-config work on this config");
-    return 1;
+    if (cfg.train.mixed_precision == "bf16") {
+      spdlog::info("train.mixed_precision = \"bf16\": the CPU backend computes in fp32 (bf16 applies on GPU)");
+    }
+    train(cfg, layout);
+    return 0;
   } catch (const UserError& e) {
     if (env.rank == 0) err << "moe_train: error: " << e.what() << "\n";
     return kUserErrorExitCode;

@@ -36,6 +36,10 @@ void require_built_features(const JobConfig& c, const Layout& l) {
     not_built("model.activation", "\"" + c.model.activation + "\"", "an FFN activation other than SwiGLU",
               "use \"silu\"");
   }
+  if (c.train.activation_checkpointing != "none") {
+    not_built("train.activation_checkpointing", "\"" + c.train.activation_checkpointing + "\"",
+              "activation checkpointing", "set it to \"none\"");
+  }
   if (c.model.qk_norm) not_built("model.qk_norm", "true", "QK-norm", "set model.qk_norm = false");
 }
 

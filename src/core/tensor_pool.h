@@ -1,0 +1,40 @@
+// TensorPool: owns the memory behind Tensors. Layers allocate every buffer they
+// will need when they are built (planned from the config), so nothing is
+// allocated inside the step loop; the pool frees everything when it goes.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <vector>
+
+#include "src/core/tensor.h"
+
+namespace moe {
+
+class TensorPool {
+ public:
+  explicit TensorPool(Device device = Device::kCpu) : device_(device) {}
+  TensorPool(const TensorPool&) = delete;
+  TensorPool& operator=(const TensorPool&) = delete;
+  ~TensorPool();
+
+  // A new zero-filled tensor.
+  Tensor alloc(std::initializer_list<int64_t> shape, DType dtype = DType::kF32);
+  Tensor alloc_shape(const std::vector<int64_t>& shape, DType dtype = DType::kF32);
+
+  Device device() const { return device_; }
+  int64_t bytes_allocated() const { return bytes_; }
+
+ private:
+  Device device_;
+  std::vector<void*> blocks_;
+  int64_t bytes_ = 0;
+};
+
+// Sets every element of a tensor to zero.
+void zero(const Tensor& t);
+// dst = src (same dtype and numel).
+void copy_tensor(const Tensor& dst, const Tensor& src);
+
+}  // namespace moe

@@ -1,0 +1,218 @@
+// Dispatch from device-neutral ops to a backend. Shape mismatches are bugs in
+// our code (the model plans every buffer), so they throw std::logic_error
+// naming the op and the shapes.
+#include "src/kernels/ops.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace moe::ops {
+namespace {
+
+// Checks that every tensor lives on the host; the CUDA backend (its own issue)
+// adds the device branch here.
+template <typename... Ts>
+void on_cpu(const char* op, const Ts&... ts) {
+  const bool all_host = ((ts.data == nullptr || ts.device == Device::kCpu) && ...);
+  if (!all_host) throw std::logic_error(std::string(op) + ": the CUDA backend is not built yet");
+}
+
+void expect(bool ok, const char* op, const std::string& what) {
+  if (!ok) throw std::logic_error(std::string(op) + ": " + what);
+}
+
+int64_t rows_of(const Tensor& t) { return t.numel() / t.size(-1); }
+
+float* maybe_f32(const Tensor& t) { return t.data ? t.f32() : nullptr; }
+
+}  // namespace
+
+void embedding_forward(const Tensor& out_ND, const Tensor& tokens_N, const Tensor& table_VD) {
+  on_cpu("embedding_forward", out_ND, tokens_N, table_VD);
+  expect(out_ND.size(-1) == table_VD.size(-1), "embedding_forward", out_ND.shape_string() + " vs table " +
+                                                                        table_VD.shape_string());
+  cpu::embedding_forward(out_ND.f32(), tokens_N.i32(), table_VD.f32(), tokens_N.numel(), table_VD.size(-1));
+}
+
+void embedding_backward(const Tensor& dtable_VD, const Tensor& dout_ND, const Tensor& tokens_N) {
+  on_cpu("embedding_backward", dtable_VD, dout_ND, tokens_N);
+  cpu::embedding_backward(dtable_VD.f32(), dout_ND.f32(), tokens_N.i32(), tokens_N.numel(), dtable_VD.size(-1));
+}
+
+void rmsnorm_forward(const Tensor& out_ND, const Tensor& rstd_N, const Tensor& x_ND, const Tensor& w_D, float eps) {
+  on_cpu("rmsnorm_forward", out_ND, rstd_N, x_ND, w_D);
+  expect(x_ND.size(-1) == w_D.numel(), "rmsnorm_forward", x_ND.shape_string() + " vs w " + w_D.shape_string());
+  cpu::rmsnorm_forward(out_ND.f32(), rstd_N.f32(), x_ND.f32(), w_D.f32(), rows_of(x_ND), w_D.numel(), eps);
+}
+
+void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dout_ND, const Tensor& x_ND,
+                      const Tensor& w_D, const Tensor& rstd_N) {
+  on_cpu("rmsnorm_backward", dx_ND, dw_D, dout_ND, x_ND, w_D, rstd_N);
+  cpu::rmsnorm_backward(dx_ND.f32(), dw_D.f32(), dout_ND.f32(), x_ND.f32(), w_D.f32(), rstd_N.f32(), rows_of(x_ND),
+                        w_D.numel());
+}
+
+void matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI) {
+  on_cpu("matmul_forward", out_NO, x_NI, w_OI);
+  expect(x_NI.size(-1) == w_OI.size(1) && out_NO.size(-1) == w_OI.size(0) && rows_of(out_NO) == rows_of(x_NI),
+         "matmul_forward", out_NO.shape_string() + " = " + x_NI.shape_string() + " x " + w_OI.shape_string() + "^T");
+  cpu::matmul_forward(out_NO.f32(), x_NI.f32(), w_OI.f32(), rows_of(x_NI), w_OI.size(1), w_OI.size(0));
+}
+
+void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dout_NO, const Tensor& x_NI,
+                     const Tensor& w_OI) {
+  on_cpu("matmul_backward", dx_NI, dw_OI, dout_NO, x_NI, w_OI);
+  cpu::matmul_backward(maybe_f32(dx_NI), dw_OI.f32(), dout_NO.f32(), x_NI.f32(), w_OI.f32(), rows_of(x_NI),
+                       w_OI.size(1), w_OI.size(0));
+}
+
+void rope_forward(const Tensor& x_BTHDh, float theta) {
+  on_cpu("rope_forward", x_BTHDh);
+  expect(x_BTHDh.ndim == 4, "rope_forward", "x must be [B, T, heads, Dh], is " + x_BTHDh.shape_string());
+  cpu::rope_forward(x_BTHDh.f32(), x_BTHDh.size(0) * x_BTHDh.size(1), x_BTHDh.size(1), x_BTHDh.size(2),
+                    x_BTHDh.size(3), theta);
+}
+
+void rope_backward(const Tensor& dx_BTHDh, float theta) {
+  on_cpu("rope_backward", dx_BTHDh);
+  expect(dx_BTHDh.ndim == 4, "rope_backward", "dx must be [B, T, heads, Dh], is " + dx_BTHDh.shape_string());
+  cpu::rope_backward(dx_BTHDh.f32(), dx_BTHDh.size(0) * dx_BTHDh.size(1), dx_BTHDh.size(1), dx_BTHDh.size(2),
+                     dx_BTHDh.size(3), theta);
+}
+
+void attention_forward(const Tensor& out, const Tensor& lse_BHT, const Tensor& q, const Tensor& k, const Tensor& v) {
+  on_cpu("attention_forward", out, lse_BHT, q, k, v);
+  expect(q.ndim == 4 && k.ndim == 4 && k.size(2) > 0 && q.size(2) % k.size(2) == 0, "attention_forward",
+         "q " + q.shape_string() + ", k " + k.shape_string());
+  cpu::attention_forward(out.f32(), lse_BHT.f32(), q.f32(), k.f32(), v.f32(), q.size(0), q.size(1), q.size(2),
+                         k.size(2), q.size(3));
+}
+
+void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
+                        const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse_BHT) {
+  on_cpu("attention_backward", dq, dk, dv, dout, q, k, v, out, lse_BHT);
+  cpu::attention_backward(dq.f32(), dk.f32(), dv.f32(), dout.f32(), q.f32(), k.f32(), v.f32(), out.f32(),
+                          lse_BHT.f32(), q.size(0), q.size(1), q.size(2), k.size(2), q.size(3));
+}
+
+void swiglu_forward(const Tensor& out, const Tensor& a, const Tensor& b) {
+  on_cpu("swiglu_forward", out, a, b);
+  expect(a.numel() == b.numel() && out.numel() == a.numel(), "swiglu_forward", "a, b and out differ in size");
+  cpu::swiglu_forward(out.f32(), a.f32(), b.f32(), a.numel());
+}
+
+void swiglu_backward(const Tensor& da, const Tensor& db, const Tensor& dout, const Tensor& a, const Tensor& b) {
+  on_cpu("swiglu_backward", da, db, dout, a, b);
+  cpu::swiglu_backward(da.f32(), db.f32(), dout.f32(), a.f32(), b.f32(), a.numel());
+}
+
+void cross_entropy_forward_backward(const Tensor& loss_n, const Tensor& dlogits_nV, const Tensor& logits_nV,
+                                    const Tensor& targets_n, float grad_scale) {
+  on_cpu("cross_entropy_forward_backward", loss_n, dlogits_nV, logits_nV, targets_n);
+  expect(rows_of(logits_nV) == targets_n.numel(), "cross_entropy_forward_backward",
+         "logits " + logits_nV.shape_string() + " vs targets " + targets_n.shape_string());
+  cpu::cross_entropy_forward_backward(loss_n.f32(), dlogits_nV.f32(), logits_nV.f32(), targets_n.i32(),
+                                      targets_n.numel(), logits_nV.size(-1), grad_scale);
+}
+
+void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamW& h,
+                int64_t step, float grad_scale) {
+  on_cpu("adamw_step", param, grad, m, v);
+  cpu::adamw_step(param.f32(), grad.f32(), m.f32(), v.f32(), param.numel(), h.lr, h.beta1, h.beta2, h.eps,
+                  h.weight_decay, step, grad_scale);
+}
+
+double sum_squares(const Tensor& x) {
+  on_cpu("sum_squares", x);
+  return cpu::sum_squares(x.f32(), x.numel());
+}
+
+void add_inplace(const Tensor& y, const Tensor& x) {
+  on_cpu("add_inplace", y, x);
+  expect(y.numel() == x.numel(), "add_inplace", y.shape_string() + " += " + x.shape_string());
+  cpu::add_inplace(y.f32(), x.f32(), y.numel());
+}
+
+void scale_inplace(const Tensor& x, float factor) {
+  on_cpu("scale_inplace", x);
+  cpu::scale_inplace(x.f32(), x.numel(), factor);
+}
+
+void router_forward(const Tensor& topk_idx_NK, const Tensor& topk_w_NK, const Tensor& scores_NE,
+                    const Tensor& logits_NE, const Tensor& bias_E, RouterKind kind) {
+  on_cpu("router_forward", topk_idx_NK, topk_w_NK, scores_NE, logits_NE, bias_E);
+  cpu::router_forward(topk_idx_NK.i32(), topk_w_NK.f32(), scores_NE.f32(), logits_NE.f32(), maybe_f32(bias_E),
+                      rows_of(logits_NE), logits_NE.size(-1), topk_idx_NK.size(-1), kind);
+}
+
+void router_backward(const Tensor& dlogits_NE, const Tensor& dtopk_w_NK, const Tensor& topk_idx_NK,
+                     const Tensor& topk_w_NK, const Tensor& scores_NE, RouterKind kind) {
+  on_cpu("router_backward", dlogits_NE, dtopk_w_NK, topk_idx_NK, topk_w_NK, scores_NE);
+  cpu::router_backward(dlogits_NE.f32(), dtopk_w_NK.f32(), topk_idx_NK.i32(), topk_w_NK.f32(), scores_NE.f32(),
+                       rows_of(scores_NE), scores_NE.size(-1), topk_idx_NK.size(-1), kind);
+}
+
+RouterAux router_aux_losses(const Tensor& daux_logits_NE, const Tensor& logits_NE, const Tensor& scores_NE,
+                            const Tensor& topk_idx_NK, int64_t T, RouterKind kind, float w_lb, float w_z,
+                            float w_seq, float grad_scale) {
+  on_cpu("router_aux_losses", daux_logits_NE, logits_NE, scores_NE, topk_idx_NK);
+  const int64_t N = rows_of(logits_NE);
+  expect(T > 0 && N % T == 0, "router_aux_losses", "token count " + std::to_string(N) + " is not a multiple of T");
+  return cpu::router_aux_losses(maybe_f32(daux_logits_NE), logits_NE.f32(), scores_NE.f32(), topk_idx_NK.i32(),
+                                N / T, T, logits_NE.size(-1), topk_idx_NK.size(-1), kind, w_lb, w_z, w_seq,
+                                grad_scale);
+}
+
+MoePlan moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK,
+                 const Tensor& topk_idx_NK, int64_t capacity) {
+  on_cpu("moe_plan", offsets_E1, row_pair_M, pair_row_NK, topk_idx_NK);
+  const int64_t K = topk_idx_NK.size(-1), N = rows_of(topk_idx_NK), E = offsets_E1.numel() - 1;
+  expect(row_pair_M.numel() >= N * K, "moe_plan", "row_pair buffer " + row_pair_M.shape_string() + " < N*K");
+  MoePlan plan;
+  plan.dropped = cpu::moe_plan(offsets_E1.i32(), row_pair_M.i32(), pair_row_NK.i32(), topk_idx_NK.i32(), N, E, K,
+                               capacity);
+  plan.rows = offsets_E1.i32()[E];  // host memory: no device sync involved on this path
+  return plan;
+}
+
+void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& row_pair_M, int64_t K) {
+  on_cpu("moe_permute", xs_MD, x_ND, row_pair_M);
+  cpu::moe_permute(xs_MD.f32(), x_ND.f32(), row_pair_M.i32(), xs_MD.size(0), x_ND.size(-1), K);
+}
+
+void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tensor& row_pair_M, int64_t K) {
+  on_cpu("moe_permute_backward", dx_ND, dxs_MD, row_pair_M);
+  cpu::moe_permute_backward(dx_ND.f32(), dxs_MD.f32(), row_pair_M.i32(), dxs_MD.size(0), dx_ND.size(-1), K);
+}
+
+void moe_unpermute(const Tensor& out_ND, const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK) {
+  on_cpu("moe_unpermute", out_ND, ys_MD, topk_w_NK, pair_row_NK);
+  cpu::moe_unpermute(out_ND.f32(), ys_MD.f32(), topk_w_NK.f32(), pair_row_NK.i32(), rows_of(out_ND),
+                     out_ND.size(-1), topk_w_NK.size(-1));
+}
+
+void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, const Tensor& dout_ND,
+                            const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK) {
+  on_cpu("moe_unpermute_backward", dys_MD, dtopk_w_NK, dout_ND, ys_MD, topk_w_NK, pair_row_NK);
+  cpu::moe_unpermute_backward(dys_MD.f32(), dtopk_w_NK.f32(), dout_ND.f32(), ys_MD.f32(), topk_w_NK.f32(),
+                              pair_row_NK.i32(), rows_of(dout_ND), dout_ND.size(-1), topk_w_NK.size(-1));
+}
+
+void grouped_matmul_forward(const Tensor& out_MO, const Tensor& x_MI, const Tensor& w_EIO,
+                            const Tensor& offsets_E1) {
+  on_cpu("grouped_matmul_forward", out_MO, x_MI, w_EIO, offsets_E1);
+  expect(w_EIO.ndim == 3 && x_MI.size(-1) == w_EIO.size(1) && out_MO.size(-1) == w_EIO.size(2) &&
+             offsets_E1.numel() == w_EIO.size(0) + 1,
+         "grouped_matmul_forward", out_MO.shape_string() + " = " + x_MI.shape_string() + " x " + w_EIO.shape_string());
+  cpu::grouped_matmul_forward(out_MO.f32(), x_MI.f32(), w_EIO.f32(), offsets_E1.i32(), w_EIO.size(0),
+                              w_EIO.size(1), w_EIO.size(2));
+}
+
+void grouped_matmul_backward(const Tensor& dx_MI, const Tensor& dw_EIO, const Tensor& dout_MO, const Tensor& x_MI,
+                             const Tensor& w_EIO, const Tensor& offsets_E1) {
+  on_cpu("grouped_matmul_backward", dx_MI, dw_EIO, dout_MO, x_MI, w_EIO, offsets_E1);
+  cpu::grouped_matmul_backward(dx_MI.f32(), dw_EIO.f32(), dout_MO.f32(), x_MI.f32(), w_EIO.f32(),
+                               offsets_E1.i32(), w_EIO.size(0), w_EIO.size(1), w_EIO.size(2));
+}
+
+}  // namespace moe::ops

@@ -1,0 +1,87 @@
+// Every numeric op of the model behind one device-neutral signature. Ops take
+// Tensors, which carry their device; each op runs the CPU reference
+// (cpu/cpu_ops.h) for host tensors and the CUDA kernel for device tensors.
+// The model calls only this header, so a new backend never touches the model.
+//
+// Shape legend as in cpu/cpu_ops.h: N tokens (= B*T), D dim, H query heads,
+// G kv heads, Dh head dim, V vocab, E experts, K top-k, M routed rows.
+// Backward ops ACCUMULATE (+=) into gradient outputs unless noted.
+#pragma once
+
+#include <cstdint>
+
+#include "src/core/tensor.h"
+#include "src/kernels/cpu/cpu_ops.h"
+
+namespace moe::ops {
+
+using cpu::RouterAux;
+using cpu::RouterKind;
+
+void embedding_forward(const Tensor& out_ND, const Tensor& tokens_N, const Tensor& table_VD);
+void embedding_backward(const Tensor& dtable_VD, const Tensor& dout_ND, const Tensor& tokens_N);
+
+void rmsnorm_forward(const Tensor& out_ND, const Tensor& rstd_N, const Tensor& x_ND, const Tensor& w_D, float eps);
+void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dout_ND, const Tensor& x_ND,
+                      const Tensor& w_D, const Tensor& rstd_N);
+
+// out = x W^T, W [O, I]. dx may be an empty Tensor (no input gradient).
+void matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI);
+void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dout_NO, const Tensor& x_NI,
+                     const Tensor& w_OI);
+
+// x: [B, T, heads, Dh], rotated in place.
+void rope_forward(const Tensor& x_BTHDh, float theta);
+void rope_backward(const Tensor& dx_BTHDh, float theta);
+
+// q, out: [B, T, H, Dh]; k, v: [B, T, G, Dh]; lse: [B, H, T].
+void attention_forward(const Tensor& out, const Tensor& lse_BHT, const Tensor& q, const Tensor& k, const Tensor& v);
+void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
+                        const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse_BHT);
+
+void swiglu_forward(const Tensor& out, const Tensor& a, const Tensor& b);
+void swiglu_backward(const Tensor& da, const Tensor& db, const Tensor& dout, const Tensor& a, const Tensor& b);
+
+// loss_n WRITTEN per row; dlogits WRITTEN (may alias logits).
+void cross_entropy_forward_backward(const Tensor& loss_n, const Tensor& dlogits_nV, const Tensor& logits_nV,
+                                    const Tensor& targets_n, float grad_scale);
+
+struct AdamW {
+  float lr, beta1, beta2, eps, weight_decay;
+};
+void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamW& hyper,
+                int64_t step, float grad_scale);
+double sum_squares(const Tensor& x);
+void add_inplace(const Tensor& y, const Tensor& x);  // y += x
+void scale_inplace(const Tensor& x, float factor);
+
+// bias_E may be an empty Tensor.
+void router_forward(const Tensor& topk_idx_NK, const Tensor& topk_w_NK, const Tensor& scores_NE,
+                    const Tensor& logits_NE, const Tensor& bias_E, RouterKind kind);
+void router_backward(const Tensor& dlogits_NE, const Tensor& dtopk_w_NK, const Tensor& topk_idx_NK,
+                     const Tensor& topk_w_NK, const Tensor& scores_NE, RouterKind kind);
+// daux_logits_NE WRITTEN (may be empty). N = B*T tokens as sequences of T.
+RouterAux router_aux_losses(const Tensor& daux_logits_NE, const Tensor& logits_NE, const Tensor& scores_NE,
+                            const Tensor& topk_idx_NK, int64_t T, RouterKind kind, float w_lb, float w_z,
+                            float w_seq, float grad_scale);
+
+// Sorts (token, slot) pairs by expert with capacity; returns the kept row
+// count M. row_pair_M must hold N*K entries. See cpu_ops.h for the layout.
+struct MoePlan {
+  int64_t rows = 0;     // M
+  int64_t dropped = 0;  // pairs over capacity
+};
+MoePlan moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK,
+                 const Tensor& topk_idx_NK, int64_t capacity);
+// xs_MD is the view of the first M rows; pair index / K is the token.
+void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& row_pair_M, int64_t K);
+void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tensor& row_pair_M, int64_t K);
+void moe_unpermute(const Tensor& out_ND, const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK);
+void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, const Tensor& dout_ND,
+                            const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK);
+// W: [E, I, O]; rows of expert e are [offsets[e], offsets[e+1]).
+void grouped_matmul_forward(const Tensor& out_MO, const Tensor& x_MI, const Tensor& w_EIO, const Tensor& offsets_E1);
+void grouped_matmul_backward(const Tensor& dx_MI, const Tensor& dw_EIO, const Tensor& dout_MO, const Tensor& x_MI,
+                             const Tensor& w_EIO, const Tensor& offsets_E1);
+
+}  // namespace moe::ops

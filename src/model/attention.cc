@@ -1,0 +1,57 @@
+#include "src/model/attention.h"
+
+#include "src/config/derived.h"
+#include "src/kernels/ops.h"
+
+namespace moe {
+
+Attention::Attention(const LayerContext& ctx, const std::string& prefix)
+    : B_(ctx.B),
+      T_(ctx.T),
+      H_(ctx.model.n_heads),
+      G_(kv_heads(ctx.model)),
+      Dh_(head_dim(ctx.model)),
+      rope_theta_(static_cast<float>(ctx.model.rope_theta)),
+      wq_(ctx.params[prefix + "self_attn.q_proj.weight"]),
+      wk_(ctx.params[prefix + "self_attn.k_proj.weight"]),
+      wv_(ctx.params[prefix + "self_attn.v_proj.weight"]),
+      wo_(ctx.params[prefix + "self_attn.o_proj.weight"]) {
+  TensorPool& pool = ctx.pool;
+  q_ = pool.alloc({B_, T_, H_, Dh_});
+  k_ = pool.alloc({B_, T_, G_, Dh_});
+  v_ = pool.alloc({B_, T_, G_, Dh_});
+  att_ = pool.alloc({B_, T_, H_, Dh_});
+  lse_ = pool.alloc({B_, H_, T_});
+  dq_ = pool.alloc({B_, T_, H_, Dh_});
+  dk_ = pool.alloc({B_, T_, G_, Dh_});
+  dv_ = pool.alloc({B_, T_, G_, Dh_});
+  datt_ = pool.alloc({B_, T_, H_, Dh_});
+}
+
+void Attention::forward(const Tensor& out_ND, const Tensor& x_ND) {
+  const int64_t N = B_ * T_;
+  ops::matmul_forward(q_.reshaped({N, H_ * Dh_}), x_ND, wq_.value);
+  ops::matmul_forward(k_.reshaped({N, G_ * Dh_}), x_ND, wk_.value);
+  ops::matmul_forward(v_.reshaped({N, G_ * Dh_}), x_ND, wv_.value);
+  ops::rope_forward(q_, rope_theta_);
+  ops::rope_forward(k_, rope_theta_);
+  ops::attention_forward(att_, lse_, q_, k_, v_);
+  ops::matmul_forward(out_ND, att_.reshaped({N, H_ * Dh_}), wo_.value);
+}
+
+void Attention::backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor& x_ND) {
+  const int64_t N = B_ * T_;
+  zero(datt_);
+  ops::matmul_backward(datt_.reshaped({N, H_ * Dh_}), wo_.grad, dout_ND, att_.reshaped({N, H_ * Dh_}), wo_.value);
+  zero(dq_);
+  zero(dk_);
+  zero(dv_);
+  ops::attention_backward(dq_, dk_, dv_, datt_, q_, k_, v_, att_, lse_);
+  ops::rope_backward(dq_, rope_theta_);
+  ops::rope_backward(dk_, rope_theta_);
+  ops::matmul_backward(dx_ND, wq_.grad, dq_.reshaped({N, H_ * Dh_}), x_ND, wq_.value);
+  ops::matmul_backward(dx_ND, wk_.grad, dk_.reshaped({N, G_ * Dh_}), x_ND, wk_.value);
+  ops::matmul_backward(dx_ND, wv_.grad, dv_.reshaped({N, G_ * Dh_}), x_ND, wv_.value);
+}
+
+}  // namespace moe

@@ -1,0 +1,32 @@
+// Causal self-attention with grouped KV heads and RoPE (HF Llama/Mixtral):
+//   q = x Wq^T, k = x Wk^T, v = x Wv^T; rope(q), rope(k);
+//   a = softmax(q k^T / sqrt(Dh), causal) v;  out = a Wo^T.
+// Legend: N = B*T tokens, D dim, H/G query/kv heads, Dh head dim.
+#pragma once
+
+#include <string>
+
+#include "src/model/layer_common.h"
+
+namespace moe {
+
+class Attention {
+ public:
+  Attention(const LayerContext& ctx, const std::string& prefix);  // prefix "model.layers.3."
+
+  // x_ND is kept by reference until backward (the caller owns it).
+  void forward(const Tensor& out_ND, const Tensor& x_ND);
+  // dx_ND += d(out)/d(x)^T dout; weight gradients accumulate into the params.
+  void backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor& x_ND);
+
+ private:
+  int64_t B_, T_, H_, G_, Dh_;
+  float rope_theta_;
+  Param &wq_, &wk_, &wv_, &wo_;
+  // Saved by forward: q and k after RoPE, v, the attention output and its log-sum-exp.
+  Tensor q_, k_, v_, att_, lse_;
+  // Backward scratch.
+  Tensor dq_, dk_, dv_, datt_;
+};
+
+}  // namespace moe

@@ -1,0 +1,63 @@
+#include "src/model/block.h"
+
+#include "src/config/derived.h"
+#include "src/kernels/ops.h"
+
+namespace moe {
+namespace {
+
+std::string block_prefix(int64_t layer) { return "model.layers." + std::to_string(layer) + "."; }
+
+}  // namespace
+
+Block::Block(const LayerContext& ctx, int64_t layer)
+    : eps_(static_cast<float>(ctx.model.norm_eps)),
+      ln1_(ctx.params[block_prefix(layer) + "input_layernorm.weight"]),
+      ln2_(ctx.params[block_prefix(layer) + "post_attention_layernorm.weight"]),
+      attn_(ctx, block_prefix(layer)) {
+  if (is_moe_block(ctx.model, layer)) {
+    moe_ = std::make_unique<MoELayer>(ctx, block_prefix(layer));
+  } else {
+    mlp_ = std::make_unique<DenseMLP>(ctx, block_prefix(layer));
+  }
+  const int64_t N = ctx.N(), D = ctx.model.dim;
+  for (Tensor* t : {&ln1_out_, &attn_out_, &h_, &ln2_out_, &ffn_out_, &dln_, &dh_}) *t = ctx.pool.alloc({N, D});
+  ln1_rstd_ = ctx.pool.alloc({N});
+  ln2_rstd_ = ctx.pool.alloc({N});
+}
+
+double Block::forward(const Tensor& out_ND, const Tensor& x_in_ND, bool training, float grad_scale) {
+  ops::rmsnorm_forward(ln1_out_, ln1_rstd_, x_in_ND, ln1_.value, eps_);
+  attn_.forward(attn_out_, ln1_out_);
+  copy_tensor(h_, x_in_ND);
+  ops::add_inplace(h_, attn_out_);
+  ops::rmsnorm_forward(ln2_out_, ln2_rstd_, h_, ln2_.value, eps_);
+  double aux = 0;
+  if (moe_) {
+    aux = moe_->forward(ffn_out_, ln2_out_, training, grad_scale);
+  } else {
+    mlp_->forward(ffn_out_, ln2_out_);
+  }
+  copy_tensor(out_ND, h_);
+  ops::add_inplace(out_ND, ffn_out_);
+  return aux;
+}
+
+void Block::backward(const Tensor& dx_in_ND, const Tensor& dout_ND, const Tensor& x_in_ND) {
+  // out = h + ffn(norm2(h)): dh = dout + norm2'^T ffn'^T dout
+  copy_tensor(dh_, dout_ND);
+  zero(dln_);
+  if (moe_) {
+    moe_->backward(dln_, dout_ND, ln2_out_);
+  } else {
+    mlp_->backward(dln_, dout_ND, ln2_out_);
+  }
+  ops::rmsnorm_backward(dh_, ln2_.grad, dln_, h_, ln2_.value, ln2_rstd_);
+  // h = x + attn(norm1(x)): dx = dh + norm1'^T attn'^T dh
+  copy_tensor(dx_in_ND, dh_);
+  zero(dln_);
+  attn_.backward(dln_, dh_, ln1_out_);
+  ops::rmsnorm_backward(dx_in_ND, ln1_.grad, dln_, x_in_ND, ln1_.value, ln1_rstd_);
+}
+
+}  // namespace moe

@@ -1,0 +1,38 @@
+// One transformer block, pre-norm:
+//   h = x + Attn(RMSNorm(x));  out = h + FFN(RMSNorm(h))
+// where FFN is a dense SwiGLU MLP or, in blocks chosen by moe_frequency, the
+// MoE layer. Legend: N tokens, D dim.
+#pragma once
+
+#include <memory>
+
+#include "src/model/attention.h"
+#include "src/model/ffn.h"
+#include "src/model/layer_common.h"
+#include "src/model/moe_layer.h"
+
+namespace moe {
+
+class Block {
+ public:
+  Block(const LayerContext& ctx, int64_t layer);
+
+  // x_in_ND must stay unchanged until backward. Returns the block's weighted
+  // MoE auxiliary loss (0 for a dense block).
+  double forward(const Tensor& out_ND, const Tensor& x_in_ND, bool training, float grad_scale);
+  // dx_in_ND is WRITTEN (not accumulated).
+  void backward(const Tensor& dx_in_ND, const Tensor& dout_ND, const Tensor& x_in_ND);
+
+  MoELayer* moe() { return moe_.get(); }
+
+ private:
+  float eps_;
+  Param &ln1_, &ln2_;
+  Attention attn_;
+  std::unique_ptr<DenseMLP> mlp_;
+  std::unique_ptr<MoELayer> moe_;
+  Tensor ln1_out_, ln1_rstd_, attn_out_, h_, ln2_out_, ln2_rstd_, ffn_out_;
+  Tensor dln_, dh_;
+};
+
+}  // namespace moe

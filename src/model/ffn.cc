@@ -1,0 +1,61 @@
+#include "src/model/ffn.h"
+
+#include "src/config/derived.h"
+#include "src/kernels/ops.h"
+
+namespace moe {
+
+DenseMLP::DenseMLP(const LayerContext& ctx, const std::string& prefix)
+    : w1_(ctx.params[prefix + "mlp.gate_proj.weight"]),
+      w3_(ctx.params[prefix + "mlp.up_proj.weight"]),
+      w2_(ctx.params[prefix + "mlp.down_proj.weight"]) {
+  const int64_t N = ctx.N(), F = ffn_hidden(ctx.model);
+  for (Tensor* t : {&a_, &b_, &g_, &da_, &db_, &dg_}) *t = ctx.pool.alloc({N, F});
+}
+
+void DenseMLP::forward(const Tensor& out_ND, const Tensor& x_ND) {
+  ops::matmul_forward(a_, x_ND, w1_.value);
+  ops::matmul_forward(b_, x_ND, w3_.value);
+  ops::swiglu_forward(g_, a_, b_);
+  ops::matmul_forward(out_ND, g_, w2_.value);
+}
+
+void DenseMLP::backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor& x_ND) {
+  zero(dg_);
+  ops::matmul_backward(dg_, w2_.grad, dout_ND, g_, w2_.value);
+  zero(da_);
+  zero(db_);
+  ops::swiglu_backward(da_, db_, dg_, a_, b_);
+  ops::matmul_backward(dx_ND, w1_.grad, da_, x_ND, w1_.value);
+  ops::matmul_backward(dx_ND, w3_.grad, db_, x_ND, w3_.value);
+}
+
+GroupedSwiGLU::GroupedSwiGLU(TensorPool& pool, int64_t max_rows, int64_t /*D*/, int64_t F) {
+  for (Tensor* t : {&a_, &b_, &g_, &da_, &db_, &dg_}) *t = pool.alloc({max_rows, F});
+}
+
+void GroupedSwiGLU::forward(const Tensor& out_MD, const Tensor& x_MD, const ExpertWeights& w,
+                            const Tensor& offsets_E1) {
+  const int64_t M = x_MD.size(0);
+  const Tensor a = a_.rows(0, M), b = b_.rows(0, M), g = g_.rows(0, M);
+  ops::grouped_matmul_forward(a, x_MD, w.w1, offsets_E1);
+  ops::grouped_matmul_forward(b, x_MD, w.w3, offsets_E1);
+  ops::swiglu_forward(g, a, b);
+  ops::grouped_matmul_forward(out_MD, g, w.w2, offsets_E1);
+}
+
+void GroupedSwiGLU::backward(const Tensor& dx_MD, const Tensor& dout_MD, const Tensor& x_MD, const ExpertWeights& w,
+                             const Tensor& offsets_E1) {
+  const int64_t M = x_MD.size(0);
+  const Tensor a = a_.rows(0, M), b = b_.rows(0, M), g = g_.rows(0, M);
+  const Tensor da = da_.rows(0, M), db = db_.rows(0, M), dg = dg_.rows(0, M);
+  zero(dg);
+  ops::grouped_matmul_backward(dg, w.dw2, dout_MD, g, w.w2, offsets_E1);
+  zero(da);
+  zero(db);
+  ops::swiglu_backward(da, db, dg, a, b);
+  ops::grouped_matmul_backward(dx_MD, w.dw1, da, x_MD, w.w1, offsets_E1);
+  ops::grouped_matmul_backward(dx_MD, w.dw3, db, x_MD, w.w3, offsets_E1);
+}
+
+}  // namespace moe

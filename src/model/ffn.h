@@ -1,0 +1,47 @@
+// The two SwiGLU feed-forwards, y = (silu(x W1) * (x W3)) W2:
+// - DenseMLP: one MLP over all tokens, HF Llama weights [F, D] / [D, F]
+//   (gate_proj = W1, up_proj = W3, down_proj = W2), run as x W^T.
+// - GroupedSwiGLU: many experts at once over rows sorted by expert, packed
+//   weights w1, w3 [E, D, F] and w2 [E, F, D], run as grouped matmuls x W[e].
+//   Routed experts use it with the dispatch offsets; each shared expert uses
+//   it as a group of one over all tokens.
+// Legend: N tokens, M rows, D dim, F hidden, E experts.
+#pragma once
+
+#include <string>
+
+#include "src/model/layer_common.h"
+
+namespace moe {
+
+class DenseMLP {
+ public:
+  DenseMLP(const LayerContext& ctx, const std::string& prefix);
+  void forward(const Tensor& out_ND, const Tensor& x_ND);
+  void backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor& x_ND);
+
+ private:
+  Param &w1_, &w3_, &w2_;
+  Tensor a_, b_, g_;     // saved: x W1^T, x W3^T, silu(a) * b      [N, F]
+  Tensor da_, db_, dg_;  // backward scratch                         [N, F]
+};
+
+// Weights and their gradients for a group of experts (views into Params).
+struct ExpertWeights {
+  Tensor w1, w3, w2;     // [E, D, F], [E, D, F], [E, F, D]
+  Tensor dw1, dw3, dw2;  // same shapes
+};
+
+class GroupedSwiGLU {
+ public:
+  GroupedSwiGLU(TensorPool& pool, int64_t max_rows, int64_t D, int64_t F);
+  // x_MD, out_MD: the first M rows (views); offsets_E1 holds E+1 row offsets with offsets[E] == M.
+  void forward(const Tensor& out_MD, const Tensor& x_MD, const ExpertWeights& w, const Tensor& offsets_E1);
+  void backward(const Tensor& dx_MD, const Tensor& dout_MD, const Tensor& x_MD, const ExpertWeights& w,
+                const Tensor& offsets_E1);
+
+ private:
+  Tensor a_, b_, g_, da_, db_, dg_;  // [max_rows, F]; each call uses the first M rows
+};
+
+}  // namespace moe

@@ -1,0 +1,153 @@
+#include "src/model/moe_layer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "src/config/derived.h"
+
+namespace moe {
+
+MoELayer::MoELayer(const LayerContext& ctx, const std::string& prefix)
+    : kind_(ctx.model.moe_router == "sigmoid_topk" ? ops::RouterKind::kSigmoidTopK : ops::RouterKind::kSoftmaxTopK),
+      N_(ctx.N()),
+      T_(ctx.T),
+      D_(ctx.model.dim),
+      E_(ctx.model.num_experts),
+      K_(ctx.model.moe_top_k),
+      capacity_(0),
+      w_lb_(static_cast<float>(ctx.model.moe_aux_loss_weight)),
+      w_z_(static_cast<float>(ctx.model.moe_router_z_loss_weight)),
+      w_seq_(static_cast<float>(ctx.model.moe_sequence_aux_loss_weight)),
+      router_(ctx.params[prefix + "block_sparse_moe.gate.weight"]),
+      w1_(ctx.params[prefix + "block_sparse_moe.experts.w1"]),
+      w3_(ctx.params[prefix + "block_sparse_moe.experts.w3"]),
+      w2_(ctx.params[prefix + "block_sparse_moe.experts.w2"]),
+      routed_(ctx.pool, ctx.N() * ctx.model.moe_top_k, ctx.model.dim, expert_hidden(ctx.model)) {
+  TensorPool& pool = ctx.pool;
+  const int64_t F = expert_hidden(ctx.model);
+  if (ctx.model.moe_capacity_factor > 0) {
+    // Per micro-batch: ceil(cf * tokens * k / E) pairs per expert.
+    capacity_ = static_cast<int64_t>(std::ceil(ctx.model.moe_capacity_factor * static_cast<double>(N_ * K_) /
+                                               static_cast<double>(E_)));
+  }
+  if (ctx.model.moe_shared_experts > 0) {
+    shared_w1_ = &ctx.params[prefix + "block_sparse_moe.shared_experts.w1"];
+    shared_w3_ = &ctx.params[prefix + "block_sparse_moe.shared_experts.w3"];
+    shared_w2_ = &ctx.params[prefix + "block_sparse_moe.shared_experts.w2"];
+  }
+  for (int64_t s = 0; s < ctx.model.moe_shared_experts; ++s) {
+    shared_.push_back(std::make_unique<GroupedSwiGLU>(pool, N_, D_, F));
+  }
+  bias_E_ = pool.alloc({E_});
+  logits_NE_ = pool.alloc({N_, E_});
+  scores_NE_ = pool.alloc({N_, E_});
+  daux_logits_NE_ = pool.alloc({N_, E_});
+  dlogits_NE_ = pool.alloc({N_, E_});
+  topk_idx_NK_ = pool.alloc({N_, K_}, DType::kI32);
+  topk_w_NK_ = pool.alloc({N_, K_});
+  dtopk_w_NK_ = pool.alloc({N_, K_});
+  offsets_E1_ = pool.alloc({E_ + 1}, DType::kI32);
+  row_pair_M_ = pool.alloc({N_ * K_}, DType::kI32);
+  pair_row_NK_ = pool.alloc({N_, K_}, DType::kI32);
+  xs_MD_ = pool.alloc({N_ * K_, D_});
+  ys_MD_ = pool.alloc({N_ * K_, D_});
+  dxs_MD_ = pool.alloc({N_ * K_, D_});
+  dys_MD_ = pool.alloc({N_ * K_, D_});
+  shared_offsets_ = pool.alloc({2}, DType::kI32);
+  shared_offsets_.i32()[1] = static_cast<int32_t>(N_);
+  shared_out_ND_ = pool.alloc({N_, D_});
+  reset_step_stats();
+}
+
+ExpertWeights MoELayer::routed_weights() const {
+  return {w1_.value, w3_.value, w2_.value, w1_.grad, w3_.grad, w2_.grad};
+}
+
+ExpertWeights MoELayer::shared_weights(size_t s) const {
+  const auto i = static_cast<int64_t>(s);
+  const Param &w1 = *shared_w1_, &w3 = *shared_w3_, &w2 = *shared_w2_;
+  return {w1.value.rows(i, 1), w3.value.rows(i, 1), w2.value.rows(i, 1),
+          w1.grad.rows(i, 1),  w3.grad.rows(i, 1),  w2.grad.rows(i, 1)};
+}
+
+void MoELayer::reset_step_stats() {
+  stats_ = MoEStepStats{};
+  stats_.routed_per_expert.assign(static_cast<size_t>(E_), 0);
+  stats_.kept_per_expert.assign(static_cast<size_t>(E_), 0);
+}
+
+double MoELayer::forward(const Tensor& out_ND, const Tensor& x_ND, bool training, float grad_scale) {
+  ops::matmul_forward(logits_NE_, x_ND, router_.value);
+  const Tensor bias = kind_ == ops::RouterKind::kSigmoidTopK ? bias_E_ : Tensor{};
+  ops::router_forward(topk_idx_NK_, topk_w_NK_, scores_NE_, logits_NE_, bias, kind_);
+  const ops::RouterAux aux = ops::router_aux_losses(daux_logits_NE_, logits_NE_, scores_NE_, topk_idx_NK_, T_, kind_,
+                                                    w_lb_, w_z_, w_seq_, grad_scale);
+
+  const ops::MoePlan plan = ops::moe_plan(offsets_E1_, row_pair_M_, pair_row_NK_, topk_idx_NK_, capacity_);
+  rows_ = plan.rows;
+  const Tensor xs = xs_MD_.rows(0, rows_), ys = ys_MD_.rows(0, rows_);
+  ops::moe_permute(xs, x_ND, row_pair_M_, K_);
+  routed_.forward(ys, xs, routed_weights(), offsets_E1_);
+  zero(out_ND);
+  ops::moe_unpermute(out_ND, ys, topk_w_NK_, pair_row_NK_);
+
+  for (size_t s = 0; s < shared_.size(); ++s) {
+    shared_[s]->forward(shared_out_ND_, x_ND, shared_weights(s), shared_offsets_);
+    ops::add_inplace(out_ND, shared_out_ND_);
+  }
+
+  if (training) {
+    const int32_t* idx = topk_idx_NK_.i32();
+    for (int64_t i = 0; i < N_ * K_; ++i) stats_.routed_per_expert[static_cast<size_t>(idx[i])] += 1;
+    const int32_t* off = offsets_E1_.i32();
+    for (int64_t e = 0; e < E_; ++e) stats_.kept_per_expert[static_cast<size_t>(e)] += off[e + 1] - off[e];
+    stats_.pairs += N_ * K_;
+    stats_.dropped += plan.dropped;
+    stats_.load_balance += aux.load_balance;
+    stats_.z_loss += aux.z_loss;
+    stats_.sequence_balance += aux.sequence_balance;
+    stats_.micro_batches += 1;
+  }
+  return w_lb_ * aux.load_balance + w_z_ * aux.z_loss + w_seq_ * aux.sequence_balance;
+}
+
+void MoELayer::backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor& x_ND) {
+  for (size_t s = 0; s < shared_.size(); ++s) shared_[s]->backward(dx_ND, dout_ND, x_ND, shared_weights(s), shared_offsets_);
+
+  const Tensor xs = xs_MD_.rows(0, rows_), ys = ys_MD_.rows(0, rows_);
+  const Tensor dxs = dxs_MD_.rows(0, rows_), dys = dys_MD_.rows(0, rows_);
+  ops::moe_unpermute_backward(dys, dtopk_w_NK_, dout_ND, ys, topk_w_NK_, pair_row_NK_);
+  zero(dxs);
+  routed_.backward(dxs, dys, xs, routed_weights(), offsets_E1_);
+  ops::moe_permute_backward(dx_ND, dxs, row_pair_M_, K_);
+
+  copy_tensor(dlogits_NE_, daux_logits_NE_);
+  ops::router_backward(dlogits_NE_, dtopk_w_NK_, topk_idx_NK_, topk_w_NK_, scores_NE_, kind_);
+  ops::matmul_backward(dx_ND, router_.grad, dlogits_NE_, x_ND, router_.value);
+}
+
+void MoELayer::scale_expert_gradients() {
+  double mean = 0;
+  for (int64_t c : stats_.kept_per_expert) mean += static_cast<double>(c);
+  mean /= static_cast<double>(E_);
+  for (int64_t e = 0; e < E_; ++e) {
+    const auto load = static_cast<double>(stats_.kept_per_expert[static_cast<size_t>(e)]);
+    const float factor = static_cast<float>(load > 0 ? std::clamp(mean / load, 0.1, 10.0) : 10.0);
+    for (Param* p : {&w1_, &w3_, &w2_}) ops::scale_inplace(p->grad.rows(e, 1), factor);
+  }
+}
+
+void MoELayer::update_bias(double rate) {
+  if (kind_ != ops::RouterKind::kSigmoidTopK) return;
+  double mean = 0;
+  for (int64_t c : stats_.routed_per_expert) mean += static_cast<double>(c);
+  mean /= static_cast<double>(E_);
+  float* bias = bias_E_.f32();
+  for (int64_t e = 0; e < E_; ++e) {
+    const double load = static_cast<double>(stats_.routed_per_expert[static_cast<size_t>(e)]);
+    const double sign = load < mean ? 1.0 : (load > mean ? -1.0 : 0.0);
+    bias[e] = static_cast<float>(bias[e] + rate * sign);
+  }
+}
+
+}  // namespace moe

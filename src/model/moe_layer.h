@@ -1,0 +1,80 @@
+// The MoE feed-forward of one block:
+//   logits = x Wr^T; router picks top-k experts and weights (softmax_topk or
+//   sigmoid_topk with a balance bias); the (token, slot) pairs are sorted by
+//   expert (capacity drops the overflow in token order); the experts run as
+//   grouped matmuls over those rows; out = sum_k weight * expert_k(x) plus
+//   the always-on shared experts.
+// Auxiliary losses (load balance, router z-loss, sequence balance) are
+// computed in forward, their gradient saved and added to the router's in
+// backward. Per-step statistics (tokens per expert, drops, aux values) feed
+// the metrics, the sigmoid router's bias update and the gradient scaling.
+// Legend: N tokens, D dim, E experts, K top-k, F expert hidden, M kept rows.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "src/kernels/ops.h"
+#include "src/model/ffn.h"
+#include "src/model/layer_common.h"
+
+namespace moe {
+
+// Accumulated over the micro-batches of one optimizer step.
+struct MoEStepStats {
+  std::vector<int64_t> routed_per_expert;  // pairs that chose each expert, before capacity
+  std::vector<int64_t> kept_per_expert;    // pairs each expert computed
+  int64_t pairs = 0;
+  int64_t dropped = 0;
+  double load_balance = 0;  // summed over micro-batches (unweighted)
+  double z_loss = 0;
+  double sequence_balance = 0;
+  int64_t micro_batches = 0;
+};
+
+class MoELayer {
+ public:
+  MoELayer(const LayerContext& ctx, const std::string& prefix);
+
+  // training: count statistics (evaluation must not). grad_scale multiplies the
+  // aux losses' gradient (1 / grad_accum_steps). Returns the weighted aux loss
+  // of this micro-batch: w_lb*LB + w_z*Z + w_seq*SEQ.
+  double forward(const Tensor& out_ND, const Tensor& x_ND, bool training, float grad_scale);
+  void backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor& x_ND);
+
+  const MoEStepStats& step_stats() const { return stats_; }
+  void reset_step_stats();
+  // moe_gradient_scale: expert e's weight gradients *= clamp(mean_load / load_e, 0.1, 10),
+  // loads = rows computed over the step.
+  void scale_expert_gradients();
+  // sigmoid_topk: bias_e += rate * sign(mean_load - load_e), loads = routed pairs over the step.
+  void update_bias(double rate);
+  const Tensor& bias() const { return bias_E_; }
+
+ private:
+  ops::RouterKind kind_;
+  int64_t N_, T_, D_, E_, K_, capacity_;
+  float w_lb_, w_z_, w_seq_;
+  Param &router_, &w1_, &w3_, &w2_;
+  Param *shared_w1_ = nullptr, *shared_w3_ = nullptr, *shared_w2_ = nullptr;  // [S, ...]; null without shared experts
+  Tensor bias_E_;  // sigmoid_topk balance bias: selection only, no gradient, not an optimizer parameter
+
+  // Saved by forward.
+  Tensor logits_NE_, scores_NE_, daux_logits_NE_, topk_idx_NK_, topk_w_NK_;
+  Tensor offsets_E1_, row_pair_M_, pair_row_NK_;
+  int64_t rows_ = 0;  // M of the last forward
+  Tensor xs_MD_, ys_MD_;
+  GroupedSwiGLU routed_;
+  std::vector<std::unique_ptr<GroupedSwiGLU>> shared_;
+  Tensor shared_offsets_, shared_out_ND_;
+  // Backward scratch.
+  Tensor dys_MD_, dxs_MD_, dtopk_w_NK_, dlogits_NE_;
+
+  MoEStepStats stats_;
+
+  ExpertWeights routed_weights() const;
+  ExpertWeights shared_weights(size_t s) const;
+};
+
+}  // namespace moe

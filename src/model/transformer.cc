@@ -1,0 +1,97 @@
+#include "src/model/transformer.h"
+
+#include <algorithm>
+
+#include "src/kernels/ops.h"
+
+namespace moe {
+namespace {
+
+// Enough rows that the LM-head matmul is efficient, few enough that one chunk
+// of logits stays around 16 MiB.
+int64_t auto_chunk_rows(int64_t N, int64_t V) { return std::clamp<int64_t>((int64_t{1} << 22) / V, 1, N); }
+
+}  // namespace
+
+Transformer::Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_chunk_rows, TensorPool& pool,
+                         ParamStore& params)
+    : model_(m),
+      B_(B),
+      T_(T),
+      N_(B * T),
+      D_(m.dim),
+      V_(m.vocab_size),
+      chunk_(ce_chunk_rows > 0 ? std::min(ce_chunk_rows, B * T) : auto_chunk_rows(B * T, m.vocab_size)),
+      params_(params),
+      embed_(params["model.embed_tokens.weight"]),
+      final_norm_(params["model.norm.weight"]),
+      head_(m.tie_embeddings ? params["model.embed_tokens.weight"] : params["lm_head.weight"]) {
+  const LayerContext ctx{m, B, T, pool, params};
+  for (int64_t l = 0; l < m.n_layers; ++l) blocks_.push_back(std::make_unique<Block>(ctx, l));
+  inputs_ = pool.alloc({B, T}, DType::kI32);
+  targets_ = pool.alloc({B, T}, DType::kI32);
+  for (int64_t l = 0; l <= m.n_layers; ++l) resid_.push_back(pool.alloc({N_, D_}));
+  final_out_ = pool.alloc({N_, D_});
+  final_rstd_ = pool.alloc({N_});
+  logits_ = pool.alloc({chunk_, V_});
+  loss_n_ = pool.alloc({N_});
+  dfinal_ = pool.alloc({N_, D_});
+  dresid_a_ = pool.alloc({N_, D_});
+  dresid_b_ = pool.alloc({N_, D_});
+}
+
+std::vector<MoELayer*> Transformer::moe_layers() {
+  std::vector<MoELayer*> out;
+  for (auto& b : blocks_) {
+    if (b->moe()) out.push_back(b->moe());
+  }
+  return out;
+}
+
+double Transformer::forward(bool training, float loss_scale, double* aux_loss) {
+  const Tensor tokens = inputs_.reshaped({N_});
+  ops::embedding_forward(resid_[0], tokens, embed_.value);
+  double aux = 0;
+  for (size_t l = 0; l < blocks_.size(); ++l) aux += blocks_[l]->forward(resid_[l + 1], resid_[l], training, loss_scale);
+  ops::rmsnorm_forward(final_out_, final_rstd_, resid_.back(), final_norm_.value,
+                       static_cast<float>(model_.norm_eps));
+  if (aux_loss) *aux_loss = aux;
+  return head_and_loss(training, loss_scale);
+}
+
+double Transformer::head_and_loss(bool with_grad, float loss_scale) {
+  const Tensor targets = targets_.reshaped({N_});
+  if (with_grad) zero(dfinal_);
+  // d(mean loss)/d(logits) = (softmax - onehot) / N, times the micro-batch's share of the step.
+  const float grad_scale = with_grad ? loss_scale / static_cast<float>(N_) : 0.0f;
+  for (int64_t r0 = 0; r0 < N_; r0 += chunk_) {
+    const int64_t n = std::min(chunk_, N_ - r0);
+    const Tensor logits = logits_.rows(0, n), x = final_out_.rows(r0, n);
+    ops::matmul_forward(logits, x, head_.value);
+    ops::cross_entropy_forward_backward(loss_n_.rows(r0, n), logits, logits, targets.rows(r0, n), grad_scale);
+    if (with_grad) ops::matmul_backward(dfinal_.rows(r0, n), head_.grad, logits, x, head_.value);
+  }
+  // The one host read of a step's loss (a device sync on GPU).
+  double sum = 0;
+  const float* loss = loss_n_.f32();
+  for (int64_t i = 0; i < N_; ++i) sum += loss[i];
+  return sum / static_cast<double>(N_);
+}
+
+MicroBatchLoss Transformer::forward_backward(float loss_scale) {
+  MicroBatchLoss out;
+  out.lm_loss = forward(true, loss_scale, &out.aux_loss);
+  zero(dresid_a_);
+  ops::rmsnorm_backward(dresid_a_, final_norm_.grad, dfinal_, resid_.back(), final_norm_.value, final_rstd_);
+  Tensor dout = dresid_a_, dx = dresid_b_;
+  for (size_t l = blocks_.size(); l-- > 0;) {
+    blocks_[l]->backward(dx, dout, resid_[l]);
+    std::swap(dout, dx);
+  }
+  ops::embedding_backward(embed_.grad, dout, inputs_.reshaped({N_}));
+  return out;
+}
+
+double Transformer::evaluate() { return forward(false, 0.0f, nullptr); }
+
+}  // namespace moe

@@ -1,0 +1,56 @@
+// The whole model for one micro-batch of B sequences of T tokens:
+//   x = embed(tokens); x = block_l(x) for each block; x = RMSNorm(x);
+//   loss = mean cross-entropy of x W_head^T against the targets,
+// with the LM head and the cross-entropy run chunk by chunk, so that at most
+// one chunk of logits (and their gradients, computed in place) exists at a time.
+// Every buffer is allocated here, once; a step allocates nothing.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "src/model/block.h"
+#include "src/model/layer_common.h"
+
+namespace moe {
+
+struct MicroBatchLoss {
+  double lm_loss = 0;   // mean token cross-entropy
+  double aux_loss = 0;  // weighted MoE auxiliary losses, summed over layers
+};
+
+class Transformer {
+ public:
+  // ce_chunk_rows: rows of logits per LM-head chunk (0 = automatic).
+  Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_chunk_rows, TensorPool& pool,
+              ParamStore& params);
+
+  // The micro-batch's token ids, [B, T] each: fill these, then call a pass.
+  const Tensor& inputs() const { return inputs_; }
+  const Tensor& targets() const { return targets_; }
+
+  // Forward and backward: parameter gradients accumulate, scaled so that
+  // loss_scale = 1/grad_accum_steps makes a step's gradient the mean over its micro-batches.
+  MicroBatchLoss forward_backward(float loss_scale);
+  // Forward only (evaluation): no gradients, no MoE statistics.
+  double evaluate();
+
+  std::vector<MoELayer*> moe_layers();
+  int64_t tokens_per_micro_batch() const { return B_ * T_; }
+
+ private:
+  double forward(bool training, float loss_scale, double* aux_loss);
+  double head_and_loss(bool with_grad, float loss_scale);
+
+  const ModelConfig& model_;
+  int64_t B_, T_, N_, D_, V_, chunk_;
+  ParamStore& params_;
+  Param &embed_, &final_norm_, &head_;
+  std::vector<std::unique_ptr<Block>> blocks_;
+  Tensor inputs_, targets_;
+  std::vector<Tensor> resid_;  // resid_[l] is block l's input; resid_[L] the last block's output
+  Tensor final_out_, final_rstd_, logits_, loss_n_;
+  Tensor dfinal_, dresid_a_, dresid_b_;
+};
+
+}  // namespace moe

@@ -1,0 +1,32 @@
+// AdamW over every parameter, with fp32 master weights and moments, decoupled
+// weight decay on matrices only, and global-norm gradient clipping.
+#pragma once
+
+#include <vector>
+
+#include "src/config/job_config.h"
+#include "src/core/tensor_pool.h"
+#include "src/model/params.h"
+
+namespace moe {
+
+class Optimizer {
+ public:
+  Optimizer(const OptimizerConfig& cfg, ParamStore& params, TensorPool& pool);
+
+  // The L2 norm of all gradients together (each parameter counted once).
+  double grad_norm() const;
+  // One AdamW step at learning rate `lr`; gradients are multiplied by
+  // clip_scale first (min(1, max_norm / norm) for clipping). step is 1-based.
+  void step(double lr, double clip_scale, int64_t step);
+
+ private:
+  OptimizerConfig cfg_;
+  ParamStore& params_;
+  std::vector<Tensor> m_, v_;
+};
+
+// min(1, max_norm / norm); 1 when the norm is not finite (the caller decides what to do).
+double clip_scale(double norm, double max_norm);
+
+}  // namespace moe
