@@ -1,0 +1,94 @@
+// Dispatch: the plan that groups (token, slot) pairs by expert, and the
+// gathers/scatters that move rows between token order and expert order.
+// Legend: N tokens, K slots per token, E experts, D row width, M kept rows.
+#include <cstring>
+
+#include "src/kernels/cpu/cpu_ops.h"
+
+namespace moe::cpu {
+
+// A counting sort in three passes over the pairs, using offsets_E1 itself as
+// the per-expert cursor (no scratch). Pairs are visited in index order n*K+k,
+// and a token picks an expert at most once, so "first in pair order" is "first
+// in token order": both the order within an expert and who overflows the
+// capacity follow token order.
+int64_t moe_plan(int32_t* offsets_E1, int32_t* row_pair_M, int32_t* pair_row_NK, const int32_t* topk_idx_NK,
+                 int64_t N, int64_t E, int64_t K, int64_t capacity) {
+  const int64_t pairs = N * K;
+  // 1. offsets[e+1] = kept rows of e; pair_row marks dropped pairs with -1.
+  std::memset(offsets_E1, 0, sizeof(int32_t) * (E + 1));
+  for (int64_t p = 0; p < pairs; ++p) {
+    int32_t& kept = offsets_E1[topk_idx_NK[p] + 1];
+    const bool keep = capacity <= 0 || kept < capacity;
+    kept += keep;
+    pair_row_NK[p] = keep ? 0 : -1;
+  }
+  // 2. offsets[e+1] = first row of e (an exclusive prefix sum, shifted by one).
+  int32_t start = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    const int32_t rows = offsets_E1[e + 1];
+    offsets_E1[e + 1] = start;
+    start += rows;
+  }
+  // 3. Place each kept pair; each cursor offsets[e+1] ends at the end of e,
+  //    which is the start of e+1, so offsets come out right.
+  for (int64_t p = 0; p < pairs; ++p) {
+    if (pair_row_NK[p] < 0) continue;
+    const int32_t row = offsets_E1[topk_idx_NK[p] + 1]++;
+    row_pair_M[row] = static_cast<int32_t>(p);
+    pair_row_NK[p] = row;
+  }
+  return pairs - offsets_E1[E];
+}
+
+void moe_permute(float* xs_MD, const float* x_ND, const int32_t* row_pair_M, int64_t M, int64_t D, int64_t K) {
+  for (int64_t m = 0; m < M; ++m) std::memcpy(xs_MD + m * D, x_ND + (row_pair_M[m] / K) * D, sizeof(float) * D);
+}
+
+void moe_permute_backward(float* dx_ND, const float* dxs_MD, const int32_t* row_pair_M, int64_t M, int64_t D,
+                          int64_t K) {
+  for (int64_t m = 0; m < M; ++m) {
+    float* dx = dx_ND + (row_pair_M[m] / K) * D;
+    const float* dxs = dxs_MD + m * D;
+    for (int64_t d = 0; d < D; ++d) dx[d] += dxs[d];
+  }
+}
+
+void moe_unpermute(float* out_ND, const float* ys_MD, const float* topk_w_NK, const int32_t* pair_row_NK,
+                   int64_t N, int64_t D, int64_t K) {
+  for (int64_t n = 0; n < N; ++n) {
+    float* out = out_ND + n * D;
+    for (int64_t k = 0; k < K; ++k) {
+      const int32_t row = pair_row_NK[n * K + k];
+      if (row < 0) continue;
+      const float w = topk_w_NK[n * K + k];
+      const float* y = ys_MD + row * D;
+      for (int64_t d = 0; d < D; ++d) out[d] += w * y[d];
+    }
+  }
+}
+
+void moe_unpermute_backward(float* dys_MD, float* dtopk_w_NK, const float* dout_ND, const float* ys_MD,
+                            const float* topk_w_NK, const int32_t* pair_row_NK, int64_t N, int64_t D, int64_t K) {
+  for (int64_t n = 0; n < N; ++n) {
+    const float* dout = dout_ND + n * D;
+    for (int64_t k = 0; k < K; ++k) {
+      const int32_t row = pair_row_NK[n * K + k];
+      if (row < 0) {
+        dtopk_w_NK[n * K + k] = 0;
+        continue;
+      }
+      const float w = topk_w_NK[n * K + k];
+      const float* y = ys_MD + row * D;
+      float* dy = dys_MD + row * D;
+      double dw = 0;
+      for (int64_t d = 0; d < D; ++d) {
+        dy[d] = w * dout[d];
+        dw += static_cast<double>(dout[d]) * y[d];
+      }
+      dtopk_w_NK[n * K + k] = static_cast<float>(dw);
+    }
+  }
+}
+
+}  // namespace moe::cpu
