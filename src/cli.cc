@@ -13,7 +13,10 @@
 #include "src/core/log.h"
 #include "src/core/user_error.h"
 #include "src/parallel/launch_env.h"
+#include "src/data/prepare.h"
+#include "src/model/params.h"
 #include "src/train/dry_run.h"
+#include "src/train/export_hf.h"
 #include "src/train/trainer.h"
 
 namespace moe {
@@ -30,10 +33,18 @@ const char* kUsage =
     "  --dry-run             print parameters, FLOPs and memory per rank, and exit\n"
     "  --world-size=N        rank count assumed by --dry-run/--print-config to resolve\n"
     "                        distributed.dp_shard = -1 (default: the layout's product)\n"
+    "  --export-hf=DIR       write the model's weights as Hugging Face model.safetensors +\n"
+    "                        config.json (Llama, Mixtral or Qwen2-MoE) and exit\n"
     "  --log-all-ranks       info-level logs from every rank, not only rank 0\n"
-    "  -h, --help            this text\n";
+    "  -h, --help            this text\n"
+    "\n"
+    "       moe_train prepare --output=DIR [--val-fraction=0.01] TEXT_FILE...\n"
+    "\n"
+    "Turns text files into a byte-level token dataset (DIR/train, DIR/val; vocab 257:\n"
+    "256 bytes + end of document) to train on with data.dataset_path = \"DIR/train\".\n";
 
-const std::vector<std::string> kFlags = {"--print-config", "--dry-run", "--world-size", "--log-all-ranks", "--help"};
+const std::vector<std::string> kFlags = {"--print-config", "--dry-run",       "--world-size",
+                                         "--export-hf",    "--log-all-ranks", "--help"};
 
 int64_t parse_world_size(const std::string& v) {
   char* end = nullptr;
@@ -59,6 +70,8 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
       cl.log_all_ranks = true;
     } else if (a.rfind("--world-size=", 0) == 0) {
       cl.world_size = parse_world_size(a.substr(13));
+    } else if (a.rfind("--export-hf=", 0) == 0 && a.size() > 12) {
+      cl.export_hf_dir = a.substr(12);
     } else if (a.rfind("--", 0) == 0 && a.find('.') != std::string::npos && a.find('=') != std::string::npos &&
                a.find('.') < a.find('=')) {
       cl.overrides.push_back(a.substr(2));
@@ -80,9 +93,45 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
   return cl;
 }
 
+int run_prepare(const std::vector<std::string>& args) {
+  std::string output;
+  double val_fraction = 0.01;
+  std::vector<std::string> inputs;
+  for (const std::string& a : args) {
+    if (a.rfind("--output=", 0) == 0) {
+      output = a.substr(9);
+    } else if (a.rfind("--val-fraction=", 0) == 0) {
+      char* end = nullptr;
+      val_fraction = std::strtod(a.c_str() + 15, &end);
+      if (*end != '\0' || !(val_fraction >= 0 && val_fraction < 1)) {
+        throw UserError(a + ": must be a number in [0, 1), e.g. --val-fraction=0.01");
+      }
+    } else if (a.rfind("-", 0) == 0) {
+      throw UserError("prepare: unknown option " + a + "; usage: moe_train prepare --output=DIR TEXT_FILE...");
+    } else {
+      inputs.push_back(a);
+    }
+  }
+  if (output.empty() || inputs.empty()) {
+    throw UserError("prepare: needs --output=DIR and at least one text file; e.g. moe_train prepare "
+                    "--output=data/mytext notes/*.txt");
+  }
+  prepare_text_dataset(inputs, output, val_fraction);
+  spdlog::info("prepared {} file(s) into {}/train and {}/val (byte-level, vocab {})", inputs.size(), output, output,
+               kByteVocabSize);
+  return 0;
+}
+
 int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   const LaunchEnv env = read_launch_env();
   try {
+    if (!args.empty() && args[0] == "prepare") {
+      init_logging(static_cast<int>(env.rank));
+      if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY"); ws && *ws && chdir(ws) != 0) {
+        throw UserError(std::string("BUILD_WORKSPACE_DIRECTORY = ") + ws + ": cannot enter it");
+      }
+      return run_prepare(std::vector<std::string>(args.begin() + 1, args.end()));
+    }
     const CommandLine cl = parse_command_line(args);
     init_logging(static_cast<int>(env.rank), cl.log_all_ranks);
     if (cl.help) {
@@ -111,6 +160,16 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
       if (world) cfg.distributed.dp_shard = layout.dp_shard;
       if (cl.print_config) out << config_to_json(cfg).dump(2) << "\n";
       if (cl.dry_run) out << format_dry_run(estimate_dry_run(cfg, layout), cfg, cl.config_path);
+      return 0;
+    }
+
+    if (!cl.export_hf_dir.empty()) {
+      // The weights training would start from (checkpoints will add trained ones).
+      TensorPool pool;
+      ParamStore params(cfg.model, pool);
+      params.init(cfg.model, static_cast<uint64_t>(cfg.train.seed));
+      export_hf(cfg.model, params, cl.export_hf_dir);
+      spdlog::info("exported {} to {} ({} parameters)", hf_architecture(cfg.model), cl.export_hf_dir, params.numel());
       return 0;
     }
 

@@ -54,7 +54,7 @@ struct TinyRun {
 // For each parameter tensor P: compare sum(grad_P * U) with the central
 // difference of the loss along a random direction U. One number per tensor
 // sums many contributions, which keeps fp32 noise small; the step is small
-// enough that no routing choice flips (checked by the loss staying smooth).
+// enough that no routing choice flips (checked: two step sizes must agree).
 void check_model_gradient(const moe::ModelConfig& m) {
   TinyRun run(m, 2, 5, 7);
   for (auto* layer : run.net.moe_layers()) {
@@ -82,14 +82,21 @@ void check_model_gradient(const moe::ModelConfig& m) {
       for (int64_t j = 0; j < n; ++j) p.value.f32()[j] = static_cast<float>(saved[j] + s * u[j]);
       return run.loss();
     };
-    const double up = at(h), down = at(-h), up2 = at(2 * h), down2 = at(-2 * h);
+    // A routing choice near a tie can flip inside the step, making the loss
+    // jump: then h and 2h disagree, and a smaller step is tried.
+    double numeric = 0;
+    bool smooth = false;
+    for (double step : {h, h / 4, h / 16}) {
+      numeric = (at(step) - at(-step)) / (2 * step);
+      const double wide = (at(2 * step) - at(-2 * step)) / (4 * step);
+      if (std::abs(numeric - wide) <= 2e-3 + 2e-2 * std::abs(numeric)) {
+        smooth = true;
+        break;
+      }
+    }
     std::copy(saved.begin(), saved.end(), p.value.f32());
-    const double numeric = (up - down) / (2 * h);
-    const double numeric_wide = (up2 - down2) / (4 * h);
-    INFO(p.spec.name << ": analytic " << analytic << ", finite difference " << numeric << " (2h: " << numeric_wide
-                     << ")");
-    // Two step sizes agree when nothing flipped; then the analytic value must match.
-    REQUIRE(std::abs(numeric - numeric_wide) <= 2e-3 + 2e-2 * std::abs(numeric));
+    INFO(p.spec.name << ": analytic " << analytic << ", finite difference " << numeric);
+    REQUIRE(smooth);
     CHECK(std::abs(analytic - numeric) <= 1e-3 + 2e-2 * std::abs(numeric));
   }
 }

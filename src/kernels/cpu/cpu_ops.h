@@ -38,7 +38,8 @@ void matmul_backward(float* dx_NI, float* dw_OI, const float* dout_NO, const flo
 // ---- RoPE, rotate-half convention (HF Llama/Mixtral) ------------------------
 // x is [B, T, H, Dh] with N = B*T rows; the token in row n has position n % T.
 // Channel pairs (i, i + Dh/2) rotate by angle pos * theta^(-2i/Dh).
-// Both work in place; backward rotates the gradient by the opposite angle.
+// Both work in place (backward OVERWRITES, not +=): it rotates the gradient
+// by the opposite angle.
 void rope_forward(float* x_NHDh, int64_t N, int64_t T, int64_t H, int64_t Dh, float theta);
 void rope_backward(float* dx_NHDh, int64_t N, int64_t T, int64_t H, int64_t Dh, float theta);
 
@@ -82,7 +83,7 @@ enum class RouterKind { kSoftmaxTopK, kSigmoidTopK };
 // Picks the K experts with the largest scores (+ bias_E for sigmoid_topk; bias
 // may be null = 0), ties to the lower index, in descending order of that
 // selection value. topk_w_NK = the picked scores renormalised to sum 1 (the
-// bias is not in the weights).
+// bias is not in the weights). softmax_topk ignores bias_E.
 void router_forward(int32_t* topk_idx_NK, float* topk_w_NK, float* scores_NE, const float* logits_NE,
                     const float* bias_E, int64_t N, int64_t E, int64_t K, RouterKind kind);
 // dlogits_NE += d(topk_w)/d(logits)^T dtopk_w_NK.
@@ -91,7 +92,8 @@ void router_backward(float* dlogits_NE, const float* dtopk_w_NK, const int32_t* 
 
 // Auxiliary losses of one MoE layer, over N = B*T tokens:
 // - load_balance = E * sum_e f_e * P_e, f_e = share of the N*K (token, slot)
-//   pairs that chose e (no gradient), P_e = mean over tokens of the token's
+//   pairs that chose e (no gradient; so a perfectly balanced router gives 1,
+//   where HF Mixtral's formula gives K), P_e = mean over tokens of the token's
 //   normalised score (softmax probabilities; for sigmoid, scores / their row sum);
 // - z_loss = mean over tokens of logsumexp(logits)^2;
 // - sequence_balance = the load_balance formula within each sequence of T
@@ -110,7 +112,8 @@ RouterAux router_aux_losses(float* daux_logits_NE, const float* logits_NE, const
 // ---- MoE: dispatch plan, permute / unpermute ------------------------------------
 // Sorts the N*K (token, slot) pairs by expert, token order within each expert.
 // With capacity > 0 each expert keeps its first `capacity` pairs; the rest are
-// dropped. Outputs: offsets_E1 (E+1 prefix sums of kept rows per expert),
+// dropped (capacity <= 0: no limit). Expert ids must be in [0, E) and distinct
+// within a token. Outputs: offsets_E1 (E+1 prefix sums of kept rows per expert),
 // row_pair_M (pair index n*K+k of each kept row, M = offsets[E]),
 // pair_row_NK (row of each pair, -1 when dropped). Returns the dropped count.
 int64_t moe_plan(int32_t* offsets_E1, int32_t* row_pair_M, int32_t* pair_row_NK, const int32_t* topk_idx_NK,
@@ -130,7 +133,8 @@ void moe_unpermute_backward(float* dys_MD, float* dtopk_w_NK, const float* dout_
 
 // ---- MoE: grouped matmul over the rows of each expert ---------------------------
 // For each expert e, rows [offsets[e], offsets[e+1]): out = x W[e], W [E, I, O].
-// Experts with no rows are skipped (their dW stays as it was).
+// Experts with no rows are skipped (their dW stays as it was). Forward WRITES
+// out; backward accumulates and needs a non-null dx_MI.
 void grouped_matmul_forward(float* out_MO, const float* x_MI, const float* w_EIO, const int32_t* offsets_E1,
                             int64_t E, int64_t I, int64_t O);
 void grouped_matmul_backward(float* dx_MI, float* dw_EIO, const float* dout_MO, const float* x_MI,
