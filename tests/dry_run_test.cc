@@ -14,10 +14,10 @@ moe::DryRunReport estimate(const moe::JobConfig& cfg) {
 
 }  // namespace
 
-TEST_CASE("debug_moe.toml on one rank") {
+TEST_CASE("debug_moe.toml (with a 32000 vocabulary) on one rank") {
   // dim 256, 4 layers, 4 heads / 2 KV (head 64), vocab 32000, ffn and expert hidden 768,
   // 4 experts top-2 in blocks 1 and 3, untied, bf16.
-  auto cfg = moe::load_config_file("configs/train/debug_moe.toml", {}).cfg;
+  auto cfg = moe::load_config_file("configs/train/debug_moe.toml", {"model.vocab_size=32000"}).cfg;
   auto r = estimate(cfg);
   CHECK(r.embedding_params == 2 * 32000 * 256);                         // embedding + LM head
   CHECK(r.attention_params == 4 * (256 * 256 * 2 + 128 * 256 * 2));     // q, o + k, v

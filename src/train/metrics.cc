@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cmath>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "src/core/user_error.h"
@@ -33,10 +34,13 @@ std::string human_rate(double r) {
 
 MetricsLog::MetricsLog(const std::string& jsonl_path) {
   if (jsonl_path.empty()) return;
+  const auto folder = std::filesystem::path(jsonl_path).parent_path();
+  std::error_code ec;
+  if (!folder.empty()) std::filesystem::create_directories(folder, ec);
   jsonl_.open(jsonl_path, std::ios::out | std::ios::app);
   if (!jsonl_) {
     throw UserError("metrics.jsonl_path = \"" + jsonl_path +
-                    "\": cannot be opened for writing; point it at a writable file (its folder must exist)");
+                    "\": cannot be opened for writing; point it at a writable file");
   }
 }
 

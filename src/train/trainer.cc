@@ -58,6 +58,23 @@ void fill_moe_metrics(StepMetrics& m, const std::vector<MoELayer*>& layers) {
   m.dropped_frac = pairs > 0 ? static_cast<double>(dropped) / static_cast<double>(pairs) : 0.0;
 }
 
+// Entropy of the token frequencies over (up to) the first 16M tokens.
+double unigram_entropy(const TokenDataset& data, int64_t vocab_size) {
+  const int64_t n = std::min<int64_t>(data.num_tokens(), int64_t{1} << 24);
+  std::vector<int64_t> counts(static_cast<size_t>(vocab_size), 0);
+  std::vector<int32_t> chunk(1 << 16);
+  for (int64_t start = 0; start < n; start += static_cast<int64_t>(chunk.size())) {
+    const int64_t count = std::min<int64_t>(static_cast<int64_t>(chunk.size()), n - start);
+    data.read(start, count, chunk.data());
+    for (int64_t i = 0; i < count; ++i) counts[static_cast<size_t>(chunk[i])] += 1;
+  }
+  double h = 0;
+  for (int64_t c : counts) {
+    if (c > 0) h -= static_cast<double>(c) / n * std::log(static_cast<double>(c) / n);
+  }
+  return h;
+}
+
 }  // namespace
 
 double train(const JobConfig& cfg, const Layout& layout) {
@@ -73,12 +90,14 @@ double train(const JobConfig& cfg, const Layout& layout) {
   }
   const TokenDataset train_data = TokenDataset::open(data_path, pattern, m.vocab_size);
   spdlog::info("train data: {}", train_data.describe());
+  spdlog::info("train data unigram entropy: {:.4f} nats per token (the loss of a model that ignores context)",
+               unigram_entropy(train_data, m.vocab_size));
   const BatchSampler sampler(train_data, t.seq_len, t.batch_size, t.seed);
   std::unique_ptr<TokenDataset> eval_data;
   std::unique_ptr<BatchSampler> eval_sampler;
   if (cfg.eval.enabled) {
     eval_data = std::make_unique<TokenDataset>(
-        TokenDataset::open(cfg.eval.dataset_path, cfg.eval.file_pattern, m.vocab_size));
+        TokenDataset::open(cfg.eval.dataset_path, cfg.eval.file_pattern, m.vocab_size, "eval"));
     eval_sampler = std::make_unique<BatchSampler>(*eval_data, t.seq_len, t.batch_size, t.seed);
     spdlog::info("eval data: {}", eval_data->describe());
   }
@@ -96,6 +115,7 @@ double train(const JobConfig& cfg, const Layout& layout) {
   spdlog::info("model: {} parameters ({} active per token), {:.3g} FLOPs per token; CPU peak measured {:.1f} GFLOP/s",
                sizes.total_params, sizes.active_params, sizes.flops_per_token, peak_flops / 1e9);
   MetricsLog log(cfg.metrics.jsonl_path);
+  spdlog::warn("checkpointing is not built yet: nothing is saved to {} during this run", cfg.checkpoint.dir);
 
   const int64_t tokens_per_step = t.batch_size * t.seq_len * t.grad_accum_steps * layout.world();
   const float loss_scale = 1.0f / static_cast<float>(t.grad_accum_steps);
