@@ -10,6 +10,7 @@
 #include "src/config/suggest.h"
 #include "src/config/to_json.h"
 #include "src/config/validate.h"
+#include "src/core/cuda_device.h"
 #include "src/core/log.h"
 #include "src/core/user_error.h"
 #include "src/parallel/launch_env.h"
@@ -175,6 +176,10 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
 
     const Layout layout = resolve_layout(cfg.distributed, env.world_size);
     require_built_features(cfg, layout);
+    if (cuda_device_count() > 0) {
+      spdlog::warn("GPU found ({}), but the CUDA backend is not built yet: training on CPU",
+                   cuda_device_description(0));
+    }
     if (cfg.train.mixed_precision == "bf16") {
       spdlog::info("train.mixed_precision = \"bf16\": the CPU backend computes in fp32 (bf16 applies on GPU)");
     }

@@ -4,8 +4,9 @@ cuda_library: each .cu is compiled by nvcc in a genrule (for sm_80 and sm_90)
 and the objects become a cc_library. Where CUDA is absent the library is empty
 and C++ callers stay behind `#if MOE_TRAIN_HAS_CUDA`.
 
-gpu_test: a cc_test where a GPU is present; elsewhere the same sources are
-still built (as a cc_binary) so CI catches compile and link errors.
+gpu_test: a cc_test where a GPU is present; where only the toolkit is, the
+same sources are still built (as a cc_binary) so CI catches compile and link
+errors; in CPU-only builds nothing is declared.
 """
 
 load("@local_cuda//:defs.bzl", "HAS_CUDA", "HAS_GPU", "NVCC")
@@ -47,6 +48,8 @@ def cuda_library(name, srcs, hdrs = [], cu_deps = [], deps = [], **kwargs):
     )
 
 def gpu_test(name, tags = [], **kwargs):
+    if not HAS_CUDA:
+        return
     if HAS_GPU:
         native.cc_test(name = name, tags = tags + ["gpu"], **kwargs)
     else:
