@@ -7,8 +7,9 @@
 // Work goes by blocks of kQueryBlock query rows of one (sequence, head): the
 // block's scores against its causal prefix of keys are one GEMM, read straight
 // from the strided [B, T, heads, Dh] layout (leading dimension heads * Dh).
-// Scratch: a per-call std::vector of kQueryBlock x T floats (two in the
-// backward), never a T x T matrix.
+// Scratch: kQueryBlock x T floats (two in the backward), never a T x T
+// matrix, kept per thread and grown only when T grows, so a training step
+// allocates nothing here. Every element is written before it is read.
 #include <cblas.h>
 
 #include <algorithm>
@@ -19,6 +20,15 @@
 
 namespace moe::cpu {
 namespace {
+
+// Per-thread scratch buffer `slot`, at least n floats.
+std::vector<float>& scratch(int slot, int64_t n) {
+  thread_local std::vector<float> buffers[2];
+  std::vector<float>& b = buffers[slot];
+  if (b.size() < static_cast<size_t>(n)) b.resize(static_cast<size_t>(n));
+  return b;
+}
+
 
 constexpr int64_t kQueryBlock = 64;
 
@@ -46,7 +56,7 @@ void block_scores(float* s_RK, const HeadView& view, const float* q, const float
 void attention_forward(float* out, float* lse_BHT, const float* q, const float* k, const float* v, int64_t B, int64_t T,
                        int64_t H, int64_t G, int64_t Dh) {
   const int64_t heads_per_group = H / G;
-  std::vector<float> p_RK(static_cast<size_t>(kQueryBlock * T));
+  std::vector<float>& p_RK = scratch(0, kQueryBlock * T);
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < H; ++h) {
       float* lse_T = lse_BHT + (b * H + h) * T;
@@ -86,8 +96,8 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         int64_t G, int64_t Dh) {
   const int64_t heads_per_group = H / G;
   const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
-  std::vector<float> p_RK(static_cast<size_t>(kQueryBlock * T));
-  std::vector<float> ds_RK(static_cast<size_t>(kQueryBlock * T));
+  std::vector<float>& p_RK = scratch(0, kQueryBlock * T);
+  std::vector<float>& ds_RK = scratch(1, kQueryBlock * T);
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < H; ++h) {
       const float* lse_T = lse_BHT + (b * H + h) * T;
