@@ -3,6 +3,7 @@
 // (overfitting one batch), determinism, and layout-independent init.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -181,4 +182,59 @@ TEST_CASE("initial weights depend on the seed and the name only") {
   CHECK(a["model.norm.weight"].value.f32()[0] == 1.0f);
   CHECK_FALSE(a["model.norm.weight"].weight_decay);
   CHECK(a["model.layers.0.block_sparse_moe.experts.w1"].weight_decay);
+}
+
+TEST_CASE("the sigmoid router's bias moves against each expert's load, once per step") {
+  moe::ModelConfig m = tiny_model({"model.num_experts=4", "model.moe_top_k=1", "model.moe_frequency=1",
+                                   "model.moe_router=sigmoid_topk"});
+  TinyRun run(m, 2, 5, 21);
+  run.net.forward_backward(1.0f);
+  run.net.forward_backward(1.0f);  // two micro-batches: loads are counted over both
+  for (auto* layer : run.net.moe_layers()) {
+    const auto& counts = layer->step_stats().routed_per_expert;
+    int64_t total = 0;
+    for (int64_t c : counts) total += c;
+    REQUIRE(total == 2 * 10 * 1);  // 2 micro-batches x 10 tokens x top-1
+    layer->update_bias(0.25);
+    const double mean = total / 4.0;
+    for (size_t e = 0; e < 4; ++e) {
+      const double expected = counts[e] < mean ? 0.25 : (counts[e] > mean ? -0.25 : 0.0);
+      CHECK(layer->bias().f32()[e] == static_cast<float>(expected));
+    }
+  }
+}
+
+TEST_CASE("softmax_topk never moves a bias") {
+  moe::ModelConfig m = tiny_model({"model.num_experts=4", "model.moe_frequency=1"});
+  TinyRun run(m, 2, 5, 21);
+  run.net.forward_backward(1.0f);
+  for (auto* layer : run.net.moe_layers()) {
+    layer->update_bias(0.25);
+    for (int64_t e = 0; e < 4; ++e) CHECK(layer->bias().f32()[e] == 0.0f);
+  }
+}
+
+TEST_CASE("moe_gradient_scale multiplies each expert's gradient by clamp(mean load / load, 0.1, 10)") {
+  moe::ModelConfig m = tiny_model({"model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=1"});
+  TinyRun run(m, 2, 5, 5);
+  run.params.zero_grads();
+  run.net.forward_backward(1.0f);
+  for (auto* layer : run.net.moe_layers()) {
+    const auto& kept = layer->step_stats().kept_per_expert;
+    const std::string prefix = "model.layers.0.block_sparse_moe.experts.";
+    if (layer != run.net.moe_layers().front()) continue;
+    const moe::Param& w1 = run.params[prefix + "w1"];
+    const int64_t per_expert = w1.grad.numel() / 4;
+    std::vector<float> before(w1.grad.f32(), w1.grad.f32() + w1.grad.numel());
+    layer->scale_expert_gradients();
+    double mean = 0;
+    for (int64_t c : kept) mean += c / 4.0;
+    for (int64_t e = 0; e < 4; ++e) {
+      const double factor = kept[e] > 0 ? std::clamp(mean / kept[e], 0.1, 10.0) : 10.0;
+      for (int64_t i = 0; i < per_expert; i += 7) {
+        const int64_t j = e * per_expert + i;
+        CHECK(w1.grad.f32()[j] == Approx(before[j] * factor));
+      }
+    }
+  }
 }
