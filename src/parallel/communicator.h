@@ -1,0 +1,57 @@
+// Communicator: the collectives every parallel layout is built from, with one
+// interface and two backends: MPI for host tensors (CPU training, and the
+// tests) and NCCL for device tensors (its own file, with the CUDA backend).
+//
+// Every rank of a group calls the same collectives in the same order, with
+// the same shapes, whatever its data — a rank with nothing to send still takes
+// part with zero-length counts — so no rank ever waits on a peer that skipped
+// a call. Groups are created once, at start-up (split), never lazily.
+//
+// Buffers: fp32 or bf16 (reductions of bf16 accumulate in fp32 per pair of
+// operands, as NCCL does), i32 for counts. Dim 0 is the dimension that
+// all_gather concatenates, reduce_scatter splits and all_to_all_v exchanges.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "src/core/tensor.h"
+
+namespace moe {
+
+enum class ReduceOp { kSum, kAvg, kMax };
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  // In place: t = op over ranks of t.
+  virtual void all_reduce(const Tensor& t, ReduceOp op) = 0;
+  // out (size() * in.size(0) rows) = the ranks' `in` concatenated in rank order.
+  virtual void all_gather(const Tensor& out, const Tensor& in) = 0;
+  // in (size() * out.size(0) rows) is reduced over ranks; rank r keeps rows block r.
+  virtual void reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op) = 0;
+  // t = root's t.
+  virtual void broadcast(const Tensor& t, int root) = 0;
+  // Each rank sends send_rows[p] rows of `in` (consecutive, in peer order) to
+  // peer p and receives recv_rows[p] rows from it into `out` (in peer order).
+  virtual void all_to_all_v(const Tensor& out, const std::vector<int64_t>& recv_rows, const Tensor& in,
+                            const std::vector<int64_t>& send_rows) = 0;
+  virtual void barrier() = 0;
+
+  // A sub-group of the ranks that pass the same color, ordered by key.
+  virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
+};
+
+// Initialises MPI once per process (MPI_THREAD_FUNNELED; a singleton without
+// mpirun is one rank) and finalises it at exit.
+void ensure_mpi_initialized();
+
+// The world group over MPI. ensure_mpi_initialized() must have run.
+std::unique_ptr<Communicator> mpi_world();
+
+}  // namespace moe
