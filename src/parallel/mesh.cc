@@ -1,0 +1,44 @@
+#include "src/parallel/mesh.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace moe {
+
+MeshCoord mesh_coord(const Layout& l, int64_t rank) {
+  MeshCoord c;
+  c.tp = rank % l.tp;
+  rank /= l.tp;
+  c.ep = rank % l.ep;
+  rank /= l.ep;
+  c.dp_shard = rank % l.dp_shard;
+  c.dp_replicate = rank / l.dp_shard;
+  return c;
+}
+
+int64_t mesh_rank(const Layout& l, const MeshCoord& c) {
+  return ((c.dp_replicate * l.dp_shard + c.dp_shard) * l.ep + c.ep) * l.tp + c.tp;
+}
+
+int64_t data_parallel_index(const Layout& l, const MeshCoord& c) {
+  return (c.dp_replicate * l.dp_shard + c.dp_shard) * l.ep + c.ep;
+}
+
+Mesh::Mesh(const Layout& layout, std::unique_ptr<Communicator> world) : layout_(layout), world_(std::move(world)) {
+  if (world_->size() != layout.world()) {
+    throw std::logic_error("Mesh: " + std::to_string(world_->size()) + " ranks for a layout of " +
+                           std::to_string(layout.world()) + " (the start-up check should have refused this)");
+  }
+  coord_ = mesh_coord(layout, world_->rank());
+  const MeshCoord& c = coord_;
+  const auto color = [&](MeshCoord varying_zeroed) { return static_cast<int>(mesh_rank(layout, varying_zeroed)); };
+  const int key = world_->rank();
+  // A group's color is the rank of its member whose varying coordinates are 0.
+  tp_ = world_->split(color({c.dp_replicate, c.dp_shard, c.ep, 0}), key);
+  ep_ = world_->split(color({c.dp_replicate, c.dp_shard, 0, c.tp}), key);
+  dp_shard_ = world_->split(color({c.dp_replicate, 0, c.ep, c.tp}), key);
+  dp_replicate_ = world_->split(color({0, c.dp_shard, c.ep, c.tp}), key);
+  data_parallel_ = world_->split(color({0, 0, 0, c.tp}), key);
+}
+
+}  // namespace moe

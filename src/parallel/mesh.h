@@ -1,0 +1,49 @@
+// The device mesh: where each rank sits in the layout and the groups it
+// communicates in. Ranks are laid out with tp innermost (a TP group shares a
+// node), then ep, dp_shard, and dp_replicate outermost:
+//   rank = ((dp_replicate_i * dp_shard + dp_shard_i) * ep + ep_i) * tp + tp_i
+// Groups: tp, ep, dp_shard (FSDP shards), dp_replicate (HSDP replicas), and
+// data_parallel = dp_replicate x dp_shard x ep (the ranks that read different
+// data and average the gradients of non-expert parameters).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "src/config/derived.h"
+#include "src/parallel/communicator.h"
+
+namespace moe {
+
+struct MeshCoord {
+  int64_t dp_replicate = 0, dp_shard = 0, ep = 0, tp = 0;
+};
+
+// Pure layout arithmetic (no communication).
+MeshCoord mesh_coord(const Layout& layout, int64_t rank);
+int64_t mesh_rank(const Layout& layout, const MeshCoord& c);
+// This rank's index within the data-parallel group (which slice of the global batch it reads).
+int64_t data_parallel_index(const Layout& layout, const MeshCoord& c);
+
+class Mesh {
+ public:
+  // Splits `world` into every group once (collective: all ranks must call it).
+  // world->size() must equal layout.world().
+  Mesh(const Layout& layout, std::unique_ptr<Communicator> world);
+
+  const Layout& layout() const { return layout_; }
+  const MeshCoord& coord() const { return coord_; }
+  Communicator& world() { return *world_; }
+  Communicator& tp() { return *tp_; }
+  Communicator& ep() { return *ep_; }
+  Communicator& dp_shard() { return *dp_shard_; }
+  Communicator& dp_replicate() { return *dp_replicate_; }
+  Communicator& data_parallel() { return *data_parallel_; }
+
+ private:
+  Layout layout_;
+  MeshCoord coord_;
+  std::unique_ptr<Communicator> world_, tp_, ep_, dp_shard_, dp_replicate_, data_parallel_;
+};
+
+}  // namespace moe

@@ -1,0 +1,70 @@
+// Mesh groups on 8 CPU ranks (dp_shard 2 x ep 2 x tp 2, under mpirun): each
+// group holds exactly the ranks that share the other coordinates.
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+
+#include "src/core/tensor_pool.h"
+#include "src/parallel/mesh.h"
+
+namespace {
+
+std::unique_ptr<moe::Mesh> mesh;
+
+// Sum of world ranks over the members of a group, computed by the group and by hand.
+float group_sum(moe::Communicator& group) {
+  moe::TensorPool pool;
+  moe::Tensor t = pool.alloc({1});
+  t.f32()[0] = static_cast<float>(mesh->world().rank());
+  group.all_reduce(t, moe::ReduceOp::kSum);
+  return t.f32()[0];
+}
+
+float expected_sum(bool same_dr, bool same_ds, bool same_ep, bool same_tp) {
+  const moe::Layout& l = mesh->layout();
+  const moe::MeshCoord& me = mesh->coord();
+  float sum = 0;
+  for (int64_t r = 0; r < l.world(); ++r) {
+    const moe::MeshCoord c = moe::mesh_coord(l, r);
+    if ((!same_dr || c.dp_replicate == me.dp_replicate) && (!same_ds || c.dp_shard == me.dp_shard) &&
+        (!same_ep || c.ep == me.ep) && (!same_tp || c.tp == me.tp)) {
+      sum += static_cast<float>(r);
+    }
+  }
+  return sum;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  moe::ensure_mpi_initialized();
+  moe::Layout l;
+  l.dp_shard = 2;
+  l.ep = 2;
+  l.tp = 2;
+  mesh = std::make_unique<moe::Mesh>(l, moe::mpi_world());
+  const int failed = Catch::Session().run(argc, argv);
+  mesh.reset();
+  return failed ? 1 : 0;
+}
+
+TEST_CASE("group sizes and members") {
+  CHECK(mesh->world().size() == 8);
+  CHECK(mesh->tp().size() == 2);
+  CHECK(mesh->ep().size() == 2);
+  CHECK(mesh->dp_shard().size() == 2);
+  CHECK(mesh->dp_replicate().size() == 1);
+  CHECK(mesh->data_parallel().size() == 4);
+  CHECK(group_sum(mesh->tp()) == expected_sum(true, true, true, false));
+  CHECK(group_sum(mesh->ep()) == expected_sum(true, true, false, true));
+  CHECK(group_sum(mesh->dp_shard()) == expected_sum(true, false, true, true));
+  CHECK(group_sum(mesh->dp_replicate()) == expected_sum(false, true, true, true));
+  CHECK(group_sum(mesh->data_parallel()) == expected_sum(false, false, false, true));
+}
+
+TEST_CASE("a rank's place in its groups follows its coordinates") {
+  const moe::MeshCoord& c = mesh->coord();
+  CHECK(mesh->tp().rank() == c.tp);
+  CHECK(mesh->ep().rank() == c.ep);
+  CHECK(mesh->dp_shard().rank() == c.dp_shard);
+  CHECK(mesh->data_parallel().rank() == moe::data_parallel_index(mesh->layout(), c));
+}

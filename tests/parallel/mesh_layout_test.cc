@@ -1,0 +1,26 @@
+// Mesh coordinates: tp innermost, then ep, dp_shard, dp_replicate.
+#include <catch2/catch.hpp>
+
+#include "src/parallel/mesh.h"
+
+TEST_CASE("rank <-> coordinates, tp innermost") {
+  moe::Layout l;
+  l.dp_replicate = 2;
+  l.dp_shard = 3;
+  l.ep = 2;
+  l.tp = 4;
+  CHECK(l.world() == 48);
+  for (int64_t r = 0; r < l.world(); ++r) CHECK(moe::mesh_rank(l, moe::mesh_coord(l, r)) == r);
+  const auto c1 = moe::mesh_coord(l, 1);
+  CHECK((c1.tp == 1 && c1.ep == 0 && c1.dp_shard == 0 && c1.dp_replicate == 0));
+  const auto c4 = moe::mesh_coord(l, 4);
+  CHECK((c4.tp == 0 && c4.ep == 1));
+  const auto c8 = moe::mesh_coord(l, 8);
+  CHECK((c8.ep == 0 && c8.dp_shard == 1));
+  const auto c47 = moe::mesh_coord(l, 47);
+  CHECK((c47.tp == 3 && c47.ep == 1 && c47.dp_shard == 2 && c47.dp_replicate == 1));
+  // Ranks that differ only in ep read different data.
+  CHECK(moe::data_parallel_index(l, moe::mesh_coord(l, 0)) == 0);
+  CHECK(moe::data_parallel_index(l, moe::mesh_coord(l, 4)) == 1);
+  CHECK(moe::data_parallel_index(l, moe::mesh_coord(l, 47)) == 11);
+}
