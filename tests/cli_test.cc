@@ -2,24 +2,14 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
-#include <sstream>
-
-#include "src/cli.h"
+#include "tests/test_support.h"
 
 using Catch::Matchers::Contains;
+using Result = moe::test::CliResult;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string out, err;
-};
-
-Result run(std::vector<std::string> args) {
-  std::ostringstream out, err;
-  int code = moe::run_cli(args, out, err);
-  return {code, out.str(), err.str()};
-}
+Result run(const std::vector<std::string>& args) { return moe::test::run_cli_captured(args); }
 
 }  // namespace
 
@@ -68,6 +58,15 @@ TEST_CASE("command-line mistakes exit 2 with one line") {
   Result missing = run({"configs/train/nope.toml", "--dry-run"});
   CHECK(missing.code == 2);
   CHECK_THAT(missing.err, Contains("config file configs/train/nope.toml: cannot be opened"));
+}
+
+TEST_CASE("prepare without an output or inputs exits 2 with one line") {
+  Result r = run({"prepare", "some.txt"});
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Contains("prepare: needs --output=DIR"));
+  Result bad = run({"prepare", "--output=x", "--val-fraction=2", "a.txt"});
+  CHECK(bad.code == 2);
+  CHECK_THAT(bad.err, Contains("--val-fraction=2: must be a number in [0, 1)"));
 }
 
 TEST_CASE("--help prints usage") {

@@ -3,24 +3,16 @@
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
-#include <sstream>
 
-#include "src/cli.h"
+#include "tests/test_support.h"
 
 using Catch::Matchers::Contains;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string out, err;
-};
+using Result = moe::test::CliResult;
 
-Result run(std::vector<std::string> args) {
-  std::ostringstream out, err;
-  int code = moe::run_cli(args, out, err);
-  return {code, out.str(), err.str()};
-}
+Result run(const std::vector<std::string>& args) { return moe::test::run_cli_captured(args); }
 
 size_t count_lines(const std::string& s) {
   size_t n = 0;

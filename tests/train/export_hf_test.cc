@@ -14,14 +14,15 @@
 #include "src/core/user_error.h"
 #include "src/train/export_hf.h"
 #include "src/train/safetensors.h"
+#include "tests/test_support.h"
 
 using Catch::Matchers::Contains;
 
 namespace {
 
+// export_hf creates the folder itself: hand it one that does not exist yet.
 std::string temp_dir(const std::string& name) {
-  const char* base = std::getenv("TEST_TMPDIR");
-  std::string dir = std::string(base ? base : "/tmp") + "/" + name;
+  const std::string dir = moe::test::fresh_dir(name);
   std::filesystem::remove_all(dir);
   return dir;
 }

@@ -7,31 +7,23 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
-#include "src/cli.h"
+#include "tests/test_support.h"
 
 namespace {
 
-std::string temp_dir(const std::string& name) {
-  const char* base = std::getenv("TEST_TMPDIR");
-  std::string dir = std::string(base ? base : "/tmp") + "/" + name;
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
-}
+using moe::test::fresh_dir;
 
 int run(const std::vector<std::string>& args) {
-  std::ostringstream out, err;
-  int code = moe::run_cli(args, out, err);
-  INFO(err.str());
-  return code;
+  const auto r = moe::test::run_cli_captured(args);
+  INFO(r.err);
+  return r.code;
 }
 
 }  // namespace
 
 TEST_CASE("prepare text, train a tiny MoE, read the metrics") {
-  const std::string dir = temp_dir("train_cli");
+  const std::string dir = fresh_dir("train_cli");
   {
     std::ofstream text(dir + "/a.txt");
     for (int i = 0; i < 400; ++i) text << "the quick brown fox jumps over the lazy dog " << i % 7 << "\n";
@@ -74,7 +66,7 @@ TEST_CASE("prepare text, train a tiny MoE, read the metrics") {
 }
 
 TEST_CASE("bad data is one line and exit 2") {
-  const std::string dir = temp_dir("bad_data");
+  const std::string dir = fresh_dir("bad_data");
   CHECK(run({"configs/train/debug_moe.toml", "--data.dataset_path=" + dir}) == 2);  // no *.npy in it
   CHECK(run({"configs/train/debug_moe.toml", "--data.dataset_path=" + dir + "/missing"}) == 2);
 }
