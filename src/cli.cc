@@ -47,6 +47,13 @@ const char* kUsage =
 const std::vector<std::string> kFlags = {"--print-config", "--dry-run",       "--world-size",
                                          "--export-hf",    "--log-all-ranks", "--help"};
 
+// Under `bazel run`, relative paths mean the workspace, not Bazel's runfiles tree.
+void enter_bazel_workspace() {
+  if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY"); ws && *ws && chdir(ws) != 0) {
+    throw UserError(std::string("BUILD_WORKSPACE_DIRECTORY = ") + ws + ": cannot enter it; run from the workspace");
+  }
+}
+
 int64_t parse_world_size(const std::string& v) {
   char* end = nullptr;
   long long n = std::strtoll(v.c_str(), &end, 10);
@@ -128,9 +135,7 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   try {
     if (!args.empty() && args[0] == "prepare") {
       init_logging(static_cast<int>(env.rank));
-      if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY"); ws && *ws && chdir(ws) != 0) {
-        throw UserError(std::string("BUILD_WORKSPACE_DIRECTORY = ") + ws + ": cannot enter it");
-      }
+      enter_bazel_workspace();
       return run_prepare(std::vector<std::string>(args.begin() + 1, args.end()));
     }
     const CommandLine cl = parse_command_line(args);
@@ -139,10 +144,7 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
       out << kUsage;
       return 0;
     }
-    // Under `bazel run`, relative paths mean the workspace, not Bazel's runfiles tree.
-    if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY"); ws && *ws && chdir(ws) != 0) {
-      throw UserError(std::string("BUILD_WORKSPACE_DIRECTORY = ") + ws + ": cannot enter it; run from the workspace");
-    }
+    enter_bazel_workspace();
 
     LoadedConfig loaded = load_config_file(cl.config_path, cl.overrides);
     JobConfig& cfg = loaded.cfg;

@@ -6,6 +6,15 @@
 #include "src/config/derived.h"
 
 namespace moe {
+namespace {
+
+double mean_of(const std::vector<int64_t>& counts) {
+  double sum = 0;
+  for (int64_t c : counts) sum += static_cast<double>(c);
+  return counts.empty() ? 0.0 : sum / static_cast<double>(counts.size());
+}
+
+}  // namespace
 
 MoELayer::MoELayer(const LayerContext& ctx, const std::string& prefix)
     : kind_(ctx.model.moe_router == "sigmoid_topk" ? ops::RouterKind::kSigmoidTopK : ops::RouterKind::kSoftmaxTopK),
@@ -127,9 +136,7 @@ void MoELayer::backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor
 }
 
 void MoELayer::scale_expert_gradients() {
-  double mean = 0;
-  for (int64_t c : stats_.kept_per_expert) mean += static_cast<double>(c);
-  mean /= static_cast<double>(E_);
+  const double mean = mean_of(stats_.kept_per_expert);
   for (int64_t e = 0; e < E_; ++e) {
     const auto load = static_cast<double>(stats_.kept_per_expert[static_cast<size_t>(e)]);
     const float factor = static_cast<float>(load > 0 ? std::clamp(mean / load, 0.1, 10.0) : 10.0);
@@ -139,9 +146,7 @@ void MoELayer::scale_expert_gradients() {
 
 void MoELayer::update_bias(double rate) {
   if (kind_ != ops::RouterKind::kSigmoidTopK) return;
-  double mean = 0;
-  for (int64_t c : stats_.routed_per_expert) mean += static_cast<double>(c);
-  mean /= static_cast<double>(E_);
+  const double mean = mean_of(stats_.routed_per_expert);
   float* bias = bias_E_.f32();
   for (int64_t e = 0; e < E_; ++e) {
     const double load = static_cast<double>(stats_.routed_per_expert[static_cast<size_t>(e)]);
