@@ -109,16 +109,21 @@ TEST_CASE("the layout must match the rank count at start-up") {
   unsetenv("OMPI_COMM_WORLD_RANK");
 }
 
+TEST_CASE("tensor parallelism needs a dense MLP width it divides") {
+  expect_rejected({"debug_dense.toml",
+                   {"distributed.tp=2", "model.ffn_hidden_dim=99"},
+                   {"model.ffn_hidden_dim = 99", "divisible by distributed.tp (2)"}},
+                  {});
+}
+
 TEST_CASE("features not built yet say so instead of running something else") {
   expect_rejected({"debug_moe.toml", {"train.mixed_precision=fp8"}, {"FP8 training is not built yet"}}, {});
   expect_rejected({"debug_moe.toml", {"model.norm_type=layernorm"}, {"LayerNorm is not built yet"}}, {});
   expect_rejected({"debug_moe.toml", {"model.activation=gelu"}, {"not built yet"}}, {});
   expect_rejected({"debug_moe.toml", {"model.qk_norm=true"}, {"QK-norm is not built yet"}}, {});
   expect_rejected({"debug_moe.toml", {"train.device=cuda"}, {"the CUDA backend is not built yet"}}, {});
-  // A valid multi-rank layout on the right number of ranks: multi-rank is not built yet.
   setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
   setenv("OMPI_COMM_WORLD_RANK", "0", 1);
-  expect_rejected({"debug_moe.toml", {"distributed.ep=2"}, {"multi-rank training is not built yet"}}, {});
   expect_rejected({"debug_dense.toml", {"distributed.pp=2"}, {"pipeline parallelism is not built yet"}}, {});
   expect_rejected({"debug_dense.toml", {"distributed.cp=2"}, {"context parallelism is not built yet"}}, {});
   // Other ranks exit 2 as well, silently: only rank 0 prints.

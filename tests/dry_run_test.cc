@@ -83,16 +83,20 @@ dp_shard = 2
   CHECK(r.matmul_params_per_token == 138240);
   CHECK(r.flops_per_token == 6.0 * 138240 + 12.0 * 2 * 64 * 32);
   CHECK(r.tokens_per_step == 2 * 32 * 2 * (2 * 2));  // data-parallel ranks: dp_shard x ep
-  // Per rank: embedding 64000/tp/dp = 16000; per block: norms 2*64/2 = 64,
-  // attention (4096+2048+2048+4096)/2/2 = 3072, router 256/2 = 128,
-  // experts 3*16384/ep/dp = 12288, shared 3*4096/tp/dp = 3072 -> 18624; final norm 32.
-  CHECK(r.params_per_rank == 16000 + 2 * 18624 + 32);
-  CHECK(r.master_weight_bytes == 4 * 53280);
-  CHECK(r.gradient_bytes == 4 * 53280);
-  CHECK(r.optimizer_bytes == 8 * 53280);
-  // FSDP gathers one block at a time: the largest holds 128+6144+256+24576+6144 = 37248 elements (fp32).
-  CHECK(r.working_weight_bytes == 4 * 37248);
-  CHECK(r.total_bytes == 16 * 53280 + 4 * 37248);
+  // Per rank (flat FSDP shards over dp_shard = 2): embedding (replicated
+  // across tp) 64000/dp = 32000; per block: norms 2*64/2 = 64, attention
+  // (4096+2048+2048+4096)/tp/dp = 3072, router 256/2 = 128, experts
+  // 3*16384/ep/dp = 12288, shared expert (replicated across tp) 3*4096/dp =
+  // 6144 -> 21696; final norm 32.
+  CHECK(r.params_per_rank == 32000 + 2 * 21696 + 32);
+  CHECK(r.master_weight_bytes == 4 * 75424);
+  CHECK(r.gradient_bytes == 4 * 75424);
+  CHECK(r.optimizer_bytes == 8 * 75424);
+  // FSDP gathers one block at a time (the largest: 128+6144+256+24576+12288 =
+  // 43392 elements) and the outer unit (embedding + final norm: 64064), weights
+  // and fp32 gradients.
+  CHECK(r.working_weight_bytes == 4 * (43392 + 64064) + 4 * (43392 + 64064));
+  CHECK(r.total_bytes == 16 * 75424 + 8 * (43392 + 64064));
 }
 
 TEST_CASE("the calculator refuses pipeline parallelism, which it does not model") {

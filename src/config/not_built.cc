@@ -18,11 +18,6 @@ template <typename T>
 void require_built_features(const JobConfig& c, const Layout& l) {
   if (l.pp > 1) not_built("distributed.pp", l.pp, "pipeline parallelism", "set distributed.pp = 1");
   if (l.cp > 1) not_built("distributed.cp", l.cp, "context parallelism", "set distributed.cp = 1");
-  if (l.world() > 1) {
-    not_built("distributed layout", fmt::format("dp_replicate={} dp_shard={} ep={} tp={} ({} ranks)", l.dp_replicate,
-                                                l.dp_shard, l.ep, l.tp, l.world()),
-              "multi-rank training", "run one process (dp_shard = -1 or 1, tp = ep = dp_replicate = 1)");
-  }
   if (c.train.device == "cuda") {
     not_built("train.device", "\"cuda\"", "the CUDA backend", "use \"cpu\" or \"auto\"");
   }

@@ -153,6 +153,10 @@ void check_parallel(const JobConfig& c) {
     reject("model.n_kv_heads", kv_heads(m), fmt::format("must be divisible by distributed.tp ({})", d.tp),
            "choose tp that divides n_kv_heads (each TP rank needs whole key/value heads)");
   }
+  if (num_moe_blocks(m) < m.n_layers && ffn_hidden(m) % d.tp != 0) {
+    reject("model.ffn_hidden_dim", ffn_hidden(m), fmt::format("must be divisible by distributed.tp ({})", d.tp),
+           "choose ffn_hidden_dim (or tp) so that each TP rank holds an equal slice of the dense MLP");
+  }
   if (m.tie_embeddings && d.pp > 1) {
     reject("model.tie_embeddings", "true", "cannot be used with pipeline parallelism (pp > 1)",
            "set model.tie_embeddings = false or distributed.pp = 1");

@@ -8,8 +8,9 @@ namespace moe {
 Attention::Attention(const LayerContext& ctx, const std::string& prefix)
     : B_(ctx.B),
       T_(ctx.T),
-      H_(ctx.model.n_heads),
-      G_(kv_heads(ctx.model)),
+      // This rank's heads: all of them, or n_heads / tp and n_kv_heads / tp under tensor parallelism.
+      H_(ctx.params[prefix + "self_attn.q_proj.weight"].place.local_shape[0] / head_dim(ctx.model)),
+      G_(ctx.params[prefix + "self_attn.k_proj.weight"].place.local_shape[0] / head_dim(ctx.model)),
       Dh_(head_dim(ctx.model)),
       rope_theta_(static_cast<float>(ctx.model.rope_theta)),
       wq_(ctx.params[prefix + "self_attn.q_proj.weight"]),

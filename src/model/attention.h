@@ -1,7 +1,10 @@
 // Causal self-attention with grouped KV heads and RoPE (HF Llama/Mixtral):
 //   q = x Wq^T, k = x Wk^T, v = x Wv^T; rope(q), rope(k);
 //   a = softmax(q k^T / sqrt(Dh), causal) v;  out = a Wo^T.
-// Legend: N = B*T tokens, D dim, H/G query/kv heads, Dh head dim.
+// Under tensor parallelism a rank holds H/tp query and G/tp kv heads (q/k/v
+// column-parallel, o row-parallel): its output is a partial sum and its input
+// gradient too; Block all-reduces both over the tp group.
+// Legend: N = B*T tokens, D dim, H/G query/kv heads (this rank's), Dh head dim.
 #pragma once
 
 #include <string>

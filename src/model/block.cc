@@ -12,6 +12,7 @@ std::string block_prefix(int64_t layer) { return "model.layers." + std::to_strin
 
 Block::Block(const LayerContext& ctx, int64_t layer)
     : eps_(static_cast<float>(ctx.model.norm_eps)),
+      tp_(*ctx.parallel.tp),
       ln1_(ctx.params[block_prefix(layer) + "input_layernorm.weight"]),
       ln2_(ctx.params[block_prefix(layer) + "post_attention_layernorm.weight"]),
       attn_(ctx, block_prefix(layer)) {
@@ -29,6 +30,7 @@ Block::Block(const LayerContext& ctx, int64_t layer)
 double Block::forward(const Tensor& out_ND, const Tensor& x_in_ND, bool training, float grad_scale) {
   ops::rmsnorm_forward(ln1_out_, ln1_rstd_, x_in_ND, ln1_.value, eps_);
   attn_.forward(attn_out_, ln1_out_);
+  tp_.all_reduce(attn_out_, ReduceOp::kSum);  // row-parallel o_proj: sum the heads' partial outputs
   copy_tensor(h_, x_in_ND);
   ops::add_inplace(h_, attn_out_);
   ops::rmsnorm_forward(ln2_out_, ln2_rstd_, h_, ln2_.value, eps_);
@@ -37,6 +39,7 @@ double Block::forward(const Tensor& out_ND, const Tensor& x_in_ND, bool training
     aux = moe_->forward(ffn_out_, ln2_out_, training, grad_scale);
   } else {
     mlp_->forward(ffn_out_, ln2_out_);
+    tp_.all_reduce(ffn_out_, ReduceOp::kSum);
   }
   copy_tensor(out_ND, h_);
   ops::add_inplace(out_ND, ffn_out_);
@@ -51,12 +54,14 @@ void Block::backward(const Tensor& dx_in_ND, const Tensor& dout_ND, const Tensor
     moe_->backward(dln_, dout_ND, ln2_out_);
   } else {
     mlp_->backward(dln_, dout_ND, ln2_out_);
+    tp_.all_reduce(dln_, ReduceOp::kSum);  // column-parallel inputs: sum the partial input gradients
   }
   ops::rmsnorm_backward(dh_, ln2_.grad, dln_, h_, ln2_.value, ln2_rstd_);
   // h = x + attn(norm1(x)): dx = dh + norm1'^T attn'^T dh
   copy_tensor(dx_in_ND, dh_);
   zero(dln_);
   attn_.backward(dln_, dh_, ln1_out_);
+  tp_.all_reduce(dln_, ReduceOp::kSum);
   ops::rmsnorm_backward(dx_in_ND, ln1_.grad, dln_, x_in_ND, ln1_.value, ln1_rstd_);
 }
 

@@ -1,7 +1,12 @@
 // One transformer block, pre-norm:
 //   h = x + Attn(RMSNorm(x));  out = h + FFN(RMSNorm(h))
 // where FFN is a dense SwiGLU MLP or, in blocks chosen by moe_frequency, the
-// MoE layer. Legend: N tokens, D dim.
+// MoE layer. Under tensor parallelism the block is where the tp region opens
+// and closes (Megatron's f and g): the attention and dense-MLP outputs are
+// all-reduced in forward, their input gradients in backward. The MoE layer's
+// routed and shared experts are replicated across tp: each tp rank computes
+// the same tokens, so capacity and routing match one process exactly.
+// Legend: N tokens, D dim.
 #pragma once
 
 #include <memory>
@@ -27,6 +32,7 @@ class Block {
 
  private:
   float eps_;
+  Communicator& tp_;
   Param &ln1_, &ln2_;
   Attention attn_;
   std::unique_ptr<DenseMLP> mlp_;

@@ -9,7 +9,7 @@ DenseMLP::DenseMLP(const LayerContext& ctx, const std::string& prefix)
     : w1_(ctx.params[prefix + "mlp.gate_proj.weight"]),
       w3_(ctx.params[prefix + "mlp.up_proj.weight"]),
       w2_(ctx.params[prefix + "mlp.down_proj.weight"]) {
-  const int64_t N = ctx.N(), F = ffn_hidden(ctx.model);
+  const int64_t N = ctx.N(), F = w1_.place.local_shape[0];  // ffn_hidden / tp under tensor parallelism
   for (Tensor* t : {&a_, &b_, &g_, &da_, &db_, &dg_}) *t = ctx.pool.alloc({N, F});
 }
 

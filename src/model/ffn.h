@@ -1,6 +1,8 @@
 // The two SwiGLU feed-forwards, y = (silu(x W1) * (x W3)) W2:
 // - DenseMLP: one MLP over all tokens, HF Llama weights [F, D] / [D, F]
-//   (gate_proj = W1, up_proj = W3, down_proj = W2), run as x W^T.
+//   (gate_proj = W1, up_proj = W3, down_proj = W2), run as x W^T. Under
+//   tensor parallelism W1/W3 are column- and W2 row-parallel (F/tp per rank):
+//   the output and the input gradient are partial sums that Block all-reduces.
 // - GroupedSwiGLU: many experts at once over rows sorted by expert, packed
 //   weights w1, w3 [E, D, F] and w2 [E, F, D], run as grouped matmuls x W[e].
 //   Routed experts use it with the dispatch offsets; each shared expert uses

@@ -1,5 +1,6 @@
 // What every layer is told when it is built: the micro-batch it is planned
-// for (all activation buffers are sized from it once) and where to allocate.
+// for (all activation buffers are sized from it once), where to allocate, and
+// the groups it talks to.
 #pragma once
 
 #include <cstdint>
@@ -7,8 +8,24 @@
 #include "src/config/job_config.h"
 #include "src/core/tensor_pool.h"
 #include "src/model/params.h"
+#include "src/parallel/communicator.h"
 
 namespace moe {
+
+class Fsdp;
+
+// The model's view of the parallel layout: tensor-parallel and
+// expert-parallel groups (one-rank groups in a single process) and, with
+// dp_shard > 1, the FSDP units. The layer shapes themselves come from the
+// parameters' placements.
+struct ModelParallel {
+  Communicator* tp = nullptr;
+  Communicator* ep = nullptr;
+  Fsdp* fsdp = nullptr;
+
+  // One-rank groups, no FSDP.
+  static ModelParallel single_process();
+};
 
 struct LayerContext {
   const ModelConfig& model;
@@ -16,6 +33,7 @@ struct LayerContext {
   int64_t T;  // tokens per sequence
   TensorPool& pool;
   ParamStore& params;
+  const ModelParallel& parallel;
 
   int64_t N() const { return B * T; }
 };

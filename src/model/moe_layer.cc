@@ -8,6 +8,23 @@
 namespace moe {
 namespace {
 
+// Rows the local experts may have to compute in one micro-batch: each of the
+// ep ranks sends at most capacity rows per expert, and never more than all
+// its N*K pairs (the dropless worst case: every pair to one rank).
+int64_t max_local_rows(const LayerContext& ctx, int64_t capacity, int64_t local_experts) {
+  const int64_t ep = ctx.parallel.ep->size(), pairs = ctx.N() * ctx.model.moe_top_k;
+  if (ep == 1) return pairs;
+  return capacity > 0 ? std::min(ep * pairs, ep * local_experts * capacity) : ep * pairs;
+}
+
+int64_t capacity_of(const LayerContext& ctx) {
+  if (ctx.model.moe_capacity_factor <= 0) return 0;
+  // Per micro-batch: ceil(cf * tokens * k / E) pairs per expert.
+  return static_cast<int64_t>(std::ceil(ctx.model.moe_capacity_factor *
+                                        static_cast<double>(ctx.N() * ctx.model.moe_top_k) /
+                                        static_cast<double>(ctx.model.num_experts)));
+}
+
 double mean_of(const std::vector<int64_t>& counts) {
   double sum = 0;
   for (int64_t c : counts) sum += static_cast<double>(c);
@@ -23,7 +40,8 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& prefix)
       D_(ctx.model.dim),
       E_(ctx.model.num_experts),
       K_(ctx.model.moe_top_k),
-      capacity_(0),
+      capacity_(capacity_of(ctx)),
+      local_experts_(ctx.params[prefix + "block_sparse_moe.experts.w1"].place.local_shape[0]),
       w_lb_(static_cast<float>(ctx.model.moe_aux_loss_weight)),
       w_z_(static_cast<float>(ctx.model.moe_router_z_loss_weight)),
       w_seq_(static_cast<float>(ctx.model.moe_sequence_aux_loss_weight)),
@@ -31,13 +49,13 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& prefix)
       w1_(ctx.params[prefix + "block_sparse_moe.experts.w1"]),
       w3_(ctx.params[prefix + "block_sparse_moe.experts.w3"]),
       w2_(ctx.params[prefix + "block_sparse_moe.experts.w2"]),
-      routed_(ctx.pool, ctx.N() * ctx.model.moe_top_k, ctx.model.dim, expert_hidden(ctx.model)) {
+      routed_(ctx.pool, max_local_rows(ctx, capacity_, local_experts_), ctx.model.dim, expert_hidden(ctx.model)) {
   TensorPool& pool = ctx.pool;
   const int64_t F = expert_hidden(ctx.model);
-  if (ctx.model.moe_capacity_factor > 0) {
-    // Per micro-batch: ceil(cf * tokens * k / E) pairs per expert.
-    capacity_ = static_cast<int64_t>(std::ceil(ctx.model.moe_capacity_factor * static_cast<double>(N_ * K_) /
-                                               static_cast<double>(E_)));
+  if (ctx.parallel.ep->size() > 1) {
+    const int64_t R = max_local_rows(ctx, capacity_, local_experts_);
+    exchange_ = std::make_unique<ExpertExchange>(*ctx.parallel.ep, local_experts_, R, D_, pool);
+    for (Tensor* t : {&ex_x_RD_, &ex_y_RD_, &ex_dx_RD_, &ex_dy_RD_}) *t = pool.alloc({R, D_});
   }
   if (ctx.model.moe_shared_experts > 0) {
     shared_w1_ = &ctx.params[prefix + "block_sparse_moe.shared_experts.w1"];
@@ -96,7 +114,15 @@ double MoELayer::forward(const Tensor& out_ND, const Tensor& x_ND, bool training
   rows_ = plan.rows;
   const Tensor xs = xs_MD_.rows(0, rows_), ys = ys_MD_.rows(0, rows_);
   ops::moe_permute(xs, x_ND, row_pair_M_, K_);
-  routed_.forward(ys, xs, routed_weights(), offsets_E1_);
+  if (exchange_) {
+    exchange_->plan(offsets_E1_);
+    const int64_t R = exchange_->local_rows();
+    exchange_->dispatch(ex_x_RD_, xs);
+    routed_.forward(ex_y_RD_.rows(0, R), ex_x_RD_.rows(0, R), routed_weights(), exchange_->local_offsets());
+    exchange_->combine(ys, ex_y_RD_);
+  } else {
+    routed_.forward(ys, xs, routed_weights(), offsets_E1_);
+  }
   zero(out_ND);
   ops::moe_unpermute(out_ND, ys, topk_w_NK_, pair_row_NK_);
 
@@ -126,8 +152,17 @@ void MoELayer::backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor
   const Tensor xs = xs_MD_.rows(0, rows_), ys = ys_MD_.rows(0, rows_);
   const Tensor dxs = dxs_MD_.rows(0, rows_), dys = dys_MD_.rows(0, rows_);
   ops::moe_unpermute_backward(dys, dtopk_w_NK_, dout_ND, ys, topk_w_NK_, pair_row_NK_);
-  zero(dxs);
-  routed_.backward(dxs, dys, xs, routed_weights(), offsets_E1_);
+  if (exchange_) {
+    const int64_t R = exchange_->local_rows();
+    exchange_->dispatch(ex_dy_RD_, dys);
+    const Tensor ex_dx = ex_dx_RD_.rows(0, R);
+    zero(ex_dx);
+    routed_.backward(ex_dx, ex_dy_RD_.rows(0, R), ex_x_RD_.rows(0, R), routed_weights(), exchange_->local_offsets());
+    exchange_->combine(dxs, ex_dx_RD_);
+  } else {
+    zero(dxs);
+    routed_.backward(dxs, dys, xs, routed_weights(), offsets_E1_);
+  }
   ops::moe_permute_backward(dx_ND, dxs, row_pair_M_, K_);
 
   copy_tensor(dlogits_NE_, daux_logits_NE_);
@@ -137,10 +172,22 @@ void MoELayer::backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor
 
 void MoELayer::scale_expert_gradients() {
   const double mean = mean_of(stats_.kept_per_expert);
-  for (int64_t e = 0; e < E_; ++e) {
+  // This rank's shard holds elements [shard_begin, shard_begin + shard_valid)
+  // of its local experts, flattened; local expert r (global expert
+  // local_offset[0] + r) is elements [r * per_expert, (r + 1) * per_expert).
+  const ParamPlacement& place = w1_.place;
+  const int64_t per_expert = place.local_numel() / local_experts_;
+  const int64_t begin = place.shard_begin, end = place.shard_begin + place.shard_valid;
+  for (int64_t r = 0; r < local_experts_; ++r) {
+    const int64_t lo = std::max(begin, r * per_expert), hi = std::min(end, (r + 1) * per_expert);
+    if (lo >= hi) continue;
+    const int64_t e = place.local_offset[0] + r;
     const auto load = static_cast<double>(stats_.kept_per_expert[static_cast<size_t>(e)]);
     const float factor = static_cast<float>(load > 0 ? std::clamp(mean / load, 0.1, 10.0) : 10.0);
-    for (Param* p : {&w1_, &w3_, &w2_}) ops::scale_inplace(p->grad.rows(e, 1), factor);
+    for (Param* p : {&w1_, &w3_, &w2_}) {
+      const Tensor flat = p->shard_grad.reshaped({p->shard_grad.numel()});
+      ops::scale_inplace(flat.rows(lo - begin, hi - lo), factor);
+    }
   }
 }
 

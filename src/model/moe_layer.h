@@ -8,7 +8,11 @@
 // computed in forward, their gradient saved and added to the router's in
 // backward. Per-step statistics (tokens per expert, drops, aux values) feed
 // the metrics, the sigmoid router's bias update and the gradient scaling.
-// Legend: N tokens, D dim, E experts, K top-k, F expert hidden, M kept rows.
+// Under expert parallelism this rank holds El = E/ep experts: it routes its own
+// tokens (capacity and aux statistics per micro-batch, as one process does),
+// and an ExpertExchange sends the kept rows to the experts' ranks and back.
+// Legend: N tokens, D dim, E experts, K top-k, F expert hidden, M kept rows
+// routed here, R rows computed by the local experts.
 #pragma once
 
 #include <memory>
@@ -18,6 +22,7 @@
 #include "src/kernels/ops.h"
 #include "src/model/ffn.h"
 #include "src/model/layer_common.h"
+#include "src/parallel/expert_exchange.h"
 
 namespace moe {
 
@@ -43,10 +48,13 @@ class MoELayer {
   double forward(const Tensor& out_ND, const Tensor& x_ND, bool training, float grad_scale);
   void backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor& x_ND);
 
+  // This rank's counts; the trainer sums them over the data-parallel group
+  // (mutable_step_stats) before the two calls below read them.
   const MoEStepStats& step_stats() const { return stats_; }
+  MoEStepStats& mutable_step_stats() { return stats_; }
   void reset_step_stats();
   // moe_gradient_scale: expert e's weight gradients *= clamp(mean_load / load_e, 0.1, 10),
-  // loads = rows computed over the step.
+  // loads = rows computed over the step. Scales the shard gradients of this rank's experts.
   void scale_expert_gradients();
   // sigmoid_topk: bias_e += rate * sign(mean_load - load_e), loads = routed pairs over the step.
   void update_bias(double rate);
@@ -55,6 +63,7 @@ class MoELayer {
  private:
   ops::RouterKind kind_;
   int64_t N_, T_, D_, E_, K_, capacity_;
+  int64_t local_experts_;  // El: E, or E / ep
   float w_lb_, w_z_, w_seq_;
   Param &router_, &w1_, &w3_, &w2_;
   Param *shared_w1_ = nullptr, *shared_w3_ = nullptr, *shared_w2_ = nullptr;  // [S, ...]; null without shared experts
@@ -65,6 +74,8 @@ class MoELayer {
   Tensor offsets_E1_, row_pair_M_, pair_row_NK_;
   int64_t rows_ = 0;  // M of the last forward
   Tensor xs_MD_, ys_MD_;
+  std::unique_ptr<ExpertExchange> exchange_;  // ep > 1 only
+  Tensor ex_x_RD_, ex_y_RD_, ex_dx_RD_, ex_dy_RD_;  // the local experts' rows (ep > 1 only)
   GroupedSwiGLU routed_;
   std::vector<std::unique_ptr<GroupedSwiGLU>> shared_;
   Tensor shared_offsets_, shared_out_ND_;

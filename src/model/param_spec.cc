@@ -15,12 +15,15 @@ std::vector<ParamSpec> model_param_specs(const ModelConfig& m) {
   const int64_t ffn = ffn_hidden(m), eh = expert_hidden(m), E = m.num_experts, S = m.moe_shared_experts;
   using K = ParamKind;
 
-  // Tensor parallelism: vocab-parallel embedding and LM head; q/k/v and the
-  // SwiGLU up-projections split by output (column-parallel), o and the
-  // down-projection by input (row-parallel); router and routed experts are
-  // replicated across tp (expert parallelism splits experts instead).
+  // Tensor parallelism: q/k/v and the dense SwiGLU up-projections split by
+  // output (column-parallel), o and the down-projection by input
+  // (row-parallel). Replicated across tp: norms, the embedding and the LM head
+  // (a vocab-parallel head with a vocab-parallel cross-entropy would save
+  // their memory: not built yet), the router, and the routed and shared
+  // experts (the tp ranks of an MoE block compute the same tokens; expert
+  // parallelism splits experts instead).
   std::vector<ParamSpec> p;
-  p.push_back({"model.embed_tokens.weight", {m.vocab_size, d}, K::kEmbedding, -1, 0, false});
+  p.push_back({"model.embed_tokens.weight", {m.vocab_size, d}, K::kEmbedding, -1, -1, false});
   for (int64_t i = 0; i < m.n_layers; ++i) {
     const std::string b = "model.layers." + std::to_string(i) + ".";
     p.push_back({b + "input_layernorm.weight", {d}, K::kNorm, i, -1, false});
@@ -36,9 +39,9 @@ std::vector<ParamSpec> model_param_specs(const ModelConfig& m) {
       p.push_back({e + "experts.w3", {E, d, eh}, K::kRoutedExpert, i, -1, true});
       p.push_back({e + "experts.w2", {E, eh, d}, K::kRoutedExpert, i, -1, true});
       if (S > 0) {
-        p.push_back({e + "shared_experts.w1", {S, d, eh}, K::kSharedExpert, i, 2, false});
-        p.push_back({e + "shared_experts.w3", {S, d, eh}, K::kSharedExpert, i, 2, false});
-        p.push_back({e + "shared_experts.w2", {S, eh, d}, K::kSharedExpert, i, 1, false});
+        p.push_back({e + "shared_experts.w1", {S, d, eh}, K::kSharedExpert, i, -1, false});
+        p.push_back({e + "shared_experts.w3", {S, d, eh}, K::kSharedExpert, i, -1, false});
+        p.push_back({e + "shared_experts.w2", {S, eh, d}, K::kSharedExpert, i, -1, false});
       }
     } else {
       p.push_back({b + "mlp.gate_proj.weight", {ffn, d}, K::kDenseMlp, i, 0, false});
@@ -47,7 +50,7 @@ std::vector<ParamSpec> model_param_specs(const ModelConfig& m) {
     }
   }
   p.push_back({"model.norm.weight", {d}, K::kNorm, -1, -1, false});
-  if (!m.tie_embeddings) p.push_back({"lm_head.weight", {m.vocab_size, d}, K::kLmHead, -1, 0, false});
+  if (!m.tie_embeddings) p.push_back({"lm_head.weight", {m.vocab_size, d}, K::kLmHead, -1, -1, false});
   return p;
 }
 

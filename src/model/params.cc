@@ -17,34 +17,74 @@ bool is_output_projection(const ParamSpec& p) {
 
 }  // namespace
 
-ParamStore::ParamStore(const ModelConfig& m, TensorPool& pool) {
+Tensor f32_view(float* data, const std::vector<int64_t>& shape) {
+  if (shape.empty() || shape.size() > static_cast<size_t>(Tensor::kMaxDims)) {
+    throw std::logic_error("f32_view: 1 to 4 dims");
+  }
+  Tensor t;
+  t.data = data;
+  t.ndim = static_cast<int>(shape.size());
+  for (size_t d = 0; d < shape.size(); ++d) t.shape[d] = shape[d];
+  return t;
+}
+
+ParamStore::ParamStore(const ModelConfig& m, TensorPool& pool) : ParamStore(m, pool, Layout{}, MeshCoord{}) {}
+
+ParamStore::ParamStore(const ModelConfig& m, TensorPool& pool, const Layout& layout, const MeshCoord& coord)
+    : layout_(layout), coord_(coord) {
   for (const ParamSpec& spec : model_param_specs(m)) {
     Param p;
     p.spec = spec;
-    p.value = pool.alloc_shape(spec.shape);
-    p.grad = pool.alloc_shape(spec.shape);
+    p.place = place_parameter(spec.shape, spec.tp_dim, spec.expert_parallel, layout, coord);
     p.weight_decay = spec.shape.size() > 1;
+    if (p.fsdp_sharded()) {
+      p.value = f32_view(nullptr, p.place.local_shape);
+      p.grad = f32_view(nullptr, p.place.local_shape);
+      p.shard = pool.alloc_shape(p.place.shard_shape());
+      p.shard_grad = pool.alloc_shape(p.place.shard_shape());
+    } else {
+      p.value = pool.alloc_shape(p.place.local_shape);
+      p.grad = pool.alloc_shape(p.place.local_shape);
+      p.shard = p.value;
+      p.shard_grad = p.grad;
+    }
     params_.push_back(std::move(p));
   }
 }
 
 void ParamStore::init(const ModelConfig& m, uint64_t seed) {
   const double out_scale = 1.0 / std::sqrt(2.0 * static_cast<double>(m.n_layers));
+  std::vector<float> global, local;
   for (Param& p : params_) {
-    float* v = p.value.f32();
-    const int64_t n = p.value.numel();
+    // Draw the global tensor, then keep this rank's block of it.
+    const int64_t n = p.spec.numel();
+    global.resize(static_cast<size_t>(n));
     if (p.spec.kind == ParamKind::kNorm) {
-      for (int64_t i = 0; i < n; ++i) v[i] = 1.0f;
+      for (int64_t i = 0; i < n; ++i) global[static_cast<size_t>(i)] = 1.0f;
+    } else {
+      const double stdev = m.init_std * (is_output_projection(p.spec) ? out_scale : 1.0);
+      const uint64_t key = stream_key(seed, p.spec.name);
+      for (int64_t i = 0; i < n; ++i) {
+        global[static_cast<size_t>(i)] = static_cast<float>(stdev * normal_at(key, static_cast<uint64_t>(i)));
+      }
+    }
+    if (!p.fsdp_sharded()) {
+      copy_global_block(p.value, global.data(), p.spec.shape, p.place.local_offset);
       continue;
     }
-    const double stdev = m.init_std * (is_output_projection(p.spec) ? out_scale : 1.0);
-    const uint64_t key = stream_key(seed, p.spec.name);
-    for (int64_t i = 0; i < n; ++i) v[i] = static_cast<float>(stdev * normal_at(key, static_cast<uint64_t>(i)));
+    local.resize(static_cast<size_t>(p.place.local_numel()));
+    const Tensor local_t = f32_view(local.data(), p.place.local_shape);
+    copy_global_block(local_t, global.data(), p.spec.shape, p.place.local_offset);
+    zero(p.shard);
+    if (p.place.shard_valid > 0) {
+      copy_tensor(p.shard.rows(0, p.place.shard_valid),
+                  local_t.reshaped({p.place.local_numel()}).rows(p.place.shard_begin, p.place.shard_valid));
+    }
   }
 }
 
 void ParamStore::zero_grads() {
-  for (Param& p : params_) zero(p.grad);
+  for (Param& p : params_) zero(p.shard_grad);
 }
 
 Param& ParamStore::operator[](const std::string& name) {
@@ -60,7 +100,7 @@ const Param& ParamStore::operator[](const std::string& name) const {
 
 int64_t ParamStore::numel() const {
   int64_t n = 0;
-  for (const Param& p : params_) n += p.value.numel();
+  for (const Param& p : params_) n += p.spec.numel();
   return n;
 }
 

@@ -1,13 +1,20 @@
 // ParamStore: the model's parameters, built from the registry
-// (param_spec.h), each with its value and gradient tensors, initialised the
-// same way whatever the layout:
+// (param_spec.h) and placed by the parallel layout (param_sharding.h), each
+// with the tensors a rank needs:
+// - value, grad: the local tensor (after the tp and ep cuts) the layers
+//   compute with. Without FSDP they are persistent; with FSDP (dp_shard > 1)
+//   they are views that Fsdp (fsdp.h) binds to its gather buffers while a
+//   block runs.
+// - shard, shard_grad: the rows this rank owns and the optimizer updates
+//   (value and grad themselves without FSDP).
+// Initialisation is the same whatever the layout:
 // - normal(0, init_std) for linears, routers, experts and the embedding;
 // - output projections (attention o_proj, dense down_proj, every expert and
 //   shared-expert w2) additionally scaled by 1/sqrt(2 * n_layers), so the
 //   residual stream does not grow with depth (GPT-2 / Megatron);
 // - RMSNorm weights at 1;
 // each drawn from a counter-based stream keyed by (seed, parameter name) and
-// the element's global index.
+// the element's global index, so every rank draws its part of one global tensor.
 #pragma once
 
 #include <string>
@@ -17,31 +24,48 @@
 #include "src/core/tensor.h"
 #include "src/core/tensor_pool.h"
 #include "src/model/param_spec.h"
+#include "src/parallel/param_sharding.h"
 
 namespace moe {
 
 struct Param {
   ParamSpec spec;
-  Tensor value;  // fp32
-  Tensor grad;   // fp32, same shape
+  ParamPlacement place;
+  Tensor value;  // fp32, local shape
+  Tensor grad;   // fp32, local shape
+  Tensor shard;       // fp32, place.shard_shape(): what this rank owns
+  Tensor shard_grad;  // same shape
   bool weight_decay = false;  // AdamW decays matrices only (ndim > 1)
+
+  bool fsdp_sharded() const { return place.shards > 1; }
 };
 
 class ParamStore {
  public:
+  // The whole model on one rank.
   ParamStore(const ModelConfig& m, TensorPool& pool);
+  // This rank's part under `layout`.
+  ParamStore(const ModelConfig& m, TensorPool& pool, const Layout& layout, const MeshCoord& coord);
 
   void init(const ModelConfig& m, uint64_t seed);
+  // Zeroes the shard gradients (and the local ones without FSDP).
   void zero_grads();
 
   Param& operator[](const std::string& name);
   const Param& operator[](const std::string& name) const;
   std::vector<Param>& all() { return params_; }
   const std::vector<Param>& all() const { return params_; }
-  int64_t numel() const;
+  int64_t numel() const;  // global parameter count
+  const Layout& layout() const { return layout_; }
+  const MeshCoord& coord() const { return coord_; }
 
  private:
+  Layout layout_;
+  MeshCoord coord_;
   std::vector<Param> params_;
 };
+
+// A view of `data` with `shape` (fp32).
+Tensor f32_view(float* data, const std::vector<int64_t>& shape);
 
 }  // namespace moe

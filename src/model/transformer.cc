@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "src/kernels/ops.h"
+#include "src/model/fsdp.h"
 
 namespace moe {
 namespace {
@@ -13,9 +14,15 @@ int64_t auto_chunk_rows(int64_t N, int64_t V) { return std::clamp<int64_t>((int6
 
 }  // namespace
 
+ModelParallel ModelParallel::single_process() {
+  static const std::unique_ptr<Communicator> tp = single_process_world(), ep = single_process_world();
+  return ModelParallel{tp.get(), ep.get(), nullptr};
+}
+
 Transformer::Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_chunk_rows, TensorPool& pool,
-                         ParamStore& params)
+                         ParamStore& params, const ModelParallel& parallel)
     : model_(m),
+      parallel_(parallel),
       B_(B),
       T_(T),
       N_(B * T),
@@ -26,7 +33,7 @@ Transformer::Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_
       embed_(params["model.embed_tokens.weight"]),
       final_norm_(params["model.norm.weight"]),
       head_(m.tie_embeddings ? params["model.embed_tokens.weight"] : params["lm_head.weight"]) {
-  const LayerContext ctx{m, B, T, pool, params};
+  const LayerContext ctx{m, B, T, pool, params, parallel_};
   for (int64_t l = 0; l < m.n_layers; ++l) blocks_.push_back(std::make_unique<Block>(ctx, l));
   inputs_ = pool.alloc({B, T}, DType::kI32);
   targets_ = pool.alloc({B, T}, DType::kI32);
@@ -49,10 +56,15 @@ std::vector<MoELayer*> Transformer::moe_layers() {
 }
 
 double Transformer::forward(bool training, float loss_scale, double* aux_loss) {
+  Fsdp* fsdp = parallel_.fsdp;
   const Tensor tokens = inputs_.reshaped({N_});
+  if (fsdp) fsdp->gather(Fsdp::kOuter, training);  // kept until the end of backward
   ops::embedding_forward(resid_[0], tokens, embed_.value);
   double aux = 0;
-  for (size_t l = 0; l < blocks_.size(); ++l) aux += blocks_[l]->forward(resid_[l + 1], resid_[l], training, loss_scale);
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    if (fsdp) fsdp->gather(static_cast<int64_t>(l), false);
+    aux += blocks_[l]->forward(resid_[l + 1], resid_[l], training, loss_scale);
+  }
   ops::rmsnorm_forward(final_out_, final_rstd_, resid_.back(), final_norm_.value,
                        static_cast<float>(model_.norm_eps));
   if (aux_loss) *aux_loss = aux;
@@ -84,11 +96,15 @@ MicroBatchLoss Transformer::forward_backward(float loss_scale) {
   zero(dresid_a_);
   ops::rmsnorm_backward(dresid_a_, final_norm_.grad, dfinal_, resid_.back(), final_norm_.value, final_rstd_);
   Tensor dout = dresid_a_, dx = dresid_b_;
+  Fsdp* fsdp = parallel_.fsdp;
   for (size_t l = blocks_.size(); l-- > 0;) {
+    if (fsdp) fsdp->gather(static_cast<int64_t>(l), true);
     blocks_[l]->backward(dx, dout, resid_[l]);
+    if (fsdp) fsdp->reduce_grads(static_cast<int64_t>(l));
     std::swap(dout, dx);
   }
   ops::embedding_backward(embed_.grad, dout, inputs_.reshaped({N_}));
+  if (fsdp) fsdp->reduce_grads(Fsdp::kOuter);
   return out;
 }
 

@@ -4,6 +4,8 @@
 // with the LM head and the cross-entropy run chunk by chunk, so that at most
 // one chunk of logits (and their gradients, computed in place) exists at a time.
 // Every buffer is allocated here, once; a step allocates nothing.
+// With FSDP, each block's weights are gathered before its forward and again
+// before its backward, and its gradients reduce-scattered right after.
 #pragma once
 
 #include <memory>
@@ -22,8 +24,9 @@ struct MicroBatchLoss {
 class Transformer {
  public:
   // ce_chunk_rows: rows of logits per LM-head chunk (0 = automatic).
+  // parallel: the groups and FSDP units of this rank; it must outlive the model.
   Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_chunk_rows, TensorPool& pool,
-              ParamStore& params);
+              ParamStore& params, const ModelParallel& parallel = ModelParallel::single_process());
 
   // The micro-batch's token ids, [B, T] each: fill these, then call a pass.
   const Tensor& inputs() const { return inputs_; }
@@ -43,6 +46,7 @@ class Transformer {
   double head_and_loss(bool with_grad, float loss_scale);
 
   const ModelConfig& model_;
+  ModelParallel parallel_;
   int64_t B_, T_, N_, D_, V_, chunk_;
   ParamStore& params_;
   Param &embed_, &final_norm_, &head_;

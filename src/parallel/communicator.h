@@ -54,4 +54,7 @@ void ensure_mpi_initialized();
 // The world group over MPI. ensure_mpi_initialized() must have run.
 std::unique_ptr<Communicator> mpi_world();
 
+// A group of one rank (local_communicator.cc): a single process needs no MPI.
+std::unique_ptr<Communicator> single_process_world();
+
 }  // namespace moe

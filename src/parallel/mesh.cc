@@ -39,6 +39,7 @@ Mesh::Mesh(const Layout& layout, std::unique_ptr<Communicator> world) : layout_(
   dp_shard_ = world_->split(color({c.dp_replicate, 0, c.ep, c.tp}), key);
   dp_replicate_ = world_->split(color({0, c.dp_shard, c.ep, c.tp}), key);
   data_parallel_ = world_->split(color({0, 0, 0, c.tp}), key);
+  non_expert_replicas_ = world_->split(color({0, c.dp_shard, 0, c.tp}), key);
 }
 
 }  // namespace moe

@@ -4,7 +4,9 @@
 //   rank = ((dp_replicate_i * dp_shard + dp_shard_i) * ep + ep_i) * tp + tp_i
 // Groups: tp, ep, dp_shard (FSDP shards), dp_replicate (HSDP replicas), and
 // data_parallel = dp_replicate x dp_shard x ep (the ranks that read different
-// data and average the gradients of non-expert parameters).
+// data and average the gradients of non-expert parameters), and
+// non_expert_replicas = dp_replicate x ep (the ranks that hold the same FSDP
+// shard of a non-expert parameter; an expert shard's replicas are dp_replicate).
 #pragma once
 
 #include <cstdint>
@@ -39,11 +41,12 @@ class Mesh {
   Communicator& dp_shard() { return *dp_shard_; }
   Communicator& dp_replicate() { return *dp_replicate_; }
   Communicator& data_parallel() { return *data_parallel_; }
+  Communicator& non_expert_replicas() { return *non_expert_replicas_; }
 
  private:
   Layout layout_;
   MeshCoord coord_;
-  std::unique_ptr<Communicator> world_, tp_, ep_, dp_shard_, dp_replicate_, data_parallel_;
+  std::unique_ptr<Communicator> world_, tp_, ep_, dp_shard_, dp_replicate_, data_parallel_, non_expert_replicas_;
 };
 
 }  // namespace moe

@@ -7,13 +7,9 @@
 
 #include "src/core/user_error.h"
 #include "src/model/param_spec.h"
+#include "src/parallel/param_sharding.h"
 
 namespace moe {
-namespace {
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-}  // namespace
 
 DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
   const ModelConfig& m = cfg.model;
@@ -45,9 +41,10 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
     const bool multiplies = p.kind != ParamKind::kEmbedding && p.kind != ParamKind::kNorm;
     if (multiplies) r.matmul_params_per_token += n;
 
-    const int64_t local = n / (p.tp_dim >= 0 ? layout.tp : 1) / (p.expert_parallel ? layout.ep : 1);
-    unsharded_per_block[p.block] += local;
-    r.params_per_rank += ceil_div(local, layout.dp_shard);
+    // Rank 0's placement (the same sizes as every rank's): its flat FSDP shard.
+    const ParamPlacement place = place_parameter(p.shape, p.tp_dim, p.expert_parallel, layout, MeshCoord{});
+    unsharded_per_block[p.block] += place.gathered_numel();
+    r.params_per_rank += place.shards > 1 ? place.shard_numel : place.local_numel();
   }
   // A tied embedding also serves as the LM head matmul.
   if (m.tie_embeddings) r.matmul_params_per_token += m.vocab_size * m.dim;
@@ -64,10 +61,15 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
 
   const bool bf16 = cfg.train.mixed_precision != "fp32";
   int64_t largest_block = 0;
-  for (const auto& [block, n] : unsharded_per_block) largest_block = std::max(largest_block, n);
+  for (const auto& [block, n] : unsharded_per_block) {
+    if (block >= 0) largest_block = std::max(largest_block, n);
+  }
   r.master_weight_bytes = 4 * r.params_per_rank;
   if (layout.dp_shard > 1) {
-    r.working_weight_bytes = (bf16 ? 2 : 4) * largest_block;
+    // FSDP gathers one block at a time, and keeps the outer unit (embedding,
+    // final norm, LM head) for the whole micro-batch; gradients the same way, in fp32.
+    const int64_t gathered = largest_block + unsharded_per_block[-1];
+    r.working_weight_bytes = (bf16 ? 2 : 4) * gathered + 4 * gathered;
   } else {
     r.working_weight_bytes = bf16 ? 2 * r.params_per_rank : 0;
   }
@@ -146,7 +148,7 @@ std::string format_dry_run(const DryRunReport& r, const JobConfig& cfg, const st
   out += fmt::format("\nmemory per rank ({}; activations not included)\n", cfg.train.mixed_precision);
   line("parameters held (shard)", count(r.params_per_rank));
   line("fp32 master weights", bytes(r.master_weight_bytes));
-  line(l.dp_shard > 1 ? "FSDP gather buffer (largest block)" : "working copy of weights", bytes(r.working_weight_bytes));
+  line(l.dp_shard > 1 ? "FSDP gather buffers (block + outer)" : "working copy of weights", bytes(r.working_weight_bytes));
   line("fp32 gradients", bytes(r.gradient_bytes));
   line("AdamW moments (fp32 m, v)", bytes(r.optimizer_bytes));
   line("total", bytes(r.total_bytes));

@@ -40,7 +40,8 @@ struct DryRunReport {
   // splits the routed experts.
   int64_t params_per_rank = 0;
   int64_t master_weight_bytes = 0;    // fp32 master weights
-  int64_t working_weight_bytes = 0;   // bf16 copy (dp_shard = 1) or FSDP all-gather buffer of the largest block
+  int64_t working_weight_bytes = 0;   // bf16 copy (dp_shard = 1), or FSDP's gather buffers: weights and
+                                      // gradients of the largest block plus the outer unit
   int64_t gradient_bytes = 0;         // fp32 gradient shards
   int64_t optimizer_bytes = 0;        // AdamW first and second moments, fp32
   int64_t total_bytes = 0;

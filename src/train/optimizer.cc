@@ -8,14 +8,26 @@ namespace moe {
 
 Optimizer::Optimizer(const OptimizerConfig& cfg, ParamStore& params, TensorPool& pool) : cfg_(cfg), params_(params) {
   for (const Param& p : params.all()) {
-    m_.push_back(pool.alloc_shape(p.spec.shape));
-    v_.push_back(pool.alloc_shape(p.spec.shape));
+    m_.push_back(pool.alloc_shape(p.place.shard_shape()));
+    v_.push_back(pool.alloc_shape(p.place.shard_shape()));
   }
 }
 
-double Optimizer::grad_norm() const {
+bool counted_here(const Param& p, const MeshCoord& c) {
+  return (p.spec.tp_dim >= 0 || c.tp == 0) && c.dp_replicate == 0 && (p.spec.expert_parallel || c.ep == 0);
+}
+
+double Optimizer::grad_norm(Communicator& world) const {
   double sum = 0;
-  for (const Param& p : params_.all()) sum += ops::sum_squares(p.grad);
+  for (const Param& p : params_.all()) {
+    if (counted_here(p, params_.coord())) sum += ops::sum_squares(p.shard_grad);
+  }
+  if (world.size() > 1) {
+    // fp32 over the wire keeps ~7 digits of the sum: enough for a norm that only clips and is logged.
+    float total = static_cast<float>(sum);
+    world.all_reduce(f32_view(&total, {1}), ReduceOp::kSum);
+    sum = total;
+  }
   return std::sqrt(sum);
 }
 
@@ -25,7 +37,7 @@ void Optimizer::step(double lr, double clip_scale, int64_t step) {
     const Param& p = params[i];
     const ops::AdamW hyper{static_cast<float>(lr), static_cast<float>(cfg_.betas[0]), static_cast<float>(cfg_.betas[1]),
                            static_cast<float>(cfg_.eps), p.weight_decay ? static_cast<float>(cfg_.weight_decay) : 0.0f};
-    ops::adamw_step(p.value, p.grad, m_[i], v_[i], hyper, step, static_cast<float>(clip_scale));
+    ops::adamw_step(p.shard, p.shard_grad, m_[i], v_[i], hyper, step, static_cast<float>(clip_scale));
   }
 }
 

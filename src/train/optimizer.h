@@ -1,5 +1,6 @@
-// AdamW over every parameter, with fp32 master weights and moments, decoupled
-// weight decay on matrices only, and global-norm gradient clipping.
+// AdamW over this rank's parameter shards (ParamStore: shard, shard_grad),
+// with fp32 master weights and moments, decoupled weight decay on matrices
+// only, and global-norm gradient clipping.
 #pragma once
 
 #include <vector>
@@ -7,6 +8,7 @@
 #include "src/config/job_config.h"
 #include "src/core/tensor_pool.h"
 #include "src/model/params.h"
+#include "src/parallel/communicator.h"
 
 namespace moe {
 
@@ -14,8 +16,10 @@ class Optimizer {
  public:
   Optimizer(const OptimizerConfig& cfg, ParamStore& params, TensorPool& pool);
 
-  // The L2 norm of all gradients together (each parameter counted once).
-  double grad_norm() const;
+  // The L2 norm of all gradients together, each parameter element counted
+  // once whatever its sharding: every rank adds the squares of the shards it
+  // counts (counted_here), then `world` sums them.
+  double grad_norm(Communicator& world) const;
   // One AdamW step at learning rate `lr`; gradients are multiplied by
   // clip_scale first (min(1, max_norm / norm) for clipping). step is 1-based.
   void step(double lr, double clip_scale, int64_t step);
@@ -28,5 +32,10 @@ class Optimizer {
 
 // min(1, max_norm / norm); 1 when the norm is not finite (the caller decides what to do).
 double clip_scale(double norm, double max_norm);
+
+// Whether this rank counts p's shard in global sums: a replica (tp for a
+// parameter replicated across tp, dp_replicate, ep for a non-expert one) counts
+// only at coordinate 0.
+bool counted_here(const Param& p, const MeshCoord& c);
 
 }  // namespace moe

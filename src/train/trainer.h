@@ -1,5 +1,6 @@
-// The training loop on one process: data, model, AdamW, schedule, metrics,
-// evaluation. Multi-rank layouts and the CUDA backend plug in below it.
+// The training loop of one rank: the mesh (MPI when the layout has several
+// ranks), data, this rank's StepRunner, metrics (rank 0 writes them),
+// evaluation. The CUDA backend plugs in below it.
 #pragma once
 
 #include "src/config/derived.h"

@@ -59,6 +59,8 @@ TEST_CASE("group sizes and members") {
   CHECK(group_sum(mesh->dp_shard()) == expected_sum(true, false, true, true));
   CHECK(group_sum(mesh->dp_replicate()) == expected_sum(false, true, true, true));
   CHECK(group_sum(mesh->data_parallel()) == expected_sum(false, false, false, true));
+  CHECK(mesh->non_expert_replicas().size() == 2);
+  CHECK(group_sum(mesh->non_expert_replicas()) == expected_sum(false, true, false, true));
 }
 
 TEST_CASE("a rank's place in its groups follows its coordinates") {

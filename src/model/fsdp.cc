@@ -1,0 +1,75 @@
+#include "src/model/fsdp.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "src/kernels/ops.h"
+
+namespace moe {
+
+Fsdp::Fsdp(ParamStore& params, Communicator& dp_shard, TensorPool& pool) : comm_(dp_shard) {
+  int64_t blocks = 0;
+  for (const Param& p : params.all()) blocks = std::max(blocks, p.spec.block + 1);
+  units_.resize(static_cast<size_t>(blocks + 1));
+  int64_t max_shard = 0;
+  for (Param& p : params.all()) {
+    if (p.place.shards != comm_.size()) {
+      throw std::logic_error("Fsdp: " + p.spec.name + " is placed for " + std::to_string(p.place.shards) +
+                             " shards, the group has " + std::to_string(comm_.size()) + " ranks");
+    }
+    Unit& u = unit(p.spec.block);
+    u.params.push_back(&p);
+    u.offsets.push_back(u.numel);
+    u.numel += p.place.gathered_numel();
+    max_shard = std::max(max_shard, p.shard.numel());
+  }
+  int64_t max_block = 0;
+  for (size_t i = 1; i < units_.size(); ++i) max_block = std::max(max_block, units_[i].numel);
+  outer_values_ = pool.alloc({std::max<int64_t>(units_[0].numel, 1)});
+  outer_grads_ = pool.alloc({std::max<int64_t>(units_[0].numel, 1)});
+  block_values_ = pool.alloc({std::max<int64_t>(max_block, 1)});
+  block_grads_ = pool.alloc({std::max<int64_t>(max_block, 1)});
+  scratch_ = pool.alloc({std::max<int64_t>(max_shard, 1)});
+}
+
+Fsdp::Unit& Fsdp::unit(int64_t index) {
+  const size_t i = static_cast<size_t>(index + 1);
+  if (index < kOuter || i >= units_.size()) throw std::logic_error("Fsdp: no unit " + std::to_string(index));
+  return units_[i];
+}
+
+void Fsdp::gather(int64_t index, bool with_grads) {
+  Unit& u = unit(index);
+  float* values = (index == kOuter ? outer_values_ : block_values_).f32();
+  float* grads = (index == kOuter ? outer_grads_ : block_grads_).f32();
+  for (size_t i = 0; i < u.params.size(); ++i) {
+    Param& p = *u.params[i];
+    const Tensor gathered = f32_view(values + u.offsets[i], {p.place.gathered_numel()});
+    comm_.all_gather(gathered, p.shard);
+    p.value.data = gathered.data;  // the first local_numel elements; the rest is padding
+    if (with_grads) {
+      const Tensor g = f32_view(grads + u.offsets[i], {p.place.gathered_numel()});
+      zero(g);
+      p.grad.data = g.data;
+    }
+  }
+}
+
+void Fsdp::reduce_grads(int64_t index) {
+  Unit& u = unit(index);
+  float* grads = (index == kOuter ? outer_grads_ : block_grads_).f32();
+  for (size_t i = 0; i < u.params.size(); ++i) {
+    Param& p = *u.params[i];
+    const Tensor full = f32_view(grads + u.offsets[i], {p.place.gathered_numel()});
+    const Tensor mine = f32_view(scratch_.f32(), p.place.shard_shape());
+    comm_.reduce_scatter(mine, full, ReduceOp::kSum);
+    ops::add_inplace(p.shard_grad, mine);
+  }
+}
+
+int64_t Fsdp::buffer_bytes() const {
+  return outer_values_.bytes() + outer_grads_.bytes() + block_values_.bytes() + block_grads_.bytes() +
+         scratch_.bytes();
+}
+
+}  // namespace moe

@@ -1,0 +1,89 @@
+#include "src/parallel/expert_exchange.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace moe {
+
+ExpertExchange::ExpertExchange(Communicator& ep, int64_t experts_per_rank, int64_t max_local_rows, int64_t dim,
+                               TensorPool& pool)
+    : ep_(ep), P_(ep.size()), El_(experts_per_rank), max_rows_(max_local_rows) {
+  send_rows_.assign(static_cast<size_t>(P_), 0);
+  recv_rows_.assign(static_cast<size_t>(P_), 0);
+  el_per_peer_.assign(static_cast<size_t>(P_), El_);
+  send_counts_ = pool.alloc({P_ * El_}, DType::kI32);
+  recv_counts_ = pool.alloc({P_ * El_}, DType::kI32);
+  peer_major_ = pool.alloc({max_local_rows, dim});
+  local_offsets_ = pool.alloc({El_ + 1}, DType::kI32);
+}
+
+void ExpertExchange::plan(const Tensor& offsets_E1) {
+  if (offsets_E1.numel() != P_ * El_ + 1) {
+    throw std::logic_error("ExpertExchange::plan: offsets " + offsets_E1.shape_string() + " for " +
+                           std::to_string(P_ * El_) + " experts");
+  }
+  const int32_t* off = offsets_E1.i32();
+  int32_t* send = send_counts_.i32();
+  for (int64_t p = 0; p < P_; ++p) {
+    send_rows_[static_cast<size_t>(p)] = off[(p + 1) * El_] - off[p * El_];
+    for (int64_t e = 0; e < El_; ++e) send[p * El_ + e] = off[p * El_ + e + 1] - off[p * El_ + e];
+  }
+  ep_.all_to_all_v(recv_counts_, el_per_peer_, send_counts_, el_per_peer_);
+  // recv_counts[p*El + e]: rows peer p sends for local expert e.
+  const int32_t* recv = recv_counts_.i32();
+  int32_t* loc = local_offsets_.i32();
+  local_rows_ = 0;
+  for (int64_t p = 0; p < P_; ++p) {
+    int64_t rows = 0;
+    for (int64_t e = 0; e < El_; ++e) rows += recv[p * El_ + e];
+    recv_rows_[static_cast<size_t>(p)] = rows;
+    local_rows_ += rows;
+  }
+  loc[0] = 0;
+  for (int64_t e = 0; e < El_; ++e) {
+    int64_t rows = 0;
+    for (int64_t p = 0; p < P_; ++p) rows += recv[p * El_ + e];
+    loc[e + 1] = static_cast<int32_t>(loc[e] + rows);
+  }
+  if (local_rows_ > max_rows_) {
+    throw std::logic_error("ExpertExchange: " + std::to_string(local_rows_) + " rows received, planned for at most " +
+                           std::to_string(max_rows_));
+  }
+}
+
+void ExpertExchange::reorder(const Tensor& dst, const Tensor& src, bool to_expert_major) const {
+  const int32_t* recv = recv_counts_.i32();
+  const int32_t* loc = local_offsets_.i32();
+  // Walk the peer-major blocks in order; each block (p, e) lands after the
+  // blocks of expert e from peers before p in the expert-major order.
+  std::vector<int64_t> expert_fill(static_cast<size_t>(El_), 0);
+  int64_t peer_row = 0;
+  for (int64_t p = 0; p < P_; ++p) {
+    for (int64_t e = 0; e < El_; ++e) {
+      const int64_t n = recv[p * El_ + e];
+      if (n == 0) continue;
+      const int64_t expert_row = loc[e] + expert_fill[static_cast<size_t>(e)];
+      if (to_expert_major) {
+        copy_tensor(dst.rows(expert_row, n), src.rows(peer_row, n));
+      } else {
+        copy_tensor(dst.rows(peer_row, n), src.rows(expert_row, n));
+      }
+      expert_fill[static_cast<size_t>(e)] += n;
+      peer_row += n;
+    }
+  }
+}
+
+void ExpertExchange::dispatch(const Tensor& local_RD, const Tensor& routed_MD) {
+  const Tensor received = peer_major_.rows(0, local_rows_);
+  ep_.all_to_all_v(received, recv_rows_, routed_MD, send_rows_);
+  reorder(local_RD.rows(0, local_rows_), received, true);
+}
+
+void ExpertExchange::combine(const Tensor& routed_MD, const Tensor& local_RD) {
+  const Tensor outgoing = peer_major_.rows(0, local_rows_);
+  reorder(outgoing, local_RD.rows(0, local_rows_), false);
+  ep_.all_to_all_v(routed_MD, send_rows_, outgoing, recv_rows_);
+}
+
+}  // namespace moe

@@ -1,0 +1,53 @@
+// Expert parallelism's token exchange for one MoE layer. Each EP rank holds
+// El = E / ep consecutive experts (rank p: experts [p*El, (p+1)*El)). A rank
+// routes its own tokens and sorts the kept (token, slot) rows by global
+// expert, so the rows bound for each peer are contiguous. Then:
+//   plan:     all-to-all of the per-expert row counts (El ints per peer);
+//   dispatch: all-to-all-v of the rows to the experts' ranks, then a local
+//             reorder from peer-major (as received) to expert-major (what one
+//             grouped matmul over the local experts wants);
+//   combine:  the inverse: expert-major -> peer-major, all-to-all-v back.
+// Backward uses the same plan: dispatch the output gradients, combine the
+// input gradients. Every rank calls every collective, with zero counts where
+// it has nothing to send. Legend: M rows routed here, R rows computed here, D dim.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "src/core/tensor_pool.h"
+#include "src/parallel/communicator.h"
+
+namespace moe {
+
+class ExpertExchange {
+ public:
+  // max_local_rows bounds R (planned from the capacity, or the dropless worst case).
+  ExpertExchange(Communicator& ep, int64_t experts_per_rank, int64_t max_local_rows, int64_t dim, TensorPool& pool);
+
+  // offsets_E1: E+1 row offsets (i32, global experts) of the rows this rank routed.
+  void plan(const Tensor& offsets_E1);
+  int64_t local_rows() const { return local_rows_; }
+  // El+1 offsets of the local experts' rows in expert-major order.
+  const Tensor& local_offsets() const { return local_offsets_; }
+
+  // local_RD (first R rows) = the rows routed to this rank's experts, expert-major.
+  void dispatch(const Tensor& local_RD, const Tensor& routed_MD);
+  // routed_MD (all M rows) = the rows of local_RD sent back to the ranks that routed them.
+  void combine(const Tensor& routed_MD, const Tensor& local_RD);
+
+ private:
+  // Copies row blocks between the peer-major and expert-major orders.
+  void reorder(const Tensor& dst, const Tensor& src, bool to_expert_major) const;
+
+  Communicator& ep_;
+  int64_t P_, El_, max_rows_;
+  std::vector<int64_t> send_rows_, recv_rows_;  // rows per peer
+  std::vector<int64_t> el_per_peer_;            // El for every peer (the counts exchange)
+  Tensor send_counts_, recv_counts_;            // i32 [P*El]: rows per (peer, expert)
+  Tensor peer_major_;                           // [max_local_rows, D]
+  Tensor local_offsets_;                        // i32 [El+1]
+  int64_t local_rows_ = 0;
+};
+
+}  // namespace moe

@@ -1,0 +1,79 @@
+#include "src/parallel/param_sharding.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace moe {
+namespace {
+
+void cut(std::vector<int64_t>& shape, std::vector<int64_t>& offset, size_t dim, int64_t parts, int64_t index,
+         const char* axis) {
+  if (dim >= shape.size() || shape[dim] % parts != 0) {
+    throw std::logic_error(std::string("place_parameter: ") + axis + " = " + std::to_string(parts) +
+                           " does not divide dim " + std::to_string(dim) + " of the parameter");
+  }
+  shape[dim] /= parts;
+  offset[dim] += index * shape[dim];
+}
+
+}  // namespace
+
+int64_t ParamPlacement::local_numel() const {
+  int64_t n = 1;
+  for (int64_t s : local_shape) n *= s;
+  return n;
+}
+
+std::vector<int64_t> ParamPlacement::shard_shape() const {
+  if (shards == 1) return local_shape;
+  return {shard_numel};
+}
+
+ParamPlacement place_parameter(const std::vector<int64_t>& global_shape, int tp_dim, bool expert_parallel,
+                               const Layout& layout, const MeshCoord& coord) {
+  ParamPlacement p;
+  p.global_shape = global_shape;
+  p.local_shape = global_shape;
+  p.local_offset.assign(global_shape.size(), 0);
+  if (tp_dim >= 0 && layout.tp > 1) cut(p.local_shape, p.local_offset, static_cast<size_t>(tp_dim), layout.tp, coord.tp, "tp");
+  if (expert_parallel && layout.ep > 1) cut(p.local_shape, p.local_offset, 0, layout.ep, coord.ep, "ep");
+  const int64_t n = p.local_numel();
+  p.shards = layout.dp_shard;
+  p.shard_numel = (n + p.shards - 1) / p.shards;
+  p.shard_begin = std::min(n, coord.dp_shard * p.shard_numel);
+  p.shard_valid = std::min(n, p.shard_begin + p.shard_numel) - p.shard_begin;
+  return p;
+}
+
+void copy_global_block(const Tensor& dst, const float* global, const std::vector<int64_t>& global_shape,
+                       const std::vector<int64_t>& offset) {
+  const int nd = static_cast<int>(global_shape.size());
+  if (dst.ndim != nd || static_cast<int>(offset.size()) != nd) {
+    throw std::logic_error("copy_global_block: rank mismatch, block " + dst.shape_string());
+  }
+  for (int d = 0; d < nd; ++d) {
+    if (offset[d] < 0 || offset[d] + dst.shape[d] > global_shape[d]) {
+      throw std::logic_error("copy_global_block: block " + dst.shape_string() + " leaves the global tensor");
+    }
+  }
+  // Copy runs of the last dimension; walk the others as an odometer.
+  std::vector<int64_t> stride(nd, 1);
+  for (int d = nd - 2; d >= 0; --d) stride[d] = stride[d + 1] * global_shape[d + 1];
+  const int64_t run = dst.shape[nd - 1];
+  const int64_t runs = dst.numel() / std::max<int64_t>(run, 1);
+  std::vector<int64_t> idx(nd, 0);
+  float* out = dst.f32();
+  for (int64_t r = 0; r < runs && run > 0; ++r) {
+    int64_t src = 0;
+    for (int d = 0; d < nd; ++d) src += (offset[d] + idx[d]) * stride[d];
+    std::memcpy(out + r * run, global + src, static_cast<size_t>(run) * sizeof(float));
+    for (int d = nd - 2; d >= 0; --d) {
+      if (++idx[d] < dst.shape[d]) break;
+      idx[d] = 0;
+    }
+  }
+}
+
+}  // namespace moe

@@ -1,0 +1,162 @@
+#include "src/train/step_runner.h"
+
+#include <algorithm>
+#include <climits>
+
+#include "src/kernels/ops.h"
+#include "src/train/lr_schedule.h"
+
+namespace moe {
+namespace {
+
+std::unique_ptr<Fsdp> make_fsdp(ParamStore& params, Mesh& mesh, TensorPool& pool) {
+  if (mesh.layout().dp_shard == 1) return nullptr;
+  return std::make_unique<Fsdp>(params, mesh.dp_shard(), pool);
+}
+
+}  // namespace
+
+StepRunner::StepRunner(const JobConfig& cfg, Mesh& mesh)
+    : cfg_(cfg),
+      mesh_(mesh),
+      params_(cfg.model, pool_, mesh.layout(), mesh.coord()),
+      fsdp_(make_fsdp(params_, mesh, pool_)),
+      parallel_{&mesh.tp(), &mesh.ep(), fsdp_.get()},
+      model_(cfg.model, cfg.train.batch_size, cfg.train.seq_len, cfg.train.ce_chunk_size, pool_, params_, parallel_),
+      optimizer_(cfg.optimizer, params_, pool_),
+      moe_layers_(model_.moe_layers()) {
+  params_.init(cfg.model, static_cast<uint64_t>(cfg.train.seed));
+}
+
+StepMetrics StepRunner::step(int64_t step, const BatchSampler& sampler) {
+  const TrainConfig& t = cfg_.train;
+  Communicator& dp = mesh_.data_parallel();
+  params_.zero_grads();
+  for (MoELayer* layer : moe_layers_) layer->reset_step_stats();
+
+  const float loss_scale = 1.0f / static_cast<float>(t.grad_accum_steps);
+  double loss = 0;
+  for (int64_t micro = 0; micro < t.grad_accum_steps; ++micro) {
+    sampler.fill(step - 1, micro, t.grad_accum_steps, dp.rank(), dp.size(), model_.inputs().i32(),
+                 model_.targets().i32());
+    loss += model_.forward_backward(loss_scale).lm_loss / static_cast<double>(t.grad_accum_steps);
+  }
+  if (dp.size() > 1) {
+    float global = static_cast<float>(loss);
+    dp.all_reduce(f32_view(&global, {1}), ReduceOp::kAvg);
+    loss = global;
+  }
+  reduce_gradients();
+  reduce_moe_stats();
+  if (cfg_.model.moe_gradient_scale) {
+    for (MoELayer* layer : moe_layers_) layer->scale_expert_gradients();
+  }
+
+  StepMetrics m;
+  m.step = step;
+  m.max_steps = t.max_steps;
+  m.loss = loss;
+  m.grad_norm = optimizer_.grad_norm(mesh_.world());
+  m.lr = cfg_.optimizer.lr * lr_factor(cfg_.scheduler, t.max_steps, step);
+  optimizer_.step(m.lr, clip_scale(m.grad_norm, t.grad_clip_norm), step);
+  const double bias_rate = bias_update_rate(cfg_.model, t.max_steps, step);
+  for (MoELayer* layer : moe_layers_) layer->update_bias(bias_rate);
+  fill_moe_metrics(m);
+  return m;
+}
+
+void StepRunner::reduce_gradients() {
+  const int64_t D = mesh_.data_parallel().size();
+  if (D == 1) return;
+  // Each rank's gradients are of its own mean loss; the step's loss is the
+  // mean over the D data-parallel ranks. A shard's replicas hold the same rows:
+  // an expert's across dp_replicate, a non-expert parameter's across
+  // dp_replicate x ep. (Expert gradients already hold every EP rank's tokens,
+  // through the all-to-all, so they too are divided by D.)
+  const float inv_d = 1.0f / static_cast<float>(D);
+  for (Param& p : params_.all()) {
+    Communicator& replicas = p.spec.expert_parallel ? mesh_.dp_replicate() : mesh_.non_expert_replicas();
+    if (replicas.size() > 1) replicas.all_reduce(p.shard_grad, ReduceOp::kSum);
+    ops::scale_inplace(p.shard_grad, inv_d);
+  }
+}
+
+void StepRunner::reduce_moe_stats() {
+  Communicator& dp = mesh_.data_parallel();
+  if (dp.size() == 1 || moe_layers_.empty()) return;
+  // One i32 and one f32 all-reduce for all layers: counts exactly, loss sums in fp32.
+  std::vector<int32_t> counts;
+  std::vector<float> sums;
+  for (MoELayer* layer : moe_layers_) {
+    const MoEStepStats& s = layer->step_stats();
+    for (int64_t c : s.routed_per_expert) counts.push_back(static_cast<int32_t>(c));
+    for (int64_t c : s.kept_per_expert) counts.push_back(static_cast<int32_t>(c));
+    counts.push_back(static_cast<int32_t>(s.pairs));
+    counts.push_back(static_cast<int32_t>(s.dropped));
+    counts.push_back(static_cast<int32_t>(s.micro_batches));
+    sums.push_back(static_cast<float>(s.load_balance));
+    sums.push_back(static_cast<float>(s.z_loss));
+    sums.push_back(static_cast<float>(s.sequence_balance));
+  }
+  Tensor c = f32_view(nullptr, {static_cast<int64_t>(counts.size())});
+  c.data = counts.data();
+  c.dtype = DType::kI32;
+  dp.all_reduce(c, ReduceOp::kSum);
+  dp.all_reduce(f32_view(sums.data(), {static_cast<int64_t>(sums.size())}), ReduceOp::kSum);
+  size_t ci = 0, si = 0;
+  for (MoELayer* layer : moe_layers_) {
+    MoEStepStats& s = layer->mutable_step_stats();
+    for (int64_t& v : s.routed_per_expert) v = counts[ci++];
+    for (int64_t& v : s.kept_per_expert) v = counts[ci++];
+    s.pairs = counts[ci++];
+    s.dropped = counts[ci++];
+    s.micro_batches = counts[ci++];
+    s.load_balance = sums[si++];
+    s.z_loss = sums[si++];
+    s.sequence_balance = sums[si++];
+  }
+}
+
+void StepRunner::fill_moe_metrics(StepMetrics& m) const {
+  if (moe_layers_.empty()) return;
+  m.has_moe = true;
+  int64_t lo = INT64_MAX, hi = 0, pairs = 0, dropped = 0;
+  for (const MoELayer* layer : moe_layers_) {
+    const MoEStepStats& s = layer->step_stats();
+    const double micro = static_cast<double>(std::max<int64_t>(1, s.micro_batches));
+    m.aux_loss += s.load_balance / micro;
+    m.router_z_loss += s.z_loss / micro;
+    m.expert_counts.push_back(s.routed_per_expert);
+    for (int64_t c : s.routed_per_expert) {
+      lo = std::min(lo, c);
+      hi = std::max(hi, c);
+    }
+    pairs += s.pairs;
+    dropped += s.dropped;
+  }
+  m.expert_balance = hi > 0 ? static_cast<double>(lo) / static_cast<double>(hi) : 0.0;
+  m.dropped_frac = pairs > 0 ? static_cast<double>(dropped) / static_cast<double>(pairs) : 0.0;
+}
+
+double StepRunner::evaluate(const BatchSampler& sampler, int64_t steps) {
+  Communicator& dp = mesh_.data_parallel();
+  double loss = 0;
+  for (int64_t i = 0; i < steps; ++i) {
+    sampler.fill(i, 0, 1, dp.rank(), dp.size(), model_.inputs().i32(), model_.targets().i32());
+    loss += model_.evaluate() / static_cast<double>(steps);
+  }
+  if (dp.size() > 1) {
+    float global = static_cast<float>(loss);
+    dp.all_reduce(f32_view(&global, {1}), ReduceOp::kAvg);
+    loss = global;
+  }
+  return loss;
+}
+
+int64_t StepRunner::persistent_state_bytes() const {
+  int64_t bytes = 0;
+  for (const Param& p : params_.all()) bytes += 4 * p.shard.bytes();  // value, grad, AdamW m and v
+  return bytes;
+}
+
+}  // namespace moe

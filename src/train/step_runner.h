@@ -1,0 +1,63 @@
+// One rank's share of training: its part of the model (placed by the mesh's
+// layout), the FSDP units, the optimizer, and the step that ties them:
+//   micro-batches (this rank's slice of the global batch, see below)
+//   -> gradients summed over the replicas of each shard and divided by the
+//      data-parallel degree D (FSDP has already reduce-scattered over dp_shard)
+//   -> MoE statistics summed over the data-parallel group
+//   -> expert gradient scaling, global-norm clipping, AdamW on the local
+//      shards, the sigmoid router's bias update.
+// Data rule: data-parallel rank d (of D = dp_replicate x dp_shard x ep) reads
+// micro-batch m of a step as global micro-batch m*D + d; so one process with
+// grad_accum_steps x D reads the same global batch, and computes the same
+// numbers (BatchSampler orders samples by (step, micro, rank)). TP ranks of a
+// group read the same data. The trainer loop and the layout tests drive this.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "src/config/job_config.h"
+#include "src/core/tensor_pool.h"
+#include "src/data/batch_sampler.h"
+#include "src/model/fsdp.h"
+#include "src/model/params.h"
+#include "src/model/transformer.h"
+#include "src/parallel/mesh.h"
+#include "src/train/metrics.h"
+#include "src/train/optimizer.h"
+
+namespace moe {
+
+class StepRunner {
+ public:
+  // Builds and initialises this rank's parameters (the same global values at any layout).
+  StepRunner(const JobConfig& cfg, Mesh& mesh);
+
+  // One optimizer step (1-based). Fills loss, lr, grad_norm and the MoE
+  // metrics, all global (the same on every rank).
+  StepMetrics step(int64_t step, const BatchSampler& sampler);
+  // Mean loss over `steps` global eval batches (each data-parallel rank its slice).
+  double evaluate(const BatchSampler& sampler, int64_t steps);
+
+  ParamStore& params() { return params_; }
+  // Bytes this rank keeps for the whole run: parameter shards, their
+  // gradients and AdamW moments (the activations and FSDP buffers are extra).
+  int64_t persistent_state_bytes() const;
+
+ private:
+  void reduce_gradients();
+  void reduce_moe_stats();
+  void fill_moe_metrics(StepMetrics& m) const;
+
+  const JobConfig& cfg_;
+  Mesh& mesh_;
+  TensorPool pool_;
+  ParamStore params_;
+  std::unique_ptr<Fsdp> fsdp_;
+  ModelParallel parallel_;
+  Transformer model_;
+  Optimizer optimizer_;
+  std::vector<MoELayer*> moe_layers_;
+};
+
+}  // namespace moe
