@@ -35,4 +35,22 @@ check "the line names the rank count" grep -q "= 4 ranks, but the job has 2" <<<
 err=$(timeout 120 "${MPIRUN[@]}" "$BIN" configs/train/debug_moe.toml --dry-run --world-size=2 2>&1); rc=$?
 check "dry-run under mpirun exits 0" test "$rc" -eq 0
 
+# Training on 2 ranks (ep = 2) logs the losses of one process with twice the
+# gradient accumulation (the same global batch); only rank 0 writes the JSONL.
+tmp="${TEST_TMPDIR:-$(mktemp -d)}"
+export MOE_TRAIN_CACHE="$tmp/cache"
+SMALL=(--model.dim=64 --model.n_layers=2 --model.max_seq_len=32 --train.seq_len=32 --train.batch_size=2
+       --train.max_steps=3 --metrics.log_interval=1)
+timeout 300 "${MPIRUN[@]}" "$BIN" configs/train/debug_moe.toml "${SMALL[@]}" --distributed.ep=2 \
+  --metrics.jsonl_path="$tmp/ranks.jsonl" >"$tmp/ranks.log" 2>&1; rc=$?
+check "2-rank training exits 0" test "$rc" -eq 0
+timeout 300 "$BIN" configs/train/debug_moe.toml "${SMALL[@]}" --train.grad_accum_steps=2 \
+  --metrics.jsonl_path="$tmp/one.jsonl" >"$tmp/one.log" 2>&1; rc=$?
+check "1-rank training exits 0" test "$rc" -eq 0
+losses() { grep -o '"train/loss":[^,}]*' "$1" | cut -d: -f2; }
+check "3 steps logged once (rank 0 only)" test "$(losses "$tmp/ranks.jsonl" | wc -l)" -eq 3
+check "2 ranks match 1 process to 1e-5" awk 'NR == FNR { want[FNR] = $1; next }
+  { d = $1 - want[FNR]; if (d < 0) d = -d; if (d > 1e-5 * want[FNR]) bad = 1; n++ }
+  END { exit (bad || n != 3) }' <(losses "$tmp/one.jsonl") <(losses "$tmp/ranks.jsonl")
+
 exit $fail

@@ -116,7 +116,7 @@ double train(const JobConfig& cfg, const Layout& layout) {
                  mesh.data_parallel().size(), static_cast<double>(runner.persistent_state_bytes()) / (1 << 20));
   }
   MetricsLog log(rank0 ? cfg.metrics.jsonl_path : std::string());
-  spdlog::warn("checkpointing is not built yet: nothing is saved to {} during this run", cfg.checkpoint.dir);
+  if (rank0) spdlog::warn("checkpointing is not built yet: nothing is saved to {} during this run", cfg.checkpoint.dir);
 
   const int64_t tokens_per_step = t.batch_size * t.seq_len * t.grad_accum_steps * mesh.data_parallel().size();
   double last_loss = 0, time_sum = 0;
