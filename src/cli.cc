@@ -185,8 +185,7 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     if (cfg.train.mixed_precision == "bf16") {
       spdlog::info("train.mixed_precision = \"bf16\": the CPU backend computes in fp32 (bf16 applies on GPU)");
     }
-    train(cfg, layout);
-    return 0;
+    return train(cfg, layout).exit_code;
   } catch (const UserError& e) {
     if (env.rank == 0) err << "moe_train: error: " << e.what() << "\n";
     return kUserErrorExitCode;

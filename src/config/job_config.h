@@ -108,7 +108,8 @@ struct CheckpointConfig {
   std::string dir = "checkpoints";
   int64_t interval = 1000;
   int64_t keep_last_n = 3;  // <= 0 keeps all
-  std::string load_path;
+  std::string load_path;          // a step folder, or a checkpoint folder (its `latest`), to start from
+  std::string resume = "auto";    // "auto": continue from <dir>/latest when it exists; "never"
 };
 
 struct MetricsConfig {

@@ -59,6 +59,7 @@ class MoELayer {
   // sigmoid_topk: bias_e += rate * sign(mean_load - load_e), loads = routed pairs over the step.
   void update_bias(double rate);
   const Tensor& bias() const { return bias_E_; }
+  const std::string& router_name() const { return router_.spec.name; }  // "...block_sparse_moe.gate.weight"
 
  private:
   ops::RouterKind kind_;

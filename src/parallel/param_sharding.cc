@@ -47,33 +47,52 @@ ParamPlacement place_parameter(const std::vector<int64_t>& global_shape, int tp_
   return p;
 }
 
-void copy_global_block(const Tensor& dst, const float* global, const std::vector<int64_t>& global_shape,
-                       const std::vector<int64_t>& offset) {
+namespace {
+
+// Copies between a block (dense, block.shape) and its place in the global tensor.
+void block_copy(const Tensor& block, float* global, const std::vector<int64_t>& global_shape,
+                const std::vector<int64_t>& offset, bool to_global) {
   const int nd = static_cast<int>(global_shape.size());
-  if (dst.ndim != nd || static_cast<int>(offset.size()) != nd) {
-    throw std::logic_error("copy_global_block: rank mismatch, block " + dst.shape_string());
+  if (block.ndim != nd || static_cast<int>(offset.size()) != nd) {
+    throw std::logic_error("block copy: rank mismatch, block " + block.shape_string());
   }
   for (int d = 0; d < nd; ++d) {
-    if (offset[d] < 0 || offset[d] + dst.shape[d] > global_shape[d]) {
-      throw std::logic_error("copy_global_block: block " + dst.shape_string() + " leaves the global tensor");
+    if (offset[d] < 0 || offset[d] + block.shape[d] > global_shape[d]) {
+      throw std::logic_error("block copy: block " + block.shape_string() + " leaves the global tensor");
     }
   }
   // Copy runs of the last dimension; walk the others as an odometer.
   std::vector<int64_t> stride(nd, 1);
   for (int d = nd - 2; d >= 0; --d) stride[d] = stride[d + 1] * global_shape[d + 1];
-  const int64_t run = dst.shape[nd - 1];
-  const int64_t runs = dst.numel() / std::max<int64_t>(run, 1);
+  const int64_t run = block.shape[nd - 1];
+  const int64_t runs = block.numel() / std::max<int64_t>(run, 1);
   std::vector<int64_t> idx(nd, 0);
-  float* out = dst.f32();
+  float* local = block.f32();
   for (int64_t r = 0; r < runs && run > 0; ++r) {
-    int64_t src = 0;
-    for (int d = 0; d < nd; ++d) src += (offset[d] + idx[d]) * stride[d];
-    std::memcpy(out + r * run, global + src, static_cast<size_t>(run) * sizeof(float));
+    int64_t at = 0;
+    for (int d = 0; d < nd; ++d) at += (offset[d] + idx[d]) * stride[d];
+    if (to_global) {
+      std::memcpy(global + at, local + r * run, static_cast<size_t>(run) * sizeof(float));
+    } else {
+      std::memcpy(local + r * run, global + at, static_cast<size_t>(run) * sizeof(float));
+    }
     for (int d = nd - 2; d >= 0; --d) {
-      if (++idx[d] < dst.shape[d]) break;
+      if (++idx[d] < block.shape[d]) break;
       idx[d] = 0;
     }
   }
+}
+
+}  // namespace
+
+void copy_global_block(const Tensor& dst, const float* global, const std::vector<int64_t>& global_shape,
+                       const std::vector<int64_t>& offset) {
+  block_copy(dst, const_cast<float*>(global), global_shape, offset, false);
+}
+
+void copy_block_to_global(float* global, const std::vector<int64_t>& global_shape,
+                          const std::vector<int64_t>& offset, const Tensor& src) {
+  block_copy(src, global, global_shape, offset, true);
 }
 
 }  // namespace moe

@@ -46,5 +46,8 @@ ParamPlacement place_parameter(const std::vector<int64_t>& global_shape, int tp_
 // row-major fp32 of global_shape) whose first element is at `offset`.
 void copy_global_block(const Tensor& dst, const float* global, const std::vector<int64_t>& global_shape,
                        const std::vector<int64_t>& offset);
+// The inverse: the block of `global` at `offset` = src.
+void copy_block_to_global(float* global, const std::vector<int64_t>& global_shape,
+                          const std::vector<int64_t>& offset, const Tensor& src);
 
 }  // namespace moe

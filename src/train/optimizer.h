@@ -24,6 +24,10 @@ class Optimizer {
   // clip_scale first (min(1, max_norm / norm) for clipping). step is 1-based.
   void step(double lr, double clip_scale, int64_t step);
 
+  // AdamW's first and second moments of parameter i (shard-shaped), for checkpoints.
+  const Tensor& exp_avg(size_t i) const { return m_.at(i); }
+  const Tensor& exp_avg_sq(size_t i) const { return v_.at(i); }
+
  private:
   OptimizerConfig cfg_;
   ParamStore& params_;

@@ -1,21 +1,50 @@
 #include "src/train/safetensors.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 
+#include "src/core/crc32.h"
 #include "src/core/user_error.h"
 
 namespace moe {
+namespace {
 
-void write_safetensors(const std::string& path, const std::vector<SafetensorsEntry>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+using File = std::unique_ptr<FILE, int (*)(FILE*)>;
+
+// Writes bytes and folds them into the running CRC.
+void put(FILE* f, const void* data, size_t bytes, uint32_t& crc, const std::string& path) {
+  if (bytes == 0) return;
+  if (std::fwrite(data, 1, bytes, f) != bytes) {
+    throw UserError(path + ": writing failed (disk full?); nothing was replaced");
+  }
+  crc = crc32_update(crc, data, bytes);
+}
+
+}  // namespace
+
+void sync_directory(const std::string& dir) {
+  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return;  // best effort: the rename itself already happened
+  ::fsync(fd);
+  ::close(fd);
+}
+
+WrittenFile write_safetensors(const std::string& path, const std::vector<SafetensorsView>& tensors,
+                              const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header;
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const auto& t : tensors) {
-    const uint64_t bytes = t.data.size() * sizeof(float);
+    uint64_t numel = 1;
+    for (int64_t s : t.shape) numel *= static_cast<uint64_t>(s);
+    const uint64_t bytes = numel * sizeof(float);
     header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
@@ -24,38 +53,52 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsEnt
   const uint64_t header_len = text.size();
 
   const std::string tmp = path + ".tmp";
+  WrittenFile written;
   {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw UserError(path + ": cannot be written; check that its folder exists and is writable");
+    File f(std::fopen(tmp.c_str(), "wb"), &std::fclose);
+    if (!f) throw UserError(path + ": cannot be written; check that its folder exists and is writable");
     unsigned char len[8];
     for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(header_len >> (8 * i));
-    out.write(reinterpret_cast<const char*>(len), 8);
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
+    put(f.get(), len, 8, written.crc32, path);
+    put(f.get(), text.data(), text.size(), written.crc32, path);
     for (const auto& t : tensors) {
-      out.write(reinterpret_cast<const char*>(t.data.data()), static_cast<std::streamsize>(t.data.size() * sizeof(float)));
+      uint64_t numel = 1;
+      for (int64_t s : t.shape) numel *= static_cast<uint64_t>(s);
+      put(f.get(), t.data, numel * sizeof(float), written.crc32, path);
     }
-    out.flush();
-    if (!out) throw UserError(path + ": writing failed (disk full?); nothing was replaced");
+    if (std::fflush(f.get()) != 0 || ::fsync(fileno(f.get())) != 0) {
+      throw UserError(path + ": writing failed (disk full?); nothing was replaced");
+    }
+    written.bytes = 8 + header_len + offset;
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     throw UserError(path + ": cannot rename the finished file into place; check the folder's permissions");
   }
+  sync_directory(std::filesystem::path(path).parent_path().string());
+  return written;
 }
 
-std::vector<SafetensorsEntry> read_safetensors(const std::string& path) {
+void write_safetensors(const std::string& path, const std::vector<SafetensorsEntry>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  std::vector<SafetensorsView> views;
+  for (const auto& t : tensors) views.push_back({t.name, t.shape, t.data.data()});
+  write_safetensors(path, views, metadata);
+}
+
+SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) throw UserError(path + ": cannot be opened; check the path");
-  const auto file_size = static_cast<uint64_t>(in.tellg());
+  size_ = static_cast<uint64_t>(in.tellg());
   in.seekg(0);
   unsigned char len[8];
-  if (file_size < 8 || !in.read(reinterpret_cast<char*>(len), 8)) {
+  if (size_ < 8 || !in.read(reinterpret_cast<char*>(len), 8)) {
     throw UserError(path + ": truncated safetensors file (no header length); the file is damaged");
   }
   uint64_t header_len = 0;
   for (int i = 0; i < 8; ++i) header_len |= static_cast<uint64_t>(len[i]) << (8 * i);
-  if (header_len > file_size - 8) {
+  if (header_len > size_ - 8) {
     throw UserError(path + ": header length " + std::to_string(header_len) + " exceeds the file size " +
-                    std::to_string(file_size) + "; the file is truncated or not safetensors");
+                    std::to_string(size_) + "; the file is truncated or not safetensors");
   }
   std::string text(header_len, '\0');
   in.read(text.data(), static_cast<std::streamsize>(header_len));
@@ -65,22 +108,25 @@ std::vector<SafetensorsEntry> read_safetensors(const std::string& path) {
   } catch (const nlohmann::json::exception& e) {
     throw UserError(path + ": the header is not valid JSON (" + std::string(e.what()) + "); the file is damaged");
   }
-  const uint64_t data_begin = 8 + header_len, data_size = file_size - data_begin;
-  std::vector<SafetensorsEntry> out;
+  if (!header.is_object()) throw UserError(path + ": the header is not a JSON object; the file is damaged");
+  const uint64_t data_begin = 8 + header_len, data_size = size_ - data_begin;
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") continue;
     const auto& h = it.value();
     const std::string where = path + ": tensor " + it.key();
-    if (!h.is_object() || h.value("dtype", "") != "F32" || !h.contains("shape") || !h.contains("data_offsets")) {
+    if (!h.is_object() || h.value("dtype", "") != "F32" || !h.contains("shape") || !h["shape"].is_array() ||
+        !h.contains("data_offsets")) {
       throw UserError(where + ": needs dtype F32, a shape and data_offsets; only F32 files are read here");
     }
-    SafetensorsEntry e;
-    e.name = it.key();
+    Entry e;
     uint64_t numel = 1;
     for (const auto& s : h["shape"]) {
-      if (!s.is_number_unsigned()) throw UserError(where + ": shape entries must be non-negative integers");
+      if (!s.is_number_unsigned() || s.get<uint64_t>() > (uint64_t{1} << 40)) {
+        throw UserError(where + ": shape entries must be non-negative integers below 2^40");
+      }
       e.shape.push_back(s.get<int64_t>());
       numel *= s.get<uint64_t>();
+      if (numel > (uint64_t{1} << 40)) throw UserError(where + ": the shape has more than 2^40 elements");
     }
     const auto& off = h["data_offsets"];
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned()) {
@@ -92,11 +138,47 @@ std::vector<SafetensorsEntry> read_safetensors(const std::string& path) {
                       ") does not fit the shape or the file (data size " + std::to_string(data_size) +
                       "); the file is truncated or damaged");
     }
-    e.data.resize(numel);
-    in.seekg(static_cast<std::streamoff>(data_begin + begin));
-    in.read(reinterpret_cast<char*>(e.data.data()), static_cast<std::streamsize>(end - begin));
-    if (!in) throw UserError(where + ": could not read its bytes; the file is truncated");
-    out.push_back(std::move(e));
+    e.begin = data_begin + begin;
+    e.end = data_begin + end;
+    entries_[it.key()] = std::move(e);
+  }
+}
+
+const SafetensorsFile::Entry& SafetensorsFile::entry(const std::string& name) const {
+  const auto it = entries_.find(name);
+  if (it == entries_.end()) throw UserError(path_ + ": has no tensor " + name + "; the file does not match its metadata");
+  return it->second;
+}
+
+void SafetensorsFile::read(const std::string& name, float* dst) const {
+  const Entry& e = entry(name);
+  std::ifstream in(path_, std::ios::binary);
+  in.seekg(static_cast<std::streamoff>(e.begin));
+  in.read(reinterpret_cast<char*>(dst), static_cast<std::streamsize>(e.end - e.begin));
+  if (!in) throw UserError(path_ + ": tensor " + name + ": could not read its bytes; the file is truncated");
+}
+
+uint32_t SafetensorsFile::crc32() const {
+  std::ifstream in(path_, std::ios::binary);
+  std::vector<char> buf(1 << 20);
+  uint32_t crc = 0;
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    crc = crc32_update(crc, buf.data(), static_cast<size_t>(in.gcount()));
+  }
+  return crc;
+}
+
+std::vector<SafetensorsEntry> read_safetensors(const std::string& path) {
+  const SafetensorsFile file(path);
+  std::vector<SafetensorsEntry> out;
+  for (const auto& [name, e] : file.entries()) {
+    SafetensorsEntry t;
+    t.name = name;
+    t.shape = e.shape;
+    t.data.resize((e.end - e.begin) / sizeof(float));
+    file.read(name, t.data.data());
+    out.push_back(std::move(t));
   }
   return out;
 }

@@ -1,6 +1,7 @@
 // Safetensors files: an 8-byte little-endian header length, a JSON header
 // naming each tensor's dtype, shape and byte range, then the raw bytes.
 // The format Hugging Face tools open, and the per-rank checkpoint format.
+// Only F32 tensors are written and read here.
 #pragma once
 
 #include <cstdint>
@@ -16,14 +17,58 @@ struct SafetensorsEntry {
   std::vector<float> data;  // written as F32
 };
 
-// Writes `path` atomically (a temporary file renamed into place). Tensors are
-// stored in the given order; `metadata` goes to "__metadata__".
+// A tensor to write, by reference (data holds the product of shape floats).
+struct SafetensorsView {
+  std::string name;
+  std::vector<int64_t> shape;
+  const float* data;
+};
+
+struct WrittenFile {
+  uint64_t bytes = 0;
+  uint32_t crc32 = 0;  // of the whole file
+};
+
+// Writes `path` atomically and durably: a temporary file, flushed to disk,
+// renamed into place, and the folder flushed. Tensors are stored in the given
+// order; `metadata` goes to "__metadata__".
+WrittenFile write_safetensors(const std::string& path, const std::vector<SafetensorsView>& tensors,
+                              const std::map<std::string, std::string>& metadata);
 void write_safetensors(const std::string& path, const std::vector<SafetensorsEntry>& tensors,
                        const std::map<std::string, std::string>& metadata);
 
-// Reads every tensor of an F32 safetensors file, checking that the header
-// length and every byte range fit the file (a UserError names the file and
-// the tensor otherwise).
+// An open file whose header has been checked: the header length and every
+// byte range fit the file and the shapes (a UserError names the file and the
+// tensor otherwise). Tensors are read on demand.
+class SafetensorsFile {
+ public:
+  struct Entry {
+    std::vector<int64_t> shape;
+    uint64_t begin = 0, end = 0;  // byte range from the start of the file
+  };
+
+  explicit SafetensorsFile(const std::string& path);
+
+  const std::string& path() const { return path_; }
+  uint64_t size() const { return size_; }
+  const std::map<std::string, Entry>& entries() const { return entries_; }
+  // A UserError when the file has no such tensor.
+  const Entry& entry(const std::string& name) const;
+  // Reads a whole tensor into dst (room for its elements).
+  void read(const std::string& name, float* dst) const;
+  // CRC-32 of the whole file (reads it once).
+  uint32_t crc32() const;
+
+ private:
+  std::string path_;
+  uint64_t size_ = 0;
+  std::map<std::string, Entry> entries_;
+};
+
+// Reads every tensor of an F32 safetensors file.
 std::vector<SafetensorsEntry> read_safetensors(const std::string& path);
+
+// Flushes a folder's entries (after a rename into it) to disk.
+void sync_directory(const std::string& dir);
 
 }  // namespace moe

@@ -153,6 +153,28 @@ double StepRunner::evaluate(const BatchSampler& sampler, int64_t steps) {
   return loss;
 }
 
+std::vector<StateTensor> StepRunner::state_tensors() {
+  const MeshCoord& c = mesh_.coord();
+  std::vector<StateTensor> out;
+  auto& params = params_.all();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const Param& p = params[i];
+    const bool writes = counted_here(p, c);  // one replica of each shard writes it
+    out.push_back({p.spec.name, p.place, p.shard, writes});
+    out.push_back({p.spec.name + ".exp_avg", p.place, optimizer_.exp_avg(i), writes});
+    out.push_back({p.spec.name + ".exp_avg_sq", p.place, optimizer_.exp_avg_sq(i), writes});
+  }
+  // Balance biases: replicated on every rank, written by rank 0.
+  for (MoELayer* layer : moe_layers_) {
+    const Tensor& bias = layer->bias();
+    const ParamPlacement whole = place_parameter({bias.numel()}, -1, false, Layout{}, MeshCoord{});
+    const std::string gate = layer->router_name();
+    const std::string prefix = gate.substr(0, gate.size() - std::string("weight").size());
+    out.push_back({prefix + "e_score_correction_bias", whole, bias, mesh_.world().rank() == 0});
+  }
+  return out;
+}
+
 int64_t StepRunner::persistent_state_bytes() const {
   int64_t bytes = 0;
   for (const Param& p : params_.all()) bytes += 4 * p.shard.bytes();  // value, grad, AdamW m and v

@@ -25,6 +25,7 @@
 #include "src/parallel/mesh.h"
 #include "src/train/metrics.h"
 #include "src/train/optimizer.h"
+#include "src/train/state_tensor.h"
 
 namespace moe {
 
@@ -40,6 +41,11 @@ class StepRunner {
   double evaluate(const BatchSampler& sampler, int64_t steps);
 
   ParamStore& params() { return params_; }
+  // Everything a checkpoint needs to continue this run exactly: parameter
+  // shards ("<name>"), AdamW moments ("<name>.exp_avg", "<name>.exp_avg_sq")
+  // and the sigmoid routers' balance biases ("...gate.e_score_correction_bias",
+  // DeepSeek-V3's name). The pieces are views of the live tensors.
+  std::vector<StateTensor> state_tensors();
   // Bytes this rank keeps for the whole run: parameter shards, their
   // gradients and AdamW moments (the activations and FSDP buffers are extra).
   int64_t persistent_state_bytes() const;

@@ -19,6 +19,8 @@
 #include "src/train/cpu_peak.h"
 #include "src/train/dry_run.h"
 #include "src/train/metrics.h"
+#include "src/train/checkpoint.h"
+#include "src/train/preemption.h"
 #include "src/train/step_runner.h"
 
 namespace moe {
@@ -69,9 +71,16 @@ std::unique_ptr<Communicator> make_world(const Layout& layout) {
   return world;
 }
 
+// Where to start from: an explicit load_path, else (resume = "auto") the latest checkpoint in dir.
+std::string checkpoint_to_load(const CheckpointConfig& c) {
+  if (!c.load_path.empty()) return c.load_path;
+  if (c.resume == "auto") return latest_checkpoint(c.dir);
+  return "";
+}
+
 }  // namespace
 
-double train(const JobConfig& cfg, const Layout& layout) {
+TrainOutcome train(const JobConfig& cfg, const Layout& layout) {
   const ModelConfig& m = cfg.model;
   const TrainConfig& t = cfg.train;
   Mesh mesh(layout, make_world(layout));
@@ -116,28 +125,51 @@ double train(const JobConfig& cfg, const Layout& layout) {
                  mesh.data_parallel().size(), static_cast<double>(runner.persistent_state_bytes()) / (1 << 20));
   }
   MetricsLog log(rank0 ? cfg.metrics.jsonl_path : std::string());
-  if (rank0) spdlog::warn("checkpointing is not built yet: nothing is saved to {} during this run", cfg.checkpoint.dir);
 
   const int64_t tokens_per_step = t.batch_size * t.seq_len * t.grad_accum_steps * mesh.data_parallel().size();
-  double last_loss = 0, time_sum = 0;
-  for (int64_t step = 1; step <= t.max_steps; ++step) {
+  const std::vector<StateTensor> state = runner.state_tensors();
+  TrainPosition at;
+  if (const std::string from = checkpoint_to_load(cfg.checkpoint); !from.empty()) {
+    at = load_checkpoint(from, state);
+    spdlog::info("resumed from {} at step {} ({} tokens seen)", from, at.step, at.tokens_seen);
+    if (at.step >= t.max_steps) spdlog::info("train.max_steps = {}: nothing left to train", t.max_steps);
+  }
+  install_preemption_handlers();
+
+  TrainOutcome outcome;
+  double time_sum = 0;
+  const int64_t first_step = at.step + 1;
+  for (int64_t step = first_step; step <= t.max_steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     StepMetrics sm = runner.step(step, sampler);
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (step > 1) time_sum += sec;  // step 1 carries one-off warm-up costs
-    last_loss = sm.loss;
+    if (step > first_step) time_sum += sec;  // the first step carries one-off warm-up costs
+    outcome.last_loss = sm.loss;
     if (step == 1 || step % cfg.metrics.log_interval == 0 || step == t.max_steps) {
       sm.step_time_sec = sec;
       sm.tokens_per_sec = static_cast<double>(tokens_per_step) / sec;
       sm.mfu = sizes.flops_per_token * sm.tokens_per_sec / (peak_flops * static_cast<double>(layout.world()));
-      const double mean_step = step > 1 ? time_sum / static_cast<double>(step - 1) : sec;
+      const double mean_step = step > first_step ? time_sum / static_cast<double>(step - first_step) : sec;
       sm.eta_sec = mean_step * static_cast<double>(t.max_steps - step);
       sm.peak_bytes = peak_rss_bytes();
       log.write(sm);
     }
     if (eval_sampler && step % cfg.eval.interval == 0) log.write_eval(step, runner.evaluate(*eval_sampler, cfg.eval.steps));
+
+    const bool preempted = preemption_requested(mesh.world());
+    if (preempted || step % cfg.checkpoint.interval == 0 || step == t.max_steps) {
+      at = {step, at.tokens_seen + tokens_per_step * (step - at.step)};
+      const std::string saved = save_checkpoint(cfg, at, state, mesh.world());
+      spdlog::info("checkpoint saved: {}", saved);
+    }
+    if (preempted) {
+      spdlog::warn("stopping after step {} on a preemption signal; exit code {} asks for a requeue", step,
+                   kRequeueExitCode);
+      outcome.exit_code = kRequeueExitCode;
+      break;
+    }
   }
-  return last_loss;
+  return outcome;
 }
 
 }  // namespace moe

@@ -1,6 +1,6 @@
 // The training loop of one rank: the mesh (MPI when the layout has several
 // ranks), data, this rank's StepRunner, metrics (rank 0 writes them),
-// evaluation. The CUDA backend plugs in below it.
+// evaluation, checkpoints and preemption. The CUDA backend plugs in below it.
 #pragma once
 
 #include "src/config/derived.h"
@@ -8,7 +8,14 @@
 
 namespace moe {
 
-// Trains the model the config describes; returns the last logged training loss.
-double train(const JobConfig& cfg, const Layout& layout);
+struct TrainOutcome {
+  double last_loss = 0;
+  int exit_code = 0;  // 0, or kRequeueExitCode after a preemption checkpoint
+};
+
+// Trains the model the config describes: from scratch, or from a checkpoint
+// (checkpoint.load_path, or checkpoint.resume = "auto" and <dir>/latest),
+// saving every checkpoint.interval steps, at the end, and on preemption.
+TrainOutcome train(const JobConfig& cfg, const Layout& layout);
 
 }  // namespace moe

@@ -1,0 +1,41 @@
+#include "src/train/preemption.h"
+
+#include <unistd.h>
+
+#include <csignal>
+
+namespace moe {
+namespace {
+
+volatile std::sig_atomic_t signalled = 0;
+
+void on_signal(int signo) {
+  if (signalled) _exit(128 + signo);  // the second signal: stop now
+  signalled = 1;
+}
+
+}  // namespace
+
+void install_preemption_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = &on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGUSR1, &sa, nullptr);
+}
+
+bool preemption_requested(Communicator& world) {
+  int32_t flag = signalled ? 1 : 0;
+  if (world.size() > 1) {
+    Tensor t;
+    t.data = &flag;
+    t.ndim = 1;
+    t.shape[0] = 1;
+    t.dtype = DType::kI32;
+    world.all_reduce(t, ReduceOp::kMax);
+  }
+  return flag != 0;
+}
+
+}  // namespace moe
