@@ -40,11 +40,12 @@ check "dry-run under mpirun exits 0" test "$rc" -eq 0
 tmp="${TEST_TMPDIR:-$(mktemp -d)}"
 export MOE_TRAIN_CACHE="$tmp/cache"
 SMALL=(--model.dim=64 --model.n_layers=2 --model.max_seq_len=32 --train.seq_len=32 --train.batch_size=2
-       --train.max_steps=3 --metrics.log_interval=1)
+       --train.max_steps=3 --metrics.log_interval=1 --checkpoint.resume=never)
 timeout 300 "${MPIRUN[@]}" "$BIN" configs/train/debug_moe.toml "${SMALL[@]}" --distributed.ep=2 \
+  --checkpoint.dir="$tmp/ckpt_ranks" \
   --metrics.jsonl_path="$tmp/ranks.jsonl" >"$tmp/ranks.log" 2>&1; rc=$?
 check "2-rank training exits 0" test "$rc" -eq 0
-timeout 300 "$BIN" configs/train/debug_moe.toml "${SMALL[@]}" --train.grad_accum_steps=2 \
+timeout 300 "$BIN" configs/train/debug_moe.toml "${SMALL[@]}" --train.grad_accum_steps=2 --checkpoint.dir="$tmp/ckpt_one" \
   --metrics.jsonl_path="$tmp/one.jsonl" >"$tmp/one.log" 2>&1; rc=$?
 check "1-rank training exits 0" test "$rc" -eq 0
 losses() { grep -o '"train/loss":[^,}]*' "$1" | cut -d: -f2; }
@@ -52,5 +53,22 @@ check "3 steps logged once (rank 0 only)" test "$(losses "$tmp/ranks.jsonl" | wc
 check "2 ranks match 1 process to 1e-5" awk 'NR == FNR { want[FNR] = $1; next }
   { d = $1 - want[FNR]; if (d < 0) d = -d; if (d > 1e-5 * want[FNR]) bad = 1; n++ }
   END { exit (bad || n != 3) }' <(losses "$tmp/one.jsonl") <(losses "$tmp/ranks.jsonl")
+check "the 2-rank run saved its last step" test -f "$tmp/ckpt_ranks/step_3/metadata.json"
+check "latest points at it" grep -qx step_3 "$tmp/ckpt_ranks/latest"
+
+# Preemption: SIGUSR1 (what `#SBATCH --signal=USR1@120` sends) to both ranks
+# mid-run: they finish the step, save together, and exit 75 (requeue).
+rm -f "$tmp/pre.jsonl"
+timeout 300 "${MPIRUN[@]}" "$BIN" configs/train/debug_moe.toml "${SMALL[@]}" --distributed.ep=2 \
+  --train.max_steps=100000 --checkpoint.interval=100000 --checkpoint.dir="$tmp/ckpt_pre" \
+  --metrics.jsonl_path="$tmp/pre.jsonl" >"$tmp/pre.log" 2>&1 &
+launcher=$!
+for _ in $(seq 600); do [ -s "$tmp/pre.jsonl" ] && break; sleep 0.1; done
+# mpirun forwards SIGUSR1 to every rank (as srun does under Slurm).
+kill -USR1 "$(pgrep -P "$launcher" -x mpirun)"
+wait "$launcher"; rc=$?
+check "preempted run exits 75 (requeue)" test "$rc" -eq 75
+latest=$(cat "$tmp/ckpt_pre/latest" 2>/dev/null)
+check "preempted run saved a checkpoint" test -n "$latest" -a -f "$tmp/ckpt_pre/$latest/metadata.json"
 
 exit $fail

@@ -132,7 +132,11 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout) {
   if (const std::string from = checkpoint_to_load(cfg.checkpoint); !from.empty()) {
     at = load_checkpoint(from, state);
     spdlog::info("resumed from {} at step {} ({} tokens seen)", from, at.step, at.tokens_seen);
-    if (at.step >= t.max_steps) spdlog::info("train.max_steps = {}: nothing left to train", t.max_steps);
+    if (at.step >= t.max_steps) {
+      spdlog::warn("train.max_steps = {}: nothing left to train (start afresh with --checkpoint.resume=never or "
+                   "another checkpoint.dir)",
+                   t.max_steps);
+    }
   }
   install_preemption_handlers();
 

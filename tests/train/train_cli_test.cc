@@ -38,7 +38,7 @@ TEST_CASE("prepare text, train a tiny MoE, read the metrics") {
                "--train.grad_accum_steps=2", "--scheduler.warmup_steps=3", "--optimizer.lr=1e-2",
                "--metrics.log_interval=5", "--data.dataset_path=" + dir + "/data/train",
                "--eval.enabled=true", "--eval.dataset_path=" + dir + "/data/val", "--eval.interval=30",
-               "--eval.steps=2", "--metrics.jsonl_path=" + metrics}) == 0);
+               "--eval.steps=2", "--metrics.jsonl_path=" + metrics, "--checkpoint.dir=" + dir + "/ckpt"}) == 0);
 
   std::ifstream in(metrics);
   std::vector<nlohmann::json> train, eval;
