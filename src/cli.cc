@@ -17,7 +17,9 @@
 #include "src/data/prepare.h"
 #include "src/model/params.h"
 #include "src/train/dry_run.h"
+#include "src/train/checkpoint.h"
 #include "src/train/export_hf.h"
+#include "src/train/step_runner.h"
 #include "src/train/trainer.h"
 
 namespace moe {
@@ -167,10 +169,21 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     }
 
     if (!cl.export_hf_dir.empty()) {
-      // The weights training would start from (checkpoints will add trained ones).
+      // The weights training would continue from: checkpoint.load_path, else
+      // the latest checkpoint in checkpoint.dir, else the initial weights.
       TensorPool pool;
       ParamStore params(cfg.model, pool);
       params.init(cfg.model, static_cast<uint64_t>(cfg.train.seed));
+      std::string from = cfg.checkpoint.load_path;
+      if (from.empty()) from = latest_checkpoint(cfg.checkpoint.dir);
+      if (!from.empty()) {
+        std::vector<StateTensor> weights;
+        for (Param& p : params.all()) weights.push_back({p.spec.name, p.place, p.shard, true});
+        const TrainPosition at = load_checkpoint(from, weights);
+        spdlog::info("weights from {} (step {})", from, at.step);
+      } else {
+        spdlog::info("no checkpoint in {}: exporting the initial weights", cfg.checkpoint.dir);
+      }
       export_hf(cfg.model, params, cl.export_hf_dir);
       spdlog::info("exported {} to {} ({} parameters)", hf_architecture(cfg.model), cl.export_hf_dir, params.numel());
       return 0;
@@ -189,6 +202,10 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   } catch (const UserError& e) {
     if (env.rank == 0) err << "moe_train: error: " << e.what() << "\n";
     return kUserErrorExitCode;
+  } catch (const NumericalFault& e) {
+    // Every rank sees the same global loss and norm, so all stop here together.
+    if (env.rank == 0) err << "moe_train: error: " << e.what() << "\n";
+    return kNumericalFaultExitCode;
   }
 }
 

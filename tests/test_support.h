@@ -1,5 +1,5 @@
 // Helpers shared by the tests: running the command line in-process, and a
-// fresh scratch folder under Bazel's TEST_TMPDIR.
+// fresh scratch folder (scratch_dir.h).
 #pragma once
 
 #include <cstdlib>
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "src/cli.h"
+#include "tests/scratch_dir.h"
 
 namespace moe::test {
 
@@ -21,15 +22,6 @@ inline CliResult run_cli_captured(const std::vector<std::string>& args) {
   std::ostringstream out, err;
   const int code = moe::run_cli(args, out, err);
   return {code, out.str(), err.str()};
-}
-
-// An empty folder `name` under TEST_TMPDIR (or /tmp outside Bazel).
-inline std::string fresh_dir(const std::string& name) {
-  const char* base = std::getenv("TEST_TMPDIR");
-  const std::string dir = std::string(base ? base : "/tmp") + "/" + name;
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
 }
 
 }  // namespace moe::test

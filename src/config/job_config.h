@@ -63,6 +63,11 @@ struct TrainConfig {
   std::string activation_checkpointing = "none";  // none | full | selective
   int64_t ce_chunk_size = 0;                      // tokens per cross-entropy chunk; 0 = auto
   std::string device = "auto";                    // ours: auto | cpu | cuda
+  // Numerical faults (ours): a non-finite loss or gradient norm either skips
+  // the update ("skip", aborting after max_skipped in a row) or ends the run ("abort").
+  std::string nan_policy = "skip";
+  int64_t max_skipped = 5;
+  double spike_factor = 3.0;  // log a loss above this times its running mean; 0 = off
 };
 
 struct OptimizerConfig {

@@ -65,6 +65,8 @@ void check_sizes(const JobConfig& c) {
   positive("train.max_steps", t.max_steps);
   positive("train.grad_accum_steps", t.grad_accum_steps);
   positive("train.grad_clip_norm", t.grad_clip_norm);
+  non_negative("train.max_skipped", t.max_skipped);
+  non_negative("train.spike_factor", t.spike_factor);
   non_negative("train.ce_chunk_size", t.ce_chunk_size);
 
   const auto& o = c.optimizer;

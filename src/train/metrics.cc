@@ -53,6 +53,7 @@ std::string format_console_line(const StepMetrics& m) {
   }
   line += fmt::format(" | {} tok/s | MFU {:.1f}% | mem {} | {:.2f} s/step | ETA {}", human_rate(m.tokens_per_sec),
                       100.0 * m.mfu, human_bytes(m.peak_bytes), m.step_time_sec, human_duration(m.eta_sec));
+  if (m.skipped) line += " | SKIPPED: non-finite loss or gradient norm, update not applied";
   return line;
 }
 
@@ -68,6 +69,7 @@ void MetricsLog::write(const StepMetrics& m) {
   j["train/mfu"] = m.mfu;
   j["train/step_time_sec"] = m.step_time_sec;
   j["mem/peak_bytes"] = m.peak_bytes;
+  if (m.skipped) j["train/skipped"] = true;
   if (m.has_moe) {
     j["moe/aux_loss"] = m.aux_loss;
     j["moe/router_z_loss"] = m.router_z_loss;

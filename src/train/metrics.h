@@ -20,6 +20,7 @@ struct StepMetrics {
   double step_time_sec = 0;
   double eta_sec = 0;
   int64_t peak_bytes = 0;  // mem/peak_bytes
+  bool skipped = false;    // train/skipped: non-finite loss or gradient norm, update not applied
   // MoE (absent for dense models: has_moe = false)
   bool has_moe = false;
   double aux_loss = 0;        // moe/aux_loss: unweighted load-balance loss, summed over MoE layers

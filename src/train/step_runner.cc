@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
+
+#include <fmt/format.h>
 
 #include "src/kernels/ops.h"
 #include "src/train/lr_schedule.h"
@@ -46,6 +49,7 @@ StepMetrics StepRunner::step(int64_t step, const BatchSampler& sampler) {
     dp.all_reduce(f32_view(&global, {1}), ReduceOp::kAvg);
     loss = global;
   }
+  if (step == nan_step_) params_.all().front().shard_grad.f32()[0] = NAN;
   reduce_gradients();
   reduce_moe_stats();
   if (cfg_.model.moe_gradient_scale) {
@@ -58,10 +62,25 @@ StepMetrics StepRunner::step(int64_t step, const BatchSampler& sampler) {
   m.loss = loss;
   m.grad_norm = optimizer_.grad_norm(mesh_.world());
   m.lr = cfg_.optimizer.lr * lr_factor(cfg_.scheduler, t.max_steps, step);
+  fill_moe_metrics(m);
+  if (!std::isfinite(m.loss) || !std::isfinite(m.grad_norm)) {
+    const std::string what = fmt::format("step {}: non-finite loss {} or gradient norm {}", step, m.loss, m.grad_norm);
+    if (t.nan_policy == "abort") {
+      throw NumericalFault(what + " (train.nan_policy = \"abort\"); this step's update was not applied; resume "
+                                  "from the last checkpoint, perhaps with a lower optimizer.lr");
+    }
+    if (++skipped_in_a_row_ > t.max_skipped) {
+      throw NumericalFault(fmt::format("{}: {} steps in a row skipped, more than train.max_skipped = {}; resume from "
+                                       "the last checkpoint, perhaps with a lower optimizer.lr",
+                                       what, skipped_in_a_row_, t.max_skipped));
+    }
+    m.skipped = true;  // the parameters, moments and biases stay as they were
+    return m;
+  }
+  skipped_in_a_row_ = 0;
   optimizer_.step(m.lr, clip_scale(m.grad_norm, t.grad_clip_norm), step);
   const double bias_rate = bias_update_rate(cfg_.model, t.max_steps, step);
   for (MoELayer* layer : moe_layers_) layer->update_bias(bias_rate);
-  fill_moe_metrics(m);
   return m;
 }
 

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <memory>
+#include <stdexcept>
 #include <vector>
 
 #include "src/config/job_config.h"
@@ -29,14 +30,28 @@
 
 namespace moe {
 
+// A run that cannot continue for numerical reasons (train.nan_policy); the
+// command line exits with kNumericalFaultExitCode.
+struct NumericalFault : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+constexpr int kNumericalFaultExitCode = 3;
+
 class StepRunner {
  public:
   // Builds and initialises this rank's parameters (the same global values at any layout).
   StepRunner(const JobConfig& cfg, Mesh& mesh);
 
   // One optimizer step (1-based). Fills loss, lr, grad_norm and the MoE
-  // metrics, all global (the same on every rank).
+  // metrics, all global (the same on every rank). A non-finite loss or
+  // gradient norm (seen by every rank at the same step, as both are global)
+  // skips the update (metrics.skipped) or, under nan_policy = "abort" or after
+  // max_skipped skips in a row, throws NumericalFault before anything changes.
   StepMetrics step(int64_t step, const BatchSampler& sampler);
+
+  // Test hook: at `step`, one gradient element of this rank becomes NaN
+  // after the backward pass (as an overflow would make it).
+  void inject_nan_gradient_at(int64_t step) { nan_step_ = step; }
   // Mean loss over `steps` global eval batches (each data-parallel rank its slice).
   double evaluate(const BatchSampler& sampler, int64_t steps);
 
@@ -64,6 +79,8 @@ class StepRunner {
   Transformer model_;
   Optimizer optimizer_;
   std::vector<MoELayer*> moe_layers_;
+  int64_t skipped_in_a_row_ = 0;
+  int64_t nan_step_ = -1;
 };
 
 }  // namespace moe

@@ -139,6 +139,12 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout) {
     }
   }
   install_preemption_handlers();
+  // Test hook (documented in docs/training.md): a NaN gradient at this step.
+  if (const char* nan_at = std::getenv("MOE_TRAIN_INJECT_NAN_AT_STEP"); nan_at && *nan_at) {
+    runner.inject_nan_gradient_at(std::atoll(nan_at));
+  }
+  double loss_mean = 0;  // running mean of the finite losses, for spike warnings
+  int64_t losses_seen = 0;
 
   TrainOutcome outcome;
   double time_sum = 0;
@@ -149,7 +155,16 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout) {
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (step > first_step) time_sum += sec;  // the first step carries one-off warm-up costs
     outcome.last_loss = sm.loss;
-    if (step == 1 || step % cfg.metrics.log_interval == 0 || step == t.max_steps) {
+    if (!sm.skipped) {
+      if (t.spike_factor > 0 && losses_seen >= 10 && sm.loss > t.spike_factor * loss_mean) {
+        spdlog::warn("step {}: loss spike {:.4f}, {:.1f}x its running mean {:.4f} (train.spike_factor = {})", step,
+                     sm.loss, sm.loss / loss_mean, loss_mean, t.spike_factor);
+      }
+      // The mean of all losses so far, then an exponential average over ~100 steps.
+      losses_seen += 1;
+      loss_mean += (sm.loss - loss_mean) / static_cast<double>(std::min<int64_t>(losses_seen, 100));
+    }
+    if (step == first_step || step % cfg.metrics.log_interval == 0 || step == t.max_steps || sm.skipped) {
       sm.step_time_sec = sec;
       sm.tokens_per_sec = static_cast<double>(tokens_per_step) / sec;
       sm.mfu = sizes.flops_per_token * sm.tokens_per_sec / (peak_flops * static_cast<double>(layout.world()));

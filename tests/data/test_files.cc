@@ -16,16 +16,6 @@
 namespace moe::test {
 namespace fs = std::filesystem;
 
-std::string fresh_dir(const std::string& name) {
-  static std::atomic<int> counter{0};
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  const fs::path base = tmp != nullptr ? fs::path(tmp) : fs::temp_directory_path() / "moe_data_tests";
-  const fs::path dir = base / (name + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
-
 void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));

@@ -10,11 +10,10 @@
 #include <vector>
 
 #include "src/data/token_dataset.h"
+#include "tests/scratch_dir.h"
 
 namespace moe::test {
 
-// An empty directory under $TEST_TMPDIR (or the system temp dir), unique per call.
-std::string fresh_dir(const std::string& name);
 
 void write_file(const std::string& path, const std::string& bytes);
 std::string read_file(const std::string& path);
