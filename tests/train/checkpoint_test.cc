@@ -15,6 +15,7 @@
 #include "src/core/tensor_pool.h"
 #include "src/parallel/communicator.h"
 #include "src/train/checkpoint.h"
+#include "src/train/safetensors.h"
 #include "tests/data/test_files.h"
 #include "tests/test_support.h"
 
@@ -207,4 +208,24 @@ TEST_CASE("damaged, truncated and mismatched checkpoints are refused with their 
   // Exactly one line each time (the CLI's UserError form).
   const Run r = load("flipped");
   CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+}
+
+TEST_CASE("--export-hf exports the latest checkpoint's weights") {
+  const std::string dir = moe::test::fresh_dir("ckpt_export");
+  const auto base = with(tiny_args(dir), {"--model.moe_router=softmax_topk"});  // Mixtral's router
+  REQUIRE(run(with(base, {"--train.max_steps=3", "--checkpoint.dir=" + dir + "/ckpt"})).code == 0);
+  REQUIRE(run(with(base, {"--checkpoint.dir=" + dir + "/ckpt", "--export-hf=" + dir + "/hf"})).code == 0);
+  REQUIRE(run(with(base, {"--checkpoint.dir=" + dir + "/none", "--export-hf=" + dir + "/hf_init"})).code == 0);
+  auto tensor = [](const std::string& file, const std::string& name) {
+    for (const auto& t : moe::read_safetensors(file)) {
+      if (t.name == name) return t.data;
+    }
+    return std::vector<float>{};
+  };
+  const auto trained = tensor(dir + "/hf/model.safetensors", "model.embed_tokens.weight");
+  const auto initial = tensor(dir + "/hf_init/model.safetensors", "model.embed_tokens.weight");
+  const auto saved = tensor(dir + "/ckpt/step_3/rank_00000.safetensors", "model.embed_tokens.weight");
+  REQUIRE(!trained.empty());
+  CHECK(trained == saved);
+  CHECK(trained != initial);
 }
