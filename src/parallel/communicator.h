@@ -54,6 +54,12 @@ void ensure_mpi_initialized();
 // The world group over MPI. ensure_mpi_initialized() must have run.
 std::unique_ptr<Communicator> mpi_world();
 
+// Ends every rank of the job now with exit_code (MPI_Abort once MPI is
+// initialised, else this process only). Safe to call from any thread.
+[[noreturn]] void abort_job(int exit_code);
+// This process's rank in MPI_COMM_WORLD (0 before MPI is initialised).
+int current_world_rank();
+
 // A group of one rank (local_communicator.cc): a single process needs no MPI.
 std::unique_ptr<Communicator> single_process_world();
 

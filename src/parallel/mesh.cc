@@ -1,5 +1,7 @@
 #include "src/parallel/mesh.h"
 
+#include "src/parallel/collective_timeout.h"
+
 #include <stdexcept>
 #include <string>
 
@@ -24,7 +26,8 @@ int64_t data_parallel_index(const Layout& l, const MeshCoord& c) {
   return (c.dp_replicate * l.dp_shard + c.dp_shard) * l.ep + c.ep;
 }
 
-Mesh::Mesh(const Layout& layout, std::unique_ptr<Communicator> world) : layout_(layout), world_(std::move(world)) {
+Mesh::Mesh(const Layout& layout, std::unique_ptr<Communicator> world, double collective_timeout_s)
+    : layout_(layout), world_(std::move(world)) {
   if (world_->size() != layout.world()) {
     throw std::logic_error("Mesh: " + std::to_string(world_->size()) + " ranks for a layout of " +
                            std::to_string(layout.world()) + " (the start-up check should have refused this)");
@@ -40,6 +43,14 @@ Mesh::Mesh(const Layout& layout, std::unique_ptr<Communicator> world) : layout_(
   dp_replicate_ = world_->split(color({0, c.dp_shard, c.ep, c.tp}), key);
   data_parallel_ = world_->split(color({0, 0, 0, c.tp}), key);
   non_expert_replicas_ = world_->split(color({0, c.dp_shard, 0, c.tp}), key);
+  if (collective_timeout_s > 0 && world_->size() > 1) {
+    const std::pair<std::unique_ptr<Communicator>*, const char*> groups[] = {
+        {&world_, "world"},         {&tp_, "tp"},
+        {&ep_, "ep"},               {&dp_shard_, "dp_shard"},
+        {&dp_replicate_, "dp_replicate"}, {&data_parallel_, "data_parallel"},
+        {&non_expert_replicas_, "non_expert_replicas"}};
+    for (const auto& [group, name] : groups) *group = with_collective_timeout(std::move(*group), collective_timeout_s, name);
+  }
 }
 
 }  // namespace moe

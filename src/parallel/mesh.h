@@ -30,8 +30,10 @@ int64_t data_parallel_index(const Layout& layout, const MeshCoord& c);
 class Mesh {
  public:
   // Splits `world` into every group once (collective: all ranks must call it).
-  // world->size() must equal layout.world().
-  Mesh(const Layout& layout, std::unique_ptr<Communicator> world);
+  // world->size() must equal layout.world(). With collective_timeout_s > 0,
+  // every group's collectives are timed (collective_timeout.h) and named in
+  // the message when one hangs.
+  Mesh(const Layout& layout, std::unique_ptr<Communicator> world, double collective_timeout_s = 0);
 
   const Layout& layout() const { return layout_; }
   const MeshCoord& coord() const { return coord_; }

@@ -83,7 +83,7 @@ std::string checkpoint_to_load(const CheckpointConfig& c) {
 TrainOutcome train(const JobConfig& cfg, const Layout& layout) {
   const ModelConfig& m = cfg.model;
   const TrainConfig& t = cfg.train;
-  Mesh mesh(layout, make_world(layout));
+  Mesh mesh(layout, make_world(layout), static_cast<double>(cfg.distributed.nccl_timeout_sec));
   const bool rank0 = mesh.world().rank() == 0;
 
   // Data: the configured dataset, else the built-in corpus (real text,
