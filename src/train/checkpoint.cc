@@ -15,13 +15,12 @@
 #include "src/config/to_json.h"
 #include "src/core/tensor_pool.h"
 #include "src/core/user_error.h"
+#include "src/train/checkpoint_metadata.h"
 #include "src/train/safetensors.h"
 
 namespace moe {
 namespace fs = std::filesystem;
 namespace {
-
-constexpr const char* kFormat = "moe_train checkpoint 1";
 
 std::string rank_file(int rank) { return fmt::format("rank_{:05d}.safetensors", rank); }
 std::string step_dir_name(int64_t step) { return fmt::format("step_{}", step); }
@@ -106,7 +105,7 @@ std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const
     for (const StateTensor& s : state) {
       if (s.written_here) views.push_back({s.name, {s.place.shard_valid}, s.piece.f32()});
     }
-    written = write_safetensors(tmp_dir + "/" + rank_file(world.rank()), views, {{"format", kFormat}});
+    written = write_safetensors(tmp_dir + "/" + rank_file(world.rank()), views, {{"format", kCheckpointFormat}});
   } catch (const UserError& e) {
     error = e.what();
   }
@@ -151,7 +150,7 @@ std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const
   if (rank0) {
     try {
       nlohmann::ordered_json meta;
-      meta["format"] = kFormat;
+      meta["format"] = kCheckpointFormat;
       meta["step"] = at.step;
       meta["tokens_seen"] = at.tokens_seen;
       // The data order and the LR schedule are pure functions of (seed, step)
@@ -205,94 +204,48 @@ std::string latest_checkpoint(const std::string& dir) {
 
 namespace {
 
-nlohmann::json read_metadata(const std::string& step_dir) {
+CheckpointMetadata read_metadata(const std::string& step_dir) {
   const std::string path = step_dir + "/metadata.json";
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   if (!in) {
     throw UserError(path + ": missing; " + step_dir +
                     " is not a finished checkpoint (a save that did not complete has no metadata)");
   }
-  nlohmann::json meta;
-  try {
-    meta = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw UserError(path + ": not valid JSON (" + std::string(e.what()) + "); the checkpoint is damaged");
-  }
-  if (!meta.is_object() || meta.value("format", "") != kFormat || !meta.contains("files") ||
-      !meta["files"].is_array() || !meta.contains("tensors") || !meta["tensors"].is_object() ||
-      !meta.contains("step") || !meta["step"].is_number_integer()) {
-    throw UserError(path + ": not a " + std::string(kFormat) + " metadata file (format, step, files, tensors)");
-  }
-  return meta;
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return parse_checkpoint_metadata(text, path);
 }
 
-std::vector<int64_t> int_list(const nlohmann::json& j, const std::string& where) {
-  std::vector<int64_t> v;
-  if (!j.is_array()) throw UserError(where + ": expected a list of integers");
-  for (const auto& x : j) {
-    if (!x.is_number_integer() || x.get<int64_t>() < 0) throw UserError(where + ": expected non-negative integers");
-    v.push_back(x.get<int64_t>());
-  }
-  return v;
+Tensor f32_block(std::vector<float>& data, const std::vector<int64_t>& shape) {
+  Tensor t;
+  t.data = data.data();
+  t.ndim = static_cast<int>(shape.size());
+  for (size_t d = 0; d < shape.size(); ++d) t.shape[d] = shape[d];
+  return t;
 }
 
-std::string shape_text(const std::vector<int64_t>& s) {
-  std::string t = "[";
-  for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
-  return t + "]";
-}
-
-int64_t product(const std::vector<int64_t>& s) {
-  int64_t n = 1;
-  for (int64_t x : s) n *= x;
-  return n;
-}
-
-// Rebuilds one global tensor from its pieces.
-std::vector<float> assemble(const std::string& name, const nlohmann::json& entry, const std::vector<int64_t>& shape,
-                            const std::vector<std::unique_ptr<SafetensorsFile>>& files, const std::string& meta_path) {
-  const std::string where = meta_path + ": tensor " + name;
-  std::vector<float> global(static_cast<size_t>(product(shape)), 0.0f);
-  // Pieces of one local block (the FSDP shards of it) are joined first, then
-  // the block is placed in the global tensor.
+// Rebuilds one global tensor from its pieces (bounds already checked).
+std::vector<float> assemble(const std::string& name, const CheckpointTensorMeta& meta,
+                            const std::vector<std::unique_ptr<SafetensorsFile>>& files) {
+  int64_t numel = 1;
+  for (int64_t s : meta.shape) numel *= s;
+  std::vector<float> global(static_cast<size_t>(numel), 0.0f);
+  // Pieces of one local block (its FSDP shards) are joined first, then the
+  // block is placed in the global tensor.
   std::map<std::pair<std::vector<int64_t>, std::vector<int64_t>>, std::vector<float>> blocks;
-  int64_t covered = 0;
-  if (!entry.contains("pieces") || !entry["pieces"].is_array()) throw UserError(where + ": has no list of pieces");
-  for (const auto& p : entry["pieces"]) {
-    if (!p.is_object() || !p.contains("file") || !p["file"].is_number_integer() || !p.contains("begin") ||
-        !p.contains("count")) {
-      throw UserError(where + ": a piece lacks file, begin or count");
-    }
-    const int64_t file = p["file"].get<int64_t>();
-    const std::vector<int64_t> offset = int_list(p["local_offset"], where + " local_offset");
-    const std::vector<int64_t> local = int_list(p["local_shape"], where + " local_shape");
-    const int64_t begin = p["begin"].get<int64_t>(), count = p["count"].get<int64_t>();
-    bool inside = offset.size() == shape.size() && local.size() == shape.size() && begin >= 0 && count >= 0 &&
-                  begin + count <= product(local) && file >= 0 && file < static_cast<int64_t>(files.size());
-    for (size_t d = 0; inside && d < shape.size(); ++d) inside = offset[d] + local[d] <= shape[d];
-    if (!inside) throw UserError(where + ": a piece lies outside the tensor " + shape_text(shape) + " or its files");
-    const SafetensorsFile& f = *files[static_cast<size_t>(file)];
+  for (const CheckpointPiece& p : meta.pieces) {
+    const SafetensorsFile& f = *files[static_cast<size_t>(p.file)];
     const SafetensorsFile::Entry& e = f.entry(name);
-    if (static_cast<int64_t>((e.end - e.begin) / sizeof(float)) != count) {
-      throw UserError(f.path() + ": tensor " + name + " holds " + std::to_string((e.end - e.begin) / sizeof(float)) +
-                      " values, the metadata says " + std::to_string(count));
+    if (static_cast<int64_t>((e.end - e.begin) / sizeof(float)) != p.count) {
+      throw UserError(fmt::format("{}: tensor {} holds {} values, the metadata says {}", f.path(), name,
+                                  (e.end - e.begin) / sizeof(float), p.count));
     }
-    std::vector<float>& block = blocks[{offset, local}];
-    block.resize(static_cast<size_t>(product(local)), 0.0f);
-    if (count > 0) f.read(name, block.data() + begin);
-    covered += count;
+    std::vector<float>& block = blocks[{p.local_offset, p.local_shape}];
+    int64_t block_numel = 1;
+    for (int64_t s : p.local_shape) block_numel *= s;
+    block.resize(static_cast<size_t>(block_numel), 0.0f);
+    if (p.count > 0) f.read(name, block.data() + p.begin);
   }
-  if (covered != product(shape)) {
-    throw UserError(where + ": its pieces hold " + std::to_string(covered) + " of " + std::to_string(product(shape)) +
-                    " values; the checkpoint is incomplete");
-  }
-  for (auto& [key, block] : blocks) {
-    Tensor src;
-    src.data = block.data();
-    src.ndim = static_cast<int>(key.second.size());
-    for (size_t d = 0; d < key.second.size(); ++d) src.shape[d] = key.second[d];
-    copy_block_to_global(global.data(), shape, key.first, src);
-  }
+  for (auto& [key, block] : blocks) copy_block_to_global(global.data(), meta.shape, key.first, f32_block(block, key.second));
   return global;
 }
 
@@ -301,57 +254,43 @@ std::vector<float> assemble(const std::string& name, const nlohmann::json& entry
 TrainPosition load_checkpoint(const std::string& path, const std::vector<StateTensor>& state) {
   std::string step_dir = path;
   if (!fs::exists(path + "/metadata.json") && fs::exists(path + "/latest")) step_dir = latest_checkpoint(path);
-  const nlohmann::json meta = read_metadata(step_dir);
+  const CheckpointMetadata meta = read_metadata(step_dir);
   const std::string meta_path = step_dir + "/metadata.json";
 
   // Every file first: present, the recorded size, the recorded CRC.
   std::vector<std::unique_ptr<SafetensorsFile>> files;
-  for (const auto& f : meta["files"]) {
-    if (!f.is_object() || !f.contains("name") || !f["name"].is_string() || !f.contains("bytes") ||
-        !f.contains("crc32")) {
-      throw UserError(meta_path + ": a file entry lacks name, bytes or crc32");
-    }
-    const std::string name = f["name"].get<std::string>();
-    if (name.find('/') != std::string::npos) throw UserError(meta_path + ": file name " + name + " leaves the folder");
-    const std::string file = step_dir + "/" + name;
+  for (const CheckpointFileMeta& f : meta.files) {
+    const std::string file = step_dir + "/" + f.name;
     if (!fs::exists(file)) throw UserError(file + ": missing; the checkpoint is incomplete");
     auto sf = std::make_unique<SafetensorsFile>(file);
-    if (sf->size() != f["bytes"].get<uint64_t>()) {
+    if (sf->size() != f.bytes) {
       throw UserError(fmt::format("{}: {} bytes, the metadata says {}; the file is truncated or replaced", file,
-                                  sf->size(), f["bytes"].get<uint64_t>()));
+                                  sf->size(), f.bytes));
     }
-    if (sf->crc32() != f["crc32"].get<uint32_t>()) {
-      throw UserError(file + ": checksum mismatch (CRC-32); the file is damaged");
-    }
+    if (sf->crc32() != f.crc32) throw UserError(file + ": checksum mismatch (CRC-32); the file is damaged");
     files.push_back(std::move(sf));
   }
   // Then every tensor this run needs: present, with the shape of this model.
-  const nlohmann::json& tensors = meta["tensors"];
   for (const StateTensor& s : state) {
-    if (!tensors.contains(s.name)) {
+    const auto it = meta.tensors.find(s.name);
+    if (it == meta.tensors.end()) {
       throw UserError(meta_path + ": has no tensor " + s.name + "; the checkpoint is of a different model");
     }
-    const std::vector<int64_t> shape = int_list(tensors[s.name].value("shape", nlohmann::json()), meta_path + ": " + s.name);
-    if (shape != s.place.global_shape) {
-      throw UserError(meta_path + ": tensor " + s.name + " has shape " + shape_text(shape) + ", this model's is " +
-                      shape_text(s.place.global_shape) + "; load it with the config it was saved with");
+    if (it->second.shape != s.place.global_shape) {
+      throw UserError(meta_path + ": tensor " + s.name + " has shape " + shape_text(it->second.shape) +
+                      ", this model's is " + shape_text(s.place.global_shape) +
+                      "; load it with the config it was saved with");
     }
   }
   for (const StateTensor& s : state) {
-    const std::vector<float> global = assemble(s.name, tensors[s.name], s.place.global_shape, files, meta_path);
+    const std::vector<float> global = assemble(s.name, meta.tensors.at(s.name), files);
     std::vector<float> local(static_cast<size_t>(s.place.local_numel()));
-    Tensor local_t;
-    local_t.data = local.data();
-    local_t.ndim = static_cast<int>(s.place.local_shape.size());
-    for (size_t d = 0; d < s.place.local_shape.size(); ++d) local_t.shape[d] = s.place.local_shape[d];
-    copy_global_block(local_t, global.data(), s.place.global_shape, s.place.local_offset);
+    copy_global_block(f32_block(local, s.place.local_shape), global.data(), s.place.global_shape, s.place.local_offset);
     zero(s.piece);
-    std::memcpy(s.piece.f32(), local.data() + s.place.shard_begin, static_cast<size_t>(s.place.shard_valid) * sizeof(float));
+    std::memcpy(s.piece.f32(), local.data() + s.place.shard_begin,
+                static_cast<size_t>(s.place.shard_valid) * sizeof(float));
   }
-  TrainPosition at;
-  at.step = meta["step"].get<int64_t>();
-  at.tokens_seen = meta.value("tokens_seen", int64_t{0});
-  return at;
+  return {meta.step, meta.tokens_seen};
 }
 
 }  // namespace moe

@@ -1,0 +1,47 @@
+// metadata.json of a checkpoint, parsed and checked before anything is read:
+// every number is bounded, every piece lies inside its tensor and names a
+// listed file, so the loader never trusts a length or offset from disk.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace moe {
+
+struct CheckpointFileMeta {
+  std::string name;  // a plain file name inside the step folder
+  uint64_t bytes = 0;
+  uint32_t crc32 = 0;
+};
+
+// One rank's slice of a tensor: elements [begin, begin + count) of the
+// flattened block of shape local_shape at local_offset.
+struct CheckpointPiece {
+  int64_t file = 0;  // index into CheckpointMetadata::files
+  std::vector<int64_t> local_offset, local_shape;
+  int64_t begin = 0, count = 0;
+};
+
+struct CheckpointTensorMeta {
+  std::vector<int64_t> shape;
+  std::vector<CheckpointPiece> pieces;
+};
+
+struct CheckpointMetadata {
+  int64_t step = 0;
+  int64_t tokens_seen = 0;
+  std::vector<CheckpointFileMeta> files;
+  std::map<std::string, CheckpointTensorMeta> tensors;
+};
+
+constexpr const char* kCheckpointFormat = "moe_train checkpoint 1";
+
+// `path` names the file in messages. A UserError (path, what is wrong) for
+// anything malformed or out of bounds.
+CheckpointMetadata parse_checkpoint_metadata(const std::string& text, const std::string& path);
+
+std::string shape_text(const std::vector<int64_t>& shape);  // "[4, 64]"
+
+}  // namespace moe
