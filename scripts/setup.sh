@@ -16,6 +16,8 @@ packages=(
   openmpi-bin            # mpirun for multi-rank tests
   libopenblas-dev        # CPU GEMMs
   fortunes               # real English text: the default training corpus when no dataset is configured
+  clang                  # builds the libFuzzer target over the checkpoint readers (tests/fuzz)
+  libclang-rt-14-dev     # libFuzzer and the sanitizer runtimes for clang 14
 )
 
 missing=()

@@ -114,8 +114,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     if (it.key() == "__metadata__") continue;
     const auto& h = it.value();
     const std::string where = path + ": tensor " + it.key();
-    if (!h.is_object() || h.value("dtype", "") != "F32" || !h.contains("shape") || !h["shape"].is_array() ||
-        !h.contains("data_offsets")) {
+    if (!h.is_object() || !h.contains("dtype") || !h["dtype"].is_string() || h["dtype"].get<std::string>() != "F32" ||
+        !h.contains("shape") || !h["shape"].is_array() || !h.contains("data_offsets")) {
       throw UserError(where + ": needs dtype F32, a shape and data_offsets; only F32 files are read here");
     }
     Entry e;
