@@ -74,4 +74,17 @@ Tensor Tensor::rows(int64_t begin, int64_t count) const {
   return t;
 }
 
+Tensor view_of(void* data, const std::vector<int64_t>& shape, DType dtype, Device device) {
+  if (shape.empty() || shape.size() > static_cast<size_t>(Tensor::kMaxDims)) {
+    throw std::logic_error("view_of: 1 to 4 dims, not " + std::to_string(shape.size()));
+  }
+  Tensor t;
+  t.data = data;
+  t.ndim = static_cast<int>(shape.size());
+  for (size_t d = 0; d < shape.size(); ++d) t.shape[d] = shape[d];
+  t.dtype = dtype;
+  t.device = device;
+  return t;
+}
+
 }  // namespace moe

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 namespace moe {
 
@@ -39,5 +40,9 @@ struct Tensor {
   // Rows [begin, begin + count) of dim 0.
   Tensor rows(int64_t begin, int64_t count) const;
 };
+
+// A view of memory owned elsewhere (host memory unless told), 1 to 4 dims.
+Tensor view_of(void* data, const std::vector<int64_t>& shape, DType dtype = DType::kF32,
+               Device device = Device::kCpu);
 
 }  // namespace moe

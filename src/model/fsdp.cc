@@ -44,11 +44,11 @@ void Fsdp::gather(int64_t index, bool with_grads) {
   float* grads = (index == kOuter ? outer_grads_ : block_grads_).f32();
   for (size_t i = 0; i < u.params.size(); ++i) {
     Param& p = *u.params[i];
-    const Tensor gathered = f32_view(values + u.offsets[i], {p.place.gathered_numel()});
+    const Tensor gathered = view_of(values + u.offsets[i], {p.place.gathered_numel()});
     comm_.all_gather(gathered, p.shard);
     p.value.data = gathered.data;  // the first local_numel elements; the rest is padding
     if (with_grads) {
-      const Tensor g = f32_view(grads + u.offsets[i], {p.place.gathered_numel()});
+      const Tensor g = view_of(grads + u.offsets[i], {p.place.gathered_numel()});
       zero(g);
       p.grad.data = g.data;
     }
@@ -60,8 +60,8 @@ void Fsdp::reduce_grads(int64_t index) {
   float* grads = (index == kOuter ? outer_grads_ : block_grads_).f32();
   for (size_t i = 0; i < u.params.size(); ++i) {
     Param& p = *u.params[i];
-    const Tensor full = f32_view(grads + u.offsets[i], {p.place.gathered_numel()});
-    const Tensor mine = f32_view(scratch_.f32(), p.place.shard_shape());
+    const Tensor full = view_of(grads + u.offsets[i], {p.place.gathered_numel()});
+    const Tensor mine = view_of(scratch_.f32(), p.place.shard_shape());
     comm_.reduce_scatter(mine, full, ReduceOp::kSum);
     ops::add_inplace(p.shard_grad, mine);
   }

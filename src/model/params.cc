@@ -17,17 +17,6 @@ bool is_output_projection(const ParamSpec& p) {
 
 }  // namespace
 
-Tensor f32_view(float* data, const std::vector<int64_t>& shape) {
-  if (shape.empty() || shape.size() > static_cast<size_t>(Tensor::kMaxDims)) {
-    throw std::logic_error("f32_view: 1 to 4 dims");
-  }
-  Tensor t;
-  t.data = data;
-  t.ndim = static_cast<int>(shape.size());
-  for (size_t d = 0; d < shape.size(); ++d) t.shape[d] = shape[d];
-  return t;
-}
-
 ParamStore::ParamStore(const ModelConfig& m, TensorPool& pool) : ParamStore(m, pool, Layout{}, MeshCoord{}) {}
 
 ParamStore::ParamStore(const ModelConfig& m, TensorPool& pool, const Layout& layout, const MeshCoord& coord)
@@ -38,8 +27,8 @@ ParamStore::ParamStore(const ModelConfig& m, TensorPool& pool, const Layout& lay
     p.place = place_parameter(spec.shape, spec.tp_dim, spec.expert_parallel, layout, coord);
     p.weight_decay = spec.shape.size() > 1;
     if (p.fsdp_sharded()) {
-      p.value = f32_view(nullptr, p.place.local_shape);
-      p.grad = f32_view(nullptr, p.place.local_shape);
+      p.value = view_of(nullptr, p.place.local_shape);
+      p.grad = view_of(nullptr, p.place.local_shape);
       p.shard = pool.alloc_shape(p.place.shard_shape());
       p.shard_grad = pool.alloc_shape(p.place.shard_shape());
     } else {
@@ -73,7 +62,7 @@ void ParamStore::init(const ModelConfig& m, uint64_t seed) {
       continue;
     }
     local.resize(static_cast<size_t>(p.place.local_numel()));
-    const Tensor local_t = f32_view(local.data(), p.place.local_shape);
+    const Tensor local_t = view_of(local.data(), p.place.local_shape);
     copy_global_block(local_t, global.data(), p.spec.shape, p.place.local_offset);
     zero(p.shard);
     if (p.place.shard_valid > 0) {

@@ -65,7 +65,4 @@ class ParamStore {
   std::vector<Param> params_;
 };
 
-// A view of `data` with `shape` (fp32).
-Tensor f32_view(float* data, const std::vector<int64_t>& shape);
-
 }  // namespace moe

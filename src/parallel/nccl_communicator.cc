@@ -68,15 +68,7 @@ int64_t row_elements(const Tensor& t) {
 size_t count_of(int64_t n) { return static_cast<size_t>(n); }
 
 // A host view of n i32 words, for the bootstrap's host collectives.
-Tensor host_words(int32_t* words, int64_t n) {
-  Tensor t;
-  t.data = words;
-  t.ndim = 1;
-  t.shape[0] = n;
-  t.dtype = DType::kI32;
-  t.device = Device::kCpu;
-  return t;
-}
+Tensor host_words(int32_t* words, int64_t n) { return view_of(words, {n}, DType::kI32); }
 
 }  // namespace
 

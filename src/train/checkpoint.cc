@@ -45,12 +45,7 @@ void write_small_file(const std::string& path, const std::string& text) {
 // instead of some waiting in the next collective.
 void agree_or_throw(Communicator& world, const std::string& my_error, const std::string& what) {
   int32_t failed = my_error.empty() ? 0 : 1;
-  Tensor t;
-  t.data = &failed;
-  t.ndim = 1;
-  t.shape[0] = 1;
-  t.dtype = DType::kI32;
-  world.all_reduce(t, ReduceOp::kMax);
+  world.all_reduce(view_of(&failed, {1}, DType::kI32), ReduceOp::kMax);
   if (failed) throw UserError(my_error.empty() ? what + " failed on another rank (its log says why)" : my_error);
 }
 
@@ -116,14 +111,7 @@ std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const
   std::vector<int32_t> mine = {static_cast<int32_t>(written.crc32), static_cast<int32_t>(written.bytes >> 32),
                                static_cast<int32_t>(written.bytes & 0xFFFFFFFFu)};
   std::vector<int32_t> all(3 * static_cast<size_t>(W));
-  Tensor in, out;
-  in.data = mine.data();
-  in.ndim = out.ndim = 1;
-  in.shape[0] = 3;
-  out.data = all.data();
-  out.shape[0] = 3 * W;
-  in.dtype = out.dtype = DType::kI32;
-  world.all_gather(out, in);
+  world.all_gather(view_of(all.data(), {3 * W}, DType::kI32), view_of(mine.data(), {3}, DType::kI32));
   // Where each rank's pieces sit, as JSON text gathered on every rank.
   nlohmann::json mine_pieces = nlohmann::json::object();
   for (const StateTensor& s : state) {
@@ -132,20 +120,12 @@ std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const
   const std::string pieces = mine_pieces.dump();
   // Variable-length gather: lengths first, then the bytes (as i32 words).
   std::vector<int32_t> len_in = {static_cast<int32_t>(pieces.size())}, lens(static_cast<size_t>(W));
-  in.data = len_in.data();
-  in.shape[0] = 1;
-  out.data = lens.data();
-  out.shape[0] = W;
-  world.all_gather(out, in);
+  world.all_gather(view_of(lens.data(), {W}, DType::kI32), view_of(len_in.data(), {1}, DType::kI32));
   const int32_t longest = *std::max_element(lens.begin(), lens.end());
   const int64_t words = (longest + 3) / 4;
   std::vector<int32_t> text_in(static_cast<size_t>(words), 0), text_all(static_cast<size_t>(words * W));
   std::memcpy(text_in.data(), pieces.data(), pieces.size());
-  in.data = text_in.data();
-  in.shape[0] = words;
-  out.data = text_all.data();
-  out.shape[0] = words * W;
-  world.all_gather(out, in);
+  world.all_gather(view_of(text_all.data(), {words * W}, DType::kI32), view_of(text_in.data(), {words}, DType::kI32));
 
   if (rank0) {
     try {
@@ -215,14 +195,6 @@ CheckpointMetadata read_metadata(const std::string& step_dir) {
   return parse_checkpoint_metadata(text, path);
 }
 
-Tensor f32_block(std::vector<float>& data, const std::vector<int64_t>& shape) {
-  Tensor t;
-  t.data = data.data();
-  t.ndim = static_cast<int>(shape.size());
-  for (size_t d = 0; d < shape.size(); ++d) t.shape[d] = shape[d];
-  return t;
-}
-
 // Rebuilds one global tensor from its pieces (bounds already checked).
 std::vector<float> assemble(const std::string& name, const CheckpointTensorMeta& meta,
                             const std::vector<std::unique_ptr<SafetensorsFile>>& files) {
@@ -245,7 +217,7 @@ std::vector<float> assemble(const std::string& name, const CheckpointTensorMeta&
     block.resize(static_cast<size_t>(block_numel), 0.0f);
     if (p.count > 0) f.read(name, block.data() + p.begin);
   }
-  for (auto& [key, block] : blocks) copy_block_to_global(global.data(), meta.shape, key.first, f32_block(block, key.second));
+  for (auto& [key, block] : blocks) copy_block_to_global(global.data(), meta.shape, key.first, view_of(block.data(), key.second));
   return global;
 }
 
@@ -285,7 +257,7 @@ TrainPosition load_checkpoint(const std::string& path, const std::vector<StateTe
   for (const StateTensor& s : state) {
     const std::vector<float> global = assemble(s.name, meta.tensors.at(s.name), files);
     std::vector<float> local(static_cast<size_t>(s.place.local_numel()));
-    copy_global_block(f32_block(local, s.place.local_shape), global.data(), s.place.global_shape, s.place.local_offset);
+    copy_global_block(view_of(local.data(), s.place.local_shape), global.data(), s.place.global_shape, s.place.local_offset);
     zero(s.piece);
     std::memcpy(s.piece.f32(), local.data() + s.place.shard_begin,
                 static_cast<size_t>(s.place.shard_valid) * sizeof(float));

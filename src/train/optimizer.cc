@@ -25,7 +25,7 @@ double Optimizer::grad_norm(Communicator& world) const {
   if (world.size() > 1) {
     // fp32 over the wire keeps ~7 digits of the sum: enough for a norm that only clips and is logged.
     float total = static_cast<float>(sum);
-    world.all_reduce(f32_view(&total, {1}), ReduceOp::kSum);
+    world.all_reduce(view_of(&total, {1}), ReduceOp::kSum);
     sum = total;
   }
   return std::sqrt(sum);

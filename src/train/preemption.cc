@@ -28,12 +28,7 @@ void install_preemption_handlers() {
 bool preemption_requested(Communicator& world) {
   int32_t flag = signalled ? 1 : 0;
   if (world.size() > 1) {
-    Tensor t;
-    t.data = &flag;
-    t.ndim = 1;
-    t.shape[0] = 1;
-    t.dtype = DType::kI32;
-    world.all_reduce(t, ReduceOp::kMax);
+    world.all_reduce(view_of(&flag, {1}, DType::kI32), ReduceOp::kMax);
   }
   return flag != 0;
 }

@@ -46,7 +46,7 @@ StepMetrics StepRunner::step(int64_t step, const BatchSampler& sampler) {
   }
   if (dp.size() > 1) {
     float global = static_cast<float>(loss);
-    dp.all_reduce(f32_view(&global, {1}), ReduceOp::kAvg);
+    dp.all_reduce(view_of(&global, {1}), ReduceOp::kAvg);
     loss = global;
   }
   if (step == nan_step_) params_.all().front().shard_grad.f32()[0] = NAN;
@@ -117,11 +117,8 @@ void StepRunner::reduce_moe_stats() {
     sums.push_back(static_cast<float>(s.z_loss));
     sums.push_back(static_cast<float>(s.sequence_balance));
   }
-  Tensor c = f32_view(nullptr, {static_cast<int64_t>(counts.size())});
-  c.data = counts.data();
-  c.dtype = DType::kI32;
-  dp.all_reduce(c, ReduceOp::kSum);
-  dp.all_reduce(f32_view(sums.data(), {static_cast<int64_t>(sums.size())}), ReduceOp::kSum);
+  dp.all_reduce(view_of(counts.data(), {static_cast<int64_t>(counts.size())}, DType::kI32), ReduceOp::kSum);
+  dp.all_reduce(view_of(sums.data(), {static_cast<int64_t>(sums.size())}), ReduceOp::kSum);
   size_t ci = 0, si = 0;
   for (MoELayer* layer : moe_layers_) {
     MoEStepStats& s = layer->mutable_step_stats();
@@ -166,7 +163,7 @@ double StepRunner::evaluate(const BatchSampler& sampler, int64_t steps) {
   }
   if (dp.size() > 1) {
     float global = static_cast<float>(loss);
-    dp.all_reduce(f32_view(&global, {1}), ReduceOp::kAvg);
+    dp.all_reduce(view_of(&global, {1}), ReduceOp::kAvg);
     loss = global;
   }
   return loss;
