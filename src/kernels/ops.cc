@@ -6,15 +6,31 @@
 #include <stdexcept>
 #include <string>
 
+#if MOE_TRAIN_HAS_CUDA
+#include "src/kernels/cuda/cuda_ops.h"
+// In an op: `if (on_device(...)) CUDA_BACKEND(cuda::op(args));`
+#define CUDA_BACKEND(call) return call
+#else
+#define CUDA_BACKEND(call) throw std::logic_error("device tensors, but this build has no CUDA backend")
+#endif
+
 namespace moe::ops {
 namespace {
 
-// Checks that every tensor lives on the host; the CUDA backend (its own issue)
-// adds the device branch here.
+// Where an op runs: false for host tensors (the CPU reference below), true
+// for device tensors (the CUDA backend). Mixing them is a bug in the caller.
+template <typename... Ts>
+bool on_device(const char* op, const Ts&... ts) {
+  const bool any_device = ((ts.data != nullptr && ts.device == Device::kCuda) || ...);
+  const bool any_host = ((ts.data != nullptr && ts.device == Device::kCpu) || ...);
+  if (any_device && any_host) throw std::logic_error(std::string(op) + ": host and device tensors mixed");
+  return any_device;
+}
+
+// The ops the CUDA backend does not have yet.
 template <typename... Ts>
 void on_cpu(const char* op, const Ts&... ts) {
-  const bool all_host = ((ts.data == nullptr || ts.device == Device::kCpu) && ...);
-  if (!all_host) throw std::logic_error(std::string(op) + ": the CUDA backend is not built yet");
+  if (on_device(op, ts...)) throw std::logic_error(std::string(op) + ": not in the CUDA backend yet");
 }
 
 void expect(bool ok, const char* op, const std::string& what) {
