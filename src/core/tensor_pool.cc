@@ -3,23 +3,60 @@
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <string>
+
+#include "src/core/device_allocator.h"
+
+#if MOE_TRAIN_HAS_CUDA
+#include "src/core/cuda_stream.h"
+#endif
 
 namespace moe {
+namespace {
+
+[[noreturn]] void no_cuda(const char* what) {
+  throw std::logic_error(std::string(what) + ": device tensors, but this build has no CUDA backend");
+}
+
+#if MOE_TRAIN_HAS_CUDA
+void check_cuda(cudaError_t status, const std::string& what) {
+  if (status != cudaSuccess) throw std::runtime_error("CUDA error in " + what + ": " + cudaGetErrorString(status));
+}
+#endif
+
+}  // namespace
 
 TensorPool::~TensorPool() {
-  for (void* p : blocks_) std::free(p);
+  for (void* p : blocks_) {
+    if (device_ == Device::kCpu) {
+      std::free(p);
+    } else {
+      device_free(p);  // back to the cache; in-flight kernels on the stream finish first (stream order)
+    }
+  }
 }
 
 Tensor TensorPool::alloc_shape(const std::vector<int64_t>& shape, DType dtype) {
-  if (device_ != Device::kCpu) throw std::logic_error("TensorPool: device memory is not built yet");
   if (shape.size() > Tensor::kMaxDims) throw std::logic_error("TensorPool::alloc: too many dims");
   Tensor t;
   t.ndim = static_cast<int>(shape.size());
   for (int i = 0; i < t.ndim; ++i) t.shape[i] = shape[i];
   t.dtype = dtype;
   t.device = device_;
-  // 64-byte alignment for vector loads; at least one byte so empty tensors get a distinct pointer.
   const size_t bytes = static_cast<size_t>(t.bytes());
+  if (device_ == Device::kCuda) {
+#if MOE_TRAIN_HAS_CUDA
+    void* p = device_alloc(static_cast<int64_t>(bytes));  // 512-byte aligned size classes
+    blocks_.push_back(p);
+    bytes_ += device_block_bytes(static_cast<int64_t>(bytes));
+    check_cuda(cudaMemsetAsync(p, 0, bytes, cuda::stream()), "TensorPool zero-fill " + t.shape_string());
+    t.data = p;
+    return t;
+#else
+    no_cuda("TensorPool::alloc");
+#endif
+  }
+  // 64-byte alignment for vector loads; at least one byte so empty tensors get a distinct pointer.
   const size_t padded = (bytes + 63) / 64 * 64 + 64;
   void* p = std::aligned_alloc(64, padded);
   if (!p) throw std::bad_alloc();
@@ -35,17 +72,31 @@ Tensor TensorPool::alloc(std::initializer_list<int64_t> shape, DType dtype) {
 }
 
 void zero(const Tensor& t) {
-  if (t.device != Device::kCpu) throw std::logic_error("zero: device tensors are not built yet");
+  if (t.device == Device::kCuda) {
+#if MOE_TRAIN_HAS_CUDA
+    check_cuda(cudaMemsetAsync(t.data, 0, static_cast<size_t>(t.bytes()), cuda::stream()), "zero " + t.shape_string());
+    return;
+#else
+    no_cuda("zero");
+#endif
+  }
   std::memset(t.data, 0, static_cast<size_t>(t.bytes()));
 }
 
 
 void copy_tensor(const Tensor& dst, const Tensor& src) {
-  if (dst.device != Device::kCpu || src.device != Device::kCpu) {
-    throw std::logic_error("copy_tensor: device tensors are not built yet");
-  }
   if (dst.dtype != src.dtype || dst.numel() != src.numel()) {
     throw std::logic_error("copy_tensor: " + dst.shape_string() + " <- " + src.shape_string());
+  }
+  if (dst.device == Device::kCuda || src.device == Device::kCuda) {
+#if MOE_TRAIN_HAS_CUDA
+    // Ordered on the stream; a copy to the host is complete only after a sync of it.
+    check_cuda(cudaMemcpyAsync(dst.data, src.data, static_cast<size_t>(src.bytes()), cudaMemcpyDefault, cuda::stream()),
+               "copy_tensor " + dst.shape_string());
+    return;
+#else
+    no_cuda("copy_tensor");
+#endif
   }
   std::memcpy(dst.data, src.data, static_cast<size_t>(src.bytes()));
 }

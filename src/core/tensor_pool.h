@@ -1,6 +1,9 @@
 // TensorPool: owns the memory behind Tensors. Layers allocate every buffer they
 // will need when they are built (planned from the config), so nothing is
 // allocated inside the step loop; the pool frees everything when it goes.
+// Host pools use aligned host memory; device pools (Device::kCuda) take
+// blocks from the caching allocator (device_allocator.h), and their zero-fill,
+// zero() and copy_tensor() run on the backend's stream (cuda_stream.h).
 #pragma once
 
 #include <cstdint>

@@ -10,12 +10,10 @@ namespace {
 constexpr size_t kWorkspaceBytes = size_t{32} << 20;
 
 struct Context {
-  cudaStream_t stream = nullptr;
   cublasLtHandle_t lt = nullptr;
   void* workspace = nullptr;
 
   Context() {
-    check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate (kernel stream)");
     if (cublasLtCreate(&lt) != CUBLAS_STATUS_SUCCESS) throw std::runtime_error("cublasLtCreate failed");
     check(cudaMalloc(&workspace, kWorkspaceBytes), "cudaMalloc (cuBLASLt workspace, 32 MiB)");
   }
@@ -28,7 +26,6 @@ Context& context() {
 
 }  // namespace
 
-cudaStream_t stream() { return context().stream; }
 cublasLtHandle_t cublaslt() { return context().lt; }
 void* cublaslt_workspace() { return context().workspace; }
 size_t cublaslt_workspace_bytes() { return kWorkspaceBytes; }
