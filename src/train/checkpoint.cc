@@ -273,8 +273,8 @@ std::vector<float> assemble(const std::string& name, const nlohmann::json& entry
     if (!inside) throw UserError(where + ": a piece lies outside the tensor " + shape_text(shape) + " or its files");
     const SafetensorsFile& f = *files[static_cast<size_t>(file)];
     const SafetensorsFile::Entry& e = f.entry(name);
-    if (static_cast<int64_t>((e.end - e.begin) / sizeof(float)) != count) {
-      throw UserError(f.path() + ": tensor " + name + " holds " + std::to_string((e.end - e.begin) / sizeof(float)) +
+    if (e.dtype != "F32" || e.numel != count) {
+      throw UserError(f.path() + ": tensor " + name + " holds " + std::to_string(e.numel) + " " + e.dtype +
                       " values, the metadata says " + std::to_string(count));
     }
     std::vector<float>& block = blocks[{offset, local}];
@@ -339,14 +339,7 @@ TrainPosition load_checkpoint(const std::string& path, const std::vector<StateTe
   }
   for (const StateTensor& s : state) {
     const std::vector<float> global = assemble(s.name, tensors[s.name], s.place.global_shape, files, meta_path);
-    std::vector<float> local(static_cast<size_t>(s.place.local_numel()));
-    Tensor local_t;
-    local_t.data = local.data();
-    local_t.ndim = static_cast<int>(s.place.local_shape.size());
-    for (size_t d = 0; d < s.place.local_shape.size(); ++d) local_t.shape[d] = s.place.local_shape[d];
-    copy_global_block(local_t, global.data(), s.place.global_shape, s.place.local_offset);
-    zero(s.piece);
-    std::memcpy(s.piece.f32(), local.data() + s.place.shard_begin, static_cast<size_t>(s.place.shard_valid) * sizeof(float));
+    copy_own_piece(s.piece, global.data(), s.place);
   }
   TrainPosition at;
   at.step = meta["step"].get<int64_t>();
