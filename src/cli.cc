@@ -19,6 +19,7 @@
 #include "src/train/dry_run.h"
 #include "src/train/checkpoint.h"
 #include "src/train/export_hf.h"
+#include "src/train/import_hf.h"
 #include "src/train/step_runner.h"
 #include "src/train/trainer.h"
 
@@ -38,6 +39,9 @@ const char* kUsage =
     "                        distributed.dp_shard = -1 (default: the layout's product)\n"
     "  --export-hf=DIR       write the model's weights as Hugging Face model.safetensors +\n"
     "                        config.json (Llama, Mixtral or Qwen2-MoE) and exit\n"
+    "  --init-from-hf=DIR    start training from the weights of a Hugging Face checkpoint\n"
+    "                        folder of this model's shape (config.json + model.safetensors\n"
+    "                        or its index; F32, BF16 or F16); a resumed checkpoint wins\n"
     "  --log-all-ranks       info-level logs from every rank, not only rank 0\n"
     "  -h, --help            this text\n"
     "\n"
@@ -46,8 +50,8 @@ const char* kUsage =
     "Turns text files into a byte-level token dataset (DIR/train, DIR/val; vocab 257:\n"
     "256 bytes + end of document) to train on with data.dataset_path = \"DIR/train\".\n";
 
-const std::vector<std::string> kFlags = {"--print-config", "--dry-run",       "--world-size",
-                                         "--export-hf",    "--log-all-ranks", "--help"};
+const std::vector<std::string> kFlags = {"--print-config",  "--dry-run",       "--world-size", "--export-hf",
+                                         "--init-from-hf", "--log-all-ranks", "--help"};
 
 // Under `bazel run`, relative paths mean the workspace, not Bazel's runfiles tree.
 void enter_bazel_workspace() {
@@ -82,6 +86,8 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
       cl.world_size = parse_world_size(a.substr(13));
     } else if (a.rfind("--export-hf=", 0) == 0 && a.size() > 12) {
       cl.export_hf_dir = a.substr(12);
+    } else if (a.rfind("--init-from-hf=", 0) == 0 && a.size() > 15) {
+      cl.init_from_hf_dir = a.substr(15);
     } else if (a.rfind("--", 0) == 0 && a.find('.') != std::string::npos && a.find('=') != std::string::npos &&
                a.find('.') < a.find('=')) {
       cl.overrides.push_back(a.substr(2));
@@ -170,7 +176,8 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
 
     if (!cl.export_hf_dir.empty()) {
       // The weights training would continue from: checkpoint.load_path, else
-      // the latest checkpoint in checkpoint.dir, else the initial weights.
+      // the latest checkpoint in checkpoint.dir, else --init-from-hf's, else
+      // the initial weights.
       TensorPool pool;
       ParamStore params(cfg.model, pool);
       params.init(cfg.model, static_cast<uint64_t>(cfg.train.seed));
@@ -181,6 +188,9 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
         for (Param& p : params.all()) weights.push_back({p.spec.name, p.place, p.shard, true});
         const TrainPosition at = load_checkpoint(from, weights);
         spdlog::info("weights from {} (step {})", from, at.step);
+      } else if (!cl.init_from_hf_dir.empty()) {
+        import_hf(cfg.model, cl.init_from_hf_dir, params);
+        spdlog::info("weights from the Hugging Face checkpoint {}", cl.init_from_hf_dir);
       } else {
         spdlog::info("no checkpoint in {}: exporting the initial weights", cfg.checkpoint.dir);
       }
@@ -198,7 +208,7 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     if (cfg.train.mixed_precision == "bf16") {
       spdlog::info("train.mixed_precision = \"bf16\": the CPU backend computes in fp32 (bf16 applies on GPU)");
     }
-    return train(cfg, layout).exit_code;
+    return train(cfg, layout, cl.init_from_hf_dir).exit_code;
   } catch (const UserError& e) {
     if (env.rank == 0) err << "moe_train: error: " << e.what() << "\n";
     return kUserErrorExitCode;

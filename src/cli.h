@@ -1,7 +1,7 @@
 // The `moe_train` command line, as a function so tests can run it in-process:
 //
 //   moe_train CONFIG.toml [--section.key=value ...] [--print-config] [--dry-run]
-//             [--world-size=N] [--export-hf=DIR] [--log-all-ranks]
+//             [--world-size=N] [--export-hf=DIR] [--init-from-hf=DIR] [--log-all-ranks]
 //   moe_train prepare --output=DIR [--val-fraction=F] TEXT_FILE...
 //
 // Returns the process exit code: 0 success, 2 bad input (one line on stderr,
@@ -23,6 +23,7 @@ struct CommandLine {
   bool log_all_ranks = false;
   int64_t world_size = 0;  // --world-size for --dry-run/--print-config; 0 = not given
   std::string export_hf_dir;  // --export-hf: write the model's weights in HF format and exit
+  std::string init_from_hf_dir;  // --init-from-hf: start from an HF checkpoint (unless a checkpoint is resumed)
 };
 
 // Throws UserError on a malformed command line.

@@ -43,9 +43,9 @@ ParamStore::ParamStore(const ModelConfig& m, TensorPool& pool, const Layout& lay
 
 void ParamStore::init(const ModelConfig& m, uint64_t seed) {
   const double out_scale = 1.0 / std::sqrt(2.0 * static_cast<double>(m.n_layers));
-  std::vector<float> global, local;
+  std::vector<float> global;
   for (Param& p : params_) {
-    // Draw the global tensor, then keep this rank's block of it.
+    // Draw the global tensor, then keep this rank's piece of it.
     const int64_t n = p.spec.numel();
     global.resize(static_cast<size_t>(n));
     if (p.spec.kind == ParamKind::kNorm) {
@@ -57,18 +57,7 @@ void ParamStore::init(const ModelConfig& m, uint64_t seed) {
         global[static_cast<size_t>(i)] = static_cast<float>(stdev * normal_at(key, static_cast<uint64_t>(i)));
       }
     }
-    if (!p.fsdp_sharded()) {
-      copy_global_block(p.value, global.data(), p.spec.shape, p.place.local_offset);
-      continue;
-    }
-    local.resize(static_cast<size_t>(p.place.local_numel()));
-    const Tensor local_t = view_of(local.data(), p.place.local_shape);
-    copy_global_block(local_t, global.data(), p.spec.shape, p.place.local_offset);
-    zero(p.shard);
-    if (p.place.shard_valid > 0) {
-      copy_tensor(p.shard.rows(0, p.place.shard_valid),
-                  local_t.reshaped({p.place.local_numel()}).rows(p.place.shard_begin, p.place.shard_valid));
-    }
+    copy_own_piece(p.shard, global.data(), p.place);
   }
 }
 

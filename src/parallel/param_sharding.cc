@@ -95,4 +95,22 @@ void copy_block_to_global(float* global, const std::vector<int64_t>& global_shap
   block_copy(src, global, global_shape, offset, true);
 }
 
+void copy_own_piece(const Tensor& piece, const float* global, const ParamPlacement& place) {
+  const int64_t local_numel = place.local_numel();
+  if (piece.numel() != (place.shards == 1 ? local_numel : place.shard_numel)) {
+    throw std::logic_error("copy_own_piece: piece " + piece.shape_string() + " is not this rank's shard");
+  }
+  // The local block, viewed or built: without FSDP the piece is the block itself.
+  std::vector<float> buffer(place.shards == 1 ? 0 : static_cast<size_t>(local_numel));
+  Tensor block;
+  block.data = place.shards == 1 ? piece.f32() : buffer.data();
+  block.ndim = static_cast<int>(place.local_shape.size());
+  for (int d = 0; d < block.ndim; ++d) block.shape[d] = place.local_shape[d];
+  copy_global_block(block, global, place.global_shape, place.local_offset);
+  if (place.shards == 1) return;
+  float* out = piece.f32();
+  std::fill(out, out + piece.numel(), 0.0f);
+  std::memcpy(out, buffer.data() + place.shard_begin, static_cast<size_t>(place.shard_valid) * sizeof(float));
+}
+
 }  // namespace moe

@@ -50,4 +50,11 @@ void copy_global_block(const Tensor& dst, const float* global, const std::vector
 void copy_block_to_global(float* global, const std::vector<int64_t>& global_shape,
                           const std::vector<int64_t>& offset, const Tensor& src);
 
+// piece (fp32, place.shard_shape()) = this rank's piece of `global` (dense
+// row-major fp32 of place.global_shape): the local block (tp and ep cuts),
+// then its flat FSDP shard, zero past shard_valid. Everything that fills a
+// rank's state from whole tensors (initialisation, checkpoint loading, the
+// Hugging Face import) keeps its piece through this one function.
+void copy_own_piece(const Tensor& piece, const float* global, const ParamPlacement& place);
+
 }  // namespace moe

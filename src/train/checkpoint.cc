@@ -207,9 +207,9 @@ std::vector<float> assemble(const std::string& name, const CheckpointTensorMeta&
   for (const CheckpointPiece& p : meta.pieces) {
     const SafetensorsFile& f = *files[static_cast<size_t>(p.file)];
     const SafetensorsFile::Entry& e = f.entry(name);
-    if (static_cast<int64_t>((e.end - e.begin) / sizeof(float)) != p.count) {
-      throw UserError(fmt::format("{}: tensor {} holds {} values, the metadata says {}", f.path(), name,
-                                  (e.end - e.begin) / sizeof(float), p.count));
+    if (e.dtype != "F32" || e.numel != p.count) {
+      throw UserError(fmt::format("{}: tensor {} holds {} {} values, the metadata says {}", f.path(), name, e.numel,
+                                  e.dtype, p.count));
     }
     std::vector<float>& block = blocks[{p.local_offset, p.local_shape}];
     int64_t block_numel = 1;
@@ -256,11 +256,7 @@ TrainPosition load_checkpoint(const std::string& path, const std::vector<StateTe
   }
   for (const StateTensor& s : state) {
     const std::vector<float> global = assemble(s.name, meta.tensors.at(s.name), files);
-    std::vector<float> local(static_cast<size_t>(s.place.local_numel()));
-    copy_global_block(view_of(local.data(), s.place.local_shape), global.data(), s.place.global_shape, s.place.local_offset);
-    zero(s.piece);
-    std::memcpy(s.piece.f32(), local.data() + s.place.shard_begin,
-                static_cast<size_t>(s.place.shard_valid) * sizeof(float));
+    copy_own_piece(s.piece, global.data(), s.place);
   }
   return {meta.step, meta.tokens_seen};
 }

@@ -10,7 +10,9 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "src/core/bf16.h"
 #include "src/core/crc32.h"
+#include "src/core/f16.h"
 #include "src/core/user_error.h"
 
 namespace moe {
@@ -25,6 +27,15 @@ void put(FILE* f, const void* data, size_t bytes, uint32_t& crc, const std::stri
     throw UserError(path + ": writing failed (disk full?); nothing was replaced");
   }
   crc = crc32_update(crc, data, bytes);
+}
+
+// Bytes per element of every safetensors dtype; 0 for names the format does not have.
+uint64_t dtype_size(const std::string& dtype) {
+  static const std::map<std::string, uint64_t> sizes = {
+      {"F64", 8}, {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"F8_E4M3", 1}, {"F8_E5M2", 1}, {"I64", 8}, {"I32", 4},
+      {"I16", 2}, {"I8", 1},  {"U64", 8}, {"U32", 4}, {"U16", 2},  {"U8", 1},      {"BOOL", 1}};
+  const auto it = sizes.find(dtype);
+  return it == sizes.end() ? 0 : it->second;
 }
 
 }  // namespace
@@ -114,30 +125,39 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     if (it.key() == "__metadata__") continue;
     const auto& h = it.value();
     const std::string where = path + ": tensor " + it.key();
-    if (!h.is_object() || !h.contains("dtype") || !h["dtype"].is_string() || h["dtype"].get<std::string>() != "F32" ||
-        !h.contains("shape") || !h["shape"].is_array() || !h.contains("data_offsets")) {
-      throw UserError(where + ": needs dtype F32, a shape and data_offsets; only F32 files are read here");
+    if (!h.is_object() || !h.contains("dtype") || !h["dtype"].is_string() || !h.contains("shape") ||
+        !h["shape"].is_array() || !h.contains("data_offsets")) {
+      throw UserError(where + ": needs a dtype, a shape and data_offsets; the file is damaged or not safetensors");
     }
     Entry e;
+    e.dtype = h["dtype"].get<std::string>();
+    const uint64_t element_bytes = dtype_size(e.dtype);
+    if (element_bytes == 0) {
+      throw UserError(where + ": dtype \"" + e.dtype + "\" is not a safetensors dtype; the file is damaged");
+    }
     uint64_t numel = 1;
     for (const auto& s : h["shape"]) {
       if (!s.is_number_unsigned() || s.get<uint64_t>() > (uint64_t{1} << 40)) {
         throw UserError(where + ": shape entries must be non-negative integers below 2^40");
       }
       e.shape.push_back(s.get<int64_t>());
+      // Checked before multiplying, so that a product past 2^64 cannot wrap into a small one.
+      if (s.get<uint64_t>() > 0 && numel > (uint64_t{1} << 40) / s.get<uint64_t>()) {
+        throw UserError(where + ": the shape has more than 2^40 elements");
+      }
       numel *= s.get<uint64_t>();
-      if (numel > (uint64_t{1} << 40)) throw UserError(where + ": the shape has more than 2^40 elements");
     }
     const auto& off = h["data_offsets"];
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned()) {
       throw UserError(where + ": data_offsets must be two non-negative integers");
     }
     const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
-    if (begin > end || end > data_size || end - begin != numel * sizeof(float)) {
+    if (begin > end || end > data_size || end - begin != numel * element_bytes) {
       throw UserError(where + ": byte range [" + std::to_string(begin) + ", " + std::to_string(end) +
                       ") does not fit the shape or the file (data size " + std::to_string(data_size) +
                       "); the file is truncated or damaged");
     }
+    e.numel = static_cast<int64_t>(numel);
     e.begin = data_begin + begin;
     e.end = data_begin + end;
     entries_[it.key()] = std::move(e);
@@ -152,9 +172,22 @@ const SafetensorsFile::Entry& SafetensorsFile::entry(const std::string& name) co
 
 void SafetensorsFile::read(const std::string& name, float* dst) const {
   const Entry& e = entry(name);
+  if (e.dtype != "F32" && e.dtype != "BF16" && e.dtype != "F16") {
+    throw UserError(path_ + ": tensor " + name + " is " + e.dtype +
+                    "; only F32, BF16 and F16 tensors are read as weights; save the checkpoint in one of those");
+  }
   std::ifstream in(path_, std::ios::binary);
   in.seekg(static_cast<std::streamoff>(e.begin));
-  in.read(reinterpret_cast<char*>(dst), static_cast<std::streamsize>(e.end - e.begin));
+  const auto bytes = static_cast<std::streamsize>(e.end - e.begin);
+  if (e.dtype == "F32") {
+    in.read(reinterpret_cast<char*>(dst), bytes);
+  } else {
+    // 16-bit values, little-endian as the format stores them (and as x86 and Arm hosts are).
+    std::vector<uint16_t> half(static_cast<size_t>(e.numel));
+    in.read(reinterpret_cast<char*>(half.data()), bytes);
+    const bool bf16 = e.dtype == "BF16";
+    for (size_t i = 0; i < half.size(); ++i) dst[i] = bf16 ? bf16_to_f32(half[i]) : f16_to_f32(half[i]);
+  }
   if (!in) throw UserError(path_ + ": tensor " + name + ": could not read its bytes; the file is truncated");
 }
 
@@ -176,7 +209,7 @@ std::vector<SafetensorsEntry> read_safetensors(const std::string& path) {
     SafetensorsEntry t;
     t.name = name;
     t.shape = e.shape;
-    t.data.resize((e.end - e.begin) / sizeof(float));
+    t.data.resize(static_cast<size_t>(e.numel));
     file.read(name, t.data.data());
     out.push_back(std::move(t));
   }

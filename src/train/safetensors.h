@@ -1,7 +1,9 @@
 // Safetensors files: an 8-byte little-endian header length, a JSON header
 // naming each tensor's dtype, shape and byte range, then the raw bytes.
 // The format Hugging Face tools open, and the per-rank checkpoint format.
-// Only F32 tensors are written and read here.
+// Written as F32; read from F32, BF16 or F16 (converted to fp32: Hugging Face
+// checkpoints are mostly stored in 16 bits). Other dtypes are recognised (so
+// a file holding, say, an I64 buffer still opens) but not read.
 #pragma once
 
 #include <cstdint>
@@ -43,7 +45,9 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsEnt
 class SafetensorsFile {
  public:
   struct Entry {
+    std::string dtype;  // "F32", "BF16", "F16", "I64", ...
     std::vector<int64_t> shape;
+    int64_t numel = 0;
     uint64_t begin = 0, end = 0;  // byte range from the start of the file
   };
 
@@ -54,7 +58,8 @@ class SafetensorsFile {
   const std::map<std::string, Entry>& entries() const { return entries_; }
   // A UserError when the file has no such tensor.
   const Entry& entry(const std::string& name) const;
-  // Reads a whole tensor into dst (room for its elements).
+  // Reads a whole tensor into dst (room for its elements) as fp32; a
+  // UserError for dtypes other than F32, BF16 and F16.
   void read(const std::string& name, float* dst) const;
   // CRC-32 of the whole file (reads it once).
   uint32_t crc32() const;
@@ -65,7 +70,7 @@ class SafetensorsFile {
   std::map<std::string, Entry> entries_;
 };
 
-// Reads every tensor of an F32 safetensors file.
+// Reads every tensor of a safetensors file of F32, BF16 or F16 tensors.
 std::vector<SafetensorsEntry> read_safetensors(const std::string& path);
 
 // Flushes a folder's entries (after a rename into it) to disk.

@@ -20,6 +20,7 @@
 #include "src/train/dry_run.h"
 #include "src/train/metrics.h"
 #include "src/train/checkpoint.h"
+#include "src/train/import_hf.h"
 #include "src/train/preemption.h"
 #include "src/train/step_runner.h"
 
@@ -80,7 +81,7 @@ std::string checkpoint_to_load(const CheckpointConfig& c) {
 
 }  // namespace
 
-TrainOutcome train(const JobConfig& cfg, const Layout& layout) {
+TrainOutcome train(const JobConfig& cfg, const Layout& layout, const std::string& init_from_hf) {
   const ModelConfig& m = cfg.model;
   const TrainConfig& t = cfg.train;
   Mesh mesh(layout, make_world(layout), static_cast<double>(cfg.distributed.nccl_timeout_sec));
@@ -137,6 +138,14 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout) {
                    "another checkpoint.dir)",
                    t.max_steps);
     }
+    if (!init_from_hf.empty()) {
+      spdlog::info("--init-from-hf={}: not used, the run resumes from {} (start afresh with "
+                   "--checkpoint.resume=never or another checkpoint.dir to use it)",
+                   init_from_hf, from);
+    }
+  } else if (!init_from_hf.empty()) {
+    import_hf(m, init_from_hf, runner.params());
+    spdlog::info("initial weights from the Hugging Face checkpoint {}", init_from_hf);
   }
   install_preemption_handlers();
   // Test hook (documented in docs/training.md): a NaN gradient at this step.
