@@ -44,26 +44,32 @@ float* maybe_f32(const Tensor& t) { return t.data ? t.f32() : nullptr; }
 }  // namespace
 
 void embedding_forward(const Tensor& out_ND, const Tensor& tokens_N, const Tensor& table_VD) {
-  on_cpu("embedding_forward", out_ND, tokens_N, table_VD);
+  const bool device = on_device("embedding_forward", out_ND, tokens_N, table_VD);
   expect(out_ND.size(-1) == table_VD.size(-1), "embedding_forward", out_ND.shape_string() + " vs table " +
                                                                         table_VD.shape_string());
+  if (device) CUDA_BACKEND(cuda::embedding_forward(out_ND, tokens_N, table_VD));
   cpu::embedding_forward(out_ND.f32(), tokens_N.i32(), table_VD.f32(), tokens_N.numel(), table_VD.size(-1));
 }
 
 void embedding_backward(const Tensor& dtable_VD, const Tensor& dout_ND, const Tensor& tokens_N) {
-  on_cpu("embedding_backward", dtable_VD, dout_ND, tokens_N);
+  if (on_device("embedding_backward", dtable_VD, dout_ND, tokens_N)) {
+    CUDA_BACKEND(cuda::embedding_backward(dtable_VD, dout_ND, tokens_N));
+  }
   cpu::embedding_backward(dtable_VD.f32(), dout_ND.f32(), tokens_N.i32(), tokens_N.numel(), dtable_VD.size(-1));
 }
 
 void rmsnorm_forward(const Tensor& out_ND, const Tensor& rstd_N, const Tensor& x_ND, const Tensor& w_D, float eps) {
-  on_cpu("rmsnorm_forward", out_ND, rstd_N, x_ND, w_D);
+  const bool device = on_device("rmsnorm_forward", out_ND, rstd_N, x_ND, w_D);
   expect(x_ND.size(-1) == w_D.numel(), "rmsnorm_forward", x_ND.shape_string() + " vs w " + w_D.shape_string());
+  if (device) CUDA_BACKEND(cuda::rmsnorm_forward(out_ND, rstd_N, x_ND, w_D, eps));
   cpu::rmsnorm_forward(out_ND.f32(), rstd_N.f32(), x_ND.f32(), w_D.f32(), rows_of(x_ND), w_D.numel(), eps);
 }
 
 void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dout_ND, const Tensor& x_ND,
                       const Tensor& w_D, const Tensor& rstd_N) {
-  on_cpu("rmsnorm_backward", dx_ND, dw_D, dout_ND, x_ND, w_D, rstd_N);
+  if (on_device("rmsnorm_backward", dx_ND, dw_D, dout_ND, x_ND, w_D, rstd_N)) {
+    CUDA_BACKEND(cuda::rmsnorm_backward(dx_ND, dw_D, dout_ND, x_ND, w_D, rstd_N));
+  }
   cpu::rmsnorm_backward(dx_ND.f32(), dw_D.f32(), dout_ND.f32(), x_ND.f32(), w_D.f32(), rstd_N.f32(), rows_of(x_ND),
                         w_D.numel());
 }
@@ -83,15 +89,17 @@ void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dou
 }
 
 void rope_forward(const Tensor& x_BTHDh, float theta) {
-  on_cpu("rope_forward", x_BTHDh);
+  const bool device = on_device("rope_forward", x_BTHDh);
   expect(x_BTHDh.ndim == 4, "rope_forward", "x must be [B, T, heads, Dh], is " + x_BTHDh.shape_string());
+  if (device) CUDA_BACKEND(cuda::rope_forward(x_BTHDh, theta));
   cpu::rope_forward(x_BTHDh.f32(), x_BTHDh.size(0) * x_BTHDh.size(1), x_BTHDh.size(1), x_BTHDh.size(2),
                     x_BTHDh.size(3), theta);
 }
 
 void rope_backward(const Tensor& dx_BTHDh, float theta) {
-  on_cpu("rope_backward", dx_BTHDh);
+  const bool device = on_device("rope_backward", dx_BTHDh);
   expect(dx_BTHDh.ndim == 4, "rope_backward", "dx must be [B, T, heads, Dh], is " + dx_BTHDh.shape_string());
+  if (device) CUDA_BACKEND(cuda::rope_backward(dx_BTHDh, theta));
   cpu::rope_backward(dx_BTHDh.f32(), dx_BTHDh.size(0) * dx_BTHDh.size(1), dx_BTHDh.size(1), dx_BTHDh.size(2),
                      dx_BTHDh.size(3), theta);
 }
@@ -112,45 +120,51 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
 }
 
 void swiglu_forward(const Tensor& out, const Tensor& a, const Tensor& b) {
-  on_cpu("swiglu_forward", out, a, b);
+  const bool device = on_device("swiglu_forward", out, a, b);
   expect(a.numel() == b.numel() && out.numel() == a.numel(), "swiglu_forward", "a, b and out differ in size");
+  if (device) CUDA_BACKEND(cuda::swiglu_forward(out, a, b));
   cpu::swiglu_forward(out.f32(), a.f32(), b.f32(), a.numel());
 }
 
 void swiglu_backward(const Tensor& da, const Tensor& db, const Tensor& dout, const Tensor& a, const Tensor& b) {
-  on_cpu("swiglu_backward", da, db, dout, a, b);
+  if (on_device("swiglu_backward", da, db, dout, a, b)) CUDA_BACKEND(cuda::swiglu_backward(da, db, dout, a, b));
   cpu::swiglu_backward(da.f32(), db.f32(), dout.f32(), a.f32(), b.f32(), a.numel());
 }
 
 void cross_entropy_forward_backward(const Tensor& loss_n, const Tensor& dlogits_nV, const Tensor& logits_nV,
                                     const Tensor& targets_n, float grad_scale) {
-  on_cpu("cross_entropy_forward_backward", loss_n, dlogits_nV, logits_nV, targets_n);
+  const bool device = on_device("cross_entropy_forward_backward", loss_n, dlogits_nV, logits_nV, targets_n);
   expect(rows_of(logits_nV) == targets_n.numel(), "cross_entropy_forward_backward",
          "logits " + logits_nV.shape_string() + " vs targets " + targets_n.shape_string());
+  if (device) CUDA_BACKEND(cuda::cross_entropy_forward_backward(loss_n, dlogits_nV, logits_nV, targets_n, grad_scale));
   cpu::cross_entropy_forward_backward(loss_n.f32(), dlogits_nV.f32(), logits_nV.f32(), targets_n.i32(),
                                       targets_n.numel(), logits_nV.size(-1), grad_scale);
 }
 
 void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamW& h,
                 int64_t step, float grad_scale) {
-  on_cpu("adamw_step", param, grad, m, v);
+  if (on_device("adamw_step", param, grad, m, v)) {
+    CUDA_BACKEND(cuda::adamw_step(param, grad, m, v, h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, step, grad_scale));
+  }
   cpu::adamw_step(param.f32(), grad.f32(), m.f32(), v.f32(), param.numel(), h.lr, h.beta1, h.beta2, h.eps,
                   h.weight_decay, step, grad_scale);
 }
 
 double sum_squares(const Tensor& x) {
-  on_cpu("sum_squares", x);
+  // Device tensors: a host sync (see cuda::sum_squares).
+  if (on_device("sum_squares", x)) CUDA_BACKEND(cuda::sum_squares(x));
   return cpu::sum_squares(x.f32(), x.numel());
 }
 
 void add_inplace(const Tensor& y, const Tensor& x) {
-  on_cpu("add_inplace", y, x);
+  const bool device = on_device("add_inplace", y, x);
   expect(y.numel() == x.numel(), "add_inplace", y.shape_string() + " += " + x.shape_string());
+  if (device) CUDA_BACKEND(cuda::add_inplace(y, x));
   cpu::add_inplace(y.f32(), x.f32(), y.numel());
 }
 
 void scale_inplace(const Tensor& x, float factor) {
-  on_cpu("scale_inplace", x);
+  if (on_device("scale_inplace", x)) CUDA_BACKEND(cuda::scale_inplace(x, factor));
   cpu::scale_inplace(x.f32(), x.numel(), factor);
 }
 

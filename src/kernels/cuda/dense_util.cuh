@@ -1,0 +1,142 @@
+// Helpers shared by the dense-op kernels (embedding, rmsnorm, rope, swiglu,
+// elementwise, adamw, cross_entropy .cu): fp32 <-> storage conversion, dtype
+// checks and dispatch, warp/block reductions, grid sizes and launch checks.
+// Included by .cu files only (nvcc); not part of any C++ header.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "src/core/tensor.h"
+#include "src/kernels/cuda/cuda_check.h"
+#include "src/kernels/cuda/stream.h"
+
+namespace moe::cuda::dense {
+
+using bf16 = __nv_bfloat16;
+
+// ---- element access: every value is computed in fp32 ------------------------
+
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
+
+// Rounds to nearest-even for bf16 (as the host's f32_to_bf16 in src/core/bf16.h).
+template <typename T>
+__device__ __forceinline__ T from_f32(float x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return x;
+  } else {
+    return __float2bfloat16_rn(x);
+  }
+}
+
+// ---- dtype checks and dispatch (host) ------------------------------------------
+
+// A named tensor argument, for error messages: "x [37, 100] bf16".
+struct Arg {
+  const char* name;
+  const Tensor& t;
+};
+
+inline std::string describe(std::initializer_list<Arg> args) {
+  std::string s;
+  for (const Arg& a : args) {
+    if (!s.empty()) s += ", ";
+    s += std::string(a.name) + " " + a.t.shape_string() + " " + dtype_name(a.t.dtype);
+  }
+  return s;
+}
+
+inline bool is_float_type(DType t) { return t == DType::kF32 || t == DType::kBF16; }
+
+// Throws std::logic_error "op: unsupported dtypes (x [..] i32, ...); wants ..." unless ok.
+inline void require_dtypes(bool ok, const char* op, std::initializer_list<Arg> args, const char* wants) {
+  if (!ok) throw std::logic_error(std::string(op) + ": unsupported dtypes (" + describe(args) + "); wants " + wants);
+}
+
+// Throws std::logic_error "op: what (shapes)" unless ok.
+inline void require_shapes(bool ok, const char* op, const std::string& what, std::initializer_list<Arg> args) {
+  if (!ok) throw std::logic_error(std::string(op) + ": " + what + " (" + describe(args) + ")");
+}
+
+// One block per row: the row count must fit gridDim.x (2^31 - 1).
+inline void require_grid_rows(int64_t rows, const char* op, std::initializer_list<Arg> args) {
+  require_shapes(rows <= int64_t{0x7fffffff}, op, "more rows than a grid has blocks (2^31 - 1)", args);
+}
+
+// After a launch: throws naming the op and the tensors if the launch failed.
+// The message is only built on failure, so a successful launch costs one call.
+inline void check_launch(const char* op, std::initializer_list<Arg> args) {
+  const cudaError_t status = cudaGetLastError();
+  if (status != cudaSuccess) check(status, std::string(op) + " " + describe(args));
+}
+
+template <typename T>
+struct Tag {
+  using type = T;
+};
+
+// Calls f(Tag<float>{}) or f(Tag<bf16>{}) for an F32 or BF16 dtype. Callers
+// check the dtypes first (require_dtypes) so the message can name the op.
+template <typename F>
+void with_float_type(DType t, F&& f) {
+  if (t == DType::kF32) {
+    f(Tag<float>{});
+  } else if (t == DType::kBF16) {
+    f(Tag<bf16>{});
+  } else {
+    throw std::logic_error(std::string("dense kernel dispatch: dtype ") + dtype_name(t) + " is not f32 or bf16");
+  }
+}
+
+// ---- launch geometry -----------------------------------------------------------
+
+// Blocks for a grid-stride loop over n items, capped (the loop covers the rest).
+inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = int64_t{1} << 20) {
+  int64_t blocks = (n + threads - 1) / threads;
+  if (blocks > max_blocks) blocks = max_blocks;
+  return static_cast<unsigned>(blocks < 1 ? 1 : blocks);
+}
+
+__device__ __forceinline__ int64_t global_index() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+
+__device__ __forceinline__ int64_t grid_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
+
+// ---- reductions (fixed order for a fixed block size: deterministic) -----------
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread
+// gets the result. `shared` holds 32 values; it may be reused after the call.
+template <typename T>
+__device__ T block_sum(T v, T* shared) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  v = warp_sum(v);
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    const int warps = static_cast<int>(blockDim.x >> 5);
+    T w = lane < warps ? shared[lane] : T(0);
+    w = warp_sum(w);
+    if (lane == 0) shared[0] = w;
+  }
+  __syncthreads();
+  const T total = shared[0];
+  __syncthreads();
+  return total;
+}
+
+}  // namespace moe::cuda::dense

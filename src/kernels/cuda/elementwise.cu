@@ -1,0 +1,121 @@
+// Elementwise helpers on the GPU: y += x, x *= factor, and the sum of squares
+// (for the global gradient norm). Tensors F32 or BF16, each on its own.
+#include <string>
+
+#include "src/kernels/cuda/cuda_ops.h"
+#include "src/kernels/cuda/dense_util.cuh"
+
+namespace moe::cuda {
+namespace {
+
+using namespace dense;
+
+constexpr int kThreads = 256;
+// sum_squares: at most kMaxPartials blocks of kThreads threads, each thread
+// summing at least kItemsPerThread values; the block count is a function of n
+// only, so the result does not depend on the device.
+constexpr int kMaxPartials = 1024;
+constexpr int64_t kItemsPerThread = 8;
+
+template <typename TY, typename TX>
+__global__ void add_inplace_kernel(TY* y, const TX* x, int64_t n) {
+  for (int64_t i = global_index(); i < n; i += grid_stride()) y[i] = from_f32<TY>(to_f32(y[i]) + to_f32(x[i]));
+}
+
+template <typename T>
+__global__ void scale_inplace_kernel(T* x, int64_t n, float factor) {
+  for (int64_t i = global_index(); i < n; i += grid_stride()) x[i] = from_f32<T>(to_f32(x[i]) * factor);
+}
+
+// partials[block] = sum over the block's grid-stride share of x[i]^2, in double.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) sum_squares_partial_kernel(double* partials, const T* x, int64_t n) {
+  __shared__ double shared[32];
+  double acc = 0;
+  for (int64_t i = global_index(); i < n; i += grid_stride()) {
+    const double v = to_f32(x[i]);
+    acc += v * v;
+  }
+  acc = block_sum(acc, shared);
+  if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+}
+
+// One block: result[0] = sum of the `count` partials.
+__global__ void __launch_bounds__(kThreads) sum_partials_kernel(double* result, const double* partials, int count) {
+  __shared__ double shared[32];
+  double acc = 0;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
+  acc = block_sum(acc, shared);
+  if (threadIdx.x == 0) result[0] = acc;
+}
+
+// kMaxPartials partials and the result, allocated once (process lifetime,
+// freed by the driver at exit, like the stream).
+double* sum_squares_scratch() {
+  static double* buffer = [] {
+    double* p = nullptr;
+    check(cudaMalloc(&p, (kMaxPartials + 1) * sizeof(double)), "sum_squares (scratch)");
+    return p;
+  }();
+  return buffer;
+}
+
+}  // namespace
+
+void add_inplace(const Tensor& y, const Tensor& x) {
+  const char* op = "add_inplace";
+  const auto args = {Arg{"y", y}, Arg{"x", x}};
+  require_dtypes(is_float_type(y.dtype) && is_float_type(x.dtype), op, args, "y f32|bf16, x f32|bf16");
+  require_shapes(y.numel() == x.numel(), op, "y and x differ in size", args);
+  const int64_t n = y.numel();
+  if (n == 0) return;
+  with_float_type(y.dtype, [&](auto y_tag) {
+    with_float_type(x.dtype, [&](auto x_tag) {
+      using TY = typename decltype(y_tag)::type;
+      using TX = typename decltype(x_tag)::type;
+      add_inplace_kernel<TY, TX><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
+          static_cast<TY*>(y.data), static_cast<const TX*>(x.data), n);
+    });
+  });
+  check_launch(op, args);
+}
+
+void scale_inplace(const Tensor& x, float factor) {
+  const char* op = "scale_inplace";
+  require_dtypes(is_float_type(x.dtype), op, {{"x", x}}, "x f32|bf16");
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  with_float_type(x.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    scale_inplace_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(static_cast<T*>(x.data), n, factor);
+  });
+  check_launch(op, {{"x", x}});
+}
+
+// Two kernels (per-block partials, then one block over the partials), both in
+// double and in a fixed order. HOST SYNC: the result is copied to the host on
+// stream() and the host waits for the stream (cudaStreamSynchronize) before
+// returning; this is the one place this op family reads a device value.
+double sum_squares(const Tensor& x) {
+  const char* op = "sum_squares";
+  require_dtypes(is_float_type(x.dtype), op, {{"x", x}}, "x f32|bf16");
+  const int64_t n = x.numel();
+  if (n == 0) return 0.0;
+  const unsigned blocks = grid_for(n, static_cast<int>(kThreads * kItemsPerThread), kMaxPartials);
+  double* partials = sum_squares_scratch();
+  double* result = partials + kMaxPartials;
+  with_float_type(x.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    sum_squares_partial_kernel<T><<<blocks, kThreads, 0, stream()>>>(partials, static_cast<const T*>(x.data), n);
+  });
+  check_launch(op, {{"x", x}});
+  sum_partials_kernel<<<1, kThreads, 0, stream()>>>(result, partials, static_cast<int>(blocks));
+  check_launch(op, {{"x", x}});
+  double host = 0;
+  check(cudaMemcpyAsync(&host, result, sizeof(double), cudaMemcpyDeviceToHost, stream()),
+        std::string(op) + " (copy to host) " + x.shape_string());
+  check(cudaStreamSynchronize(stream()), std::string(op) + " (host sync) " + x.shape_string());
+  return host;
+}
+
+}  // namespace moe::cuda

@@ -1,0 +1,457 @@
+// The dense CUDA ops (embedding, RMSNorm, RoPE, SwiGLU, add/scale/sum of
+// squares, AdamW, cross-entropy), forward and backward, run through moe::ops
+// on device tensors and held against the CPU reference (moe::cpu) on the same
+// inputs: bf16-rounded wherever the device input is bf16. Every supported
+// dtype combination is run; gradient outputs are pre-filled with non-zero
+// values, so the += convention is checked; sizes are odd (D = 100, V = 1000,
+// N = 37, ...), and some are large enough for the multi-block paths.
+//
+// Tolerances, |got - want| <= atol + rtol * |want| (check_close), per op:
+// - exact (0, 0): embedding forward (a copy), add_inplace, scale_inplace (one
+//   IEEE op each); a bf16 output is compared with the CPU value rounded to bf16.
+// - BF16 outputs: rtol 1e-2 (one bf16 rounding is <= 2^-9 relative; a value
+//   on a rounding boundary may round to the neighbour, 2^-8), atol as F32.
+// - F32 outputs: rtol 1e-5 with a small atol per op (the GPU sums in fp32
+//   in another order than the CPU, which uses double for some sums; expf,
+//   sincosf and sqrtf differ from glibc by an ulp or two):
+//     rmsnorm out/rstd/dx: rtol 1e-5, atol 1e-5
+//     rmsnorm dw (sum over N rows): rtol 1e-5, atol 1e-6 * max over columns of
+//       sum_n |dout * x * rstd| (fp32 summation error of either order)
+//     rope: rtol 1e-5, atol 1e-5;  swiglu: rtol 1e-5, atol 1e-6 (fwd) / 1e-5 (bwd)
+//     cross-entropy loss: rtol 1e-5, atol 1e-5; dlogits: rtol 1e-5, atol 1e-9
+// - embedding backward: rtol 1e-6, atol 1e-6 (expected bitwise: the same adds in
+//   the same order), and bitwise equal from run to run.
+// - AdamW: rtol 1e-6, atol 1e-10 over 3 steps (expected bitwise: explicitly
+//   rounded ops in the CPU's order).
+// - sum_squares: rtol 1e-9 (double accumulation, other order), bitwise equal
+//   from run to run.
+#include <catch2/catch.hpp>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "src/core/cuda_device.h"
+#include "src/core/tensor.h"
+#include "src/kernels/cpu/cpu_ops.h"
+#include "src/kernels/cuda/cuda_check.h"
+#include "src/kernels/ops.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace moe {
+namespace {
+
+using test::check_close;
+using test::device_tensor;
+using test::DeviceTensor;
+using test::download;
+using test::random_vector;
+using test::upload;
+using test::upload_i32;
+using Vec = std::vector<float>;
+
+constexpr DType kDtypes[] = {DType::kF32, DType::kBF16};
+
+struct Tol {
+  double rtol, atol;
+};
+
+// The tolerance for an output of `dtype`, given the F32 one.
+Tol tol_for(DType dtype, Tol f32) { return dtype == DType::kBF16 ? Tol{1e-2, f32.atol} : f32; }
+
+void expect_close(const Tensor& got, const Vec& want, Tol tol, const std::string& what) {
+  check_close(download(got), want, tol.rtol, tol.atol, what);
+}
+
+// What a device tensor of `dtype` holds after uploading v.
+Vec as_dtype(const Vec& v, DType dtype) { return dtype == DType::kBF16 ? test::bf16_rounded(v) : v; }
+
+const char* name(DType d) { return dtype_name(d); }
+
+void require_gpu() { REQUIRE(cuda_device_count() > 0); }
+
+// The helpers upload with cudaMemcpy/cudaMemset on the legacy default stream,
+// which is not ordered with the backend's non-blocking stream: wait for all
+// of it before an op reads the data.
+void settle() { cuda::check(cudaDeviceSynchronize(), "test sync"); }
+
+std::vector<int32_t> random_ids(size_t n, int32_t V, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<int32_t> dist(0, V - 1);
+  std::vector<int32_t> ids(n);
+  for (auto& t : ids) t = dist(gen);
+  return ids;
+}
+
+template <typename F>
+std::string logic_error_of(F&& f) {
+  try {
+    f();
+  } catch (const std::logic_error& e) {
+    return e.what();
+  }
+  return "(no std::logic_error thrown)";
+}
+
+// ---- embedding -------------------------------------------------------------------
+
+TEST_CASE("embedding_forward on the GPU copies table rows exactly, every dtype pair") {
+  require_gpu();
+  const int64_t N = 37, V = 1000, D = 100;
+  std::vector<int32_t> tokens = random_ids(N, V, 1);
+  tokens[10] = tokens[3];
+  tokens[36] = tokens[3];
+  tokens[0] = 0;
+  tokens[1] = V - 1;
+  const Vec table_raw = random_vector(V * D, 2);
+  for (DType table_dt : kDtypes) {
+    for (DType out_dt : kDtypes) {
+      INFO("table " << name(table_dt) << ", out " << name(out_dt));
+      const Vec table = as_dtype(table_raw, table_dt);
+      Vec want(N * D);
+      cpu::embedding_forward(want.data(), tokens.data(), table.data(), N, D);
+      DeviceTensor d_table = upload(table, {V, D}, table_dt);
+      DeviceTensor d_tokens = upload_i32(tokens, {N});
+      DeviceTensor d_out = device_tensor({N, D}, out_dt);
+      settle();
+      ops::embedding_forward(d_out.t, d_tokens.t, d_table.t);
+      expect_close(d_out.t, as_dtype(want, out_dt), {0, 0}, "embedding out");
+    }
+  }
+}
+
+TEST_CASE("embedding_backward on the GPU accumulates like the CPU, deterministically") {
+  require_gpu();
+  struct Case {
+    int64_t N, V, D;
+  };
+  // The second case has N > 2048 (several passes of the id scan) and many repeats.
+  for (const Case& c : {Case{37, 1000, 100}, Case{3001, 50, 72}}) {
+    std::vector<int32_t> tokens = random_ids(c.N, static_cast<int32_t>(c.V), 3);
+    tokens[5] = tokens[0];
+    tokens[c.N - 1] = tokens[0];
+    const Vec prefill = random_vector(c.V * c.D, 4);
+    for (DType dout_dt : kDtypes) {
+      INFO("N " << c.N << ", V " << c.V << ", D " << c.D << ", dout " << name(dout_dt));
+      const Vec dout = as_dtype(random_vector(c.N * c.D, 5), dout_dt);
+      Vec want = prefill;
+      cpu::embedding_backward(want.data(), dout.data(), tokens.data(), c.N, c.D);
+      DeviceTensor d_dout = upload(dout, {c.N, c.D}, dout_dt);
+      DeviceTensor d_tokens = upload_i32(tokens, {c.N});
+      DeviceTensor d_dtable = upload(prefill, {c.V, c.D}, DType::kF32);
+      settle();
+      ops::embedding_backward(d_dtable.t, d_dout.t, d_tokens.t);
+      const Vec first = download(d_dtable.t);
+      check_close(first, want, 1e-6, 1e-6, "embedding dtable");
+
+      DeviceTensor again = upload(prefill, {c.V, c.D}, DType::kF32);
+      settle();
+      ops::embedding_backward(again.t, d_dout.t, d_tokens.t);
+      CHECK(download(again.t) == first);  // bitwise, run to run
+    }
+  }
+}
+
+// ---- RMSNorm ------------------------------------------------------------------------
+
+TEST_CASE("rmsnorm_forward on the GPU matches the CPU, every dtype combination") {
+  require_gpu();
+  const float eps = 1e-5f;
+  for (auto [N, D] : {std::pair<int64_t, int64_t>{37, 100}, {5, 4099}}) {
+    const Vec x_raw = random_vector(N * D, 6, 2.0f);
+    const Vec w_raw = random_vector(D, 7);
+    for (DType x_dt : kDtypes) {
+      for (DType w_dt : kDtypes) {
+        for (DType out_dt : kDtypes) {
+          INFO("N " << N << ", D " << D << ", x " << name(x_dt) << ", w " << name(w_dt) << ", out " << name(out_dt));
+          const Vec x = as_dtype(x_raw, x_dt), w = as_dtype(w_raw, w_dt);
+          Vec out(N * D), rstd(N);
+          cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, D, eps);
+          DeviceTensor d_x = upload(x, {N, D}, x_dt);
+          DeviceTensor d_w = upload(w, {D}, w_dt);
+          DeviceTensor d_out = device_tensor({N, D}, out_dt);
+          DeviceTensor d_rstd = device_tensor({N}, DType::kF32);
+          settle();
+          ops::rmsnorm_forward(d_out.t, d_rstd.t, d_x.t, d_w.t, eps);
+          expect_close(d_out.t, out, tol_for(out_dt, {1e-5, 1e-5}), "rmsnorm out");
+          expect_close(d_rstd.t, rstd, {1e-5, 1e-5}, "rmsnorm rstd");
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("rmsnorm_backward on the GPU accumulates dx and dw like the CPU, every dtype combination") {
+  require_gpu();
+  // N = 37: one row chunk (dw added directly); 1000: 4 chunks; 20000: 64 chunks (the cap).
+  for (auto [N, D] : {std::pair<int64_t, int64_t>{37, 100}, {1000, 100}, {20000, 40}}) {
+    const Vec x_raw = random_vector(N * D, 8, 2.0f);
+    const Vec w_raw = random_vector(D, 9);
+    const Vec dout_raw = random_vector(N * D, 10);
+    const Vec dx_prefill_raw = random_vector(N * D, 11);
+    const Vec dw_prefill = random_vector(D, 12);
+    for (int combo = 0; combo < 16; ++combo) {
+      const DType dx_dt = kDtypes[combo & 1], dout_dt = kDtypes[(combo >> 1) & 1];
+      const DType x_dt = kDtypes[(combo >> 2) & 1], w_dt = kDtypes[(combo >> 3) & 1];
+      INFO("N " << N << ", D " << D << ", dx " << name(dx_dt) << ", dout " << name(dout_dt) << ", x " << name(x_dt)
+                << ", w " << name(w_dt));
+      const Vec x = as_dtype(x_raw, x_dt), w = as_dtype(w_raw, w_dt), dout = as_dtype(dout_raw, dout_dt);
+      const Vec dx_prefill = as_dtype(dx_prefill_raw, dx_dt);
+      Vec out(N * D), rstd(N);
+      cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, D, 1e-5f);
+      Vec dx = dx_prefill, dw = dw_prefill;
+      cpu::rmsnorm_backward(dx.data(), dw.data(), dout.data(), x.data(), w.data(), rstd.data(), N, D);
+      double dw_scale = 0;  // max over columns of sum_n |dout * x * rstd|
+      for (int64_t d = 0; d < D; ++d) {
+        double s = 0;
+        for (int64_t n = 0; n < N; ++n) s += std::abs(static_cast<double>(dout[n * D + d]) * x[n * D + d] * rstd[n]);
+        dw_scale = std::max(dw_scale, s);
+      }
+
+      DeviceTensor d_x = upload(x, {N, D}, x_dt);
+      DeviceTensor d_w = upload(w, {D}, w_dt);
+      DeviceTensor d_dout = upload(dout, {N, D}, dout_dt);
+      DeviceTensor d_rstd = upload(rstd, {N}, DType::kF32);
+      DeviceTensor d_dx = upload(dx_prefill, {N, D}, dx_dt);
+      DeviceTensor d_dw = upload(dw_prefill, {D}, DType::kF32);
+      settle();
+      ops::rmsnorm_backward(d_dx.t, d_dw.t, d_dout.t, d_x.t, d_w.t, d_rstd.t);
+      expect_close(d_dx.t, dx, tol_for(dx_dt, {1e-5, 1e-5}), "rmsnorm dx");
+      expect_close(d_dw.t, dw, {1e-5, 1e-6 * dw_scale}, "rmsnorm dw");
+    }
+  }
+}
+
+// ---- RoPE ------------------------------------------------------------------------------
+
+TEST_CASE("rope forward and backward on the GPU match the CPU") {
+  require_gpu();
+  const float theta = 10000.0f;
+  struct Case {
+    int64_t B, T, H, Dh;
+  };
+  // Dh = 100: pairs not a multiple of a warp; T = 1000: angles up to ~1000 rad.
+  for (const Case& c : {Case{2, 19, 3, 100}, Case{1, 1000, 2, 64}, Case{3, 7, 1, 2}}) {
+    const int64_t n = c.B * c.T * c.H * c.Dh;
+    for (DType dt : kDtypes) {
+      for (bool forward : {true, false}) {
+        INFO("B " << c.B << " T " << c.T << " H " << c.H << " Dh " << c.Dh << ", " << name(dt)
+                  << (forward ? ", forward" : ", backward"));
+        Vec x = as_dtype(random_vector(n, forward ? 13 : 14), dt);
+        DeviceTensor d_x = upload(x, {c.B, c.T, c.H, c.Dh}, dt);
+        settle();
+        if (forward) {
+          cpu::rope_forward(x.data(), c.B * c.T, c.T, c.H, c.Dh, theta);
+          ops::rope_forward(d_x.t, theta);
+        } else {
+          cpu::rope_backward(x.data(), c.B * c.T, c.T, c.H, c.Dh, theta);
+          ops::rope_backward(d_x.t, theta);
+        }
+        expect_close(d_x.t, x, tol_for(dt, {1e-5, 1e-5}), "rope x");
+      }
+    }
+  }
+}
+
+// ---- SwiGLU ----------------------------------------------------------------------------
+
+Vec swiglu_inputs(int64_t n, uint32_t seed) {
+  Vec a = random_vector(n, seed, 3.0f);
+  a[0] = -100.0f;  // exp(100) overflows: sigmoid 0, not NaN
+  a[1] = 100.0f;
+  a[2] = 0.0f;
+  return a;
+}
+
+TEST_CASE("swiglu_forward on the GPU matches the CPU, every dtype pair") {
+  require_gpu();
+  const int64_t n = 37 * 100 + 3;
+  const Vec a_raw = swiglu_inputs(n, 15), b_raw = random_vector(n, 16);
+  for (DType in_dt : kDtypes) {
+    for (DType out_dt : kDtypes) {
+      INFO("a, b " << name(in_dt) << ", out " << name(out_dt));
+      const Vec a = as_dtype(a_raw, in_dt), b = as_dtype(b_raw, in_dt);
+      Vec out(n);
+      cpu::swiglu_forward(out.data(), a.data(), b.data(), n);
+      DeviceTensor d_a = upload(a, {n}, in_dt);
+      DeviceTensor d_b = upload(b, {n}, in_dt);
+      DeviceTensor d_out = device_tensor({n}, out_dt);
+      settle();
+      ops::swiglu_forward(d_out.t, d_a.t, d_b.t);
+      expect_close(d_out.t, out, tol_for(out_dt, {1e-5, 1e-6}), "swiglu out");
+    }
+  }
+}
+
+TEST_CASE("swiglu_backward on the GPU accumulates like the CPU, every dtype combination") {
+  require_gpu();
+  const int64_t n = 37 * 100 + 3;
+  const Vec a_raw = swiglu_inputs(n, 17), b_raw = random_vector(n, 18), dout_raw = random_vector(n, 19);
+  const Vec da_raw = random_vector(n, 20), db_raw = random_vector(n, 21);
+  for (DType in_dt : kDtypes) {
+    for (DType grad_dt : kDtypes) {
+      for (DType dout_dt : kDtypes) {
+        INFO("a, b " << name(in_dt) << ", da, db " << name(grad_dt) << ", dout " << name(dout_dt));
+        const Vec a = as_dtype(a_raw, in_dt), b = as_dtype(b_raw, in_dt), dout = as_dtype(dout_raw, dout_dt);
+        const Vec da_prefill = as_dtype(da_raw, grad_dt), db_prefill = as_dtype(db_raw, grad_dt);
+        Vec da = da_prefill, db = db_prefill;
+        cpu::swiglu_backward(da.data(), db.data(), dout.data(), a.data(), b.data(), n);
+        DeviceTensor d_a = upload(a, {n}, in_dt);
+        DeviceTensor d_b = upload(b, {n}, in_dt);
+        DeviceTensor d_dout = upload(dout, {n}, dout_dt);
+        DeviceTensor d_da = upload(da_prefill, {n}, grad_dt);
+        DeviceTensor d_db = upload(db_prefill, {n}, grad_dt);
+        settle();
+        ops::swiglu_backward(d_da.t, d_db.t, d_dout.t, d_a.t, d_b.t);
+        expect_close(d_da.t, da, tol_for(grad_dt, {1e-5, 1e-5}), "swiglu da");
+        expect_close(d_db.t, db, tol_for(grad_dt, {1e-5, 1e-5}), "swiglu db");
+      }
+    }
+  }
+}
+
+// ---- elementwise -----------------------------------------------------------------------
+
+TEST_CASE("add_inplace and scale_inplace on the GPU are the CPU's single IEEE ops") {
+  require_gpu();
+  const int64_t n = 1001;
+  const Vec y_raw = random_vector(n, 22), x_raw = random_vector(n, 23);
+  for (DType y_dt : kDtypes) {
+    for (DType x_dt : kDtypes) {
+      INFO("y " << name(y_dt) << ", x " << name(x_dt));
+      const Vec x = as_dtype(x_raw, x_dt);
+      Vec y = as_dtype(y_raw, y_dt);
+      DeviceTensor d_y = upload(y, {7, 11, 13}, y_dt);
+      DeviceTensor d_x = upload(x, {n}, x_dt);
+      settle();
+      ops::add_inplace(d_y.t, d_x.t);
+      cpu::add_inplace(y.data(), x.data(), n);
+      expect_close(d_y.t, as_dtype(y, y_dt), {0, 0}, "add_inplace y");
+    }
+    INFO("scale " << name(y_dt));
+    Vec x = as_dtype(x_raw, y_dt);
+    DeviceTensor d_x = upload(x, {n}, y_dt);
+    settle();
+    ops::scale_inplace(d_x.t, 0.37f);
+    cpu::scale_inplace(x.data(), n, 0.37f);
+    expect_close(d_x.t, as_dtype(x, y_dt), {0, 0}, "scale_inplace x");
+  }
+}
+
+TEST_CASE("sum_squares on the GPU matches the CPU's double sum, deterministically") {
+  require_gpu();
+  // 100003: 49 partial blocks; 5000011: the cap of 1024 blocks, grid-stride.
+  for (int64_t n : {int64_t{1}, int64_t{100003}, int64_t{5000011}}) {
+    const Vec raw = random_vector(n, 24, 3.0f);
+    for (DType dt : kDtypes) {
+      INFO("n " << n << ", " << name(dt));
+      const Vec x = as_dtype(raw, dt);
+      const double want = cpu::sum_squares(x.data(), n);
+      DeviceTensor d_x = upload(x, {n}, dt);
+      settle();
+      const double got = ops::sum_squares(d_x.t);
+      CHECK(std::abs(got - want) <= 1e-9 * std::abs(want));
+      CHECK(ops::sum_squares(d_x.t) == got);  // bitwise, run to run
+    }
+  }
+}
+
+// ---- AdamW -------------------------------------------------------------------------------
+
+TEST_CASE("adamw_step on the GPU follows the CPU over several steps") {
+  require_gpu();
+  const int64_t n = 1001;
+  const ops::AdamW hyper{1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f};
+  const float grad_scale = 0.5f;
+  Vec param = random_vector(n, 25), m(n, 0.0f), v(n, 0.0f);
+  DeviceTensor d_param = upload(param, {n}, DType::kF32);
+  DeviceTensor d_m = upload(m, {n}, DType::kF32);
+  DeviceTensor d_v = upload(v, {n}, DType::kF32);
+  for (int64_t step = 1; step <= 3; ++step) {
+    INFO("step " << step);
+    Vec grad = random_vector(n, 26 + static_cast<uint32_t>(step));
+    grad[0] = 0.0f;
+    DeviceTensor d_grad = upload(grad, {n}, DType::kF32);
+    settle();
+    ops::adamw_step(d_param.t, d_grad.t, d_m.t, d_v.t, hyper, step, grad_scale);
+    cpu::adamw_step(param.data(), grad.data(), m.data(), v.data(), n, hyper.lr, hyper.beta1, hyper.beta2, hyper.eps,
+                    hyper.weight_decay, step, grad_scale);
+    expect_close(d_param.t, param, {1e-6, 1e-10}, "adamw param");
+    expect_close(d_m.t, m, {1e-6, 1e-10}, "adamw m");
+    expect_close(d_v.t, v, {1e-6, 1e-10}, "adamw v");
+  }
+}
+
+// ---- cross-entropy ------------------------------------------------------------------------
+
+TEST_CASE("cross_entropy_forward_backward on the GPU matches the CPU, out of place and in place") {
+  require_gpu();
+  for (auto [rows, V] : {std::pair<int64_t, int64_t>{37, 1000}, {5, 32001}}) {
+    std::vector<int32_t> targets = random_ids(rows, static_cast<int32_t>(V), 27);
+    targets[0] = 0;
+    targets[1] = static_cast<int32_t>(V - 1);
+    const Vec logits_raw = random_vector(rows * V, 28, 4.0f);
+    const float grad_scale = 1.0f / static_cast<float>(rows);
+    for (DType dt : kDtypes) {
+      for (bool in_place : {false, true}) {
+        INFO("rows " << rows << ", V " << V << ", " << name(dt) << (in_place ? ", in place" : ", out of place"));
+        const Vec logits = as_dtype(logits_raw, dt);
+        Vec loss(rows), dlogits(rows * V);
+        cpu::cross_entropy_forward_backward(loss.data(), dlogits.data(), logits.data(), targets.data(), rows, V,
+                                            grad_scale);
+        DeviceTensor d_logits = upload(logits, {rows, V}, dt);
+        DeviceTensor d_targets = upload_i32(targets, {rows});
+        DeviceTensor d_loss = upload(Vec(rows, 123.0f), {rows}, DType::kF32);  // WRITTEN, not +=
+        DeviceTensor d_dlogits = in_place ? d_logits : upload(Vec(rows * V, 5.0f), {rows, V}, dt);
+        settle();
+        ops::cross_entropy_forward_backward(d_loss.t, d_dlogits.t, d_logits.t, d_targets.t, grad_scale);
+        expect_close(d_loss.t, loss, {1e-5, 1e-5}, "cross-entropy loss");
+        expect_close(d_dlogits.t, dlogits, tol_for(dt, {1e-5, 1e-9}), "cross-entropy dlogits");
+      }
+    }
+  }
+}
+
+// ---- dtype checks --------------------------------------------------------------------------
+
+TEST_CASE("the dense CUDA ops refuse unsupported dtypes, naming the op and the dtypes") {
+  require_gpu();
+  DeviceTensor f32_ND = device_tensor({4, 8}, DType::kF32);
+  DeviceTensor bf16_ND = device_tensor({4, 8}, DType::kBF16);
+  DeviceTensor i32_ND = device_tensor({4, 8}, DType::kI32);
+  DeviceTensor bf16_N = device_tensor({4}, DType::kBF16);
+  DeviceTensor f32_D = device_tensor({8}, DType::kF32);
+  DeviceTensor i32_N = device_tensor({4}, DType::kI32);
+  DeviceTensor f32_N = device_tensor({4}, DType::kF32);
+  settle();
+  using Catch::Matchers::Contains;
+  CHECK_THAT(logic_error_of([&] { ops::rmsnorm_forward(f32_ND.t, bf16_N.t, f32_ND.t, f32_D.t, 1e-5f); }),
+             Contains("rmsnorm_forward") && Contains("bf16"));
+  CHECK_THAT(logic_error_of([&] { ops::embedding_backward(bf16_ND.t, f32_ND.t, i32_N.t); }),
+             Contains("embedding_backward") && Contains("bf16"));
+  CHECK_THAT(logic_error_of([&] { ops::embedding_forward(f32_ND.t, f32_N.t, f32_ND.t); }),
+             Contains("embedding_forward") && Contains("tokens [4] f32"));
+  CHECK_THAT(logic_error_of([&] { ops::cross_entropy_forward_backward(f32_N.t, f32_ND.t, bf16_ND.t, i32_N.t, 1.0f); }),
+             Contains("cross_entropy_forward_backward") && Contains("dlogits [4, 8] f32"));
+  CHECK_THAT(logic_error_of([&] { ops::adamw_step(bf16_ND.t, f32_ND.t, f32_ND.t, f32_ND.t, {}, 1, 1.0f); }),
+             Contains("adamw_step") && Contains("bf16"));
+  CHECK_THAT(logic_error_of([&] { ops::add_inplace(i32_ND.t, f32_ND.t); }),
+             Contains("add_inplace") && Contains("i32"));
+  CHECK_THAT(logic_error_of([&] { ops::swiglu_forward(f32_ND.t, f32_ND.t, bf16_ND.t); }),
+             Contains("swiglu_forward") && Contains("bf16"));
+  CHECK_THAT(logic_error_of([&] { ops::sum_squares(i32_ND.t); }), Contains("sum_squares") && Contains("i32"));
+  CHECK_THAT(logic_error_of([&] { ops::rope_forward(bf16_ND.t.reshaped({1, 1, 4, 8}), 1e4f); }),
+             Contains("(no std::logic_error thrown)"));  // bf16 is supported
+  CHECK_THAT(logic_error_of([&] { ops::rope_forward(i32_ND.t.reshaped({1, 1, 4, 8}), 1e4f); }),
+             Contains("rope_forward") && Contains("i32"));
+  settle();
+}
+
+}  // namespace
+}  // namespace moe
