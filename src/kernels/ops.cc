@@ -41,6 +41,14 @@ int64_t rows_of(const Tensor& t) { return t.numel() / t.size(-1); }
 
 float* maybe_f32(const Tensor& t) { return t.data ? t.f32() : nullptr; }
 
+// M = offsets[E] kept rows out of N*K pairs.
+MoePlan plan_of(int64_t rows, int64_t pairs) {
+  MoePlan plan;
+  plan.rows = rows;
+  plan.dropped = pairs - rows;
+  return plan;
+}
+
 }  // namespace
 
 void embedding_forward(const Tensor& out_ND, const Tensor& tokens_N, const Tensor& table_VD) {
@@ -170,14 +178,24 @@ void scale_inplace(const Tensor& x, float factor) {
 
 void router_forward(const Tensor& topk_idx_NK, const Tensor& topk_w_NK, const Tensor& scores_NE,
                     const Tensor& logits_NE, const Tensor& bias_E, RouterKind kind) {
-  on_cpu("router_forward", topk_idx_NK, topk_w_NK, scores_NE, logits_NE, bias_E);
+  expect(rows_of(topk_idx_NK) == rows_of(logits_NE) && topk_w_NK.numel() == topk_idx_NK.numel() &&
+             scores_NE.numel() == logits_NE.numel(),
+         "router_forward", "topk_idx " + topk_idx_NK.shape_string() + ", topk_w " + topk_w_NK.shape_string() +
+                               ", scores " + scores_NE.shape_string() + ", logits " + logits_NE.shape_string());
+  if (on_device("router_forward", topk_idx_NK, topk_w_NK, scores_NE, logits_NE, bias_E))
+    CUDA_BACKEND(cuda::router_forward(topk_idx_NK, topk_w_NK, scores_NE, logits_NE, bias_E, kind));
   cpu::router_forward(topk_idx_NK.i32(), topk_w_NK.f32(), scores_NE.f32(), logits_NE.f32(), maybe_f32(bias_E),
                       rows_of(logits_NE), logits_NE.size(-1), topk_idx_NK.size(-1), kind);
 }
 
 void router_backward(const Tensor& dlogits_NE, const Tensor& dtopk_w_NK, const Tensor& topk_idx_NK,
                      const Tensor& topk_w_NK, const Tensor& scores_NE, RouterKind kind) {
-  on_cpu("router_backward", dlogits_NE, dtopk_w_NK, topk_idx_NK, topk_w_NK, scores_NE);
+  expect(dlogits_NE.numel() == scores_NE.numel() && dtopk_w_NK.numel() == topk_idx_NK.numel() &&
+             topk_w_NK.numel() == topk_idx_NK.numel() && rows_of(topk_idx_NK) == rows_of(scores_NE),
+         "router_backward", "dlogits " + dlogits_NE.shape_string() + ", dtopk_w " + dtopk_w_NK.shape_string() +
+                                ", topk_idx " + topk_idx_NK.shape_string() + ", scores " + scores_NE.shape_string());
+  if (on_device("router_backward", dlogits_NE, dtopk_w_NK, topk_idx_NK, topk_w_NK, scores_NE))
+    CUDA_BACKEND(cuda::router_backward(dlogits_NE, dtopk_w_NK, topk_idx_NK, topk_w_NK, scores_NE, kind));
   cpu::router_backward(dlogits_NE.f32(), dtopk_w_NK.f32(), topk_idx_NK.i32(), topk_w_NK.f32(), scores_NE.f32(),
                        rows_of(scores_NE), scores_NE.size(-1), topk_idx_NK.size(-1), kind);
 }
@@ -185,9 +203,14 @@ void router_backward(const Tensor& dlogits_NE, const Tensor& dtopk_w_NK, const T
 RouterAux router_aux_losses(const Tensor& daux_logits_NE, const Tensor& logits_NE, const Tensor& scores_NE,
                             const Tensor& topk_idx_NK, int64_t T, RouterKind kind, float w_lb, float w_z,
                             float w_seq, float grad_scale) {
-  on_cpu("router_aux_losses", daux_logits_NE, logits_NE, scores_NE, topk_idx_NK);
   const int64_t N = rows_of(logits_NE);
   expect(T > 0 && N % T == 0, "router_aux_losses", "token count " + std::to_string(N) + " is not a multiple of T");
+  // Device tensors: the losses come back through a host sync (cuda_ops.h). The
+  // per-expert counts the backend can leave on the device are not requested
+  // here yet (follow-up, with the MoE layer on the GPU).
+  if (on_device("router_aux_losses", daux_logits_NE, logits_NE, scores_NE, topk_idx_NK))
+    CUDA_BACKEND(cuda::router_aux_losses(daux_logits_NE, logits_NE, scores_NE, topk_idx_NK, T, kind, w_lb, w_z,
+                                         w_seq, grad_scale));
   return cpu::router_aux_losses(maybe_f32(daux_logits_NE), logits_NE.f32(), scores_NE.f32(), topk_idx_NK.i32(),
                                 N / T, T, logits_NE.size(-1), topk_idx_NK.size(-1), kind, w_lb, w_z, w_seq,
                                 grad_scale);
@@ -195,35 +218,55 @@ RouterAux router_aux_losses(const Tensor& daux_logits_NE, const Tensor& logits_N
 
 MoePlan moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK,
                  const Tensor& topk_idx_NK, int64_t capacity) {
-  on_cpu("moe_plan", offsets_E1, row_pair_M, pair_row_NK, topk_idx_NK);
   const int64_t K = topk_idx_NK.size(-1), N = rows_of(topk_idx_NK), E = offsets_E1.numel() - 1;
   expect(row_pair_M.numel() >= N * K, "moe_plan", "row_pair buffer " + row_pair_M.shape_string() + " < N*K");
-  MoePlan plan;
-  plan.dropped = cpu::moe_plan(offsets_E1.i32(), row_pair_M.i32(), pair_row_NK.i32(), topk_idx_NK.i32(), N, E, K,
-                               capacity);
-  plan.rows = offsets_E1.i32()[E];  // host memory: no device sync involved on this path
-  return plan;
+  expect(pair_row_NK.numel() == N * K, "moe_plan",
+         "pair_row " + pair_row_NK.shape_string() + " vs topk_idx " + topk_idx_NK.shape_string());
+  // Device tensors: reading M back is a host sync (cuda_ops.h).
+  if (on_device("moe_plan", offsets_E1, row_pair_M, pair_row_NK, topk_idx_NK))
+    CUDA_BACKEND(plan_of(cuda::moe_plan(offsets_E1, row_pair_M, pair_row_NK, topk_idx_NK, capacity), N * K));
+  cpu::moe_plan(offsets_E1.i32(), row_pair_M.i32(), pair_row_NK.i32(), topk_idx_NK.i32(), N, E, K, capacity);
+  return plan_of(offsets_E1.i32()[E], N * K);  // host memory: no device sync involved on this path
 }
 
 void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& row_pair_M, int64_t K) {
-  on_cpu("moe_permute", xs_MD, x_ND, row_pair_M);
+  expect(xs_MD.size(-1) == x_ND.size(-1) && row_pair_M.numel() >= xs_MD.size(0), "moe_permute",
+         "xs " + xs_MD.shape_string() + ", x " + x_ND.shape_string() + ", row_pair " + row_pair_M.shape_string());
+  if (on_device("moe_permute", xs_MD, x_ND, row_pair_M)) CUDA_BACKEND(cuda::moe_permute(xs_MD, x_ND, row_pair_M, K));
   cpu::moe_permute(xs_MD.f32(), x_ND.f32(), row_pair_M.i32(), xs_MD.size(0), x_ND.size(-1), K);
 }
 
-void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tensor& row_pair_M, int64_t K) {
-  on_cpu("moe_permute_backward", dx_ND, dxs_MD, row_pair_M);
+void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tensor& row_pair_M,
+                          const Tensor& pair_row_NK, int64_t K) {
+  expect(dxs_MD.size(-1) == dx_ND.size(-1) && row_pair_M.numel() >= dxs_MD.size(0) &&
+             pair_row_NK.numel() == rows_of(dx_ND) * K,
+         "moe_permute_backward", "dx " + dx_ND.shape_string() + ", dxs " + dxs_MD.shape_string() + ", row_pair " +
+                                     row_pair_M.shape_string() + ", pair_row " + pair_row_NK.shape_string());
+  if (on_device("moe_permute_backward", dx_ND, dxs_MD, row_pair_M, pair_row_NK))
+    CUDA_BACKEND(cuda::moe_permute_backward(dx_ND, dxs_MD, row_pair_M, pair_row_NK, K));
   cpu::moe_permute_backward(dx_ND.f32(), dxs_MD.f32(), row_pair_M.i32(), dxs_MD.size(0), dx_ND.size(-1), K);
 }
 
 void moe_unpermute(const Tensor& out_ND, const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK) {
-  on_cpu("moe_unpermute", out_ND, ys_MD, topk_w_NK, pair_row_NK);
+  expect(ys_MD.size(-1) == out_ND.size(-1) && topk_w_NK.numel() == pair_row_NK.numel() &&
+             rows_of(topk_w_NK) == rows_of(out_ND),
+         "moe_unpermute", "out " + out_ND.shape_string() + ", ys " + ys_MD.shape_string() + ", topk_w " +
+                              topk_w_NK.shape_string() + ", pair_row " + pair_row_NK.shape_string());
+  if (on_device("moe_unpermute", out_ND, ys_MD, topk_w_NK, pair_row_NK))
+    CUDA_BACKEND(cuda::moe_unpermute(out_ND, ys_MD, topk_w_NK, pair_row_NK));
   cpu::moe_unpermute(out_ND.f32(), ys_MD.f32(), topk_w_NK.f32(), pair_row_NK.i32(), rows_of(out_ND),
                      out_ND.size(-1), topk_w_NK.size(-1));
 }
 
 void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, const Tensor& dout_ND,
                             const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK) {
-  on_cpu("moe_unpermute_backward", dys_MD, dtopk_w_NK, dout_ND, ys_MD, topk_w_NK, pair_row_NK);
+  expect(dys_MD.numel() == ys_MD.numel() && ys_MD.size(-1) == dout_ND.size(-1) &&
+             dtopk_w_NK.numel() == topk_w_NK.numel() && topk_w_NK.numel() == pair_row_NK.numel() &&
+             rows_of(topk_w_NK) == rows_of(dout_ND),
+         "moe_unpermute_backward", "dys " + dys_MD.shape_string() + ", ys " + ys_MD.shape_string() + ", dout " +
+                                       dout_ND.shape_string() + ", topk_w " + topk_w_NK.shape_string());
+  if (on_device("moe_unpermute_backward", dys_MD, dtopk_w_NK, dout_ND, ys_MD, topk_w_NK, pair_row_NK))
+    CUDA_BACKEND(cuda::moe_unpermute_backward(dys_MD, dtopk_w_NK, dout_ND, ys_MD, topk_w_NK, pair_row_NK));
   cpu::moe_unpermute_backward(dys_MD.f32(), dtopk_w_NK.f32(), dout_ND.f32(), ys_MD.f32(), topk_w_NK.f32(),
                               pair_row_NK.i32(), rows_of(dout_ND), dout_ND.size(-1), topk_w_NK.size(-1));
 }

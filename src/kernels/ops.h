@@ -61,12 +61,14 @@ void router_forward(const Tensor& topk_idx_NK, const Tensor& topk_w_NK, const Te
 void router_backward(const Tensor& dlogits_NE, const Tensor& dtopk_w_NK, const Tensor& topk_idx_NK,
                      const Tensor& topk_w_NK, const Tensor& scores_NE, RouterKind kind);
 // daux_logits_NE WRITTEN (may be empty). N = B*T tokens as sequences of T.
+// On device tensors the returned values are a host sync (cuda_ops.h).
 RouterAux router_aux_losses(const Tensor& daux_logits_NE, const Tensor& logits_NE, const Tensor& scores_NE,
                             const Tensor& topk_idx_NK, int64_t T, RouterKind kind, float w_lb, float w_z,
                             float w_seq, float grad_scale);
 
 // Sorts (token, slot) pairs by expert with capacity; returns the kept row
 // count M. row_pair_M must hold N*K entries. See cpu_ops.h for the layout.
+// On device tensors the returned counts are a host sync (cuda_ops.h).
 struct MoePlan {
   int64_t rows = 0;     // M
   int64_t dropped = 0;  // pairs over capacity
@@ -75,7 +77,10 @@ MoePlan moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tenso
                  const Tensor& topk_idx_NK, int64_t capacity);
 // xs_MD is the view of the first M rows; pair index / K is the token.
 void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& row_pair_M, int64_t K);
-void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tensor& row_pair_M, int64_t K);
+// pair_row_NK (the plan's inverse map) lets the CUDA backend gather the rows
+// of each token instead of scattering with atomics; the CPU reads row_pair_M.
+void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tensor& row_pair_M,
+                          const Tensor& pair_row_NK, int64_t K);
 void moe_unpermute(const Tensor& out_ND, const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK);
 void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, const Tensor& dout_ND,
                             const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK);

@@ -163,7 +163,7 @@ void MoELayer::backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor
     zero(dxs);
     routed_.backward(dxs, dys, xs, routed_weights(), offsets_E1_);
   }
-  ops::moe_permute_backward(dx_ND, dxs, row_pair_M_, K_);
+  ops::moe_permute_backward(dx_ND, dxs, row_pair_M_, pair_row_NK_, K_);
 
   copy_tensor(dlogits_NE_, daux_logits_NE_);
   ops::router_backward(dlogits_NE_, dtopk_w_NK_, topk_idx_NK_, topk_w_NK_, scores_NE_, kind_);

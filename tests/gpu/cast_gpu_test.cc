@@ -31,8 +31,11 @@ TEST_CASE("f32_to_bf16 and bf16_to_f32 match the host bit for bit") {
   moe::cuda::check(cudaMalloc(&d_back, n * sizeof(float)), "test alloc");
   moe::cuda::check(cudaMalloc(&d_half, n * sizeof(uint16_t)), "test alloc");
   moe::cuda::check(cudaMemcpy(d_in, in.data(), n * sizeof(float), cudaMemcpyHostToDevice), "test copy");
+  // The kernels run on the backend's non-blocking stream: order them with the legacy-stream copies.
+  moe::cuda::check(cudaDeviceSynchronize(), "test sync");
   moe::cuda::f32_to_bf16(d_half, d_in, n);
   moe::cuda::bf16_to_f32(d_back, d_half, n);
+  moe::cuda::check(cudaDeviceSynchronize(), "test sync");
   std::vector<uint16_t> half(in.size());
   std::vector<float> back(in.size());
   moe::cuda::check(cudaMemcpy(half.data(), d_half, n * sizeof(uint16_t), cudaMemcpyDeviceToHost), "test copy");

@@ -48,6 +48,9 @@ inline DeviceTensor device_tensor(const std::vector<int64_t>& shape, DType dtype
   for (int64_t s : shape) n *= s;
   auto buf = std::make_shared<DeviceBuffer>(static_cast<size_t>(n * dtype_bytes(dtype)));
   cuda::check(cudaMemset(buf->get(), 0, static_cast<size_t>(n * dtype_bytes(dtype))), "test cudaMemset");
+  // The backend's stream is non-blocking: it does not wait for the legacy
+  // stream these test uploads use, so every upload finishes before returning.
+  cuda::check(cudaDeviceSynchronize(), "test sync");
   return {buf, view_of(buf->get(), shape, dtype, Device::kCuda)};
 }
 
@@ -61,12 +64,14 @@ inline DeviceTensor upload(const std::vector<float>& host, const std::vector<int
   } else {
     cuda::check(cudaMemcpy(d.t.data, host.data(), host.size() * 4, cudaMemcpyHostToDevice), "test upload");
   }
+  cuda::check(cudaDeviceSynchronize(), "test sync");
   return d;
 }
 
 inline DeviceTensor upload_i32(const std::vector<int32_t>& host, const std::vector<int64_t>& shape) {
   DeviceTensor d = device_tensor(shape, DType::kI32);
   cuda::check(cudaMemcpy(d.t.data, host.data(), host.size() * 4, cudaMemcpyHostToDevice), "test upload");
+  cuda::check(cudaDeviceSynchronize(), "test sync");
   return d;
 }
 

@@ -4,6 +4,7 @@
 
 #include "src/kernels/cuda/cast.h"
 #include "src/kernels/cuda/cuda_check.h"
+#include "src/kernels/cuda/stream.h"
 
 namespace moe::cuda {
 namespace {
@@ -26,13 +27,13 @@ __global__ void bf16_to_f32_kernel(float* out, const __nv_bfloat16* in, int64_t 
 
 void f32_to_bf16(uint16_t* out, const float* in, int64_t n) {
   if (n == 0) return;
-  f32_to_bf16_kernel<<<blocks_for(n), kThreads>>>(reinterpret_cast<__nv_bfloat16*>(out), in, n);
+  f32_to_bf16_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(reinterpret_cast<__nv_bfloat16*>(out), in, n);
   check(cudaGetLastError(), "f32_to_bf16 (n = " + std::to_string(n) + ")");
 }
 
 void bf16_to_f32(float* out, const uint16_t* in, int64_t n) {
   if (n == 0) return;
-  bf16_to_f32_kernel<<<blocks_for(n), kThreads>>>(out, reinterpret_cast<const __nv_bfloat16*>(in), n);
+  bf16_to_f32_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(out, reinterpret_cast<const __nv_bfloat16*>(in), n);
   check(cudaGetLastError(), "bf16_to_f32 (n = " + std::to_string(n) + ")");
 }
 

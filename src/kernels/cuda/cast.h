@@ -1,4 +1,4 @@
-// fp32 <-> bf16 conversion on the GPU (device pointers, default stream). The
+// fp32 <-> bf16 conversion on the GPU (device pointers, the backend's stream()). The
 // first kernels of the CUDA backend; the rest of the ops follow the signatures
 // of src/kernels/ops.h. Available when MOE_TRAIN_HAS_CUDA is 1.
 #pragma once

@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "src/core/tensor.h"
+#include "src/kernels/cpu/cpu_ops.h"  // RouterKind, RouterAux (plain types shared by both backends)
 
 namespace moe::cuda {
 
@@ -70,5 +71,57 @@ void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const 
 // onehot) * grad_scale WRITTEN. A target outside [0, V) gives loss NaN.
 void cross_entropy_forward_backward(const Tensor& loss_n, const Tensor& dlogits_nV, const Tensor& logits_nV,
                                     const Tensor& targets_n, float grad_scale);
+
+// ---- MoE: router (router.cu), aux losses (router_aux.cu), dispatch (moe_dispatch.cu) ----
+// Semantics, layouts and write/accumulate contracts are those of
+// src/kernels/cpu/cpu_ops.h; what differs is said here. Router tensors are F32
+// (indices, offsets and row maps I32); activations (x, xs, ys, out, and their
+// gradients) may each be F32 or BF16, and are summed in fp32.
+// Limits (checked, they throw): E <= 2048 experts, K <= 32 and K <= E, N*K < 2^31.
+// Routing indices outside [0, E) (only possible from a bug upstream) are
+// skipped: never counted, never routed; the CPU reference would read out of bounds.
+using cpu::RouterAux;
+using cpu::RouterKind;
+
+// Scores and weights are computed in double and rounded to float as on the
+// CPU; ties go to the lower expert index.
+void router_forward(const Tensor& topk_idx_NK, const Tensor& topk_w_NK, const Tensor& scores_NE,
+                    const Tensor& logits_NE, const Tensor& bias_E, RouterKind kind);
+void router_backward(const Tensor& dlogits_NE, const Tensor& dtopk_w_NK, const Tensor& topk_idx_NK,
+                     const Tensor& topk_w_NK, const Tensor& scores_NE, RouterKind kind);
+// HOST SYNC: the three losses are reduced on the device and copied to the host
+// at the end of the call (one cudaStreamSynchronize on stream()). Everything
+// else stays on the device: daux_logits_NE (WRITTEN, may be empty) and, when
+// counts_E is given (I32 [E], WRITTEN), the pairs that chose each expert
+// before capacity (MoEStepStats::routed_per_expert of this micro-batch).
+// Scratch: a device workspace owned by this function (~(E + B*E) ints and
+// (B*C*E + B*C + 3) doubles, C <= 256 chunks per sequence), allocated on the
+// first call and regrown only for a larger shape, so never in a steady-state
+// step. Follow-up: ops::router_aux_losses does not pass counts_E yet; the MoE
+// layer on the GPU will own a device counts tensor and hand it through.
+RouterAux router_aux_losses(const Tensor& daux_logits_NE, const Tensor& logits_NE, const Tensor& scores_NE,
+                            const Tensor& topk_idx_NK, int64_t T, RouterKind kind, float w_lb, float w_z,
+                            float w_seq, float grad_scale, const Tensor& counts_E = Tensor{});
+// Returns M = offsets_E1[E], the kept row count (dropped = N*K - M).
+// HOST SYNC: reading M is one 4-byte device-to-host copy and a
+// cudaStreamSynchronize on stream(); the kernels that follow take M from the
+// shapes of their arguments. Output identical to the CPU's (integers).
+// row_pair_M entries from M on are left unspecified (they hold scratch), where
+// the CPU leaves them untouched; only the first M are part of the plan.
+int64_t moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK,
+                 const Tensor& topk_idx_NK, int64_t capacity);
+// xs[m] = x[row_pair[m] / K], M = xs_MD.size(0)   (WRITTEN)
+void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& row_pair_M, int64_t K);
+// dx[n] += sum of dxs over the kept rows of token n, gathered per token through
+// pair_row_NK (no atomics; deterministic), added in ascending row order as
+// the CPU's loop over rows does. row_pair_M is not read.
+void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tensor& row_pair_M,
+                          const Tensor& pair_row_NK, int64_t K);
+// out[n] += sum_k w[n,k] * ys[pair_row[n,k]]   (dropped pairs add nothing)
+void moe_unpermute(const Tensor& out_ND, const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK);
+// dys[pair_row[n,k]] = w[n,k] * dout[n] (WRITTEN); dtopk_w[n,k] = dot(dout[n],
+// ys[pair_row[n,k]]) summed in fp32 (WRITTEN; 0 when dropped).
+void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, const Tensor& dout_ND,
+                            const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK);
 
 }  // namespace moe::cuda
