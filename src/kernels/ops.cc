@@ -113,16 +113,20 @@ void rope_backward(const Tensor& dx_BTHDh, float theta) {
 }
 
 void attention_forward(const Tensor& out, const Tensor& lse_BHT, const Tensor& q, const Tensor& k, const Tensor& v) {
-  on_cpu("attention_forward", out, lse_BHT, q, k, v);
   expect(q.ndim == 4 && k.ndim == 4 && k.size(2) > 0 && q.size(2) % k.size(2) == 0, "attention_forward",
          "q " + q.shape_string() + ", k " + k.shape_string());
+  if (on_device("attention_forward", out, lse_BHT, q, k, v)) {
+    CUDA_BACKEND(cuda::attention_forward(out, lse_BHT, q, k, v));
+  }
   cpu::attention_forward(out.f32(), lse_BHT.f32(), q.f32(), k.f32(), v.f32(), q.size(0), q.size(1), q.size(2),
                          k.size(2), q.size(3));
 }
 
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse_BHT) {
-  on_cpu("attention_backward", dq, dk, dv, dout, q, k, v, out, lse_BHT);
+  if (on_device("attention_backward", dq, dk, dv, dout, q, k, v, out, lse_BHT)) {
+    CUDA_BACKEND(cuda::attention_backward(dq, dk, dv, dout, q, k, v, out, lse_BHT));
+  }
   cpu::attention_backward(dq.f32(), dk.f32(), dv.f32(), dout.f32(), q.f32(), k.f32(), v.f32(), out.f32(),
                           lse_BHT.f32(), q.size(0), q.size(1), q.size(2), k.size(2), q.size(3));
 }

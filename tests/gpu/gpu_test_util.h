@@ -43,14 +43,18 @@ struct DeviceTensor {
   Tensor t;
 };
 
+// The backend's stream is non-blocking: it does not wait for work on the
+// legacy default stream, where cudaMemset and the pageable cudaMemcpy of these
+// helpers run (and may still be in flight when they return). Each helper that
+// writes device memory therefore waits for the device before handing it out.
+inline void settle(const char* what) { cuda::check(cudaDeviceSynchronize(), what); }
+
 inline DeviceTensor device_tensor(const std::vector<int64_t>& shape, DType dtype) {
   int64_t n = 1;
   for (int64_t s : shape) n *= s;
   auto buf = std::make_shared<DeviceBuffer>(static_cast<size_t>(n * dtype_bytes(dtype)));
   cuda::check(cudaMemset(buf->get(), 0, static_cast<size_t>(n * dtype_bytes(dtype))), "test cudaMemset");
-  // The backend's stream is non-blocking: it does not wait for the legacy
-  // stream these test uploads use, so every upload finishes before returning.
-  cuda::check(cudaDeviceSynchronize(), "test sync");
+  settle("test cudaMemset");
   return {buf, view_of(buf->get(), shape, dtype, Device::kCuda)};
 }
 
@@ -64,14 +68,14 @@ inline DeviceTensor upload(const std::vector<float>& host, const std::vector<int
   } else {
     cuda::check(cudaMemcpy(d.t.data, host.data(), host.size() * 4, cudaMemcpyHostToDevice), "test upload");
   }
-  cuda::check(cudaDeviceSynchronize(), "test sync");
+  settle("test upload");
   return d;
 }
 
 inline DeviceTensor upload_i32(const std::vector<int32_t>& host, const std::vector<int64_t>& shape) {
   DeviceTensor d = device_tensor(shape, DType::kI32);
   cuda::check(cudaMemcpy(d.t.data, host.data(), host.size() * 4, cudaMemcpyHostToDevice), "test upload");
-  cuda::check(cudaDeviceSynchronize(), "test sync");
+  settle("test upload");
   return d;
 }
 

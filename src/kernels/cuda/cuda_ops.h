@@ -124,4 +124,15 @@ void moe_unpermute(const Tensor& out_ND, const Tensor& ys_MD, const Tensor& topk
 void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, const Tensor& dout_ND,
                             const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK);
 
+// ---- causal attention with grouped KV heads (attention.cu) ------------------
+// q, out, dq, dout: [B, T, H, Dh]; k, v, dk, dv: [B, T, G, Dh], all F32 or all
+// BF16; lse_BHT: [B, H, T] F32. Semantics of cpu::attention_forward/backward:
+// out and lse WRITTEN; dq, dk, dv ACCUMULATED (+=). Fused (no T x T matrix),
+// fp32 softmax and accumulation; BF16 GEMMs on tensor cores. Dh up to 128.
+// The backward is deterministic (no atomics) and keeps one grow-only scratch
+// buffer of B*H*T floats, allocated when B*H*T grows (that call syncs the stream).
+void attention_forward(const Tensor& out, const Tensor& lse_BHT, const Tensor& q, const Tensor& k, const Tensor& v);
+void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
+                        const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse_BHT);
+
 }  // namespace moe::cuda
