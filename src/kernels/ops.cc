@@ -37,7 +37,12 @@ void expect(bool ok, const char* op, const std::string& what) {
   if (!ok) throw std::logic_error(std::string(op) + ": " + what);
 }
 
-int64_t rows_of(const Tensor& t) { return t.numel() / t.size(-1); }
+// All dims but the last (also when the last is 0).
+int64_t rows_of(const Tensor& t) {
+  int64_t rows = 1;
+  for (int d = 0; d + 1 < t.ndim; ++d) rows *= t.shape[d];
+  return rows;
+}
 
 float* maybe_f32(const Tensor& t) { return t.data ? t.f32() : nullptr; }
 
@@ -83,15 +88,25 @@ void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dou
 }
 
 void matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI) {
-  on_cpu("matmul_forward", out_NO, x_NI, w_OI);
-  expect(x_NI.size(-1) == w_OI.size(1) && out_NO.size(-1) == w_OI.size(0) && rows_of(out_NO) == rows_of(x_NI),
-         "matmul_forward", out_NO.shape_string() + " = " + x_NI.shape_string() + " x " + w_OI.shape_string() + "^T");
+  const bool device = on_device("matmul_forward", out_NO, x_NI, w_OI);
+  const bool ok = w_OI.ndim == 2 && x_NI.size(-1) == w_OI.size(1) && out_NO.size(-1) == w_OI.size(0) &&
+                  rows_of(out_NO) == rows_of(x_NI);
+  expect(ok, "matmul_forward",
+         ok ? "" : out_NO.shape_string() + " = " + x_NI.shape_string() + " x " + w_OI.shape_string() + "^T");
+  if (device) CUDA_BACKEND(cuda::matmul_forward(out_NO, x_NI, w_OI));
   cpu::matmul_forward(out_NO.f32(), x_NI.f32(), w_OI.f32(), rows_of(x_NI), w_OI.size(1), w_OI.size(0));
 }
 
 void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dout_NO, const Tensor& x_NI,
                      const Tensor& w_OI) {
-  on_cpu("matmul_backward", dx_NI, dw_OI, dout_NO, x_NI, w_OI);
+  const bool device = on_device("matmul_backward", dx_NI, dw_OI, dout_NO, x_NI, w_OI);
+  const bool ok = w_OI.ndim == 2 && x_NI.size(-1) == w_OI.size(1) && dout_NO.size(-1) == w_OI.size(0) &&
+                  rows_of(dout_NO) == rows_of(x_NI) && dw_OI.numel() == w_OI.numel() &&
+                  (dx_NI.data == nullptr || (dx_NI.size(-1) == x_NI.size(-1) && rows_of(dx_NI) == rows_of(x_NI)));
+  expect(ok, "matmul_backward",
+         ok ? "" : "dx " + dx_NI.shape_string() + ", dw " + dw_OI.shape_string() + ", dout " +
+                       dout_NO.shape_string() + ", x " + x_NI.shape_string() + ", w " + w_OI.shape_string());
+  if (device) CUDA_BACKEND(cuda::matmul_backward(dx_NI, dw_OI, dout_NO, x_NI, w_OI));
   cpu::matmul_backward(maybe_f32(dx_NI), dw_OI.f32(), dout_NO.f32(), x_NI.f32(), w_OI.f32(), rows_of(x_NI),
                        w_OI.size(1), w_OI.size(0));
 }
@@ -277,17 +292,32 @@ void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, cons
 
 void grouped_matmul_forward(const Tensor& out_MO, const Tensor& x_MI, const Tensor& w_EIO,
                             const Tensor& offsets_E1) {
-  on_cpu("grouped_matmul_forward", out_MO, x_MI, w_EIO, offsets_E1);
-  expect(w_EIO.ndim == 3 && x_MI.size(-1) == w_EIO.size(1) && out_MO.size(-1) == w_EIO.size(2) &&
-             offsets_E1.numel() == w_EIO.size(0) + 1,
-         "grouped_matmul_forward", out_MO.shape_string() + " = " + x_MI.shape_string() + " x " + w_EIO.shape_string());
+  const bool device = on_device("grouped_matmul_forward", out_MO, x_MI, w_EIO, offsets_E1);
+  const bool ok = w_EIO.ndim == 3 && x_MI.size(-1) == w_EIO.size(1) && out_MO.size(-1) == w_EIO.size(2) &&
+                  rows_of(out_MO) == rows_of(x_MI) && offsets_E1.numel() == w_EIO.size(0) + 1;
+  expect(ok, "grouped_matmul_forward",
+         ok ? "" : out_MO.shape_string() + " = " + x_MI.shape_string() + " x " + w_EIO.shape_string() +
+                       ", offsets " + offsets_E1.shape_string());
+  // Device: the offsets stay on the device (no sync); one launch for all experts.
+  if (device) CUDA_BACKEND(cuda::grouped_matmul_forward(out_MO, x_MI, w_EIO, offsets_E1));
   cpu::grouped_matmul_forward(out_MO.f32(), x_MI.f32(), w_EIO.f32(), offsets_E1.i32(), w_EIO.size(0),
                               w_EIO.size(1), w_EIO.size(2));
 }
 
 void grouped_matmul_backward(const Tensor& dx_MI, const Tensor& dw_EIO, const Tensor& dout_MO, const Tensor& x_MI,
                              const Tensor& w_EIO, const Tensor& offsets_E1) {
-  on_cpu("grouped_matmul_backward", dx_MI, dw_EIO, dout_MO, x_MI, w_EIO, offsets_E1);
+  const bool device = on_device("grouped_matmul_backward", dx_MI, dw_EIO, dout_MO, x_MI, w_EIO, offsets_E1);
+  // The CPU reference needs dx; the CUDA backend may skip it (dx empty).
+  const bool ok = w_EIO.ndim == 3 && x_MI.size(-1) == w_EIO.size(1) && dout_MO.size(-1) == w_EIO.size(2) &&
+                  rows_of(dout_MO) == rows_of(x_MI) && dw_EIO.numel() == w_EIO.numel() &&
+                  offsets_E1.numel() == w_EIO.size(0) + 1 &&
+                  (dx_MI.data == nullptr ? device
+                                         : dx_MI.size(-1) == x_MI.size(-1) && rows_of(dx_MI) == rows_of(x_MI));
+  expect(ok, "grouped_matmul_backward",
+         ok ? "" : "dx " + dx_MI.shape_string() + ", dw " + dw_EIO.shape_string() + ", dout " +
+                       dout_MO.shape_string() + ", x " + x_MI.shape_string() + ", w " + w_EIO.shape_string() +
+                       ", offsets " + offsets_E1.shape_string());
+  if (device) CUDA_BACKEND(cuda::grouped_matmul_backward(dx_MI, dw_EIO, dout_MO, x_MI, w_EIO, offsets_E1));
   cpu::grouped_matmul_backward(dx_MI.f32(), dw_EIO.f32(), dout_MO.f32(), x_MI.f32(), w_EIO.f32(),
                                offsets_E1.i32(), w_EIO.size(0), w_EIO.size(1), w_EIO.size(2));
 }

@@ -135,4 +135,26 @@ void attention_forward(const Tensor& out, const Tensor& lse_BHT, const Tensor& q
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse_BHT);
 
+// ---- GEMMs: matmul.cu (cuBLASLt), grouped_matmul.cu (own kernels) ----------
+// Semantics as in ops.h. Inputs (x, w, dout) share one dtype, BF16 or F32;
+// outputs out and dx are F32, or BF16 when the inputs are BF16; dw is always
+// F32. Products accumulate in fp32. Backward ACCUMULATES (+=) into dx and dw;
+// dx may be an empty Tensor (no input gradient) in both ops.
+//
+// matmul: out_NO = x_NI w_OI^T through cuBLASLt, one plan (descriptors and
+// heuristic) per distinct shape, cached for the process.
+void matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI);
+void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dout_NO, const Tensor& x_NI,
+                     const Tensor& w_OI);
+
+// grouped_matmul: rows [offsets[e], offsets[e+1]) of x times w_EIO[e] ([I, O]
+// row-major), for every expert in ONE kernel launch per product. offsets_E1
+// is an I32 DEVICE tensor that the host never reads (no sync: a step can be a
+// CUDA graph); offsets are clamped to [0, x.size(0)], so x.size(0) is the row
+// capacity. Rows outside [offsets[0], offsets[E]) are not touched; an expert
+// with no rows leaves its dw as it was.
+void grouped_matmul_forward(const Tensor& out_MO, const Tensor& x_MI, const Tensor& w_EIO, const Tensor& offsets_E1);
+void grouped_matmul_backward(const Tensor& dx_MI, const Tensor& dw_EIO, const Tensor& dout_MO, const Tensor& x_MI,
+                             const Tensor& w_EIO, const Tensor& offsets_E1);
+
 }  // namespace moe::cuda
