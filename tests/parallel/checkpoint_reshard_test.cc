@@ -86,6 +86,9 @@ void write_dataset() {
                         moe::test::npy_bytes(moe::test::npy_dict("<u2", "(8192,)"), moe::test::le_array(tokens)));
   const char* tmp = std::getenv("TEST_TMPDIR");
   ckpt_dir = std::string(tmp ? tmp : "/tmp") + "/ckpt_reshard";
+  // Every rank must be done with the previous checkpoint (single-process
+  // sections load it without any collective) before rank 0 removes it.
+  world->barrier();
   if (world->rank() == 0) fs::remove_all(ckpt_dir);
   world->barrier();
 }
