@@ -41,12 +41,11 @@
 
 #include "src/kernels/cuda/cuda_check.h"
 #include "src/kernels/cuda/cuda_ops.h"
+#include "src/kernels/cuda/device_math.cuh"
 #include "src/kernels/cuda/stream.h"
 
 namespace moe::cuda {
 namespace {
-
-using bf16 = __nv_bfloat16;
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
@@ -54,31 +53,7 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr int kMaxHeadDim = 128;
 
-// ---- element helpers --------------------------------------------------------
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ float from_float<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ bf16 from_float<bf16>(float x) {
-  return __float2bfloat16_rn(x);
-}
-
-__device__ __forceinline__ float warp_max(float x) {
-  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
-  return x;
-}
-
-__device__ __forceinline__ float warp_sum(float x) {
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
+// ---- element helpers (to_f32, from_f32, warp reductions: device_math.cuh) ----
 
 constexpr int align128(int bytes) { return (bytes + 127) / 128 * 128; }
 
@@ -187,7 +162,7 @@ __device__ __forceinline__ void load_tile(T* s, const T* g, int64_t stride, int 
     for (int idx = static_cast<int>(threadIdx.x); idx < R * kDh; idx += kThreads) {
       const int r = idx / kDh, d = idx % kDh;
       const int t = row0 + r;
-      s[r * ld + d] = (t < p.T && d < p.dh) ? g[t * stride + d] : from_float<T>(0.0f);
+      s[r * ld + d] = (t < p.T && d < p.dh) ? g[t * stride + d] : from_f32<T>(0.0f);
     }
   }
 }
@@ -202,7 +177,7 @@ __device__ __forceinline__ void store_tile(T* g, int64_t stride, int row0, const
     if (t >= p.T || d >= p.dh) continue;
     T* dst = g + t * stride + d;
     const float value = factor * acc[r * ld + d];
-    *dst = from_float<T>(kAdd ? to_float(*dst) + value : value);
+    *dst = from_f32<T>(kAdd ? to_f32(*dst) + value : value);
   }
 }
 
@@ -291,7 +266,7 @@ __global__ void __launch_bounds__(kThreads)
       float sum = 0.0f;
       for (int c = lane; c < kBc; c += 32) {
         const float e = exp2f(s_row[c] - m_new);
-        p_row[c] = from_float<T>(e);
+        p_row[c] = from_f32<T>(e);
         sum += e;
       }
       sum = warp_sum(sum);
@@ -313,7 +288,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int idx = static_cast<int>(threadIdx.x); idx < kBr * kDh; idx += kThreads) {
     const int r = idx / kDh, d = idx % kDh;
     const int i = q0 + r;
-    if (i < p.T && d < p.dh) out[q_head + i * q_stride + d] = from_float<T>(sO[r * S::kAcc + d] / sL[r]);
+    if (i < p.T && d < p.dh) out[q_head + i * q_stride + d] = from_f32<T>(sO[r * S::kAcc + d] / sL[r]);
   }
   float* lse_T = lse + (static_cast<int64_t>(b) * p.H + h) * p.T;
   for (int r = static_cast<int>(threadIdx.x); r < kBr; r += kThreads) {
@@ -333,7 +308,7 @@ __global__ void __launch_bounds__(kThreads)
   const T* dout_row = dout + row * p.dh;
   const T* out_row = out + row * p.dh;
   float sum = 0.0f;
-  for (int d = lane; d < p.dh; d += 32) sum += to_float(dout_row[d]) * to_float(out_row[d]);
+  for (int d = lane; d < p.dh; d += 32) sum += to_f32(dout_row[d]) * to_f32(out_row[d]);
   sum = warp_sum(sum);
   if (lane == 0) {
     const int64_t h = row % p.H, bt = row / p.H, t = bt % p.T, b = bt / p.T;
@@ -367,8 +342,8 @@ __device__ __forceinline__ void probs_and_dscores(T* sP, T* sdS, int ldP, const 
     const int i = i0 + r, j = j0 + c;
     const float prob = (i < p.T && j <= i) ? exp2f(sS[r * ldS + c] * p.scale_log2 - s_lse2[r]) : 0.0f;
     const float ds = prob * (sdP[r * ldS + c] - s_delta[r]);
-    if (sP != nullptr) sP[r * ldP + c] = from_float<T>(prob);
-    sdS[r * ldP + c] = from_float<T>(ds);
+    if (sP != nullptr) sP[r * ldP + c] = from_f32<T>(prob);
+    sdS[r * ldP + c] = from_f32<T>(ds);
   }
 }
 

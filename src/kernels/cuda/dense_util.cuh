@@ -15,26 +15,10 @@
 
 #include "src/core/tensor.h"
 #include "src/kernels/cuda/cuda_check.h"
+#include "src/kernels/cuda/device_math.cuh"
 #include "src/kernels/cuda/stream.h"
 
 namespace moe::cuda::dense {
-
-using bf16 = __nv_bfloat16;
-
-// ---- element access: every value is computed in fp32 ------------------------
-
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
-
-// Rounds to nearest-even for bf16 (as the host's f32_to_bf16 in src/core/bf16.h).
-template <typename T>
-__device__ __forceinline__ T from_f32(float x) {
-  if constexpr (std::is_same_v<T, float>) {
-    return x;
-  } else {
-    return __float2bfloat16_rn(x);
-  }
-}
 
 // ---- dtype checks and dispatch (host) ------------------------------------------
 
@@ -110,33 +94,5 @@ __device__ __forceinline__ int64_t global_index() {
 
 __device__ __forceinline__ int64_t grid_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
-// ---- reductions (fixed order for a fixed block size: deterministic) -----------
-
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread
-// gets the result. `shared` holds 32 values; it may be reused after the call.
-template <typename T>
-__device__ T block_sum(T v, T* shared) {
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  v = warp_sum(v);
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    const int warps = static_cast<int>(blockDim.x >> 5);
-    T w = lane < warps ? shared[lane] : T(0);
-    w = warp_sum(w);
-    if (lane == 0) shared[0] = w;
-  }
-  __syncthreads();
-  const T total = shared[0];
-  __syncthreads();
-  return total;
-}
 
 }  // namespace moe::cuda::dense

@@ -48,6 +48,7 @@
 
 #include "src/kernels/cuda/cuda_check.h"
 #include "src/kernels/cuda/cuda_ops.h"
+#include "src/kernels/cuda/device_math.cuh"
 #include "src/kernels/cuda/stream.h"
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
@@ -57,8 +58,6 @@
 namespace moe::cuda {
 namespace {
 
-using bf16 = __nv_bfloat16;
-
 constexpr int kBM = 64;        // rows of a tile
 constexpr int kBN = 64;        // columns of a tile
 constexpr int kBK = 32;        // K step
@@ -66,18 +65,6 @@ constexpr int kThreads = 128;  // 4 warps, 2 x 2, each a 32 x 32 sub-tile (WMMA 
 constexpr int kPad = 8;        // shared-memory row padding, in elements (keeps 16-byte rows, breaks bank stride)
 constexpr int kCPad = 4;       // padding of the fp32 staging tile (WMMA store needs a multiple of 4)
 
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(bf16 v) { return __bfloat162float(v); }
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ bf16 from_float<bf16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 // Shared-memory tiles of one K step. A is BM x BK (stored BK x BM when read
 // transposed), B is BK x BN (stored BN x BK when read transposed); the
@@ -137,11 +124,11 @@ __device__ __forceinline__ void load_tile(T* dst, const T* __restrict__ src, int
         *reinterpret_cast<uint4*>(d) = *reinterpret_cast<const uint4*>(s);
       } else {
 #pragma unroll
-        for (int j = 0; j < kVec; ++j) d[j] = inner + j < i_lim ? s[j] : from_float<T>(0.0f);
+        for (int j = 0; j < kVec; ++j) d[j] = inner + j < i_lim ? s[j] : from_f32<T>(0.0f);
       }
     } else {
 #pragma unroll
-      for (int j = 0; j < kVec; ++j) d[j] = from_float<T>(0.0f);
+      for (int j = 0; j < kVec; ++j) d[j] = from_f32<T>(0.0f);
     }
   }
 }
@@ -230,8 +217,8 @@ __device__ __forceinline__ void gemm_tile(const T* __restrict__ A, int64_t lda, 
       if (m < m_lim && n < n_lim) {
         OutT* c = C + m * ldc + n;
         float v = Cs[ml * kCLd + nl];
-        if (accumulate) v += to_float(*c);
-        *c = from_float<OutT>(v);
+        if (accumulate) v += to_f32(*c);
+        *c = from_f32<OutT>(v);
       }
     }
   } else {
@@ -278,8 +265,8 @@ __device__ __forceinline__ void gemm_tile(const T* __restrict__ A, int64_t lda, 
         if (n < n_lim) {
           OutT* c = C + m * ldc + n;
           float v = acc[i][j];
-          if (accumulate) v += to_float(*c);
-          *c = from_float<OutT>(v);
+          if (accumulate) v += to_f32(*c);
+          *c = from_f32<OutT>(v);
         }
       }
     }

@@ -13,6 +13,7 @@
 
 #include "src/core/tensor.h"
 #include "src/kernels/cuda/cuda_check.h"
+#include "src/kernels/cuda/device_math.cuh"
 
 namespace moe::cuda::moe_detail {
 
@@ -23,20 +24,7 @@ constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int64_t kMaxExperts = 2048;
 constexpr int64_t kMaxTopK = 32;
 
-// ---- activations: BF16 or F32 in memory, fp32 in registers -----------------
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T>
-__device__ __forceinline__ T from_f32(float x);
-template <>
-__device__ __forceinline__ float from_f32<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
-
+// ---- activations: BF16 or F32 in memory, fp32 in registers (device_math.cuh) ----
 template <typename T>
 struct TypeTag {
   using type = T;
@@ -72,40 +60,5 @@ inline void check_launch(const char* op, const std::string& shapes) {
 inline int64_t rows_of(const Tensor& t) { return t.ndim == 0 || t.size(-1) == 0 ? 0 : t.numel() / t.size(-1); }
 
 inline unsigned ceil_div(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
-
-// ---- reductions (butterfly: every lane ends with the same value) -----------
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFullMask, v, offset);
-  return v;
-}
-
-__device__ __forceinline__ double warp_max(double v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v = fmax(v, __shfl_xor_sync(kFullMask, v, offset));
-  return v;
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(kFullMask, v, offset));
-  return v;
-}
-
-// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread
-// gets the result. `scratch` holds 32 values. Contains __syncthreads: call it
-// from every thread of the block.
-template <typename T>
-__device__ T block_sum(T v, T* scratch) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  v = warp_sum(v);
-  __syncthreads();  // scratch may still be read by a previous call
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    const T total = warp_sum(lane < warps ? scratch[lane] : T(0));
-    if (lane == 0) scratch[0] = total;
-  }
-  __syncthreads();
-  return scratch[0];
-}
 
 }  // namespace moe::cuda::moe_detail
