@@ -34,9 +34,17 @@ int64_t Tensor::size(int dim) const {
   return shape[d];
 }
 
-std::string Tensor::shape_string() const {
+std::string Tensor::shape_string() const { return shape_text(std::vector<int64_t>(shape.begin(), shape.begin() + ndim)); }
+
+int64_t numel_of(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t s : shape) n *= s;
+  return n;
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) {
   std::string s = "[";
-  for (int i = 0; i < ndim; ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
 }
 

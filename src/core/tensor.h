@@ -41,6 +41,10 @@ struct Tensor {
   Tensor rows(int64_t begin, int64_t count) const;
 };
 
+// Elements of a shape, and its text as in messages: "[4, 64]".
+int64_t numel_of(const std::vector<int64_t>& shape);
+std::string shape_text(const std::vector<int64_t>& shape);
+
 // A view of memory owned elsewhere (host memory unless told), 1 to 4 dims.
 Tensor view_of(void* data, const std::vector<int64_t>& shape, DType dtype = DType::kF32,
                Device device = Device::kCpu);

@@ -14,13 +14,13 @@
 namespace moe {
 namespace {
 
-[[noreturn]] void no_cuda(const char* what) {
-  throw std::logic_error(std::string(what) + ": device tensors, but this build has no CUDA backend");
-}
-
 #if MOE_TRAIN_HAS_CUDA
 void check_cuda(cudaError_t status, const std::string& what) {
   if (status != cudaSuccess) throw std::runtime_error("CUDA error in " + what + ": " + cudaGetErrorString(status));
+}
+#else
+[[noreturn]] void no_cuda(const char* what) {
+  throw std::logic_error(std::string(what) + ": device tensors, but this build has no CUDA backend");
 }
 #endif
 

@@ -1,14 +1,11 @@
 #include "src/model/param_spec.h"
 
 #include "src/config/derived.h"
+#include "src/core/tensor.h"
 
 namespace moe {
 
-int64_t ParamSpec::numel() const {
-  int64_t n = 1;
-  for (int64_t s : shape) n *= s;
-  return n;
-}
+int64_t ParamSpec::numel() const { return numel_of(shape); }
 
 std::vector<ParamSpec> model_param_specs(const ModelConfig& m) {
   const int64_t d = m.dim, hd = head_dim(m), q = m.n_heads * hd, kv = kv_heads(m) * hd;

@@ -47,6 +47,12 @@ class Communicator {
   virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
 };
 
+// One value over the group: unchanged in a group of one rank, else reduced as
+// fp32 (about 7 digits: enough for logged losses and norms that only clip).
+double all_reduce_value(Communicator& group, double value, ReduceOp op);
+// Whether any rank of the group passes true (every rank gets the same answer).
+bool any_rank(Communicator& group, bool flag);
+
 // Initialises MPI once per process (MPI_THREAD_FUNNELED; a singleton without
 // mpirun is one rank) and finalises it at exit.
 void ensure_mpi_initialized();

@@ -20,11 +20,7 @@ void cut(std::vector<int64_t>& shape, std::vector<int64_t>& offset, size_t dim, 
 
 }  // namespace
 
-int64_t ParamPlacement::local_numel() const {
-  int64_t n = 1;
-  for (int64_t s : local_shape) n *= s;
-  return n;
-}
+int64_t ParamPlacement::local_numel() const { return numel_of(local_shape); }
 
 std::vector<int64_t> ParamPlacement::shard_shape() const {
   if (shards == 1) return local_shape;

@@ -1,7 +1,6 @@
 #include "src/train/checkpoint.h"
 
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -25,28 +24,10 @@ namespace {
 std::string rank_file(int rank) { return fmt::format("rank_{:05d}.safetensors", rank); }
 std::string step_dir_name(int64_t step) { return fmt::format("step_{}", step); }
 
-// A small file written atomically and durably (temporary, fsync, rename).
-void write_small_file(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(tmp.c_str(), "wb"), &std::fclose);
-    if (!f || std::fwrite(text.data(), 1, text.size(), f.get()) != text.size() || std::fflush(f.get()) != 0 ||
-        ::fsync(fileno(f.get())) != 0) {
-      throw UserError(path + ": cannot be written; check the checkpoint folder's space and permissions");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    throw UserError(path + ": cannot be renamed into place; check the checkpoint folder's permissions");
-  }
-  sync_directory(fs::path(path).parent_path().string());
-}
-
 // Every rank learns whether any rank failed, so that all throw together
 // instead of some waiting in the next collective.
 void agree_or_throw(Communicator& world, const std::string& my_error, const std::string& what) {
-  int32_t failed = my_error.empty() ? 0 : 1;
-  world.all_reduce(view_of(&failed, {1}, DType::kI32), ReduceOp::kMax);
-  if (failed) throw UserError(my_error.empty() ? what + " failed on another rank (its log says why)" : my_error);
+  if (any_rank(world, !my_error.empty())) throw UserError(my_error.empty() ? what + " failed on another rank (its log says why)" : my_error);
 }
 
 nlohmann::json piece_json(const StateTensor& s, int file) {
@@ -157,11 +138,11 @@ std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const
         }
       }
       meta["tensors"] = tensors;
-      write_small_file(tmp_dir + "/metadata.json", meta.dump(1));
+      write_file_durably(tmp_dir + "/metadata.json", meta.dump(1));
       fs::remove_all(final_dir);  // an older save of this same step (from before a resume)
       fs::rename(tmp_dir, final_dir);
       sync_directory(dir);
-      write_small_file(dir + "/latest", step_dir_name(at.step) + "\n");
+      write_file_durably(dir + "/latest", step_dir_name(at.step) + "\n");
       remove_old_checkpoints(dir, cfg.checkpoint.keep_last_n);
     } catch (const std::exception& e) {
       error = fmt::format("checkpoint {}: finishing the save failed ({}); the previous checkpoint is intact",
@@ -198,9 +179,7 @@ CheckpointMetadata read_metadata(const std::string& step_dir) {
 // Rebuilds one global tensor from its pieces (bounds already checked).
 std::vector<float> assemble(const std::string& name, const CheckpointTensorMeta& meta,
                             const std::vector<std::unique_ptr<SafetensorsFile>>& files) {
-  int64_t numel = 1;
-  for (int64_t s : meta.shape) numel *= s;
-  std::vector<float> global(static_cast<size_t>(numel), 0.0f);
+  std::vector<float> global(static_cast<size_t>(numel_of(meta.shape)), 0.0f);
   // Pieces of one local block (its FSDP shards) are joined first, then the
   // block is placed in the global tensor.
   std::map<std::pair<std::vector<int64_t>, std::vector<int64_t>>, std::vector<float>> blocks;
@@ -212,9 +191,7 @@ std::vector<float> assemble(const std::string& name, const CheckpointTensorMeta&
                                   e.dtype, p.count));
     }
     std::vector<float>& block = blocks[{p.local_offset, p.local_shape}];
-    int64_t block_numel = 1;
-    for (int64_t s : p.local_shape) block_numel *= s;
-    block.resize(static_cast<size_t>(block_numel), 0.0f);
+    block.resize(static_cast<size_t>(numel_of(p.local_shape)), 0.0f);
     if (p.count > 0) f.read(name, block.data() + p.begin);
   }
   for (auto& [key, block] : blocks) copy_block_to_global(global.data(), meta.shape, key.first, view_of(block.data(), key.second));

@@ -36,19 +36,7 @@ std::vector<int64_t> shape_of(const Json& j, const std::string& where) {
   return s;
 }
 
-int64_t product(const std::vector<int64_t>& s) {
-  int64_t n = 1;
-  for (int64_t x : s) n *= x;
-  return n;
-}
-
 }  // namespace
-
-std::string shape_text(const std::vector<int64_t>& s) {
-  std::string t = "[";
-  for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
-  return t + "]";
-}
 
 CheckpointMetadata parse_checkpoint_metadata(const std::string& text, const std::string& path) {
   Json meta;
@@ -98,18 +86,18 @@ CheckpointMetadata parse_checkpoint_metadata(const std::string& text, const std:
       p.begin = bounded_int(field(pj, "begin", where), where + " piece begin");
       p.count = bounded_int(field(pj, "count", where), where + " piece count");
       bool inside = p.file < static_cast<int64_t>(out.files.size()) && p.local_offset.size() == t.shape.size() &&
-                    p.local_shape.size() == t.shape.size() && p.begin + p.count <= product(p.local_shape);
+                    p.local_shape.size() == t.shape.size() && p.begin + p.count <= numel_of(p.local_shape);
       for (size_t d = 0; inside && d < t.shape.size(); ++d) inside = p.local_offset[d] + p.local_shape[d] <= t.shape[d];
       if (!inside) {
         throw UserError(where + ": a piece lies outside the tensor " + shape_text(t.shape) + " or names no listed file");
       }
       covered += p.count;
-      if (covered > product(t.shape)) throw UserError(where + ": its pieces hold more values than the tensor");
+      if (covered > numel_of(t.shape)) throw UserError(where + ": its pieces hold more values than the tensor");
       t.pieces.push_back(std::move(p));
     }
-    if (covered != product(t.shape)) {
+    if (covered != numel_of(t.shape)) {
       throw UserError(where + ": its pieces hold " + std::to_string(covered) + " of " +
-                      std::to_string(product(t.shape)) + " values; the checkpoint is incomplete");
+                      std::to_string(numel_of(t.shape)) + " values; the checkpoint is incomplete");
     }
     out.tensors[it.key()] = std::move(t);
   }

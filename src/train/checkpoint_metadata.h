@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "src/core/tensor.h"  // numel_of, shape_text
+
 namespace moe {
 
 struct CheckpointFileMeta {
@@ -41,7 +43,5 @@ constexpr const char* kCheckpointFormat = "moe_train checkpoint 1";
 // `path` names the file in messages. A UserError (path, what is wrong) for
 // anything malformed or out of bounds.
 CheckpointMetadata parse_checkpoint_metadata(const std::string& text, const std::string& path);
-
-std::string shape_text(const std::vector<int64_t>& shape);  // "[4, 64]"
 
 }  // namespace moe

@@ -19,12 +19,6 @@ std::vector<float> transposed(const float* src, int64_t rows, int64_t cols) {
   return out;
 }
 
-int64_t product(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t s : shape) n *= s;
-  return n;
-}
-
 }  // namespace
 
 void export_hf(const ModelConfig& m, const ParamStore& params, const std::string& dir) {
@@ -33,7 +27,7 @@ void export_hf(const ModelConfig& m, const ParamStore& params, const std::string
   std::vector<SafetensorsEntry> tensors;
   for (const HfTensor& t : hf_tensors(m)) {
     if (t.source == S::kZero || t.source == S::kUnused) {
-      tensors.push_back({t.name, t.shape, std::vector<float>(static_cast<size_t>(product(t.shape)))});
+      tensors.push_back({t.name, t.shape, std::vector<float>(static_cast<size_t>(numel_of(t.shape)))});
       continue;
     }
     const Param& p = params[t.param];
@@ -50,14 +44,7 @@ void export_hf(const ModelConfig& m, const ParamStore& params, const std::string
   std::filesystem::create_directories(dir, ec);
   if (ec) throw UserError("--export-hf " + dir + ": cannot create the folder (" + ec.message() + ")");
   write_safetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
-  const std::string cfg_path = dir + "/config.json", tmp = cfg_path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << hf_config(m).dump(2) << "\n";
-    if (!out) throw UserError("--export-hf " + cfg_path + ": cannot be written");
-  }
-  std::filesystem::rename(tmp, cfg_path, ec);
-  if (ec) throw UserError("--export-hf " + cfg_path + ": cannot be renamed into place (" + ec.message() + ")");
+  write_file_durably(dir + "/config.json", hf_config(m).dump(2) + "\n");
 }
 
 }  // namespace moe

@@ -22,13 +22,7 @@ double Optimizer::grad_norm(Communicator& world) const {
   for (const Param& p : params_.all()) {
     if (counted_here(p, params_.coord())) sum += ops::sum_squares(p.shard_grad);
   }
-  if (world.size() > 1) {
-    // fp32 over the wire keeps ~7 digits of the sum: enough for a norm that only clips and is logged.
-    float total = static_cast<float>(sum);
-    world.all_reduce(view_of(&total, {1}), ReduceOp::kSum);
-    sum = total;
-  }
-  return std::sqrt(sum);
+  return std::sqrt(all_reduce_value(world, sum, ReduceOp::kSum));
 }
 
 void Optimizer::step(double lr, double clip_scale, int64_t step) {

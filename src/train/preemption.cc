@@ -26,11 +26,7 @@ void install_preemption_handlers() {
 }
 
 bool preemption_requested(Communicator& world) {
-  int32_t flag = signalled ? 1 : 0;
-  if (world.size() > 1) {
-    world.all_reduce(view_of(&flag, {1}, DType::kI32), ReduceOp::kMax);
-  }
-  return flag != 0;
+  return any_rank(world, signalled != 0);
 }
 
 }  // namespace moe

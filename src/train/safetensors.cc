@@ -1,8 +1,5 @@
 #include "src/train/safetensors.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -18,17 +15,6 @@
 namespace moe {
 namespace {
 
-using File = std::unique_ptr<FILE, int (*)(FILE*)>;
-
-// Writes bytes and folds them into the running CRC.
-void put(FILE* f, const void* data, size_t bytes, uint32_t& crc, const std::string& path) {
-  if (bytes == 0) return;
-  if (std::fwrite(data, 1, bytes, f) != bytes) {
-    throw UserError(path + ": writing failed (disk full?); nothing was replaced");
-  }
-  crc = crc32_update(crc, data, bytes);
-}
-
 // Bytes per element of every safetensors dtype; 0 for names the format does not have.
 uint64_t dtype_size(const std::string& dtype) {
   static const std::map<std::string, uint64_t> sizes = {
@@ -40,22 +26,13 @@ uint64_t dtype_size(const std::string& dtype) {
 
 }  // namespace
 
-void sync_directory(const std::string& dir) {
-  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return;  // best effort: the rename itself already happened
-  ::fsync(fd);
-  ::close(fd);
-}
-
 WrittenFile write_safetensors(const std::string& path, const std::vector<SafetensorsView>& tensors,
                               const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header;
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const auto& t : tensors) {
-    uint64_t numel = 1;
-    for (int64_t s : t.shape) numel *= static_cast<uint64_t>(s);
-    const uint64_t bytes = numel * sizeof(float);
+    const uint64_t bytes = static_cast<uint64_t>(numel_of(t.shape)) * sizeof(float);
     header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
@@ -63,29 +40,15 @@ WrittenFile write_safetensors(const std::string& path, const std::vector<Safeten
   text.append((8 - text.size() % 8) % 8, ' ');  // keep the data 8-byte aligned
   const uint64_t header_len = text.size();
 
-  const std::string tmp = path + ".tmp";
+  DurableFile f(path);
+  unsigned char len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(header_len >> (8 * i));
+  f.write(len, 8);
+  f.write(text.data(), text.size());
+  for (const auto& t : tensors) f.write(t.data, static_cast<size_t>(numel_of(t.shape)) * sizeof(float));
   WrittenFile written;
-  {
-    File f(std::fopen(tmp.c_str(), "wb"), &std::fclose);
-    if (!f) throw UserError(path + ": cannot be written; check that its folder exists and is writable");
-    unsigned char len[8];
-    for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(header_len >> (8 * i));
-    put(f.get(), len, 8, written.crc32, path);
-    put(f.get(), text.data(), text.size(), written.crc32, path);
-    for (const auto& t : tensors) {
-      uint64_t numel = 1;
-      for (int64_t s : t.shape) numel *= static_cast<uint64_t>(s);
-      put(f.get(), t.data, numel * sizeof(float), written.crc32, path);
-    }
-    if (std::fflush(f.get()) != 0 || ::fsync(fileno(f.get())) != 0) {
-      throw UserError(path + ": writing failed (disk full?); nothing was replaced");
-    }
-    written.bytes = 8 + header_len + offset;
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    throw UserError(path + ": cannot rename the finished file into place; check the folder's permissions");
-  }
-  sync_directory(std::filesystem::path(path).parent_path().string());
+  written.bytes = f.commit();
+  written.crc32 = f.crc32();
   return written;
 }
 

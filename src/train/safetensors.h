@@ -11,6 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "src/core/tensor.h"  // numel_of
+#include "src/train/durable_file.h"
+
 namespace moe {
 
 struct SafetensorsEntry {
@@ -72,8 +75,5 @@ class SafetensorsFile {
 
 // Reads every tensor of a safetensors file of F32, BF16 or F16 tensors.
 std::vector<SafetensorsEntry> read_safetensors(const std::string& path);
-
-// Flushes a folder's entries (after a rename into it) to disk.
-void sync_directory(const std::string& dir);
 
 }  // namespace moe

@@ -44,11 +44,7 @@ StepMetrics StepRunner::step(int64_t step, const BatchSampler& sampler) {
                  model_.targets().i32());
     loss += model_.forward_backward(loss_scale).lm_loss / static_cast<double>(t.grad_accum_steps);
   }
-  if (dp.size() > 1) {
-    float global = static_cast<float>(loss);
-    dp.all_reduce(view_of(&global, {1}), ReduceOp::kAvg);
-    loss = global;
-  }
+  loss = all_reduce_value(dp, loss, ReduceOp::kAvg);
   if (step == nan_step_) params_.all().front().shard_grad.f32()[0] = NAN;
   reduce_gradients();
   reduce_moe_stats();
@@ -161,12 +157,7 @@ double StepRunner::evaluate(const BatchSampler& sampler, int64_t steps) {
     sampler.fill(i, 0, 1, dp.rank(), dp.size(), model_.inputs().i32(), model_.targets().i32());
     loss += model_.evaluate() / static_cast<double>(steps);
   }
-  if (dp.size() > 1) {
-    float global = static_cast<float>(loss);
-    dp.all_reduce(view_of(&global, {1}), ReduceOp::kAvg);
-    loss = global;
-  }
-  return loss;
+  return all_reduce_value(dp, loss, ReduceOp::kAvg);
 }
 
 std::vector<StateTensor> StepRunner::state_tensors() {
