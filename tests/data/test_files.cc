@@ -82,4 +82,8 @@ std::vector<int32_t> iota_ids(int64_t n, int32_t first) {
   return ids;
 }
 
+void write_token_npy(const std::string& path, const std::vector<uint16_t>& tokens) {
+  write_file(path, npy_bytes(npy_dict("<u2", "(" + std::to_string(tokens.size()) + ",)"), le_array(tokens)));
+}
+
 }  // namespace moe::test

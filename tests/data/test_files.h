@@ -34,6 +34,9 @@ std::string le_array(const std::vector<T>& values) {
 }
 
 // A .npy file: preamble for `major`.0, the dict text, padding to 64 bytes, data.
+// A 1-D uint16 .npy token file at `path` (what the training tests feed the sampler).
+void write_token_npy(const std::string& path, const std::vector<uint16_t>& tokens);
+
 std::string npy_bytes(const std::string& dict, const std::string& data, int major = 1);
 // The dict numpy writes for a C-ordered array of `descr` with `shape` like "(5,)".
 std::string npy_dict(const std::string& descr, const std::string& shape, bool fortran_order = false);

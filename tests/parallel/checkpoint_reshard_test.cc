@@ -6,7 +6,6 @@
 //   continue within 1e-5 of it (the same global batch: grad_accum_steps is
 //   scaled with the data-parallel degree);
 // - every expert of every layer survives the round trip (checked per expert).
-#define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -21,12 +20,14 @@
 #include "src/train/checkpoint.h"
 #include "src/train/step_runner.h"
 #include "tests/data/test_files.h"
+#include "tests/parallel/mpi_test_main.h"
+
+using moe::test::test_world;
 
 namespace fs = std::filesystem;
 
 namespace {
 
-std::unique_ptr<moe::Communicator> world;
 std::string data_dir, ckpt_dir;
 
 moe::Layout layout(int64_t dp_shard, int64_t ep, int64_t tp) {
@@ -81,30 +82,21 @@ Trained run(const moe::JobConfig& cfg, moe::Mesh& mesh, int64_t first, int64_t l
 void write_dataset() {
   std::vector<uint16_t> tokens(8192);
   for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<uint16_t>((i * 5 + i / 7 + (i * i) % 3) % 64);
-  data_dir = moe::test::fresh_dir("ckpt_reshard_data_rank" + std::to_string(world->rank()));
-  moe::test::write_file(data_dir + "/tokens.npy",
-                        moe::test::npy_bytes(moe::test::npy_dict("<u2", "(8192,)"), moe::test::le_array(tokens)));
+  data_dir = moe::test::fresh_dir("ckpt_reshard_data_rank" + std::to_string(test_world().rank()));
+  moe::test::write_token_npy(data_dir + "/tokens.npy", tokens);
   const char* tmp = std::getenv("TEST_TMPDIR");
   ckpt_dir = std::string(tmp ? tmp : "/tmp") + "/ckpt_reshard";
   // Every rank must be done with the previous checkpoint (single-process
   // sections load it without any collective) before rank 0 removes it.
-  world->barrier();
-  if (world->rank() == 0) fs::remove_all(ckpt_dir);
-  world->barrier();
+  test_world().barrier();
+  if (test_world().rank() == 0) fs::remove_all(ckpt_dir);
+  test_world().barrier();
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  moe::ensure_mpi_initialized();
-  world = moe::mpi_world();
-  const int failed = Catch::Session().run(argc, argv);
-  world.reset();
-  return failed ? 1 : 0;
-}
-
 TEST_CASE("save under dp_shard = 4; resume under dp_shard = 4, tp = 2 x ep = 2 and one process") {
-  REQUIRE(world->size() == 4);
+  REQUIRE(test_world().size() == 4);
   write_dataset();
   const moe::Layout fsdp4 = layout(4, 1, 1);
   const moe::JobConfig cfg = config(fsdp4, 2);  // D = 4

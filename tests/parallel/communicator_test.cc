@@ -1,7 +1,6 @@
 // The MPI communicator on CPU ranks (run under mpirun by communicator_test.sh):
 // every collective against what each rank can compute by itself, fp32, bf16
 // and i32, including zero-length exchanges and sub-groups.
-#define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 #include <mpi.h>
 
@@ -10,59 +9,48 @@
 #include "src/core/bf16.h"
 #include "src/core/tensor_pool.h"
 #include "src/parallel/communicator.h"
+#include "tests/parallel/mpi_test_main.h"
 
-namespace {
-
-std::unique_ptr<moe::Communicator> world;
-
-}  // namespace
-
-int main(int argc, char** argv) {
-  moe::ensure_mpi_initialized();
-  world = moe::mpi_world();
-  const int failed = Catch::Session().run(argc, argv);
-  world.reset();
-  return failed ? 1 : 0;
-}
+using moe::test::test_world;
 
 TEST_CASE("all_reduce: sum, avg, max in fp32; sum in bf16 and i32") {
-  const int r = world->rank(), n = world->size();
+  const int r = test_world().rank(), n = test_world().size();
   moe::TensorPool pool;
   moe::Tensor t = pool.alloc({3});
   for (int i = 0; i < 3; ++i) t.f32()[i] = static_cast<float>(r + 10 * i);
-  world->all_reduce(t, moe::ReduceOp::kSum);
+  test_world().all_reduce(t, moe::ReduceOp::kSum);
   const float rank_sum = static_cast<float>(n * (n - 1) / 2);
   CHECK(t.f32()[0] == rank_sum);
   CHECK(t.f32()[2] == rank_sum + 20.0f * n);
 
   for (int i = 0; i < 3; ++i) t.f32()[i] = static_cast<float>(r);
-  world->all_reduce(t, moe::ReduceOp::kAvg);
+  test_world().all_reduce(t, moe::ReduceOp::kAvg);
   CHECK(t.f32()[1] == Approx(rank_sum / n));
   for (int i = 0; i < 3; ++i) t.f32()[i] = static_cast<float>(r == 1 ? 7 : -r);
-  world->all_reduce(t, moe::ReduceOp::kMax);
+  test_world().all_reduce(t, moe::ReduceOp::kMax);
   CHECK(t.f32()[0] == (n > 1 ? 7.0f : 0.0f));
 
   moe::Tensor h = pool.alloc({2}, moe::DType::kBF16);
   auto* hv = static_cast<uint16_t*>(h.data);
   hv[0] = moe::f32_to_bf16(0.5f);
   hv[1] = moe::f32_to_bf16(static_cast<float>(r));
-  world->all_reduce(h, moe::ReduceOp::kSum);
+  test_world().all_reduce(h, moe::ReduceOp::kSum);
   CHECK(moe::bf16_to_f32(hv[0]) == 0.5f * n);
   CHECK(moe::bf16_to_f32(hv[1]) == rank_sum);
 
   moe::Tensor c = pool.alloc({1}, moe::DType::kI32);
   c.i32()[0] = r + 1;
-  world->all_reduce(c, moe::ReduceOp::kSum);
+  test_world().all_reduce(c, moe::ReduceOp::kSum);
   CHECK(c.i32()[0] == n * (n + 1) / 2);
 }
 
 TEST_CASE("all_gather concatenates in rank order; reduce_scatter gives rank r block r of the sum") {
-  const int r = world->rank(), n = world->size();
+  const int r = test_world().rank(), n = test_world().size();
   moe::TensorPool pool;
   moe::Tensor in = pool.alloc({2, 2});
   for (int i = 0; i < 4; ++i) in.f32()[i] = static_cast<float>(100 * r + i);
   moe::Tensor all = pool.alloc({2 * n, 2});
-  world->all_gather(all, in);
+  test_world().all_gather(all, in);
   for (int p = 0; p < n; ++p) {
     for (int i = 0; i < 4; ++i) CHECK(all.f32()[p * 4 + i] == static_cast<float>(100 * p + i));
   }
@@ -70,22 +58,22 @@ TEST_CASE("all_gather concatenates in rank order; reduce_scatter gives rank r bl
   moe::Tensor full = pool.alloc({n, 3});
   for (int i = 0; i < 3 * n; ++i) full.f32()[i] = static_cast<float>(i + r);
   moe::Tensor mine = pool.alloc({1, 3});
-  world->reduce_scatter(mine, full, moe::ReduceOp::kSum);
+  test_world().reduce_scatter(mine, full, moe::ReduceOp::kSum);
   for (int j = 0; j < 3; ++j) CHECK(mine.f32()[j] == static_cast<float>(n * (3 * r + j) + n * (n - 1) / 2));
 }
 
 TEST_CASE("broadcast from a non-zero root") {
-  const int n = world->size();
+  const int n = test_world().size();
   moe::TensorPool pool;
   moe::Tensor t = pool.alloc({4});
   const int root = n - 1;
-  for (int i = 0; i < 4; ++i) t.f32()[i] = world->rank() == root ? 3.5f * i : -1.0f;
-  world->broadcast(t, root);
+  for (int i = 0; i < 4; ++i) t.f32()[i] = test_world().rank() == root ? 3.5f * i : -1.0f;
+  test_world().broadcast(t, root);
   for (int i = 0; i < 4; ++i) CHECK(t.f32()[i] == 3.5f * i);
 }
 
 TEST_CASE("all_to_all_v with uneven and zero counts (as an expert dispatch with idle experts)") {
-  const int r = world->rank(), n = world->size();
+  const int r = test_world().rank(), n = test_world().size();
   moe::TensorPool pool;
   // Rank r sends (r + p) % 3 rows to peer p, each row [r, p, k] for k-th row.
   std::vector<int64_t> send(n), recv(n);
@@ -105,7 +93,7 @@ TEST_CASE("all_to_all_v with uneven and zero counts (as an expert dispatch with 
       in.f32()[row * 3 + 2] = static_cast<float>(k);
     }
   }
-  world->all_to_all_v(out, recv, in, send);
+  test_world().all_to_all_v(out, recv, in, send);
   row = 0;
   for (int p = 0; p < n; ++p) {
     for (int64_t k = 0; k < recv[p]; ++k, ++row) {
@@ -117,8 +105,8 @@ TEST_CASE("all_to_all_v with uneven and zero counts (as an expert dispatch with 
 }
 
 TEST_CASE("split makes sub-groups ordered by key") {
-  const int r = world->rank(), n = world->size();
-  auto group = world->split(r % 2, -r);  // reverse order inside each parity group
+  const int r = test_world().rank(), n = test_world().size();
+  auto group = test_world().split(r % 2, -r);  // reverse order inside each parity group
   const int members = (n - r % 2 + 1) / 2;
   CHECK(group->size() == members);
   moe::TensorPool pool;

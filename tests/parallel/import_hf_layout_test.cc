@@ -4,7 +4,6 @@
 // tp = 2 x ep = 2 and of dp_shard = 4 into runners initialised otherwise
 // (init_std = 0.5); their losses then match, within 1e-5, those of one
 // process that starts from the same weights by initialisation.
-#define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -20,12 +19,14 @@
 #include "src/train/import_hf.h"
 #include "src/train/step_runner.h"
 #include "tests/data/test_files.h"
+#include "tests/parallel/mpi_test_main.h"
+
+using moe::test::test_world;
 
 namespace fs = std::filesystem;
 
 namespace {
 
-std::unique_ptr<moe::Communicator> world;
 std::string data_dir;
 
 moe::Layout layout(int64_t dp_shard, int64_t ep, int64_t tp) {
@@ -68,32 +69,23 @@ std::vector<double> run(const moe::JobConfig& cfg, moe::Mesh& mesh, const std::s
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  moe::ensure_mpi_initialized();
-  world = moe::mpi_world();
-  const int failed = Catch::Session().run(argc, argv);
-  world.reset();
-  return failed ? 1 : 0;
-}
-
 TEST_CASE("import under tp = 2 x ep = 2 and dp_shard = 4 trains as one process from the same weights") {
-  REQUIRE(world->size() == 4);
+  REQUIRE(test_world().size() == 4);
   std::vector<uint16_t> tokens(8192);
   for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<uint16_t>((i * 5 + i / 7 + (i * i) % 3) % 64);
-  data_dir = moe::test::fresh_dir("import_hf_data_rank" + std::to_string(world->rank()));
-  moe::test::write_file(data_dir + "/tokens.npy",
-                        moe::test::npy_bytes(moe::test::npy_dict("<u2", "(8192,)"), moe::test::le_array(tokens)));
+  data_dir = moe::test::fresh_dir("import_hf_data_rank" + std::to_string(test_world().rank()));
+  moe::test::write_token_npy(data_dir + "/tokens.npy", tokens);
   const char* tmp = std::getenv("TEST_TMPDIR");
   const std::string hf = std::string(tmp ? tmp : "/tmp") + "/import_hf_layout";
   const moe::JobConfig one_cfg = config(moe::Layout{}, 4, "0.02");
-  if (world->rank() == 0) {
+  if (test_world().rank() == 0) {
     fs::remove_all(hf);
     moe::TensorPool pool;
     moe::ParamStore whole(one_cfg.model, pool);
     whole.init(one_cfg.model, static_cast<uint64_t>(one_cfg.train.seed));
     moe::export_hf(one_cfg.model, whole, hf);
   }
-  world->barrier();
+  test_world().barrier();
 
   moe::Mesh one(moe::Layout{}, moe::single_process_world());
   const std::vector<double> want = run(one_cfg, one, "");

@@ -4,7 +4,6 @@
 // z-loss, global grad norm and expert counts match a single-process run of the
 // same global batch (grad_accum_steps x the data-parallel degree), to 1e-5
 // relative. Each layout runs with capacity on and off, for both routers.
-#define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -19,11 +18,13 @@
 #include "src/parallel/mesh.h"
 #include "src/train/step_runner.h"
 #include "tests/data/test_files.h"
+#include "tests/parallel/mpi_test_main.h"
+
+using moe::test::test_world;
 
 namespace {
 
 constexpr int64_t kSteps = 10;
-int world_size = 1, world_rank = 0;
 std::string data_dir;
 
 struct Case {
@@ -119,27 +120,15 @@ void write_dataset() {
     const uint64_t noise = (x >> 33) % 64;
     tokens[i] = static_cast<uint16_t>((x >> 40) % 4 == 0 ? noise : (i * 5 + i / 7) % 64);
   }
-  data_dir = moe::test::fresh_dir("layout_equivalence_rank" + std::to_string(world_rank));
-  moe::test::write_file(data_dir + "/tokens.npy",
-                        moe::test::npy_bytes(moe::test::npy_dict("<u2", "(" + std::to_string(tokens.size()) + ",)"),
-                                             moe::test::le_array(tokens)));
+  data_dir = moe::test::fresh_dir("layout_equivalence_rank" + std::to_string(test_world().rank()));
+  moe::test::write_token_npy(data_dir + "/tokens.npy", tokens);
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  moe::ensure_mpi_initialized();
-  {
-    const auto world = moe::mpi_world();
-    world_size = world->size();
-    world_rank = world->rank();
-  }
-  return Catch::Session().run(argc, argv) ? 1 : 0;
-}
-
 TEST_CASE("every layout of this many ranks matches one process") {
   if (data_dir.empty()) write_dataset();  // test_files' helpers need a running test
-  const std::vector<Case> cases = layouts_for(world_size);
+  const std::vector<Case> cases = layouts_for(test_world().size());
   REQUIRE(!cases.empty());
   for (const Case& c : cases) check_layout(c);
 }

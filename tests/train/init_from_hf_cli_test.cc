@@ -30,8 +30,7 @@ std::vector<std::string> tiny_args(const std::string& dir) {
   fs::create_directories(data);
   std::vector<uint16_t> tokens(8192);
   for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<uint16_t>((i * 7 + i / 11) % 61);
-  moe::test::write_file(data + "/tokens.npy",
-                        moe::test::npy_bytes(moe::test::npy_dict("<u2", "(8192,)"), moe::test::le_array(tokens)));
+  moe::test::write_token_npy(data + "/tokens.npy", tokens);
   return {"configs/train/debug_moe.toml", "--model.dim=32", "--model.n_layers=2", "--model.ffn_hidden_dim=64",
           "--model.vocab_size=64", "--train.seq_len=16", "--train.batch_size=2", "--scheduler.warmup_steps=2",
           "--metrics.log_interval=1", "--data.dataset_path=" + data};

@@ -30,8 +30,7 @@ std::string dataset(const std::string& dir) {
   fs::create_directories(data);
   std::vector<uint16_t> tokens(4096);
   for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<uint16_t>((i * 3 + i / 5) % 61);
-  moe::test::write_file(data + "/tokens.npy",
-                        moe::test::npy_bytes(moe::test::npy_dict("<u2", "(4096,)"), moe::test::le_array(tokens)));
+  moe::test::write_token_npy(data + "/tokens.npy", tokens);
   return data;
 }
 
