@@ -91,9 +91,11 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const std::string
   // prepared once, by rank 0 while the others wait).
   std::string data_path = cfg.data.dataset_path, pattern = cfg.data.file_pattern;
   if (data_path.empty()) {
-    if (rank0) ensure_default_corpus(cache_dir());
+    std::string corpus;
+    if (rank0) corpus = ensure_default_corpus(cache_dir());
     mesh.world().barrier();
-    data_path = ensure_default_corpus(cache_dir()) + "/train";
+    if (!rank0) corpus = ensure_default_corpus(cache_dir());  // prepared by now: only found
+    data_path = corpus + "/train";
     pattern = "*.npy";
     spdlog::info("data.dataset_path is empty: training on the built-in corpus ({})", data_path);
   }
