@@ -6,6 +6,9 @@
 #include <cstdio>
 #endif
 
+#include <stdexcept>
+#include <string>
+
 namespace moe {
 
 #if MOE_TRAIN_HAS_CUDA
@@ -26,9 +29,28 @@ std::string cuda_device_description(int device) {
                 static_cast<double>(p.totalGlobalMem) / (1024.0 * 1024 * 1024), p.major, p.minor);
   return buf;
 }
+int select_cuda_device(int64_t local_rank) {
+  const int n = cuda_device_count();
+  if (n == 0) throw std::runtime_error("train.device = \"cuda\", but no GPU is visible to this process");
+  const int device = static_cast<int>(local_rank % n);
+  if (const cudaError_t e = cudaSetDevice(device); e != cudaSuccess) {
+    throw std::runtime_error(std::string("cudaSetDevice(") + std::to_string(device) + "): " + cudaGetErrorString(e));
+  }
+  return device;
+}
+
+double cuda_peak_bf16_flops(int device) {
+  cudaDeviceProp p{};
+  if (cudaGetDeviceProperties(&p, device) != cudaSuccess) return 0;
+  if (p.major == 9 && p.minor == 0) return std::string(p.name).find("PCIe") != std::string::npos ? 756e12 : 989e12;  // H100/H200 SXM, dense
+  if (p.major == 8 && p.minor == 0) return 312e12;  // A100
+  return 0;
+}
 #else
 int cuda_device_count() { return 0; }
 std::string cuda_device_description(int) { return ""; }
+int select_cuda_device(int64_t) { throw std::runtime_error("train.device = \"cuda\", but this build has no CUDA"); }
+double cuda_peak_bf16_flops(int) { return 0; }
 #endif
 
 }  // namespace moe

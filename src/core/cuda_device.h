@@ -2,6 +2,7 @@
 // build without CUDA) counts as "no GPU": `train.device = "auto"` then runs on CPU.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace moe {
@@ -9,5 +10,13 @@ namespace moe {
 int cuda_device_count();
 // "NVIDIA H100 80GB HBM3, 79.1 GiB, sm_90" for device i (empty without one).
 std::string cuda_device_description(int device);
+// Makes GPU (local_rank mod the GPUs visible) this process's device, before
+// any allocation or stream: one GPU per rank on a node. Returns its index;
+// throws std::runtime_error when there is no GPU.
+int select_cuda_device(int64_t local_rank);
+// bf16 dense tensor-core peak of device i in FLOP/s, from its compute
+// capability (989e12 for sm_90, H100/H200 SXM; 312e12 for sm_80, A100), 0
+// when unknown: the denominator of MFU.
+double cuda_peak_bf16_flops(int device);
 
 }  // namespace moe

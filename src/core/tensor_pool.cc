@@ -101,4 +101,33 @@ void copy_tensor(const Tensor& dst, const Tensor& src) {
   std::memcpy(dst.data, src.data, static_cast<size_t>(src.bytes()));
 }
 
+void upload(const Tensor& dst, const void* src) {
+  if (dst.device == Device::kCuda) {
+#if MOE_TRAIN_HAS_CUDA
+    // Synchronous: the host buffer may go away when this returns.
+    check_cuda(cudaMemcpyAsync(dst.data, src, static_cast<size_t>(dst.bytes()), cudaMemcpyHostToDevice, cuda::stream()),
+               "upload " + dst.shape_string());
+    check_cuda(cudaStreamSynchronize(cuda::stream()), "upload " + dst.shape_string());
+    return;
+#else
+    no_cuda("upload");
+#endif
+  }
+  if (dst.bytes() > 0) std::memcpy(dst.data, src, static_cast<size_t>(dst.bytes()));
+}
+
+void download(void* dst, const Tensor& src) {
+  if (src.device == Device::kCuda) {
+#if MOE_TRAIN_HAS_CUDA
+    check_cuda(cudaMemcpyAsync(dst, src.data, static_cast<size_t>(src.bytes()), cudaMemcpyDeviceToHost, cuda::stream()),
+               "download " + src.shape_string());
+    check_cuda(cudaStreamSynchronize(cuda::stream()), "download " + src.shape_string());
+    return;
+#else
+    no_cuda("download");
+#endif
+  }
+  if (src.bytes() > 0) std::memcpy(dst, src.data, static_cast<size_t>(src.bytes()));
+}
+
 }  // namespace moe

@@ -40,4 +40,14 @@ void zero(const Tensor& t);
 // dst = src (same dtype and numel).
 void copy_tensor(const Tensor& dst, const Tensor& src);
 
+// The crossings between host memory and a tensor on either device: a plain
+// copy for host tensors. For device tensors each is a HOST SYNC (it waits
+// for the backend's stream), so callers name it where they use it; the model
+// crosses only at the edges of a step (token ids in; loss, expert counts and
+// balance biases out).
+// dst = src's t.bytes() bytes of host memory.
+void upload(const Tensor& dst, const void* src);
+// dst (t.bytes() bytes of host memory) = src.
+void download(void* dst, const Tensor& src);
+
 }  // namespace moe

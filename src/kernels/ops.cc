@@ -3,6 +3,9 @@
 // naming the op and the shapes.
 #include "src/kernels/ops.h"
 
+#include "src/core/bf16.h"
+#include "src/core/tensor_pool.h"
+
 #include <stdexcept>
 #include <string>
 
@@ -183,6 +186,26 @@ double sum_squares(const Tensor& x) {
   return cpu::sum_squares(x.f32(), x.numel());
 }
 
+void cast(const Tensor& dst, const Tensor& src) {
+  const bool device = on_device("cast", dst, src);
+  expect(dst.numel() == src.numel(), "cast", dst.shape_string() + " <- " + src.shape_string());
+  if (device) CUDA_BACKEND(cuda::cast(dst, src));
+  const int64_t n = src.numel();
+  if (dst.dtype == src.dtype) {
+    copy_tensor(dst, src);
+  } else if (dst.dtype == DType::kBF16 && src.dtype == DType::kF32) {
+    auto* out = static_cast<uint16_t*>(dst.data);
+    const float* in = src.f32();
+    for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16(in[i]);
+  } else if (dst.dtype == DType::kF32 && src.dtype == DType::kBF16) {
+    float* out = dst.f32();
+    const auto* in = static_cast<const uint16_t*>(src.data);
+    for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(in[i]);
+  } else {
+    expect(false, "cast", std::string("no conversion ") + dtype_name(src.dtype) + " -> " + dtype_name(dst.dtype));
+  }
+}
+
 void add_inplace(const Tensor& y, const Tensor& x) {
   const bool device = on_device("add_inplace", y, x);
   expect(y.numel() == x.numel(), "add_inplace", y.shape_string() + " += " + x.shape_string());
@@ -246,6 +269,18 @@ MoePlan moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tenso
     CUDA_BACKEND(plan_of(cuda::moe_plan(offsets_E1, row_pair_M, pair_row_NK, topk_idx_NK, capacity), N * K));
   cpu::moe_plan(offsets_E1.i32(), row_pair_M.i32(), pair_row_NK.i32(), topk_idx_NK.i32(), N, E, K, capacity);
   return plan_of(offsets_E1.i32()[E], N * K);  // host memory: no device sync involved on this path
+}
+
+void moe_count_experts(const Tensor& routed_E, const Tensor& kept_E, const Tensor& topk_idx_NK,
+                       const Tensor& offsets_E1) {
+  const int64_t E = routed_E.numel();
+  expect(kept_E.numel() == E && offsets_E1.numel() == E + 1, "moe_count_experts",
+         "routed " + routed_E.shape_string() + ", kept " + kept_E.shape_string() + ", offsets " +
+             offsets_E1.shape_string());
+  if (on_device("moe_count_experts", routed_E, kept_E, topk_idx_NK, offsets_E1)) {
+    CUDA_BACKEND(cuda::moe_count_experts(routed_E, kept_E, topk_idx_NK, offsets_E1));
+  }
+  cpu::moe_count_experts(routed_E.i32(), kept_E.i32(), topk_idx_NK.i32(), topk_idx_NK.numel(), offsets_E1.i32(), E);
 }
 
 void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& row_pair_M, int64_t K) {

@@ -52,6 +52,9 @@ struct AdamW {
 void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamW& hyper,
                 int64_t step, float grad_scale);
 double sum_squares(const Tensor& x);
+// dst = src converted: f32 -> bf16 (round to nearest even), bf16 -> f32, or a
+// copy for equal dtypes. Same numel. Keeps bf16 compute copies of fp32 masters.
+void cast(const Tensor& dst, const Tensor& src);
 void add_inplace(const Tensor& y, const Tensor& x);  // y += x
 void scale_inplace(const Tensor& x, float factor);
 
@@ -75,6 +78,12 @@ struct MoePlan {
 };
 MoePlan moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK,
                  const Tensor& topk_idx_NK, int64_t capacity);
+// routed_E[e] += pairs that chose expert e (before capacity); kept_E[e] +=
+// rows expert e computes (offsets[e+1] - offsets[e]). I32, accumulated where
+// the routing lives, so a step's counts reach the host once, after its last
+// micro-batch, not once per layer and micro-batch.
+void moe_count_experts(const Tensor& routed_E, const Tensor& kept_E, const Tensor& topk_idx_NK,
+                       const Tensor& offsets_E1);
 // xs_MD is the view of the first M rows; pair index / K is the token.
 void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& row_pair_M, int64_t K);
 // pair_row_NK (the plan's inverse map) lets the CUDA backend gather the rows

@@ -17,16 +17,9 @@ Attention::Attention(const LayerContext& ctx, const std::string& prefix)
       wk_(ctx.params[prefix + "self_attn.k_proj.weight"]),
       wv_(ctx.params[prefix + "self_attn.v_proj.weight"]),
       wo_(ctx.params[prefix + "self_attn.o_proj.weight"]) {
-  TensorPool& pool = ctx.pool;
-  q_ = pool.alloc({B_, T_, H_, Dh_});
-  k_ = pool.alloc({B_, T_, G_, Dh_});
-  v_ = pool.alloc({B_, T_, G_, Dh_});
-  att_ = pool.alloc({B_, T_, H_, Dh_});
-  lse_ = pool.alloc({B_, H_, T_});
-  dq_ = pool.alloc({B_, T_, H_, Dh_});
-  dk_ = pool.alloc({B_, T_, G_, Dh_});
-  dv_ = pool.alloc({B_, T_, G_, Dh_});
-  datt_ = pool.alloc({B_, T_, H_, Dh_});
+  for (Tensor* t : {&q_, &att_, &dq_, &datt_}) *t = ctx.alloc_act({B_, T_, H_, Dh_});
+  for (Tensor* t : {&k_, &v_, &dk_, &dv_}) *t = ctx.alloc_act({B_, T_, G_, Dh_});
+  lse_ = ctx.pool.alloc({B_, H_, T_});
 }
 
 void Attention::forward(const Tensor& out_ND, const Tensor& x_ND) {

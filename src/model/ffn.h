@@ -36,7 +36,7 @@ struct ExpertWeights {
 
 class GroupedSwiGLU {
  public:
-  GroupedSwiGLU(TensorPool& pool, int64_t max_rows, int64_t D, int64_t F);
+  GroupedSwiGLU(TensorPool& pool, int64_t max_rows, int64_t F, DType act);
   // x_MD, out_MD: the first M rows (views); offsets_E1 holds E+1 row offsets with offsets[E] == M.
   void forward(const Tensor& out_MD, const Tensor& x_MD, const ExpertWeights& w, const Tensor& offsets_E1);
   void backward(const Tensor& dx_MD, const Tensor& dout_MD, const Tensor& x_MD, const ExpertWeights& w,

@@ -25,9 +25,12 @@ Fsdp::Fsdp(ParamStore& params, Communicator& dp_shard, TensorPool& pool) : comm_
   }
   int64_t max_block = 0;
   for (size_t i = 1; i < units_.size(); ++i) max_block = std::max(max_block, units_[i].numel);
-  outer_values_ = pool.alloc({std::max<int64_t>(units_[0].numel, 1)});
+  // Values are gathered in the compute dtype (bf16 halves the all-gather under
+  // mixed precision); gradients are reduce-scattered in fp32.
+  const DType compute = params.compute_dtype();
+  outer_values_ = pool.alloc({std::max<int64_t>(units_[0].numel, 1)}, compute);
   outer_grads_ = pool.alloc({std::max<int64_t>(units_[0].numel, 1)});
-  block_values_ = pool.alloc({std::max<int64_t>(max_block, 1)});
+  block_values_ = pool.alloc({std::max<int64_t>(max_block, 1)}, compute);
   block_grads_ = pool.alloc({std::max<int64_t>(max_block, 1)});
   scratch_ = pool.alloc({std::max<int64_t>(max_shard, 1)});
 }
@@ -40,15 +43,15 @@ Fsdp::Unit& Fsdp::unit(int64_t index) {
 
 void Fsdp::gather(int64_t index, bool with_grads) {
   Unit& u = unit(index);
-  float* values = (index == kOuter ? outer_values_ : block_values_).f32();
-  float* grads = (index == kOuter ? outer_grads_ : block_grads_).f32();
+  const Tensor& values = index == kOuter ? outer_values_ : block_values_;
+  const Tensor& grads = index == kOuter ? outer_grads_ : block_grads_;
   for (size_t i = 0; i < u.params.size(); ++i) {
     Param& p = *u.params[i];
-    const Tensor gathered = view_of(values + u.offsets[i], {p.place.gathered_numel()});
-    comm_.all_gather(gathered, p.shard);
+    const Tensor gathered = values.rows(u.offsets[i], p.place.gathered_numel());
+    comm_.all_gather(gathered, p.shard_compute.reshaped({p.shard_compute.numel()}));
     p.value.data = gathered.data;  // the first local_numel elements; the rest is padding
     if (with_grads) {
-      const Tensor g = view_of(grads + u.offsets[i], {p.place.gathered_numel()});
+      const Tensor g = grads.rows(u.offsets[i], p.place.gathered_numel());
       zero(g);
       p.grad.data = g.data;
     }
@@ -57,11 +60,11 @@ void Fsdp::gather(int64_t index, bool with_grads) {
 
 void Fsdp::reduce_grads(int64_t index) {
   Unit& u = unit(index);
-  float* grads = (index == kOuter ? outer_grads_ : block_grads_).f32();
+  const Tensor& grads = index == kOuter ? outer_grads_ : block_grads_;
   for (size_t i = 0; i < u.params.size(); ++i) {
     Param& p = *u.params[i];
-    const Tensor full = view_of(grads + u.offsets[i], {p.place.gathered_numel()});
-    const Tensor mine = view_of(scratch_.f32(), p.place.shard_shape());
+    const Tensor full = grads.rows(u.offsets[i], p.place.gathered_numel());
+    const Tensor mine = scratch_.rows(0, p.shard.numel()).reshaped({p.shard.numel()});
     comm_.reduce_scatter(mine, full, ReduceOp::kSum);
     ops::add_inplace(p.shard_grad, mine);
   }

@@ -1,6 +1,6 @@
 // What every layer is told when it is built: the micro-batch it is planned
-// for (all activation buffers are sized from it once), where to allocate, and
-// the groups it talks to.
+// for (all activation buffers are sized from it once), where to allocate, the
+// activation dtype, and the groups it talks to.
 #pragma once
 
 #include <cstdint>
@@ -34,8 +34,12 @@ struct LayerContext {
   TensorPool& pool;
   ParamStore& params;
   const ModelParallel& parallel;
+  // Activations and their gradients: f32, or bf16 under mixed precision on a
+  // GPU. Router math, norms' rstd, attention's lse and losses stay f32 whatever this is.
+  DType act = DType::kF32;
 
   int64_t N() const { return B * T; }
+  Tensor alloc_act(std::initializer_list<int64_t> shape) const { return pool.alloc(shape, act); }
 };
 
 }  // namespace moe

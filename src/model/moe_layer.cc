@@ -49,13 +49,13 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& prefix)
       w1_(ctx.params[prefix + "block_sparse_moe.experts.w1"]),
       w3_(ctx.params[prefix + "block_sparse_moe.experts.w3"]),
       w2_(ctx.params[prefix + "block_sparse_moe.experts.w2"]),
-      routed_(ctx.pool, max_local_rows(ctx, capacity_, local_experts_), ctx.model.dim, expert_hidden(ctx.model)) {
+      routed_(ctx.pool, max_local_rows(ctx, capacity_, local_experts_), expert_hidden(ctx.model), ctx.act) {
   TensorPool& pool = ctx.pool;
   const int64_t F = expert_hidden(ctx.model);
   if (ctx.parallel.ep->size() > 1) {
     const int64_t R = max_local_rows(ctx, capacity_, local_experts_);
     exchange_ = std::make_unique<ExpertExchange>(*ctx.parallel.ep, local_experts_, R, D_, pool);
-    for (Tensor* t : {&ex_x_RD_, &ex_y_RD_, &ex_dx_RD_, &ex_dy_RD_}) *t = pool.alloc({R, D_});
+    for (Tensor* t : {&ex_x_RD_, &ex_y_RD_, &ex_dx_RD_, &ex_dy_RD_}) *t = ctx.alloc_act({R, D_});
   }
   if (ctx.model.moe_shared_experts > 0) {
     shared_w1_ = &ctx.params[prefix + "block_sparse_moe.shared_experts.w1"];
@@ -63,7 +63,7 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& prefix)
     shared_w2_ = &ctx.params[prefix + "block_sparse_moe.shared_experts.w2"];
   }
   for (int64_t s = 0; s < ctx.model.moe_shared_experts; ++s) {
-    shared_.push_back(std::make_unique<GroupedSwiGLU>(pool, N_, D_, F));
+    shared_.push_back(std::make_unique<GroupedSwiGLU>(pool, N_, F, ctx.act));
   }
   bias_E_ = pool.alloc({E_});
   logits_NE_ = pool.alloc({N_, E_});
@@ -76,13 +76,14 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& prefix)
   offsets_E1_ = pool.alloc({E_ + 1}, DType::kI32);
   row_pair_M_ = pool.alloc({N_ * K_}, DType::kI32);
   pair_row_NK_ = pool.alloc({N_, K_}, DType::kI32);
-  xs_MD_ = pool.alloc({N_ * K_, D_});
-  ys_MD_ = pool.alloc({N_ * K_, D_});
-  dxs_MD_ = pool.alloc({N_ * K_, D_});
-  dys_MD_ = pool.alloc({N_ * K_, D_});
+  for (Tensor* t : {&xs_MD_, &ys_MD_, &dxs_MD_, &dys_MD_}) *t = ctx.alloc_act({N_ * K_, D_});
+  if (ctx.act != DType::kF32) dlogits_act_NE_ = ctx.alloc_act({N_, E_});
   shared_offsets_ = pool.alloc({2}, DType::kI32);
-  shared_offsets_.i32()[1] = static_cast<int32_t>(N_);
-  shared_out_ND_ = pool.alloc({N_, D_});
+  const int32_t all_rows[2] = {0, static_cast<int32_t>(N_)};  // one group: every token
+  upload(shared_offsets_, all_rows);
+  shared_out_ND_ = ctx.alloc_act({N_, D_});
+  routed_counts_E_ = pool.alloc({E_}, DType::kI32);
+  kept_counts_E_ = pool.alloc({E_}, DType::kI32);
   reset_step_stats();
 }
 
@@ -101,6 +102,17 @@ void MoELayer::reset_step_stats() {
   stats_ = MoEStepStats{};
   stats_.routed_per_expert.assign(static_cast<size_t>(E_), 0);
   stats_.kept_per_expert.assign(static_cast<size_t>(E_), 0);
+  zero(routed_counts_E_);
+  zero(kept_counts_E_);
+}
+
+MoEStepStats& MoELayer::read_step_stats() {
+  std::vector<int32_t> counts(static_cast<size_t>(E_));
+  download(counts.data(), routed_counts_E_);
+  stats_.routed_per_expert.assign(counts.begin(), counts.end());
+  download(counts.data(), kept_counts_E_);
+  stats_.kept_per_expert.assign(counts.begin(), counts.end());
+  return stats_;
 }
 
 double MoELayer::forward(const Tensor& out_ND, const Tensor& x_ND, bool training, float grad_scale) {
@@ -132,10 +144,7 @@ double MoELayer::forward(const Tensor& out_ND, const Tensor& x_ND, bool training
   }
 
   if (training) {
-    const int32_t* idx = topk_idx_NK_.i32();
-    for (int64_t i = 0; i < N_ * K_; ++i) stats_.routed_per_expert[static_cast<size_t>(idx[i])] += 1;
-    const int32_t* off = offsets_E1_.i32();
-    for (int64_t e = 0; e < E_; ++e) stats_.kept_per_expert[static_cast<size_t>(e)] += off[e + 1] - off[e];
+    ops::moe_count_experts(routed_counts_E_, kept_counts_E_, topk_idx_NK_, offsets_E1_);
     stats_.pairs += N_ * K_;
     stats_.dropped += plan.dropped;
     stats_.load_balance += aux.load_balance;
@@ -167,7 +176,10 @@ void MoELayer::backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor
 
   copy_tensor(dlogits_NE_, daux_logits_NE_);
   ops::router_backward(dlogits_NE_, dtopk_w_NK_, topk_idx_NK_, topk_w_NK_, scores_NE_, kind_);
-  ops::matmul_backward(dx_ND, router_.grad, dlogits_NE_, x_ND, router_.value);
+  // The router's math is fp32; its GEMM takes the gradient in the activation dtype.
+  const Tensor dlogits = dlogits_act_NE_.data ? dlogits_act_NE_ : dlogits_NE_;
+  if (dlogits.data != dlogits_NE_.data) ops::cast(dlogits, dlogits_NE_);
+  ops::matmul_backward(dx_ND, router_.grad, dlogits, x_ND, router_.value);
 }
 
 void MoELayer::scale_expert_gradients() {
@@ -194,12 +206,14 @@ void MoELayer::scale_expert_gradients() {
 void MoELayer::update_bias(double rate) {
   if (kind_ != ops::RouterKind::kSigmoidTopK) return;
   const double mean = mean_of(stats_.routed_per_expert);
-  float* bias = bias_E_.f32();
+  std::vector<float> bias(static_cast<size_t>(E_));
+  download(bias.data(), bias_E_);
   for (int64_t e = 0; e < E_; ++e) {
     const double load = static_cast<double>(stats_.routed_per_expert[static_cast<size_t>(e)]);
     const double sign = load < mean ? 1.0 : (load > mean ? -1.0 : 0.0);
-    bias[e] = static_cast<float>(bias[e] + rate * sign);
+    bias[static_cast<size_t>(e)] = static_cast<float>(bias[static_cast<size_t>(e)] + rate * sign);
   }
+  upload(bias_E_, bias.data());
 }
 
 }  // namespace moe

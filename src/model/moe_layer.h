@@ -48,15 +48,19 @@ class MoELayer {
   double forward(const Tensor& out_ND, const Tensor& x_ND, bool training, float grad_scale);
   void backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor& x_ND);
 
-  // This rank's counts; the trainer sums them over the data-parallel group
-  // (mutable_step_stats) before the two calls below read them.
-  const MoEStepStats& step_stats() const { return stats_; }
-  MoEStepStats& mutable_step_stats() { return stats_; }
+  // This rank's statistics of the step so far. The per-expert counts
+  // accumulate where the routing runs (on the GPU for device tensors);
+  // read_step_stats() brings them into the returned stats, a HOST SYNC that
+  // the trainer makes once per step, after the last micro-batch. It then sums
+  // them over the data-parallel group before the two calls below read them.
+  MoEStepStats& read_step_stats();
+  const MoEStepStats& step_stats() const { return stats_; }  // as of the last read_step_stats()
   void reset_step_stats();
   // moe_gradient_scale: expert e's weight gradients *= clamp(mean_load / load_e, 0.1, 10),
   // loads = rows computed over the step. Scales the shard gradients of this rank's experts.
   void scale_expert_gradients();
   // sigmoid_topk: bias_e += rate * sign(mean_load - load_e), loads = routed pairs over the step.
+  // The bias is E floats: read, updated and written back (a host sync for device tensors).
   void update_bias(double rate);
   const Tensor& bias() const { return bias_E_; }
   const std::string& router_name() const { return router_.spec.name; }  // "...block_sparse_moe.gate.weight"
@@ -82,6 +86,9 @@ class MoELayer {
   Tensor shared_offsets_, shared_out_ND_;
   // Backward scratch.
   Tensor dys_MD_, dxs_MD_, dtopk_w_NK_, dlogits_NE_;
+  Tensor dlogits_act_NE_;  // the router gradient in the activation dtype, for its GEMM (bf16 only)
+  // The step's counts (I32 [E]), accumulated per micro-batch by ops::moe_count_experts.
+  Tensor routed_counts_E_, kept_counts_E_;
 
   MoEStepStats stats_;
 

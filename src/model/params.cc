@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "src/core/rng.h"
+#include "src/kernels/ops.h"
 
 namespace moe {
 namespace {
@@ -19,23 +20,26 @@ bool is_output_projection(const ParamSpec& p) {
 
 ParamStore::ParamStore(const ModelConfig& m, TensorPool& pool) : ParamStore(m, pool, Layout{}, MeshCoord{}) {}
 
-ParamStore::ParamStore(const ModelConfig& m, TensorPool& pool, const Layout& layout, const MeshCoord& coord)
-    : layout_(layout), coord_(coord) {
+ParamStore::ParamStore(const ModelConfig& m, TensorPool& pool, const Layout& layout, const MeshCoord& coord,
+                       DType compute)
+    : layout_(layout), coord_(coord), compute_(compute) {
   for (const ParamSpec& spec : model_param_specs(m)) {
     Param p;
     p.spec = spec;
     p.place = place_parameter(spec.shape, spec.tp_dim, spec.expert_parallel, layout, coord);
     p.weight_decay = spec.shape.size() > 1;
+    // Without FSDP the shard is the whole local tensor; with it, value and
+    // grad are views that Fsdp binds to its gather buffers.
+    const std::vector<int64_t> own = p.fsdp_sharded() ? p.place.shard_shape() : p.place.local_shape;
+    p.shard = pool.alloc_shape(own);
+    p.shard_grad = pool.alloc_shape(own);
+    p.shard_compute = compute == DType::kF32 ? p.shard : pool.alloc_shape(own, compute);
     if (p.fsdp_sharded()) {
-      p.value = view_of(nullptr, p.place.local_shape);
-      p.grad = view_of(nullptr, p.place.local_shape);
-      p.shard = pool.alloc_shape(p.place.shard_shape());
-      p.shard_grad = pool.alloc_shape(p.place.shard_shape());
+      p.value = view_of(nullptr, p.place.local_shape, compute, pool.device());
+      p.grad = view_of(nullptr, p.place.local_shape, DType::kF32, pool.device());
     } else {
-      p.value = pool.alloc_shape(p.place.local_shape);
-      p.grad = pool.alloc_shape(p.place.local_shape);
-      p.shard = p.value;
-      p.shard_grad = p.grad;
+      p.value = p.shard_compute;
+      p.grad = p.shard_grad;
     }
     params_.push_back(std::move(p));
   }
@@ -58,6 +62,13 @@ void ParamStore::init(const ModelConfig& m, uint64_t seed) {
       }
     }
     copy_own_piece(p.shard, global.data(), p.place);
+  }
+  refresh_compute_copies();
+}
+
+void ParamStore::refresh_compute_copies() {
+  for (Param& p : params_) {
+    if (p.shard_compute.data != p.shard.data) ops::cast(p.shard_compute, p.shard);
   }
 }
 

@@ -6,7 +6,12 @@
 //   they are views that Fsdp (fsdp.h) binds to its gather buffers while a
 //   block runs.
 // - shard, shard_grad: the rows this rank owns and the optimizer updates
-//   (value and grad themselves without FSDP).
+//   (value and grad themselves without FSDP), fp32 always (master weights).
+// - shard_compute: the shard in the compute dtype, which layers read and FSDP
+//   gathers: the shard itself for fp32 compute, a bf16 copy under mixed
+//   precision (refreshed by refresh_compute_copies() whenever the masters
+//   change). Gradients stay fp32 (the GEMMs accumulate weight gradients in fp32).
+// The store lives on the pool's device.
 // Initialisation is the same whatever the layout:
 // - normal(0, init_std) for linears, routers, experts and the embedding;
 // - output projections (attention o_proj, dense down_proj, every expert and
@@ -31,10 +36,11 @@ namespace moe {
 struct Param {
   ParamSpec spec;
   ParamPlacement place;
-  Tensor value;  // fp32, local shape
+  Tensor value;  // compute dtype, local shape
   Tensor grad;   // fp32, local shape
-  Tensor shard;       // fp32, place.shard_shape(): what this rank owns
-  Tensor shard_grad;  // same shape
+  Tensor shard;          // fp32, place.shard_shape(): what this rank owns
+  Tensor shard_grad;     // fp32, same shape
+  Tensor shard_compute;  // compute dtype, same shape (== shard for fp32 compute)
   bool weight_decay = false;  // AdamW decays matrices only (ndim > 1)
 
   bool fsdp_sharded() const { return place.shards > 1; }
@@ -44,10 +50,15 @@ class ParamStore {
  public:
   // The whole model on one rank.
   ParamStore(const ModelConfig& m, TensorPool& pool);
-  // This rank's part under `layout`.
-  ParamStore(const ModelConfig& m, TensorPool& pool, const Layout& layout, const MeshCoord& coord);
+  // This rank's part under `layout`; layers compute with `compute` (f32 or bf16) copies.
+  ParamStore(const ModelConfig& m, TensorPool& pool, const Layout& layout, const MeshCoord& coord,
+             DType compute = DType::kF32);
 
+  // Draws the initial masters (and refreshes the compute copies).
   void init(const ModelConfig& m, uint64_t seed);
+  // Compute copies = masters, after anything writes the masters (optimizer
+  // step, checkpoint load, import). A no-op for fp32 compute.
+  void refresh_compute_copies();
   // Zeroes the shard gradients (and the local ones without FSDP).
   void zero_grads();
 
@@ -58,10 +69,12 @@ class ParamStore {
   int64_t numel() const;  // global parameter count
   const Layout& layout() const { return layout_; }
   const MeshCoord& coord() const { return coord_; }
+  DType compute_dtype() const { return compute_; }
 
  private:
   Layout layout_;
   MeshCoord coord_;
+  DType compute_;
   std::vector<Param> params_;
 };
 

@@ -33,18 +33,20 @@ Transformer::Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_
       embed_(params["model.embed_tokens.weight"]),
       final_norm_(params["model.norm.weight"]),
       head_(m.tie_embeddings ? params["model.embed_tokens.weight"] : params["lm_head.weight"]) {
-  const LayerContext ctx{m, B, T, pool, params, parallel_};
+  // Activations in the parameters' compute dtype (bf16 under mixed precision).
+  const LayerContext ctx{m, B, T, pool, params, parallel_, params.compute_dtype()};
   for (int64_t l = 0; l < m.n_layers; ++l) blocks_.push_back(std::make_unique<Block>(ctx, l));
   inputs_ = pool.alloc({B, T}, DType::kI32);
   targets_ = pool.alloc({B, T}, DType::kI32);
-  for (int64_t l = 0; l <= m.n_layers; ++l) resid_.push_back(pool.alloc({N_, D_}));
-  final_out_ = pool.alloc({N_, D_});
+  for (int64_t l = 0; l <= m.n_layers; ++l) resid_.push_back(ctx.alloc_act({N_, D_}));
+  final_out_ = ctx.alloc_act({N_, D_});
   final_rstd_ = pool.alloc({N_});
-  logits_ = pool.alloc({chunk_, V_});
+  logits_ = ctx.alloc_act({chunk_, V_});
   loss_n_ = pool.alloc({N_});
-  dfinal_ = pool.alloc({N_, D_});
-  dresid_a_ = pool.alloc({N_, D_});
-  dresid_b_ = pool.alloc({N_, D_});
+  loss_host_.resize(static_cast<size_t>(N_));
+  dfinal_ = ctx.alloc_act({N_, D_});
+  dresid_a_ = ctx.alloc_act({N_, D_});
+  dresid_b_ = ctx.alloc_act({N_, D_});
 }
 
 std::vector<MoELayer*> Transformer::moe_layers() {
@@ -83,10 +85,10 @@ double Transformer::head_and_loss(bool with_grad, float loss_scale) {
     ops::cross_entropy_forward_backward(loss_n_.rows(r0, n), logits, logits, targets.rows(r0, n), grad_scale);
     if (with_grad) ops::matmul_backward(dfinal_.rows(r0, n), head_.grad, logits, x, head_.value);
   }
-  // The one host read of a step's loss (a device sync on GPU).
+  // The micro-batch's one host read of its loss (a HOST SYNC on the GPU).
+  download(loss_host_.data(), loss_n_);
   double sum = 0;
-  const float* loss = loss_n_.f32();
-  for (int64_t i = 0; i < N_; ++i) sum += loss[i];
+  for (float l : loss_host_) sum += l;
   return sum / static_cast<double>(N_);
 }
 

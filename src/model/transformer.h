@@ -28,7 +28,8 @@ class Transformer {
   Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_chunk_rows, TensorPool& pool,
               ParamStore& params, const ModelParallel& parallel = ModelParallel::single_process());
 
-  // The micro-batch's token ids, [B, T] each: fill these, then call a pass.
+  // The micro-batch's token ids, [B, T] I32 each, on the model's device:
+  // upload() to these, then call a pass.
   const Tensor& inputs() const { return inputs_; }
   const Tensor& targets() const { return targets_; }
 
@@ -54,6 +55,7 @@ class Transformer {
   Tensor inputs_, targets_;
   std::vector<Tensor> resid_;  // resid_[l] is block l's input; resid_[L] the last block's output
   Tensor final_out_, final_rstd_, logits_, loss_n_;
+  std::vector<float> loss_host_;  // loss_n_ read back
   Tensor dfinal_, dresid_a_, dresid_b_;
 };
 

@@ -4,6 +4,9 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
+
+#include "src/core/tensor_pool.h"
 
 namespace moe {
 namespace {
@@ -96,17 +99,23 @@ void copy_own_piece(const Tensor& piece, const float* global, const ParamPlaceme
   if (piece.numel() != (place.shards == 1 ? local_numel : place.shard_numel)) {
     throw std::logic_error("copy_own_piece: piece " + piece.shape_string() + " is not this rank's shard");
   }
-  // The local block, viewed or built: without FSDP the piece is the block itself.
-  std::vector<float> buffer(place.shards == 1 ? 0 : static_cast<size_t>(local_numel));
+  piece.f32();  // checks the dtype
+  // The local block is built in host memory (or is the host piece itself),
+  // then the piece is cut from it and, for a device piece, uploaded once.
+  const bool in_place = place.shards == 1 && piece.device == Device::kCpu;
+  std::vector<float> buffer(in_place ? 0 : static_cast<size_t>(local_numel));
   Tensor block;
-  block.data = place.shards == 1 ? piece.f32() : buffer.data();
+  block.data = in_place ? piece.data : buffer.data();
   block.ndim = static_cast<int>(place.local_shape.size());
   for (int d = 0; d < block.ndim; ++d) block.shape[d] = place.local_shape[d];
   copy_global_block(block, global, place.global_shape, place.local_offset);
-  if (place.shards == 1) return;
-  float* out = piece.f32();
-  std::fill(out, out + piece.numel(), 0.0f);
-  std::memcpy(out, buffer.data() + place.shard_begin, static_cast<size_t>(place.shard_valid) * sizeof(float));
+  if (in_place) return;
+  if (place.shards > 1) {
+    std::vector<float> shard(static_cast<size_t>(piece.numel()), 0.0f);  // zero past shard_valid
+    std::memcpy(shard.data(), buffer.data() + place.shard_begin, static_cast<size_t>(place.shard_valid) * sizeof(float));
+    buffer.swap(shard);
+  }
+  upload(piece, buffer.data());  // host pieces: a copy; device pieces: a host sync
 }
 
 }  // namespace moe

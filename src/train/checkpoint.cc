@@ -78,8 +78,17 @@ std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const
   WrittenFile written;
   try {
     std::vector<SafetensorsView> views;
+    std::vector<std::vector<float>> staged;  // device pieces, read back to the host (a host sync each)
+    staged.reserve(state.size());
     for (const StateTensor& s : state) {
-      if (s.written_here) views.push_back({s.name, {s.place.shard_valid}, s.piece.f32()});
+      if (!s.written_here) continue;
+      const float* data = s.piece.f32();
+      if (s.piece.device != Device::kCpu) {
+        staged.emplace_back(static_cast<size_t>(s.piece.numel()));
+        download(staged.back().data(), s.piece);
+        data = staged.back().data();
+      }
+      views.push_back({s.name, {s.place.shard_valid}, data});
     }
     written = write_safetensors(tmp_dir + "/" + rank_file(world.rank()), views, {{"format", kCheckpointFormat}});
   } catch (const UserError& e) {

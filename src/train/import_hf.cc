@@ -182,6 +182,7 @@ void import_hf(const ModelConfig& m, const std::string& dir, ParamStore& params)
     }
     copy_own_piece(p.shard, global.data(), p.place);
   }
+  params.refresh_compute_copies();
 }
 
 }  // namespace moe

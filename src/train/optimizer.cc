@@ -33,6 +33,7 @@ void Optimizer::step(double lr, double clip_scale, int64_t step) {
                            static_cast<float>(cfg_.eps), p.weight_decay ? static_cast<float>(cfg_.weight_decay) : 0.0f};
     ops::adamw_step(p.shard, p.shard_grad, m_[i], v_[i], hyper, step, static_cast<float>(clip_scale));
   }
+  params_.refresh_compute_copies();
 }
 
 double clip_scale(double norm, double max_norm) {

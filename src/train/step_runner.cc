@@ -6,7 +6,10 @@
 
 #include <fmt/format.h>
 
+#include "src/core/cuda_device.h"
+#include "src/core/user_error.h"
 #include "src/kernels/ops.h"
+#include "src/parallel/launch_env.h"
 #include "src/train/lr_schedule.h"
 
 namespace moe {
@@ -17,18 +20,52 @@ std::unique_ptr<Fsdp> make_fsdp(ParamStore& params, Mesh& mesh, TensorPool& pool
   return std::make_unique<Fsdp>(params, mesh.dp_shard(), pool);
 }
 
+// The placement, with this rank's GPU selected before anything is allocated on it.
+Placement select_placement(const TrainConfig& t, Mesh& mesh) {
+  Placement p = placement_of(t);
+  if (p.device != Device::kCuda) return p;
+  if (mesh.world().size() > 1) {
+    // The mesh's groups are MPI communicators, which move host memory only.
+    throw UserError(fmt::format("train.device = \"cuda\" with {} ranks: training on several GPUs needs NCCL "
+                                "groups in the mesh, which are not built yet; run one GPU per job for now",
+                                mesh.world().size()));
+  }
+  p.gpu = select_cuda_device(read_launch_env().local_rank);
+  return p;
+}
+
 }  // namespace
+
+Placement placement_of(const TrainConfig& t) {
+  Placement p;
+  if (t.device == "cuda") {
+    p.device = Device::kCuda;
+    p.compute = t.mixed_precision == "bf16" ? DType::kBF16 : DType::kF32;
+  }
+  return p;
+}
 
 StepRunner::StepRunner(const JobConfig& cfg, Mesh& mesh)
     : cfg_(cfg),
       mesh_(mesh),
-      params_(cfg.model, pool_, mesh.layout(), mesh.coord()),
+      placement_(select_placement(cfg.train, mesh)),
+      pool_(placement_.device),
+      params_(cfg.model, pool_, mesh.layout(), mesh.coord(), placement_.compute),
       fsdp_(make_fsdp(params_, mesh, pool_)),
       parallel_{&mesh.tp(), &mesh.ep(), fsdp_.get()},
       model_(cfg.model, cfg.train.batch_size, cfg.train.seq_len, cfg.train.ce_chunk_size, pool_, params_, parallel_),
       optimizer_(cfg.optimizer, params_, pool_),
-      moe_layers_(model_.moe_layers()) {
+      moe_layers_(model_.moe_layers()),
+      inputs_host_(static_cast<size_t>(model_.tokens_per_micro_batch())),
+      targets_host_(static_cast<size_t>(model_.tokens_per_micro_batch())) {
   params_.init(cfg.model, static_cast<uint64_t>(cfg.train.seed));
+}
+
+void StepRunner::load_batch(const BatchSampler& sampler, int64_t step_index, int64_t micro, int64_t micros) {
+  Communicator& dp = mesh_.data_parallel();
+  sampler.fill(step_index, micro, micros, dp.rank(), dp.size(), inputs_host_.data(), targets_host_.data());
+  upload(model_.inputs(), inputs_host_.data());
+  upload(model_.targets(), targets_host_.data());
 }
 
 StepMetrics StepRunner::step(int64_t step, const BatchSampler& sampler) {
@@ -40,14 +77,19 @@ StepMetrics StepRunner::step(int64_t step, const BatchSampler& sampler) {
   const float loss_scale = 1.0f / static_cast<float>(t.grad_accum_steps);
   double loss = 0;
   for (int64_t micro = 0; micro < t.grad_accum_steps; ++micro) {
-    sampler.fill(step - 1, micro, t.grad_accum_steps, dp.rank(), dp.size(), model_.inputs().i32(),
-                 model_.targets().i32());
+    load_batch(sampler, step - 1, micro, t.grad_accum_steps);
     loss += model_.forward_backward(loss_scale).lm_loss / static_cast<double>(t.grad_accum_steps);
   }
   loss = all_reduce_value(dp, loss, ReduceOp::kAvg);
-  if (step == nan_step_) params_.all().front().shard_grad.f32()[0] = NAN;
+  if (step == nan_step_) {
+    const float nan = NAN;
+    const Tensor& g = params_.all().front().shard_grad;
+    upload(g.reshaped({g.numel()}).rows(0, 1), &nan);
+  }
   reduce_gradients();
-  reduce_moe_stats();
+  std::vector<MoEStepStats*> stats;
+  for (MoELayer* layer : moe_layers_) stats.push_back(&layer->read_step_stats());
+  reduce_moe_stats(stats);
   if (cfg_.model.moe_gradient_scale) {
     for (MoELayer* layer : moe_layers_) layer->scale_expert_gradients();
   }
@@ -96,14 +138,14 @@ void StepRunner::reduce_gradients() {
   }
 }
 
-void StepRunner::reduce_moe_stats() {
+void StepRunner::reduce_moe_stats(const std::vector<MoEStepStats*>& stats) {
   Communicator& dp = mesh_.data_parallel();
-  if (dp.size() == 1 || moe_layers_.empty()) return;
+  if (dp.size() == 1 || stats.empty()) return;
   // One i32 and one f32 all-reduce for all layers: counts exactly, loss sums in fp32.
   std::vector<int32_t> counts;
   std::vector<float> sums;
-  for (MoELayer* layer : moe_layers_) {
-    const MoEStepStats& s = layer->step_stats();
+  for (const MoEStepStats* layer_stats : stats) {
+    const MoEStepStats& s = *layer_stats;
     for (int64_t c : s.routed_per_expert) counts.push_back(static_cast<int32_t>(c));
     for (int64_t c : s.kept_per_expert) counts.push_back(static_cast<int32_t>(c));
     counts.push_back(static_cast<int32_t>(s.pairs));
@@ -116,8 +158,8 @@ void StepRunner::reduce_moe_stats() {
   dp.all_reduce(view_of(counts.data(), {static_cast<int64_t>(counts.size())}, DType::kI32), ReduceOp::kSum);
   dp.all_reduce(view_of(sums.data(), {static_cast<int64_t>(sums.size())}), ReduceOp::kSum);
   size_t ci = 0, si = 0;
-  for (MoELayer* layer : moe_layers_) {
-    MoEStepStats& s = layer->mutable_step_stats();
+  for (MoEStepStats* layer_stats : stats) {
+    MoEStepStats& s = *layer_stats;
     for (int64_t& v : s.routed_per_expert) v = counts[ci++];
     for (int64_t& v : s.kept_per_expert) v = counts[ci++];
     s.pairs = counts[ci++];
@@ -154,7 +196,7 @@ double StepRunner::evaluate(const BatchSampler& sampler, int64_t steps) {
   Communicator& dp = mesh_.data_parallel();
   double loss = 0;
   for (int64_t i = 0; i < steps; ++i) {
-    sampler.fill(i, 0, 1, dp.rank(), dp.size(), model_.inputs().i32(), model_.targets().i32());
+    load_batch(sampler, i, 0, 1);
     loss += model_.evaluate() / static_cast<double>(steps);
   }
   return all_reduce_value(dp, loss, ReduceOp::kAvg);
@@ -184,7 +226,10 @@ std::vector<StateTensor> StepRunner::state_tensors() {
 
 int64_t StepRunner::persistent_state_bytes() const {
   int64_t bytes = 0;
-  for (const Param& p : params_.all()) bytes += 4 * p.shard.bytes();  // value, grad, AdamW m and v
+  for (const Param& p : params_.all()) {
+    bytes += 4 * p.shard.bytes();  // master, grad, AdamW m and v
+    if (p.shard_compute.data != p.shard.data) bytes += p.shard_compute.bytes();
+  }
   return bytes;
 }
 

@@ -37,9 +37,20 @@ struct NumericalFault : std::runtime_error {
 };
 constexpr int kNumericalFaultExitCode = 3;
 
+// Where a run computes and in which dtype (train.device, train.mixed_precision):
+// the CPU always computes in fp32 (its reference kernels are fp32); a GPU
+// computes in bf16 with fp32 masters, or in fp32 for checking.
+struct Placement {
+  Device device = Device::kCpu;
+  DType compute = DType::kF32;
+  int gpu = -1;  // the CUDA device this rank selected
+};
+Placement placement_of(const TrainConfig& t);
+
 class StepRunner {
  public:
-  // Builds and initialises this rank's parameters (the same global values at any layout).
+  // Builds and initialises this rank's parameters (the same global values at
+  // any layout) on the configured device; for a GPU, selects it by local rank first.
   StepRunner(const JobConfig& cfg, Mesh& mesh);
 
   // One optimizer step (1-based). Fills loss, lr, grad_norm and the MoE
@@ -56,6 +67,7 @@ class StepRunner {
   double evaluate(const BatchSampler& sampler, int64_t steps);
 
   ParamStore& params() { return params_; }
+  const Placement& placement() const { return placement_; }
   // Everything a checkpoint needs to continue this run exactly: parameter
   // shards ("<name>"), AdamW moments ("<name>.exp_avg", "<name>.exp_avg_sq")
   // and the sigmoid routers' balance biases ("...gate.e_score_correction_bias",
@@ -67,11 +79,14 @@ class StepRunner {
 
  private:
   void reduce_gradients();
-  void reduce_moe_stats();
+  void reduce_moe_stats(const std::vector<MoEStepStats*>& stats);
   void fill_moe_metrics(StepMetrics& m) const;
+  // The sampler's token ids for (step, micro) into the model's input tensors.
+  void load_batch(const BatchSampler& sampler, int64_t step_index, int64_t micro, int64_t micros);
 
   const JobConfig& cfg_;
   Mesh& mesh_;
+  Placement placement_;
   TensorPool pool_;
   ParamStore params_;
   std::unique_ptr<Fsdp> fsdp_;
@@ -79,6 +94,7 @@ class StepRunner {
   Transformer model_;
   Optimizer optimizer_;
   std::vector<MoELayer*> moe_layers_;
+  std::vector<int32_t> inputs_host_, targets_host_;  // staging for the token ids
   int64_t skipped_in_a_row_ = 0;
   int64_t nan_step_ = -1;
 };

@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <memory>
 
+#include "src/core/cuda_device.h"
+#include "src/core/device_allocator.h"
 #include "src/data/batch_sampler.h"
 #include "src/data/default_corpus.h"
 #include "src/data/token_dataset.h"
@@ -117,10 +119,18 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const std::string
 
   // This rank's part of the model, planned once for the micro-batch shape.
   StepRunner runner(cfg, mesh);
+  const bool on_gpu = runner.placement().device == Device::kCuda;
   const DryRunReport sizes = estimate_dry_run(cfg, layout);
-  const double peak_flops = measure_cpu_peak_flops();
-  spdlog::info("model: {} parameters ({} active per token), {:.3g} FLOPs per token; CPU peak measured {:.1f} GFLOP/s",
-               sizes.total_params, sizes.active_params, sizes.flops_per_token, peak_flops / 1e9);
+  // MFU's denominator: the GPU's bf16 tensor-core peak, or the CPU's measured sgemm rate.
+  const double peak_flops = on_gpu ? cuda_peak_bf16_flops(runner.placement().gpu) : measure_cpu_peak_flops();
+  if (on_gpu) {
+    spdlog::info("device: GPU {} ({}), computing in {} with fp32 master weights; bf16 peak {:.0f} TFLOP/s",
+                 runner.placement().gpu, cuda_device_description(runner.placement().gpu),
+                 dtype_name(runner.placement().compute), peak_flops / 1e12);
+  }
+  spdlog::info("model: {} parameters ({} active per token), {:.3g} FLOPs per token; {} peak {:.1f} GFLOP/s",
+               sizes.total_params, sizes.active_params, sizes.flops_per_token, on_gpu ? "GPU" : "CPU measured",
+               peak_flops / 1e9);
   if (layout.world() > 1) {
     spdlog::info("layout: dp_replicate={} dp_shard={} ep={} tp={} ({} ranks, {} read different data); "
                  "parameters, gradients and AdamW states: {:.1f} MiB on this rank",
@@ -134,6 +144,7 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const std::string
   TrainPosition at;
   if (const std::string from = checkpoint_to_load(cfg.checkpoint); !from.empty()) {
     at = load_checkpoint(from, state);
+    runner.params().refresh_compute_copies();
     spdlog::info("resumed from {} at step {} ({} tokens seen)", from, at.step, at.tokens_seen);
     if (at.step >= t.max_steps) {
       spdlog::warn("train.max_steps = {}: nothing left to train (start afresh with --checkpoint.resume=never or "
@@ -178,10 +189,11 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const std::string
     if (step == first_step || step % cfg.metrics.log_interval == 0 || step == t.max_steps || sm.skipped) {
       sm.step_time_sec = sec;
       sm.tokens_per_sec = static_cast<double>(tokens_per_step) / sec;
-      sm.mfu = sizes.flops_per_token * sm.tokens_per_sec / (peak_flops * static_cast<double>(layout.world()));
+      sm.mfu = peak_flops > 0 ? sizes.flops_per_token * sm.tokens_per_sec / (peak_flops * static_cast<double>(layout.world()))
+                              : 0.0;
       const double mean_step = step > first_step ? time_sum / static_cast<double>(step - first_step) : sec;
       sm.eta_sec = mean_step * static_cast<double>(t.max_steps - step);
-      sm.peak_bytes = peak_rss_bytes();
+      sm.peak_bytes = on_gpu ? device_memory_stats().peak_in_use : peak_rss_bytes();
       log.write(sm);
     }
     if (eval_sampler && step % cfg.eval.interval == 0) log.write_eval(step, runner.evaluate(*eval_sampler, cfg.eval.steps));

@@ -334,6 +334,31 @@ TEST_CASE("GPU moe_plan is identical to the CPU's, with and without capacity dro
   }
 }
 
+TEST_CASE("GPU moe_count_experts equals the CPU's counts and accumulates", "[gpu][dispatch]") {
+  struct Case {
+    int64_t N, E, K;
+    double skew;
+    int64_t capacity;
+  };
+  // Up to 22400 pairs (many blocks adding to the same experts) and E = 2048.
+  for (const Case& c : std::vector<Case>{{37, 8, 2, 0.0, 5}, {5000, 8, 2, 0.9, 0}, {700, 2048, 32, 0.0, 10}}) {
+    const std::vector<int32_t> idx = random_choices(c.N, c.E, c.K, 450 + c.N, c.skew);
+    const HostPlan want_plan = cpu_plan(idx, c.N, c.E, c.K, c.capacity);
+    std::vector<int32_t> routed(c.E, 0), kept(c.E, 0);
+    const DeviceTensor d_idx = upload_i32(idx, {c.N, c.K});
+    const DeviceTensor d_offsets = upload_i32(want_plan.offsets_E1, {c.E + 1});
+    const DeviceTensor d_routed = upload_i32(routed, {c.E}), d_kept = upload_i32(kept, {c.E});
+    settle();
+    for (int micro = 0; micro < 2; ++micro) {
+      cpu::moe_count_experts(routed.data(), kept.data(), idx.data(), c.N * c.K, want_plan.offsets_E1.data(), c.E);
+      ops::moe_count_experts(d_routed.t, d_kept.t, d_idx.t, d_offsets.t);
+    }
+    INFO("N = " << c.N << ", E = " << c.E << ", K = " << c.K);
+    check_equal(download_i32(d_routed.t), routed, "routed counts");
+    check_equal(download_i32(d_kept.t), kept, "kept counts");
+  }
+}
+
 TEST_CASE("GPU moe_plan of the router's own choices, and of no tokens", "[gpu][dispatch]") {
   const int64_t N = 37, E = 8, K = 2;
   const Routed r = cpu_route(tied_logits(N, E, 410), nullptr, N, E, K, RouterKind::kSoftmaxTopK);

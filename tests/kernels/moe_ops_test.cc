@@ -261,6 +261,19 @@ TEST_CASE("moe_plan sorts pairs by expert in token order and drops overflow in t
   }
 }
 
+TEST_CASE("moe_count_experts accumulates routed pairs and kept rows per expert", "[dispatch]") {
+  // The pairs of the moe_plan example above: experts 0 1 | 1 0 | 1 2 | 0 1, capacity 2.
+  const std::vector<int32_t> idx = {0, 1, 1, 0, 1, 2, 0, 1};
+  const std::vector<int32_t> offsets = {0, 2, 4, 5, 5};
+  std::vector<int32_t> routed(4, 0), kept(4, 0);
+  moe::cpu::moe_count_experts(routed.data(), kept.data(), idx.data(), 8, offsets.data(), 4);
+  CHECK(routed == std::vector<int32_t>{3, 4, 1, 0});
+  CHECK(kept == std::vector<int32_t>{2, 2, 1, 0});
+  moe::cpu::moe_count_experts(routed.data(), kept.data(), idx.data(), 8, offsets.data(), 4);  // a second micro-batch
+  CHECK(routed == std::vector<int32_t>{6, 8, 2, 0});
+  CHECK(kept == std::vector<int32_t>{4, 4, 2, 0});
+}
+
 namespace {
 
 struct Plan {

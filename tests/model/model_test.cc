@@ -193,7 +193,7 @@ TEST_CASE("the sigmoid router's bias moves against each expert's load, once per 
   run.net.forward_backward(1.0f);
   run.net.forward_backward(1.0f);  // two micro-batches: loads are counted over both
   for (auto* layer : run.net.moe_layers()) {
-    const auto& counts = layer->step_stats().routed_per_expert;
+    const auto& counts = layer->read_step_stats().routed_per_expert;
     int64_t total = 0;
     for (int64_t c : counts) total += c;
     REQUIRE(total == 2 * 10 * 1);  // 2 micro-batches x 10 tokens x top-1
@@ -222,7 +222,7 @@ TEST_CASE("moe_gradient_scale multiplies each expert's gradient by clamp(mean lo
   run.params.zero_grads();
   run.net.forward_backward(1.0f);
   for (auto* layer : run.net.moe_layers()) {
-    const auto& kept = layer->step_stats().kept_per_expert;
+    const auto& kept = layer->read_step_stats().kept_per_expert;
     const std::string prefix = "model.layers.0.block_sparse_moe.experts.";
     if (layer != run.net.moe_layers().front()) continue;
     const moe::Param& w1 = run.params[prefix + "w1"];

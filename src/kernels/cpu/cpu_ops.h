@@ -130,6 +130,10 @@ void moe_unpermute(float* out_ND, const float* ys_MD, const float* topk_w_NK, co
 // dtopk_w[n,k] = dot(dout[n], ys[pair_row[n,k]]) (WRITTEN; 0 when dropped).
 void moe_unpermute_backward(float* dys_MD, float* dtopk_w_NK, const float* dout_ND, const float* ys_MD,
                             const float* topk_w_NK, const int32_t* pair_row_NK, int64_t N, int64_t D, int64_t K);
+// routed_E[e] += pairs of topk_idx that chose e (before capacity); kept_E[e]
+// += offsets[e+1] - offsets[e] (the rows expert e computes). P = N*K pairs.
+void moe_count_experts(int32_t* routed_E, int32_t* kept_E, const int32_t* topk_idx_P, int64_t P,
+                       const int32_t* offsets_E1, int64_t E);
 
 // ---- MoE: grouped matmul over the rows of each expert ---------------------------
 // For each expert e, rows [offsets[e], offsets[e+1]): out = x W[e], W [E, I, O].

@@ -91,4 +91,10 @@ void moe_unpermute_backward(float* dys_MD, float* dtopk_w_NK, const float* dout_
   }
 }
 
+void moe_count_experts(int32_t* routed_E, int32_t* kept_E, const int32_t* topk_idx_P, int64_t P,
+                       const int32_t* offsets_E1, int64_t E) {
+  for (int64_t p = 0; p < P; ++p) routed_E[topk_idx_P[p]] += 1;
+  for (int64_t e = 0; e < E; ++e) kept_E[e] += offsets_E1[e + 1] - offsets_E1[e];
+}
+
 }  // namespace moe::cpu

@@ -53,6 +53,10 @@ void rope_backward(const Tensor& dx_BTHDh, float theta);
 void swiglu_forward(const Tensor& out, const Tensor& a, const Tensor& b);
 void swiglu_backward(const Tensor& da, const Tensor& db, const Tensor& dout, const Tensor& a, const Tensor& b);
 
+// cast.cu. dst = src converted: f32 -> bf16
+// (round to nearest even), bf16 -> f32, or a copy for equal dtypes.
+void cast(const Tensor& dst, const Tensor& src);
+
 // elementwise.cu. y, x act.
 void add_inplace(const Tensor& y, const Tensor& x);  // y += x
 void scale_inplace(const Tensor& x, float factor);
@@ -110,6 +114,11 @@ RouterAux router_aux_losses(const Tensor& daux_logits_NE, const Tensor& logits_N
 // the CPU leaves them untouched; only the first M are part of the plan.
 int64_t moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK,
                  const Tensor& topk_idx_NK, int64_t capacity);
+// moe_counts.cu. routed_E[e] += the pairs of topk_idx_NK that chose e (before
+// capacity); kept_E[e] += offsets_E1[e+1] - offsets_E1[e]. All I32. No sync:
+// the counts of a step stay on the device until the trainer reads them.
+void moe_count_experts(const Tensor& routed_E, const Tensor& kept_E, const Tensor& topk_idx_NK,
+                       const Tensor& offsets_E1);
 // xs[m] = x[row_pair[m] / K], M = xs_MD.size(0)   (WRITTEN)
 void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& row_pair_M, int64_t K);
 // dx[n] += sum of dxs over the kept rows of token n, gathered per token through
