@@ -5,6 +5,7 @@
 
 #include "src/core/bf16.h"
 #include "src/core/tensor_pool.h"
+#include "src/kernels/op_profile.h"
 
 #include <stdexcept>
 #include <string>
@@ -61,6 +62,7 @@ MoePlan plan_of(int64_t rows, int64_t pairs) {
 
 void embedding_forward(const Tensor& out_ND, const Tensor& tokens_N, const Tensor& table_VD) {
   const bool device = on_device("embedding_forward", out_ND, tokens_N, table_VD);
+  const OpTimer timer("embedding_forward", device);
   expect(out_ND.size(-1) == table_VD.size(-1), "embedding_forward", out_ND.shape_string() + " vs table " +
                                                                         table_VD.shape_string());
   if (device) CUDA_BACKEND(cuda::embedding_forward(out_ND, tokens_N, table_VD));
@@ -68,7 +70,9 @@ void embedding_forward(const Tensor& out_ND, const Tensor& tokens_N, const Tenso
 }
 
 void embedding_backward(const Tensor& dtable_VD, const Tensor& dout_ND, const Tensor& tokens_N) {
-  if (on_device("embedding_backward", dtable_VD, dout_ND, tokens_N)) {
+  const bool device = on_device("embedding_backward", dtable_VD, dout_ND, tokens_N);
+  const OpTimer timer("embedding_backward", device);
+  if (device) {
     CUDA_BACKEND(cuda::embedding_backward(dtable_VD, dout_ND, tokens_N));
   }
   cpu::embedding_backward(dtable_VD.f32(), dout_ND.f32(), tokens_N.i32(), tokens_N.numel(), dtable_VD.size(-1));
@@ -76,6 +80,7 @@ void embedding_backward(const Tensor& dtable_VD, const Tensor& dout_ND, const Te
 
 void rmsnorm_forward(const Tensor& out_ND, const Tensor& rstd_N, const Tensor& x_ND, const Tensor& w_D, float eps) {
   const bool device = on_device("rmsnorm_forward", out_ND, rstd_N, x_ND, w_D);
+  const OpTimer timer("rmsnorm_forward", device);
   expect(x_ND.size(-1) == w_D.numel(), "rmsnorm_forward", x_ND.shape_string() + " vs w " + w_D.shape_string());
   if (device) CUDA_BACKEND(cuda::rmsnorm_forward(out_ND, rstd_N, x_ND, w_D, eps));
   cpu::rmsnorm_forward(out_ND.f32(), rstd_N.f32(), x_ND.f32(), w_D.f32(), rows_of(x_ND), w_D.numel(), eps);
@@ -83,7 +88,9 @@ void rmsnorm_forward(const Tensor& out_ND, const Tensor& rstd_N, const Tensor& x
 
 void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dout_ND, const Tensor& x_ND,
                       const Tensor& w_D, const Tensor& rstd_N) {
-  if (on_device("rmsnorm_backward", dx_ND, dw_D, dout_ND, x_ND, w_D, rstd_N)) {
+  const bool device = on_device("rmsnorm_backward", dx_ND, dw_D, dout_ND, x_ND, w_D, rstd_N);
+  const OpTimer timer("rmsnorm_backward", device);
+  if (device) {
     CUDA_BACKEND(cuda::rmsnorm_backward(dx_ND, dw_D, dout_ND, x_ND, w_D, rstd_N));
   }
   cpu::rmsnorm_backward(dx_ND.f32(), dw_D.f32(), dout_ND.f32(), x_ND.f32(), w_D.f32(), rstd_N.f32(), rows_of(x_ND),
@@ -92,6 +99,7 @@ void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dou
 
 void matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI) {
   const bool device = on_device("matmul_forward", out_NO, x_NI, w_OI);
+  const OpTimer timer("matmul_forward", device);
   const bool ok = w_OI.ndim == 2 && x_NI.size(-1) == w_OI.size(1) && out_NO.size(-1) == w_OI.size(0) &&
                   rows_of(out_NO) == rows_of(x_NI);
   expect(ok, "matmul_forward",
@@ -103,6 +111,7 @@ void matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI
 void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dout_NO, const Tensor& x_NI,
                      const Tensor& w_OI) {
   const bool device = on_device("matmul_backward", dx_NI, dw_OI, dout_NO, x_NI, w_OI);
+  const OpTimer timer("matmul_backward", device);
   const bool ok = w_OI.ndim == 2 && x_NI.size(-1) == w_OI.size(1) && dout_NO.size(-1) == w_OI.size(0) &&
                   rows_of(dout_NO) == rows_of(x_NI) && dw_OI.numel() == w_OI.numel() &&
                   (dx_NI.data == nullptr || (dx_NI.size(-1) == x_NI.size(-1) && rows_of(dx_NI) == rows_of(x_NI)));
@@ -116,6 +125,7 @@ void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dou
 
 void rope_forward(const Tensor& x_BTHDh, float theta) {
   const bool device = on_device("rope_forward", x_BTHDh);
+  const OpTimer timer("rope_forward", device);
   expect(x_BTHDh.ndim == 4, "rope_forward", "x must be [B, T, heads, Dh], is " + x_BTHDh.shape_string());
   if (device) CUDA_BACKEND(cuda::rope_forward(x_BTHDh, theta));
   cpu::rope_forward(x_BTHDh.f32(), x_BTHDh.size(0) * x_BTHDh.size(1), x_BTHDh.size(1), x_BTHDh.size(2),
@@ -124,6 +134,7 @@ void rope_forward(const Tensor& x_BTHDh, float theta) {
 
 void rope_backward(const Tensor& dx_BTHDh, float theta) {
   const bool device = on_device("rope_backward", dx_BTHDh);
+  const OpTimer timer("rope_backward", device);
   expect(dx_BTHDh.ndim == 4, "rope_backward", "dx must be [B, T, heads, Dh], is " + dx_BTHDh.shape_string());
   if (device) CUDA_BACKEND(cuda::rope_backward(dx_BTHDh, theta));
   cpu::rope_backward(dx_BTHDh.f32(), dx_BTHDh.size(0) * dx_BTHDh.size(1), dx_BTHDh.size(1), dx_BTHDh.size(2),
@@ -133,7 +144,9 @@ void rope_backward(const Tensor& dx_BTHDh, float theta) {
 void attention_forward(const Tensor& out, const Tensor& lse_BHT, const Tensor& q, const Tensor& k, const Tensor& v) {
   expect(q.ndim == 4 && k.ndim == 4 && k.size(2) > 0 && q.size(2) % k.size(2) == 0, "attention_forward",
          "q " + q.shape_string() + ", k " + k.shape_string());
-  if (on_device("attention_forward", out, lse_BHT, q, k, v)) {
+  const bool device = on_device("attention_forward", out, lse_BHT, q, k, v);
+  const OpTimer timer("attention_forward", device);
+  if (device) {
     CUDA_BACKEND(cuda::attention_forward(out, lse_BHT, q, k, v));
   }
   cpu::attention_forward(out.f32(), lse_BHT.f32(), q.f32(), k.f32(), v.f32(), q.size(0), q.size(1), q.size(2),
@@ -142,7 +155,9 @@ void attention_forward(const Tensor& out, const Tensor& lse_BHT, const Tensor& q
 
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse_BHT) {
-  if (on_device("attention_backward", dq, dk, dv, dout, q, k, v, out, lse_BHT)) {
+  const bool device = on_device("attention_backward", dq, dk, dv, dout, q, k, v, out, lse_BHT);
+  const OpTimer timer("attention_backward", device);
+  if (device) {
     CUDA_BACKEND(cuda::attention_backward(dq, dk, dv, dout, q, k, v, out, lse_BHT));
   }
   cpu::attention_backward(dq.f32(), dk.f32(), dv.f32(), dout.f32(), q.f32(), k.f32(), v.f32(), out.f32(),
@@ -151,19 +166,23 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
 
 void swiglu_forward(const Tensor& out, const Tensor& a, const Tensor& b) {
   const bool device = on_device("swiglu_forward", out, a, b);
+  const OpTimer timer("swiglu_forward", device);
   expect(a.numel() == b.numel() && out.numel() == a.numel(), "swiglu_forward", "a, b and out differ in size");
   if (device) CUDA_BACKEND(cuda::swiglu_forward(out, a, b));
   cpu::swiglu_forward(out.f32(), a.f32(), b.f32(), a.numel());
 }
 
 void swiglu_backward(const Tensor& da, const Tensor& db, const Tensor& dout, const Tensor& a, const Tensor& b) {
-  if (on_device("swiglu_backward", da, db, dout, a, b)) CUDA_BACKEND(cuda::swiglu_backward(da, db, dout, a, b));
+  const bool device = on_device("swiglu_backward", da, db, dout, a, b);
+  const OpTimer timer("swiglu_backward", device);
+  if (device) CUDA_BACKEND(cuda::swiglu_backward(da, db, dout, a, b));
   cpu::swiglu_backward(da.f32(), db.f32(), dout.f32(), a.f32(), b.f32(), a.numel());
 }
 
 void cross_entropy_forward_backward(const Tensor& loss_n, const Tensor& dlogits_nV, const Tensor& logits_nV,
                                     const Tensor& targets_n, float grad_scale) {
   const bool device = on_device("cross_entropy_forward_backward", loss_n, dlogits_nV, logits_nV, targets_n);
+  const OpTimer timer("cross_entropy_forward_backward", device);
   expect(rows_of(logits_nV) == targets_n.numel(), "cross_entropy_forward_backward",
          "logits " + logits_nV.shape_string() + " vs targets " + targets_n.shape_string());
   if (device) CUDA_BACKEND(cuda::cross_entropy_forward_backward(loss_n, dlogits_nV, logits_nV, targets_n, grad_scale));
@@ -173,7 +192,9 @@ void cross_entropy_forward_backward(const Tensor& loss_n, const Tensor& dlogits_
 
 void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamW& h,
                 int64_t step, float grad_scale) {
-  if (on_device("adamw_step", param, grad, m, v)) {
+  const bool device = on_device("adamw_step", param, grad, m, v);
+  const OpTimer timer("adamw_step", device);
+  if (device) {
     CUDA_BACKEND(cuda::adamw_step(param, grad, m, v, h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, step, grad_scale));
   }
   cpu::adamw_step(param.f32(), grad.f32(), m.f32(), v.f32(), param.numel(), h.lr, h.beta1, h.beta2, h.eps,
@@ -182,12 +203,15 @@ void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const 
 
 double sum_squares(const Tensor& x) {
   // Device tensors: a host sync (see cuda::sum_squares).
-  if (on_device("sum_squares", x)) CUDA_BACKEND(cuda::sum_squares(x));
+  const bool device = on_device("sum_squares", x);
+  const OpTimer timer("sum_squares", device);
+  if (device) CUDA_BACKEND(cuda::sum_squares(x));
   return cpu::sum_squares(x.f32(), x.numel());
 }
 
 void cast(const Tensor& dst, const Tensor& src) {
   const bool device = on_device("cast", dst, src);
+  const OpTimer timer("cast", device);
   expect(dst.numel() == src.numel(), "cast", dst.shape_string() + " <- " + src.shape_string());
   if (device) CUDA_BACKEND(cuda::cast(dst, src));
   const int64_t n = src.numel();
@@ -208,13 +232,16 @@ void cast(const Tensor& dst, const Tensor& src) {
 
 void add_inplace(const Tensor& y, const Tensor& x) {
   const bool device = on_device("add_inplace", y, x);
+  const OpTimer timer("add_inplace", device);
   expect(y.numel() == x.numel(), "add_inplace", y.shape_string() + " += " + x.shape_string());
   if (device) CUDA_BACKEND(cuda::add_inplace(y, x));
   cpu::add_inplace(y.f32(), x.f32(), y.numel());
 }
 
 void scale_inplace(const Tensor& x, float factor) {
-  if (on_device("scale_inplace", x)) CUDA_BACKEND(cuda::scale_inplace(x, factor));
+  const bool device = on_device("scale_inplace", x);
+  const OpTimer timer("scale_inplace", device);
+  if (device) CUDA_BACKEND(cuda::scale_inplace(x, factor));
   cpu::scale_inplace(x.f32(), x.numel(), factor);
 }
 
@@ -224,7 +251,9 @@ void router_forward(const Tensor& topk_idx_NK, const Tensor& topk_w_NK, const Te
              scores_NE.numel() == logits_NE.numel(),
          "router_forward", "topk_idx " + topk_idx_NK.shape_string() + ", topk_w " + topk_w_NK.shape_string() +
                                ", scores " + scores_NE.shape_string() + ", logits " + logits_NE.shape_string());
-  if (on_device("router_forward", topk_idx_NK, topk_w_NK, scores_NE, logits_NE, bias_E))
+  const bool device = on_device("router_forward", topk_idx_NK, topk_w_NK, scores_NE, logits_NE, bias_E);
+  const OpTimer timer("router_forward", device);
+  if (device)
     CUDA_BACKEND(cuda::router_forward(topk_idx_NK, topk_w_NK, scores_NE, logits_NE, bias_E, kind));
   cpu::router_forward(topk_idx_NK.i32(), topk_w_NK.f32(), scores_NE.f32(), logits_NE.f32(), maybe_f32(bias_E),
                       rows_of(logits_NE), logits_NE.size(-1), topk_idx_NK.size(-1), kind);
@@ -236,7 +265,9 @@ void router_backward(const Tensor& dlogits_NE, const Tensor& dtopk_w_NK, const T
              topk_w_NK.numel() == topk_idx_NK.numel() && rows_of(topk_idx_NK) == rows_of(scores_NE),
          "router_backward", "dlogits " + dlogits_NE.shape_string() + ", dtopk_w " + dtopk_w_NK.shape_string() +
                                 ", topk_idx " + topk_idx_NK.shape_string() + ", scores " + scores_NE.shape_string());
-  if (on_device("router_backward", dlogits_NE, dtopk_w_NK, topk_idx_NK, topk_w_NK, scores_NE))
+  const bool device = on_device("router_backward", dlogits_NE, dtopk_w_NK, topk_idx_NK, topk_w_NK, scores_NE);
+  const OpTimer timer("router_backward", device);
+  if (device)
     CUDA_BACKEND(cuda::router_backward(dlogits_NE, dtopk_w_NK, topk_idx_NK, topk_w_NK, scores_NE, kind));
   cpu::router_backward(dlogits_NE.f32(), dtopk_w_NK.f32(), topk_idx_NK.i32(), topk_w_NK.f32(), scores_NE.f32(),
                        rows_of(scores_NE), scores_NE.size(-1), topk_idx_NK.size(-1), kind);
@@ -250,7 +281,9 @@ RouterAux router_aux_losses(const Tensor& daux_logits_NE, const Tensor& logits_N
   // Device tensors: the losses come back through a host sync (cuda_ops.h). The
   // per-expert counts the backend can leave on the device are not requested
   // here yet (follow-up, with the MoE layer on the GPU).
-  if (on_device("router_aux_losses", daux_logits_NE, logits_NE, scores_NE, topk_idx_NK))
+  const bool device = on_device("router_aux_losses", daux_logits_NE, logits_NE, scores_NE, topk_idx_NK);
+  const OpTimer timer("router_aux_losses", device);
+  if (device)
     CUDA_BACKEND(cuda::router_aux_losses(daux_logits_NE, logits_NE, scores_NE, topk_idx_NK, T, kind, w_lb, w_z,
                                          w_seq, grad_scale));
   return cpu::router_aux_losses(maybe_f32(daux_logits_NE), logits_NE.f32(), scores_NE.f32(), topk_idx_NK.i32(),
@@ -265,7 +298,9 @@ MoePlan moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tenso
   expect(pair_row_NK.numel() == N * K, "moe_plan",
          "pair_row " + pair_row_NK.shape_string() + " vs topk_idx " + topk_idx_NK.shape_string());
   // Device tensors: reading M back is a host sync (cuda_ops.h).
-  if (on_device("moe_plan", offsets_E1, row_pair_M, pair_row_NK, topk_idx_NK))
+  const bool device = on_device("moe_plan", offsets_E1, row_pair_M, pair_row_NK, topk_idx_NK);
+  const OpTimer timer("moe_plan", device);
+  if (device)
     CUDA_BACKEND(plan_of(cuda::moe_plan(offsets_E1, row_pair_M, pair_row_NK, topk_idx_NK, capacity), N * K));
   cpu::moe_plan(offsets_E1.i32(), row_pair_M.i32(), pair_row_NK.i32(), topk_idx_NK.i32(), N, E, K, capacity);
   return plan_of(offsets_E1.i32()[E], N * K);  // host memory: no device sync involved on this path
@@ -277,7 +312,9 @@ void moe_count_experts(const Tensor& routed_E, const Tensor& kept_E, const Tenso
   expect(kept_E.numel() == E && offsets_E1.numel() == E + 1, "moe_count_experts",
          "routed " + routed_E.shape_string() + ", kept " + kept_E.shape_string() + ", offsets " +
              offsets_E1.shape_string());
-  if (on_device("moe_count_experts", routed_E, kept_E, topk_idx_NK, offsets_E1)) {
+  const bool device = on_device("moe_count_experts", routed_E, kept_E, topk_idx_NK, offsets_E1);
+  const OpTimer timer("moe_count_experts", device);
+  if (device) {
     CUDA_BACKEND(cuda::moe_count_experts(routed_E, kept_E, topk_idx_NK, offsets_E1));
   }
   cpu::moe_count_experts(routed_E.i32(), kept_E.i32(), topk_idx_NK.i32(), topk_idx_NK.numel(), offsets_E1.i32(), E);
@@ -286,7 +323,9 @@ void moe_count_experts(const Tensor& routed_E, const Tensor& kept_E, const Tenso
 void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& row_pair_M, int64_t K) {
   expect(xs_MD.size(-1) == x_ND.size(-1) && row_pair_M.numel() >= xs_MD.size(0), "moe_permute",
          "xs " + xs_MD.shape_string() + ", x " + x_ND.shape_string() + ", row_pair " + row_pair_M.shape_string());
-  if (on_device("moe_permute", xs_MD, x_ND, row_pair_M)) CUDA_BACKEND(cuda::moe_permute(xs_MD, x_ND, row_pair_M, K));
+  const bool device = on_device("moe_permute", xs_MD, x_ND, row_pair_M);
+  const OpTimer timer("moe_permute", device);
+  if (device) CUDA_BACKEND(cuda::moe_permute(xs_MD, x_ND, row_pair_M, K));
   cpu::moe_permute(xs_MD.f32(), x_ND.f32(), row_pair_M.i32(), xs_MD.size(0), x_ND.size(-1), K);
 }
 
@@ -296,7 +335,9 @@ void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tenso
              pair_row_NK.numel() == rows_of(dx_ND) * K,
          "moe_permute_backward", "dx " + dx_ND.shape_string() + ", dxs " + dxs_MD.shape_string() + ", row_pair " +
                                      row_pair_M.shape_string() + ", pair_row " + pair_row_NK.shape_string());
-  if (on_device("moe_permute_backward", dx_ND, dxs_MD, row_pair_M, pair_row_NK))
+  const bool device = on_device("moe_permute_backward", dx_ND, dxs_MD, row_pair_M, pair_row_NK);
+  const OpTimer timer("moe_permute_backward", device);
+  if (device)
     CUDA_BACKEND(cuda::moe_permute_backward(dx_ND, dxs_MD, row_pair_M, pair_row_NK, K));
   cpu::moe_permute_backward(dx_ND.f32(), dxs_MD.f32(), row_pair_M.i32(), dxs_MD.size(0), dx_ND.size(-1), K);
 }
@@ -306,7 +347,9 @@ void moe_unpermute(const Tensor& out_ND, const Tensor& ys_MD, const Tensor& topk
              rows_of(topk_w_NK) == rows_of(out_ND),
          "moe_unpermute", "out " + out_ND.shape_string() + ", ys " + ys_MD.shape_string() + ", topk_w " +
                               topk_w_NK.shape_string() + ", pair_row " + pair_row_NK.shape_string());
-  if (on_device("moe_unpermute", out_ND, ys_MD, topk_w_NK, pair_row_NK))
+  const bool device = on_device("moe_unpermute", out_ND, ys_MD, topk_w_NK, pair_row_NK);
+  const OpTimer timer("moe_unpermute", device);
+  if (device)
     CUDA_BACKEND(cuda::moe_unpermute(out_ND, ys_MD, topk_w_NK, pair_row_NK));
   cpu::moe_unpermute(out_ND.f32(), ys_MD.f32(), topk_w_NK.f32(), pair_row_NK.i32(), rows_of(out_ND),
                      out_ND.size(-1), topk_w_NK.size(-1));
@@ -319,7 +362,9 @@ void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, cons
              rows_of(topk_w_NK) == rows_of(dout_ND),
          "moe_unpermute_backward", "dys " + dys_MD.shape_string() + ", ys " + ys_MD.shape_string() + ", dout " +
                                        dout_ND.shape_string() + ", topk_w " + topk_w_NK.shape_string());
-  if (on_device("moe_unpermute_backward", dys_MD, dtopk_w_NK, dout_ND, ys_MD, topk_w_NK, pair_row_NK))
+  const bool device = on_device("moe_unpermute_backward", dys_MD, dtopk_w_NK, dout_ND, ys_MD, topk_w_NK, pair_row_NK);
+  const OpTimer timer("moe_unpermute_backward", device);
+  if (device)
     CUDA_BACKEND(cuda::moe_unpermute_backward(dys_MD, dtopk_w_NK, dout_ND, ys_MD, topk_w_NK, pair_row_NK));
   cpu::moe_unpermute_backward(dys_MD.f32(), dtopk_w_NK.f32(), dout_ND.f32(), ys_MD.f32(), topk_w_NK.f32(),
                               pair_row_NK.i32(), rows_of(dout_ND), dout_ND.size(-1), topk_w_NK.size(-1));
@@ -328,6 +373,7 @@ void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, cons
 void grouped_matmul_forward(const Tensor& out_MO, const Tensor& x_MI, const Tensor& w_EIO,
                             const Tensor& offsets_E1) {
   const bool device = on_device("grouped_matmul_forward", out_MO, x_MI, w_EIO, offsets_E1);
+  const OpTimer timer("grouped_matmul_forward", device);
   const bool ok = w_EIO.ndim == 3 && x_MI.size(-1) == w_EIO.size(1) && out_MO.size(-1) == w_EIO.size(2) &&
                   rows_of(out_MO) == rows_of(x_MI) && offsets_E1.numel() == w_EIO.size(0) + 1;
   expect(ok, "grouped_matmul_forward",
@@ -342,6 +388,7 @@ void grouped_matmul_forward(const Tensor& out_MO, const Tensor& x_MI, const Tens
 void grouped_matmul_backward(const Tensor& dx_MI, const Tensor& dw_EIO, const Tensor& dout_MO, const Tensor& x_MI,
                              const Tensor& w_EIO, const Tensor& offsets_E1) {
   const bool device = on_device("grouped_matmul_backward", dx_MI, dw_EIO, dout_MO, x_MI, w_EIO, offsets_E1);
+  const OpTimer timer("grouped_matmul_backward", device);
   // The CPU reference needs dx; the CUDA backend may skip it (dx empty).
   const bool ok = w_EIO.ndim == 3 && x_MI.size(-1) == w_EIO.size(1) && dout_MO.size(-1) == w_EIO.size(2) &&
                   rows_of(dout_MO) == rows_of(x_MI) && dw_EIO.numel() == w_EIO.numel() &&

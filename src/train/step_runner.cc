@@ -224,6 +224,12 @@ std::vector<StateTensor> StepRunner::state_tensors() {
   return out;
 }
 
+TrainPosition StepRunner::load_checkpoint(const std::string& path) {
+  const TrainPosition at = moe::load_checkpoint(path, state_tensors());
+  params_.refresh_compute_copies();
+  return at;
+}
+
 int64_t StepRunner::persistent_state_bytes() const {
   int64_t bytes = 0;
   for (const Param& p : params_.all()) {

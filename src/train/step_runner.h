@@ -24,6 +24,7 @@
 #include "src/model/params.h"
 #include "src/model/transformer.h"
 #include "src/parallel/mesh.h"
+#include "src/train/checkpoint.h"
 #include "src/train/metrics.h"
 #include "src/train/optimizer.h"
 #include "src/train/state_tensor.h"
@@ -73,6 +74,9 @@ class StepRunner {
   // and the sigmoid routers' balance biases ("...gate.e_score_correction_bias",
   // DeepSeek-V3's name). The pieces are views of the live tensors.
   std::vector<StateTensor> state_tensors();
+  // Loads state_tensors() from a checkpoint (a step folder, or a dir with
+  // `latest`) and refreshes the compute copies of the weights.
+  TrainPosition load_checkpoint(const std::string& path);
   // Bytes this rank keeps for the whole run: parameter shards, their
   // gradients and AdamW moments (the activations and FSDP buffers are extra).
   int64_t persistent_state_bytes() const;

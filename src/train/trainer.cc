@@ -143,8 +143,7 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const std::string
   const std::vector<StateTensor> state = runner.state_tensors();
   TrainPosition at;
   if (const std::string from = checkpoint_to_load(cfg.checkpoint); !from.empty()) {
-    at = load_checkpoint(from, state);
-    runner.params().refresh_compute_copies();
+    at = runner.load_checkpoint(from);
     spdlog::info("resumed from {} at step {} ({} tokens seen)", from, at.step, at.tokens_seen);
     if (at.step >= t.max_steps) {
       spdlog::warn("train.max_steps = {}: nothing left to train (start afresh with --checkpoint.resume=never or "

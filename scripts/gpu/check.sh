@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs the GPU checks of issue 5 on a machine with a GPU, from the repo root,
+# with the binaries of scripts/gpu/bundle.sh (.gpu_bundle.tar.xz). Each phase
+# fits one device call (10 minutes); logs go to $OUT (the device tool's
+# folder) or ./gpu_logs.
+#   scripts/gpu/check.sh ops        # every op against the CPU reference
+#   scripts/gpu/check.sh sanitize   # compute-sanitizer memcheck + racecheck on the op tests
+#   scripts/gpu/check.sh train      # debug_moe 50 steps GPU vs CPU, memory, resume
+#   scripts/gpu/check.sh bench      # step_bench: debug_moe and bench_1b_moe, with the op profile
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+phase="${1:?usage: check.sh ops|sanitize|train|bench}"
+logs="${OUT:-gpu_logs}"
+mkdir -p "$logs"
+[[ -d .gpu_bundle ]] || xz -dc .gpu_bundle.tar.xz | tar -xf -
+bin=.gpu_bundle/bin
+# CUDA's libraries: the toolkit's, else the ones pip installed with PyTorch.
+cuda_libs=$(find /usr/local/cuda*/lib64 /usr/local/cuda*/targets/*/lib /opt /usr/lib/python3* /usr/local/lib/python3* \
+              \( -name 'libcublasLt.so.13*' -o -name 'libnccl.so.2*' -o -name 'libcudart.so.13*' \) 2>/dev/null |
+            xargs -r -n1 dirname | sort -u | paste -sd:)
+export LD_LIBRARY_PATH="$PWD/.gpu_bundle/lib:${cuda_libs}:${LD_LIBRARY_PATH:-}"
+nvidia-smi -L | tee "$logs/gpu.txt"
+git log -1 --format='commit %h %s' 2>/dev/null | tee -a "$logs/gpu.txt"
+
+op_tests=(cast_gpu_test device_memory_gpu_test dense_ops_gpu_test gemm_gpu_test moe_ops_gpu_test attention_gpu_test)
+status=0
+run() {  # name, log file, command...
+  local name=$1 log=$2
+  shift 2
+  local t0=$SECONDS
+  "$@" >>"$log" 2>&1
+  local rc=$?
+  echo "$name: exit $rc in $((SECONDS - t0)) s" | tee -a "$logs/summary.txt"
+  [[ $rc -eq 0 ]] || status=1
+}
+case "$phase" in
+  ops)
+    for t in "${op_tests[@]}"; do run "$t" "$logs/ops.log" "$bin/$t"; done ;;
+  sanitize)
+    for t in "${op_tests[@]}"; do
+      run "memcheck $t" "$logs/sanitize.log" compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 "$bin/$t"
+    done
+    for t in moe_ops_gpu_test attention_gpu_test dense_ops_gpu_test; do
+      run "racecheck $t" "$logs/sanitize.log" compute-sanitizer --tool racecheck --error-exitcode 9 "$bin/$t"
+    done ;;
+  train)
+    run train_gpu_test "$logs/train.log" "$bin/train_gpu_test" ;;
+  bench)
+    for p in bf16 fp32; do
+      run "step_bench debug_moe $p" "$logs/bench.log" "$bin/step_bench" configs/train/debug_moe.toml --device=cuda \
+        --precision=$p --steps=20 --profile
+    done
+    run "step_bench bench_1b_moe bf16" "$logs/bench.log" "$bin/step_bench" configs/train/bench_1b_moe.toml \
+      --device=cuda --precision=bf16 --steps=10 --profile ;;
+  *) echo "unknown phase $phase" >&2; exit 2 ;;
+esac
+exit $status
