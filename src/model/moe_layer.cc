@@ -54,7 +54,7 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& prefix)
   const int64_t F = expert_hidden(ctx.model);
   if (ctx.parallel.ep->size() > 1) {
     const int64_t R = max_local_rows(ctx, capacity_, local_experts_);
-    exchange_ = std::make_unique<ExpertExchange>(*ctx.parallel.ep, local_experts_, R, D_, pool);
+    exchange_ = std::make_unique<ExpertExchange>(*ctx.parallel.ep, local_experts_, R, D_, pool, ctx.act);
     for (Tensor* t : {&ex_x_RD_, &ex_y_RD_, &ex_dx_RD_, &ex_dy_RD_}) *t = ctx.alloc_act({R, D_});
   }
   if (ctx.model.moe_shared_experts > 0) {

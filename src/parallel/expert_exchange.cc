@@ -6,14 +6,16 @@
 namespace moe {
 
 ExpertExchange::ExpertExchange(Communicator& ep, int64_t experts_per_rank, int64_t max_local_rows, int64_t dim,
-                               TensorPool& pool)
+                               TensorPool& pool, DType row_dtype)
     : ep_(ep), P_(ep.size()), El_(experts_per_rank), max_rows_(max_local_rows) {
+  offsets_host_.assign(static_cast<size_t>(P_ * El_ + 1), 0);
+  local_host_.assign(static_cast<size_t>(El_ + 1), 0);
   send_rows_.assign(static_cast<size_t>(P_), 0);
   recv_rows_.assign(static_cast<size_t>(P_), 0);
   el_per_peer_.assign(static_cast<size_t>(P_), El_);
-  send_counts_ = pool.alloc({P_ * El_}, DType::kI32);
-  recv_counts_ = pool.alloc({P_ * El_}, DType::kI32);
-  peer_major_ = pool.alloc({max_local_rows, dim});
+  send_counts_ = host_pool_.alloc({P_ * El_}, DType::kI32);
+  recv_counts_ = host_pool_.alloc({P_ * El_}, DType::kI32);
+  peer_major_ = pool.alloc({max_local_rows, dim}, row_dtype);
   local_offsets_ = pool.alloc({El_ + 1}, DType::kI32);
 }
 
@@ -22,7 +24,9 @@ void ExpertExchange::plan(const Tensor& offsets_E1) {
     throw std::logic_error("ExpertExchange::plan: offsets " + offsets_E1.shape_string() + " for " +
                            std::to_string(P_ * El_) + " experts");
   }
-  const int32_t* off = offsets_E1.i32();
+  offsets_E1.i32();  // checks the dtype
+  download(offsets_host_.data(), offsets_E1);
+  const int32_t* off = offsets_host_.data();
   int32_t* send = send_counts_.i32();
   for (int64_t p = 0; p < P_; ++p) {
     send_rows_[static_cast<size_t>(p)] = off[(p + 1) * El_] - off[p * El_];
@@ -31,7 +35,7 @@ void ExpertExchange::plan(const Tensor& offsets_E1) {
   ep_.all_to_all_v(recv_counts_, el_per_peer_, send_counts_, el_per_peer_);
   // recv_counts[p*El + e]: rows peer p sends for local expert e.
   const int32_t* recv = recv_counts_.i32();
-  int32_t* loc = local_offsets_.i32();
+  int32_t* loc = local_host_.data();
   local_rows_ = 0;
   for (int64_t p = 0; p < P_; ++p) {
     int64_t rows = 0;
@@ -49,11 +53,12 @@ void ExpertExchange::plan(const Tensor& offsets_E1) {
     throw std::logic_error("ExpertExchange: " + std::to_string(local_rows_) + " rows received, planned for at most " +
                            std::to_string(max_rows_));
   }
+  upload(local_offsets_, local_host_.data());
 }
 
 void ExpertExchange::reorder(const Tensor& dst, const Tensor& src, bool to_expert_major) const {
   const int32_t* recv = recv_counts_.i32();
-  const int32_t* loc = local_offsets_.i32();
+  const int32_t* loc = local_host_.data();
   // Walk the peer-major blocks in order; each block (p, e) lands after the
   // blocks of expert e from peers before p in the expert-major order.
   std::vector<int64_t> expert_fill(static_cast<size_t>(El_), 0);

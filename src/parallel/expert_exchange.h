@@ -10,6 +10,9 @@
 // Backward uses the same plan: dispatch the output gradients, combine the
 // input gradients. Every rank calls every collective, with zero counts where
 // it has nothing to send. Legend: M rows routed here, R rows computed here, D dim.
+// The rows may live on a GPU (pool's device, rows of row_dtype); the counts
+// are exchanged on the host, so plan() reads the routing offsets back (a
+// HOST SYNC for device offsets) and writes the local offsets to the pool's device.
 #pragma once
 
 #include <cstdint>
@@ -23,7 +26,8 @@ namespace moe {
 class ExpertExchange {
  public:
   // max_local_rows bounds R (planned from the capacity, or the dropless worst case).
-  ExpertExchange(Communicator& ep, int64_t experts_per_rank, int64_t max_local_rows, int64_t dim, TensorPool& pool);
+  ExpertExchange(Communicator& ep, int64_t experts_per_rank, int64_t max_local_rows, int64_t dim, TensorPool& pool,
+                 DType row_dtype = DType::kF32);
 
   // offsets_E1: E+1 row offsets (i32, global experts) of the rows this rank routed.
   void plan(const Tensor& offsets_E1);
@@ -41,12 +45,15 @@ class ExpertExchange {
   void reorder(const Tensor& dst, const Tensor& src, bool to_expert_major) const;
 
   Communicator& ep_;
+  TensorPool host_pool_;  // the counts: host memory whatever the rows' device
   int64_t P_, El_, max_rows_;
+  std::vector<int32_t> offsets_host_;  // the routing offsets, read back
+  std::vector<int32_t> local_host_;    // local_offsets_ on the host
   std::vector<int64_t> send_rows_, recv_rows_;  // rows per peer
   std::vector<int64_t> el_per_peer_;            // El for every peer (the counts exchange)
   Tensor send_counts_, recv_counts_;            // i32 [P*El]: rows per (peer, expert)
   Tensor peer_major_;                           // [max_local_rows, D]
-  Tensor local_offsets_;                        // i32 [El+1]
+  Tensor local_offsets_;                        // i32 [El+1], on the rows' device
   int64_t local_rows_ = 0;
 };
 

@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "src/core/cuda_stream.h"
+
 namespace moe {
 namespace {
 
@@ -92,7 +94,7 @@ void NcclCommunicator::bootstrap() {
     std::string local_error;
     ncclUniqueId id{};
     try {
-      check_cuda(cudaStreamCreate(&stream_), "cudaStreamCreate (NCCL communicator)");
+      stream_ = cuda::stream();  // the backend's: collectives are ordered with the kernels around them
       check_cuda(cudaMalloc(&barrier_word_, sizeof(int32_t)), "cudaMalloc (NCCL barrier word)");
       check_cuda(cudaMemset(barrier_word_, 0, sizeof(int32_t)), "cudaMemset (NCCL barrier word)");
       if (rank_ == 0) {
@@ -139,7 +141,6 @@ void NcclCommunicator::release() noexcept {
     }
   }
   if (barrier_word_) cudaFree(barrier_word_);
-  if (stream_) cudaStreamDestroy(stream_);  // returns at once; freed when its work is done
   comm_ = nullptr;
   barrier_word_ = nullptr;
   stream_ = nullptr;

@@ -12,13 +12,12 @@
 // LaunchEnv::local_rank — and NCCL refuses two ranks of one group on one GPU.
 // split() binds its groups to the then-current device, normally the same.
 //
-// Streams: each collective is only enqueued on stream() (barrier() alone
-// waits). Collectives are ordered among themselves by that stream; anything
-// else — a kernel on another stream, a host read of a result — is the
-// caller's to order, with events or cudaStreamSynchronize(stream()). stream()
-// is a blocking stream: work on the legacy default stream (stream 0, where
-// the kernels run today) is ordered with it both ways, so until the kernels
-// take a stream, no extra synchronisation is needed between them.
+// Streams: each collective is only enqueued (barrier() alone waits), on the
+// backend's one stream (src/core/cuda_stream.h), where every kernel runs: a
+// collective is ordered after the kernels that produce its input and before
+// those that read its output, with no events. (Overlapping communication
+// with compute would take a second stream and events; not done yet.) A host
+// read of a result is the caller's to order (download() does).
 //
 // kAvg uses ncclAvg, which for floats may scale each operand by 1/size()
 // before summing: equal to the MPI backend's sum-then-divide up to round-off.

@@ -7,7 +7,6 @@
 #include <fmt/format.h>
 
 #include "src/core/cuda_device.h"
-#include "src/core/user_error.h"
 #include "src/kernels/ops.h"
 #include "src/parallel/launch_env.h"
 #include "src/train/lr_schedule.h"
@@ -21,15 +20,12 @@ std::unique_ptr<Fsdp> make_fsdp(ParamStore& params, Mesh& mesh, TensorPool& pool
 }
 
 // The placement, with this rank's GPU selected before anything is allocated on it.
-Placement select_placement(const TrainConfig& t, Mesh& mesh) {
+Placement select_placement(const TrainConfig& t) {
   Placement p = placement_of(t);
   if (p.device != Device::kCuda) return p;
-  if (mesh.world().size() > 1) {
-    // The mesh's groups are MPI communicators, which move host memory only.
-    throw UserError(fmt::format("train.device = \"cuda\" with {} ranks: training on several GPUs needs NCCL "
-                                "groups in the mesh, which are not built yet; run one GPU per job for now",
-                                mesh.world().size()));
-  }
+  // With several ranks the mesh's groups must move device tensors (NCCL,
+  // HostDeviceCommunicator: the trainer's make_world), and the trainer has
+  // already selected this GPU (NCCL binds to it); selecting again is a no-op.
   p.gpu = select_cuda_device(read_launch_env().local_rank);
   return p;
 }
@@ -48,7 +44,7 @@ Placement placement_of(const TrainConfig& t) {
 StepRunner::StepRunner(const JobConfig& cfg, Mesh& mesh)
     : cfg_(cfg),
       mesh_(mesh),
-      placement_(select_placement(cfg.train, mesh)),
+      placement_(select_placement(cfg.train)),
       pool_(placement_.device),
       params_(cfg.model, pool_, mesh.layout(), mesh.coord(), placement_.compute),
       fsdp_(make_fsdp(params_, mesh, pool_)),

@@ -17,6 +17,8 @@
 #include "src/data/token_dataset.h"
 #include "src/core/user_error.h"
 #include "src/parallel/communicator.h"
+#include "src/parallel/host_device_communicator.h"
+#include "src/parallel/launch_env.h"
 #include "src/parallel/mesh.h"
 #include "src/train/cpu_peak.h"
 #include "src/train/dry_run.h"
@@ -25,6 +27,10 @@
 #include "src/train/import_hf.h"
 #include "src/train/preemption.h"
 #include "src/train/step_runner.h"
+
+#if MOE_TRAIN_HAS_CUDA
+#include "src/parallel/nccl_communicator.h"
+#endif
 
 namespace moe {
 namespace {
@@ -61,7 +67,9 @@ double unigram_entropy(const TokenDataset& data, int64_t vocab_size) {
 
 // The world: MPI when the layout has several ranks (the launcher's rank count
 // was already checked against the layout; MPI's must agree), else one rank.
-std::unique_ptr<Communicator> make_world(const Layout& layout) {
+// On GPUs, each group also gets NCCL for the device tensors, on this rank's
+// GPU (selected first: NCCL binds a group to the current device).
+std::unique_ptr<Communicator> make_world(const Layout& layout, const Placement& where) {
   if (layout.world() == 1) return single_process_world();
   ensure_mpi_initialized();
   std::unique_ptr<Communicator> world = mpi_world();
@@ -71,7 +79,14 @@ std::unique_ptr<Communicator> make_world(const Layout& layout) {
         "that both agree",
         world->size(), layout.world()));
   }
-  return world;
+  if (where.device != Device::kCuda) return world;
+#if MOE_TRAIN_HAS_CUDA
+  select_cuda_device(read_launch_env().local_rank);
+  auto nccl = std::make_unique<NcclCommunicator>(*world);  // collective over the MPI world
+  return std::make_unique<HostDeviceCommunicator>(std::move(world), std::move(nccl));
+#else
+  throw std::logic_error("train.device = \"cuda\" in a build without CUDA");
+#endif
 }
 
 // Where to start from: an explicit load_path, else (resume = "auto") the latest checkpoint in dir.
@@ -86,7 +101,7 @@ std::string checkpoint_to_load(const CheckpointConfig& c) {
 TrainOutcome train(const JobConfig& cfg, const Layout& layout, const std::string& init_from_hf) {
   const ModelConfig& m = cfg.model;
   const TrainConfig& t = cfg.train;
-  Mesh mesh(layout, make_world(layout), static_cast<double>(cfg.distributed.nccl_timeout_sec));
+  Mesh mesh(layout, make_world(layout, placement_of(t)), static_cast<double>(cfg.distributed.nccl_timeout_sec));
   const bool rank0 = mesh.world().rank() == 0;
 
   // Data: the configured dataset, else the built-in corpus (real text,
