@@ -48,7 +48,43 @@ int64_t rows_of(const Tensor& t) {
   return rows;
 }
 
-float* maybe_f32(const Tensor& t) { return t.data ? t.f32() : nullptr; }
+// Host tensors may also be bf16: the mixed-precision model run on the CPU,
+// which tests its dtype plumbing (compute copies, bf16 activations, casts,
+// collectives) without a GPU. The CPU reference computes in fp32, so a bf16
+// argument is widened into a scratch copy for the call and, when the op
+// writes it, rounded back afterwards (to nearest even): what the CUDA kernels
+// do per element, reading bf16, computing in fp32, rounding what they write.
+// f32 tensors are passed through untouched; scratch exists only for bf16.
+class HostF32 {
+ public:
+  HostF32(const Tensor& t, bool written) : t_(t), written_(written) {
+    if (t.data == nullptr || t.dtype != DType::kBF16) return;
+    scratch_.resize(static_cast<size_t>(t.numel()));
+    const auto* h = static_cast<const uint16_t*>(t.data);
+    for (size_t i = 0; i < scratch_.size(); ++i) scratch_[i] = bf16_to_f32(h[i]);
+  }
+  ~HostF32() {
+    if (!written_ || scratch_.empty()) return;
+    auto* h = static_cast<uint16_t*>(t_.data);
+    for (size_t i = 0; i < scratch_.size(); ++i) h[i] = f32_to_bf16(scratch_[i]);
+  }
+  HostF32(const HostF32&) = delete;
+  HostF32& operator=(const HostF32&) = delete;
+  // nullptr for an empty (optional) tensor; checks the dtype otherwise.
+  operator float*() {
+    if (t_.data == nullptr) return nullptr;
+    return t_.dtype == DType::kBF16 ? scratch_.data() : t_.f32();
+  }
+
+ private:
+  const Tensor& t_;
+  bool written_;
+  std::vector<float> scratch_;
+};
+
+// An argument the op reads / writes (or accumulates into).
+HostF32 read_f32(const Tensor& t) { return HostF32(t, false); }
+HostF32 write_f32(const Tensor& t) { return HostF32(t, true); }
 
 // M = offsets[E] kept rows out of N*K pairs.
 MoePlan plan_of(int64_t rows, int64_t pairs) {
@@ -66,7 +102,7 @@ void embedding_forward(const Tensor& out_ND, const Tensor& tokens_N, const Tenso
   expect(out_ND.size(-1) == table_VD.size(-1), "embedding_forward", out_ND.shape_string() + " vs table " +
                                                                         table_VD.shape_string());
   if (device) CUDA_BACKEND(cuda::embedding_forward(out_ND, tokens_N, table_VD));
-  cpu::embedding_forward(out_ND.f32(), tokens_N.i32(), table_VD.f32(), tokens_N.numel(), table_VD.size(-1));
+  cpu::embedding_forward(write_f32(out_ND), tokens_N.i32(), read_f32(table_VD), tokens_N.numel(), table_VD.size(-1));
 }
 
 void embedding_backward(const Tensor& dtable_VD, const Tensor& dout_ND, const Tensor& tokens_N) {
@@ -75,7 +111,7 @@ void embedding_backward(const Tensor& dtable_VD, const Tensor& dout_ND, const Te
   if (device) {
     CUDA_BACKEND(cuda::embedding_backward(dtable_VD, dout_ND, tokens_N));
   }
-  cpu::embedding_backward(dtable_VD.f32(), dout_ND.f32(), tokens_N.i32(), tokens_N.numel(), dtable_VD.size(-1));
+  cpu::embedding_backward(write_f32(dtable_VD), read_f32(dout_ND), tokens_N.i32(), tokens_N.numel(), dtable_VD.size(-1));
 }
 
 void rmsnorm_forward(const Tensor& out_ND, const Tensor& rstd_N, const Tensor& x_ND, const Tensor& w_D, float eps) {
@@ -83,7 +119,7 @@ void rmsnorm_forward(const Tensor& out_ND, const Tensor& rstd_N, const Tensor& x
   const OpTimer timer("rmsnorm_forward", device);
   expect(x_ND.size(-1) == w_D.numel(), "rmsnorm_forward", x_ND.shape_string() + " vs w " + w_D.shape_string());
   if (device) CUDA_BACKEND(cuda::rmsnorm_forward(out_ND, rstd_N, x_ND, w_D, eps));
-  cpu::rmsnorm_forward(out_ND.f32(), rstd_N.f32(), x_ND.f32(), w_D.f32(), rows_of(x_ND), w_D.numel(), eps);
+  cpu::rmsnorm_forward(write_f32(out_ND), write_f32(rstd_N), read_f32(x_ND), read_f32(w_D), rows_of(x_ND), w_D.numel(), eps);
 }
 
 void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dout_ND, const Tensor& x_ND,
@@ -93,7 +129,7 @@ void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dou
   if (device) {
     CUDA_BACKEND(cuda::rmsnorm_backward(dx_ND, dw_D, dout_ND, x_ND, w_D, rstd_N));
   }
-  cpu::rmsnorm_backward(dx_ND.f32(), dw_D.f32(), dout_ND.f32(), x_ND.f32(), w_D.f32(), rstd_N.f32(), rows_of(x_ND),
+  cpu::rmsnorm_backward(write_f32(dx_ND), write_f32(dw_D), read_f32(dout_ND), read_f32(x_ND), read_f32(w_D), read_f32(rstd_N), rows_of(x_ND),
                         w_D.numel());
 }
 
@@ -105,7 +141,7 @@ void matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI
   expect(ok, "matmul_forward",
          ok ? "" : out_NO.shape_string() + " = " + x_NI.shape_string() + " x " + w_OI.shape_string() + "^T");
   if (device) CUDA_BACKEND(cuda::matmul_forward(out_NO, x_NI, w_OI));
-  cpu::matmul_forward(out_NO.f32(), x_NI.f32(), w_OI.f32(), rows_of(x_NI), w_OI.size(1), w_OI.size(0));
+  cpu::matmul_forward(write_f32(out_NO), read_f32(x_NI), read_f32(w_OI), rows_of(x_NI), w_OI.size(1), w_OI.size(0));
 }
 
 void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dout_NO, const Tensor& x_NI,
@@ -119,7 +155,7 @@ void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dou
          ok ? "" : "dx " + dx_NI.shape_string() + ", dw " + dw_OI.shape_string() + ", dout " +
                        dout_NO.shape_string() + ", x " + x_NI.shape_string() + ", w " + w_OI.shape_string());
   if (device) CUDA_BACKEND(cuda::matmul_backward(dx_NI, dw_OI, dout_NO, x_NI, w_OI));
-  cpu::matmul_backward(maybe_f32(dx_NI), dw_OI.f32(), dout_NO.f32(), x_NI.f32(), w_OI.f32(), rows_of(x_NI),
+  cpu::matmul_backward(write_f32(dx_NI), write_f32(dw_OI), read_f32(dout_NO), read_f32(x_NI), read_f32(w_OI), rows_of(x_NI),
                        w_OI.size(1), w_OI.size(0));
 }
 
@@ -128,7 +164,7 @@ void rope_forward(const Tensor& x_BTHDh, float theta) {
   const OpTimer timer("rope_forward", device);
   expect(x_BTHDh.ndim == 4, "rope_forward", "x must be [B, T, heads, Dh], is " + x_BTHDh.shape_string());
   if (device) CUDA_BACKEND(cuda::rope_forward(x_BTHDh, theta));
-  cpu::rope_forward(x_BTHDh.f32(), x_BTHDh.size(0) * x_BTHDh.size(1), x_BTHDh.size(1), x_BTHDh.size(2),
+  cpu::rope_forward(write_f32(x_BTHDh), x_BTHDh.size(0) * x_BTHDh.size(1), x_BTHDh.size(1), x_BTHDh.size(2),
                     x_BTHDh.size(3), theta);
 }
 
@@ -137,7 +173,7 @@ void rope_backward(const Tensor& dx_BTHDh, float theta) {
   const OpTimer timer("rope_backward", device);
   expect(dx_BTHDh.ndim == 4, "rope_backward", "dx must be [B, T, heads, Dh], is " + dx_BTHDh.shape_string());
   if (device) CUDA_BACKEND(cuda::rope_backward(dx_BTHDh, theta));
-  cpu::rope_backward(dx_BTHDh.f32(), dx_BTHDh.size(0) * dx_BTHDh.size(1), dx_BTHDh.size(1), dx_BTHDh.size(2),
+  cpu::rope_backward(write_f32(dx_BTHDh), dx_BTHDh.size(0) * dx_BTHDh.size(1), dx_BTHDh.size(1), dx_BTHDh.size(2),
                      dx_BTHDh.size(3), theta);
 }
 
@@ -149,7 +185,7 @@ void attention_forward(const Tensor& out, const Tensor& lse_BHT, const Tensor& q
   if (device) {
     CUDA_BACKEND(cuda::attention_forward(out, lse_BHT, q, k, v));
   }
-  cpu::attention_forward(out.f32(), lse_BHT.f32(), q.f32(), k.f32(), v.f32(), q.size(0), q.size(1), q.size(2),
+  cpu::attention_forward(write_f32(out), write_f32(lse_BHT), read_f32(q), read_f32(k), read_f32(v), q.size(0), q.size(1), q.size(2),
                          k.size(2), q.size(3));
 }
 
@@ -160,8 +196,8 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
   if (device) {
     CUDA_BACKEND(cuda::attention_backward(dq, dk, dv, dout, q, k, v, out, lse_BHT));
   }
-  cpu::attention_backward(dq.f32(), dk.f32(), dv.f32(), dout.f32(), q.f32(), k.f32(), v.f32(), out.f32(),
-                          lse_BHT.f32(), q.size(0), q.size(1), q.size(2), k.size(2), q.size(3));
+  cpu::attention_backward(write_f32(dq), write_f32(dk), write_f32(dv), read_f32(dout), read_f32(q), read_f32(k), read_f32(v), read_f32(out),
+                          read_f32(lse_BHT), q.size(0), q.size(1), q.size(2), k.size(2), q.size(3));
 }
 
 void swiglu_forward(const Tensor& out, const Tensor& a, const Tensor& b) {
@@ -169,14 +205,14 @@ void swiglu_forward(const Tensor& out, const Tensor& a, const Tensor& b) {
   const OpTimer timer("swiglu_forward", device);
   expect(a.numel() == b.numel() && out.numel() == a.numel(), "swiglu_forward", "a, b and out differ in size");
   if (device) CUDA_BACKEND(cuda::swiglu_forward(out, a, b));
-  cpu::swiglu_forward(out.f32(), a.f32(), b.f32(), a.numel());
+  cpu::swiglu_forward(write_f32(out), read_f32(a), read_f32(b), a.numel());
 }
 
 void swiglu_backward(const Tensor& da, const Tensor& db, const Tensor& dout, const Tensor& a, const Tensor& b) {
   const bool device = on_device("swiglu_backward", da, db, dout, a, b);
   const OpTimer timer("swiglu_backward", device);
   if (device) CUDA_BACKEND(cuda::swiglu_backward(da, db, dout, a, b));
-  cpu::swiglu_backward(da.f32(), db.f32(), dout.f32(), a.f32(), b.f32(), a.numel());
+  cpu::swiglu_backward(write_f32(da), write_f32(db), read_f32(dout), read_f32(a), read_f32(b), a.numel());
 }
 
 void cross_entropy_forward_backward(const Tensor& loss_n, const Tensor& dlogits_nV, const Tensor& logits_nV,
@@ -186,7 +222,7 @@ void cross_entropy_forward_backward(const Tensor& loss_n, const Tensor& dlogits_
   expect(rows_of(logits_nV) == targets_n.numel(), "cross_entropy_forward_backward",
          "logits " + logits_nV.shape_string() + " vs targets " + targets_n.shape_string());
   if (device) CUDA_BACKEND(cuda::cross_entropy_forward_backward(loss_n, dlogits_nV, logits_nV, targets_n, grad_scale));
-  cpu::cross_entropy_forward_backward(loss_n.f32(), dlogits_nV.f32(), logits_nV.f32(), targets_n.i32(),
+  cpu::cross_entropy_forward_backward(write_f32(loss_n), write_f32(dlogits_nV), read_f32(logits_nV), targets_n.i32(),
                                       targets_n.numel(), logits_nV.size(-1), grad_scale);
 }
 
@@ -197,7 +233,7 @@ void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const 
   if (device) {
     CUDA_BACKEND(cuda::adamw_step(param, grad, m, v, h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, step, grad_scale));
   }
-  cpu::adamw_step(param.f32(), grad.f32(), m.f32(), v.f32(), param.numel(), h.lr, h.beta1, h.beta2, h.eps,
+  cpu::adamw_step(write_f32(param), read_f32(grad), write_f32(m), write_f32(v), param.numel(), h.lr, h.beta1, h.beta2, h.eps,
                   h.weight_decay, step, grad_scale);
 }
 
@@ -206,7 +242,7 @@ double sum_squares(const Tensor& x) {
   const bool device = on_device("sum_squares", x);
   const OpTimer timer("sum_squares", device);
   if (device) CUDA_BACKEND(cuda::sum_squares(x));
-  return cpu::sum_squares(x.f32(), x.numel());
+  return cpu::sum_squares(read_f32(x), x.numel());
 }
 
 void cast(const Tensor& dst, const Tensor& src) {
@@ -235,14 +271,14 @@ void add_inplace(const Tensor& y, const Tensor& x) {
   const OpTimer timer("add_inplace", device);
   expect(y.numel() == x.numel(), "add_inplace", y.shape_string() + " += " + x.shape_string());
   if (device) CUDA_BACKEND(cuda::add_inplace(y, x));
-  cpu::add_inplace(y.f32(), x.f32(), y.numel());
+  cpu::add_inplace(write_f32(y), read_f32(x), y.numel());
 }
 
 void scale_inplace(const Tensor& x, float factor) {
   const bool device = on_device("scale_inplace", x);
   const OpTimer timer("scale_inplace", device);
   if (device) CUDA_BACKEND(cuda::scale_inplace(x, factor));
-  cpu::scale_inplace(x.f32(), x.numel(), factor);
+  cpu::scale_inplace(write_f32(x), x.numel(), factor);
 }
 
 void router_forward(const Tensor& topk_idx_NK, const Tensor& topk_w_NK, const Tensor& scores_NE,
@@ -255,7 +291,7 @@ void router_forward(const Tensor& topk_idx_NK, const Tensor& topk_w_NK, const Te
   const OpTimer timer("router_forward", device);
   if (device)
     CUDA_BACKEND(cuda::router_forward(topk_idx_NK, topk_w_NK, scores_NE, logits_NE, bias_E, kind));
-  cpu::router_forward(topk_idx_NK.i32(), topk_w_NK.f32(), scores_NE.f32(), logits_NE.f32(), maybe_f32(bias_E),
+  cpu::router_forward(topk_idx_NK.i32(), write_f32(topk_w_NK), write_f32(scores_NE), read_f32(logits_NE), read_f32(bias_E),
                       rows_of(logits_NE), logits_NE.size(-1), topk_idx_NK.size(-1), kind);
 }
 
@@ -269,7 +305,7 @@ void router_backward(const Tensor& dlogits_NE, const Tensor& dtopk_w_NK, const T
   const OpTimer timer("router_backward", device);
   if (device)
     CUDA_BACKEND(cuda::router_backward(dlogits_NE, dtopk_w_NK, topk_idx_NK, topk_w_NK, scores_NE, kind));
-  cpu::router_backward(dlogits_NE.f32(), dtopk_w_NK.f32(), topk_idx_NK.i32(), topk_w_NK.f32(), scores_NE.f32(),
+  cpu::router_backward(write_f32(dlogits_NE), read_f32(dtopk_w_NK), topk_idx_NK.i32(), read_f32(topk_w_NK), read_f32(scores_NE),
                        rows_of(scores_NE), scores_NE.size(-1), topk_idx_NK.size(-1), kind);
 }
 
@@ -286,7 +322,7 @@ RouterAux router_aux_losses(const Tensor& daux_logits_NE, const Tensor& logits_N
   if (device)
     CUDA_BACKEND(cuda::router_aux_losses(daux_logits_NE, logits_NE, scores_NE, topk_idx_NK, T, kind, w_lb, w_z,
                                          w_seq, grad_scale));
-  return cpu::router_aux_losses(maybe_f32(daux_logits_NE), logits_NE.f32(), scores_NE.f32(), topk_idx_NK.i32(),
+  return cpu::router_aux_losses(write_f32(daux_logits_NE), read_f32(logits_NE), read_f32(scores_NE), topk_idx_NK.i32(),
                                 N / T, T, logits_NE.size(-1), topk_idx_NK.size(-1), kind, w_lb, w_z, w_seq,
                                 grad_scale);
 }
@@ -326,7 +362,7 @@ void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& row_pair
   const bool device = on_device("moe_permute", xs_MD, x_ND, row_pair_M);
   const OpTimer timer("moe_permute", device);
   if (device) CUDA_BACKEND(cuda::moe_permute(xs_MD, x_ND, row_pair_M, K));
-  cpu::moe_permute(xs_MD.f32(), x_ND.f32(), row_pair_M.i32(), xs_MD.size(0), x_ND.size(-1), K);
+  cpu::moe_permute(write_f32(xs_MD), read_f32(x_ND), row_pair_M.i32(), xs_MD.size(0), x_ND.size(-1), K);
 }
 
 void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tensor& row_pair_M,
@@ -339,7 +375,7 @@ void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tenso
   const OpTimer timer("moe_permute_backward", device);
   if (device)
     CUDA_BACKEND(cuda::moe_permute_backward(dx_ND, dxs_MD, row_pair_M, pair_row_NK, K));
-  cpu::moe_permute_backward(dx_ND.f32(), dxs_MD.f32(), row_pair_M.i32(), dxs_MD.size(0), dx_ND.size(-1), K);
+  cpu::moe_permute_backward(write_f32(dx_ND), read_f32(dxs_MD), row_pair_M.i32(), dxs_MD.size(0), dx_ND.size(-1), K);
 }
 
 void moe_unpermute(const Tensor& out_ND, const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK) {
@@ -351,7 +387,7 @@ void moe_unpermute(const Tensor& out_ND, const Tensor& ys_MD, const Tensor& topk
   const OpTimer timer("moe_unpermute", device);
   if (device)
     CUDA_BACKEND(cuda::moe_unpermute(out_ND, ys_MD, topk_w_NK, pair_row_NK));
-  cpu::moe_unpermute(out_ND.f32(), ys_MD.f32(), topk_w_NK.f32(), pair_row_NK.i32(), rows_of(out_ND),
+  cpu::moe_unpermute(write_f32(out_ND), read_f32(ys_MD), read_f32(topk_w_NK), pair_row_NK.i32(), rows_of(out_ND),
                      out_ND.size(-1), topk_w_NK.size(-1));
 }
 
@@ -366,7 +402,7 @@ void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, cons
   const OpTimer timer("moe_unpermute_backward", device);
   if (device)
     CUDA_BACKEND(cuda::moe_unpermute_backward(dys_MD, dtopk_w_NK, dout_ND, ys_MD, topk_w_NK, pair_row_NK));
-  cpu::moe_unpermute_backward(dys_MD.f32(), dtopk_w_NK.f32(), dout_ND.f32(), ys_MD.f32(), topk_w_NK.f32(),
+  cpu::moe_unpermute_backward(write_f32(dys_MD), write_f32(dtopk_w_NK), read_f32(dout_ND), read_f32(ys_MD), read_f32(topk_w_NK),
                               pair_row_NK.i32(), rows_of(dout_ND), dout_ND.size(-1), topk_w_NK.size(-1));
 }
 
@@ -381,7 +417,7 @@ void grouped_matmul_forward(const Tensor& out_MO, const Tensor& x_MI, const Tens
                        ", offsets " + offsets_E1.shape_string());
   // Device: the offsets stay on the device (no sync); one launch for all experts.
   if (device) CUDA_BACKEND(cuda::grouped_matmul_forward(out_MO, x_MI, w_EIO, offsets_E1));
-  cpu::grouped_matmul_forward(out_MO.f32(), x_MI.f32(), w_EIO.f32(), offsets_E1.i32(), w_EIO.size(0),
+  cpu::grouped_matmul_forward(write_f32(out_MO), read_f32(x_MI), read_f32(w_EIO), offsets_E1.i32(), w_EIO.size(0),
                               w_EIO.size(1), w_EIO.size(2));
 }
 
@@ -400,7 +436,7 @@ void grouped_matmul_backward(const Tensor& dx_MI, const Tensor& dw_EIO, const Te
                        dout_MO.shape_string() + ", x " + x_MI.shape_string() + ", w " + w_EIO.shape_string() +
                        ", offsets " + offsets_E1.shape_string());
   if (device) CUDA_BACKEND(cuda::grouped_matmul_backward(dx_MI, dw_EIO, dout_MO, x_MI, w_EIO, offsets_E1));
-  cpu::grouped_matmul_backward(dx_MI.f32(), dw_EIO.f32(), dout_MO.f32(), x_MI.f32(), w_EIO.f32(),
+  cpu::grouped_matmul_backward(write_f32(dx_MI), write_f32(dw_EIO), read_f32(dout_MO), read_f32(x_MI), read_f32(w_EIO),
                                offsets_E1.i32(), w_EIO.size(0), w_EIO.size(1), w_EIO.size(2));
 }
 

@@ -20,8 +20,8 @@ std::unique_ptr<Fsdp> make_fsdp(ParamStore& params, Mesh& mesh, TensorPool& pool
 }
 
 // The placement, with this rank's GPU selected before anything is allocated on it.
-Placement select_placement(const TrainConfig& t) {
-  Placement p = placement_of(t);
+Placement select_placement(const TrainConfig& t, std::optional<Placement> forced) {
+  Placement p = forced ? *forced : placement_of(t);
   if (p.device != Device::kCuda) return p;
   // With several ranks the mesh's groups must move device tensors (NCCL,
   // HostDeviceCommunicator: the trainer's make_world), and the trainer has
@@ -41,10 +41,10 @@ Placement placement_of(const TrainConfig& t) {
   return p;
 }
 
-StepRunner::StepRunner(const JobConfig& cfg, Mesh& mesh)
+StepRunner::StepRunner(const JobConfig& cfg, Mesh& mesh, std::optional<Placement> placement)
     : cfg_(cfg),
       mesh_(mesh),
-      placement_(select_placement(cfg.train)),
+      placement_(select_placement(cfg.train, placement)),
       pool_(placement_.device),
       params_(cfg.model, pool_, mesh.layout(), mesh.coord(), placement_.compute),
       fsdp_(make_fsdp(params_, mesh, pool_)),

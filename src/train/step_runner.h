@@ -14,6 +14,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <vector>
 
@@ -51,8 +52,10 @@ Placement placement_of(const TrainConfig& t);
 class StepRunner {
  public:
   // Builds and initialises this rank's parameters (the same global values at
-  // any layout) on the configured device; for a GPU, selects it by local rank first.
-  StepRunner(const JobConfig& cfg, Mesh& mesh);
+  // any layout) on the configured device; for a GPU, selects it by local rank
+  // first. `placement` overrides the config's: the tests run the bf16 path on
+  // the CPU with it (ops.h widens bf16 host tensors for the fp32 reference).
+  StepRunner(const JobConfig& cfg, Mesh& mesh, std::optional<Placement> placement = std::nullopt);
 
   // One optimizer step (1-based). Fills loss, lr, grad_norm and the MoE
   // metrics, all global (the same on every rank). A non-finite loss or
