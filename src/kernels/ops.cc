@@ -86,14 +86,6 @@ class HostF32 {
 HostF32 read_f32(const Tensor& t) { return HostF32(t, false); }
 HostF32 write_f32(const Tensor& t) { return HostF32(t, true); }
 
-// M = offsets[E] kept rows out of N*K pairs.
-MoePlan plan_of(int64_t rows, int64_t pairs) {
-  MoePlan plan;
-  plan.rows = rows;
-  plan.dropped = pairs - rows;
-  return plan;
-}
-
 }  // namespace
 
 void embedding_forward(const Tensor& out_ND, const Tensor& tokens_N, const Tensor& table_VD) {
@@ -309,37 +301,37 @@ void router_backward(const Tensor& dlogits_NE, const Tensor& dtopk_w_NK, const T
                        rows_of(scores_NE), scores_NE.size(-1), topk_idx_NK.size(-1), kind);
 }
 
-RouterAux router_aux_losses(const Tensor& daux_logits_NE, const Tensor& logits_NE, const Tensor& scores_NE,
-                            const Tensor& topk_idx_NK, int64_t T, RouterKind kind, float w_lb, float w_z,
-                            float w_seq, float grad_scale) {
+void router_aux_losses(const Tensor& aux_3, const Tensor& daux_logits_NE, const Tensor& logits_NE,
+                       const Tensor& scores_NE, const Tensor& topk_idx_NK, int64_t T, RouterKind kind, float w_lb,
+                       float w_z, float w_seq, float grad_scale) {
   const int64_t N = rows_of(logits_NE);
   expect(T > 0 && N % T == 0, "router_aux_losses", "token count " + std::to_string(N) + " is not a multiple of T");
-  // Device tensors: the losses come back through a host sync (cuda_ops.h). The
-  // per-expert counts the backend can leave on the device are not requested
-  // here yet (follow-up, with the MoE layer on the GPU).
-  const bool device = on_device("router_aux_losses", daux_logits_NE, logits_NE, scores_NE, topk_idx_NK);
+  expect(aux_3.numel() == 3, "router_aux_losses", "aux " + aux_3.shape_string() + " must hold 3 values");
+  const bool device = on_device("router_aux_losses", aux_3, daux_logits_NE, logits_NE, scores_NE, topk_idx_NK);
   const OpTimer timer("router_aux_losses", device);
-  if (device)
-    CUDA_BACKEND(cuda::router_aux_losses(daux_logits_NE, logits_NE, scores_NE, topk_idx_NK, T, kind, w_lb, w_z,
+  if (device) {
+    CUDA_BACKEND(cuda::router_aux_losses(aux_3, daux_logits_NE, logits_NE, scores_NE, topk_idx_NK, T, kind, w_lb, w_z,
                                          w_seq, grad_scale));
-  return cpu::router_aux_losses(write_f32(daux_logits_NE), read_f32(logits_NE), read_f32(scores_NE), topk_idx_NK.i32(),
-                                N / T, T, logits_NE.size(-1), topk_idx_NK.size(-1), kind, w_lb, w_z, w_seq,
-                                grad_scale);
+  }
+  const cpu::RouterAux aux =
+      cpu::router_aux_losses(write_f32(daux_logits_NE), read_f32(logits_NE), read_f32(scores_NE), topk_idx_NK.i32(),
+                             N / T, T, logits_NE.size(-1), topk_idx_NK.size(-1), kind, w_lb, w_z, w_seq, grad_scale);
+  float* values = aux_3.f32();
+  values[0] = static_cast<float>(aux.load_balance);
+  values[1] = static_cast<float>(aux.z_loss);
+  values[2] = static_cast<float>(aux.sequence_balance);
 }
 
-MoePlan moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK,
-                 const Tensor& topk_idx_NK, int64_t capacity) {
+void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK,
+              const Tensor& topk_idx_NK, int64_t capacity) {
   const int64_t K = topk_idx_NK.size(-1), N = rows_of(topk_idx_NK), E = offsets_E1.numel() - 1;
   expect(row_pair_M.numel() >= N * K, "moe_plan", "row_pair buffer " + row_pair_M.shape_string() + " < N*K");
   expect(pair_row_NK.numel() == N * K, "moe_plan",
          "pair_row " + pair_row_NK.shape_string() + " vs topk_idx " + topk_idx_NK.shape_string());
-  // Device tensors: reading M back is a host sync (cuda_ops.h).
   const bool device = on_device("moe_plan", offsets_E1, row_pair_M, pair_row_NK, topk_idx_NK);
   const OpTimer timer("moe_plan", device);
-  if (device)
-    CUDA_BACKEND(plan_of(cuda::moe_plan(offsets_E1, row_pair_M, pair_row_NK, topk_idx_NK, capacity), N * K));
+  if (device) CUDA_BACKEND(cuda::moe_plan(offsets_E1, row_pair_M, pair_row_NK, topk_idx_NK, capacity));
   cpu::moe_plan(offsets_E1.i32(), row_pair_M.i32(), pair_row_NK.i32(), topk_idx_NK.i32(), N, E, K, capacity);
-  return plan_of(offsets_E1.i32()[E], N * K);  // host memory: no device sync involved on this path
 }
 
 void moe_count_experts(const Tensor& routed_E, const Tensor& kept_E, const Tensor& topk_idx_NK,
@@ -356,26 +348,25 @@ void moe_count_experts(const Tensor& routed_E, const Tensor& kept_E, const Tenso
   cpu::moe_count_experts(routed_E.i32(), kept_E.i32(), topk_idx_NK.i32(), topk_idx_NK.numel(), offsets_E1.i32(), E);
 }
 
-void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& row_pair_M, int64_t K) {
-  expect(xs_MD.size(-1) == x_ND.size(-1) && row_pair_M.numel() >= xs_MD.size(0), "moe_permute",
-         "xs " + xs_MD.shape_string() + ", x " + x_ND.shape_string() + ", row_pair " + row_pair_M.shape_string());
-  const bool device = on_device("moe_permute", xs_MD, x_ND, row_pair_M);
+void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& pair_row_NK) {
+  const int64_t N = rows_of(x_ND);
+  expect(xs_MD.size(-1) == x_ND.size(-1) && N > 0 && pair_row_NK.numel() % N == 0, "moe_permute",
+         "xs " + xs_MD.shape_string() + ", x " + x_ND.shape_string() + ", pair_row " + pair_row_NK.shape_string());
+  const bool device = on_device("moe_permute", xs_MD, x_ND, pair_row_NK);
   const OpTimer timer("moe_permute", device);
-  if (device) CUDA_BACKEND(cuda::moe_permute(xs_MD, x_ND, row_pair_M, K));
-  cpu::moe_permute(write_f32(xs_MD), read_f32(x_ND), row_pair_M.i32(), xs_MD.size(0), x_ND.size(-1), K);
+  if (device) CUDA_BACKEND(cuda::moe_permute(xs_MD, x_ND, pair_row_NK));
+  cpu::moe_permute(write_f32(xs_MD), read_f32(x_ND), pair_row_NK.i32(), N, x_ND.size(-1), pair_row_NK.numel() / N);
 }
 
-void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tensor& row_pair_M,
-                          const Tensor& pair_row_NK, int64_t K) {
-  expect(dxs_MD.size(-1) == dx_ND.size(-1) && row_pair_M.numel() >= dxs_MD.size(0) &&
-             pair_row_NK.numel() == rows_of(dx_ND) * K,
-         "moe_permute_backward", "dx " + dx_ND.shape_string() + ", dxs " + dxs_MD.shape_string() + ", row_pair " +
-                                     row_pair_M.shape_string() + ", pair_row " + pair_row_NK.shape_string());
-  const bool device = on_device("moe_permute_backward", dx_ND, dxs_MD, row_pair_M, pair_row_NK);
+void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tensor& pair_row_NK) {
+  const int64_t N = rows_of(dx_ND);
+  expect(dxs_MD.size(-1) == dx_ND.size(-1) && N > 0 && pair_row_NK.numel() % N == 0, "moe_permute_backward",
+         "dx " + dx_ND.shape_string() + ", dxs " + dxs_MD.shape_string() + ", pair_row " + pair_row_NK.shape_string());
+  const bool device = on_device("moe_permute_backward", dx_ND, dxs_MD, pair_row_NK);
   const OpTimer timer("moe_permute_backward", device);
-  if (device)
-    CUDA_BACKEND(cuda::moe_permute_backward(dx_ND, dxs_MD, row_pair_M, pair_row_NK, K));
-  cpu::moe_permute_backward(write_f32(dx_ND), read_f32(dxs_MD), row_pair_M.i32(), dxs_MD.size(0), dx_ND.size(-1), K);
+  if (device) CUDA_BACKEND(cuda::moe_permute_backward(dx_ND, dxs_MD, pair_row_NK));
+  cpu::moe_permute_backward(write_f32(dx_ND), read_f32(dxs_MD), pair_row_NK.i32(), N, dx_ND.size(-1),
+                            pair_row_NK.numel() / N);
 }
 
 void moe_unpermute(const Tensor& out_ND, const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK) {

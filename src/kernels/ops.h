@@ -15,7 +15,6 @@
 
 namespace moe::ops {
 
-using cpu::RouterAux;
 using cpu::RouterKind;
 
 void embedding_forward(const Tensor& out_ND, const Tensor& tokens_N, const Tensor& table_VD);
@@ -63,33 +62,33 @@ void router_forward(const Tensor& topk_idx_NK, const Tensor& topk_w_NK, const Te
                     const Tensor& logits_NE, const Tensor& bias_E, RouterKind kind);
 void router_backward(const Tensor& dlogits_NE, const Tensor& dtopk_w_NK, const Tensor& topk_idx_NK,
                      const Tensor& topk_w_NK, const Tensor& scores_NE, RouterKind kind);
-// daux_logits_NE WRITTEN (may be empty). N = B*T tokens as sequences of T.
-// On device tensors the returned values are a host sync (cuda_ops.h).
-RouterAux router_aux_losses(const Tensor& daux_logits_NE, const Tensor& logits_NE, const Tensor& scores_NE,
-                            const Tensor& topk_idx_NK, int64_t T, RouterKind kind, float w_lb, float w_z,
-                            float w_seq, float grad_scale);
+// aux_3 (F32 [3]) WRITTEN: the unweighted load-balance, z and sequence-
+// balance losses, left where the routing runs (no host sync); daux_logits_NE
+// WRITTEN (may be empty). N = B*T tokens as sequences of T.
+void router_aux_losses(const Tensor& aux_3, const Tensor& daux_logits_NE, const Tensor& logits_NE,
+                       const Tensor& scores_NE, const Tensor& topk_idx_NK, int64_t T, RouterKind kind, float w_lb,
+                       float w_z, float w_seq, float grad_scale);
 
-// Sorts (token, slot) pairs by expert with capacity; returns the kept row
-// count M. row_pair_M must hold N*K entries. See cpu_ops.h for the layout.
-// On device tensors the returned counts are a host sync (cuda_ops.h).
-struct MoePlan {
-  int64_t rows = 0;     // M
-  int64_t dropped = 0;  // pairs over capacity
-};
-MoePlan moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK,
-                 const Tensor& topk_idx_NK, int64_t capacity);
+// Sorts (token, slot) pairs by expert with capacity. The kept row count M is
+// offsets_E1[E], left on the routing's device: nothing downstream needs it on
+// the host (the ops below go through pair_row_NK and the offsets), so a step
+// never copies routing counts to the host. row_pair_M must hold N*K entries.
+// See cpu_ops.h for the layout.
+void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK,
+              const Tensor& topk_idx_NK, int64_t capacity);
 // routed_E[e] += pairs that chose expert e (before capacity); kept_E[e] +=
 // rows expert e computes (offsets[e+1] - offsets[e]). I32, accumulated where
 // the routing lives, so a step's counts reach the host once, after its last
 // micro-batch, not once per layer and micro-batch.
 void moe_count_experts(const Tensor& routed_E, const Tensor& kept_E, const Tensor& topk_idx_NK,
                        const Tensor& offsets_E1);
-// xs_MD is the view of the first M rows; pair index / K is the token.
-void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& row_pair_M, int64_t K);
-// pair_row_NK (the plan's inverse map) lets the CUDA backend gather the rows
-// of each token instead of scattering with atomics; the CPU reads row_pair_M.
-void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tensor& row_pair_M,
-                          const Tensor& pair_row_NK, int64_t K);
+// Token by token through the plan's inverse map pair_row_NK (-1: dropped), so
+// xs may be any buffer of at least M rows (the MoE layer keeps N*K): rows
+// past the kept ones are neither read nor written.
+// xs[pair_row[n,k]] = x[n] for every kept pair.
+void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& pair_row_NK);
+// dx[n] += the kept rows of token n, in ascending row order (deterministic, no atomics).
+void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tensor& pair_row_NK);
 void moe_unpermute(const Tensor& out_ND, const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK);
 void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, const Tensor& dout_ND,
                             const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK);

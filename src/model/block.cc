@@ -27,23 +27,21 @@ Block::Block(const LayerContext& ctx, int64_t layer)
   ln2_rstd_ = ctx.pool.alloc({N});
 }
 
-double Block::forward(const Tensor& out_ND, const Tensor& x_in_ND, bool training, float grad_scale) {
+void Block::forward(const Tensor& out_ND, const Tensor& x_in_ND, bool training, float grad_scale) {
   ops::rmsnorm_forward(ln1_out_, ln1_rstd_, x_in_ND, ln1_.value, eps_);
   attn_.forward(attn_out_, ln1_out_);
   tp_.all_reduce(attn_out_, ReduceOp::kSum);  // row-parallel o_proj: sum the heads' partial outputs
   copy_tensor(h_, x_in_ND);
   ops::add_inplace(h_, attn_out_);
   ops::rmsnorm_forward(ln2_out_, ln2_rstd_, h_, ln2_.value, eps_);
-  double aux = 0;
   if (moe_) {
-    aux = moe_->forward(ffn_out_, ln2_out_, training, grad_scale);
+    moe_->forward(ffn_out_, ln2_out_, training, grad_scale);
   } else {
     mlp_->forward(ffn_out_, ln2_out_);
     tp_.all_reduce(ffn_out_, ReduceOp::kSum);
   }
   copy_tensor(out_ND, h_);
   ops::add_inplace(out_ND, ffn_out_);
-  return aux;
 }
 
 void Block::backward(const Tensor& dx_in_ND, const Tensor& dout_ND, const Tensor& x_in_ND) {

@@ -22,9 +22,8 @@ class Block {
  public:
   Block(const LayerContext& ctx, int64_t layer);
 
-  // x_in_ND must stay unchanged until backward. Returns the block's weighted
-  // MoE auxiliary loss (0 for a dense block).
-  double forward(const Tensor& out_ND, const Tensor& x_in_ND, bool training, float grad_scale);
+  // x_in_ND must stay unchanged until backward.
+  void forward(const Tensor& out_ND, const Tensor& x_in_ND, bool training, float grad_scale);
   // dx_in_ND is WRITTEN (not accumulated).
   void backward(const Tensor& dx_in_ND, const Tensor& dout_ND, const Tensor& x_in_ND);
 

@@ -84,6 +84,8 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& prefix)
   shared_out_ND_ = ctx.alloc_act({N_, D_});
   routed_counts_E_ = pool.alloc({E_}, DType::kI32);
   kept_counts_E_ = pool.alloc({E_}, DType::kI32);
+  aux_3_ = pool.alloc({3});
+  aux_step_3_ = pool.alloc({3});
   reset_step_stats();
 }
 
@@ -104,6 +106,13 @@ void MoELayer::reset_step_stats() {
   stats_.kept_per_expert.assign(static_cast<size_t>(E_), 0);
   zero(routed_counts_E_);
   zero(kept_counts_E_);
+  zero(aux_step_3_);
+}
+
+double MoELayer::last_aux_loss() const {
+  float aux[3];
+  download(aux, aux_3_);
+  return w_lb_ * aux[0] + w_z_ * aux[1] + w_seq_ * aux[2];
 }
 
 MoEStepStats& MoELayer::read_step_stats() {
@@ -112,31 +121,37 @@ MoEStepStats& MoELayer::read_step_stats() {
   stats_.routed_per_expert.assign(counts.begin(), counts.end());
   download(counts.data(), kept_counts_E_);
   stats_.kept_per_expert.assign(counts.begin(), counts.end());
+  int64_t kept = 0;
+  for (int32_t c : counts) kept += c;
+  stats_.dropped = stats_.pairs - kept;
+  float aux[3];
+  download(aux, aux_step_3_);
+  stats_.load_balance = aux[0];
+  stats_.z_loss = aux[1];
+  stats_.sequence_balance = aux[2];
   return stats_;
 }
 
-double MoELayer::forward(const Tensor& out_ND, const Tensor& x_ND, bool training, float grad_scale) {
+void MoELayer::forward(const Tensor& out_ND, const Tensor& x_ND, bool training, float grad_scale) {
   ops::matmul_forward(logits_NE_, x_ND, router_.value);
   const Tensor bias = kind_ == ops::RouterKind::kSigmoidTopK ? bias_E_ : Tensor{};
   ops::router_forward(topk_idx_NK_, topk_w_NK_, scores_NE_, logits_NE_, bias, kind_);
-  const ops::RouterAux aux = ops::router_aux_losses(daux_logits_NE_, logits_NE_, scores_NE_, topk_idx_NK_, T_, kind_,
-                                                    w_lb_, w_z_, w_seq_, grad_scale);
+  ops::router_aux_losses(aux_3_, daux_logits_NE_, logits_NE_, scores_NE_, topk_idx_NK_, T_, kind_, w_lb_, w_z_, w_seq_,
+                         grad_scale);
+  ops::moe_plan(offsets_E1_, row_pair_M_, pair_row_NK_, topk_idx_NK_, capacity_);
 
-  const ops::MoePlan plan = ops::moe_plan(offsets_E1_, row_pair_M_, pair_row_NK_, topk_idx_NK_, capacity_);
-  rows_ = plan.rows;
-  const Tensor xs = xs_MD_.rows(0, rows_), ys = ys_MD_.rows(0, rows_);
-  ops::moe_permute(xs, x_ND, row_pair_M_, K_);
+  ops::moe_permute(xs_MD_, x_ND, pair_row_NK_);
   if (exchange_) {
     exchange_->plan(offsets_E1_);
-    const int64_t R = exchange_->local_rows();
-    exchange_->dispatch(ex_x_RD_, xs);
+    const int64_t M = exchange_->routed_rows(), R = exchange_->local_rows();
+    exchange_->dispatch(ex_x_RD_, xs_MD_.rows(0, M));
     routed_.forward(ex_y_RD_.rows(0, R), ex_x_RD_.rows(0, R), routed_weights(), exchange_->local_offsets());
-    exchange_->combine(ys, ex_y_RD_);
+    exchange_->combine(ys_MD_.rows(0, M), ex_y_RD_);
   } else {
-    routed_.forward(ys, xs, routed_weights(), offsets_E1_);
+    routed_.forward(ys_MD_, xs_MD_, routed_weights(), offsets_E1_);  // rows past offsets[E] are not computed
   }
   zero(out_ND);
-  ops::moe_unpermute(out_ND, ys, topk_w_NK_, pair_row_NK_);
+  ops::moe_unpermute(out_ND, ys_MD_, topk_w_NK_, pair_row_NK_);
 
   for (size_t s = 0; s < shared_.size(); ++s) {
     shared_[s]->forward(shared_out_ND_, x_ND, shared_weights(s), shared_offsets_);
@@ -145,34 +160,28 @@ double MoELayer::forward(const Tensor& out_ND, const Tensor& x_ND, bool training
 
   if (training) {
     ops::moe_count_experts(routed_counts_E_, kept_counts_E_, topk_idx_NK_, offsets_E1_);
+    ops::add_inplace(aux_step_3_, aux_3_);
     stats_.pairs += N_ * K_;
-    stats_.dropped += plan.dropped;
-    stats_.load_balance += aux.load_balance;
-    stats_.z_loss += aux.z_loss;
-    stats_.sequence_balance += aux.sequence_balance;
     stats_.micro_batches += 1;
   }
-  return w_lb_ * aux.load_balance + w_z_ * aux.z_loss + w_seq_ * aux.sequence_balance;
 }
 
 void MoELayer::backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor& x_ND) {
   for (size_t s = 0; s < shared_.size(); ++s) shared_[s]->backward(dx_ND, dout_ND, x_ND, shared_weights(s), shared_offsets_);
 
-  const Tensor xs = xs_MD_.rows(0, rows_), ys = ys_MD_.rows(0, rows_);
-  const Tensor dxs = dxs_MD_.rows(0, rows_), dys = dys_MD_.rows(0, rows_);
-  ops::moe_unpermute_backward(dys, dtopk_w_NK_, dout_ND, ys, topk_w_NK_, pair_row_NK_);
+  ops::moe_unpermute_backward(dys_MD_, dtopk_w_NK_, dout_ND, ys_MD_, topk_w_NK_, pair_row_NK_);
   if (exchange_) {
-    const int64_t R = exchange_->local_rows();
-    exchange_->dispatch(ex_dy_RD_, dys);
+    const int64_t M = exchange_->routed_rows(), R = exchange_->local_rows();
+    exchange_->dispatch(ex_dy_RD_, dys_MD_.rows(0, M));
     const Tensor ex_dx = ex_dx_RD_.rows(0, R);
     zero(ex_dx);
     routed_.backward(ex_dx, ex_dy_RD_.rows(0, R), ex_x_RD_.rows(0, R), routed_weights(), exchange_->local_offsets());
-    exchange_->combine(dxs, ex_dx_RD_);
+    exchange_->combine(dxs_MD_.rows(0, M), ex_dx_RD_);
   } else {
-    zero(dxs);
-    routed_.backward(dxs, dys, xs, routed_weights(), offsets_E1_);
+    zero(dxs_MD_);
+    routed_.backward(dxs_MD_, dys_MD_, xs_MD_, routed_weights(), offsets_E1_);
   }
-  ops::moe_permute_backward(dx_ND, dxs, row_pair_M_, pair_row_NK_, K_);
+  ops::moe_permute_backward(dx_ND, dxs_MD_, pair_row_NK_);
 
   copy_tensor(dlogits_NE_, daux_logits_NE_);
   ops::router_backward(dlogits_NE_, dtopk_w_NK_, topk_idx_NK_, topk_w_NK_, scores_NE_, kind_);

@@ -43,9 +43,11 @@ class MoELayer {
   MoELayer(const LayerContext& ctx, const std::string& prefix);
 
   // training: count statistics (evaluation must not). grad_scale multiplies the
-  // aux losses' gradient (1 / grad_accum_steps). Returns the weighted aux loss
-  // of this micro-batch: w_lb*LB + w_z*Z + w_seq*SEQ.
-  double forward(const Tensor& out_ND, const Tensor& x_ND, bool training, float grad_scale);
+  // aux losses' gradient (1 / grad_accum_steps). Without expert parallelism
+  // nothing here reads a device value on the host: the routing (offsets, kept
+  // rows, aux losses, counts) stays where it was computed. With it, the
+  // exchange plan reads the offsets (the all-to-all sizes live on the host).
+  void forward(const Tensor& out_ND, const Tensor& x_ND, bool training, float grad_scale);
   void backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor& x_ND);
 
   // This rank's statistics of the step so far. The per-expert counts
@@ -56,11 +58,14 @@ class MoELayer {
   MoEStepStats& read_step_stats();
   const MoEStepStats& step_stats() const { return stats_; }  // as of the last read_step_stats()
   void reset_step_stats();
+  // The weighted aux loss of the last forward, w_lb*LB + w_z*Z + w_seq*SEQ (a
+  // HOST SYNC; the gradient checks of the tests read it, training does not).
+  double last_aux_loss() const;
   // moe_gradient_scale: expert e's weight gradients *= clamp(mean_load / load_e, 0.1, 10),
-  // loads = rows computed over the step. Scales the shard gradients of this rank's experts.
+  // loads = rows computed over the step (as of the last read_step_stats()). Scales the shard gradients of this rank's experts.
   void scale_expert_gradients();
-  // sigmoid_topk: bias_e += rate * sign(mean_load - load_e), loads = routed pairs over the step.
-  // The bias is E floats: read, updated and written back (a host sync for device tensors).
+  // sigmoid_topk: bias_e += rate * sign(mean_load - load_e), loads = routed pairs over the step
+  // (as of the last read_step_stats()). The bias is E floats: read, updated and written back (a host sync for device tensors).
   void update_bias(double rate);
   const Tensor& bias() const { return bias_E_; }
   const std::string& router_name() const { return router_.spec.name; }  // "...block_sparse_moe.gate.weight"
@@ -77,8 +82,8 @@ class MoELayer {
   // Saved by forward.
   Tensor logits_NE_, scores_NE_, daux_logits_NE_, topk_idx_NK_, topk_w_NK_;
   Tensor offsets_E1_, row_pair_M_, pair_row_NK_;
-  int64_t rows_ = 0;  // M of the last forward
-  Tensor xs_MD_, ys_MD_;
+  Tensor aux_3_;  // LB, Z, SEQ of the last forward (F32 [3])
+  Tensor xs_MD_, ys_MD_;  // a row for every pair; the first M (offsets[E]) are the kept ones
   std::unique_ptr<ExpertExchange> exchange_;  // ep > 1 only
   Tensor ex_x_RD_, ex_y_RD_, ex_dx_RD_, ex_dy_RD_;  // the local experts' rows (ep > 1 only)
   GroupedSwiGLU routed_;
@@ -89,6 +94,7 @@ class MoELayer {
   Tensor dlogits_act_NE_;  // the router gradient in the activation dtype, for its GEMM (bf16 only)
   // The step's counts (I32 [E]), accumulated per micro-batch by ops::moe_count_experts.
   Tensor routed_counts_E_, kept_counts_E_;
+  Tensor aux_step_3_;  // LB, Z, SEQ summed over the step's micro-batches (F32 [3])
 
   MoEStepStats stats_;
 

@@ -57,23 +57,21 @@ std::vector<MoELayer*> Transformer::moe_layers() {
   return out;
 }
 
-double Transformer::forward(bool training, float loss_scale, double* aux_loss) {
+void Transformer::forward(bool training, float loss_scale) {
   Fsdp* fsdp = parallel_.fsdp;
   const Tensor tokens = inputs_.reshaped({N_});
   if (fsdp) fsdp->gather(Fsdp::kOuter, training);  // kept until the end of backward
   ops::embedding_forward(resid_[0], tokens, embed_.value);
-  double aux = 0;
   for (size_t l = 0; l < blocks_.size(); ++l) {
     if (fsdp) fsdp->gather(static_cast<int64_t>(l), false);
-    aux += blocks_[l]->forward(resid_[l + 1], resid_[l], training, loss_scale);
+    blocks_[l]->forward(resid_[l + 1], resid_[l], training, loss_scale);
   }
   ops::rmsnorm_forward(final_out_, final_rstd_, resid_.back(), final_norm_.value,
                        static_cast<float>(model_.norm_eps));
-  if (aux_loss) *aux_loss = aux;
-  return head_and_loss(training, loss_scale);
+  head_and_loss(training, loss_scale);
 }
 
-double Transformer::head_and_loss(bool with_grad, float loss_scale) {
+void Transformer::head_and_loss(bool with_grad, float loss_scale) {
   const Tensor targets = targets_.reshaped({N_});
   if (with_grad) zero(dfinal_);
   // d(mean loss)/d(logits) = (softmax - onehot) / N, times the micro-batch's share of the step.
@@ -85,16 +83,17 @@ double Transformer::head_and_loss(bool with_grad, float loss_scale) {
     ops::cross_entropy_forward_backward(loss_n_.rows(r0, n), logits, logits, targets.rows(r0, n), grad_scale);
     if (with_grad) ops::matmul_backward(dfinal_.rows(r0, n), head_.grad, logits, x, head_.value);
   }
-  // The micro-batch's one host read of its loss (a HOST SYNC on the GPU).
+}
+
+double Transformer::read_loss() {
   download(loss_host_.data(), loss_n_);
   double sum = 0;
   for (float l : loss_host_) sum += l;
   return sum / static_cast<double>(N_);
 }
 
-MicroBatchLoss Transformer::forward_backward(float loss_scale) {
-  MicroBatchLoss out;
-  out.lm_loss = forward(true, loss_scale, &out.aux_loss);
+double Transformer::forward_backward(float loss_scale) {
+  forward(true, loss_scale);
   zero(dresid_a_);
   ops::rmsnorm_backward(dresid_a_, final_norm_.grad, dfinal_, resid_.back(), final_norm_.value, final_rstd_);
   Tensor dout = dresid_a_, dx = dresid_b_;
@@ -107,9 +106,18 @@ MicroBatchLoss Transformer::forward_backward(float loss_scale) {
   }
   ops::embedding_backward(embed_.grad, dout, inputs_.reshaped({N_}));
   if (fsdp) fsdp->reduce_grads(Fsdp::kOuter);
-  return out;
+  return read_loss();
 }
 
-double Transformer::evaluate() { return forward(false, 0.0f, nullptr); }
+double Transformer::evaluate() {
+  forward(false, 0.0f);
+  return read_loss();
+}
+
+double Transformer::last_aux_loss() {
+  double aux = 0;
+  for (MoELayer* layer : moe_layers()) aux += layer->last_aux_loss();
+  return aux;
+}
 
 }  // namespace moe

@@ -16,11 +16,6 @@
 
 namespace moe {
 
-struct MicroBatchLoss {
-  double lm_loss = 0;   // mean token cross-entropy
-  double aux_loss = 0;  // weighted MoE auxiliary losses, summed over layers
-};
-
 class Transformer {
  public:
   // ce_chunk_rows: rows of logits per LM-head chunk (0 = automatic).
@@ -34,17 +29,24 @@ class Transformer {
   const Tensor& targets() const { return targets_; }
 
   // Forward and backward: parameter gradients accumulate, scaled so that
-  // loss_scale = 1/grad_accum_steps makes a step's gradient the mean over its micro-batches.
-  MicroBatchLoss forward_backward(float loss_scale);
-  // Forward only (evaluation): no gradients, no MoE statistics.
+  // loss_scale = 1/grad_accum_steps makes a step's gradient the mean over its
+  // micro-batches. Returns the mean token cross-entropy: the pass's one HOST
+  // SYNC, after the backward has been enqueued, so the device runs the whole
+  // pass without waiting for the host.
+  double forward_backward(float loss_scale);
+  // Forward only (evaluation): no gradients, no MoE statistics. Returns the mean loss.
   double evaluate();
+  // The weighted MoE auxiliary losses of the last pass, summed over layers
+  // (host syncs; for the tests' gradient checks).
+  double last_aux_loss();
 
   std::vector<MoELayer*> moe_layers();
   int64_t tokens_per_micro_batch() const { return B_ * T_; }
 
  private:
-  double forward(bool training, float loss_scale, double* aux_loss);
-  double head_and_loss(bool with_grad, float loss_scale);
+  void forward(bool training, float loss_scale);
+  void head_and_loss(bool with_grad, float loss_scale);
+  double read_loss();
 
   const ModelConfig& model_;
   ModelParallel parallel_;

@@ -32,6 +32,8 @@ class ExpertExchange {
   // offsets_E1: E+1 row offsets (i32, global experts) of the rows this rank routed.
   void plan(const Tensor& offsets_E1);
   int64_t local_rows() const { return local_rows_; }
+  // M: the rows this rank routed (all peers), from the offsets plan() read.
+  int64_t routed_rows() const { return offsets_host_.back(); }
   // El+1 offsets of the local experts' rows in expert-major order.
   const Tensor& local_offsets() const { return local_offsets_; }
 

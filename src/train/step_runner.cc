@@ -74,7 +74,7 @@ StepMetrics StepRunner::step(int64_t step, const BatchSampler& sampler) {
   double loss = 0;
   for (int64_t micro = 0; micro < t.grad_accum_steps; ++micro) {
     load_batch(sampler, step - 1, micro, t.grad_accum_steps);
-    loss += model_.forward_backward(loss_scale).lm_loss / static_cast<double>(t.grad_accum_steps);
+    loss += model_.forward_backward(loss_scale) / static_cast<double>(t.grad_accum_steps);
   }
   loss = all_reduce_value(dp, loss, ReduceOp::kAvg);
   if (step == nan_step_) {

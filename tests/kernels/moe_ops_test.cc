@@ -311,10 +311,25 @@ TEST_CASE("permute then unpermute with K = 1 and unit weights is the identity", 
   const std::vector<float> x = random_vector(N * D, 42);
   std::vector<float> xs(p.M * D), out(N * D, 0.0f);
   const std::vector<float> ones(N * K, 1.0f);
-  moe::cpu::moe_permute(xs.data(), x.data(), p.row_pair_M.data(), p.M, D, K);
+  moe::cpu::moe_permute(xs.data(), x.data(), p.pair_row_NK.data(), N, D, K);
   REQUIRE(xs != x);  // the rows really moved
   moe::cpu::moe_unpermute(out.data(), xs.data(), ones.data(), p.pair_row_NK.data(), N, D, K);
   CHECK(out == x);
+}
+
+TEST_CASE("moe_permute writes the kept rows only, from each token's pairs", "[dispatch]") {
+  const int64_t N = 6, D = 3, E = 3, K = 2;
+  const Plan p = plan(random_choices(N, E, K, 55), N, E, K, 3);  // capacity drops some pairs
+  REQUIRE(p.M < N * K);
+  const std::vector<float> x = random_vector(N * D, 56);
+  std::vector<float> xs(N * K * D, -7.0f);  // a buffer for every pair, as the MoE layer keeps
+  moe::cpu::moe_permute(xs.data(), x.data(), p.pair_row_NK.data(), N, D, K);
+  for (int64_t m = 0; m < N * K; ++m) {
+    for (int64_t d = 0; d < D; ++d) {
+      const float want = m < p.M ? x[(p.row_pair_M[m] / K) * D + d] : -7.0f;
+      CHECK(xs[m * D + d] == want);
+    }
+  }
 }
 
 TEST_CASE("moe_permute_backward matches finite differences and accumulates", "[dispatch][grad]") {
@@ -325,12 +340,12 @@ TEST_CASE("moe_permute_backward matches finite differences and accumulates", "[d
   const std::vector<float> dxs = random_vector(p.M * D, 53);
   const std::vector<float> prior = random_vector(N * D, 54);
   std::vector<float> dx = prior;
-  moe::cpu::moe_permute_backward(dx.data(), dxs.data(), p.row_pair_M.data(), p.M, D, K);
+  moe::cpu::moe_permute_backward(dx.data(), dxs.data(), p.pair_row_NK.data(), N, D, K);
   std::vector<float> grad(N * D);
   for (int64_t i = 0; i < N * D; ++i) grad[i] = dx[i] - prior[i];
   std::vector<float> xs(p.M * D);
   auto loss = [&] {
-    moe::cpu::moe_permute(xs.data(), x.data(), p.row_pair_M.data(), p.M, D, K);
+    moe::cpu::moe_permute(xs.data(), x.data(), p.pair_row_NK.data(), N, D, K);
     return dot(dxs.data(), xs.data(), p.M * D);
   };
   check_gradient(loss, x.data(), grad.data(), N * D, 1e-3, 1e-4, 1e-2, N * D);

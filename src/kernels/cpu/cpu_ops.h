@@ -118,10 +118,12 @@ RouterAux router_aux_losses(float* daux_logits_NE, const float* logits_NE, const
 // pair_row_NK (row of each pair, -1 when dropped). Returns the dropped count.
 int64_t moe_plan(int32_t* offsets_E1, int32_t* row_pair_M, int32_t* pair_row_NK, const int32_t* topk_idx_NK,
                  int64_t N, int64_t E, int64_t K, int64_t capacity);
-// xs[m] = x[row_pair[m] / K]   (WRITTEN)
-void moe_permute(float* xs_MD, const float* x_ND, const int32_t* row_pair_M, int64_t M, int64_t D, int64_t K);
-// dx[row_pair[m] / K] += dxs[m]
-void moe_permute_backward(float* dx_ND, const float* dxs_MD, const int32_t* row_pair_M, int64_t M, int64_t D,
+// Both directions go token by token through pair_row (the plan's inverse
+// map), so neither needs M: rows past the kept ones are never read or written.
+// xs[pair_row[n,k]] = x[n] for every kept pair   (WRITTEN; other rows untouched)
+void moe_permute(float* xs_MD, const float* x_ND, const int32_t* pair_row_NK, int64_t N, int64_t D, int64_t K);
+// dx[n] += dxs[r] for the kept rows r of token n, in ascending row order
+void moe_permute_backward(float* dx_ND, const float* dxs_MD, const int32_t* pair_row_NK, int64_t N, int64_t D,
                           int64_t K);
 // out[n] += sum_k w[n,k] * ys[pair_row[n,k]]   (dropped pairs add nothing)
 void moe_unpermute(float* out_ND, const float* ys_MD, const float* topk_w_NK, const int32_t* pair_row_NK,

@@ -1,7 +1,9 @@
 // Dispatch: the plan that groups (token, slot) pairs by expert, and the
 // gathers/scatters that move rows between token order and expert order.
 // Legend: N tokens, K slots per token, E experts, D row width, M kept rows.
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "src/kernels/cpu/cpu_ops.h"
 
@@ -41,16 +43,29 @@ int64_t moe_plan(int32_t* offsets_E1, int32_t* row_pair_M, int32_t* pair_row_NK,
   return pairs - offsets_E1[E];
 }
 
-void moe_permute(float* xs_MD, const float* x_ND, const int32_t* row_pair_M, int64_t M, int64_t D, int64_t K) {
-  for (int64_t m = 0; m < M; ++m) std::memcpy(xs_MD + m * D, x_ND + (row_pair_M[m] / K) * D, sizeof(float) * D);
+void moe_permute(float* xs_MD, const float* x_ND, const int32_t* pair_row_NK, int64_t N, int64_t D, int64_t K) {
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t k = 0; k < K; ++k) {
+      const int32_t row = pair_row_NK[n * K + k];
+      if (row >= 0) std::memcpy(xs_MD + row * D, x_ND + n * D, sizeof(float) * D);
+    }
+  }
 }
 
-void moe_permute_backward(float* dx_ND, const float* dxs_MD, const int32_t* row_pair_M, int64_t M, int64_t D,
+void moe_permute_backward(float* dx_ND, const float* dxs_MD, const int32_t* pair_row_NK, int64_t N, int64_t D,
                           int64_t K) {
-  for (int64_t m = 0; m < M; ++m) {
-    float* dx = dx_ND + (row_pair_M[m] / K) * D;
-    const float* dxs = dxs_MD + m * D;
-    for (int64_t d = 0; d < D; ++d) dx[d] += dxs[d];
+  std::vector<int32_t> rows;
+  for (int64_t n = 0; n < N; ++n) {
+    rows.clear();
+    for (int64_t k = 0; k < K; ++k) {
+      if (pair_row_NK[n * K + k] >= 0) rows.push_back(pair_row_NK[n * K + k]);
+    }
+    std::sort(rows.begin(), rows.end());  // the same order of adds as the CUDA kernel
+    float* dx = dx_ND + n * D;
+    for (int32_t row : rows) {
+      const float* dxs = dxs_MD + static_cast<int64_t>(row) * D;
+      for (int64_t d = 0; d < D; ++d) dx[d] += dxs[d];
+    }
   }
 }
 

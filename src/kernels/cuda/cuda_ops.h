@@ -93,39 +93,34 @@ void router_forward(const Tensor& topk_idx_NK, const Tensor& topk_w_NK, const Te
                     const Tensor& logits_NE, const Tensor& bias_E, RouterKind kind);
 void router_backward(const Tensor& dlogits_NE, const Tensor& dtopk_w_NK, const Tensor& topk_idx_NK,
                      const Tensor& topk_w_NK, const Tensor& scores_NE, RouterKind kind);
-// HOST SYNC: the three losses are reduced on the device and copied to the host
-// at the end of the call (one cudaStreamSynchronize on stream()). Everything
-// else stays on the device: daux_logits_NE (WRITTEN, may be empty) and, when
-// counts_E is given (I32 [E], WRITTEN), the pairs that chose each expert
-// before capacity (MoEStepStats::routed_per_expert of this micro-batch).
-// Scratch: a device workspace owned by this function (~(E + B*E) ints and
-// (B*C*E + B*C + 3) doubles, C <= 256 chunks per sequence), allocated on the
-// first call and regrown only for a larger shape, so never in a steady-state
-// step. Follow-up: ops::router_aux_losses does not pass counts_E yet; the MoE
-// layer on the GPU will own a device counts tensor and hand it through.
-RouterAux router_aux_losses(const Tensor& daux_logits_NE, const Tensor& logits_NE, const Tensor& scores_NE,
-                            const Tensor& topk_idx_NK, int64_t T, RouterKind kind, float w_lb, float w_z,
-                            float w_seq, float grad_scale, const Tensor& counts_E = Tensor{});
-// Returns M = offsets_E1[E], the kept row count (dropped = N*K - M).
-// HOST SYNC: reading M is one 4-byte device-to-host copy and a
-// cudaStreamSynchronize on stream(); the kernels that follow take M from the
-// shapes of their arguments. Output identical to the CPU's (integers).
-// row_pair_M entries from M on are left unspecified (they hold scratch), where
-// the CPU leaves them untouched; only the first M are part of the plan.
-int64_t moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK,
-                 const Tensor& topk_idx_NK, int64_t capacity);
+// No host sync: the three losses (reduced in double, rounded to float once,
+// as on the CPU) are WRITTEN to aux_3 (F32 [3], device), like daux_logits_NE
+// (WRITTEN, may be empty). Scratch: a device workspace owned by this function
+// (~(E + B*E) ints and (B*C*E + B*C) doubles, C <= 256 chunks per sequence),
+// allocated on the first call and regrown only for a larger shape, so never
+// in a steady-state step.
+void router_aux_losses(const Tensor& aux_3, const Tensor& daux_logits_NE, const Tensor& logits_NE,
+                       const Tensor& scores_NE, const Tensor& topk_idx_NK, int64_t T, RouterKind kind, float w_lb,
+                       float w_z, float w_seq, float grad_scale);
+// No host sync: M = offsets_E1[E] stays on the device. Output identical to
+// the CPU's (integers). row_pair_M entries from M on are left unspecified
+// (they hold scratch), where the CPU leaves them untouched; only the first M
+// are part of the plan.
+void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK,
+              const Tensor& topk_idx_NK, int64_t capacity);
 // moe_counts.cu. routed_E[e] += the pairs of topk_idx_NK that chose e (before
 // capacity); kept_E[e] += offsets_E1[e+1] - offsets_E1[e]. All I32. No sync:
 // the counts of a step stay on the device until the trainer reads them.
 void moe_count_experts(const Tensor& routed_E, const Tensor& kept_E, const Tensor& topk_idx_NK,
                        const Tensor& offsets_E1);
-// xs[m] = x[row_pair[m] / K], M = xs_MD.size(0)   (WRITTEN)
-void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& row_pair_M, int64_t K);
+// xs[pair_row[n,k]] = x[n] for each kept pair, one block per token; rows of
+// xs outside [0, xs_MD.size(0)) skipped, other rows untouched. K =
+// pair_row_NK.numel() / N.
+void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& pair_row_NK);
 // dx[n] += sum of dxs over the kept rows of token n, gathered per token through
 // pair_row_NK (no atomics; deterministic), added in ascending row order as
-// the CPU's loop over rows does. row_pair_M is not read.
-void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tensor& row_pair_M,
-                          const Tensor& pair_row_NK, int64_t K);
+// the CPU does.
+void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tensor& pair_row_NK);
 // out[n] += sum_k w[n,k] * ys[pair_row[n,k]]   (dropped pairs add nothing)
 void moe_unpermute(const Tensor& out_ND, const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK);
 // dys[pair_row[n,k]] = w[n,k] * dout[n] (WRITTEN); dtopk_w[n,k] = dot(dout[n],

@@ -143,24 +143,45 @@ __global__ void plan_scatter_kernel(int32_t* row_pair_M, const int32_t* pair_row
 
 // ---- permute / unpermute ---------------------------------------------------------
 
-// Block m copies row m: xs[m] = x[row_pair[m] / K].
+// Block n copies token n's row to each of its kept rows, xs[pair_row[n,k]] =
+// x[n] (rows outside [0, M) skipped): no M from the host, and every row is
+// written by one block. The K destinations are read once into shared memory.
+__device__ int kept_rows_of_token(int32_t* rows_K, const int32_t* pair_row_NK, int64_t n, int K, int64_t M) {
+  __shared__ int count;
+  if (threadIdx.x == 0) {
+    int kept = 0;
+    for (int k = 0; k < K; ++k) {
+      const int32_t row = pair_row_NK[n * K + k];
+      if (row >= 0 && row < M) rows_K[kept++] = row;
+    }
+    count = kept;
+  }
+  __syncthreads();
+  return count;
+}
+
 template <typename TO, typename TI>
-__global__ void permute_kernel(TO* xs_MD, const TI* x_ND, const int32_t* row_pair_M, int64_t N, int64_t D, int K) {
-  const int64_t m = blockIdx.x;
-  const int64_t n = row_pair_M[m] / K;
-  if (n < 0 || n >= N) return;  // not a pair of this batch (a bug upstream): leave the row alone
+__global__ void permute_kernel(TO* xs_MD, const TI* x_ND, const int32_t* pair_row_NK, int64_t M, int64_t D, int K) {
+  __shared__ int32_t rows_K[kMaxTopK];
+  const int64_t n = blockIdx.x;
+  const int rows = kept_rows_of_token(rows_K, pair_row_NK, n, K, M);
   const TI* x = x_ND + n * D;
-  TO* xs = xs_MD + m * D;
-  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) xs[d] = from_f32<TO>(to_f32(x[d]));
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+    const TO v = from_f32<TO>(to_f32(x[d]));
+    for (int r = 0; r < rows; ++r) xs_MD[rows_K[r] * D + d] = v;
+  }
 }
 
 // The same when both sides share a dtype and rows are 16-byte aligned: uint4 copies.
-__global__ void permute_copy16_kernel(uint4* xs_MV, const uint4* x_NV, const int32_t* row_pair_M, int64_t N, int64_t V,
-                                      int K) {
-  const int64_t m = blockIdx.x;
-  const int64_t n = row_pair_M[m] / K;
-  if (n < 0 || n >= N) return;
-  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) xs_MV[m * V + v] = x_NV[n * V + v];
+__global__ void permute_copy16_kernel(uint4* xs_MV, const uint4* x_NV, const int32_t* pair_row_NK, int64_t M,
+                                      int64_t V, int K) {
+  __shared__ int32_t rows_K[kMaxTopK];
+  const int64_t n = blockIdx.x;
+  const int rows = kept_rows_of_token(rows_K, pair_row_NK, n, K, M);
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
+    const uint4 value = x_NV[n * V + v];
+    for (int r = 0; r < rows; ++r) xs_MV[rows_K[r] * V + v] = value;
+  }
 }
 
 // Loads the K rows of token n (pair_row) into shared memory, sorted ascending,
@@ -269,8 +290,8 @@ void expect_top_k(int64_t K, const char* op) {
 
 }  // namespace
 
-int64_t moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK,
-                 const Tensor& topk_idx_NK, int64_t capacity) {
+void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK,
+              const Tensor& topk_idx_NK, int64_t capacity) {
   const char* op = "cuda::moe_plan";
   expect_dtype(offsets_E1, DType::kI32, op, "offsets");
   expect_dtype(row_pair_M, DType::kI32, op, "row_pair");
@@ -285,7 +306,7 @@ int64_t moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tenso
   cudaStream_t s = stream();
   if (P == 0) {
     check(cudaMemsetAsync(offsets_E1.data, 0, (E + 1) * sizeof(int32_t), s), std::string(op) + " " + shapes);
-    return 0;
+    return;
   }
   // capacity >= P drops nothing: the same as no limit, and it fits an int.
   const int cap = capacity <= 0 || capacity >= P ? 0 : static_cast<int>(capacity);
@@ -312,37 +333,32 @@ int64_t moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tenso
   check_launch(op, "(rank) " + shapes);
   plan_scatter_kernel<<<ceil_div(P, 256), 256, 0, s>>>(row_pair_M.i32(), pair_row, P);
   check_launch(op, "(scatter) " + shapes);
-
-  // The host sync of this op: M, 4 bytes.
-  int32_t rows = 0;
-  check(cudaMemcpyAsync(&rows, offsets + E, sizeof(int32_t), cudaMemcpyDeviceToHost, s), std::string(op) + " copy");
-  check(cudaStreamSynchronize(s), std::string(op) + " sync, " + shapes);
-  return rows;
 }
 
-void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& row_pair_M, int64_t K) {
+void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& pair_row_NK) {
   const char* op = "cuda::moe_permute";
-  expect_dtype(row_pair_M, DType::kI32, op, "row_pair");
   const int64_t M = xs_MD.ndim ? xs_MD.size(0) : 0, N = rows_of(x_ND), D = x_ND.size(-1);
+  const int64_t K = N > 0 ? pair_row_NK.numel() / N : 0;
   const std::string shapes = "xs " + xs_MD.shape_string() + ", x " + x_ND.shape_string();
-  expect(K >= 1 && xs_MD.numel() == M * D && row_pair_M.numel() >= M, op,
-         shapes + ", row_pair " + row_pair_M.shape_string() + ", K = " + std::to_string(K));
-  if (M == 0 || D == 0) return;
+  expect_top_k(K, op);
+  expect(xs_MD.numel() == M * D, op, shapes);
+  expect_pair_map(pair_row_NK, N, K, op);
+  if (N == 0 || M == 0 || D == 0) return;
   const int64_t row_bytes = D * dtype_bytes(x_ND.dtype);
   if (xs_MD.dtype == x_ND.dtype && row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(xs_MD.data) % 16 == 0 &&
       reinterpret_cast<uintptr_t>(x_ND.data) % 16 == 0) {
     const int64_t V = row_bytes / 16;
-    permute_copy16_kernel<<<static_cast<unsigned>(M),
+    permute_copy16_kernel<<<static_cast<unsigned>(N),
                             static_cast<unsigned>(std::min<int64_t>(kRowThreads, (V + 31) / 32 * 32)), 0, stream()>>>(
-        static_cast<uint4*>(xs_MD.data), static_cast<const uint4*>(x_ND.data), row_pair_M.i32(), N, V,
+        static_cast<uint4*>(xs_MD.data), static_cast<const uint4*>(x_ND.data), pair_row_NK.i32(), M, V,
         static_cast<int>(K));
   } else {
     with_activation_type(xs_MD, op, "xs", [&](auto to) {
       with_activation_type(x_ND, op, "x", [&](auto ti) {
         using TO = typename decltype(to)::type;
         using TI = typename decltype(ti)::type;
-        permute_kernel<TO, TI><<<static_cast<unsigned>(M), kRowThreads, 0, stream()>>>(
-            static_cast<TO*>(xs_MD.data), static_cast<const TI*>(x_ND.data), row_pair_M.i32(), N, D,
+        permute_kernel<TO, TI><<<static_cast<unsigned>(N), kRowThreads, 0, stream()>>>(
+            static_cast<TO*>(xs_MD.data), static_cast<const TI*>(x_ND.data), pair_row_NK.i32(), M, D,
             static_cast<int>(K));
       });
     });
@@ -350,10 +366,10 @@ void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& row_pair
   check_launch(op, shapes);
 }
 
-void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tensor& /*row_pair_M*/,
-                          const Tensor& pair_row_NK, int64_t K) {
+void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tensor& pair_row_NK) {
   const char* op = "cuda::moe_permute_backward";
   const int64_t M = dxs_MD.ndim ? dxs_MD.size(0) : 0, N = rows_of(dx_ND), D = dx_ND.size(-1);
+  const int64_t K = N > 0 ? pair_row_NK.numel() / N : 0;
   const std::string shapes = "dx " + dx_ND.shape_string() + ", dxs " + dxs_MD.shape_string();
   expect_top_k(K, op);
   expect(dxs_MD.numel() == M * D, op, shapes);

@@ -1,14 +1,15 @@
 // Auxiliary router losses on the GPU (load balance, z-loss, sequence balance)
 // and their gradient w.r.t. the logits; the formulas and their derivation are
 // in src/kernels/cpu/router_aux.cc, and every quantity is computed in double
-// as there. Three passes and one host sync:
+// as there. Three passes, no host sync:
 //   1. counts: pairs per (sequence, expert) and per expert, from topk_idx
 //      (integer atomics: the result does not depend on their order);
 //   2. tokens: one warp per token; the gradient needs only the counts, so it
 //      is written here, while the per-expert sums of the normalised scores and
 //      the lse^2 of each block of tokens go to a partial-sum buffer;
 //   3. finalize: one block reduces the partials in a fixed order and writes
-//      the three losses, which the host then copies back (the sync).
+//      the three losses to a device tensor (the MoE layer reads them once
+//      per step, with the expert counts).
 // Every sum is in a fixed order, so a run repeats bit for bit.
 // Legend: B sequences of T tokens, N = B*T, E experts, K experts per token,
 // C token chunks per sequence (one block of pass 2 each).
@@ -138,7 +139,7 @@ __global__ void aux_token_kernel(float* daux_logits_NE, double* partial_P_BCE, d
 //   load_balance     = E sum_e f_e P_e            (f_e = counts_e / (N K), P_e = mean_n q_ne)
 //   sequence_balance = E/B sum_b sum_e f_be P_be
 //   z_loss           = mean_n lse_n^2
-__global__ void aux_finalize_kernel(double* result_3, int32_t* counts_out_E, const double* partial_P_BCE,
+__global__ void aux_finalize_kernel(float* aux_3, const double* partial_P_BCE,
                                     const double* partial_z_BC, const int32_t* counts_E, const int32_t* seq_counts_BE,
                                     int64_t B, int64_t T, int E_, int K_, int chunks) {
   __shared__ double scratch[32];
@@ -157,7 +158,6 @@ __global__ void aux_finalize_kernel(double* result_3, int32_t* counts_out_E, con
     seq_e = warp_sum(seq_e);
     lb += counts_E[e] / static_cast<double>(N * K) * (P / N);
     seq += seq_e;
-    if (counts_out_E && lane == 0) counts_out_E[e] = counts_E[e];
   }
   if (lane != 0) lb = seq = 0;  // every lane holds the same values; count them once
   lb = block_sum(lb, scratch);
@@ -166,22 +166,21 @@ __global__ void aux_finalize_kernel(double* result_3, int32_t* counts_out_E, con
   for (int64_t i = threadIdx.x; i < B * chunks; i += blockDim.x) z += partial_z_BC[i];
   z = block_sum(z, scratch);
   if (threadIdx.x == 0) {
-    result_3[0] = E * lb;
-    result_3[1] = z / N;
-    result_3[2] = E * seq / B;
+    // Rounded to float once, from the double sums, as the CPU does.
+    aux_3[0] = static_cast<float>(E * lb);
+    aux_3[1] = static_cast<float>(z / N);
+    aux_3[2] = static_cast<float>(E * seq / B);
   }
 }
 
-// The device scratch of this op and a pinned landing place for its results.
-// Grown (never shrunk) when a larger shape arrives: in training that is the
-// first call only. Single-threaded use, as the rest of the backend.
+// The device scratch of this op. Grown (never shrunk) when a larger shape
+// arrives: in training that is the first call only. Single-threaded use, as
+// the rest of the backend.
 struct Workspace {
   void* device = nullptr;
   size_t bytes = 0;
-  double* host_3 = nullptr;
 
   void* reserve(size_t need) {
-    if (!host_3) check(cudaMallocHost(&host_3, 3 * sizeof(double)), "router_aux_losses: pinned result buffer");
     if (need > bytes) {
       if (device) check(cudaFree(device), "router_aux_losses: free workspace");
       device = nullptr;
@@ -200,10 +199,12 @@ Workspace& workspace() {
 
 }  // namespace
 
-RouterAux router_aux_losses(const Tensor& daux_logits_NE, const Tensor& logits_NE, const Tensor& scores_NE,
-                            const Tensor& topk_idx_NK, int64_t T, RouterKind kind, float w_lb, float w_z, float w_seq,
-                            float grad_scale, const Tensor& counts_E) {
+void router_aux_losses(const Tensor& aux_3, const Tensor& daux_logits_NE, const Tensor& logits_NE,
+                       const Tensor& scores_NE, const Tensor& topk_idx_NK, int64_t T, RouterKind kind, float w_lb,
+                       float w_z, float w_seq, float grad_scale) {
   const char* op = "cuda::router_aux_losses";
+  expect_dtype(aux_3, DType::kF32, op, "aux");
+  expect(aux_3.numel() == 3, op, "aux " + aux_3.shape_string() + " must hold 3 values");
   expect_dtype(logits_NE, DType::kF32, op, "logits");
   expect_dtype(scores_NE, DType::kF32, op, "scores");
   expect_dtype(topk_idx_NK, DType::kI32, op, "topk_idx");
@@ -218,15 +219,12 @@ RouterAux router_aux_losses(const Tensor& daux_logits_NE, const Tensor& logits_N
     expect_dtype(daux_logits_NE, DType::kF32, op, "daux_logits");
     expect(daux_logits_NE.numel() == N * E, op, "daux_logits " + daux_logits_NE.shape_string() + ", " + shapes);
   }
-  if (counts_E.data) {
-    expect_dtype(counts_E, DType::kI32, op, "counts");
-    expect(counts_E.numel() == E, op, "counts " + counts_E.shape_string() + ", " + shapes);
-  }
   cudaStream_t s = stream();
   if (N == 0) {  // what the CPU reference gives: 0/0 for the means, 0 for the empty mean over sequences
-    if (counts_E.data) check(cudaMemsetAsync(counts_E.data, 0, E * sizeof(int32_t), s), op);
-    const double nan = std::numeric_limits<double>::quiet_NaN();
-    return RouterAux{nan, nan, 0.0};
+    static const float empty[3] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::quiet_NaN(),
+                                   0.0f};
+    check(cudaMemcpyAsync(aux_3.data, empty, sizeof empty, cudaMemcpyHostToDevice, s), op);
+    return;
   }
   const int64_t B = N / T;
   const bool sigmoid = kind == RouterKind::kSigmoidTopK;
@@ -240,14 +238,13 @@ RouterAux router_aux_losses(const Tensor& daux_logits_NE, const Tensor& logits_N
   const int64_t pairs_per_block = (T * K + count_chunks - 1) / count_chunks;
   expect(B * std::max(chunks, count_chunks) < (int64_t{1} << 31), op, shapes + ": too many sequences");
 
-  // Workspace: doubles first (partial_P [B*C*E], partial_z [B*C], result [3]), then ints (counts [E], seq [B*E]).
-  const size_t n_doubles = static_cast<size_t>(B * chunks * E + B * chunks + 3);
+  // Workspace: doubles first (partial_P [B*C*E], partial_z [B*C]), then ints (counts [E], seq [B*E]).
+  const size_t n_doubles = static_cast<size_t>(B * chunks * E + B * chunks);
   const size_t n_ints = static_cast<size_t>(E + B * E);
   char* ws = static_cast<char*>(workspace().reserve(n_doubles * sizeof(double) + n_ints * sizeof(int32_t)));
   double* partial_P = reinterpret_cast<double*>(ws);
   double* partial_z = partial_P + B * chunks * E;
-  double* result = partial_z + B * chunks;
-  int32_t* counts = reinterpret_cast<int32_t*>(result + 3);
+  int32_t* counts = reinterpret_cast<int32_t*>(partial_z + B * chunks);
   int32_t* seq_counts = counts + E;
 
   check(cudaMemsetAsync(counts, 0, n_ints * sizeof(int32_t), s), std::string(op) + " memset, " + shapes);
@@ -261,16 +258,10 @@ RouterAux router_aux_losses(const Tensor& daux_logits_NE, const Tensor& logits_N
       counts, seq_counts, B, T, static_cast<int>(E), static_cast<int>(K), static_cast<int>(chunks), tokens_per_chunk,
       sigmoid, w_lb, w_z, w_seq, grad_scale);
   check_launch(op, "(tokens) " + shapes);
-  aux_finalize_kernel<<<1, kFinalizeThreads, 0, s>>>(result, counts_E.data ? counts_E.i32() : nullptr, partial_P,
-                                                     partial_z, counts, seq_counts, B, T, static_cast<int>(E),
-                                                     static_cast<int>(K), static_cast<int>(chunks));
+  aux_finalize_kernel<<<1, kFinalizeThreads, 0, s>>>(aux_3.f32(), partial_P, partial_z, counts, seq_counts, B, T,
+                                                     static_cast<int>(E), static_cast<int>(K),
+                                                     static_cast<int>(chunks));
   check_launch(op, "(finalize) " + shapes);
-
-  // The host sync of this op: three doubles.
-  double* host = workspace().host_3;
-  check(cudaMemcpyAsync(host, result, 3 * sizeof(double), cudaMemcpyDeviceToHost, s), std::string(op) + " copy");
-  check(cudaStreamSynchronize(s), std::string(op) + " sync, " + shapes);
-  return RouterAux{host[0], host[1], host[2]};
 }
 
 }  // namespace moe::cuda
