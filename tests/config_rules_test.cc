@@ -121,7 +121,7 @@ TEST_CASE("features not built yet say so instead of running something else") {
   expect_rejected({"debug_moe.toml", {"model.norm_type=layernorm"}, {"LayerNorm is not built yet"}}, {});
   expect_rejected({"debug_moe.toml", {"model.activation=gelu"}, {"not built yet"}}, {});
   expect_rejected({"debug_moe.toml", {"model.qk_norm=true"}, {"QK-norm is not built yet"}}, {});
-  expect_rejected({"debug_moe.toml", {"train.device=cuda"}, {"the CUDA backend is not built yet"}}, {});
+  expect_rejected({"debug_moe.toml", {"train.device=cuda"}, {"the CUDA backend is built but not yet verified on a GPU"}}, {});
   setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
   setenv("OMPI_COMM_WORLD_RANK", "0", 1);
   expect_rejected({"debug_dense.toml", {"distributed.pp=2"}, {"pipeline parallelism is not built yet"}}, {});
