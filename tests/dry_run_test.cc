@@ -36,12 +36,18 @@ TEST_CASE("debug_moe.toml (with a 32000 vocabulary) on one rank") {
   CHECK(r.flops_per_token == 6.0 * 12519424 + 12.0 * 4 * 256 * 512);
   CHECK(r.tokens_per_step == 4 * 512);
   // One rank, no sharding: everything held; bf16 adds a 2-byte working copy.
+  CHECK(r.compute_dtype == "bf16");
   CHECK(r.params_per_rank == 23073024);
   CHECK(r.master_weight_bytes == 4 * 23073024);
-  CHECK(r.working_weight_bytes == 2 * 23073024);
+  CHECK(r.compute_copy_bytes == 2 * 23073024);
   CHECK(r.gradient_bytes == 4 * 23073024);
   CHECK(r.optimizer_bytes == 8 * 23073024);
-  CHECK(r.total_bytes == 18 * 23073024);
+  CHECK(r.fsdp_buffer_bytes == 0);
+  // Activations (bf16, N = 2048 tokens): at least the residual stream of the
+  // 5 block boundaries and one 2048-row chunk of 32000 logits; the exact sum
+  // is held against the allocations in tests/train/memory_plan_test.cc.
+  CHECK(r.activation_bytes > 5 * 2048 * 256 * 2 + 131 * 32000 * 2);
+  CHECK(r.total_bytes == 18 * 23073024 + r.activation_bytes);
 }
 
 TEST_CASE("a sharded layout with tied embeddings and shared experts") {
@@ -94,9 +100,12 @@ dp_shard = 2
   CHECK(r.optimizer_bytes == 8 * 75424);
   // FSDP gathers one block at a time (the largest: 128+6144+256+24576+12288 =
   // 43392 elements) and the outer unit (embedding + final norm: 64064), weights
-  // and fp32 gradients.
-  CHECK(r.working_weight_bytes == 4 * (43392 + 64064) + 4 * (43392 + 64064));
-  CHECK(r.total_bytes == 16 * 75424 + 8 * (43392 + 64064));
+  // and fp32 gradients, plus one shard (the largest: the embedding's 32000)
+  // for the reduce-scatter.
+  CHECK(r.compute_dtype == "fp32");
+  CHECK(r.compute_copy_bytes == 0);
+  CHECK(r.fsdp_buffer_bytes == 4 * (43392 + 64064) + 4 * (43392 + 64064) + 4 * 32000);
+  CHECK(r.total_bytes == 16 * 75424 + r.fsdp_buffer_bytes + r.activation_bytes);
 }
 
 TEST_CASE("the calculator refuses pipeline parallelism, which it does not model") {

@@ -17,6 +17,18 @@ int64_t ffn_hidden(const ModelConfig& m);
 int64_t expert_hidden(const ModelConfig& m);
 bool is_moe_block(const ModelConfig& m, int64_t layer);  // (layer+1) % moe_frequency == 0
 int64_t num_moe_blocks(const ModelConfig& m);
+// Pairs each expert may keep from a micro-batch of `tokens`: ceil(cf * tokens
+// * k / E), or 0 (no limit) when moe_capacity_factor <= 0.
+int64_t moe_capacity(const ModelConfig& m, int64_t tokens);
+// Rows the local experts of one rank may compute in a micro-batch under
+// expert parallelism `ep`: each of the ep ranks sends at most capacity rows
+// per local expert, and never more than all its tokens*k pairs (the dropless
+// worst case: every pair to one rank). tokens*k without ep.
+int64_t moe_max_local_rows(const ModelConfig& m, int64_t tokens, int64_t ep);
+// Rows of logits per LM-head chunk: ce_chunk_size when set (at most tokens),
+// else enough rows that the matmul is efficient and few enough that one chunk
+// of logits stays around 16 MiB (2^22 fp32 values).
+int64_t lm_head_chunk_rows(int64_t ce_chunk_size, int64_t tokens, int64_t vocab);
 
 // The parallel layout with dp_shard = -1 resolved.
 struct Layout {

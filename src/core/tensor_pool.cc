@@ -44,6 +44,7 @@ Tensor TensorPool::alloc_shape(const std::vector<int64_t>& shape, DType dtype) {
   t.dtype = dtype;
   t.device = device_;
   const size_t bytes = static_cast<size_t>(t.bytes());
+  requested_ += t.bytes();
   if (device_ == Device::kCuda) {
 #if MOE_TRAIN_HAS_CUDA
     void* p = device_alloc(static_cast<int64_t>(bytes));  // 512-byte aligned size classes

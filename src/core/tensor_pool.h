@@ -27,12 +27,16 @@ class TensorPool {
   Tensor alloc_shape(const std::vector<int64_t>& shape, DType dtype = DType::kF32);
 
   Device device() const { return device_; }
+  // What the blocks take (with alignment and size-class rounding).
   int64_t bytes_allocated() const { return bytes_; }
+  // What the tensors hold (the sum of their bytes()): what --dry-run plans.
+  int64_t bytes_requested() const { return requested_; }
 
  private:
   Device device_;
   std::vector<void*> blocks_;
   int64_t bytes_ = 0;
+  int64_t requested_ = 0;
 };
 
 // Sets every element of a tensor to zero.

@@ -8,23 +8,6 @@
 namespace moe {
 namespace {
 
-// Rows the local experts may have to compute in one micro-batch: each of the
-// ep ranks sends at most capacity rows per expert, and never more than all
-// its N*K pairs (the dropless worst case: every pair to one rank).
-int64_t max_local_rows(const LayerContext& ctx, int64_t capacity, int64_t local_experts) {
-  const int64_t ep = ctx.parallel.ep->size(), pairs = ctx.N() * ctx.model.moe_top_k;
-  if (ep == 1) return pairs;
-  return capacity > 0 ? std::min(ep * pairs, ep * local_experts * capacity) : ep * pairs;
-}
-
-int64_t capacity_of(const LayerContext& ctx) {
-  if (ctx.model.moe_capacity_factor <= 0) return 0;
-  // Per micro-batch: ceil(cf * tokens * k / E) pairs per expert.
-  return static_cast<int64_t>(std::ceil(ctx.model.moe_capacity_factor *
-                                        static_cast<double>(ctx.N() * ctx.model.moe_top_k) /
-                                        static_cast<double>(ctx.model.num_experts)));
-}
-
 double mean_of(const std::vector<int64_t>& counts) {
   double sum = 0;
   for (int64_t c : counts) sum += static_cast<double>(c);
@@ -40,7 +23,7 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& prefix)
       D_(ctx.model.dim),
       E_(ctx.model.num_experts),
       K_(ctx.model.moe_top_k),
-      capacity_(capacity_of(ctx)),
+      capacity_(moe_capacity(ctx.model, ctx.N())),
       local_experts_(ctx.params[prefix + "block_sparse_moe.experts.w1"].place.local_shape[0]),
       w_lb_(static_cast<float>(ctx.model.moe_aux_loss_weight)),
       w_z_(static_cast<float>(ctx.model.moe_router_z_loss_weight)),
@@ -49,11 +32,12 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& prefix)
       w1_(ctx.params[prefix + "block_sparse_moe.experts.w1"]),
       w3_(ctx.params[prefix + "block_sparse_moe.experts.w3"]),
       w2_(ctx.params[prefix + "block_sparse_moe.experts.w2"]),
-      routed_(ctx.pool, max_local_rows(ctx, capacity_, local_experts_), expert_hidden(ctx.model), ctx.act) {
+      routed_(ctx.pool, moe_max_local_rows(ctx.model, ctx.N(), ctx.parallel.ep->size()), expert_hidden(ctx.model),
+              ctx.act) {
   TensorPool& pool = ctx.pool;
   const int64_t F = expert_hidden(ctx.model);
   if (ctx.parallel.ep->size() > 1) {
-    const int64_t R = max_local_rows(ctx, capacity_, local_experts_);
+    const int64_t R = moe_max_local_rows(ctx.model, ctx.N(), ctx.parallel.ep->size());
     exchange_ = std::make_unique<ExpertExchange>(*ctx.parallel.ep, local_experts_, R, D_, pool, ctx.act);
     for (Tensor* t : {&ex_x_RD_, &ex_y_RD_, &ex_dx_RD_, &ex_dy_RD_}) *t = ctx.alloc_act({R, D_});
   }

@@ -2,17 +2,11 @@
 
 #include <algorithm>
 
+#include "src/config/derived.h"
 #include "src/kernels/ops.h"
 #include "src/model/fsdp.h"
 
 namespace moe {
-namespace {
-
-// Enough rows that the LM-head matmul is efficient, few enough that one chunk
-// of logits stays around 16 MiB.
-int64_t auto_chunk_rows(int64_t N, int64_t V) { return std::clamp<int64_t>((int64_t{1} << 22) / V, 1, N); }
-
-}  // namespace
 
 ModelParallel ModelParallel::single_process() {
   static const std::unique_ptr<Communicator> tp = single_process_world(), ep = single_process_world();
@@ -28,7 +22,7 @@ Transformer::Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_
       N_(B * T),
       D_(m.dim),
       V_(m.vocab_size),
-      chunk_(ce_chunk_rows > 0 ? std::min(ce_chunk_rows, B * T) : auto_chunk_rows(B * T, m.vocab_size)),
+      chunk_(lm_head_chunk_rows(ce_chunk_rows, B * T, m.vocab_size)),
       params_(params),
       embed_(params["model.embed_tokens.weight"]),
       final_norm_(params["model.norm.weight"]),

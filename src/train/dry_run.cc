@@ -5,11 +5,63 @@
 #include <algorithm>
 #include <map>
 
+#include "src/config/derived.h"
 #include "src/core/user_error.h"
 #include "src/model/param_spec.h"
 #include "src/parallel/param_sharding.h"
 
 namespace moe {
+namespace {
+
+// The local size of dim 0 of a block-0 parameter under the layout (tp cuts heads and columns).
+int64_t local_rows_of(const ModelConfig& m, const std::string& name, const Layout& layout) {
+  for (const ParamSpec& p : model_param_specs(m)) {
+    if (p.name == name) return place_parameter(p.shape, p.tp_dim, p.expert_parallel, layout, MeshCoord{}).local_shape[0];
+  }
+  return 0;
+}
+
+// Every buffer the model allocates for one micro-batch of B x T tokens (the
+// constructors of Transformer, Block, Attention, DenseMLP, MoELayer,
+// GroupedSwiGLU and ExpertExchange), c bytes per activation element.
+int64_t activation_bytes(const JobConfig& cfg, const Layout& layout, int64_t c) {
+  const ModelConfig& m = cfg.model;
+  const int64_t B = cfg.train.batch_size, T = cfg.train.seq_len, N = B * T, D = m.dim, V = m.vocab_size;
+  const int64_t L = m.n_layers, Dh = head_dim(m);
+  // Transformer: token ids, residual stream per block boundary, final norm,
+  // one chunk of logits, per-token losses, three gradient buffers.
+  const int64_t chunk = lm_head_chunk_rows(cfg.train.ce_chunk_size, N, V);
+  int64_t bytes = 2 * 4 * N + (L + 1) * N * D * c + N * D * c + 4 * N + chunk * V * c + 4 * N + 3 * N * D * c;
+  // Attention (this rank's heads), per block.
+  const int64_t H = local_rows_of(m, "model.layers.0.self_attn.q_proj.weight", layout) / Dh;
+  const int64_t G = local_rows_of(m, "model.layers.0.self_attn.k_proj.weight", layout) / Dh;
+  const int64_t attention = 4 * N * H * Dh * c + 4 * N * G * Dh * c + 4 * B * H * T;
+  // Block: 7 [N, D] buffers and two RMSNorm rstd.
+  const int64_t block = 7 * N * D * c + 2 * 4 * N + attention;
+  for (int64_t l = 0; l < L; ++l) {
+    bytes += block;
+    if (!is_moe_block(m, l)) {
+      const int64_t F = local_rows_of(m, "model.layers." + std::to_string(l) + ".mlp.gate_proj.weight", layout);
+      bytes += 6 * N * F * c;
+      continue;
+    }
+    const int64_t E = m.num_experts, K = m.moe_top_k, Fe = expert_hidden(m);
+    const int64_t R = moe_max_local_rows(m, N, layout.ep);
+    bytes += 6 * R * Fe * c;                               // routed experts' SwiGLU rows
+    if (layout.ep > 1) bytes += 4 * R * D * c + (R * D * c + 4 * (E / layout.ep + 1));  // exchange rows
+    bytes += m.moe_shared_experts * 6 * N * Fe * c;        // shared experts
+    bytes += 4 * E;                                        // balance bias
+    bytes += 4 * 4 * N * E;                                // logits, scores, aux and router gradients (fp32)
+    bytes += 3 * 4 * N * K + 4 * (E + 1) + 2 * 4 * N * K;  // top-k ids, weights, their grads; plan
+    bytes += 4 * N * K * D * c;                            // a row per pair: xs, ys and their gradients
+    if (c != 4) bytes += N * E * c;                        // the router gradient for its bf16 GEMM
+    bytes += 2 * 4 + N * D * c;                            // shared experts' offsets and output
+    bytes += 2 * 4 * E + 2 * 3 * 4;                        // step counts and aux sums
+  }
+  return bytes;
+}
+
+}  // namespace
 
 DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
   const ModelConfig& m = cfg.model;
@@ -22,7 +74,7 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
   r.layout = layout;
 
   std::map<int64_t, int64_t> unsharded_per_block;  // tp/ep-local elements gathered at once by FSDP
-  int64_t skipped_expert_params = 0;
+  int64_t skipped_expert_params = 0, largest_shard = 0;
   for (const ParamSpec& p : model_param_specs(m)) {
     const int64_t n = p.numel();
     r.total_params += n;
@@ -45,6 +97,7 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
     const ParamPlacement place = place_parameter(p.shape, p.tp_dim, p.expert_parallel, layout, MeshCoord{});
     unsharded_per_block[p.block] += place.gathered_numel();
     r.params_per_rank += place.shards > 1 ? place.shard_numel : place.local_numel();
+    largest_shard = std::max(largest_shard, place.shards > 1 ? place.shard_numel : place.local_numel());
   }
   // A tied embedding also serves as the LM head matmul.
   if (m.tie_embeddings) r.matmul_params_per_token += m.vocab_size * m.dim;
@@ -59,23 +112,27 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
   r.tokens_per_step = cfg.train.batch_size * cfg.train.seq_len * cfg.train.grad_accum_steps * layout.dp_replicate *
                       layout.dp_shard * layout.ep;
 
-  const bool bf16 = cfg.train.mixed_precision != "fp32";
-  int64_t largest_block = 0;
-  for (const auto& [block, n] : unsharded_per_block) {
-    if (block >= 0) largest_block = std::max(largest_block, n);
-  }
+  const bool bf16 = cfg.train.mixed_precision == "bf16" && cfg.train.device != "cpu";
+  const int64_t c = bf16 ? 2 : 4;  // bytes of a compute-dtype element
+  r.compute_dtype = bf16 ? "bf16" : "fp32";
   r.master_weight_bytes = 4 * r.params_per_rank;
-  if (layout.dp_shard > 1) {
-    // FSDP gathers one block at a time, and keeps the outer unit (embedding,
-    // final norm, LM head) for the whole micro-batch; gradients the same way, in fp32.
-    const int64_t gathered = largest_block + unsharded_per_block[-1];
-    r.working_weight_bytes = (bf16 ? 2 : 4) * gathered + 4 * gathered;
-  } else {
-    r.working_weight_bytes = bf16 ? 2 * r.params_per_rank : 0;
-  }
+  r.compute_copy_bytes = bf16 ? 2 * r.params_per_rank : 0;
   r.gradient_bytes = 4 * r.params_per_rank;
   r.optimizer_bytes = 8 * r.params_per_rank;
-  r.total_bytes = r.master_weight_bytes + r.working_weight_bytes + r.gradient_bytes + r.optimizer_bytes;
+  if (layout.dp_shard > 1) {
+    // One buffer for every block (the largest) and one for the outer unit
+    // (embedding, final norm, LM head: kept for the whole micro-batch),
+    // weights and gradients, plus one shard for the reduce-scatter result.
+    int64_t largest_block = 0;
+    for (const auto& [block, n] : unsharded_per_block) {
+      if (block >= 0) largest_block = std::max(largest_block, n);
+    }
+    const int64_t gathered = std::max<int64_t>(largest_block, 1) + std::max<int64_t>(unsharded_per_block[-1], 1);
+    r.fsdp_buffer_bytes = (c + 4) * gathered + 4 * std::max<int64_t>(largest_shard, 1);
+  }
+  r.activation_bytes = activation_bytes(cfg, layout, c);
+  r.total_bytes = r.master_weight_bytes + r.compute_copy_bytes + r.gradient_bytes + r.optimizer_bytes +
+                  r.fsdp_buffer_bytes + r.activation_bytes;
   return r;
 }
 
@@ -145,12 +202,14 @@ std::string format_dry_run(const DryRunReport& r, const JobConfig& cfg, const st
   line("tokens per optimizer step (global)", count(r.tokens_per_step));
   line("FLOPs per optimizer step", fmt::format("{:>15.4g}", r.flops_per_token * static_cast<double>(r.tokens_per_step)));
 
-  out += fmt::format("\nmemory per rank ({}; activations not included)\n", cfg.train.mixed_precision);
+  out += fmt::format("\nmemory per rank (computing in {})\n", r.compute_dtype);
   line("parameters held (shard)", count(r.params_per_rank));
   line("fp32 master weights", bytes(r.master_weight_bytes));
-  line(l.dp_shard > 1 ? "FSDP gather buffers (block + outer)" : "working copy of weights", bytes(r.working_weight_bytes));
+  if (r.compute_copy_bytes > 0) line("bf16 copy of the weights", bytes(r.compute_copy_bytes));
   line("fp32 gradients", bytes(r.gradient_bytes));
   line("AdamW moments (fp32 m, v)", bytes(r.optimizer_bytes));
+  if (l.dp_shard > 1) line("FSDP gather buffers (block + outer)", bytes(r.fsdp_buffer_bytes));
+  line(fmt::format("activations ({} x {} tokens)", cfg.train.batch_size, cfg.train.seq_len), bytes(r.activation_bytes));
   line("total", bytes(r.total_bytes));
   return out;
 }

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "src/core/tensor.h"
+
 #include "src/config/derived.h"
 #include "src/config/job_config.h"
 
@@ -35,19 +37,28 @@ struct DryRunReport {
   double flops_per_token = 0;
   int64_t tokens_per_step = 0;  // global: batch_size x seq_len x grad_accum x data-parallel ranks
 
-  // Memory per rank, bytes. FSDP shards every parameter over dp_shard; tensor
-  // parallelism splits the tensors marked in the registry; expert parallelism
-  // splits the routed experts.
+  // Memory per rank, bytes: every buffer a rank allocates for training, as
+  // planned from the config (the sum equals what its TensorPool holds; a test
+  // checks it across layouts). FSDP shards every parameter over dp_shard;
+  // tensor parallelism splits the tensors marked in the registry; expert
+  // parallelism splits the routed experts.
+  std::string compute_dtype;          // "bf16" or "fp32": weight copies and activations
   int64_t params_per_rank = 0;
   int64_t master_weight_bytes = 0;    // fp32 master weights
-  int64_t working_weight_bytes = 0;   // bf16 copy (dp_shard = 1), or FSDP's gather buffers: weights and
-                                      // gradients of the largest block plus the outer unit
+  int64_t compute_copy_bytes = 0;     // the bf16 copy of the master shards (0 in fp32)
   int64_t gradient_bytes = 0;         // fp32 gradient shards
   int64_t optimizer_bytes = 0;        // AdamW first and second moments, fp32
+  int64_t fsdp_buffer_bytes = 0;      // FSDP's gather buffers: weights (compute dtype) and fp32 gradients of
+                                      // the largest block plus the outer unit, and a reduce-scatter shard
+  int64_t activation_bytes = 0;       // activations and their gradients, kept for the whole micro-batch,
+                                      // with the MoE buffers sized for the worst routing (capacity or dropless)
   int64_t total_bytes = 0;
 };
 
-// `layout` normally comes from resolve_layout(cfg.distributed, world size or nothing).
+// `layout` normally comes from resolve_layout(cfg.distributed, world size or
+// nothing). Weights and activations are computed in bf16 when
+// train.mixed_precision = "bf16" and the run may use a GPU (train.device is
+// not "cpu"); the CPU computes in fp32.
 DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout);
 
 // The human-readable table printed by --dry-run.

@@ -72,6 +72,8 @@ class StepRunner {
 
   ParamStore& params() { return params_; }
   const Placement& placement() const { return placement_; }
+  // Everything this rank allocated for training (what --dry-run plans).
+  const TensorPool& pool() const { return pool_; }
   // Everything a checkpoint needs to continue this run exactly: parameter
   // shards ("<name>"), AdamW moments ("<name>.exp_avg", "<name>.exp_avg_sq")
   // and the sigmoid routers' balance biases ("...gate.e_score_correction_bias",

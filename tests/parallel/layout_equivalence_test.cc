@@ -3,7 +3,7 @@
 // a shared expert) for 10 steps, and its per-step loss, aux loss, router
 // z-loss, global grad norm and expert counts match a single-process run of the
 // same global batch (grad_accum_steps x the data-parallel degree), to 1e-5
-// relative. Each layout runs with capacity on and off, for both routers.
+// relative. Every rank also allocates exactly what --dry-run plans for it. Each layout runs with capacity on and off, for both routers.
 // The same in bf16 (activations and weight copies bf16, fp32 masters: the
 // GPU's mixed precision, run on the CPU through ops.h's bf16 host path), to
 // 2e-3 without tp: a layout changes the order of fp32 gradient sums, whose
@@ -23,6 +23,7 @@
 #include "src/data/token_dataset.h"
 #include "src/parallel/communicator.h"
 #include "src/parallel/mesh.h"
+#include "src/train/dry_run.h"
 #include "src/train/step_runner.h"
 #include "tests/data/test_files.h"
 #include "tests/parallel/mpi_test_main.h"
@@ -80,6 +81,10 @@ std::vector<moe::StepMetrics> train(const moe::JobConfig& cfg, moe::Mesh& mesh, 
                                                          cfg.model.vocab_size);
   const moe::BatchSampler sampler(data, cfg.train.seq_len, cfg.train.batch_size, cfg.train.seed);
   moe::StepRunner runner(cfg, mesh, moe::Placement{moe::Device::kCpu, compute});
+  // Every rank allocates exactly what --dry-run plans for its layout.
+  moe::JobConfig planned = cfg;
+  planned.train.mixed_precision = compute == moe::DType::kBF16 ? "bf16" : "fp32";
+  CHECK(runner.pool().bytes_requested() == moe::estimate_dry_run(planned, mesh.layout()).total_bytes);
   std::vector<moe::StepMetrics> out;
   for (int64_t step = 1; step <= kSteps; ++step) out.push_back(runner.step(step, sampler));
   return out;
