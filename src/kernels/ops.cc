@@ -31,6 +31,22 @@ bool on_device(const char* op, const Ts&... ts) {
   return any_device;
 }
 
+// on_device for the ops over a list of tensors: add() each one, then ask.
+class Placement {
+ public:
+  void add(const Tensor& t) {
+    if (t.data == nullptr) return;
+    (t.device == Device::kCuda ? device_ : host_) = true;
+  }
+  bool on_device(const char* op) const {
+    if (device_ && host_) throw std::logic_error(std::string(op) + ": host and device tensors mixed");
+    return device_;
+  }
+
+ private:
+  bool device_ = false, host_ = false;
+};
+
 // The ops the CUDA backend does not have yet.
 template <typename... Ts>
 void on_cpu(const char* op, const Ts&... ts) {
@@ -271,6 +287,61 @@ void scale_inplace(const Tensor& x, float factor) {
   const OpTimer timer("scale_inplace", device);
   if (device) CUDA_BACKEND(cuda::scale_inplace(x, factor));
   cpu::scale_inplace(write_f32(x), x.numel(), factor);
+}
+
+double sum_squares_many(const std::vector<Tensor>& xs) {
+  const char* op = "sum_squares_many";
+  Placement where;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const Tensor& x = xs[i];
+    // A tensor with elements but no data (e.g. Tensor{}, which has numel 1) is a caller's bug.
+    if (x.dtype != DType::kF32 || (x.data == nullptr && x.numel() > 0)) {
+      expect(false, op, "tensor " + std::to_string(i) + " " + x.shape_string() + " " + dtype_name(x.dtype) +
+                            (x.data ? "" : " without data") + "; wants f32, with data unless empty");
+    }
+    where.add(x);
+  }
+  const bool device = where.on_device(op);
+  const OpTimer timer(op, device);
+  // Device tensors: one reduction over the whole list, one host sync (cuda_ops.h).
+  if (device) CUDA_BACKEND(cuda::sum_squares_many(xs));
+  // The same additions, in the same order, as summing sum_squares(x) in a loop
+  // (the grad norm of the CPU path does not move by a bit).
+  double sum = 0;
+  for (const Tensor& x : xs) sum += cpu::sum_squares(x.f32(), x.numel());
+  return sum;
+}
+
+void adamw_step_many(const std::vector<AdamWSlot>& slots, const AdamWShared& h, int64_t step, float grad_scale) {
+  const char* op = "adamw_step_many";
+  Placement where;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const AdamWSlot& s = slots[i];
+    const int64_t n = s.param.numel();
+    const bool f32 = s.param.dtype == DType::kF32 && s.grad.dtype == DType::kF32 && s.m.dtype == DType::kF32 &&
+                     s.v.dtype == DType::kF32;
+    const bool ok = f32 && s.grad.numel() == n && s.m.numel() == n && s.v.numel() == n &&
+                    (n == 0 || (s.param.data && s.grad.data && s.m.data && s.v.data));
+    if (!ok) {
+      auto text = [](const char* name, const Tensor& t) {
+        return std::string(name) + " " + t.shape_string() + " " + dtype_name(t.dtype) + (t.data ? "" : " without data");
+      };
+      expect(false, op, "slot " + std::to_string(i) + ": " + text("param", s.param) + ", " + text("grad", s.grad) +
+                            ", " + text("m", s.m) + ", " + text("v", s.v) + "; wants f32 tensors of one size");
+    }
+    where.add(s.param);
+    where.add(s.grad);
+    where.add(s.m);
+    where.add(s.v);
+  }
+  const bool device = where.on_device(op);
+  const OpTimer timer(op, device);
+  // Device tensors: one launch for the whole list (cuda_ops.h).
+  if (device) CUDA_BACKEND(cuda::adamw_step_many(slots, h.lr, h.beta1, h.beta2, h.eps, step, grad_scale));
+  for (const AdamWSlot& s : slots) {
+    cpu::adamw_step(s.param.f32(), s.grad.f32(), s.m.f32(), s.v.f32(), s.param.numel(), h.lr, h.beta1, h.beta2, h.eps,
+                    s.weight_decay, step, grad_scale);
+  }
 }
 
 void router_forward(const Tensor& topk_idx_NK, const Tensor& topk_w_NK, const Tensor& scores_NE,

@@ -9,8 +9,10 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "src/core/tensor.h"
+#include "src/kernels/adamw_slot.h"
 #include "src/kernels/cpu/cpu_ops.h"
 
 namespace moe::ops {
@@ -56,6 +58,24 @@ double sum_squares(const Tensor& x);
 void cast(const Tensor& dst, const Tensor& src);
 void add_inplace(const Tensor& y, const Tensor& x);  // y += x
 void scale_inplace(const Tensor& x, float factor);
+
+// ---- fused multi-tensor optimizer ops: every parameter in one call ----------
+// Host tensors run the per-tensor CPU reference in list order, so the numbers
+// are those of the loop over the single-tensor op, bit for bit. Device tensors
+// run one launch over all of them (a chunked multi-tensor kernel, cuda_ops.h).
+// Every tensor is F32; empty ones (numel 0) are allowed and change nothing.
+//
+// The sum over xs of sum_squares(x), in double: on the host exactly
+// ((0 + sum_squares(xs[0])) + sum_squares(xs[1])) + ...; on the device one
+// deterministic reduction and ONE host sync for the whole list.
+double sum_squares_many(const std::vector<Tensor>& xs);
+// What every slot of one fused AdamW step shares (weight decay is per slot).
+struct AdamWShared {
+  float lr, beta1, beta2, eps;
+};
+// adamw_step on every slot, each with its own weight decay. On the device: no
+// host sync and no allocation once the list has been seen (cuda_ops.h).
+void adamw_step_many(const std::vector<AdamWSlot>& slots, const AdamWShared& hyper, int64_t step, float grad_scale);
 
 // bias_E may be an empty Tensor.
 void router_forward(const Tensor& topk_idx_NK, const Tensor& topk_w_NK, const Tensor& scores_NE,

@@ -10,6 +10,9 @@ Optimizer::Optimizer(const OptimizerConfig& cfg, ParamStore& params, TensorPool&
   for (const Param& p : params.all()) {
     m_.push_back(pool.alloc_shape(p.place.shard_shape()));
     v_.push_back(pool.alloc_shape(p.place.shard_shape()));
+    const float weight_decay = p.weight_decay ? static_cast<float>(cfg_.weight_decay) : 0.0f;
+    slots_.push_back({p.shard, p.shard_grad, m_.back(), v_.back(), weight_decay});
+    if (counted_here(p, params.coord())) counted_grads_.push_back(p.shard_grad);
   }
 }
 
@@ -18,21 +21,15 @@ bool counted_here(const Param& p, const MeshCoord& c) {
 }
 
 double Optimizer::grad_norm(Communicator& world) const {
-  double sum = 0;
-  for (const Param& p : params_.all()) {
-    if (counted_here(p, params_.coord())) sum += ops::sum_squares(p.shard_grad);
-  }
+  // On the CPU the same sum, in the same order, as adding sum_squares per shard.
+  const double sum = ops::sum_squares_many(counted_grads_);
   return std::sqrt(all_reduce_value(world, sum, ReduceOp::kSum));
 }
 
 void Optimizer::step(double lr, double clip_scale, int64_t step) {
-  auto& params = params_.all();
-  for (size_t i = 0; i < params.size(); ++i) {
-    const Param& p = params[i];
-    const ops::AdamW hyper{static_cast<float>(lr), static_cast<float>(cfg_.betas[0]), static_cast<float>(cfg_.betas[1]),
-                           static_cast<float>(cfg_.eps), p.weight_decay ? static_cast<float>(cfg_.weight_decay) : 0.0f};
-    ops::adamw_step(p.shard, p.shard_grad, m_[i], v_[i], hyper, step, static_cast<float>(clip_scale));
-  }
+  const ops::AdamWShared hyper{static_cast<float>(lr), static_cast<float>(cfg_.betas[0]),
+                               static_cast<float>(cfg_.betas[1]), static_cast<float>(cfg_.eps)};
+  ops::adamw_step_many(slots_, hyper, step, static_cast<float>(clip_scale));
   params_.refresh_compute_copies();
 }
 

@@ -1,12 +1,15 @@
 // AdamW over this rank's parameter shards (ParamStore: shard, shard_grad),
 // with fp32 master weights and moments, decoupled weight decay on matrices
-// only, and global-norm gradient clipping.
+// only, and global-norm gradient clipping. Both run as fused multi-tensor ops
+// over every shard at once (ops::sum_squares_many, ops::adamw_step_many): on
+// the GPU one launch each, and one host sync for the norm, not one per tensor.
 #pragma once
 
 #include <vector>
 
 #include "src/config/job_config.h"
 #include "src/core/tensor_pool.h"
+#include "src/kernels/ops.h"
 #include "src/model/params.h"
 #include "src/parallel/communicator.h"
 
@@ -32,6 +35,10 @@ class Optimizer {
   OptimizerConfig cfg_;
   ParamStore& params_;
   std::vector<Tensor> m_, v_;
+  // Built once: the shards and their views never move, so the fused ops see
+  // the same lists every step (on the GPU: no table upload after the first).
+  std::vector<ops::AdamWSlot> slots_;   // one per parameter, in ParamStore order
+  std::vector<Tensor> counted_grads_;   // shard_grad of the parameters counted_here, in that order
 };
 
 // min(1, max_norm / norm); 1 when the norm is not finite (the caller decides what to do).

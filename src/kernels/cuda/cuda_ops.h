@@ -14,8 +14,10 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "src/core/tensor.h"
+#include "src/kernels/adamw_slot.h"   // ops::AdamWSlot (the fused AdamW's argument, shared with ops.h)
 #include "src/kernels/cpu/cpu_ops.h"  // RouterKind, RouterAux (plain types shared by both backends)
 
 namespace moe::cuda {
@@ -69,6 +71,36 @@ double sum_squares(const Tensor& x);
 // (cpu::adamw_step) with the same rounding steps.
 void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, float lr, float beta1,
                 float beta2, float eps, float weight_decay, int64_t step, float grad_scale);
+
+// ---- fused multi-tensor optimizer ops (multi_tensor.cuh) ----
+// Many tensors in ONE launch: each non-empty tensor is cut into fixed chunks
+// and a small device table of (pointers, numel, first chunk) tells each block
+// where its chunks are (as apex's multi_tensor_apply / PyTorch's _foreach).
+// The table lives in a grow-only device buffer of the op, uploaded through a
+// pinned staging buffer only when the list differs from the previous call's
+// (pointers, sizes, weight decays). An unchanged list, the steady state (the
+// optimizer passes the same lists every step), costs no upload, no sync and
+// no allocation, so the step can be graph-captured. A changed list costs one
+// small async copy, and the host waits for the previous copy out of the
+// staging buffer if it is still running (cudaEventSynchronize); a longer list
+// than ever before first grows both buffers, after a cudaStreamSynchronize
+// (kernels may still read the old table). All tensors F32; empty tensors are
+// skipped. One host thread drives the backend (as stream() assumes).
+//
+// elementwise.cu. The sum over xs of sum_squares(x) in double, deterministic:
+// the partition (chunks, at most 1024 blocks taking chunks in a fixed stride)
+// and the reduction order depend only on the sizes in the list. Not bitwise
+// equal to the CPU's sequential sum (another order): within 1e-9 relative.
+// HOST SYNC: ONE per call (the result is copied to the host, then
+// cudaStreamSynchronize), none when every tensor is empty.
+double sum_squares_many(const std::vector<Tensor>& xs);
+// adamw.cu. adamw_step on every slot with that slot's weight decay, the same
+// per-element operations and rounding as adamw_step. The decay factor
+// 1 - lr*wd is formed per tensor on the device (lr changes every step, the
+// table does not), with the same two roundings the host's float expression
+// has. No host sync in a steady-state step.
+void adamw_step_many(const std::vector<ops::AdamWSlot>& slots, float lr, float beta1, float beta2, float eps,
+                     int64_t step, float grad_scale);
 
 // cross_entropy.cu. logits_nV act; dlogits_nV same dtype as logits (may alias
 // it: in place); loss_n F32 (WRITTEN); targets_n I32. dlogits = (softmax -

@@ -1,9 +1,13 @@
 // Elementwise helpers on the GPU: y += x, x *= factor, and the sum of squares
-// (for the global gradient norm). Tensors F32 or BF16, each on its own.
+// (for the global gradient norm) of one tensor or of a whole list in one
+// reduction. Tensors F32 or BF16, each on its own; the list F32.
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "src/kernels/cuda/cuda_ops.h"
 #include "src/kernels/cuda/dense_util.cuh"
+#include "src/kernels/cuda/multi_tensor.cuh"
 
 namespace moe::cuda {
 namespace {
@@ -13,7 +17,8 @@ using namespace dense;
 constexpr int kThreads = 256;
 // sum_squares: at most kMaxPartials blocks of kThreads threads, each thread
 // summing at least kItemsPerThread values; the block count is a function of n
-// only, so the result does not depend on the device.
+// only, so the result does not depend on the device. sum_squares_many: at most
+// kMaxPartials blocks too, a function of the list's sizes only.
 constexpr int kMaxPartials = 1024;
 constexpr int64_t kItemsPerThread = 8;
 
@@ -35,6 +40,32 @@ __global__ void __launch_bounds__(kThreads) sum_squares_partial_kernel(double* p
   for (int64_t i = global_index(); i < n; i += grid_stride()) {
     const double v = to_f32(x[i]);
     acc += v * v;
+  }
+  acc = block_sum(acc, shared);
+  if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+}
+
+// sum_squares_many: one entry per non-empty tensor (multi_tensor.cuh).
+struct SquaresEntry {
+  const float* x;
+  int64_t n, first_chunk;
+
+  bool operator==(const SquaresEntry& o) const { return x == o.x && n == o.n && first_chunk == o.first_chunk; }
+};
+
+// partials[block] = sum of x^2 over the chunks blockIdx.x, + gridDim.x, ... of
+// the list, in double, each thread in a fixed order, then block_sum.
+__global__ void __launch_bounds__(kThreads)
+    sum_squares_many_partial_kernel(double* partials, const SquaresEntry* table, int64_t count, int64_t chunks) {
+  __shared__ double shared[32];
+  double acc = 0;
+  for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
+    const multi_tensor::ChunkRange r = multi_tensor::chunk_range(table, count, c);
+    const float* x = table[r.entry].x;
+    for (int64_t i = r.begin + threadIdx.x; i < r.end; i += blockDim.x) {
+      const double v = x[i];
+      acc += v * v;
+    }
   }
   acc = block_sum(acc, shared);
   if (threadIdx.x == 0) partials[blockIdx.x] = acc;
@@ -115,6 +146,39 @@ double sum_squares(const Tensor& x) {
   check(cudaMemcpyAsync(&host, result, sizeof(double), cudaMemcpyDeviceToHost, stream()),
         std::string(op) + " (copy to host) " + x.shape_string());
   check(cudaStreamSynchronize(stream()), std::string(op) + " (host sync) " + x.shape_string());
+  return host;
+}
+
+// The two kernels of sum_squares, over the whole list: per-block partials of
+// the list's chunks, then one block over the partials (the same scratch). The
+// table goes up only when the list changed (multi_tensor.cuh). HOST SYNC: one,
+// at the end, as in sum_squares.
+double sum_squares_many(const std::vector<Tensor>& xs) {
+  const char* op = "sum_squares_many";
+  static multi_tensor::ChunkTable<SquaresEntry> table;  // process lifetime (multi_tensor.cuh)
+  table.clear();
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const Tensor& x = xs[i];
+    if (!multi_tensor::f32_on_device(x)) {  // the message is built only on failure: this loop runs every step
+      throw std::logic_error(std::string(op) + ": tensor " + std::to_string(i) + " is " + multi_tensor::placed(x) +
+                             "; wants f32 device tensors");
+    }
+    table.add({static_cast<const float*>(x.data), x.numel(), 0});
+  }
+  if (table.count() == 0) return 0.0;
+  const SquaresEntry* entries = table.upload(op);
+  const unsigned blocks = multi_tensor::blocks_for(table.chunks(), kMaxPartials);
+  double* partials = sum_squares_scratch();
+  double* result = partials + kMaxPartials;
+  sum_squares_many_partial_kernel<<<blocks, kThreads, 0, stream()>>>(partials, entries, table.count(),
+                                                                     table.chunks());
+  multi_tensor::check_list_launch(op, table.count(), table.chunks());
+  sum_partials_kernel<<<1, kThreads, 0, stream()>>>(result, partials, static_cast<int>(blocks));
+  multi_tensor::check_list_launch(op, table.count(), table.chunks());
+  double host = 0;
+  check(cudaMemcpyAsync(&host, result, sizeof(double), cudaMemcpyDeviceToHost, stream()),
+        std::string(op) + " (copy to host)");
+  check(cudaStreamSynchronize(stream()), std::string(op) + " (host sync)");
   return host;
 }
 
