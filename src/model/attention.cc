@@ -17,9 +17,13 @@ Attention::Attention(const LayerContext& ctx, const std::string& prefix)
       wk_(ctx.params[prefix + "self_attn.k_proj.weight"]),
       wv_(ctx.params[prefix + "self_attn.v_proj.weight"]),
       wo_(ctx.params[prefix + "self_attn.o_proj.weight"]) {
-  for (Tensor* t : {&q_, &att_, &dq_, &datt_}) *t = ctx.alloc_act({B_, T_, H_, Dh_});
-  for (Tensor* t : {&k_, &v_, &dk_, &dv_}) *t = ctx.alloc_act({B_, T_, G_, Dh_});
+  for (Tensor* t : {&q_, &att_}) *t = ctx.alloc_act({B_, T_, H_, Dh_});
+  for (Tensor* t : {&k_, &v_}) *t = ctx.alloc_act({B_, T_, G_, Dh_});
   lse_ = ctx.pool.alloc({B_, H_, T_});
+  dq_ = ctx.scratch_act("attention.dq", {B_, T_, H_, Dh_});
+  datt_ = ctx.scratch_act("attention.datt", {B_, T_, H_, Dh_});
+  dk_ = ctx.scratch_act("attention.dk", {B_, T_, G_, Dh_});
+  dv_ = ctx.scratch_act("attention.dv", {B_, T_, G_, Dh_});
 }
 
 void Attention::forward(const Tensor& out_ND, const Tensor& x_ND) {

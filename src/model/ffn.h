@@ -25,7 +25,7 @@ class DenseMLP {
  private:
   Param &w1_, &w3_, &w2_;
   Tensor a_, b_, g_;     // saved: x W1^T, x W3^T, silu(a) * b      [N, F]
-  Tensor da_, db_, dg_;  // backward scratch                         [N, F]
+  Tensor da_, db_, dg_;  // backward scratch (shared by all layers)  [N, F]
 };
 
 // Weights and their gradients for a group of experts (views into Params).
@@ -36,14 +36,15 @@ struct ExpertWeights {
 
 class GroupedSwiGLU {
  public:
-  GroupedSwiGLU(TensorPool& pool, int64_t max_rows, int64_t F, DType act);
+  // role names its backward scratch, shared with every other GroupedSwiGLU of that role.
+  GroupedSwiGLU(const LayerContext& ctx, const std::string& role, int64_t max_rows, int64_t F);
   // x_MD, out_MD: the first M rows (views); offsets_E1 holds E+1 row offsets with offsets[E] == M.
   void forward(const Tensor& out_MD, const Tensor& x_MD, const ExpertWeights& w, const Tensor& offsets_E1);
   void backward(const Tensor& dx_MD, const Tensor& dout_MD, const Tensor& x_MD, const ExpertWeights& w,
                 const Tensor& offsets_E1);
 
  private:
-  Tensor a_, b_, g_, da_, db_, dg_;  // [max_rows, F]; each call uses the first M rows
+  Tensor a_, b_, g_, da_, db_, dg_;  // [max_rows, F]; each call uses the first M rows; d* shared by all layers
 };
 
 }  // namespace moe

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "src/config/job_config.h"
 #include "src/core/tensor_pool.h"
 #include "src/model/params.h"
+#include "src/model/shared_scratch.h"
 #include "src/parallel/communicator.h"
 
 namespace moe {
@@ -34,12 +36,16 @@ struct LayerContext {
   TensorPool& pool;
   ParamStore& params;
   const ModelParallel& parallel;
+  SharedScratch& scratch;  // buffers of a layer's own pass, one per role for all layers
   // Activations and their gradients: f32, or bf16 under mixed precision on a
   // GPU. Router math, norms' rstd, attention's lse and losses stay f32 whatever this is.
   DType act = DType::kF32;
 
   int64_t N() const { return B * T; }
   Tensor alloc_act(std::initializer_list<int64_t> shape) const { return pool.alloc(shape, act); }
+  Tensor scratch_act(const std::string& role, std::initializer_list<int64_t> shape) const {
+    return scratch.get(role, shape, act);
+  }
 };
 
 }  // namespace moe

@@ -32,14 +32,17 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& prefix)
       w1_(ctx.params[prefix + "block_sparse_moe.experts.w1"]),
       w3_(ctx.params[prefix + "block_sparse_moe.experts.w3"]),
       w2_(ctx.params[prefix + "block_sparse_moe.experts.w2"]),
-      routed_(ctx.pool, moe_max_local_rows(ctx.model, ctx.N(), ctx.parallel.ep->size()), expert_hidden(ctx.model),
-              ctx.act) {
+      routed_(ctx, "routed_experts", moe_max_local_rows(ctx.model, ctx.N(), ctx.parallel.ep->size()),
+              expert_hidden(ctx.model)) {
   TensorPool& pool = ctx.pool;
   const int64_t F = expert_hidden(ctx.model);
   if (ctx.parallel.ep->size() > 1) {
     const int64_t R = moe_max_local_rows(ctx.model, ctx.N(), ctx.parallel.ep->size());
     exchange_ = std::make_unique<ExpertExchange>(*ctx.parallel.ep, local_experts_, R, D_, pool, ctx.act);
-    for (Tensor* t : {&ex_x_RD_, &ex_y_RD_, &ex_dx_RD_, &ex_dy_RD_}) *t = ctx.alloc_act({R, D_});
+    ex_x_RD_ = ctx.alloc_act({R, D_});  // saved: the local experts' input rows
+    ex_y_RD_ = ctx.scratch_act("moe.ex_y", {R, D_});
+    ex_dx_RD_ = ctx.scratch_act("moe.ex_dx", {R, D_});
+    ex_dy_RD_ = ctx.scratch_act("moe.ex_dy", {R, D_});
   }
   if (ctx.model.moe_shared_experts > 0) {
     shared_w1_ = &ctx.params[prefix + "block_sparse_moe.shared_experts.w1"];
@@ -47,25 +50,27 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& prefix)
     shared_w2_ = &ctx.params[prefix + "block_sparse_moe.shared_experts.w2"];
   }
   for (int64_t s = 0; s < ctx.model.moe_shared_experts; ++s) {
-    shared_.push_back(std::make_unique<GroupedSwiGLU>(pool, N_, F, ctx.act));
+    shared_.push_back(std::make_unique<GroupedSwiGLU>(ctx, "shared_experts", N_, F));
   }
   bias_E_ = pool.alloc({E_});
   logits_NE_ = pool.alloc({N_, E_});
   scores_NE_ = pool.alloc({N_, E_});
   daux_logits_NE_ = pool.alloc({N_, E_});
-  dlogits_NE_ = pool.alloc({N_, E_});
+  dlogits_NE_ = ctx.scratch.get("moe.dlogits", {N_, E_}, DType::kF32);
   topk_idx_NK_ = pool.alloc({N_, K_}, DType::kI32);
   topk_w_NK_ = pool.alloc({N_, K_});
-  dtopk_w_NK_ = pool.alloc({N_, K_});
+  dtopk_w_NK_ = ctx.scratch.get("moe.dtopk_w", {N_, K_}, DType::kF32);
   offsets_E1_ = pool.alloc({E_ + 1}, DType::kI32);
   row_pair_M_ = pool.alloc({N_ * K_}, DType::kI32);
   pair_row_NK_ = pool.alloc({N_, K_}, DType::kI32);
-  for (Tensor* t : {&xs_MD_, &ys_MD_, &dxs_MD_, &dys_MD_}) *t = ctx.alloc_act({N_ * K_, D_});
-  if (ctx.act != DType::kF32) dlogits_act_NE_ = ctx.alloc_act({N_, E_});
+  for (Tensor* t : {&xs_MD_, &ys_MD_}) *t = ctx.alloc_act({N_ * K_, D_});  // saved for backward
+  dxs_MD_ = ctx.scratch_act("moe.dxs", {N_ * K_, D_});
+  dys_MD_ = ctx.scratch_act("moe.dys", {N_ * K_, D_});
+  if (ctx.act != DType::kF32) dlogits_act_NE_ = ctx.scratch_act("moe.dlogits_act", {N_, E_});
   shared_offsets_ = pool.alloc({2}, DType::kI32);
   const int32_t all_rows[2] = {0, static_cast<int32_t>(N_)};  // one group: every token
   upload(shared_offsets_, all_rows);
-  shared_out_ND_ = ctx.alloc_act({N_, D_});
+  shared_out_ND_ = ctx.scratch_act("moe.shared_out", {N_, D_});
   routed_counts_E_ = pool.alloc({E_}, DType::kI32);
   kept_counts_E_ = pool.alloc({E_}, DType::kI32);
   aux_3_ = pool.alloc({3});

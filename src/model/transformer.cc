@@ -26,9 +26,10 @@ Transformer::Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_
       params_(params),
       embed_(params["model.embed_tokens.weight"]),
       final_norm_(params["model.norm.weight"]),
-      head_(m.tie_embeddings ? params["model.embed_tokens.weight"] : params["lm_head.weight"]) {
+      head_(m.tie_embeddings ? params["model.embed_tokens.weight"] : params["lm_head.weight"]),
+      scratch_(pool) {
   // Activations in the parameters' compute dtype (bf16 under mixed precision).
-  const LayerContext ctx{m, B, T, pool, params, parallel_, params.compute_dtype()};
+  const LayerContext ctx{m, B, T, pool, params, parallel_, scratch_, params.compute_dtype()};
   for (int64_t l = 0; l < m.n_layers; ++l) blocks_.push_back(std::make_unique<Block>(ctx, l));
   inputs_ = pool.alloc({B, T}, DType::kI32);
   targets_ = pool.alloc({B, T}, DType::kI32);

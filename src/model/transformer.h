@@ -53,6 +53,7 @@ class Transformer {
   int64_t B_, T_, N_, D_, V_, chunk_;
   ParamStore& params_;
   Param &embed_, &final_norm_, &head_;
+  SharedScratch scratch_;  // before blocks_: the layers hold its buffers
   std::vector<std::unique_ptr<Block>> blocks_;
   Tensor inputs_, targets_;
   std::vector<Tensor> resid_;  // resid_[l] is block l's input; resid_[L] the last block's output

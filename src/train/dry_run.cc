@@ -23,7 +23,9 @@ int64_t local_rows_of(const ModelConfig& m, const std::string& name, const Layou
 
 // Every buffer the model allocates for one micro-batch of B x T tokens (the
 // constructors of Transformer, Block, Attention, DenseMLP, MoELayer,
-// GroupedSwiGLU and ExpertExchange), c bytes per activation element.
+// GroupedSwiGLU and ExpertExchange), c bytes per activation element. What a
+// layer saves for its backward is counted per layer; its own pass's scratch
+// (SharedScratch) once for all layers.
 int64_t activation_bytes(const JobConfig& cfg, const Layout& layout, int64_t c) {
   const ModelConfig& m = cfg.model;
   const int64_t B = cfg.train.batch_size, T = cfg.train.seq_len, N = B * T, D = m.dim, V = m.vocab_size;
@@ -31,34 +33,49 @@ int64_t activation_bytes(const JobConfig& cfg, const Layout& layout, int64_t c) 
   // Transformer: token ids, residual stream per block boundary, final norm,
   // one chunk of logits, per-token losses, three gradient buffers.
   const int64_t chunk = lm_head_chunk_rows(cfg.train.ce_chunk_size, N, V);
-  int64_t bytes = 2 * 4 * N + (L + 1) * N * D * c + N * D * c + 4 * N + chunk * V * c + 4 * N + 3 * N * D * c;
-  // Attention (this rank's heads), per block.
+  int64_t saved = 2 * 4 * N + (L + 1) * N * D * c + N * D * c + 4 * N + chunk * V * c + 4 * N + 3 * N * D * c;
+  // Every block: its norms' inputs and rstd, attention's q, k, v, output and
+  // lse (this rank's heads); scratch: attention and FFN outputs, dln, dh, dq,
+  // datt, dk, dv.
   const int64_t H = local_rows_of(m, "model.layers.0.self_attn.q_proj.weight", layout) / Dh;
   const int64_t G = local_rows_of(m, "model.layers.0.self_attn.k_proj.weight", layout) / Dh;
-  const int64_t attention = 4 * N * H * Dh * c + 4 * N * G * Dh * c + 4 * B * H * T;
-  // Block: 7 [N, D] buffers and two RMSNorm rstd.
-  const int64_t block = 7 * N * D * c + 2 * 4 * N + attention;
-  for (int64_t l = 0; l < L; ++l) {
-    bytes += block;
-    if (!is_moe_block(m, l)) {
-      const int64_t F = local_rows_of(m, "model.layers." + std::to_string(l) + ".mlp.gate_proj.weight", layout);
-      bytes += 6 * N * F * c;
-      continue;
-    }
-    const int64_t E = m.num_experts, K = m.moe_top_k, Fe = expert_hidden(m);
-    const int64_t R = moe_max_local_rows(m, N, layout.ep);
-    bytes += 6 * R * Fe * c;                               // routed experts' SwiGLU rows
-    if (layout.ep > 1) bytes += 4 * R * D * c + (R * D * c + 4 * (E / layout.ep + 1));  // exchange rows
-    bytes += m.moe_shared_experts * 6 * N * Fe * c;        // shared experts
-    bytes += 4 * E;                                        // balance bias
-    bytes += 4 * 4 * N * E;                                // logits, scores, aux and router gradients (fp32)
-    bytes += 3 * 4 * N * K + 4 * (E + 1) + 2 * 4 * N * K;  // top-k ids, weights, their grads; plan
-    bytes += 4 * N * K * D * c;                            // a row per pair: xs, ys and their gradients
-    if (c != 4) bytes += N * E * c;                        // the router gradient for its bf16 GEMM
-    bytes += 2 * 4 + N * D * c;                            // shared experts' offsets and output
-    bytes += 2 * 4 * E + 2 * 3 * 4;                        // step counts and aux sums
+  saved += L * (3 * N * D * c + 2 * 4 * N + 2 * N * H * Dh * c + 2 * N * G * Dh * c + 4 * B * H * T);
+  int64_t scratch = L > 0 ? 4 * N * D * c + 2 * N * H * Dh * c + 2 * N * G * Dh * c : 0;
+  // Dense blocks: a, b, g saved; da, db, dg scratch.
+  const int64_t dense = L - num_moe_blocks(m);
+  if (dense > 0) {
+    const int64_t F = local_rows_of(m, "model.layers.0.mlp.gate_proj.weight", layout);
+    saved += dense * 3 * N * F * c;
+    scratch += 3 * N * F * c;
   }
-  return bytes;
+  // MoE blocks.
+  const int64_t moe = num_moe_blocks(m);
+  if (moe > 0) {
+    const int64_t E = m.num_experts, K = m.moe_top_k, Fe = expert_hidden(m), S = m.moe_shared_experts;
+    const int64_t R = moe_max_local_rows(m, N, layout.ep);
+    int64_t per_layer = 3 * R * Fe * c;                      // routed experts' a, b, g
+    scratch += 3 * R * Fe * c;                               //   and their gradients
+    if (layout.ep > 1) {
+      per_layer += R * D * c + R * D * c + 4 * (E / layout.ep + 1);  // local input rows; the exchange's rows, offsets
+      scratch += 3 * R * D * c;                              // local outputs and both gradients
+    }
+    per_layer += S * 3 * N * Fe * c;                         // shared experts' a, b, g
+    if (S > 0) scratch += 3 * N * Fe * c;
+    per_layer += 4 * E;                                      // balance bias
+    per_layer += 3 * 4 * N * E;                              // logits, scores, aux gradient (fp32)
+    scratch += 4 * N * E;                                    // router gradient
+    if (c != 4) scratch += N * E * c;                        //   in bf16, for its GEMM
+    per_layer += 2 * 4 * N * K;                              // top-k ids, weights
+    scratch += 4 * N * K;                                    //   and the weights' gradient
+    per_layer += 4 * (E + 1) + 2 * 4 * N * K;                // plan: offsets, row_pair, pair_row
+    per_layer += 2 * N * K * D * c;                          // a row per pair: xs, ys
+    scratch += 2 * N * K * D * c;                            //   and their gradients
+    per_layer += 2 * 4;                                      // shared experts' offsets
+    scratch += N * D * c;                                    //   and output
+    per_layer += 2 * 4 * E + 2 * 3 * 4;                      // step counts, aux losses and their sums
+    saved += moe * per_layer;
+  }
+  return saved + scratch;
 }
 
 }  // namespace
