@@ -68,6 +68,20 @@ moe::JobConfig debug_moe(const std::string& data, const std::string& device, con
   return cfg;
 }
 
+// The token file and the sampler over it that a case trains on.
+struct Corpus {
+  std::string path;
+  moe::JobConfig cfg;  // debug_moe on the CPU, for the shapes and the seed
+  moe::TokenDataset data;
+  moe::BatchSampler sampler;
+
+  explicit Corpus(const std::string& name)
+      : path(dataset(moe::test::fresh_dir(name))),
+        cfg(debug_moe(path, "cpu", "fp32")),
+        data(moe::TokenDataset::open(path, "*.npy", cfg.model.vocab_size)),
+        sampler(data, cfg.train.seq_len, cfg.train.batch_size, cfg.train.seed) {}
+};
+
 struct Run {
   std::vector<double> loss, grad_norm;
 };
@@ -96,15 +110,10 @@ double mean(const std::vector<double>& v, size_t from, size_t to) {
 
 TEST_CASE("debug_moe on the GPU follows the CPU's loss curve over 50 steps, in fp32 and in bf16", "[gpu][train]") {
   REQUIRE(moe::cuda_device_count() > 0);
-  const std::string dir = moe::test::fresh_dir("train_gpu");
-  const std::string data_path = dataset(dir);
-  const moe::JobConfig cpu_cfg = debug_moe(data_path, "cpu", "fp32");
-  const moe::TokenDataset data = moe::TokenDataset::open(data_path, "*.npy", cpu_cfg.model.vocab_size);
-  const moe::BatchSampler sampler(data, cpu_cfg.train.seq_len, cpu_cfg.train.batch_size, cpu_cfg.train.seed);
-
-  const Run cpu = train(cpu_cfg, sampler, kSteps);
-  const Run gpu32 = train(debug_moe(data_path, "cuda", "fp32"), sampler, kSteps);
-  const Run gpu16 = train(debug_moe(data_path, "cuda", "bf16"), sampler, kSteps);
+  const Corpus corpus("train_gpu");
+  const Run cpu = train(corpus.cfg, corpus.sampler, kSteps);
+  const Run gpu32 = train(debug_moe(corpus.path, "cuda", "fp32"), corpus.sampler, kSteps);
+  const Run gpu16 = train(debug_moe(corpus.path, "cuda", "bf16"), corpus.sampler, kSteps);
 
   std::printf("step  cpu_fp32   gpu_fp32   gpu_bf16   (loss; grad norm cpu / gpu_fp32 / gpu_bf16)\n");
   for (int64_t s = 0; s < kSteps; ++s) {
@@ -125,11 +134,9 @@ TEST_CASE("debug_moe on the GPU follows the CPU's loss curve over 50 steps, in f
 
 TEST_CASE("a warm GPU step allocates no device memory", "[gpu][train][memory]") {
   REQUIRE(moe::cuda_device_count() > 0);
-  const std::string dir = moe::test::fresh_dir("train_gpu_memory");
-  const std::string data_path = dataset(dir);
-  const moe::JobConfig cfg = debug_moe(data_path, "cuda", "bf16");
-  const moe::TokenDataset data = moe::TokenDataset::open(data_path, "*.npy", cfg.model.vocab_size);
-  const moe::BatchSampler sampler(data, cfg.train.seq_len, cfg.train.batch_size, cfg.train.seed);
+  const Corpus corpus("train_gpu_memory");
+  const moe::BatchSampler& sampler = corpus.sampler;
+  const moe::JobConfig cfg = debug_moe(corpus.path, "cuda", "bf16");
   moe::Mesh mesh(moe::Layout{}, moe::single_process_world());
   moe::StepRunner runner(cfg, mesh);
   runner.step(1, sampler);  // first calls size the kernels' scratch buffers
@@ -146,12 +153,10 @@ TEST_CASE("a warm GPU step allocates no device memory", "[gpu][train][memory]") 
 
 TEST_CASE("a checkpoint saved on the GPU resumes bit for bit", "[gpu][train][checkpoint]") {
   REQUIRE(moe::cuda_device_count() > 0);
-  const std::string dir = moe::test::fresh_dir("train_gpu_resume");
-  const std::string data_path = dataset(dir);
-  moe::JobConfig cfg = debug_moe(data_path, "cuda", "bf16");
-  cfg.checkpoint.dir = dir + "/ckpt";
-  const moe::TokenDataset data = moe::TokenDataset::open(data_path, "*.npy", cfg.model.vocab_size);
-  const moe::BatchSampler sampler(data, cfg.train.seq_len, cfg.train.batch_size, cfg.train.seed);
+  const Corpus corpus("train_gpu_resume");
+  const moe::BatchSampler& sampler = corpus.sampler;
+  moe::JobConfig cfg = debug_moe(corpus.path, "cuda", "bf16");
+  cfg.checkpoint.dir = moe::test::fresh_dir("train_gpu_resume_ckpt");
 
   std::vector<double> straight, resumed;
   {

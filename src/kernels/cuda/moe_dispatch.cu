@@ -143,47 +143,6 @@ __global__ void plan_scatter_kernel(int32_t* row_pair_M, const int32_t* pair_row
 
 // ---- permute / unpermute ---------------------------------------------------------
 
-// Block n copies token n's row to each of its kept rows, xs[pair_row[n,k]] =
-// x[n] (rows outside [0, M) skipped): no M from the host, and every row is
-// written by one block. The K destinations are read once into shared memory.
-__device__ int kept_rows_of_token(int32_t* rows_K, const int32_t* pair_row_NK, int64_t n, int K, int64_t M) {
-  __shared__ int count;
-  if (threadIdx.x == 0) {
-    int kept = 0;
-    for (int k = 0; k < K; ++k) {
-      const int32_t row = pair_row_NK[n * K + k];
-      if (row >= 0 && row < M) rows_K[kept++] = row;
-    }
-    count = kept;
-  }
-  __syncthreads();
-  return count;
-}
-
-template <typename TO, typename TI>
-__global__ void permute_kernel(TO* xs_MD, const TI* x_ND, const int32_t* pair_row_NK, int64_t M, int64_t D, int K) {
-  __shared__ int32_t rows_K[kMaxTopK];
-  const int64_t n = blockIdx.x;
-  const int rows = kept_rows_of_token(rows_K, pair_row_NK, n, K, M);
-  const TI* x = x_ND + n * D;
-  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-    const TO v = from_f32<TO>(to_f32(x[d]));
-    for (int r = 0; r < rows; ++r) xs_MD[rows_K[r] * D + d] = v;
-  }
-}
-
-// The same when both sides share a dtype and rows are 16-byte aligned: uint4 copies.
-__global__ void permute_copy16_kernel(uint4* xs_MV, const uint4* x_NV, const int32_t* pair_row_NK, int64_t M,
-                                      int64_t V, int K) {
-  __shared__ int32_t rows_K[kMaxTopK];
-  const int64_t n = blockIdx.x;
-  const int rows = kept_rows_of_token(rows_K, pair_row_NK, n, K, M);
-  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
-    const uint4 value = x_NV[n * V + v];
-    for (int r = 0; r < rows; ++r) xs_MV[rows_K[r] * V + v] = value;
-  }
-}
-
 // Loads the K rows of token n (pair_row) into shared memory, sorted ascending,
 // dropped pairs (-1) and rows outside [0, M) left out; returns how many.
 // Thread 0 sorts (K <= 32, insertion); contains __syncthreads.
@@ -205,6 +164,34 @@ __device__ int sorted_rows_of_token(int32_t* rows_K, const int32_t* pair_row_NK,
   }
   __syncthreads();
   return count;
+}
+
+// Block n copies token n's row to each of its kept rows, xs[pair_row[n,k]] =
+// x[n] (rows outside [0, M) skipped): no M from the host, and every row is
+// written by one block. The K destinations are read once into shared memory
+// (sorted, which the copy does not need but the backward does).
+template <typename TO, typename TI>
+__global__ void permute_kernel(TO* xs_MD, const TI* x_ND, const int32_t* pair_row_NK, int64_t M, int64_t D, int K) {
+  __shared__ int32_t rows_K[kMaxTopK];
+  const int64_t n = blockIdx.x;
+  const int rows = sorted_rows_of_token(rows_K, pair_row_NK, n, K, M);
+  const TI* x = x_ND + n * D;
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+    const TO v = from_f32<TO>(to_f32(x[d]));
+    for (int r = 0; r < rows; ++r) xs_MD[rows_K[r] * D + d] = v;
+  }
+}
+
+// The same when both sides share a dtype and rows are 16-byte aligned: uint4 copies.
+__global__ void permute_copy16_kernel(uint4* xs_MV, const uint4* x_NV, const int32_t* pair_row_NK, int64_t M,
+                                      int64_t V, int K) {
+  __shared__ int32_t rows_K[kMaxTopK];
+  const int64_t n = blockIdx.x;
+  const int rows = sorted_rows_of_token(rows_K, pair_row_NK, n, K, M);
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
+    const uint4 value = x_NV[n * V + v];
+    for (int r = 0; r < rows; ++r) xs_MV[rows_K[r] * V + v] = value;
+  }
 }
 
 // Block n: dx[n] += dxs[r] over the kept rows r of token n, ascending r (the
