@@ -2,11 +2,13 @@
 // of a config's model and micro-batch on random token ids, on the CPU or one GPU.
 //   bazel run //bench:step_bench -- configs/train/debug_moe.toml
 //   step_bench configs/train/bench_1b_moe.toml --device=cuda [--precision=bf16|fp32]
-//              [--steps=N] [--profile] [--key=value ...config overrides]
+//              [--steps=N] [--profile] [--eager] [--key=value ...config overrides]
 // Prints tokens/s, seconds per step, achieved TFLOP/s (FLOPs as --dry-run
 // counts them: active parameters and attention) and MFU against the GPU's
 // bf16 peak (989 TFLOP/s for H100/H200 SXM) or the CPU's measured sgemm rate;
-// with --profile, the time of each op per step (ops::OpTimer).
+// with --profile, the time of each op per step (ops::OpTimer). On the GPU the
+// micro-batch replays as a CUDA graph, as in training; --eager launches each
+// kernel instead (and --profile implies it: events cannot time inside a graph).
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,6 +38,7 @@ struct Args {
   std::string config, device = "cpu", precision = "bf16";
   int steps = 5;
   bool profile = false;
+  bool eager = false;
   std::vector<std::string> overrides;
 };
 
@@ -56,6 +59,8 @@ Args parse(int argc, char** argv) {
       a.steps = std::max(1, std::atoi(v.c_str()));
     } else if (arg == "--profile") {
       a.profile = true;
+    } else if (arg == "--eager") {
+      a.eager = true;
     } else if (arg.rfind("--", 0) == 0) {
       a.overrides.push_back(arg.substr(2));  // a config key=value
     } else {
@@ -92,6 +97,8 @@ int main(int argc, char** argv) {
   moe::ParamStore params(cfg.model, pool, moe::Layout{}, moe::MeshCoord{}, where.compute);
   params.init(cfg.model, 1);
   moe::Transformer model(cfg.model, t.batch_size, t.seq_len, t.ce_chunk_size, pool, params);
+  const bool graph = gpu && !args.eager && !args.profile;
+  if (graph) model.replay_micro_batches_as_graph();
   moe::Optimizer opt(cfg.optimizer, params, pool);
   const auto world = moe::single_process_world();
   std::mt19937 gen(1);
@@ -101,7 +108,8 @@ int main(int argc, char** argv) {
 
   double total = 0;
   std::vector<moe::ops::OpTime> profile;
-  for (int s = 0; s <= args.steps; ++s) {  // step 0 warms up (plans, scratch buffers)
+  const int warmup = graph ? 2 : 1;  // plans and scratch buffers; with a graph, its capture too
+  for (int s = 1 - warmup; s <= args.steps; ++s) {
     for (int64_t i = 0; i < n; ++i) {
       inputs[static_cast<size_t>(i)] = tok(gen);
       targets[static_cast<size_t>(i)] = tok(gen);
@@ -115,7 +123,7 @@ int main(int argc, char** argv) {
     model.forward_backward(1.0f);
     for (moe::MoELayer* layer : model.moe_layers()) layer->read_step_stats();
     const double norm = opt.grad_norm(*world);
-    opt.step(1e-4, moe::clip_scale(norm, 1.0), s + 1);
+    opt.step(1e-4, moe::clip_scale(norm, 1.0), s + warmup);
     float probe = 0;  // waits for the step's last kernel
     moe::download(&probe, params.all().front().shard.reshaped({params.all().front().shard.numel()}).rows(0, 1));
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -137,9 +145,10 @@ int main(int argc, char** argv) {
   const double tok_s = static_cast<double>(n) / per_step;
   const double achieved = report.flops_per_token * tok_s;
   const double peak = gpu ? moe::cuda_peak_bf16_flops(device_index) : moe::measure_cpu_peak_flops();
-  std::printf("config %s: %s, micro-batch %ld x %ld tokens, %s, %d steps\n", args.config.c_str(),
+  std::printf("config %s: %s, micro-batch %ld x %ld tokens, %s%s, %d steps\n", args.config.c_str(),
               gpu ? moe::cuda_device_description(device_index).c_str() : "CPU", static_cast<long>(t.batch_size),
-              static_cast<long>(t.seq_len), gpu ? moe::dtype_name(where.compute) : "fp32", args.steps);
+              static_cast<long>(t.seq_len), gpu ? moe::dtype_name(where.compute) : "fp32",
+              graph ? ", CUDA graph" : "", args.steps);
   std::printf("  %.4f s/step  %.0f tokens/s  %.2f TFLOP/s achieved  MFU %.1f%% (peak %.1f TFLOP/s%s)\n", per_step,
               tok_s, achieved / 1e12, peak > 0 ? 100.0 * achieved / peak : 0.0, peak / 1e12,
               gpu ? ", bf16 dense" : ", measured sgemm");

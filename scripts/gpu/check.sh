@@ -46,12 +46,17 @@ case "$phase" in
   train)
     run train_gpu_test "$logs/train.log" "$bin/train_gpu_test" ;;
   bench)
+    # Graph replay (as training runs) for the figures; --profile (eager) for the op breakdown.
     for p in bf16 fp32; do
       run "step_bench debug_moe $p" "$logs/bench.log" "$bin/step_bench" configs/train/debug_moe.toml --device=cuda \
-        --precision=$p --steps=20 --profile
+        --precision=$p --steps=20
     done
+    run "step_bench debug_moe bf16 profile" "$logs/bench.log" "$bin/step_bench" configs/train/debug_moe.toml \
+      --device=cuda --precision=bf16 --steps=10 --profile
     run "step_bench bench_1b_moe bf16" "$logs/bench.log" "$bin/step_bench" configs/train/bench_1b_moe.toml \
-      --device=cuda --precision=bf16 --steps=10 --profile ;;
+      --device=cuda --precision=bf16 --steps=10
+    run "step_bench bench_1b_moe bf16 profile" "$logs/bench.log" "$bin/step_bench" configs/train/bench_1b_moe.toml \
+      --device=cuda --precision=bf16 --steps=5 --profile ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;
 esac
 exit $status

@@ -98,6 +98,11 @@ void MoELayer::reset_step_stats() {
   zero(aux_step_3_);
 }
 
+void MoELayer::count_micro_batch() {
+  stats_.pairs += N_ * K_;
+  stats_.micro_batches += 1;
+}
+
 double MoELayer::last_aux_loss() const {
   float aux[3];
   download(aux, aux_3_);
@@ -150,8 +155,6 @@ void MoELayer::forward(const Tensor& out_ND, const Tensor& x_ND, bool training, 
   if (training) {
     ops::moe_count_experts(routed_counts_E_, kept_counts_E_, topk_idx_NK_, offsets_E1_);
     ops::add_inplace(aux_step_3_, aux_3_);
-    stats_.pairs += N_ * K_;
-    stats_.micro_batches += 1;
   }
 }
 

@@ -56,6 +56,9 @@ class MoELayer {
   // the trainer makes once per step, after the last micro-batch. It then sums
   // them over the data-parallel group before the two calls below read them.
   MoEStepStats& read_step_stats();
+  // The host's part of a training micro-batch's statistics (pairs, micro-batch
+  // count), outside forward so that a replayed forward counts too.
+  void count_micro_batch();
   const MoEStepStats& step_stats() const { return stats_; }  // as of the last read_step_stats()
   void reset_step_stats();
   // The weighted aux loss of the last forward, w_lb*LB + w_z*Z + w_seq*SEQ (a

@@ -1,6 +1,8 @@
 #include "src/model/transformer.h"
 
 #include <algorithm>
+#include <stdexcept>
+#include <string>
 
 #include "src/config/derived.h"
 #include "src/kernels/ops.h"
@@ -87,7 +89,35 @@ double Transformer::read_loss() {
   return sum / static_cast<double>(N_);
 }
 
+void Transformer::replay_micro_batches_as_graph() {
+  if (parallel_.fsdp || parallel_.tp->size() > 1 || parallel_.ep->size() > 1) {
+    throw std::logic_error("Transformer: a micro-batch with collectives inside (FSDP, tp, ep) is not captured as a graph");
+  }
+  graph_ = std::make_unique<StreamGraph>();
+}
+
 double Transformer::forward_backward(float loss_scale) {
+  if (!graph_) {
+    forward_and_backward(loss_scale);
+  } else if (!graph_->captured() && !graph_warm_) {
+    forward_and_backward(loss_scale);  // sizes the kernels' scratch and GEMM plans before capture
+    graph_warm_ = true;
+  } else {
+    if (!graph_->captured()) {
+      graph_->capture([&] { forward_and_backward(loss_scale); });
+      graph_scale_ = loss_scale;
+    }
+    if (loss_scale != graph_scale_) {
+      throw std::logic_error("Transformer: the captured micro-batch has loss scale " + std::to_string(graph_scale_) +
+                             ", asked for " + std::to_string(loss_scale));
+    }
+    graph_->replay();
+  }
+  for (MoELayer* layer : moe_layers()) layer->count_micro_batch();
+  return read_loss();
+}
+
+void Transformer::forward_and_backward(float loss_scale) {
   forward(true, loss_scale);
   zero(dresid_a_);
   ops::rmsnorm_backward(dresid_a_, final_norm_.grad, dfinal_, resid_.back(), final_norm_.value, final_rstd_);
@@ -101,7 +131,6 @@ double Transformer::forward_backward(float loss_scale) {
   }
   ops::embedding_backward(embed_.grad, dout, inputs_.reshaped({N_}));
   if (fsdp) fsdp->reduce_grads(Fsdp::kOuter);
-  return read_loss();
 }
 
 double Transformer::evaluate() {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <vector>
 
+#include "src/core/stream_graph.h"
 #include "src/model/block.h"
 #include "src/model/layer_common.h"
 
@@ -36,6 +37,13 @@ class Transformer {
   double forward_backward(float loss_scale);
   // Forward only (evaluation): no gradients, no MoE statistics. Returns the mean loss.
   double evaluate();
+  // From now on, forward_backward() runs its device work as one CUDA graph:
+  // the next call runs eagerly (warming the kernels' scratch and GEMM
+  // plans), the one after captures, and every later one replays, with the
+  // same loss_scale. Token ids are read from inputs()/targets() at replay.
+  // Only without collectives inside a micro-batch (no FSDP, tp = ep = 1),
+  // on device tensors.
+  void replay_micro_batches_as_graph();
   // The weighted MoE auxiliary losses of the last pass, summed over layers
   // (host syncs; for the tests' gradient checks).
   double last_aux_loss();
@@ -45,6 +53,7 @@ class Transformer {
 
  private:
   void forward(bool training, float loss_scale);
+  void forward_and_backward(float loss_scale);
   void head_and_loss(bool with_grad, float loss_scale);
   double read_loss();
 
@@ -59,6 +68,9 @@ class Transformer {
   std::vector<Tensor> resid_;  // resid_[l] is block l's input; resid_[L] the last block's output
   Tensor final_out_, final_rstd_, logits_, loss_n_;
   std::vector<float> loss_host_;  // loss_n_ read back
+  std::unique_ptr<StreamGraph> graph_;  // set by replay_micro_batches_as_graph()
+  bool graph_warm_ = false;
+  float graph_scale_ = 0;
   Tensor dfinal_, dresid_a_, dresid_b_;
 };
 

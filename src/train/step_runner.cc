@@ -55,6 +55,12 @@ StepRunner::StepRunner(const JobConfig& cfg, Mesh& mesh, std::optional<Placement
       inputs_host_(static_cast<size_t>(model_.tokens_per_micro_batch())),
       targets_host_(static_cast<size_t>(model_.tokens_per_micro_batch())) {
   params_.init(cfg.model, static_cast<uint64_t>(cfg.train.seed));
+  // On one GPU (no collective inside a micro-batch) each micro-batch's
+  // forward and backward replay as one CUDA graph: no launch per kernel.
+  const Layout& l = mesh.layout();
+  if (placement_.device == Device::kCuda && l.tp == 1 && l.ep == 1 && l.dp_shard == 1) {
+    model_.replay_micro_batches_as_graph();
+  }
 }
 
 void StepRunner::load_batch(const BatchSampler& sampler, int64_t step_index, int64_t micro, int64_t micros) {

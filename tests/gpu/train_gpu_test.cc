@@ -1,8 +1,10 @@
 // The whole model on a GPU against the CPU reference: configs/train/debug_moe.toml
 // (dense and MoE blocks, GQA, top-2 of 4 experts) trained 50 steps on the same
 // tokens by one StepRunner on the CPU (fp32), one on the GPU in fp32, and one
-// on the GPU in bf16 with fp32 masters. Also: a step allocates no device
-// memory once warm, and a checkpoint taken on the GPU resumes bit for bit.
+// on the GPU in bf16 with fp32 masters (on one GPU, StepRunner replays each
+// micro-batch as a CUDA graph). Also: a graph replay computes what the eager
+// pass does, bit for bit; a step allocates no device memory once warm; a
+// checkpoint taken on the GPU resumes bit for bit.
 //
 // Tolerances, per step's loss, relative to the CPU's:
 // - GPU fp32: 1e-3. The same math in another summation order (cuBLASLt,
@@ -29,6 +31,9 @@
 #include "src/data/token_dataset.h"
 #include "src/parallel/mesh.h"
 #include "src/train/checkpoint.h"
+#include "src/model/params.h"
+#include "src/model/transformer.h"
+#include "src/train/optimizer.h"
 #include "src/train/step_runner.h"
 #include "tests/data/test_files.h"
 
@@ -130,6 +135,37 @@ TEST_CASE("debug_moe on the GPU follows the CPU's loss curve over 50 steps, in f
   }
   CHECK(relative(mean(gpu16.loss, 40, 50), mean(cpu.loss, 40, 50)) < 1e-2);
   CHECK(cpu.loss.back() < cpu.loss.front() - 1.0);  // the comparison is of a run that learns
+}
+
+TEST_CASE("a micro-batch replayed as a CUDA graph computes what the eager pass does, bit for bit", "[gpu][train][graph]") {
+  REQUIRE(moe::cuda_device_count() > 0);
+  const Corpus corpus("train_gpu_graph");
+  const moe::JobConfig cfg = debug_moe(corpus.path, "cuda", "bf16");
+  const auto& t = cfg.train;
+  auto losses = [&](bool graph) {
+    moe::select_cuda_device(0);
+    moe::TensorPool pool(moe::Device::kCuda);
+    moe::ParamStore params(cfg.model, pool, moe::Layout{}, moe::MeshCoord{}, moe::DType::kBF16);
+    params.init(cfg.model, 7);
+    moe::Transformer model(cfg.model, t.batch_size, t.seq_len, t.ce_chunk_size, pool, params);
+    if (graph) model.replay_micro_batches_as_graph();
+    moe::Optimizer opt(cfg.optimizer, params, pool);
+    const auto world = moe::single_process_world();
+    std::vector<int32_t> in(static_cast<size_t>(model.tokens_per_micro_batch())), tg(in.size());
+    std::vector<double> out;
+    for (int64_t step = 1; step <= 6; ++step) {  // eager, capture, then replays
+      params.zero_grads();
+      corpus.sampler.fill(step - 1, 0, 1, 0, 1, in.data(), tg.data());
+      moe::upload(model.inputs(), in.data());
+      moe::upload(model.targets(), tg.data());
+      out.push_back(model.forward_backward(1.0f));
+      out.push_back(opt.grad_norm(*world));
+      opt.step(1e-3, 1.0, step);
+    }
+    return out;
+  };
+  const std::vector<double> eager = losses(false), graph = losses(true);
+  CHECK(graph == eager);
 }
 
 TEST_CASE("a warm GPU step allocates no device memory", "[gpu][train][memory]") {
