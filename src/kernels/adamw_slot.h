@@ -14,6 +14,10 @@ struct AdamWSlot {
   // Decoupled weight decay of this tensor: AdamW decays matrices only, so the
   // caller gives 0 for norms and other vectors.
   float weight_decay = 0.0f;
+  // Optional BF16 copy of param (same numel), WRITTEN with the updated values
+  // rounded to nearest even: the compute copy under mixed precision, refreshed
+  // in the same pass instead of a second read of the masters.
+  Tensor compute = {};
 };
 
 }  // namespace moe::ops

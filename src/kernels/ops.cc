@@ -320,19 +320,22 @@ void adamw_step_many(const std::vector<AdamWSlot>& slots, const AdamWShared& h, 
     const int64_t n = s.param.numel();
     const bool f32 = s.param.dtype == DType::kF32 && s.grad.dtype == DType::kF32 && s.m.dtype == DType::kF32 &&
                      s.v.dtype == DType::kF32;
-    const bool ok = f32 && s.grad.numel() == n && s.m.numel() == n && s.v.numel() == n &&
+    const bool copy_ok = s.compute.data == nullptr || (s.compute.dtype == DType::kBF16 && s.compute.numel() == n);
+    const bool ok = f32 && copy_ok && s.grad.numel() == n && s.m.numel() == n && s.v.numel() == n &&
                     (n == 0 || (s.param.data && s.grad.data && s.m.data && s.v.data));
     if (!ok) {
       auto text = [](const char* name, const Tensor& t) {
         return std::string(name) + " " + t.shape_string() + " " + dtype_name(t.dtype) + (t.data ? "" : " without data");
       };
       expect(false, op, "slot " + std::to_string(i) + ": " + text("param", s.param) + ", " + text("grad", s.grad) +
-                            ", " + text("m", s.m) + ", " + text("v", s.v) + "; wants f32 tensors of one size");
+                            ", " + text("m", s.m) + ", " + text("v", s.v) + ", " + text("compute", s.compute) +
+                            "; wants f32 tensors of one size (and an optional bf16 copy)");
     }
     where.add(s.param);
     where.add(s.grad);
     where.add(s.m);
     where.add(s.v);
+    where.add(s.compute);
   }
   const bool device = where.on_device(op);
   const OpTimer timer(op, device);
@@ -341,6 +344,7 @@ void adamw_step_many(const std::vector<AdamWSlot>& slots, const AdamWShared& h, 
   for (const AdamWSlot& s : slots) {
     cpu::adamw_step(s.param.f32(), s.grad.f32(), s.m.f32(), s.v.f32(), s.param.numel(), h.lr, h.beta1, h.beta2, h.eps,
                     s.weight_decay, step, grad_scale);
+    if (s.compute.data) cast(s.compute, s.param);
   }
 }
 

@@ -75,6 +75,7 @@ struct AdamWShared {
 };
 // adamw_step on every slot, each with its own weight decay. On the device: no
 // host sync and no allocation once the list has been seen (cuda_ops.h).
+// Each slot's optional bf16 `compute` copy is written from the updated param.
 void adamw_step_many(const std::vector<AdamWSlot>& slots, const AdamWShared& hyper, int64_t step, float grad_scale);
 
 // bias_E may be an empty Tensor.

@@ -11,7 +11,9 @@ Optimizer::Optimizer(const OptimizerConfig& cfg, ParamStore& params, TensorPool&
     m_.push_back(pool.alloc_shape(p.place.shard_shape()));
     v_.push_back(pool.alloc_shape(p.place.shard_shape()));
     const float weight_decay = p.weight_decay ? static_cast<float>(cfg_.weight_decay) : 0.0f;
-    slots_.push_back({p.shard, p.shard_grad, m_.back(), v_.back(), weight_decay});
+    // Under mixed precision AdamW also writes the bf16 compute copy of the shard.
+    const Tensor copy = p.shard_compute.data != p.shard.data ? p.shard_compute : Tensor{};
+    slots_.push_back({p.shard, p.shard_grad, m_.back(), v_.back(), weight_decay, copy});
     if (counted_here(p, params.coord())) counted_grads_.push_back(p.shard_grad);
   }
 }
@@ -29,8 +31,7 @@ double Optimizer::grad_norm(Communicator& world) const {
 void Optimizer::step(double lr, double clip_scale, int64_t step) {
   const ops::AdamWShared hyper{static_cast<float>(lr), static_cast<float>(cfg_.betas[0]),
                                static_cast<float>(cfg_.betas[1]), static_cast<float>(cfg_.eps)};
-  ops::adamw_step_many(slots_, hyper, step, static_cast<float>(clip_scale));
-  params_.refresh_compute_copies();
+  ops::adamw_step_many(slots_, hyper, step, static_cast<float>(clip_scale));  // compute copies included
 }
 
 double clip_scale(double norm, double max_norm) {

@@ -45,6 +45,7 @@
 #include <utility>
 #include <vector>
 
+#include "src/core/bf16.h"
 #include "src/core/cuda_device.h"
 #include "src/core/tensor.h"
 #include "src/kernels/cpu/cpu_ops.h"
@@ -511,6 +512,29 @@ TEST_CASE("adamw_step_many on the GPU follows the CPU over several steps, all te
   CHECK(same_bits(finals[0], finals[3]));  // param, run to run
   CHECK(same_bits(finals[1], finals[4]));  // m
   CHECK(same_bits(finals[2], finals[5]));  // v
+}
+
+TEST_CASE("adamw_step_many on the GPU writes the bf16 compute copies of the updated weights") {
+  require_gpu();
+  const ops::AdamWShared hyper{1e-3f, 0.9f, 0.95f, 1e-8f};
+  const std::vector<int64_t> sizes = list_sizes(40, 36);
+  const int64_t total = total_of(sizes);
+  DeviceTensor d_param = upload(random_vector(total, 37), {total}, DType::kF32);
+  DeviceTensor d_grad = upload(random_vector(total, 38), {total}, DType::kF32);
+  DeviceTensor d_m = device_tensor({total}, DType::kF32), d_v = device_tensor({total}, DType::kF32);
+  DeviceTensor d_copy = device_tensor({total}, DType::kBF16);
+  settle();
+  std::vector<ops::AdamWSlot> slots = slots_of(d_param.t, d_grad.t, d_m.t, d_v.t, sizes, sizes.size());
+  const std::vector<Tensor> copies = pieces_of(d_copy.t, sizes);
+  for (size_t i = 0; i < slots.size(); ++i) slots[i].compute = copies[i];
+  ops::adamw_step_many(slots, hyper, 1, 1.0f);
+  const Vec param = download(d_param.t);
+  std::vector<uint16_t> copy(static_cast<size_t>(total));
+  cuda::check(cudaStreamSynchronize(cuda::stream()), "test sync");
+  cuda::check(cudaMemcpy(copy.data(), d_copy.t.data, copy.size() * 2, cudaMemcpyDeviceToHost), "test download");
+  int64_t wrong = 0;
+  for (size_t i = 0; i < param.size(); ++i) wrong += copy[i] != moe::f32_to_bf16(param[i]);
+  CHECK(wrong == 0);
 }
 
 // ---- cross-entropy ------------------------------------------------------------------------

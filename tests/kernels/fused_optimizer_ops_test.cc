@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "src/core/bf16.h"
 #include "src/core/tensor.h"
 #include "src/kernels/ops.h"
 #include "tests/kernels/grad_check.h"
@@ -114,6 +115,23 @@ TEST_CASE("adamw_step_many on host tensors is adamw_step per tensor, bit for bit
   }
   // An empty list is a no-op.
   ops::adamw_step_many({}, shared, 4, 1.0f);
+}
+
+TEST_CASE("adamw_step_many writes each slot's bf16 compute copy from the updated weights") {
+  const ops::AdamWShared shared{1e-2f, 0.9f, 0.95f, 1e-8f};
+  Vec param = random_vector(777, 61), grad = random_vector(777, 62), m(777, 0.0f), v(777, 0.0f);
+  std::vector<uint16_t> copy(777, 0xFFFF);
+  ops::AdamWSlot slot{view_of(param.data(), {777}), view_of(grad.data(), {777}), view_of(m.data(), {777}),
+                      view_of(v.data(), {777}), 0.1f, view_of(copy.data(), {777}, DType::kBF16)};
+  ops::adamw_step_many({slot}, shared, 1, 1.0f);
+  int64_t wrong = 0;
+  for (size_t i = 0; i < param.size(); ++i) wrong += copy[i] != f32_to_bf16(param[i]);
+  CHECK(wrong == 0);
+  // A copy of another size or dtype is a caller's bug.
+  slot.compute = view_of(copy.data(), {776}, DType::kBF16);
+  CHECK_THROWS_WITH(ops::adamw_step_many({slot}, shared, 2, 1.0f), Catch::Contains("adamw_step_many"));
+  slot.compute = view_of(param.data(), {777});
+  CHECK_THROWS_WITH(ops::adamw_step_many({slot}, shared, 2, 1.0f), Catch::Contains("compute"));
 }
 
 TEST_CASE("the fused optimizer ops refuse mismatched lists, naming the op and the tensor") {

@@ -45,9 +45,10 @@ AdamWScalars scalars_of(float lr, float beta1, float beta2, float eps, int64_t s
   return s;
 }
 
-// Element i of one tensor: cpu::adamw_step's operations in its order, each rounded on its own.
-__device__ __forceinline__ void adamw_element(float* param, const float* grad, float* m, float* v, int64_t i,
-                                              const AdamWScalars& s, float decay) {
+// Element i of one tensor: cpu::adamw_step's operations in its order, each
+// rounded on its own; `compute` (may be null) gets the new value in bf16.
+__device__ __forceinline__ void adamw_element(float* param, const float* grad, float* m, float* v,
+                                              __nv_bfloat16* compute, int64_t i, const AdamWScalars& s, float decay) {
   const float g = __fmul_rn(grad[i], s.grad_scale);
   float p = __fmul_rn(param[i], decay);
   const float mi = __fadd_rn(__fmul_rn(s.beta1, m[i]), __fmul_rn(s.one_minus_beta1, g));
@@ -57,11 +58,12 @@ __device__ __forceinline__ void adamw_element(float* param, const float* grad, f
   m[i] = mi;
   v[i] = vi;
   param[i] = p;
+  if (compute) compute[i] = __float2bfloat16_rn(p);
 }
 
 __global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWScalars s,
                              float decay) {
-  for (int64_t i = global_index(); i < n; i += grid_stride()) adamw_element(param, grad, m, v, i, s, decay);
+  for (int64_t i = global_index(); i < n; i += grid_stride()) adamw_element(param, grad, m, v, nullptr, i, s, decay);
 }
 
 // adamw_step_many: one entry per non-empty slot (multi_tensor.cuh).
@@ -70,13 +72,14 @@ struct AdamWEntry {
   const float* grad;
   float* m;
   float* v;
+  __nv_bfloat16* compute;  // null: no bf16 copy
   int64_t n, first_chunk;
   float weight_decay;
 
   // NaN never compares equal: such a list is re-uploaded each call, still correct.
   bool operator==(const AdamWEntry& o) const {
-    return param == o.param && grad == o.grad && m == o.m && v == o.v && n == o.n && first_chunk == o.first_chunk &&
-           weight_decay == o.weight_decay;
+    return param == o.param && grad == o.grad && m == o.m && v == o.v && compute == o.compute && n == o.n &&
+           first_chunk == o.first_chunk && weight_decay == o.weight_decay;
   }
 };
 
@@ -90,7 +93,7 @@ __global__ void __launch_bounds__(kThreads)
     // wd, not the decay: lr moves every step and the table then stays as it is).
     const float decay = __fsub_rn(1.0f, __fmul_rn(lr, e.weight_decay));
     for (int64_t i = r.begin + threadIdx.x; i < r.end; i += blockDim.x) {
-      adamw_element(e.param, e.grad, e.m, e.v, i, s, decay);
+      adamw_element(e.param, e.grad, e.m, e.v, e.compute, i, s, decay);
     }
   }
 }
@@ -125,16 +128,21 @@ void adamw_step_many(const std::vector<ops::AdamWSlot>& slots, float lr, float b
     const ops::AdamWSlot& slot = slots[i];
     const int64_t n = slot.param.numel();
     using multi_tensor::f32_on_device;
+    const bool copy_ok = slot.compute.data == nullptr ||
+                         (slot.compute.dtype == DType::kBF16 && slot.compute.device == Device::kCuda &&
+                          slot.compute.numel() == n);
     const bool ok = f32_on_device(slot.param) && f32_on_device(slot.grad) && f32_on_device(slot.m) &&
-                    f32_on_device(slot.v) && slot.grad.numel() == n && slot.m.numel() == n && slot.v.numel() == n;
+                    f32_on_device(slot.v) && copy_ok && slot.grad.numel() == n && slot.m.numel() == n &&
+                    slot.v.numel() == n;
     if (!ok) {  // the message is built only on failure: this loop runs every step
       using multi_tensor::placed;
       throw std::logic_error(std::string(op) + ": slot " + std::to_string(i) + " (param " + placed(slot.param) +
                              ", grad " + placed(slot.grad) + ", m " + placed(slot.m) + ", v " + placed(slot.v) +
-                             "); wants f32 device tensors of one size");
+                             "); wants f32 device tensors of one size, and an optional bf16 device copy");
     }
     table.add({static_cast<float*>(slot.param.data), static_cast<const float*>(slot.grad.data),
-               static_cast<float*>(slot.m.data), static_cast<float*>(slot.v.data), n, 0, slot.weight_decay});
+               static_cast<float*>(slot.m.data), static_cast<float*>(slot.v.data),
+               static_cast<__nv_bfloat16*>(slot.compute.data), n, 0, slot.weight_decay});
   }
   if (table.count() == 0) return;
   const AdamWEntry* entries = table.upload(op);
