@@ -9,8 +9,8 @@
 //   (value and grad themselves without FSDP), fp32 always (master weights).
 // - shard_compute: the shard in the compute dtype, which layers read and FSDP
 //   gathers: the shard itself for fp32 compute, a bf16 copy under mixed
-//   precision (refreshed by refresh_compute_copies() whenever the masters
-//   change). Gradients stay fp32 (the GEMMs accumulate weight gradients in fp32).
+//   precision (written by the optimizer's AdamW pass, and refreshed by
+//   refresh_compute_copies() whenever anything else writes the masters). Gradients stay fp32 (the GEMMs accumulate weight gradients in fp32).
 // The store lives on the pool's device.
 // Initialisation is the same whatever the layout:
 // - normal(0, init_std) for linears, routers, experts and the embedding;
@@ -56,8 +56,8 @@ class ParamStore {
 
   // Draws the initial masters (and refreshes the compute copies).
   void init(const ModelConfig& m, uint64_t seed);
-  // Compute copies = masters, after anything writes the masters (optimizer
-  // step, checkpoint load, import). A no-op for fp32 compute.
+  // Compute copies = masters, after anything but the optimizer writes the
+  // masters (initialisation, checkpoint load, import). A no-op for fp32 compute.
   void refresh_compute_copies();
   // Zeroes the shard gradients (and the local ones without FSDP).
   void zero_grads();
