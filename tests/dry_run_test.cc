@@ -100,11 +100,11 @@ dp_shard = 2
   CHECK(r.optimizer_bytes == 8 * 75424);
   // FSDP gathers one block at a time (the largest: 128+6144+256+24576+12288 =
   // 43392 elements) and the outer unit (embedding + final norm: 64064), weights
-  // and fp32 gradients, plus one shard (the largest: the embedding's 32000)
-  // for the reduce-scatter.
+  // and fp32 gradients, plus the shards of the largest unit (the outer one:
+  // embedding 32000 + final norm 32) for its batched reduce-scatter.
   CHECK(r.compute_dtype == "fp32");
   CHECK(r.compute_copy_bytes == 0);
-  CHECK(r.fsdp_buffer_bytes == 4 * (43392 + 64064) + 4 * (43392 + 64064) + 4 * 32000);
+  CHECK(r.fsdp_buffer_bytes == 4 * (43392 + 64064) + 4 * (43392 + 64064) + 4 * 32032);
   CHECK(r.total_bytes == 16 * 75424 + r.fsdp_buffer_bytes + r.activation_bytes);
 }
 

@@ -4,7 +4,7 @@
 // the unit runs, gather() all-gathers the full local tensors into a buffer
 // and points the params' value (and grad) views at it; after its backward,
 // reduce_grads() reduce-scatters the gradients and adds this rank's rows to
-// shard_grad. All blocks share one buffer (a block's weights exist only while
+// shard_grad. A unit's collectives go out as one batch (one NCCL launch). All blocks share one buffer (a block's weights exist only while
 // it runs); the outer unit has its own, because the embedding and the LM head
 // are used at both ends of a micro-batch.
 #pragma once
@@ -37,13 +37,15 @@ class Fsdp {
     std::vector<Param*> params;
     std::vector<int64_t> offsets;  // element offset of each param's gathered tensor in the buffer
     int64_t numel = 0;
+    std::vector<int64_t> shard_offsets;  // element offset of each param's shard in scratch_
+    int64_t shard_numel = 0;
   };
   Unit& unit(int64_t index);
 
   Communicator& comm_;
   std::vector<Unit> units_;  // [0] the outer unit, [1 + l] block l
   Tensor outer_values_, outer_grads_, block_values_, block_grads_;
-  Tensor scratch_;  // one shard, for the reduce-scatter result
+  Tensor scratch_;  // the shards of the largest unit: its reduce-scatter results, one batch
 };
 
 }  // namespace moe

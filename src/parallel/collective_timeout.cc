@@ -82,6 +82,11 @@ class TimedCommunicator final : public Communicator {
     Timed timed(*this, "barrier");
     inner_->barrier();
   }
+  void begin_batch() override { inner_->begin_batch(); }
+  void end_batch() override {
+    Timed timed(*this, "batch");  // a batched collective may block here
+    inner_->end_batch();
+  }
   std::unique_ptr<Communicator> split(int color, int key) override {
     std::unique_ptr<Communicator> sub;
     {

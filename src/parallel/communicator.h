@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <vector>
 
@@ -45,6 +46,40 @@ class Communicator {
 
   // A sub-group of the ranks that pass the same color, ordered by key.
   virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
+
+  // The collectives called between begin_batch() and end_batch() may be
+  // issued together (NCCL: one group, launched as one). So their buffers must
+  // not overlap, and nothing may read a result before end_batch(). Backends
+  // that cannot batch run each call as it comes. Use CollectiveBatch.
+  virtual void begin_batch() {}
+  virtual void end_batch() {}
+};
+
+// begin_batch() for its lifetime: the per-parameter collectives of an FSDP
+// unit or of a gradient reduction go out as one NCCL launch.
+class CollectiveBatch {
+ public:
+  explicit CollectiveBatch(Communicator& group) : group_(group), unwinding_(std::uncaught_exceptions()) {
+    group_.begin_batch();
+  }
+  // Ends the batch; an error ending it is thrown, unless an exception is
+  // already unwinding the stack through the batch (that one wins).
+  ~CollectiveBatch() noexcept(false) {
+    if (std::uncaught_exceptions() > unwinding_) {
+      try {
+        group_.end_batch();
+      } catch (...) {
+      }
+      return;
+    }
+    group_.end_batch();
+  }
+  CollectiveBatch(const CollectiveBatch&) = delete;
+  CollectiveBatch& operator=(const CollectiveBatch&) = delete;
+
+ private:
+  Communicator& group_;
+  int unwinding_;
 };
 
 // One value over the group: unchanged in a group of one rank, else reduced as

@@ -31,6 +31,9 @@ class HostDeviceCommunicator final : public Communicator {
   // Both transports: a device barrier also waits for the device's collectives.
   void barrier() override;
   std::unique_ptr<Communicator> split(int color, int key) override;
+  // Batches the device transport (host collectives run as they come).
+  void begin_batch() override { device_->begin_batch(); }
+  void end_batch() override { device_->end_batch(); }
 
  private:
   Communicator& side(const char* op, const Tensor& a, const Tensor& b = Tensor{});

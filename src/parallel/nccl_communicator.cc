@@ -152,6 +152,10 @@ void NcclCommunicator::check(ncclResult_t status, const char* call, const char* 
   fail_nccl(status, comm_, describe(call, op, count, t));
 }
 
+void NcclCommunicator::begin_batch() { check(ncclGroupStart(), "ncclGroupStart", "batch", 0, DType::kF32); }
+
+void NcclCommunicator::end_batch() { check(ncclGroupEnd(), "ncclGroupEnd", "batch", 0, DType::kF32); }
+
 void NcclCommunicator::all_reduce(const Tensor& t, ReduceOp op) {
   require_device(t, "all_reduce");
   check(ncclAllReduce(t.data, t.data, count_of(t.numel()), nccl_type(t.dtype), nccl_op(op, t.dtype, "all_reduce"),

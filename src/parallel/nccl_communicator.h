@@ -61,6 +61,9 @@ class NcclCommunicator final : public Communicator {
   // A one-element all-reduce, then waits for stream() and reports any
   // asynchronous NCCL error (a peer that failed).
   void barrier() override;
+  // ncclGroupStart / ncclGroupEnd (nestable).
+  void begin_batch() override;
+  void end_batch() override;
 
   // Splits the host group and bootstraps NCCL on each part (collective over
   // this group). split() returns the same as a Communicator.

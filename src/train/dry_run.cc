@@ -91,7 +91,8 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
   r.layout = layout;
 
   std::map<int64_t, int64_t> unsharded_per_block;  // tp/ep-local elements gathered at once by FSDP
-  int64_t skipped_expert_params = 0, largest_shard = 0;
+  int64_t skipped_expert_params = 0;
+  std::map<int64_t, int64_t> shards_per_block;  // this rank's shard elements per FSDP unit
   for (const ParamSpec& p : model_param_specs(m)) {
     const int64_t n = p.numel();
     r.total_params += n;
@@ -114,7 +115,7 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
     const ParamPlacement place = place_parameter(p.shape, p.tp_dim, p.expert_parallel, layout, MeshCoord{});
     unsharded_per_block[p.block] += place.gathered_numel();
     r.params_per_rank += place.shards > 1 ? place.shard_numel : place.local_numel();
-    largest_shard = std::max(largest_shard, place.shards > 1 ? place.shard_numel : place.local_numel());
+    shards_per_block[p.block] += place.shards > 1 ? place.shard_numel : place.local_numel();
   }
   // A tied embedding also serves as the LM head matmul.
   if (m.tie_embeddings) r.matmul_params_per_token += m.vocab_size * m.dim;
@@ -139,13 +140,15 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
   if (layout.dp_shard > 1) {
     // One buffer for every block (the largest) and one for the outer unit
     // (embedding, final norm, LM head: kept for the whole micro-batch),
-    // weights and gradients, plus one shard for the reduce-scatter result.
-    int64_t largest_block = 0;
+    // weights and gradients, plus the shards of the largest unit for its
+    // batched reduce-scatter.
+    int64_t largest_block = 0, largest_unit_shards = 0;
     for (const auto& [block, n] : unsharded_per_block) {
       if (block >= 0) largest_block = std::max(largest_block, n);
     }
+    for (const auto& [block, n] : shards_per_block) largest_unit_shards = std::max(largest_unit_shards, n);
     const int64_t gathered = std::max<int64_t>(largest_block, 1) + std::max<int64_t>(unsharded_per_block[-1], 1);
-    r.fsdp_buffer_bytes = (c + 4) * gathered + 4 * std::max<int64_t>(largest_shard, 1);
+    r.fsdp_buffer_bytes = (c + 4) * gathered + 4 * std::max<int64_t>(largest_unit_shards, 1);
   }
   r.activation_bytes = activation_bytes(cfg, layout, c);
   r.total_bytes = r.master_weight_bytes + r.compute_copy_bytes + r.gradient_bytes + r.optimizer_bytes +

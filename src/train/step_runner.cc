@@ -132,12 +132,17 @@ void StepRunner::reduce_gradients() {
   // an expert's across dp_replicate, a non-expert parameter's across
   // dp_replicate x ep. (Expert gradients already hold every EP rank's tokens,
   // through the all-to-all, so they too are divided by D.)
-  const float inv_d = 1.0f / static_cast<float>(D);
-  for (Param& p : params_.all()) {
-    Communicator& replicas = p.spec.expert_parallel ? mesh_.dp_replicate() : mesh_.non_expert_replicas();
-    if (replicas.size() > 1) replicas.all_reduce(p.shard_grad, ReduceOp::kSum);
-    ops::scale_inplace(p.shard_grad, inv_d);
+  // Each group's all-reduces go out as one batch (one NCCL launch).
+  for (bool experts : {true, false}) {
+    Communicator& replicas = experts ? mesh_.dp_replicate() : mesh_.non_expert_replicas();
+    if (replicas.size() == 1) continue;
+    CollectiveBatch batch(replicas);
+    for (Param& p : params_.all()) {
+      if (p.spec.expert_parallel == experts) replicas.all_reduce(p.shard_grad, ReduceOp::kSum);
+    }
   }
+  const float inv_d = 1.0f / static_cast<float>(D);
+  for (Param& p : params_.all()) ops::scale_inplace(p.shard_grad, inv_d);
 }
 
 void StepRunner::reduce_moe_stats(const std::vector<MoEStepStats*>& stats) {

@@ -30,6 +30,8 @@ struct Recorder final : moe::Communicator {
     log->push_back(name + " all_to_all_v");
   }
   void barrier() override { log->push_back(name + " barrier"); }
+  void begin_batch() override { log->push_back(name + " begin_batch"); }
+  void end_batch() override { log->push_back(name + " end_batch"); }
   std::unique_ptr<moe::Communicator> split(int color, int) override {
     log->push_back(name + " split " + std::to_string(color));
     return std::make_unique<Recorder>(name + "'", log, 0, 2);
@@ -68,6 +70,18 @@ TEST_CASE("split splits both transports; barrier waits on both") {
   CHECK(part->size() == 2);
   part->barrier();
   CHECK(log == std::vector<std::string>{"mpi split 3", "nccl split 3", "nccl' barrier", "mpi' barrier"});
+}
+
+TEST_CASE("a batch groups the device transport's collectives; host ones run as they come") {
+  std::vector<std::string> log;
+  moe::HostDeviceCommunicator group(std::make_unique<Recorder>("mpi", &log), std::make_unique<Recorder>("nccl", &log));
+  float a[2];
+  {
+    moe::CollectiveBatch batch(group);
+    group.all_reduce(tensor_on(moe::Device::kCuda, a), moe::ReduceOp::kSum);
+    group.all_reduce(tensor_on(moe::Device::kCpu, a), moe::ReduceOp::kSum);
+  }
+  CHECK(log == std::vector<std::string>{"nccl begin_batch", "nccl all_reduce", "mpi all_reduce", "nccl end_batch"});
 }
 
 TEST_CASE("the two transports must hold the same ranks") {

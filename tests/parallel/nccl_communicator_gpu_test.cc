@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <numeric>
 #include <stdexcept>
+#include <memory>
 #include <vector>
 
 #include "src/core/bf16.h"
@@ -103,6 +104,36 @@ TEST_CASE("the NCCL group has the host group's ranks and a stream") {
   CHECK(world->rank() == host_world->rank());
   CHECK(world->size() == host_world->size());
   CHECK(world->stream() != nullptr);
+}
+
+TEST_CASE("a batch of collectives (one NCCL group) gives what each gives alone") {
+  const int r = world->rank(), n = world->size();
+  const cudaStream_t s = world->stream();
+  // Three all-gathers and two reduce-scatters of different sizes, batched.
+  std::vector<std::unique_ptr<DeviceTensor>> ins, outs, grads, pieces;
+  for (int64_t k : {1, 5, 1000}) {
+    ins.push_back(std::make_unique<DeviceTensor>(std::initializer_list<int64_t>{k}, moe::DType::kF32));
+    outs.push_back(std::make_unique<DeviceTensor>(std::initializer_list<int64_t>{k * n}, moe::DType::kF32));
+    ins.back()->upload(std::vector<float>(static_cast<size_t>(k), static_cast<float>(r + 1)), s);
+  }
+  for (int64_t k : {3, 700}) {
+    grads.push_back(std::make_unique<DeviceTensor>(std::initializer_list<int64_t>{k * n}, moe::DType::kF32));
+    pieces.push_back(std::make_unique<DeviceTensor>(std::initializer_list<int64_t>{k}, moe::DType::kF32));
+    grads.back()->upload(std::vector<float>(static_cast<size_t>(k * n), 1.0f), s);
+  }
+  {
+    moe::CollectiveBatch batch(*world);
+    for (size_t i = 0; i < ins.size(); ++i) world->all_gather(outs[i]->t(), ins[i]->t());
+    for (size_t i = 0; i < grads.size(); ++i) world->reduce_scatter(pieces[i]->t(), grads[i]->t(), moe::ReduceOp::kSum);
+  }
+  for (size_t i = 0; i < outs.size(); ++i) {
+    const std::vector<float> got = outs[i]->download<float>(s);
+    const size_t k = got.size() / static_cast<size_t>(n);
+    for (size_t j = 0; j < got.size(); ++j) CHECK(got[j] == static_cast<float>(j / k + 1));
+  }
+  for (const auto& piece : pieces) {
+    for (float x : piece->download<float>(s)) CHECK(x == static_cast<float>(n));
+  }
 }
 
 TEST_CASE("all_reduce: sum, avg, max in fp32, bf16 and i32") {
