@@ -10,11 +10,6 @@
 
 namespace moe {
 
-ModelParallel ModelParallel::single_process() {
-  static const std::unique_ptr<Communicator> tp = single_process_world(), ep = single_process_world();
-  return ModelParallel{tp.get(), ep.get(), nullptr};
-}
-
 Transformer::Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_chunk_rows, TensorPool& pool,
                          ParamStore& params, const ModelParallel& parallel)
     : model_(m),
