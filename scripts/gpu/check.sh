@@ -7,9 +7,10 @@
 #   scripts/gpu/check.sh sanitize   # compute-sanitizer memcheck + racecheck on the op tests
 #   scripts/gpu/check.sh train      # debug_moe 50 steps GPU vs CPU, memory, resume
 #   scripts/gpu/check.sh bench      # step_bench: debug_moe and bench_1b_moe, with the op profile
+#   scripts/gpu/check.sh quick      # ops, train and bench in one call (a few minutes; sanitize apart)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-phase="${1:?usage: check.sh ops|sanitize|train|bench}"
+phase="${1:?usage: check.sh ops|sanitize|train|bench|quick}"
 logs="${OUT:-gpu_logs}"
 mkdir -p "$logs"
 [[ -d .gpu_bundle ]] || xz -dc .gpu_bundle.tar.xz | tar -xf -
@@ -33,6 +34,12 @@ run() {  # name, log file, command...
   echo "$name: exit $rc in $((SECONDS - t0)) s" | tee -a "$logs/summary.txt"
   [[ $rc -eq 0 ]] || status=1
 }
+if [[ "$phase" == quick ]]; then
+  status=0
+  for p in ops train bench; do "$0" "$p" || status=1; done
+  exit $status
+fi
+
 case "$phase" in
   ops)
     for t in "${op_tests[@]}"; do run "$t" "$logs/ops.log" "$bin/$t"; done ;;
