@@ -20,23 +20,18 @@
 #include "src/train/checkpoint.h"
 #include "src/train/step_runner.h"
 #include "tests/data/test_files.h"
+#include "tests/parallel/layouts.h"
 #include "tests/parallel/mpi_test_main.h"
 
 using moe::test::test_world;
 
 namespace fs = std::filesystem;
 
+using moe::test::layout_of;
+
 namespace {
 
 std::string data_dir, ckpt_dir;
-
-moe::Layout layout(int64_t dp_shard, int64_t ep, int64_t tp) {
-  moe::Layout l;
-  l.dp_shard = dp_shard;
-  l.ep = ep;
-  l.tp = tp;
-  return l;
-}
 
 moe::JobConfig config(const moe::Layout& l, int64_t accum) {
   moe::JobConfig cfg = moe::load_config_text(
@@ -98,7 +93,7 @@ void write_dataset() {
 TEST_CASE("save under dp_shard = 4; resume under dp_shard = 4, tp = 2 x ep = 2 and one process") {
   REQUIRE(test_world().size() == 4);
   write_dataset();
-  const moe::Layout fsdp4 = layout(4, 1, 1);
+  const moe::Layout fsdp4 = layout_of(1, 4, 1, 1);
   const moe::JobConfig cfg = config(fsdp4, 2);  // D = 4
   moe::Mesh mesh(fsdp4, moe::mpi_world());
   const Trained whole = run(cfg, mesh, 1, 10, "", 5);
@@ -110,7 +105,7 @@ TEST_CASE("save under dp_shard = 4; resume under dp_shard = 4, tp = 2 x ep = 2 a
     for (int64_t s = 6; s <= 10; ++s) CHECK(resumed.loss[s] == whole.loss[s]);
   }
   SECTION("tp = 2 x ep = 2 (D = 2, so twice the accumulation)") {
-    const moe::Layout l = layout(1, 2, 2);
+    const moe::Layout l = layout_of(1, 1, 2, 2);
     moe::Mesh other(l, moe::mpi_world());
     const Trained resumed = run(config(l, 4), other, 6, 10, step5, -1);
     for (int64_t s = 6; s <= 10; ++s) CHECK(std::abs(resumed.loss[s] - whole.loss[s]) <= 1e-5 * whole.loss[s]);
@@ -127,7 +122,7 @@ TEST_CASE("every expert survives a save under one layout and a load under anothe
   // Save untrained weights under ep = 2 x dp_shard = 2, load under ep = 4 and
   // under one process; each expert's w1/w2/w3 must equal the freshly
   // initialised (layout-independent) values of that expert.
-  const moe::Layout from = layout(2, 2, 1);
+  const moe::Layout from = layout_of(1, 2, 2, 1);
   moe::Mesh mesh(from, moe::mpi_world());
   {
     moe::StepRunner runner(config(from, 1), mesh);
@@ -135,7 +130,7 @@ TEST_CASE("every expert survives a save under one layout and a load under anothe
   }
   moe::Mesh one(moe::Layout{}, moe::single_process_world());
   moe::StepRunner reference(config(moe::Layout{}, 1), one);  // initialised, not loaded
-  for (const moe::Layout& to : {layout(1, 4, 1), moe::Layout{}}) {
+  for (const moe::Layout& to : {layout_of(1, 1, 4, 1), moe::Layout{}}) {
     const bool single = to.world() == 1;
     moe::Mesh target(to, single ? moe::single_process_world() : moe::mpi_world());
     moe::StepRunner loaded(config(to, 1), target);

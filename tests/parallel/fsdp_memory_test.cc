@@ -10,6 +10,7 @@
 #include "src/config/validate.h"
 #include "src/model/params.h"
 #include "src/train/optimizer.h"
+#include "tests/parallel/layouts.h"
 
 namespace {
 
@@ -25,13 +26,6 @@ moe::JobConfig config() {
   return cfg;
 }
 
-moe::Layout layout(int64_t dp_shard, int64_t ep) {
-  moe::Layout l;
-  l.dp_shard = dp_shard;
-  l.ep = ep;
-  return l;
-}
-
 }  // namespace
 
 TEST_CASE("dp_shard = 4: each rank holds a quarter of parameters, gradients and AdamW states") {
@@ -40,7 +34,7 @@ TEST_CASE("dp_shard = 4: each rank holds a quarter of parameters, gradients and 
   const moe::ParamStore whole(cfg.model, whole_pool);
   const int64_t total = whole.numel(), n_params = static_cast<int64_t>(whole.all().size());
 
-  const moe::Layout l = layout(4, 1);
+  const moe::Layout l = moe::test::layout_of(1, 4, 1, 1);
   std::vector<int64_t> covered(whole.all().size(), 0);
   for (int64_t r = 0; r < 4; ++r) {
     moe::MeshCoord c;
@@ -82,7 +76,7 @@ TEST_CASE("ep = 2 x dp_shard = 2: experts are cut by ep, then every parameter by
   c.ep = 1;
   c.dp_shard = 1;
   moe::TensorPool pool;
-  const moe::ParamStore mine(cfg.model, pool, layout(2, 2), c);
+  const moe::ParamStore mine(cfg.model, pool, moe::test::layout_of(1, 2, 2, 1), c);
   int64_t held = 0;
   for (const moe::Param& p : mine.all()) {
     held += p.place.shard_valid;

@@ -19,6 +19,7 @@
 #include "src/train/import_hf.h"
 #include "src/train/step_runner.h"
 #include "tests/data/test_files.h"
+#include "tests/parallel/layouts.h"
 #include "tests/parallel/mpi_test_main.h"
 
 using moe::test::test_world;
@@ -28,14 +29,6 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string data_dir;
-
-moe::Layout layout(int64_t dp_shard, int64_t ep, int64_t tp) {
-  moe::Layout l;
-  l.dp_shard = dp_shard;
-  l.ep = ep;
-  l.tp = tp;
-  return l;
-}
 
 // `accum` keeps the global batch the same: accum x the layout's data-parallel degree = 4.
 moe::JobConfig config(const moe::Layout& l, int64_t accum, const std::string& init_std) {
@@ -91,7 +84,7 @@ TEST_CASE("import under tp = 2 x ep = 2 and dp_shard = 4 trains as one process f
   const std::vector<double> want = run(one_cfg, one, "");
   CHECK(run(config(moe::Layout{}, 4, "0.5"), one, "")[1] != want[1]);  // init_std matters without the import
 
-  for (const auto& [l, accum] : {std::make_pair(layout(1, 2, 2), int64_t{2}), std::make_pair(layout(4, 1, 1), int64_t{1})}) {
+  for (const auto& [l, accum] : {std::make_pair(moe::test::layout_of(1, 1, 2, 2), int64_t{2}), std::make_pair(moe::test::layout_of(1, 4, 1, 1), int64_t{1})}) {
     INFO("dp_shard = " << l.dp_shard << ", ep = " << l.ep << ", tp = " << l.tp);
     moe::Mesh mesh(l, moe::mpi_world());
     const std::vector<double> got = run(config(l, accum, "0.5"), mesh, hf);

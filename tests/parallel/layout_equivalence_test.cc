@@ -26,6 +26,7 @@
 #include "src/train/dry_run.h"
 #include "src/train/step_runner.h"
 #include "tests/data/test_files.h"
+#include "tests/parallel/layouts.h"
 #include "tests/parallel/mpi_test_main.h"
 
 using moe::test::test_world;
@@ -41,14 +42,7 @@ struct Case {
 };
 
 std::vector<Case> layouts_for(int ranks) {
-  auto L = [](int64_t dpr, int64_t dps, int64_t ep, int64_t tp) {
-    moe::Layout l;
-    l.dp_replicate = dpr;
-    l.dp_shard = dps;
-    l.ep = ep;
-    l.tp = tp;
-    return l;
-  };
+  const auto L = moe::test::layout_of;  // dp_replicate, dp_shard, ep, tp
   if (ranks == 2) return {{"dp_shard=2", L(1, 2, 1, 1)}, {"dp_replicate=2", L(2, 1, 1, 1)},
                           {"tp=2", L(1, 1, 1, 2)},       {"ep=2", L(1, 1, 2, 1)}};
   if (ranks == 4) return {{"ep=4", L(1, 1, 4, 1)},              {"tp=2 x ep=2", L(1, 1, 2, 2)},
