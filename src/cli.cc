@@ -1,5 +1,6 @@
 #include "src/cli.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -170,7 +171,22 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
       const Layout layout = resolve_layout(cfg.distributed, world);
       if (world) cfg.distributed.dp_shard = layout.dp_shard;
       if (cl.print_config) out << config_to_json(cfg).dump(2) << "\n";
-      if (cl.dry_run) out << format_dry_run(estimate_dry_run(cfg, layout), cfg, cl.config_path);
+      if (cl.dry_run) {
+        const DryRunReport report = estimate_dry_run(cfg, layout);
+        out << format_dry_run(report, cfg, cl.config_path);
+        // On a GPU node, whether the plan fits this node's GPUs (the caching
+        // allocator rounds blocks up, and CUDA and NCCL take some for themselves).
+        if (cuda_device_count() > 0) {
+          const double gib = 1024.0 * 1024 * 1024, have = cuda_device_memory_bytes(0) / gib;
+          const double need = static_cast<double>(report.total_bytes) / gib;
+          out << fmt::format("  this node's GPU 0 ({}): {}\n", cuda_device_description(0),
+                             need <= 0.9 * have ? fmt::format("fits, {:.1f} GiB to spare", have - need)
+                                                : fmt::format("does not fit ({:.1f} GiB planned, {:.1f} GiB there, "
+                                                              "keeping 10% for CUDA and NCCL); lower "
+                                                              "train.batch_size or shard more (dp_shard, ep, tp)",
+                                                              need, have));
+        }
+      }
       return 0;
     }
 
@@ -202,7 +218,8 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     const Layout layout = resolve_layout(cfg.distributed, env.world_size);
     require_built_features(cfg, layout);
     if (cuda_device_count() > 0) {
-      spdlog::warn("GPU found ({}), but the CUDA backend is not built yet: training on CPU",
+      spdlog::warn("GPU found ({}), but the CUDA backend is not yet verified on a GPU (docs/gpu.md): training on "
+                   "CPU",
                    cuda_device_description(0));
     }
     if (cfg.train.mixed_precision == "bf16") {

@@ -29,6 +29,12 @@ std::string cuda_device_description(int device) {
                 static_cast<double>(p.totalGlobalMem) / (1024.0 * 1024 * 1024), p.major, p.minor);
   return buf;
 }
+int64_t cuda_device_memory_bytes(int device) {
+  cudaDeviceProp p{};
+  if (cudaGetDeviceProperties(&p, device) != cudaSuccess) return 0;
+  return static_cast<int64_t>(p.totalGlobalMem);
+}
+
 int select_cuda_device(int64_t local_rank) {
   const int n = cuda_device_count();
   if (n == 0) throw std::runtime_error("train.device = \"cuda\", but no GPU is visible to this process");
@@ -49,6 +55,7 @@ double cuda_peak_bf16_flops(int device) {
 #else
 int cuda_device_count() { return 0; }
 std::string cuda_device_description(int) { return ""; }
+int64_t cuda_device_memory_bytes(int) { return 0; }
 int select_cuda_device(int64_t) { throw std::runtime_error("train.device = \"cuda\", but this build has no CUDA"); }
 double cuda_peak_bf16_flops(int) { return 0; }
 #endif

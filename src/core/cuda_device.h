@@ -10,6 +10,8 @@ namespace moe {
 int cuda_device_count();
 // "NVIDIA H100 80GB HBM3, 79.1 GiB, sm_90" for device i (empty without one).
 std::string cuda_device_description(int device);
+// Total memory of device i in bytes (0 without one).
+int64_t cuda_device_memory_bytes(int device);
 // Makes GPU (local_rank mod the GPUs visible) this process's device, before
 // any allocation or stream: one GPU per rank on a node. Returns its index;
 // throws std::runtime_error when there is no GPU.
