@@ -6,13 +6,19 @@
 // pass does, bit for bit; a step allocates no device memory once warm; a
 // checkpoint taken on the GPU resumes bit for bit.
 //
-// Tolerances, per step's loss, relative to the CPU's:
-// - GPU fp32: 1e-3. The same math in another summation order (cuBLASLt,
-//   tiled attention); differences start at ~1e-7 and grow as training
-//   amplifies them, and a near-tied routing decision may flip late in the run.
-// - GPU bf16: 3e-2 per step, and 1e-2 for the mean of steps 41-50. bf16 keeps
-//   8 bits of mantissa in activations and weight copies (relative error ~4e-3
-//   per rounding); the loss of a 4-layer model moves by about 1% from that.
+// Tolerances on the loss, relative to the CPU's. Training amplifies any
+// round-off: while the loss falls fastest (steps ~10-15, lr at its peak, a
+// spike at step 13 on this data) a difference of 1e-5 grows ~1000-fold in a
+// few steps, then shrinks again. So the first steps are held tightly, every
+// step loosely, and the curve by 10-step means. Measured on the CPU with the
+// bf16 host path (ops.h) against fp32, same data (dev/scratch was used, not
+// kept): steps 1-5 within 5e-5, the worst single step 7.9e-2 (step 13), 10-
+// step means within 4.6e-3, steps 41-50 within 1.9e-3.
+//                      steps 1-5   any step   10-step means   steps 41-50
+// - GPU fp32:          1e-4        2e-2       5e-3            5e-3
+//   (the same math in another summation order: cuBLASLt, tiled attention)
+// - GPU bf16:          2e-3        0.15       2e-2            1e-2
+//   (bf16 activations and weight copies, P and dS rounded in attention)
 // The losses are printed, so that a GPU session can record them.
 #include <catch2/catch.hpp>
 
@@ -130,8 +136,13 @@ TEST_CASE("debug_moe on the GPU follows the CPU's loss curve over 50 steps, in f
     const size_t i = static_cast<size_t>(s);
     INFO("step " << s + 1 << ": cpu " << cpu.loss[i] << ", gpu fp32 " << gpu32.loss[i] << ", gpu bf16 "
                  << gpu16.loss[i]);
-    CHECK(relative(gpu32.loss[i], cpu.loss[i]) < 1e-3);
-    CHECK(relative(gpu16.loss[i], cpu.loss[i]) < 3e-2);
+    CHECK(relative(gpu32.loss[i], cpu.loss[i]) < (s < 5 ? 1e-4 : 2e-2));
+    CHECK(relative(gpu16.loss[i], cpu.loss[i]) < (s < 5 ? 2e-3 : 0.15));
+  }
+  for (size_t w = 0; w < static_cast<size_t>(kSteps); w += 10) {
+    INFO("steps " << w + 1 << "-" << w + 10);
+    CHECK(relative(mean(gpu32.loss, w, w + 10), mean(cpu.loss, w, w + 10)) < 5e-3);
+    CHECK(relative(mean(gpu16.loss, w, w + 10), mean(cpu.loss, w, w + 10)) < 2e-2);
   }
   CHECK(relative(mean(gpu16.loss, 40, 50), mean(cpu.loss, 40, 50)) < 1e-2);
   CHECK(cpu.loss.back() < cpu.loss.front() - 1.0);  // the comparison is of a run that learns
