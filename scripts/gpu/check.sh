@@ -13,7 +13,9 @@ cd "$(dirname "$0")/../.."
 phase="${1:?usage: check.sh ops|sanitize|train|bench|quick}"
 logs="${OUT:-gpu_logs}"
 mkdir -p "$logs"
-[[ -d .gpu_bundle ]] || xz -dc .gpu_bundle.tar.xz | tar -xf -
+# tar's xz filter needs the xz tool; Python's tarfile (lzma) is the fallback.
+[[ -d .gpu_bundle ]] || tar -xJf .gpu_bundle.tar.xz 2>/dev/null ||
+  python3 -c 'import tarfile; tarfile.open(".gpu_bundle.tar.xz").extractall()' || { echo "no .gpu_bundle.tar.xz: run scripts/gpu/bundle.sh and carry it" >&2; exit 2; }
 bin=.gpu_bundle/bin
 # CUDA's libraries: the toolkit's, else the ones pip installed with PyTorch.
 cuda_libs=$(find /usr/local/cuda*/lib64 /usr/local/cuda*/targets/*/lib /opt /usr/lib/python3* /usr/local/lib/python3* \
