@@ -7,6 +7,7 @@
 #include "src/core/tensor_pool.h"
 #include "src/kernels/op_profile.h"
 
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -442,6 +443,25 @@ void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tenso
   if (device) CUDA_BACKEND(cuda::moe_permute_backward(dx_ND, dxs_MD, pair_row_NK));
   cpu::moe_permute_backward(write_f32(dx_ND), read_f32(dxs_MD), pair_row_NK.i32(), N, dx_ND.size(-1),
                             pair_row_NK.numel() / N);
+}
+
+void gather_rows(const Tensor& dst_RD, const Tensor& src_RD, const Tensor& index_R) {
+  const int64_t R = index_R.numel();
+  expect(dst_RD.dtype == src_RD.dtype && dst_RD.size(-1) == src_RD.size(-1) && dst_RD.size(0) >= R &&
+             index_R.dtype == DType::kI32,
+         "gather_rows", "dst " + dst_RD.shape_string() + ", src " + src_RD.shape_string() + ", index " +
+                            index_R.shape_string());
+  const bool device = on_device("gather_rows", dst_RD, src_RD, index_R);
+  const OpTimer timer("gather_rows", device);
+  if (device) CUDA_BACKEND(cuda::gather_rows(dst_RD, src_RD, index_R));
+  const int64_t row_bytes = dst_RD.size(-1) * dtype_bytes(dst_RD.dtype), rows = src_RD.size(0);
+  const int32_t* index = index_R.i32();
+  for (int64_t i = 0; i < R; ++i) {
+    expect(index[i] >= 0 && index[i] < rows, "gather_rows", "index " + std::to_string(index[i]) + " outside the " +
+                                                                std::to_string(rows) + " rows of src");
+    std::memcpy(static_cast<char*>(dst_RD.data) + i * row_bytes,
+                static_cast<const char*>(src_RD.data) + index[i] * row_bytes, static_cast<size_t>(row_bytes));
+  }
 }
 
 void moe_unpermute(const Tensor& out_ND, const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK) {

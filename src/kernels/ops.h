@@ -110,6 +110,10 @@ void moe_count_experts(const Tensor& routed_E, const Tensor& kept_E, const Tenso
 void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& pair_row_NK);
 // dx[n] += the kept rows of token n, in ascending row order (deterministic, no atomics).
 void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tensor& pair_row_NK);
+// dst[i] = src[index[i]] for the index.numel() first rows of dst (I32
+// index; dst and src of one dtype and row width). Expert parallelism's
+// reorder between peer-major and expert-major rows: one launch on a GPU.
+void gather_rows(const Tensor& dst_RD, const Tensor& src_RD, const Tensor& index_R);
 void moe_unpermute(const Tensor& out_ND, const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK);
 void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, const Tensor& dout_ND,
                             const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK);

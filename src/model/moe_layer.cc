@@ -138,9 +138,11 @@ void MoELayer::forward(const Tensor& out_ND, const Tensor& x_ND, bool training, 
   if (exchange_) {
     exchange_->plan(offsets_E1_);
     const int64_t M = exchange_->routed_rows(), R = exchange_->local_rows();
-    exchange_->dispatch(ex_x_RD_, xs_MD_.rows(0, M));
+    exchange_->dispatch(xs_MD_.rows(0, M));  // into peer-major order
+    ops::gather_rows(ex_x_RD_, exchange_->peer_major(), exchange_->expert_from_peer());
     routed_.forward(ex_y_RD_.rows(0, R), ex_x_RD_.rows(0, R), routed_weights(), exchange_->local_offsets());
-    exchange_->combine(ys_MD_.rows(0, M), ex_y_RD_);
+    ops::gather_rows(exchange_->peer_major(), ex_y_RD_, exchange_->peer_from_expert());
+    exchange_->combine(ys_MD_.rows(0, M));
   } else {
     routed_.forward(ys_MD_, xs_MD_, routed_weights(), offsets_E1_);  // rows past offsets[E] are not computed
   }
@@ -164,11 +166,13 @@ void MoELayer::backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor
   ops::moe_unpermute_backward(dys_MD_, dtopk_w_NK_, dout_ND, ys_MD_, topk_w_NK_, pair_row_NK_);
   if (exchange_) {
     const int64_t M = exchange_->routed_rows(), R = exchange_->local_rows();
-    exchange_->dispatch(ex_dy_RD_, dys_MD_.rows(0, M));
+    exchange_->dispatch(dys_MD_.rows(0, M));
+    ops::gather_rows(ex_dy_RD_, exchange_->peer_major(), exchange_->expert_from_peer());
     const Tensor ex_dx = ex_dx_RD_.rows(0, R);
     zero(ex_dx);
     routed_.backward(ex_dx, ex_dy_RD_.rows(0, R), ex_x_RD_.rows(0, R), routed_weights(), exchange_->local_offsets());
-    exchange_->combine(dxs_MD_.rows(0, M), ex_dx_RD_);
+    ops::gather_rows(exchange_->peer_major(), ex_dx_RD_, exchange_->peer_from_expert());
+    exchange_->combine(dxs_MD_.rows(0, M));
   } else {
     zero(dxs_MD_);
     routed_.backward(dxs_MD_, dys_MD_, xs_MD_, routed_weights(), offsets_E1_);

@@ -17,6 +17,10 @@ ExpertExchange::ExpertExchange(Communicator& ep, int64_t experts_per_rank, int64
   recv_counts_ = host_pool_.alloc({P_ * El_}, DType::kI32);
   peer_major_ = pool.alloc({max_local_rows, dim}, row_dtype);
   local_offsets_ = pool.alloc({El_ + 1}, DType::kI32);
+  expert_from_peer_ = pool.alloc({max_local_rows}, DType::kI32);
+  peer_from_expert_ = pool.alloc({max_local_rows}, DType::kI32);
+  expert_from_peer_host_.assign(static_cast<size_t>(max_local_rows), 0);
+  peer_from_expert_host_.assign(static_cast<size_t>(max_local_rows), 0);
 }
 
 void ExpertExchange::plan(const Tensor& offsets_E1) {
@@ -54,41 +58,33 @@ void ExpertExchange::plan(const Tensor& offsets_E1) {
                            std::to_string(max_rows_));
   }
   upload(local_offsets_, local_host_.data());
-}
 
-void ExpertExchange::reorder(const Tensor& dst, const Tensor& src, bool to_expert_major) const {
-  const int32_t* recv = recv_counts_.i32();
-  const int32_t* loc = local_host_.data();
-  // Walk the peer-major blocks in order; each block (p, e) lands after the
-  // blocks of expert e from peers before p in the expert-major order.
+  // The row maps: walk the peer-major blocks in order; block (p, e) lands
+  // after the blocks of expert e from peers before p in the expert-major order.
   std::vector<int64_t> expert_fill(static_cast<size_t>(El_), 0);
   int64_t peer_row = 0;
   for (int64_t p = 0; p < P_; ++p) {
     for (int64_t e = 0; e < El_; ++e) {
       const int64_t n = recv[p * El_ + e];
-      if (n == 0) continue;
       const int64_t expert_row = loc[e] + expert_fill[static_cast<size_t>(e)];
-      if (to_expert_major) {
-        copy_tensor(dst.rows(expert_row, n), src.rows(peer_row, n));
-      } else {
-        copy_tensor(dst.rows(peer_row, n), src.rows(expert_row, n));
+      for (int64_t r = 0; r < n; ++r) {
+        expert_from_peer_host_[static_cast<size_t>(expert_row + r)] = static_cast<int32_t>(peer_row + r);
+        peer_from_expert_host_[static_cast<size_t>(peer_row + r)] = static_cast<int32_t>(expert_row + r);
       }
       expert_fill[static_cast<size_t>(e)] += n;
       peer_row += n;
     }
   }
+  upload(expert_from_peer(), expert_from_peer_host_.data());
+  upload(peer_from_expert(), peer_from_expert_host_.data());
 }
 
-void ExpertExchange::dispatch(const Tensor& local_RD, const Tensor& routed_MD) {
-  const Tensor received = peer_major_.rows(0, local_rows_);
-  ep_.all_to_all_v(received, recv_rows_, routed_MD, send_rows_);
-  reorder(local_RD.rows(0, local_rows_), received, true);
+void ExpertExchange::dispatch(const Tensor& routed_MD) {
+  ep_.all_to_all_v(peer_major_.rows(0, local_rows_), recv_rows_, routed_MD, send_rows_);
 }
 
-void ExpertExchange::combine(const Tensor& routed_MD, const Tensor& local_RD) {
-  const Tensor outgoing = peer_major_.rows(0, local_rows_);
-  reorder(outgoing, local_RD.rows(0, local_rows_), false);
-  ep_.all_to_all_v(routed_MD, send_rows_, outgoing, recv_rows_);
+void ExpertExchange::combine(const Tensor& routed_MD) {
+  ep_.all_to_all_v(routed_MD, send_rows_, peer_major_.rows(0, local_rows_), recv_rows_);
 }
 
 }  // namespace moe

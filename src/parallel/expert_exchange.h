@@ -3,10 +3,14 @@
 // routes its own tokens and sorts the kept (token, slot) rows by global
 // expert, so the rows bound for each peer are contiguous. Then:
 //   plan:     all-to-all of the per-expert row counts (El ints per peer);
-//   dispatch: all-to-all-v of the rows to the experts' ranks, then a local
-//             reorder from peer-major (as received) to expert-major (what one
-//             grouped matmul over the local experts wants);
-//   combine:  the inverse: expert-major -> peer-major, all-to-all-v back.
+//   dispatch: all-to-all-v of the rows to the experts' ranks, into
+//             peer-major order (as received); the caller then gathers them
+//             into expert-major order (what one grouped matmul over the local
+//             experts wants) through expert_from_peer();
+//   combine:  the inverse: the caller gathers expert-major rows into
+//             peer_major() through peer_from_expert(), all-to-all-v back.
+// The reorder is one row gather (ops::gather_rows in the model), not a copy
+// per (peer, expert) block: one launch on a GPU whatever ep and the experts.
 // Backward uses the same plan: dispatch the output gradients, combine the
 // input gradients. Every rank calls every collective, with zero counts where
 // it has nothing to send. Legend: M rows routed here, R rows computed here, D dim.
@@ -37,25 +41,31 @@ class ExpertExchange {
   // El+1 offsets of the local experts' rows in expert-major order.
   const Tensor& local_offsets() const { return local_offsets_; }
 
-  // local_RD (first R rows) = the rows routed to this rank's experts, expert-major.
-  void dispatch(const Tensor& local_RD, const Tensor& routed_MD);
-  // routed_MD (all M rows) = the rows of local_RD sent back to the ranks that routed them.
-  void combine(const Tensor& routed_MD, const Tensor& local_RD);
+  // The received rows, peer-major: [max_local_rows, D], the first R meaningful.
+  const Tensor& peer_major() const { return peer_major_; }
+  // I32 [R] on the rows' device: expert-major row i is peer-major row
+  // expert_from_peer()[i]; peer-major row j is expert-major row peer_from_expert()[j].
+  Tensor expert_from_peer() const { return expert_from_peer_.rows(0, local_rows_); }
+  Tensor peer_from_expert() const { return peer_from_expert_.rows(0, local_rows_); }
+
+  // peer_major() (first R rows) = the rows routed to this rank's experts (routed_MD: all M rows).
+  void dispatch(const Tensor& routed_MD);
+  // routed_MD (all M rows) = the first R rows of peer_major(), sent back to the ranks that routed them.
+  void combine(const Tensor& routed_MD);
 
  private:
-  // Copies row blocks between the peer-major and expert-major orders.
-  void reorder(const Tensor& dst, const Tensor& src, bool to_expert_major) const;
-
   Communicator& ep_;
   TensorPool host_pool_;  // the counts: host memory whatever the rows' device
   int64_t P_, El_, max_rows_;
   std::vector<int32_t> offsets_host_;  // the routing offsets, read back
   std::vector<int32_t> local_host_;    // local_offsets_ on the host
+  std::vector<int32_t> expert_from_peer_host_, peer_from_expert_host_;  // the row maps on the host
   std::vector<int64_t> send_rows_, recv_rows_;  // rows per peer
   std::vector<int64_t> el_per_peer_;            // El for every peer (the counts exchange)
   Tensor send_counts_, recv_counts_;            // i32 [P*El]: rows per (peer, expert)
   Tensor peer_major_;                           // [max_local_rows, D]
   Tensor local_offsets_;                        // i32 [El+1], on the rows' device
+  Tensor expert_from_peer_, peer_from_expert_;  // i32 [max_local_rows], on the rows' device
   int64_t local_rows_ = 0;
 };
 

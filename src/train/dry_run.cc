@@ -56,7 +56,8 @@ int64_t activation_bytes(const JobConfig& cfg, const Layout& layout, int64_t c) 
     int64_t per_layer = 3 * R * Fe * c;                      // routed experts' a, b, g
     scratch += 3 * R * Fe * c;                               //   and their gradients
     if (layout.ep > 1) {
-      per_layer += R * D * c + R * D * c + 4 * (E / layout.ep + 1);  // local input rows; the exchange's rows, offsets
+      per_layer += R * D * c + R * D * c + 4 * (E / layout.ep + 1) + 2 * 4 * R;  // local input rows; the exchange's
+                                                                               // rows, offsets and row maps
       scratch += 3 * R * D * c;                              // local outputs and both gradients
     }
     per_layer += S * 3 * N * Fe * c;                         // shared experts' a, b, g

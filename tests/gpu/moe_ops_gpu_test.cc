@@ -415,6 +415,27 @@ TEST_CASE("GPU moe_permute copies rows exactly, f32 and bf16, and only the kept 
   }
 }
 
+TEST_CASE("GPU gather_rows copies the indexed rows exactly, in every word size", "[gpu][dispatch]") {
+  // f32 D = 64 (16-byte words), bf16 D = 30 (4-byte words), bf16 D = 31 (2-byte words).
+  for (const auto& [D, t] : std::vector<std::pair<int64_t, DType>>{{64, DType::kF32}, {30, DType::kBF16},
+                                                                   {31, DType::kBF16}}) {
+    INFO("D = " << D << ", " << name_of(t));
+    const int64_t rows = 50, R = 40;
+    std::vector<int32_t> index(R);
+    for (int64_t i = 0; i < R; ++i) index[i] = static_cast<int32_t>((i * 7 + 3) % rows);
+    const std::vector<float> src = as_uploaded(random_vector(rows * D, 700 + D), t);
+    std::vector<float> want(R * D);
+    for (int64_t i = 0; i < R; ++i) {
+      std::copy(src.begin() + index[i] * D, src.begin() + (index[i] + 1) * D, want.begin() + i * D);
+    }
+    const DeviceTensor d_src = upload(src, {rows, D}, t), d_index = upload_i32(index, {R});
+    DeviceTensor d_dst = device_tensor({R, D}, t);
+    settle();
+    ops::gather_rows(d_dst.t, d_src.t, d_index.t);
+    check_bitwise(download(d_dst.t), want, "gathered rows");
+  }
+}
+
 TEST_CASE("GPU permute then unpermute with unit weights is the identity", "[gpu][dispatch]") {
   // K = 1, w = 1: out = 0 + 1 * x. K = 2, w = 0.5 each: out = 0.5 x + 0.5 x.
   // Both are exact in fp32 and, from bf16 inputs, in bf16 again.

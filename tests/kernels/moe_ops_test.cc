@@ -10,7 +10,9 @@
 #include <random>
 #include <vector>
 
+#include "src/core/tensor.h"
 #include "src/kernels/cpu/cpu_ops.h"
+#include "src/kernels/ops.h"
 #include "tests/kernels/grad_check.h"
 
 using moe::cpu::RouterKind;
@@ -418,4 +420,23 @@ TEST_CASE("grouped_matmul_backward matches finite differences and accumulates", 
   check_gradient(loss, w.data(), grad_w.data(), kE * kI * kO, 1e-3, 1e-4, 1e-2, kE * kI * kO);
   // Expert 1 has no rows: its weight gradient is left exactly as it was.
   for (int64_t i = kI * kO; i < 2 * kI * kO; ++i) CHECK(dw[i] == prior_dw[i]);
+}
+
+TEST_CASE("gather_rows copies the indexed rows, bf16 and f32, and refuses an index outside src", "[dispatch]") {
+  const std::vector<int32_t> index = {3, 0, 3, 1};
+  std::vector<float> src(5 * 3), dst(6 * 3, -1.0f);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<float>(i);
+  moe::ops::gather_rows(moe::view_of(dst.data(), {6, 3}), moe::view_of(src.data(), {5, 3}),
+                        moe::view_of(const_cast<int32_t*>(index.data()), {4}, moe::DType::kI32));
+  CHECK(dst == std::vector<float>{9, 10, 11, 0, 1, 2, 9, 10, 11, 3, 4, 5, -1, -1, -1, -1, -1, -1});
+  std::vector<uint16_t> src16 = {1, 2, 3, 4}, dst16(4, 0);
+  const std::vector<int32_t> swap = {1, 0};
+  moe::ops::gather_rows(moe::view_of(dst16.data(), {2, 2}, moe::DType::kBF16),
+                        moe::view_of(src16.data(), {2, 2}, moe::DType::kBF16),
+                        moe::view_of(const_cast<int32_t*>(swap.data()), {2}, moe::DType::kI32));
+  CHECK(dst16 == std::vector<uint16_t>{3, 4, 1, 2});
+  const std::vector<int32_t> bad = {5};
+  CHECK_THROWS_WITH(moe::ops::gather_rows(moe::view_of(dst.data(), {6, 3}), moe::view_of(src.data(), {5, 3}),
+                                          moe::view_of(const_cast<int32_t*>(bad.data()), {1}, moe::DType::kI32)),
+                    Catch::Contains("outside the 5 rows"));
 }

@@ -153,6 +153,10 @@ void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& pair_row
 // pair_row_NK (no atomics; deterministic), added in ascending row order as
 // the CPU does.
 void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tensor& pair_row_NK);
+// dst[i] = src[index[i]] for i < index.numel(): one block per row, 16-byte
+// copies where rows allow. An index outside src's rows (a bug upstream)
+// leaves the row untouched.
+void gather_rows(const Tensor& dst_RD, const Tensor& src_RD, const Tensor& index_R);
 // out[n] += sum_k w[n,k] * ys[pair_row[n,k]]   (dropped pairs add nothing)
 void moe_unpermute(const Tensor& out_ND, const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK);
 // dys[pair_row[n,k]] = w[n,k] * dout[n] (WRITTEN); dtopk_w[n,k] = dot(dout[n],

@@ -143,6 +143,15 @@ __global__ void plan_scatter_kernel(int32_t* row_pair_M, const int32_t* pair_row
 
 // ---- permute / unpermute ---------------------------------------------------------
 
+// Block i copies row index[i] of src to row i of dst, in words of W bytes.
+template <typename W>
+__global__ void gather_rows_kernel(W* dst, const W* src, const int32_t* index, int64_t rows, int64_t words) {
+  const int64_t i = blockIdx.x;
+  const int64_t from = index[i];
+  if (from < 0 || from >= rows) return;
+  for (int64_t w = threadIdx.x; w < words; w += blockDim.x) dst[i * words + w] = src[from * words + w];
+}
+
 // Loads the K rows of token n (pair_row) into shared memory, sorted ascending,
 // dropped pairs (-1) and rows outside [0, M) left out; returns how many.
 // Thread 0 sorts (K <= 32, insertion); contains __syncthreads.
@@ -320,6 +329,38 @@ void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& 
   check_launch(op, "(rank) " + shapes);
   plan_scatter_kernel<<<ceil_div(P, 256), 256, 0, s>>>(row_pair_M.i32(), pair_row, P);
   check_launch(op, "(scatter) " + shapes);
+}
+
+void gather_rows(const Tensor& dst_RD, const Tensor& src_RD, const Tensor& index_R) {
+  const char* op = "cuda::gather_rows";
+  expect_dtype(index_R, DType::kI32, op, "index");
+  const int64_t R = index_R.numel(), rows = src_RD.ndim ? src_RD.size(0) : 0;
+  const int64_t row_bytes = src_RD.size(-1) * dtype_bytes(src_RD.dtype);
+  const std::string shapes = "dst " + dst_RD.shape_string() + ", src " + src_RD.shape_string() + ", index " +
+                             index_R.shape_string();
+  expect(dst_RD.dtype == src_RD.dtype && dst_RD.size(-1) == src_RD.size(-1) && dst_RD.size(0) >= R, op, shapes);
+  expect(R < (int64_t{1} << 31), op, shapes + ": more than 2^31 rows");
+  if (R == 0 || row_bytes == 0) return;
+  const auto aligned = [&](int64_t w) {
+    return row_bytes % w == 0 && reinterpret_cast<uintptr_t>(dst_RD.data) % w == 0 &&
+           reinterpret_cast<uintptr_t>(src_RD.data) % w == 0;
+  };
+  auto launch = [&](auto word) {
+    using W = decltype(word);
+    const int64_t words = row_bytes / static_cast<int64_t>(sizeof(W));
+    gather_rows_kernel<W><<<static_cast<unsigned>(R),
+                             static_cast<unsigned>(std::min<int64_t>(kRowThreads, (words + 31) / 32 * 32)), 0,
+                             stream()>>>(static_cast<W*>(dst_RD.data), static_cast<const W*>(src_RD.data),
+                                         index_R.i32(), rows, words);
+  };
+  if (aligned(16)) {
+    launch(uint4{});
+  } else if (aligned(4)) {
+    launch(uint32_t{});
+  } else {
+    launch(uint16_t{});  // rows of bf16 elements are whole 2-byte words
+  }
+  check_launch(op, shapes);
 }
 
 void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& pair_row_NK) {
