@@ -4,7 +4,7 @@
 # fits one device call (10 minutes); logs go to $OUT (the device tool's
 # folder) or ./gpu_logs.
 #   scripts/gpu/check.sh ops        # every op against the CPU reference
-#   scripts/gpu/check.sh sanitize   # compute-sanitizer memcheck + racecheck on the op tests
+#   scripts/gpu/check.sh sanitize [NAME...]  # compute-sanitizer memcheck + racecheck on the op tests
 #   scripts/gpu/check.sh train      # debug_moe 50 steps GPU vs CPU, memory, resume
 #   scripts/gpu/check.sh bench      # step_bench: debug_moe and bench_1b_moe, with the op profile
 #   scripts/gpu/check.sh quick      # ops, train and bench in one call (a few minutes; sanitize apart)
@@ -46,11 +46,20 @@ case "$phase" in
   ops)
     for t in "${op_tests[@]}"; do run "$t" "$logs/ops.log" "$bin/$t"; done ;;
   sanitize)
-    for t in "${op_tests[@]}"; do
-      run "memcheck $t" "$logs/sanitize.log" compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 "$bin/$t"
+    # Under memcheck a test runs 10-100x slower: each gets its own time limit
+    # (SANITIZE_LIMIT seconds, default 150), and `check.sh sanitize NAME...`
+    # runs only the named tests, so a device call's 10 minutes can be shared out.
+    shift
+    picked=("$@")
+    [[ ${#picked[@]} -gt 0 ]] || picked=("${op_tests[@]}")
+    for t in "${picked[@]}"; do
+      run "memcheck $t" "$logs/sanitize.log" timeout "${SANITIZE_LIMIT:-150}" \
+        compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 "$bin/$t"
     done
-    for t in moe_ops_gpu_test attention_gpu_test dense_ops_gpu_test; do
-      run "racecheck $t" "$logs/sanitize.log" compute-sanitizer --tool racecheck --error-exitcode 9 "$bin/$t"
+    for t in "${picked[@]}"; do
+      case "$t" in moe_ops_gpu_test|attention_gpu_test|dense_ops_gpu_test) ;; *) continue ;; esac
+      run "racecheck $t" "$logs/sanitize.log" timeout "${SANITIZE_LIMIT:-150}" \
+        compute-sanitizer --tool racecheck --error-exitcode 9 "$bin/$t"
     done ;;
   train)
     run train_gpu_test "$logs/train.log" "$bin/train_gpu_test" ;;
