@@ -43,10 +43,9 @@ moe::JobConfig config(const moe::Layout& l, int64_t accum) {
                             "model.moe_capacity_factor=1.25", "train.seq_len=8", "train.batch_size=2",
                             "train.grad_accum_steps=" + std::to_string(accum), "train.max_steps=10",
                             "train.mixed_precision=fp32", "optimizer.lr=0.003", "scheduler.warmup_steps=2",
-                            "data.dataset_path=" + data_dir, "checkpoint.dir=" + ckpt_dir,
-                            "distributed.dp_shard=" + std::to_string(l.dp_shard),
-                            "distributed.ep=" + std::to_string(l.ep), "distributed.tp=" + std::to_string(l.tp)})
+                            "data.dataset_path=" + data_dir, "checkpoint.dir=" + ckpt_dir})
                            .cfg;
+  moe::test::set_layout(cfg.distributed, l);
   moe::validate_config(cfg);
   moe::fill_derived_defaults(cfg);
   return cfg;

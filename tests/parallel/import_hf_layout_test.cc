@@ -40,10 +40,9 @@ moe::JobConfig config(const moe::Layout& l, int64_t accum, const std::string& in
                             "model.moe_router=softmax_topk", "model.init_std=" + init_std, "train.seq_len=8",
                             "train.batch_size=2", "train.grad_accum_steps=" + std::to_string(accum),
                             "train.max_steps=3", "train.mixed_precision=fp32", "optimizer.lr=0.003",
-                            "scheduler.warmup_steps=1", "data.dataset_path=" + data_dir,
-                            "distributed.dp_shard=" + std::to_string(l.dp_shard),
-                            "distributed.ep=" + std::to_string(l.ep), "distributed.tp=" + std::to_string(l.tp)})
+                            "scheduler.warmup_steps=1", "data.dataset_path=" + data_dir})
                            .cfg;
+  moe::test::set_layout(cfg.distributed, l);
   moe::validate_config(cfg);
   moe::fill_derived_defaults(cfg);
   return cfg;

@@ -60,11 +60,9 @@ moe::JobConfig tiny_config(const std::string& router, bool capacity, const moe::
       std::string("model.moe_gradient_scale=") + (router == "sigmoid_topk" ? "true" : "false"),
       "train.seq_len=8", "train.batch_size=2", "train.grad_accum_steps=" + std::to_string(accum),
       "train.max_steps=10", "train.mixed_precision=fp32", "train.seed=5", "optimizer.lr=0.003",
-      "scheduler.warmup_steps=2", "data.dataset_path=" + data_dir, "data.file_pattern=*.npy",
-      "distributed.dp_replicate=" + std::to_string(layout.dp_replicate),
-      "distributed.dp_shard=" + std::to_string(layout.dp_shard), "distributed.ep=" + std::to_string(layout.ep),
-      "distributed.tp=" + std::to_string(layout.tp)};
+      "scheduler.warmup_steps=2", "data.dataset_path=" + data_dir, "data.file_pattern=*.npy"};
   moe::JobConfig cfg = moe::load_config_text("", "tiny", o).cfg;
+  moe::test::set_layout(cfg.distributed, layout);
   moe::validate_config(cfg);
   moe::fill_derived_defaults(cfg);
   return cfg;

@@ -1,4 +1,5 @@
-// A parallel layout for the tests, axis by axis (cp = pp = 1).
+// A parallel layout for the tests, axis by axis (cp = pp = 1), and the config
+// keys that ask for it.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +15,14 @@ inline Layout layout_of(int64_t dp_replicate, int64_t dp_shard, int64_t ep, int6
   l.ep = ep;
   l.tp = tp;
   return l;
+}
+
+// distributed.{dp_replicate, dp_shard, ep, tp} = the layout's (before validate_config).
+inline void set_layout(DistributedConfig& d, const Layout& l) {
+  d.dp_replicate = l.dp_replicate;
+  d.dp_shard = l.dp_shard;
+  d.ep = l.ep;
+  d.tp = l.tp;
 }
 
 }  // namespace moe::test

@@ -21,6 +21,9 @@
 
 namespace fs = std::filesystem;
 
+using moe::test::logged_losses;
+using moe::test::with;
+
 namespace {
 
 struct Run {
@@ -48,22 +51,6 @@ std::vector<std::string> tiny_args(const std::string& dir) {
           "--metrics.log_interval=1", "--data.dataset_path=" + data};
 }
 
-std::vector<std::string> with(std::vector<std::string> a, const std::vector<std::string>& more) {
-  a.insert(a.end(), more.begin(), more.end());
-  return a;
-}
-
-// step -> the JSON text of its loss (full precision: a bitwise comparison).
-std::map<int64_t, std::string> losses(const std::string& jsonl) {
-  std::map<int64_t, std::string> out;
-  std::ifstream in(jsonl);
-  for (std::string line; std::getline(in, line);) {
-    const auto j = nlohmann::json::parse(line);
-    if (j.contains("train/loss")) out[j["step"].get<int64_t>()] = j["train/loss"].dump();
-  }
-  return out;
-}
-
 }  // namespace
 
 TEST_CASE("a resumed run continues bit for bit") {
@@ -81,7 +68,7 @@ TEST_CASE("a resumed run continues bit for bit") {
   REQUIRE(run(with(base, {"--train.max_steps=10", "--checkpoint.interval=5", "--checkpoint.dir=" + dir + "/b",
                           "--metrics.jsonl_path=" + dir + "/b.jsonl"}))
               .code == 0);
-  const auto a = losses(dir + "/a.jsonl"), b = losses(dir + "/b.jsonl");
+  const auto a = logged_losses(dir + "/a.jsonl"), b = logged_losses(dir + "/b.jsonl");
   REQUIRE(a.size() == 10);
   REQUIRE(b.size() == 5);  // steps 6-10 only
   for (int64_t s = 6; s <= 10; ++s) {

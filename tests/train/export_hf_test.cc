@@ -14,9 +14,12 @@
 #include "src/core/user_error.h"
 #include "src/train/export_hf.h"
 #include "src/train/safetensors.h"
+#include "tests/train/small_model.h"
 #include "tests/test_support.h"
 
 using Catch::Matchers::Contains;
+
+using moe::test::small_model;
 
 namespace {
 
@@ -25,15 +28,6 @@ std::string temp_dir(const std::string& name) {
   const std::string dir = moe::test::fresh_dir(name);
   std::filesystem::remove_all(dir);
   return dir;
-}
-
-moe::ModelConfig small(const std::vector<std::string>& overrides) {
-  std::vector<std::string> all = {"model.dim=16", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2",
-                                  "model.vocab_size=40", "model.ffn_hidden_dim=48"};
-  all.insert(all.end(), overrides.begin(), overrides.end());
-  moe::JobConfig cfg = moe::load_config_text("", "small", all).cfg;
-  moe::validate_config(cfg);
-  return cfg.model;
 }
 
 std::map<std::string, moe::SafetensorsEntry> read_all(const std::string& path) {
@@ -50,7 +44,7 @@ nlohmann::json read_json(const std::string& path) {
 }  // namespace
 
 TEST_CASE("every-block MoE exports as Mixtral, each expert transposed to [out, in]") {
-  const auto m = small({"model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=1"});
+  const auto m = small_model({"model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=1"});
   moe::TensorPool pool;
   moe::ParamStore params(m, pool);
   params.init(m, 1);
@@ -84,7 +78,7 @@ TEST_CASE("every-block MoE exports as Mixtral, each expert transposed to [out, i
 }
 
 TEST_CASE("MoE every other block exports as Qwen2-MoE with an inert shared expert") {
-  const auto m = small({"model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=2",
+  const auto m = small_model({"model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=2",
                         "model.moe_expert_ffn_multiplier=0.5"});
   moe::TensorPool pool;
   moe::ParamStore params(m, pool);
@@ -106,7 +100,7 @@ TEST_CASE("MoE every other block exports as Qwen2-MoE with an inert shared exper
 }
 
 TEST_CASE("a dense model exports as Llama; a tied one has no lm_head") {
-  const auto m = small({"model.tie_embeddings=true"});
+  const auto m = small_model({"model.tie_embeddings=true"});
   moe::TensorPool pool;
   moe::ParamStore params(m, pool);
   params.init(m, 1);
@@ -120,9 +114,9 @@ TEST_CASE("a dense model exports as Llama; a tied one has no lm_head") {
 }
 
 TEST_CASE("models no HF architecture represents exactly are refused") {
-  CHECK_THROWS_WITH(moe::hf_architecture(small({"model.num_experts=4", "model.moe_router=sigmoid_topk"})),
+  CHECK_THROWS_WITH(moe::hf_architecture(small_model({"model.num_experts=4", "model.moe_router=sigmoid_topk"})),
                     Contains("model.moe_router = \"sigmoid_topk\"") && Contains("no exact Hugging Face"));
-  CHECK_THROWS_WITH(moe::hf_architecture(small({"model.num_experts=4", "model.moe_shared_experts=1"})),
+  CHECK_THROWS_WITH(moe::hf_architecture(small_model({"model.num_experts=4", "model.moe_shared_experts=1"})),
                     Contains("model.moe_shared_experts = 1"));
 }
 

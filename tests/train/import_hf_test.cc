@@ -22,21 +22,15 @@
 #include "src/train/export_hf.h"
 #include "src/train/import_hf.h"
 #include "src/train/safetensors.h"
+#include "tests/train/small_model.h"
 #include "tests/scratch_dir.h"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 
-namespace {
+using moe::test::small_model;
 
-moe::ModelConfig small(const std::vector<std::string>& overrides) {
-  std::vector<std::string> all = {"model.dim=16", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2",
-                                  "model.vocab_size=40", "model.ffn_hidden_dim=48"};
-  all.insert(all.end(), overrides.begin(), overrides.end());
-  moe::JobConfig cfg = moe::load_config_text("", "small", all).cfg;
-  moe::validate_config(cfg);
-  return cfg.model;
-}
+namespace {
 
 const std::vector<std::string> kMixtral = {"model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=1",
                                            "model.moe_router=softmax_topk"};
@@ -146,17 +140,17 @@ std::string import_error(const moe::ModelConfig& m, const std::string& dir) {
 
 }  // namespace
 
-TEST_CASE("a Mixtral export imports back bit for bit, every expert") { round_trip(small(kMixtral)); }
+TEST_CASE("a Mixtral export imports back bit for bit, every expert") { round_trip(small_model(kMixtral)); }
 
 TEST_CASE("a Llama export imports back bit for bit, tied or not") {
-  round_trip(small({}));
-  round_trip(small({"model.tie_embeddings=true"}));
+  round_trip(small_model({}));
+  round_trip(small_model({"model.tie_embeddings=true"}));
 }
 
-TEST_CASE("a Qwen2-MoE export imports back bit for bit") { round_trip(small(kQwen)); }
+TEST_CASE("a Qwen2-MoE export imports back bit for bit") { round_trip(small_model(kQwen)); }
 
 TEST_CASE("under tp=2 x ep=2 x dp_shard=2 every rank gets exactly its piece") {
-  const auto m = small(kQwen);  // dense blocks (tp cuts) and MoE blocks (ep cuts)
+  const auto m = small_model(kQwen);  // dense blocks (tp cuts) and MoE blocks (ep cuts)
   const std::string dir = exported(m, 1);
   moe::Layout layout;
   layout.tp = 2;
@@ -203,7 +197,7 @@ TEST_CASE("under tp=2 x ep=2 x dp_shard=2 every rank gets exactly its piece") {
 }
 
 TEST_CASE("a sharded checkpoint (model.safetensors.index.json) imports") {
-  const auto m = small(kMixtral);
+  const auto m = small_model(kMixtral);
   const std::string dir = exported(m, 1);
   const auto all = moe::read_safetensors(dir + "/model.safetensors");
   fs::remove(dir + "/model.safetensors");
@@ -231,7 +225,7 @@ TEST_CASE("a sharded checkpoint (model.safetensors.index.json) imports") {
 }
 
 TEST_CASE("a BF16 checkpoint imports as the bf16 values of the weights") {
-  const auto m = small(kMixtral);
+  const auto m = small_model(kMixtral);
   const std::string dir = exported(m, 1);
   edit_weights(dir, [](std::vector<RawTensor>& raw) {
     for (RawTensor& t : raw) {
@@ -283,7 +277,7 @@ TEST_CASE("the safetensors reader converts BF16 and F16 to fp32 exactly") {
 }
 
 TEST_CASE("config.json mismatches are refused with the key, both values and the fix") {
-  const auto m = small(kMixtral);
+  const auto m = small_model(kMixtral);
   const std::string dir = exported(m, 1);
   const nlohmann::json good = read_json(dir + "/config.json");
   auto refused = [&](const std::string& key, const nlohmann::json& value) {
@@ -322,7 +316,7 @@ TEST_CASE("config.json mismatches are refused with the key, both values and the 
 }
 
 TEST_CASE("wrong, missing, unexpected and unreadable tensors are refused naming the file and tensor") {
-  const auto m = small(kMixtral);
+  const auto m = small_model(kMixtral);
   const std::string w2 = "model.layers.1.block_sparse_moe.experts.3.w2.weight";
   {
     const std::string dir = exported(m, 1);
@@ -381,7 +375,7 @@ TEST_CASE("wrong, missing, unexpected and unreadable tensors are refused naming 
 }
 
 TEST_CASE("Qwen2-MoE tensors this model has no counterpart for must be zero") {
-  const auto m = small(kQwen);
+  const auto m = small_model(kQwen);
   const std::string dir = exported(m, 1);
   edit_weights(dir, [](std::vector<RawTensor>& raw) {
     for (RawTensor& t : raw) {
@@ -396,7 +390,7 @@ TEST_CASE("Qwen2-MoE tensors this model has no counterpart for must be zero") {
 }
 
 TEST_CASE("models no HF architecture represents are refused before reading") {
-  const auto m = small({"model.num_experts=4", "model.moe_router=sigmoid_topk"});
+  const auto m = small_model({"model.num_experts=4", "model.moe_router=sigmoid_topk"});
   CHECK_THAT(import_error(m, moe::test::fresh_dir("hf")),
              Contains("--init-from-hf: model.moe_router = \"sigmoid_topk\""));
 }

@@ -16,6 +16,9 @@
 
 namespace fs = std::filesystem;
 
+using moe::test::logged_losses;
+using moe::test::with;
+
 namespace {
 
 int run(const std::vector<std::string>& args) {
@@ -34,22 +37,6 @@ std::vector<std::string> tiny_args(const std::string& dir) {
   return {"configs/train/debug_moe.toml", "--model.dim=32", "--model.n_layers=2", "--model.ffn_hidden_dim=64",
           "--model.vocab_size=64", "--train.seq_len=16", "--train.batch_size=2", "--scheduler.warmup_steps=2",
           "--metrics.log_interval=1", "--data.dataset_path=" + data};
-}
-
-std::vector<std::string> with(std::vector<std::string> a, const std::vector<std::string>& more) {
-  a.insert(a.end(), more.begin(), more.end());
-  return a;
-}
-
-// step -> the JSON text of its loss (full precision: a bitwise comparison).
-std::map<int64_t, std::string> losses(const std::string& jsonl) {
-  std::map<int64_t, std::string> out;
-  std::ifstream in(jsonl);
-  for (std::string line; std::getline(in, line);) {
-    const auto j = nlohmann::json::parse(line);
-    if (j.contains("train/loss")) out[j["step"].get<int64_t>()] = j["train/loss"].dump();
-  }
-  return out;
 }
 
 std::string bytes(const std::string& path) {
@@ -74,7 +61,7 @@ TEST_CASE("--init-from-hf starts from the checkpoint's weights; a resumed checkp
   REQUIRE(run(training("a", 3, "never")) == 0);
   REQUIRE(run(with(training("b", 3, "never"), {"--model.init_std=0.5", "--init-from-hf=" + dir + "/hf"})) == 0);
   REQUIRE(run(with(training("c", 1, "never"), {"--model.init_std=0.5"})) == 0);
-  const auto a = losses(dir + "/a.jsonl"), b = losses(dir + "/b.jsonl"), c = losses(dir + "/c.jsonl");
+  const auto a = logged_losses(dir + "/a.jsonl"), b = logged_losses(dir + "/b.jsonl"), c = logged_losses(dir + "/c.jsonl");
   REQUIRE(a.size() == 3);
   CHECK(b == a);
   CHECK(c.at(1) != a.at(1));  // without the import, init_std = 0.5 is another model
@@ -82,7 +69,7 @@ TEST_CASE("--init-from-hf starts from the checkpoint's weights; a resumed checkp
   // Resuming b's checkpoint: the flag is not used (its folder is not even read) and b continues as a does.
   REQUIRE(run(training("a", 5, "auto")) == 0);
   REQUIRE(run(with(training("b", 5, "auto"), {"--model.init_std=0.5", "--init-from-hf=" + dir + "/missing"})) == 0);
-  const auto a2 = losses(dir + "/a.jsonl"), b2 = losses(dir + "/b.jsonl");
+  const auto a2 = logged_losses(dir + "/a.jsonl"), b2 = logged_losses(dir + "/b.jsonl");
   REQUIRE(a2.size() == 5);
   CHECK(b2 == a2);
 

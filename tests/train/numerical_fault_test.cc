@@ -35,13 +35,12 @@ std::string dataset(const std::string& dir) {
 }
 
 std::vector<std::string> args(const std::string& dir, const std::vector<std::string>& more) {
-  std::vector<std::string> a = {"configs/train/debug_moe.toml", "--model.dim=32", "--model.n_layers=2",
-                                "--model.ffn_hidden_dim=64", "--model.vocab_size=64", "--train.seq_len=16",
-                                "--train.batch_size=2", "--train.max_steps=6", "--metrics.log_interval=1",
-                                "--checkpoint.interval=2", "--data.dataset_path=" + dataset(dir),
-                                "--checkpoint.dir=" + dir + "/ckpt", "--metrics.jsonl_path=" + dir + "/m.jsonl"};
-  a.insert(a.end(), more.begin(), more.end());
-  return a;
+  return moe::test::with({"configs/train/debug_moe.toml", "--model.dim=32", "--model.n_layers=2",
+                          "--model.ffn_hidden_dim=64", "--model.vocab_size=64", "--train.seq_len=16",
+                          "--train.batch_size=2", "--train.max_steps=6", "--metrics.log_interval=1",
+                          "--checkpoint.interval=2", "--data.dataset_path=" + dataset(dir),
+                          "--checkpoint.dir=" + dir + "/ckpt", "--metrics.jsonl_path=" + dir + "/m.jsonl"},
+                         more);
 }
 
 moe::test::CliResult run_with_nan_at(int step, const std::vector<std::string>& a) {
