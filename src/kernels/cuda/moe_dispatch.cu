@@ -191,14 +191,15 @@ __global__ void permute_kernel(TO* xs_MD, const TI* x_ND, const int32_t* pair_ro
   }
 }
 
-// The same when both sides share a dtype and rows are 16-byte aligned: uint4 copies.
-__global__ void permute_copy16_kernel(uint4* xs_MV, const uint4* x_NV, const int32_t* pair_row_NK, int64_t M,
-                                      int64_t V, int K) {
+// The same when both sides share a dtype: rows copied in words of W bytes.
+template <typename W>
+__global__ void permute_copy_kernel(W* xs_MV, const W* x_NV, const int32_t* pair_row_NK, int64_t M, int64_t V,
+                                    int K) {
   __shared__ int32_t rows_K[kMaxTopK];
   const int64_t n = blockIdx.x;
   const int rows = sorted_rows_of_token(rows_K, pair_row_NK, n, K, M);
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
-    const uint4 value = x_NV[n * V + v];
+    const W value = x_NV[n * V + v];
     for (int r = 0; r < rows; ++r) xs_MV[rows_K[r] * V + v] = value;
   }
 }
@@ -284,6 +285,29 @@ void expect_top_k(int64_t K, const char* op) {
   expect(K >= 1 && K <= kMaxTopK, op, "K = " + std::to_string(K) + " must be in [1, " + std::to_string(kMaxTopK) + "]");
 }
 
+// Row copies move whole words: f(W{}) with the widest W of 16, 4 or 2 bytes
+// that divides row_bytes and aligns both pointers (rows of bf16 elements are
+// always whole 2-byte words).
+template <typename F>
+void with_copy_word(int64_t row_bytes, const void* a, const void* b, F&& f) {
+  const auto aligned = [&](uintptr_t w) {
+    return row_bytes % static_cast<int64_t>(w) == 0 && reinterpret_cast<uintptr_t>(a) % w == 0 &&
+           reinterpret_cast<uintptr_t>(b) % w == 0;
+  };
+  if (aligned(16)) {
+    f(uint4{});
+  } else if (aligned(4)) {
+    f(uint32_t{});
+  } else {
+    f(uint16_t{});
+  }
+}
+
+// Threads for a row of `words` words: whole warps, at most kRowThreads.
+unsigned row_threads(int64_t words) {
+  return static_cast<unsigned>(std::min<int64_t>(kRowThreads, (words + 31) / 32 * 32));
+}
+
 }  // namespace
 
 void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK,
@@ -331,6 +355,7 @@ void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& 
   check_launch(op, "(scatter) " + shapes);
 }
 
+
 void gather_rows(const Tensor& dst_RD, const Tensor& src_RD, const Tensor& index_R) {
   const char* op = "cuda::gather_rows";
   expect_dtype(index_R, DType::kI32, op, "index");
@@ -341,45 +366,34 @@ void gather_rows(const Tensor& dst_RD, const Tensor& src_RD, const Tensor& index
   expect(dst_RD.dtype == src_RD.dtype && dst_RD.size(-1) == src_RD.size(-1) && dst_RD.size(0) >= R, op, shapes);
   expect(R < (int64_t{1} << 31), op, shapes + ": more than 2^31 rows");
   if (R == 0 || row_bytes == 0) return;
-  const auto aligned = [&](int64_t w) {
-    return row_bytes % w == 0 && reinterpret_cast<uintptr_t>(dst_RD.data) % w == 0 &&
-           reinterpret_cast<uintptr_t>(src_RD.data) % w == 0;
-  };
-  auto launch = [&](auto word) {
+  with_copy_word(row_bytes, dst_RD.data, src_RD.data, [&](auto word) {
     using W = decltype(word);
     const int64_t words = row_bytes / static_cast<int64_t>(sizeof(W));
-    gather_rows_kernel<W><<<static_cast<unsigned>(R),
-                             static_cast<unsigned>(std::min<int64_t>(kRowThreads, (words + 31) / 32 * 32)), 0,
-                             stream()>>>(static_cast<W*>(dst_RD.data), static_cast<const W*>(src_RD.data),
-                                         index_R.i32(), rows, words);
-  };
-  if (aligned(16)) {
-    launch(uint4{});
-  } else if (aligned(4)) {
-    launch(uint32_t{});
-  } else {
-    launch(uint16_t{});  // rows of bf16 elements are whole 2-byte words
-  }
+    gather_rows_kernel<W><<<static_cast<unsigned>(R), row_threads(words), 0, stream()>>>(
+        static_cast<W*>(dst_RD.data), static_cast<const W*>(src_RD.data), index_R.i32(), rows, words);
+  });
   check_launch(op, shapes);
 }
 
 void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& pair_row_NK) {
   const char* op = "cuda::moe_permute";
   const int64_t M = xs_MD.ndim ? xs_MD.size(0) : 0, N = rows_of(x_ND), D = x_ND.size(-1);
-  const int64_t K = N > 0 ? pair_row_NK.numel() / N : 0;
+  if (N == 0) return;  // no tokens, no pairs
+  const int64_t K = pair_row_NK.numel() / N;
   const std::string shapes = "xs " + xs_MD.shape_string() + ", x " + x_ND.shape_string();
   expect_top_k(K, op);
   expect(xs_MD.numel() == M * D, op, shapes);
   expect_pair_map(pair_row_NK, N, K, op);
-  if (N == 0 || M == 0 || D == 0) return;
+  if (M == 0 || D == 0) return;
   const int64_t row_bytes = D * dtype_bytes(x_ND.dtype);
-  if (xs_MD.dtype == x_ND.dtype && row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(xs_MD.data) % 16 == 0 &&
-      reinterpret_cast<uintptr_t>(x_ND.data) % 16 == 0) {
-    const int64_t V = row_bytes / 16;
-    permute_copy16_kernel<<<static_cast<unsigned>(N),
-                            static_cast<unsigned>(std::min<int64_t>(kRowThreads, (V + 31) / 32 * 32)), 0, stream()>>>(
-        static_cast<uint4*>(xs_MD.data), static_cast<const uint4*>(x_ND.data), pair_row_NK.i32(), M, V,
-        static_cast<int>(K));
+  if (xs_MD.dtype == x_ND.dtype) {
+    with_copy_word(row_bytes, xs_MD.data, x_ND.data, [&](auto word) {
+      using W = decltype(word);
+      const int64_t words = row_bytes / static_cast<int64_t>(sizeof(W));
+      permute_copy_kernel<W><<<static_cast<unsigned>(N), row_threads(words), 0, stream()>>>(
+          static_cast<W*>(xs_MD.data), static_cast<const W*>(x_ND.data), pair_row_NK.i32(), M, words,
+          static_cast<int>(K));
+    });
   } else {
     with_activation_type(xs_MD, op, "xs", [&](auto to) {
       with_activation_type(x_ND, op, "x", [&](auto ti) {
@@ -397,7 +411,8 @@ void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& pair_row
 void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tensor& pair_row_NK) {
   const char* op = "cuda::moe_permute_backward";
   const int64_t M = dxs_MD.ndim ? dxs_MD.size(0) : 0, N = rows_of(dx_ND), D = dx_ND.size(-1);
-  const int64_t K = N > 0 ? pair_row_NK.numel() / N : 0;
+  if (N == 0) return;  // no tokens, nothing to add to
+  const int64_t K = pair_row_NK.numel() / N;
   const std::string shapes = "dx " + dx_ND.shape_string() + ", dxs " + dxs_MD.shape_string();
   expect_top_k(K, op);
   expect(dxs_MD.numel() == M * D, op, shapes);
