@@ -27,7 +27,10 @@ Transformer::Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_
       scratch_(pool) {
   // Activations in the parameters' compute dtype (bf16 under mixed precision).
   const LayerContext ctx{m, B, T, pool, params, parallel_, scratch_, params.compute_dtype()};
-  for (int64_t l = 0; l < m.n_layers; ++l) blocks_.push_back(std::make_unique<Block>(ctx, l));
+  for (int64_t l = 0; l < m.n_layers; ++l) {
+    blocks_.push_back(std::make_unique<Block>(ctx, l));
+    if (blocks_.back()->moe()) moe_layers_.push_back(blocks_.back()->moe());
+  }
   inputs_ = pool.alloc({B, T}, DType::kI32);
   targets_ = pool.alloc({B, T}, DType::kI32);
   for (int64_t l = 0; l <= m.n_layers; ++l) resid_.push_back(ctx.alloc_act({N_, D_}));
@@ -39,14 +42,6 @@ Transformer::Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_
   dfinal_ = ctx.alloc_act({N_, D_});
   dresid_a_ = ctx.alloc_act({N_, D_});
   dresid_b_ = ctx.alloc_act({N_, D_});
-}
-
-std::vector<MoELayer*> Transformer::moe_layers() {
-  std::vector<MoELayer*> out;
-  for (auto& b : blocks_) {
-    if (b->moe()) out.push_back(b->moe());
-  }
-  return out;
 }
 
 void Transformer::forward(bool training, float loss_scale) {
@@ -108,7 +103,7 @@ double Transformer::forward_backward(float loss_scale) {
     }
     graph_->replay();
   }
-  for (MoELayer* layer : moe_layers()) layer->count_micro_batch();
+  for (MoELayer* layer : moe_layers_) layer->count_micro_batch();
   return read_loss();
 }
 
@@ -135,7 +130,7 @@ double Transformer::evaluate() {
 
 double Transformer::last_aux_loss() {
   double aux = 0;
-  for (MoELayer* layer : moe_layers()) aux += layer->last_aux_loss();
+  for (MoELayer* layer : moe_layers_) aux += layer->last_aux_loss();
   return aux;
 }
 

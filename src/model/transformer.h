@@ -48,7 +48,7 @@ class Transformer {
   // (host syncs; for the tests' gradient checks).
   double last_aux_loss();
 
-  std::vector<MoELayer*> moe_layers();
+  const std::vector<MoELayer*>& moe_layers() const { return moe_layers_; }
   int64_t tokens_per_micro_batch() const { return B_ * T_; }
 
  private:
@@ -64,6 +64,7 @@ class Transformer {
   Param &embed_, &final_norm_, &head_;
   SharedScratch scratch_;  // before blocks_: the layers hold its buffers
   std::vector<std::unique_ptr<Block>> blocks_;
+  std::vector<MoELayer*> moe_layers_;  // the MoE layers of blocks_, in order
   Tensor inputs_, targets_;
   std::vector<Tensor> resid_;  // resid_[l] is block l's input; resid_[L] the last block's output
   Tensor final_out_, final_rstd_, logits_, loss_n_;
