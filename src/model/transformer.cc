@@ -79,8 +79,12 @@ double Transformer::read_loss() {
   return sum / static_cast<double>(N_);
 }
 
+bool Transformer::micro_batch_has_collectives() const {
+  return parallel_.fsdp || parallel_.tp->size() > 1 || parallel_.ep->size() > 1;
+}
+
 void Transformer::replay_micro_batches_as_graph() {
-  if (parallel_.fsdp || parallel_.tp->size() > 1 || parallel_.ep->size() > 1) {
+  if (micro_batch_has_collectives()) {
     throw std::logic_error("Transformer: a micro-batch with collectives inside (FSDP, tp, ep) is not captured as a graph");
   }
   graph_ = std::make_unique<StreamGraph>();

@@ -41,9 +41,10 @@ class Transformer {
   // the next call runs eagerly (warming the kernels' scratch and GEMM
   // plans), the one after captures, and every later one replays, with the
   // same loss_scale. Token ids are read from inputs()/targets() at replay.
-  // Only without collectives inside a micro-batch (no FSDP, tp = ep = 1),
-  // on device tensors.
+  // Only without collectives inside a micro-batch, on device tensors.
   void replay_micro_batches_as_graph();
+  // FSDP, tp > 1 or ep > 1: a micro-batch talks to other ranks (no graph).
+  bool micro_batch_has_collectives() const;
   // The weighted MoE auxiliary losses of the last pass, summed over layers
   // (host syncs; for the tests' gradient checks).
   double last_aux_loss();

@@ -57,8 +57,7 @@ StepRunner::StepRunner(const JobConfig& cfg, Mesh& mesh, std::optional<Placement
   params_.init(cfg.model, static_cast<uint64_t>(cfg.train.seed));
   // On one GPU (no collective inside a micro-batch) each micro-batch's
   // forward and backward replay as one CUDA graph: no launch per kernel.
-  const Layout& l = mesh.layout();
-  if (placement_.device == Device::kCuda && l.tp == 1 && l.ep == 1 && l.dp_shard == 1) {
+  if (placement_.device == Device::kCuda && !model_.micro_batch_has_collectives()) {
     model_.replay_micro_batches_as_graph();
   }
 }
