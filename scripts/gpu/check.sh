@@ -62,7 +62,8 @@ case "$phase" in
         compute-sanitizer --tool racecheck --error-exitcode 9 "$bin/$t"
     done ;;
   train)
-    run train_gpu_test "$logs/train.log" "$bin/train_gpu_test" ;;
+    run train_gpu_test "$logs/train.log" "$bin/train_gpu_test"
+    run loss_curve_gpu_test "$logs/train.log" "$bin/loss_curve_gpu_test" ;;
   bench)
     # Graph replay (as training runs) for the figures; --profile (eager) for the op breakdown.
     for p in bf16 fp32; do

@@ -3,9 +3,12 @@
 
 Where it looks: $CUDA_HOME, else /usr/local/cuda. `--config=cpu` (in .bazelrc)
 sets MOE_TRAIN_CUDA=0, which makes the repository CPU-only even where a toolkit
-exists. The generated defs.bzl tells BUILD files what was found:
-  HAS_CUDA  toolkit with nvcc, cuBLAS and NCCL present: CUDA code is compiled and linked
-  HAS_GPU   `nvidia-smi -L` lists a GPU: GPU tests are run, not only built
+exists. `--config=cuda_emu` sets MOE_TRAIN_CUDA=emulate: the CUDA code is
+built for the CPU emulator in tools/cuda_emu (no toolkit needed) and the GPU
+tests run on it. The generated defs.bzl tells BUILD files what was found:
+  HAS_CUDA  CUDA code is compiled and linked (toolkit found, or emulated)
+  HAS_GPU   `nvidia-smi -L` lists a GPU (or emulated): GPU tests are run, not only built
+  EMULATED  the "GPU" is tools/cuda_emu: .cu files go through its compile_cu.sh
   NVCC      absolute path of nvcc
 """
 
@@ -18,7 +21,20 @@ def _has_gpu(rctx):
 
 def _cuda_configure_impl(rctx):
     cuda_path = rctx.os.environ.get("CUDA_HOME", "") or "/usr/local/cuda"
-    wanted = rctx.os.environ.get("MOE_TRAIN_CUDA", "1") != "0"
+    mode = rctx.os.environ.get("MOE_TRAIN_CUDA", "1")
+    if mode == "emulate":
+        rctx.file("BUILD", """
+package(default_visibility = ["//visibility:public"])
+
+# The CUDA emulator stands in for cudart, cuBLASLt and NCCL (--config=cuda_emu).
+alias(
+    name = "cuda",
+    actual = "@//tools/cuda_emu:cuda_emu",
+)
+""")
+        rctx.file("defs.bzl", "HAS_CUDA = True\nHAS_GPU = True\nEMULATED = True\nNVCC = \"\"\n")
+        return
+    wanted = mode != "0"
     needed = ["bin/nvcc", "include/cuda_runtime.h", "include/cublasLt.h", "include/nccl.h"]
     found = wanted and all([rctx.path(cuda_path + "/" + f).exists for f in needed])
 
@@ -56,7 +72,7 @@ cc_library(
 )
 """)
 
-    rctx.file("defs.bzl", "HAS_CUDA = {}\nHAS_GPU = {}\nNVCC = \"{}\"\n".format(
+    rctx.file("defs.bzl", "HAS_CUDA = {}\nHAS_GPU = {}\nEMULATED = False\nNVCC = \"{}\"\n".format(
         found,
         found and _has_gpu(rctx),
         cuda_path + "/bin/nvcc" if found else "",

@@ -9,7 +9,7 @@ same sources are still built (as a cc_binary) so CI catches compile and link
 errors; in CPU-only builds nothing is declared.
 """
 
-load("@local_cuda//:defs.bzl", "HAS_CUDA", "HAS_GPU", "NVCC")
+load("@local_cuda//:defs.bzl", "EMULATED", "HAS_CUDA", "HAS_GPU", "NVCC")
 
 CUDA_ARCH_FLAGS = [
     "-gencode arch=compute_80,code=sm_80",
@@ -19,7 +19,20 @@ CUDA_ARCH_FLAGS = [
 def cuda_library(name, srcs, hdrs = [], cu_deps = [], deps = [], **kwargs):
     """srcs: .cu files. cu_deps: header files (or filegroups) the .cu files include."""
     objs = []
-    if HAS_CUDA:
+    if EMULATED:
+        # The same sources, rewritten and compiled for the CPU emulator.
+        for src in srcs:
+            obj = "_objs_cuda_emu/{}/{}.o".format(name, src.replace(".cu", ""))
+            native.genrule(
+                name = "{}_{}_emu".format(name, src.replace("/", "_").replace(".", "_")),
+                srcs = [src] + hdrs + cu_deps + ["//tools/cuda_emu:device_headers"],
+                outs = [obj],
+                tools = ["//tools/cuda_emu:compile_cu.sh"],
+                cmd = "$(location //tools/cuda_emu:compile_cu.sh) $(location {}) $@ tools/cuda_emu/include -I$(GENDIR)".format(src),
+                message = "cuda_emu " + src,
+            )
+            objs.append(obj)
+    elif HAS_CUDA:
         for src in srcs:
             obj = "_objs_cuda/{}/{}.o".format(name, src.replace(".cu", ""))
             native.genrule(

@@ -1,0 +1,460 @@
+// The CUDA emulator's runtime: errors, devices, memory, streams, events, graphs
+// and kernel launches. Streams execute their work when it is enqueued (one
+// host thread, in order), except while a stream is being captured: then the
+// work is recorded into the graph, and runs each time the graph is launched.
+#include <sys/time.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tools/cuda_emu/device_memory.h"
+#include "tools/cuda_emu/fibers.h"
+#include "tools/cuda_emu/include/cuda_runtime.h"
+#include "tools/cuda_emu/runtime_internal.h"
+
+struct CUstream_st {
+  unsigned flags = 0;
+  bool capturing = false;
+  bool invalidated = false;
+  std::vector<std::function<void()>> captured;
+};
+
+struct CUevent_st {
+  unsigned flags = 0;
+  bool recorded = false;
+  bool in_graph = false;
+  double ms = 0;
+};
+
+struct CUgraph_st {
+  std::vector<std::function<void()>> nodes;
+};
+
+struct CUgraphExec_st {
+  std::vector<std::function<void()>> nodes;
+};
+
+namespace emu {
+namespace {
+
+thread_local cudaError_t last_error = cudaSuccess;
+// A kernel that deadlocked leaves the context unusable, as a device fault does.
+cudaError_t fatal_error = cudaSuccess;
+int current_device = 0;
+std::map<const void*, int> max_dynamic_shared;  // per kernel, from cudaFuncSetAttribute
+
+// The stream whose capture this host thread began (capture modes Global and
+// ThreadLocal forbid this thread's unsafe calls while it lasts).
+thread_local CUstream_st* capturing_stream = nullptr;
+
+constexpr size_t kDefaultSharedLimit = 48 * 1024;
+constexpr int kOptinSharedLimit = 163 * 1024;  // sm_80's, the stricter of the two built
+
+double now_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+cudaError_t fail(cudaError_t e, const std::string& why) {
+  std::fprintf(stderr, "cuda_emu: %s: %s\n", cudaGetErrorName(e), why.c_str());
+  last_error = e;
+  return e;
+}
+
+// Calls that wait for or allocate on the device may not run while this thread
+// captures: they invalidate the capture, as the CUDA runtime does.
+cudaError_t refuse_during_capture(const char* call) {
+  if (capturing_stream == nullptr) return cudaSuccess;
+  capturing_stream->invalidated = true;
+  return fail(cudaErrorStreamCaptureUnsupported,
+              std::string(call) + " while this thread captures a stream: not allowed in a CUDA graph capture");
+}
+
+int devices() {
+  const char* env = std::getenv("CUDA_EMU_DEVICE_COUNT");
+  return env ? std::atoi(env) : 8;
+}
+
+}  // namespace
+
+cudaError_t fatal() { return fatal_error; }
+
+cudaError_t enqueue(CUstream_st* stream, std::function<void()> work, const char* what) {
+  if (fatal_error != cudaSuccess) return fatal_error;
+  if (stream == nullptr && capturing_stream != nullptr) {
+    capturing_stream->invalidated = true;
+    return fail(cudaErrorStreamCaptureUnsupported,
+                std::string(what) + " on the legacy default stream while a capture is active");
+  }
+  if (stream != nullptr && stream->capturing) {
+    stream->captured.push_back(std::move(work));
+    return cudaSuccess;
+  }
+  DeviceAccess access;
+  work();
+  return fatal_error;
+}
+
+}  // namespace emu
+
+using emu::fail;
+
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureWrongThread: return "cudaErrorStreamCaptureWrongThread";
+    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+  }
+  return "cudaErrorUnknown";
+}
+
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevicePointer: return "invalid device pointer";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorNotReady: return "device not ready";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureWrongThread: return "attempt to terminate a thread-local capture sequence from another thread";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+  }
+  return "unknown error";
+}
+
+cudaError_t cudaGetLastError() {
+  if (emu::fatal_error != cudaSuccess) return emu::fatal_error;
+  const cudaError_t e = emu::last_error;
+  emu::last_error = cudaSuccess;
+  return e;
+}
+
+cudaError_t cudaPeekAtLastError() { return emu::fatal_error != cudaSuccess ? emu::fatal_error : emu::last_error; }
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = emu::devices();
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDevice(int* device) {
+  *device = emu::current_device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) {
+  if (device < 0 || device >= emu::devices()) return fail(cudaErrorInvalidDevice, "cudaSetDevice(" + std::to_string(device) + ")");
+  emu::current_device = device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
+  if (device < 0 || device >= emu::devices()) return fail(cudaErrorInvalidDevice, "cudaGetDeviceProperties");
+  *p = cudaDeviceProp{};
+  std::snprintf(p->name, sizeof p->name, "cuda_emu (CPU emulation of an sm_80 GPU)");
+  p->totalGlobalMem = emu::kDeviceBytes;
+  p->sharedMemPerBlock = emu::kDefaultSharedLimit;
+  p->sharedMemPerBlockOptin = emu::kOptinSharedLimit;
+  p->warpSize = 32;
+  p->maxThreadsPerBlock = 1024;
+  p->major = 8;
+  p->minor = 0;
+  p->multiProcessorCount = 108;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
+  if (attr != cudaDevAttrMaxSharedMemoryPerBlockOptin) return fail(cudaErrorInvalidValue, "cudaDeviceGetAttribute");
+  *value = emu::kOptinSharedLimit;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize() {
+  if (cudaError_t e = emu::refuse_during_capture("cudaDeviceSynchronize")) return e;
+  return emu::fatal_error;
+}
+
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  *total_bytes = emu::kDeviceBytes;
+  *free_bytes = emu::kDeviceBytes - emu::device_bytes_in_use();
+  return cudaSuccess;
+}
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+  if (cudaError_t e = emu::refuse_during_capture("cudaMalloc")) return e;
+  *ptr = emu::device_alloc(bytes);
+  if (*ptr == nullptr) {
+    emu::last_error = cudaErrorMemoryAllocation;
+    return cudaErrorMemoryAllocation;
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* ptr) {
+  if (ptr == nullptr) return cudaSuccess;
+  if (cudaError_t e = emu::refuse_during_capture("cudaFree")) return e;
+  if (!emu::device_free(ptr)) return fail(cudaErrorInvalidDevicePointer, "cudaFree of " + emu::describe_address(ptr, 0));
+  return cudaSuccess;
+}
+
+cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
+  *ptr = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
+  return *ptr ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+
+cudaError_t cudaFreeHost(void* ptr) {
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+namespace {
+
+// The kind must match where the pointers are, and device ranges must lie
+// inside live allocations (a real copy past the end faults or corrupts).
+cudaError_t check_copy(const char* call, void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  const bool dst_dev = emu::is_device_address(dst), src_dev = emu::is_device_address(src);
+  bool ok = true;
+  switch (kind) {
+    case cudaMemcpyHostToHost: ok = !dst_dev && !src_dev; break;
+    case cudaMemcpyHostToDevice: ok = dst_dev && !src_dev; break;
+    case cudaMemcpyDeviceToHost: ok = !dst_dev && src_dev; break;
+    case cudaMemcpyDeviceToDevice: ok = dst_dev && src_dev; break;
+    case cudaMemcpyDefault: break;
+  }
+  if (!ok) {
+    return fail(cudaErrorInvalidValue, std::string(call) + ": kind " + std::to_string(kind) + " does not match dst " +
+                                           emu::describe_address(dst, bytes) + ", src " +
+                                           emu::describe_address(src, bytes));
+  }
+  if ((dst_dev && !emu::is_device_range(dst, bytes)) || (src_dev && !emu::is_device_range(src, bytes))) {
+    return fail(cudaErrorInvalidValue, std::string(call) + " past the end of an allocation: dst " +
+                                           emu::describe_address(dst, bytes) + ", src " +
+                                           emu::describe_address(src, bytes));
+  }
+  return cudaSuccess;
+}
+
+cudaError_t check_set(const char* call, void* ptr, size_t bytes) {
+  if (!emu::is_device_range(ptr, bytes)) {
+    return fail(cudaErrorInvalidValue, std::string(call) + " outside device memory: " + emu::describe_address(ptr, bytes));
+  }
+  return cudaSuccess;
+}
+
+}  // namespace
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (cudaError_t e = emu::refuse_during_capture("cudaMemcpy")) return e;
+  if (bytes == 0) return cudaSuccess;
+  if (cudaError_t e = check_copy("cudaMemcpy", dst, src, bytes, kind)) return e;
+  return emu::enqueue(nullptr, [=] { std::memmove(dst, src, bytes); }, "cudaMemcpy");
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
+  if (bytes == 0) return cudaSuccess;
+  if (cudaError_t e = check_copy("cudaMemcpyAsync", dst, src, bytes, kind)) return e;
+  return emu::enqueue(stream, [=] { std::memmove(dst, src, bytes); }, "cudaMemcpyAsync");
+}
+
+cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
+  if (cudaError_t e = emu::refuse_during_capture("cudaMemset")) return e;
+  if (bytes == 0) return cudaSuccess;
+  if (cudaError_t e = check_set("cudaMemset", ptr, bytes)) return e;
+  return emu::enqueue(nullptr, [=] { std::memset(ptr, value, bytes); }, "cudaMemset");
+}
+
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t stream) {
+  if (bytes == 0) return cudaSuccess;
+  if (cudaError_t e = check_set("cudaMemsetAsync", ptr, bytes)) return e;
+  return emu::enqueue(stream, [=] { std::memset(ptr, value, bytes); }, "cudaMemsetAsync");
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
+  *stream = new CUstream_st;
+  (*stream)->flags = flags;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  delete stream;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  if (cudaError_t e = emu::refuse_during_capture("cudaStreamSynchronize")) return e;
+  return emu::fatal_error;
+}
+
+cudaError_t cudaStreamQuery(cudaStream_t) {
+  if (cudaError_t e = emu::refuse_during_capture("cudaStreamQuery")) return e;
+  return emu::fatal_error;
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return emu::fatal_error; }
+
+cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, cudaEventDefault); }
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) {
+  *event = new CUevent_st;
+  (*event)->flags = flags;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  delete event;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  if (stream != nullptr && stream->capturing) event->in_graph = true;
+  return emu::enqueue(stream, [event] {
+    event->recorded = true;
+    event->ms = emu::now_ms();
+  }, "cudaEventRecord");
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  if (cudaError_t e = emu::refuse_during_capture("cudaEventSynchronize")) return e;
+  (void)event;
+  return emu::fatal_error;
+}
+
+cudaError_t cudaEventQuery(cudaEvent_t) { return emu::fatal_error; }
+
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t stop) {
+  if ((start->flags | stop->flags) & cudaEventDisableTiming) {
+    return fail(cudaErrorInvalidValue, "cudaEventElapsedTime on an event created with cudaEventDisableTiming");
+  }
+  if (!start->recorded || !stop->recorded) return fail(cudaErrorInvalidValue, "cudaEventElapsedTime: event never recorded");
+  *ms = static_cast<float>(stop->ms - start->ms);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
+  if (stream == nullptr) return fail(cudaErrorStreamCaptureUnsupported, "capture of the legacy default stream");
+  if (stream->capturing) return fail(cudaErrorInvalidValue, "cudaStreamBeginCapture: the stream already captures");
+  stream->capturing = true;
+  stream->invalidated = false;
+  stream->captured.clear();
+  if (mode != cudaStreamCaptureModeRelaxed) emu::capturing_stream = stream;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  *graph = nullptr;
+  if (stream == nullptr || !stream->capturing) return fail(cudaErrorInvalidValue, "cudaStreamEndCapture without a capture");
+  stream->capturing = false;
+  if (emu::capturing_stream == stream) emu::capturing_stream = nullptr;
+  if (stream->invalidated) {
+    stream->captured.clear();
+    return fail(cudaErrorStreamCaptureInvalidated, "the capture was invalidated by an earlier call (see above)");
+  }
+  *graph = new CUgraph_st{std::move(stream->captured)};
+  stream->captured.clear();
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
+  *status = stream != nullptr && stream->capturing
+                ? (stream->invalidated ? cudaStreamCaptureStatusInvalidated : cudaStreamCaptureStatusActive)
+                : cudaStreamCaptureStatusNone;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  *exec = new CUgraphExec_st{graph->nodes};
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  const std::vector<std::function<void()>>* nodes = &exec->nodes;
+  return emu::enqueue(stream, [nodes] {
+    for (const auto& node : *nodes) node();
+  }, "cudaGraphLaunch");
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete graph;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete exec;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || value > emu::kOptinSharedLimit) {
+    return fail(cudaErrorInvalidValue, "cudaFuncSetAttribute(MaxDynamicSharedMemorySize, " + std::to_string(value) +
+                                           "): the limit is " + std::to_string(emu::kOptinSharedLimit));
+  }
+  emu::max_dynamic_shared[func] = value;
+  return cudaSuccess;
+}
+
+namespace emu {
+
+void launch_grid(const LaunchShape& s, std::function<void()> thread_main) {
+  const std::string site = std::string(s.name) + " (" + s.file + ":" + std::to_string(s.line) + ")";
+  const uint64_t threads = uint64_t{s.block.x} * s.block.y * s.block.z;
+  if (threads == 0 || threads > 1024 || s.block.z > 64 || s.grid.x == 0 || s.grid.y == 0 || s.grid.z == 0 ||
+      s.grid.x > 2147483647u || s.grid.y > 65535 || s.grid.z > 65535) {
+    fail(cudaErrorInvalidConfiguration,
+         "launch of " + site + ": grid (" + std::to_string(s.grid.x) + ", " + std::to_string(s.grid.y) + ", " +
+             std::to_string(s.grid.z) + "), block (" + std::to_string(s.block.x) + ", " + std::to_string(s.block.y) +
+             ", " + std::to_string(s.block.z) + ")");
+    return;
+  }
+  const auto raised = max_dynamic_shared.find(s.kernel);
+  const size_t limit = raised == max_dynamic_shared.end() ? kDefaultSharedLimit : static_cast<size_t>(raised->second);
+  if (s.shared_bytes > limit) {
+    fail(cudaErrorInvalidValue, "launch of " + site + " with " + std::to_string(s.shared_bytes) +
+                                    " bytes of dynamic shared memory; the kernel's limit is " + std::to_string(limit) +
+                                    (raised == max_dynamic_shared.end()
+                                         ? " (raise it with cudaFuncSetAttribute(MaxDynamicSharedMemorySize))"
+                                         : ""));
+    return;
+  }
+  const LaunchShape shape = s;
+  enqueue(
+      s.stream,
+      [shape, site, body = std::move(thread_main)] {
+        // Dynamic shared memory starts as all-ones bytes (NaN as floats, -1 as
+        // integers), so a read before any write shows in the results.
+        std::vector<unsigned char> shared(shape.shared_bytes + 16, 0xFF);
+        for (unsigned z = 0; z < shape.grid.z; ++z)
+          for (unsigned y = 0; y < shape.grid.y; ++y)
+            for (unsigned x = 0; x < shape.grid.x; ++x) {
+              if (shape.shared_bytes > 0) std::memset(shared.data(), 0xFF, shared.size());
+              const std::string error = run_block(dim3(x, y, z), shape.grid, shape.block, shared.data(), body);
+              if (!error.empty()) {
+                fatal_error = cudaErrorLaunchFailure;
+                std::fprintf(stderr, "cuda_emu: kernel %s, block (%u, %u, %u): %s\n", site.c_str(), x, y, z,
+                             error.c_str());
+                return;
+              }
+            }
+      },
+      s.name);
+}
+
+}  // namespace emu

@@ -1,0 +1,17 @@
+// What the emulated libraries (cuBLASLt, NCCL) share with the runtime.
+#pragma once
+
+#include <functional>
+
+#include "tools/cuda_emu/include/cuda_runtime.h"
+
+namespace emu {
+
+// Runs `work` with device memory open, or records it while `stream` is being
+// captured. Returns the context's fatal error, if any. `what` names the work
+// in error messages.
+cudaError_t enqueue(CUstream_st* stream, std::function<void()> work, const char* what);
+// cudaErrorLaunchFailure once a kernel has deadlocked, else cudaSuccess.
+cudaError_t fatal();
+
+}  // namespace emu
