@@ -17,7 +17,6 @@
 #include "src/data/token_dataset.h"
 #include "src/core/user_error.h"
 #include "src/parallel/communicator.h"
-#include "src/parallel/host_device_communicator.h"
 #include "src/parallel/launch_env.h"
 #include "src/parallel/mesh.h"
 #include "src/train/cpu_peak.h"
@@ -27,10 +26,8 @@
 #include "src/train/import_hf.h"
 #include "src/train/preemption.h"
 #include "src/train/step_runner.h"
+#include "src/train/world.h"
 
-#if MOE_TRAIN_HAS_CUDA
-#include "src/parallel/nccl_communicator.h"
-#endif
 
 namespace moe {
 namespace {
@@ -63,30 +60,6 @@ double unigram_entropy(const TokenDataset& data, int64_t vocab_size) {
     if (c > 0) h -= static_cast<double>(c) / n * std::log(static_cast<double>(c) / n);
   }
   return h;
-}
-
-// The world: MPI when the layout has several ranks (the launcher's rank count
-// was already checked against the layout; MPI's must agree), else one rank.
-// On GPUs, each group also gets NCCL for the device tensors, on this rank's
-// GPU (selected first: NCCL binds a group to the current device).
-std::unique_ptr<Communicator> make_world(const Layout& layout, const Placement& where) {
-  if (layout.world() == 1) return single_process_world();
-  ensure_mpi_initialized();
-  std::unique_ptr<Communicator> world = mpi_world();
-  if (world->size() != layout.world()) {
-    throw UserError(fmt::format(
-        "MPI reports {} ranks but the launcher's environment said {}; launch with mpirun or srun --mpi=pmix so "
-        "that both agree",
-        world->size(), layout.world()));
-  }
-  if (where.device != Device::kCuda) return world;
-#if MOE_TRAIN_HAS_CUDA
-  select_cuda_device(read_launch_env().local_rank);
-  auto nccl = std::make_unique<NcclCommunicator>(*world);  // collective over the MPI world
-  return std::make_unique<HostDeviceCommunicator>(std::move(world), std::move(nccl));
-#else
-  throw std::logic_error("train.device = \"cuda\" in a build without CUDA");
-#endif
 }
 
 // Where to start from: an explicit load_path, else (resume = "auto") the latest checkpoint in dir.

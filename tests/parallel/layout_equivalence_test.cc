@@ -11,6 +11,9 @@
 // elements; that shifts the aux losses and grad norm by up to ~5e-4 in 10
 // steps (measured) and can flip a near-tied routing choice, so expert counts
 // are compared in fp32 only. tp sums bf16 partial outputs: losses to 2e-2.
+// On GPUs (hidden cases, tag [gpu]: one GPU per rank, NCCL for the device
+// tensors; the CI runs them on the CUDA emulator), the same checks hold the
+// N-rank GPU run to a one-process GPU run.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -25,6 +28,7 @@
 #include "src/parallel/mesh.h"
 #include "src/train/dry_run.h"
 #include "src/train/step_runner.h"
+#include "src/train/world.h"
 #include "tests/data/test_files.h"
 #include "tests/parallel/layouts.h"
 #include "tests/parallel/mpi_test_main.h"
@@ -68,11 +72,12 @@ moe::JobConfig tiny_config(const std::string& router, bool capacity, const moe::
   return cfg;
 }
 
-std::vector<moe::StepMetrics> train(const moe::JobConfig& cfg, moe::Mesh& mesh, moe::DType compute) {
+std::vector<moe::StepMetrics> train(const moe::JobConfig& cfg, moe::Mesh& mesh, const moe::Placement& where) {
   const moe::TokenDataset data = moe::TokenDataset::open(cfg.data.dataset_path, cfg.data.file_pattern,
                                                          cfg.model.vocab_size);
   const moe::BatchSampler sampler(data, cfg.train.seq_len, cfg.train.batch_size, cfg.train.seed);
-  moe::StepRunner runner(cfg, mesh, moe::Placement{moe::Device::kCpu, compute});
+  const moe::DType compute = where.compute;
+  moe::StepRunner runner(cfg, mesh, where);
   // Every rank allocates exactly what --dry-run plans for its layout.
   moe::JobConfig planned = cfg;
   planned.train.mixed_precision = compute == moe::DType::kBF16 ? "bf16" : "fp32";
@@ -87,22 +92,26 @@ void check_close(double got, double want, const char* what, int64_t step, double
   CHECK(std::abs(got - want) <= rtol * std::max(std::abs(want), 1e-3));
 }
 
-void check_layout(const Case& c, moe::DType compute) {
+void check_layout(const Case& c, const moe::Placement& where) {
+  const moe::DType compute = where.compute;
   const int64_t D = c.layout.dp_replicate * c.layout.dp_shard * c.layout.ep;
   const bool bf16 = compute == moe::DType::kBF16;
   const bool partial_sums = bf16 && c.layout.tp > 1;  // bf16 partial sums over tp round differently
   const double rtol = !bf16 ? 1e-5 : (partial_sums ? 2e-2 : 2e-3);
+  // On GPUs (slow on the CUDA emulator) each router once, one with capacity and one without.
+  const bool gpu = where.device == moe::Device::kCuda;
   for (const std::string router : {"softmax_topk", "sigmoid_topk"}) {
     for (bool capacity : {false, true}) {
+      if (gpu && capacity != (router == "softmax_topk")) continue;
       DYNAMIC_SECTION(c.name << (bf16 ? " in bf16" : "") << ", " << router << ", capacity "
                              << (capacity ? "on" : "off")) {
         const moe::JobConfig cfg = tiny_config(router, capacity, c.layout, 2);
-        moe::Mesh mesh(c.layout, moe::mpi_world());
-        const std::vector<moe::StepMetrics> got = train(cfg, mesh, compute);
+        moe::Mesh mesh(c.layout, moe::make_world(c.layout, where));
+        const std::vector<moe::StepMetrics> got = train(cfg, mesh, where);
 
         const moe::JobConfig one_cfg = tiny_config(router, capacity, moe::Layout{}, 2 * D);
         moe::Mesh one(moe::Layout{}, moe::single_process_world());
-        const std::vector<moe::StepMetrics> want = train(one_cfg, one, compute);
+        const std::vector<moe::StepMetrics> want = train(one_cfg, one, where);
 
         for (int64_t s = 0; s < kSteps; ++s) {
           check_close(got[s].loss, want[s].loss, "loss", s + 1, rtol);
@@ -140,12 +149,23 @@ TEST_CASE("every layout of this many ranks matches one process") {
   if (data_dir.empty()) write_dataset();  // test_files' helpers need a running test
   const std::vector<Case> cases = layouts_for(test_world().size());
   REQUIRE(!cases.empty());
-  for (const Case& c : cases) check_layout(c, moe::DType::kF32);
+  for (const Case& c : cases) check_layout(c, moe::Placement{moe::Device::kCpu, moe::DType::kF32});
 }
 
 TEST_CASE("every layout of this many ranks matches one process in bf16") {
   if (data_dir.empty()) write_dataset();
   const std::vector<Case> cases = layouts_for(test_world().size());
   REQUIRE(!cases.empty());
-  for (const Case& c : cases) check_layout(c, moe::DType::kBF16);
+  for (const Case& c : cases) check_layout(c, moe::Placement{moe::Device::kCpu, moe::DType::kBF16});
 }
+
+#if MOE_TRAIN_HAS_CUDA
+TEST_CASE("every layout of this many ranks matches one process on GPUs, in fp32 and in bf16", "[.gpu]") {
+  if (data_dir.empty()) write_dataset();
+  const std::vector<Case> cases = layouts_for(test_world().size());
+  REQUIRE(!cases.empty());
+  for (const moe::DType compute : {moe::DType::kF32, moe::DType::kBF16}) {
+    for (const Case& c : cases) check_layout(c, moe::Placement{moe::Device::kCuda, compute});
+  }
+}
+#endif

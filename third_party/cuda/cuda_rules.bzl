@@ -1,12 +1,17 @@
 """Build rules for CUDA sources.
 
 cuda_library: each .cu is compiled by nvcc in a genrule (for sm_80 and sm_90)
-and the objects become a cc_library. Where CUDA is absent the library is empty
-and C++ callers stay behind `#if MOE_TRAIN_HAS_CUDA`.
+and the objects become a cc_library; under --config=cuda_emu each .cu is
+compiled for the CPU emulator (tools/cuda_emu/compile_cu.sh) instead. Where
+CUDA is absent the library is empty and C++ callers stay behind
+`#if MOE_TRAIN_HAS_CUDA`.
 
-gpu_test: a cc_test where a GPU is present; where only the toolkit is, the
-same sources are still built (as a cc_binary) so CI catches compile and link
-errors; in CPU-only builds nothing is declared.
+gpu_test: a cc_test where a GPU is present (or emulated); where only the
+toolkit is, the same sources are still built (as a cc_binary) so CI catches
+compile and link errors; in CPU-only builds nothing is declared.
+
+multi_gpu_test: an sh_test over several GPUs (mpirun), declared where GPUs
+are present or emulated.
 """
 
 load("@local_cuda//:defs.bzl", "EMULATED", "HAS_CUDA", "HAS_GPU", "NVCC")
@@ -70,3 +75,11 @@ def gpu_test(name, tags = [], **kwargs):
         kwargs.pop("timeout", None)
         kwargs["testonly"] = True  # a test in all but name: it may use testonly helpers (gpu_test_util)
         native.cc_binary(name = name, tags = tags + ["gpu"], **kwargs)
+
+def multi_gpu_test(name, tags = [], **kwargs):
+    """An sh_test that runs ranks on several GPUs (mpirun, one GPU per rank).
+
+    Declared where GPUs are present or emulated; tags gpu and multi_gpu (the
+    gpu config leaves multi_gpu out: one-GPU machines cannot run it)."""
+    if HAS_GPU:
+        native.sh_test(name = name, tags = tags + ["gpu", "multi_gpu"], **kwargs)

@@ -23,5 +23,9 @@ if grep -n '<<<\|extern __shared__' "$cc_file" >&2; then
   echo "compile_cu.sh: $src: a launch or dynamic shared array the rewrite did not match (above)" >&2
   exit 1
 fi
-exec "${CXX:-g++}" -std=c++17 -O2 -g1 -fPIC -Wall -Wno-unknown-pragmas -Wno-sign-compare -I. -isystem "$include" \
+# The device contracts a * b + c into one fused multiply-add by default (nvcc
+# --fmad=true); where the CPU has FMA, so does the emulated code.
+fma=()
+grep -qw fma /proc/cpuinfo 2>/dev/null && fma=(-mfma)
+exec "${CXX:-g++}" -std=c++17 -O2 -g1 -fPIC "${fma[@]}" -Wall -Wno-unknown-pragmas -Wno-sign-compare -I. -isystem "$include" \
   -DMOE_TRAIN_HAS_CUDA=1 -DMOE_TRAIN_CUDA_EMULATED=1 "$@" -x c++ -c "$cc_file" -o "$out"

@@ -65,36 +65,36 @@ enum class Wait { kNone, kBlock, kWarp };
 struct WarpBarrier {
   unsigned mask = 0;
   unsigned arrived = 0;
-  uint64_t generation = 0;
 };
 
 struct Fiber {
   void* sp = nullptr;  // saved stack pointer while switched out
   bool done = false;
   Wait wait = Wait::kNone;
-  uint64_t wait_generation = 0;  // the barrier's generation when the fiber arrived
-  int wait_barrier = -1;         // index into its warp's barriers
-  uint64_t exchanges = 0;        // this lane's warp exchanges so far (double-buffer parity)
+  uint64_t exchanges = 0;  // this lane's warp exchanges so far (double-buffer parity)
 };
 
 struct Block {
   int size = 0;
-  dim3 block;
   std::vector<Fiber> fibers;
+  std::vector<dim3> thread_index;  // threadIdx of each rank
+  // A fiber runs when its flag is set: at the start, and when the barrier it
+  // waits at completes. The scheduler clears it before resuming the fiber.
+  std::vector<char> ready;
   void* scheduler_sp = nullptr;
   int current = -1;
   const std::function<void()>* thread_main = nullptr;
   unsigned char* dynamic_shared = nullptr;
 
-  uint64_t block_generation = 0;
-  int block_arrived = 0;
+  std::vector<int> block_waiters;
   const char* block_site = nullptr;  // the barrier the current arrivals wait at
-  std::string error;                 // set by a fiber: the block stops
   int exited = 0;
   std::vector<std::vector<WarpBarrier>> warp_barriers;  // per warp, one per mask in use
-  std::vector<uint64_t> warp_generation;                // per warp: bumped by any completed warp barrier
+  std::vector<unsigned> warp_exited;                    // per warp: lanes that have exited
+  std::vector<unsigned> warp_lanes;                     // per warp: lanes that exist
   std::vector<uint64_t> warp_slots[2];                  // one per thread, double-buffered
   std::vector<uint64_t> block_slots;
+  std::string error;  // set by a fiber: the block stops
 };
 
 Block* running = nullptr;
@@ -117,13 +117,24 @@ std::vector<unsigned char*>& stacks(int count) {
   return pool;
 }
 
-void set_builtins(const Block& b, int rank) {
-  threadIdx = dim3(rank % b.block.x, rank / b.block.x % b.block.y, rank / (b.block.x * b.block.y));
-}
-
 void yield_to_scheduler() {
   Block& b = *running;
   emu_switch_context(&b.fibers[b.current].sp, b.scheduler_sp);
+}
+
+// Releases the block barrier once every thread that has not exited is there.
+void try_release_block(Block& b) {
+  if (b.block_waiters.empty() || static_cast<int>(b.block_waiters.size()) < b.size - b.exited) return;
+  for (int t : b.block_waiters) b.ready[t] = 1;
+  b.block_waiters.clear();
+}
+
+// Releases a warp barrier once every lane of its mask that has not exited is there.
+void try_release_warp(Block& b, int warp, WarpBarrier& w) {
+  const unsigned live = w.mask & b.warp_lanes[warp] & ~b.warp_exited[warp];
+  if (w.arrived == 0 || (w.arrived & live) != live) return;
+  for (unsigned bits = w.arrived; bits != 0; bits &= bits - 1) b.ready[warp * 32 + __builtin_ctz(bits)] = 1;
+  w.arrived = 0;
 }
 
 [[noreturn]] void fiber_main() {
@@ -132,25 +143,10 @@ void yield_to_scheduler() {
   b.fibers[b.current].done = true;
   ++b.exited;
   // A barrier waiting only for this thread may now be complete.
-  if (b.block_arrived > 0 && b.block_arrived == b.size - b.exited) {
-    b.block_arrived = 0;
-    ++b.block_generation;
-  }
+  try_release_block(b);
   const int warp = b.current / 32;
-  const unsigned bit = 1u << (b.current % 32);
-  for (WarpBarrier& w : b.warp_barriers[warp]) {
-    if (w.arrived == 0 || !(w.mask & bit)) continue;
-    unsigned live = 0;
-    for (int l = 0; l < 32; ++l) {
-      const int t = warp * 32 + l;
-      if ((w.mask >> l & 1u) && t < b.size && !b.fibers[t].done) live |= 1u << l;
-    }
-    if ((w.arrived & live) == live) {
-      w.arrived = 0;
-      ++w.generation;
-      ++b.warp_generation[warp];
-    }
-  }
+  b.warp_exited[warp] |= 1u << (b.current % 32);
+  for (WarpBarrier& w : b.warp_barriers[warp]) try_release_warp(b, warp, w);
   emu_switch_context(&b.fibers[b.current].sp, b.scheduler_sp);
   std::abort();  // a finished fiber is never resumed
 }
@@ -169,16 +165,6 @@ void* initial_stack(unsigned char* stack_base) {
   asm volatile("stmxcsr %0" : "=m"(control[0]));
   asm volatile("fnstcw %0" : "=m"(control[1]));
   return regs - 1;
-}
-
-bool runnable(const Block& b, const Fiber& f, int rank) {
-  if (f.done) return false;
-  switch (f.wait) {
-    case Wait::kNone: return true;
-    case Wait::kBlock: return b.block_generation != f.wait_generation;
-    case Wait::kWarp: return b.warp_barriers[rank / 32][f.wait_barrier].generation != f.wait_generation;
-  }
-  return false;
 }
 
 std::string describe_deadlock(const Block& b) {
@@ -201,18 +187,15 @@ unsigned char* dynamic_shared() { return running->dynamic_shared; }
 void sync_block(const char* site) {
   Block& b = *running;
   Fiber& f = b.fibers[b.current];
-  if (b.block_arrived > 0 && std::strcmp(site, b.block_site) != 0) {
+  if (!b.block_waiters.empty() && std::strcmp(site, b.block_site) != 0) {
     b.error = "threads wait at two different __syncthreads at once (" + std::string(b.block_site) + " and " + site +
               "): a barrier in a branch that not every thread takes";
     for (;;) yield_to_scheduler();  // never resumed: the scheduler stops the block
   }
   b.block_site = site;
+  b.block_waiters.push_back(b.current);
   f.wait = Wait::kBlock;
-  f.wait_generation = b.block_generation;  // runnable once the generation moves on
-  if (++b.block_arrived == b.size - b.exited) {
-    b.block_arrived = 0;
-    ++b.block_generation;
-  }
+  try_release_block(b);
   // Even the last to arrive yields, so that the others resume before it goes on
   // (the order threads pass a barrier in is not defined on a device either).
   yield_to_scheduler();
@@ -229,29 +212,18 @@ void sync_warp(unsigned mask) {
     std::abort();
   }
   std::vector<WarpBarrier>& barriers = b.warp_barriers[warp];
-  int index = -1;
-  for (size_t i = 0; i < barriers.size(); ++i)
-    if (barriers[i].mask == mask) index = static_cast<int>(i);
-  if (index < 0) {
-    barriers.push_back(WarpBarrier{mask, 0, 0});
-    index = static_cast<int>(barriers.size()) - 1;
+  WarpBarrier* w = nullptr;
+  for (WarpBarrier& candidate : barriers) {
+    if (candidate.mask == mask) w = &candidate;
   }
-  WarpBarrier& w = barriers[index];
+  if (w == nullptr) {
+    barriers.push_back(WarpBarrier{mask, 0});
+    w = &barriers.back();
+  }
+  w->arrived |= bit;
   Fiber& f = b.fibers[b.current];
   f.wait = Wait::kWarp;
-  f.wait_barrier = index;
-  f.wait_generation = w.generation;  // runnable once the generation moves on
-  w.arrived |= bit;
-  unsigned live = 0;
-  for (int l = 0; l < 32; ++l) {
-    const int t = warp * 32 + l;
-    if ((mask >> l & 1u) && t < b.size && !b.fibers[t].done) live |= 1u << l;
-  }
-  if ((w.arrived & live) == live) {
-    w.arrived = 0;
-    ++w.generation;
-    ++b.warp_generation[warp];
-  }
+  try_release_warp(b, warp, *w);
   yield_to_scheduler();
   f.wait = Wait::kNone;
 }
@@ -278,16 +250,24 @@ std::string run_block(dim3 block_idx, dim3 grid, dim3 block, unsigned char* dyna
                       const std::function<void()>& thread_main) {
   Block b;
   b.size = static_cast<int>(block.x * block.y * block.z);
-  b.block = block;
   b.fibers.resize(b.size);
+  b.ready.assign(b.size, 1);
+  b.thread_index.resize(b.size);
+  for (int i = 0; i < b.size; ++i) {
+    const unsigned r = static_cast<unsigned>(i);
+    b.thread_index[i] = dim3(r % block.x, r / block.x % block.y, r / (block.x * block.y));
+  }
   b.thread_main = &thread_main;
   b.dynamic_shared = dynamic_shared;
   const int warps = (b.size + 31) / 32;
   b.warp_barriers.resize(warps);
-  b.warp_generation.assign(warps, 0);
+  b.warp_exited.assign(warps, 0);
+  b.warp_lanes.assign(warps, 0xffffffffu);
+  if (b.size % 32 != 0) b.warp_lanes[warps - 1] = (1u << (b.size % 32)) - 1;
   b.warp_slots[0].assign(warps * 32, 0);
   b.warp_slots[1].assign(warps * 32, 0);
   b.block_slots.assign(b.size, 0);
+  b.block_waiters.reserve(b.size);
   if (__start_cuda_emu_shared != nullptr) {
     std::memset(__start_cuda_emu_shared, 0xFF, static_cast<size_t>(__stop_cuda_emu_shared - __start_cuda_emu_shared));
   }
@@ -306,10 +286,11 @@ std::string run_block(dim3 block_idx, dim3 grid, dim3 block, unsigned char* dyna
     bool resumed = false;
     for (int k = 0; k < b.size; ++k) {
       const int i = descending ? b.size - 1 - k : k;
-      if (!runnable(b, b.fibers[i], i)) continue;
+      if (!b.ready[i]) continue;
+      b.ready[i] = 0;
       resumed = true;
       b.current = i;
-      set_builtins(b, i);
+      threadIdx = b.thread_index[i];
       emu_switch_context(&b.scheduler_sp, b.fibers[i].sp);
       if (!b.error.empty()) break;
     }

@@ -180,16 +180,23 @@ inline int __ffs(int x) { return __builtin_ffs(x); }
 inline int __ffsll(long long x) { return __builtin_ffsll(x); }
 inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
 
-// Correctly rounded single operations: what the host does without contraction.
-inline float __fmul_rn(float a, float b) { return a * b; }
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline float __fsub_rn(float a, float b) { return a - b; }
-inline float __fdiv_rn(float a, float b) { return a / b; }
-inline float __fsqrt_rn(float a) { return std::sqrt(a); }
-inline float __frcp_rn(float a) { return 1.0f / a; }
-inline double __dmul_rn(double a, double b) { return a * b; }
-inline double __dadd_rn(double a, double b) { return a + b; }
-inline double __dsub_rn(double a, double b) { return a - b; }
+// Correctly rounded single operations, never fused into a multiply-add (the
+// reason kernels use them). The empty asm makes the compiler materialise each
+// result, so -ffp-contract cannot merge it into a neighbouring operation.
+template <typename T>
+inline T emu_rounded(T x) {
+  asm("" : "+x"(x));
+  return x;
+}
+inline float __fmul_rn(float a, float b) { return emu_rounded(a * b); }
+inline float __fadd_rn(float a, float b) { return emu_rounded(a + b); }
+inline float __fsub_rn(float a, float b) { return emu_rounded(a - b); }
+inline float __fdiv_rn(float a, float b) { return emu_rounded(a / b); }
+inline float __fsqrt_rn(float a) { return emu_rounded(std::sqrt(a)); }
+inline float __frcp_rn(float a) { return emu_rounded(1.0f / a); }
+inline double __dmul_rn(double a, double b) { return emu_rounded(a * b); }
+inline double __dadd_rn(double a, double b) { return emu_rounded(a + b); }
+inline double __dsub_rn(double a, double b) { return emu_rounded(a - b); }
 inline float __fdividef(float a, float b) { return a / b; }
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
