@@ -19,8 +19,9 @@ void require_built_features(const JobConfig& c, const Layout& l) {
   if (l.pp > 1) not_built("distributed.pp", l.pp, "pipeline parallelism", "set distributed.pp = 1");
   if (l.cp > 1) not_built("distributed.cp", l.cp, "context parallelism", "set distributed.cp = 1");
   if (c.train.device == "cuda") {
-    // Built and compiled, but not yet run on a GPU (docs/gpu.md): refused
-    // until tests/gpu/train_gpu_test has passed on one.
+    // Built, and its tests pass on the CUDA emulator (logic, not hardware),
+    // but not yet run on a GPU (docs/gpu.md): refused until
+    // tests/gpu/train_gpu_test and loss_curve_gpu_test have passed on one.
     throw UserError("train.device = \"cuda\": the CUDA backend is built but not yet verified on a GPU (docs/gpu.md); "
                     "use \"cpu\" or \"auto\"");
   }

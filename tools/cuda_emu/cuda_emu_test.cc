@@ -90,6 +90,12 @@ __global__ void dynamic_shared_kernel(float* out) {
 
 __global__ void add_one_kernel(int* x) { x[threadIdx.x] += 1; }
 
+__global__ void shared_overrun_kernel(int* out) {
+  int* buffer = reinterpret_cast<int*>(::emu::dynamic_shared());
+  buffer[threadIdx.x] = 1;  // one int per thread, but 16 ints were asked for
+  out[threadIdx.x] = buffer[threadIdx.x];
+}
+
 // Forks, runs `child` there, and returns how the child ended.
 template <typename Child>
 int run_in_child(const Child& child) {
@@ -173,6 +179,17 @@ TEST_CASE("a deadlock or a divergent barrier is a launch failure that sticks") {
     CHECK(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
   }
+}
+
+TEST_CASE("an access past the end of dynamic shared memory faults") {
+  const int status = run_in_child([] {
+    std::signal(SIGSEGV, SIG_DFL);
+    int* out = nullptr;
+    cudaMalloc(&out, 2048 * sizeof(int));
+    LAUNCH(shared_overrun_kernel, dim3(1), dim3(1024), 16 * sizeof(int))(out);
+  });
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGSEGV);
 }
 
 TEST_CASE("device memory is out of the host's reach, and copies are checked") {

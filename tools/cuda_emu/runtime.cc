@@ -2,7 +2,9 @@
 // and kernel launches. Streams execute their work when it is enqueued (one
 // host thread, in order), except while a stream is being captured: then the
 // work is recorded into the graph, and runs each time the graph is launched.
+#include <sys/mman.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -412,6 +414,37 @@ cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int v
 }
 
 namespace emu {
+namespace {
+
+// `bytes` of memory whose end is the start of a PROT_NONE page (the start is
+// 16-byte aligned, as CUDA aligns dynamic shared memory).
+class GuardedBuffer {
+ public:
+  explicit GuardedBuffer(size_t bytes) {
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    const size_t rounded = (bytes + 15) / 16 * 16;
+    mapped_ = (rounded + page - 1) / page * page + page;
+    void* p = mmap(nullptr, mapped_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+      std::fprintf(stderr, "cuda_emu: cannot map %zu bytes of shared memory\n", bytes);
+      std::abort();
+    }
+    base_ = static_cast<unsigned char*>(p);
+    mprotect(base_ + mapped_ - page, page, PROT_NONE);
+    data_ = base_ + mapped_ - page - rounded;
+  }
+  ~GuardedBuffer() { munmap(base_, mapped_); }
+  GuardedBuffer(const GuardedBuffer&) = delete;
+  GuardedBuffer& operator=(const GuardedBuffer&) = delete;
+  unsigned char* data() const { return data_; }
+
+ private:
+  unsigned char* base_ = nullptr;
+  unsigned char* data_ = nullptr;
+  size_t mapped_ = 0;
+};
+
+}  // namespace
 
 void launch_grid(const LaunchShape& s, std::function<void()> thread_main) {
   const std::string site = std::string(s.name) + " (" + s.file + ":" + std::to_string(s.line) + ")";
@@ -439,12 +472,13 @@ void launch_grid(const LaunchShape& s, std::function<void()> thread_main) {
       s.stream,
       [shape, site, body = std::move(thread_main)] {
         // Dynamic shared memory starts as all-ones bytes (NaN as floats, -1 as
-        // integers), so a read before any write shows in the results.
-        std::vector<unsigned char> shared(shape.shared_bytes + 16, 0xFF);
+        // integers), so a read before any write shows in the results, and it
+        // ends at an inaccessible page, so an access past its end faults.
+        GuardedBuffer shared(shape.shared_bytes);
         for (unsigned z = 0; z < shape.grid.z; ++z)
           for (unsigned y = 0; y < shape.grid.y; ++y)
             for (unsigned x = 0; x < shape.grid.x; ++x) {
-              if (shape.shared_bytes > 0) std::memset(shared.data(), 0xFF, shared.size());
+              std::memset(shared.data(), 0xFF, shape.shared_bytes);
               const std::string error = run_block(dim3(x, y, z), shape.grid, shape.block, shared.data(), body);
               if (!error.empty()) {
                 fatal_error = cudaErrorLaunchFailure;
