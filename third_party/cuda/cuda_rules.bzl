@@ -10,8 +10,8 @@ gpu_test: a cc_test where a GPU is present (or emulated); where only the
 toolkit is, the same sources are still built (as a cc_binary) so CI catches
 compile and link errors; in CPU-only builds nothing is declared.
 
-multi_gpu_test: an sh_test over several GPUs (mpirun), declared where GPUs
-are present or emulated.
+gpu_sh_test / multi_gpu_test: an sh_test on one GPU / over several GPUs
+(mpirun), declared where GPUs are present or emulated.
 """
 
 load("@local_cuda//:defs.bzl", "EMULATED", "HAS_CUDA", "HAS_GPU", "NVCC")
@@ -76,10 +76,14 @@ def gpu_test(name, tags = [], **kwargs):
         kwargs["testonly"] = True  # a test in all but name: it may use testonly helpers (gpu_test_util)
         native.cc_binary(name = name, tags = tags + ["gpu"], **kwargs)
 
+def gpu_sh_test(name, tags = [], **kwargs):
+    """An sh_test that needs a GPU: declared where GPUs are present or emulated (tag gpu)."""
+    if HAS_GPU:
+        native.sh_test(name = name, tags = tags + ["gpu"], **kwargs)
+
 def multi_gpu_test(name, tags = [], **kwargs):
     """An sh_test that runs ranks on several GPUs (mpirun, one GPU per rank).
 
-    Declared where GPUs are present or emulated; tags gpu and multi_gpu (the
-    gpu config leaves multi_gpu out: one-GPU machines cannot run it)."""
-    if HAS_GPU:
-        native.sh_test(name = name, tags = tags + ["gpu", "multi_gpu"], **kwargs)
+    Tag multi_gpu besides gpu: the gpu config leaves it out, since one-GPU
+    machines cannot run it."""
+    gpu_sh_test(name = name, tags = tags + ["multi_gpu"], **kwargs)
