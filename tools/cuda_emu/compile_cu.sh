@@ -27,5 +27,7 @@ fi
 # --fmad=true); where the CPU has FMA, so does the emulated code.
 fma=()
 grep -qw fma /proc/cpuinfo 2>/dev/null && fma=(-mfma)
-exec "${CXX:-g++}" -std=c++17 -O2 -g1 -fPIC "${fma[@]}" -Wall -Wno-unknown-pragmas -Wno-sign-compare -I. -isystem "$include" \
+# Every load and store is checked for its type's alignment, as the device
+# requires (a misaligned vector access faults there; x86 would accept it).
+exec "${CXX:-g++}" -std=c++17 -O2 -g1 -fPIC "${fma[@]}" -fsanitize=alignment -fno-sanitize-recover=alignment -Wall -Wno-unknown-pragmas -Wno-sign-compare -I. -isystem "$include" \
   -DMOE_TRAIN_HAS_CUDA=1 -DMOE_TRAIN_CUDA_EMULATED=1 "$@" -x c++ -c "$cc_file" -o "$out"

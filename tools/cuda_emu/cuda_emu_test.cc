@@ -6,6 +6,7 @@
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 #include <nccl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -89,6 +90,19 @@ __global__ void dynamic_shared_kernel(float* out) {
 }
 
 __global__ void add_one_kernel(int* x) { x[threadIdx.x] += 1; }
+
+// One 16x16x16 product; `shift` elements off the 256-bit alignment WMMA requires.
+__global__ void wmma_kernel(float* out, const __nv_bfloat16* a, const __nv_bfloat16* b, int shift) {
+  using namespace nvcuda;
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+  wmma::fill_fragment(acc, 0.0f);
+  wmma::load_matrix_sync(fa, a + shift, 16);
+  wmma::load_matrix_sync(fb, b, 16);
+  wmma::mma_sync(acc, fa, fb, acc);
+  wmma::store_matrix_sync(out, acc, 16, wmma::mem_row_major);
+}
 
 __global__ void shared_overrun_kernel(int* out) {
   int* buffer = reinterpret_cast<int*>(::emu::dynamic_shared());
@@ -179,6 +193,40 @@ TEST_CASE("a deadlock or a divergent barrier is a launch failure that sticks") {
     CHECK(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
   }
+}
+
+TEST_CASE("WMMA multiplies a tile, and refuses operands that are not 256-bit aligned") {
+  std::vector<__nv_bfloat16> a(16 * 16 + 16), b(16 * 16);
+  for (int i = 0; i < 16 * 16; ++i) {
+    a[i] = __nv_bfloat16(static_cast<float>(i % 7) - 3.0f);
+    b[i] = __nv_bfloat16(static_cast<float>(i % 5) - 2.0f);
+  }
+  auto* A = device_array<__nv_bfloat16>(a.size());
+  auto* B = device_array<__nv_bfloat16>(b.size());
+  float* out = device_array<float>(16 * 16);
+  cudaMemcpy(A, a.data(), a.size() * 2, cudaMemcpyHostToDevice);
+  cudaMemcpy(B, b.data(), b.size() * 2, cudaMemcpyHostToDevice);
+  LAUNCH(wmma_kernel, dim3(1), dim3(32))(out, A, B, 0);
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  const std::vector<float> got = read(out, 16 * 16);
+  for (int m = 0; m < 16; ++m)
+    for (int n = 0; n < 16; ++n) {
+      float want = 0;  // B is col-major: element (k, n) at b[n * 16 + k]
+      for (int k = 0; k < 16; ++k) want += static_cast<float>(a[m * 16 + k]) * static_cast<float>(b[n * 16 + k]);
+      CHECK(got[m * 16 + n] == want);
+    }
+  cudaFree(out);
+
+  const int status = run_in_child([&] {
+    float* o = nullptr;
+    cudaMalloc(&o, 16 * 16 * sizeof(float));
+    LAUNCH(wmma_kernel, dim3(1), dim3(32))(o, A, B, 8);  // 16 bytes off
+    _exit(cudaGetLastError() == cudaErrorLaunchFailure ? 0 : 1);
+  });
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  cudaFree(A);
+  cudaFree(B);
 }
 
 TEST_CASE("an access past the end of dynamic shared memory faults") {

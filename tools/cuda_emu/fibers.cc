@@ -184,6 +184,12 @@ int thread_rank() { return running->current; }
 int block_size() { return running->size; }
 unsigned char* dynamic_shared() { return running->dynamic_shared; }
 
+void fail_block(const char* why) {
+  Block& b = *running;
+  b.error = why;
+  for (;;) yield_to_scheduler();  // never resumed: the scheduler stops the block
+}
+
 void sync_block(const char* site) {
   Block& b = *running;
   Fiber& f = b.fibers[b.current];

@@ -7,7 +7,9 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <string>
 #include <type_traits>
 
 #include "cuda_bf16.h"
@@ -30,6 +32,17 @@ struct fragment {
 
 namespace detail {
 inline bool leader() { return emu::lane() == 0; }
+// What the hardware requires of every WMMA load and store: a 256-bit aligned
+// pointer and a stride that is a multiple of 16 bytes.
+template <typename T>
+void check_operand(const T* p, unsigned ldm, const char* call) {
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0) {
+    emu::fail_block((std::string(call) + ": pointer not 256-bit aligned").c_str());
+  }
+  if (ldm * sizeof(T) % 16 != 0) {
+    emu::fail_block((std::string(call) + ": ldm " + std::to_string(ldm) + " is not a multiple of 16 bytes").c_str());
+  }
+}
 inline float value(const __nv_bfloat16& x) { return static_cast<float>(x); }
 inline float value(const float& x) { return x; }
 }  // namespace detail
@@ -38,6 +51,7 @@ template <typename Use, typename T, typename Layout>
 void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const T* p, unsigned ldm) {
   static_assert(std::is_same<Layout, row_major>::value || std::is_same<Layout, col_major>::value,
                 "matrix_a/matrix_b fragments name their layout");
+  detail::check_operand(p, ldm, "wmma::load_matrix_sync");
   if (!detail::leader()) return;
   constexpr bool row = std::is_same<Layout, row_major>::value;
   for (int r = 0; r < 16; ++r)
@@ -45,12 +59,14 @@ void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const T* p, unsig
 }
 
 inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float>& f, const float* p, unsigned ldm, layout_t l) {
+  detail::check_operand(p, ldm, "wmma::load_matrix_sync");
   if (!detail::leader()) return;
   for (int r = 0; r < 16; ++r)
     for (int c = 0; c < 16; ++c) f.tile[r][c] = l == mem_row_major ? p[r * ldm + c] : p[c * ldm + r];
 }
 
 inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm, layout_t l) {
+  detail::check_operand(p, ldm, "wmma::store_matrix_sync");
   if (!detail::leader()) return;
   for (int r = 0; r < 16; ++r)
     for (int c = 0; c < 16; ++c) (l == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.tile[r][c];

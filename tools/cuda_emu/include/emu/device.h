@@ -79,6 +79,9 @@ const uint64_t* warp_exchange(unsigned mask, uint64_t mine);
 const uint64_t* block_exchange(uint64_t mine);
 // The running block's dynamic shared memory (`extern __shared__` arrays).
 unsigned char* dynamic_shared();
+// Stops the running block with `why`: the launch fails, as after a device
+// fault (a misuse the hardware would not survive). Never returns.
+[[noreturn]] void fail_block(const char* why);
 
 template <typename T>
 uint64_t to_bits(T v) {
