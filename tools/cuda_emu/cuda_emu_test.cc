@@ -392,3 +392,28 @@ TEST_CASE("NCCL all-reduce, all-gather, reduce-scatter and send/recv between pro
     CHECK(WEXITSTATUS(status) == 0);
   }
 }
+
+TEST_CASE("ranks that disagree on a collective are stopped, naming both calls") {
+  ncclUniqueId id;
+  REQUIRE(ncclGetUniqueId(&id) == ncclSuccess);
+  std::vector<pid_t> children;
+  for (int rank = 0; rank < 2; ++rank) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      std::signal(SIGABRT, SIG_DFL);
+      ncclComm_t comm;
+      if (ncclCommInitRank(&comm, 2, id, rank) != ncclSuccess) _exit(10);
+      float* x = nullptr;
+      cudaMalloc(&x, 4 * sizeof(float));
+      ncclAllReduce(x, x, rank == 0 ? 2 : 3, ncclFloat32, ncclSum, comm, nullptr);  // 2 elements vs 3
+      _exit(0);
+    }
+    children.push_back(pid);
+  }
+  for (pid_t pid : children) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFSIGNALED(status));
+    CHECK(WTERMSIG(status) == SIGABRT);
+  }
+}

@@ -3,20 +3,26 @@
 // A communicator is a file mapped by each of its ranks (under /tmp, unlinked
 // once every rank has it open): one slot per rank for collectives, one
 // mailbox per (sender, receiver) pair for point-to-point. Collectives copy in,
-// meet at a barrier, reduce or gather, and meet again. A send waits until the
+// meet at a barrier (where every rank must be making the same call: name,
+// size, type, op, root; a mismatch aborts with both calls named), reduce or
+// gather, and meet again. A send waits until the
 // receiver has taken its previous message on that pair; a receive waits for
 // the message, so only the two ranks of a pair synchronize, as in NCCL.
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <climits>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <random>
 #include <string>
 #include <vector>
@@ -37,11 +43,19 @@ struct Mailbox {
   uint64_t bytes;               // of the latest message
 };
 
+// What a rank is about to do: every rank of a collective must agree.
+struct Call {
+  char name[24];
+  uint64_t bytes;
+  int type, op, root;
+};
+
 struct Header {
   std::atomic<int> arrived;
   std::atomic<int> sense;
   int nranks;
   uint64_t slot_bytes;
+  Call calls[kMaxRanks];               // each rank's current collective
   Mailbox mail[kMaxRanks][kMaxRanks];  // [sender][receiver]
 };
 
@@ -62,19 +76,31 @@ size_t mapping_bytes(int nranks, size_t slot) {
 }
 
 // Spins, then sleeps: ranks are often more than cores here.
+// Spins briefly, then sleeps: ranks are often more than cores here.
 template <typename Ready>
 void wait_for(const Ready& ready, const char* what) {
   const auto start = std::chrono::steady_clock::now();
   for (int spins = 0; !ready(); ++spins) {
-    if (spins < 1000) {
+    if (spins < 100) {
       sched_yield();
     } else {
-      usleep(50);
+      usleep(20);
       if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > kTimeoutSeconds) {
         die(std::string(what) + ": a peer did not arrive within " + std::to_string(kTimeoutSeconds) + " s");
       }
     }
   }
+}
+
+// Sleeps in the kernel until *word changes from `seen` (or a second passes).
+// The word is in a shared file mapping: a process-shared futex.
+void futex_wait(std::atomic<int>* word, int seen) {
+  timespec second{1, 0};
+  syscall(SYS_futex, reinterpret_cast<int*>(word), FUTEX_WAIT, seen, &second, nullptr, 0);
+}
+
+void futex_wake_all(std::atomic<int>* word) {
+  syscall(SYS_futex, reinterpret_cast<int*>(word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
 }
 
 size_t type_bytes(ncclDataType_t t) { return t == ncclBfloat16 ? 2 : 4; }
@@ -134,14 +160,46 @@ struct ncclComm {
            (static_cast<size_t>(from) * nranks + to) * header->slot_bytes;
   }
 
+  // Posts this rank's call and meets the others; all must have posted the
+  // same call (the mismatch NCCL itself would hang on or corrupt data with).
+  void meet(const char* name, uint64_t bytes, ncclDataType_t type, ncclRedOp_t op, int root) {
+    Call& mine = header->calls[rank];
+    std::snprintf(mine.name, sizeof mine.name, "%s", name);
+    mine.bytes = bytes;
+    mine.type = type;
+    mine.op = op;
+    mine.root = root;
+    barrier(name);
+    for (int r = 0; r < nranks; ++r) {
+      const Call& other = header->calls[r];
+      if (std::strcmp(other.name, mine.name) != 0 || other.bytes != bytes || other.type != type || other.op != op ||
+          other.root != root) {
+        die("collective mismatch: rank " + std::to_string(rank) + " calls " + name + " (" + std::to_string(bytes) +
+            " bytes, type " + std::to_string(type) + ", op " + std::to_string(op) + ", root " + std::to_string(root) +
+            ") while rank " + std::to_string(r) + " calls " + other.name + " (" + std::to_string(other.bytes) +
+            " bytes, type " + std::to_string(other.type) + ", op " + std::to_string(other.op) + ", root " +
+            std::to_string(other.root) + ")");
+      }
+    }
+  }
+
+  // A sense-reversing barrier; the last to arrive flips the sense and wakes
+  // the others, who sleep on it (a futex) rather than spin.
   void barrier(const char* what) {
     sense ^= 1;
+    const int mine = sense;
     if (header->arrived.fetch_add(1) + 1 == nranks) {
       header->arrived.store(0);
-      header->sense.store(sense);
-    } else {
-      const int mine = sense;
-      wait_for([&] { return header->sense.load() == mine; }, what);
+      header->sense.store(mine);
+      futex_wake_all(&header->sense);
+      return;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    for (int seen = header->sense.load(); seen != mine; seen = header->sense.load()) {
+      futex_wait(&header->sense, seen);
+      if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > kTimeoutSeconds) {
+        die(std::string(what) + ": a peer did not arrive within " + std::to_string(kTimeoutSeconds) + " s");
+      }
     }
   }
 };
@@ -299,7 +357,7 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
   if (ncclResult_t r = check_buffer(comm, "ncclAllReduce", recv, bytes)) return r;
   return submit(stream, [=] {
     std::memcpy(comm->slot(comm->rank), send, bytes);
-    comm->barrier("ncclAllReduce");
+    comm->meet("ncclAllReduce", bytes, type, op, -1);
     reduce(recv, count, type, op, comm->nranks, [&](int r) { return static_cast<const void*>(comm->slot(r)); });
     comm->barrier("ncclAllReduce");
   }, false, "ncclAllReduce");
@@ -315,7 +373,7 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t send_count, nccl
   }
   return submit(stream, [=] {
     std::memcpy(comm->slot(comm->rank), send, bytes);
-    comm->barrier("ncclAllGather");
+    comm->meet("ncclAllGather", bytes, type, ncclSum, -1);
     for (int r = 0; r < comm->nranks; ++r) std::memcpy(static_cast<unsigned char*>(recv) + r * bytes, comm->slot(r), bytes);
     comm->barrier("ncclAllGather");
   }, false, "ncclAllGather");
@@ -328,7 +386,7 @@ ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recv_count, 
   if (ncclResult_t r = check_buffer(comm, "ncclReduceScatter", send, bytes * comm->nranks)) return r;
   return submit(stream, [=] {
     std::memcpy(comm->slot(comm->rank), send, bytes * comm->nranks);
-    comm->barrier("ncclReduceScatter");
+    comm->meet("ncclReduceScatter", bytes, type, op, -1);
     reduce(recv, recv_count, type, op, comm->nranks, [&](int r) { return static_cast<const void*>(comm->slot(r) + comm->rank * bytes); });
     comm->barrier("ncclReduceScatter");
   }, false, "ncclReduceScatter");
@@ -344,7 +402,7 @@ ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataT
   }
   return submit(stream, [=] {
     if (comm->rank == root) std::memcpy(comm->slot(root), send, bytes);
-    comm->barrier("ncclBroadcast");
+    comm->meet("ncclBroadcast", bytes, type, ncclSum, root);
     std::memcpy(recv, comm->slot(root), bytes);
     comm->barrier("ncclBroadcast");
   }, false, "ncclBroadcast");
