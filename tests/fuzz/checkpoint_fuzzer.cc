@@ -27,7 +27,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       std::fclose(f);
       const moe::SafetensorsFile file(path);
       for (const auto& [name, e] : file.entries()) {
-        std::vector<float> values((e.end - e.begin) / sizeof(float));
+        std::vector<float> values(static_cast<size_t>(e.numel));  // read() widens 16-bit dtypes to floats
         file.read(name, values.data());
       }
     }

@@ -421,6 +421,7 @@ namespace {
 class GuardedBuffer {
  public:
   explicit GuardedBuffer(size_t bytes) {
+    if (bytes == 0) return;  // no dynamic shared memory: nothing to map
     const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
     const size_t rounded = (bytes + 15) / 16 * 16;
     mapped_ = (rounded + page - 1) / page * page + page;
@@ -433,7 +434,9 @@ class GuardedBuffer {
     mprotect(base_ + mapped_ - page, page, PROT_NONE);
     data_ = base_ + mapped_ - page - rounded;
   }
-  ~GuardedBuffer() { munmap(base_, mapped_); }
+  ~GuardedBuffer() {
+    if (base_ != nullptr) munmap(base_, mapped_);
+  }
   GuardedBuffer(const GuardedBuffer&) = delete;
   GuardedBuffer& operator=(const GuardedBuffer&) = delete;
   unsigned char* data() const { return data_; }
@@ -478,7 +481,7 @@ void launch_grid(const LaunchShape& s, std::function<void()> thread_main) {
         for (unsigned z = 0; z < shape.grid.z; ++z)
           for (unsigned y = 0; y < shape.grid.y; ++y)
             for (unsigned x = 0; x < shape.grid.x; ++x) {
-              std::memset(shared.data(), 0xFF, shape.shared_bytes);
+              if (shape.shared_bytes > 0) std::memset(shared.data(), 0xFF, shape.shared_bytes);
               const std::string error = run_block(dim3(x, y, z), shape.grid, shape.block, shared.data(), body);
               if (!error.empty()) {
                 fatal_error = cudaErrorLaunchFailure;
