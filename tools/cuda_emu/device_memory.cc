@@ -20,7 +20,6 @@ struct Arena {
   std::map<size_t, size_t> live;       // offset -> bytes reserved (rounded up)
   std::map<size_t, size_t> requested;  // offset -> bytes asked for: what copies may touch
   std::map<size_t, size_t> free;  // offset -> bytes, coalesced
-  size_t in_use = 0;
   size_t high_water = 0;  // end of the furthest allocation ever made: what access must open
   int access_depth = 0;
   std::mutex mutex;
@@ -62,7 +61,6 @@ void* device_alloc(size_t bytes) {
     if (left > 0) a.free[offset + size] = left;
     a.live[offset] = size;
     a.requested[offset] = bytes;
-    a.in_use += size;
     if (offset + size > a.high_water) {
       a.high_water = offset + size;
       if (a.access_depth > 0) a.protect(true);
@@ -79,7 +77,6 @@ bool device_free(void* p) {
   auto it = a.live.find(offset);
   if (!is_device_address(p) || it == a.live.end()) return false;
   size_t start = offset, size = it->second;
-  a.in_use -= size;
   a.live.erase(it);
   a.requested.erase(offset);
   auto next = a.free.lower_bound(start);
@@ -98,8 +95,6 @@ bool device_free(void* p) {
   a.free[start] = size;
   return true;
 }
-
-size_t device_bytes_in_use() { return arena().in_use; }
 
 bool is_device_address(const void* p) {
   const auto* c = static_cast<const unsigned char*>(p);

@@ -13,7 +13,6 @@ constexpr size_t kDeviceBytes = size_t{16} << 30;  // what the emulated GPU repo
 
 void* device_alloc(size_t bytes);  // nullptr when the range is full
 bool device_free(void* p);         // false for a pointer device_alloc did not return
-size_t device_bytes_in_use();
 
 // True when [p, p + bytes) lies inside one live allocation.
 bool is_device_range(const void* p, size_t bytes);

@@ -30,7 +30,6 @@ struct CUstream_st {
 struct CUevent_st {
   unsigned flags = 0;
   bool recorded = false;
-  bool in_graph = false;
   double ms = 0;
 };
 
@@ -84,8 +83,6 @@ int devices() {
 
 }  // namespace
 
-cudaError_t fatal() { return fatal_error; }
-
 cudaError_t enqueue(CUstream_st* stream, std::function<void()> work, const char* what) {
   if (fatal_error != cudaSuccess) return fatal_error;
   if (stream == nullptr && capturing_stream != nullptr) {
@@ -113,12 +110,9 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
-    case cudaErrorNoDevice: return "cudaErrorNoDevice";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
-    case cudaErrorNotReady: return "cudaErrorNotReady";
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
-    case cudaErrorStreamCaptureWrongThread: return "cudaErrorStreamCaptureWrongThread";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
   }
   return "cudaErrorUnknown";
@@ -131,12 +125,9 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDevicePointer: return "invalid device pointer";
-    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
-    case cudaErrorNotReady: return "device not ready";
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
     case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
-    case cudaErrorStreamCaptureWrongThread: return "attempt to terminate a thread-local capture sequence from another thread";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
   }
   return "unknown error";
@@ -148,8 +139,6 @@ cudaError_t cudaGetLastError() {
   emu::last_error = cudaSuccess;
   return e;
 }
-
-cudaError_t cudaPeekAtLastError() { return emu::fatal_error != cudaSuccess ? emu::fatal_error : emu::last_error; }
 
 cudaError_t cudaGetDeviceCount(int* count) {
   *count = emu::devices();
@@ -191,12 +180,6 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
 cudaError_t cudaDeviceSynchronize() {
   if (cudaError_t e = emu::refuse_during_capture("cudaDeviceSynchronize")) return e;
   return emu::fatal_error;
-}
-
-cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
-  *total_bytes = emu::kDeviceBytes;
-  *free_bytes = emu::kDeviceBytes - emu::device_bytes_in_use();
-  return cudaSuccess;
 }
 
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
@@ -262,30 +245,41 @@ cudaError_t check_set(const char* call, void* ptr, size_t bytes) {
 
 }  // namespace
 
+namespace {
+
+// The synchronous calls are the asynchronous ones on the legacy stream, which
+// a capture forbids (and the emulator's streams are synchronous anyway).
+cudaError_t copy(const char* call, void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                 cudaStream_t stream) {
+  if (bytes == 0) return cudaSuccess;
+  if (cudaError_t e = check_copy(call, dst, src, bytes, kind)) return e;
+  return emu::enqueue(stream, [=] { std::memmove(dst, src, bytes); }, call);
+}
+
+cudaError_t set(const char* call, void* ptr, int value, size_t bytes, cudaStream_t stream) {
+  if (bytes == 0) return cudaSuccess;
+  if (cudaError_t e = check_set(call, ptr, bytes)) return e;
+  return emu::enqueue(stream, [=] { std::memset(ptr, value, bytes); }, call);
+}
+
+}  // namespace
+
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   if (cudaError_t e = emu::refuse_during_capture("cudaMemcpy")) return e;
-  if (bytes == 0) return cudaSuccess;
-  if (cudaError_t e = check_copy("cudaMemcpy", dst, src, bytes, kind)) return e;
-  return emu::enqueue(nullptr, [=] { std::memmove(dst, src, bytes); }, "cudaMemcpy");
+  return copy("cudaMemcpy", dst, src, bytes, kind, nullptr);
 }
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
-  if (bytes == 0) return cudaSuccess;
-  if (cudaError_t e = check_copy("cudaMemcpyAsync", dst, src, bytes, kind)) return e;
-  return emu::enqueue(stream, [=] { std::memmove(dst, src, bytes); }, "cudaMemcpyAsync");
+  return copy("cudaMemcpyAsync", dst, src, bytes, kind, stream);
 }
 
 cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
   if (cudaError_t e = emu::refuse_during_capture("cudaMemset")) return e;
-  if (bytes == 0) return cudaSuccess;
-  if (cudaError_t e = check_set("cudaMemset", ptr, bytes)) return e;
-  return emu::enqueue(nullptr, [=] { std::memset(ptr, value, bytes); }, "cudaMemset");
+  return set("cudaMemset", ptr, value, bytes, nullptr);
 }
 
 cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t stream) {
-  if (bytes == 0) return cudaSuccess;
-  if (cudaError_t e = check_set("cudaMemsetAsync", ptr, bytes)) return e;
-  return emu::enqueue(stream, [=] { std::memset(ptr, value, bytes); }, "cudaMemsetAsync");
+  return set("cudaMemsetAsync", ptr, value, bytes, stream);
 }
 
 cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
@@ -311,8 +305,6 @@ cudaError_t cudaStreamQuery(cudaStream_t) {
   return emu::fatal_error;
 }
 
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return emu::fatal_error; }
-
 cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, cudaEventDefault); }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) {
@@ -327,7 +319,6 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
-  if (stream != nullptr && stream->capturing) event->in_graph = true;
   return emu::enqueue(stream, [event] {
     event->recorded = true;
     event->ms = emu::now_ms();
@@ -339,8 +330,6 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   (void)event;
   return emu::fatal_error;
 }
-
-cudaError_t cudaEventQuery(cudaEvent_t) { return emu::fatal_error; }
 
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t stop) {
   if ((start->flags | stop->flags) & cudaEventDisableTiming) {
@@ -372,13 +361,6 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
   }
   *graph = new CUgraph_st{std::move(stream->captured)};
   stream->captured.clear();
-  return cudaSuccess;
-}
-
-cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
-  *status = stream != nullptr && stream->capturing
-                ? (stream->invalidated ? cudaStreamCaptureStatusInvalidated : cudaStreamCaptureStatusActive)
-                : cudaStreamCaptureStatusNone;
   return cudaSuccess;
 }
 

@@ -11,7 +11,5 @@ namespace emu {
 // captured. Returns the context's fatal error, if any. `what` names the work
 // in error messages.
 cudaError_t enqueue(CUstream_st* stream, std::function<void()> work, const char* what);
-// cudaErrorLaunchFailure once a kernel has deadlocked, else cudaSuccess.
-cudaError_t fatal();
 
 }  // namespace emu

@@ -29,5 +29,4 @@ struct __nv_bfloat16 {
 using nv_bfloat16 = __nv_bfloat16;
 
 inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16(f); }
-inline __nv_bfloat16 __float2bfloat16(float f) { return __nv_bfloat16(f); }
 inline float __bfloat162float(__nv_bfloat16 h) { return static_cast<float>(h); }

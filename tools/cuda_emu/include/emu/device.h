@@ -47,17 +47,7 @@ extern dim3 threadIdx, blockIdx, blockDim, gridDim;
 constexpr int warpSize = 32;
 
 struct alignas(16) uint4 { unsigned x, y, z, w; };
-struct alignas(16) int4 { int x, y, z, w; };
-struct alignas(16) float4 { float x, y, z, w; };
-struct alignas(8) uint2 { unsigned x, y; };
-struct alignas(8) int2 { int x, y; };
-struct alignas(8) float2 { float x, y; };
 inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
-inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
-inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
-inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
-inline int2 make_int2(int x, int y) { return {x, y}; }
-inline float2 make_float2(float x, float y) { return {x, y}; }
 
 // ---- the scheduler (tools/cuda_emu/fibers.cc) ---------------------------------
 namespace emu {
@@ -105,28 +95,12 @@ inline int lane() { return thread_rank() & 31; }
 #define EMU_STRINGIZE(x) EMU_STRINGIZE2(x)
 #define __syncthreads() ::emu::sync_block(__FILE__ ":" EMU_STRINGIZE(__LINE__))
 inline void __syncwarp(unsigned mask = 0xffffffffu) { emu::sync_warp(mask); }
-inline void __threadfence() {}
-inline void __threadfence_block() {}
 inline int __syncthreads_or(int predicate) {
   const uint64_t* all = emu::block_exchange(predicate != 0);
   int any = 0;
   for (int i = 0; i < emu::block_size(); ++i) any |= static_cast<int>(all[i]);
   emu::sync_block("__syncthreads_or");  // every thread has read before the slots are reused
   return any;
-}
-inline int __syncthreads_and(int predicate) {
-  const uint64_t* all = emu::block_exchange(predicate != 0);
-  int every = 1;
-  for (int i = 0; i < emu::block_size(); ++i) every &= static_cast<int>(all[i]);
-  emu::sync_block("__syncthreads_and");
-  return every;
-}
-inline int __syncthreads_count(int predicate) {
-  const uint64_t* all = emu::block_exchange(predicate != 0);
-  int count = 0;
-  for (int i = 0; i < emu::block_size(); ++i) count += static_cast<int>(all[i]);
-  emu::sync_block("__syncthreads_count");
-  return count;
 }
 
 template <typename T>
@@ -150,13 +124,6 @@ T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
   const uint64_t* all = emu::warp_exchange(mask, emu::to_bits(v));
   return src >= (lane & ~(width - 1)) ? emu::from_bits<T>(all[src]) : v;
 }
-template <typename T>
-T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-  const int lane = emu::lane();
-  const int src = lane + static_cast<int>(delta);
-  const uint64_t* all = emu::warp_exchange(mask, emu::to_bits(v));
-  return src < (lane & ~(width - 1)) + width ? emu::from_bits<T>(all[src]) : v;
-}
 inline unsigned __ballot_sync(unsigned mask, int predicate) {
   const uint64_t* all = emu::warp_exchange(mask, predicate != 0);
   unsigned bits = 0;
@@ -164,8 +131,6 @@ inline unsigned __ballot_sync(unsigned mask, int predicate) {
     if ((mask >> l & 1u) && all[l]) bits |= 1u << l;
   return bits;
 }
-inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
-inline int __all_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) == mask; }
 template <typename T>
 unsigned __match_any_sync(unsigned mask, T value) {
   const uint64_t mine = emu::to_bits(value);
@@ -178,10 +143,7 @@ unsigned __match_any_sync(unsigned mask, T value) {
 
 // ---- integer and float intrinsics ---------------------------------------------
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
-inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 inline int __ffs(int x) { return __builtin_ffs(x); }
-inline int __ffsll(long long x) { return __builtin_ffsll(x); }
-inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
 
 // Correctly rounded single operations, never fused into a multiply-add (the
 // reason kernels use them). The empty asm makes the compiler materialise each
@@ -196,75 +158,24 @@ inline float __fadd_rn(float a, float b) { return emu_rounded(a + b); }
 inline float __fsub_rn(float a, float b) { return emu_rounded(a - b); }
 inline float __fdiv_rn(float a, float b) { return emu_rounded(a / b); }
 inline float __fsqrt_rn(float a) { return emu_rounded(std::sqrt(a)); }
-inline float __frcp_rn(float a) { return emu_rounded(1.0f / a); }
 inline double __dmul_rn(double a, double b) { return emu_rounded(a * b); }
 inline double __dadd_rn(double a, double b) { return emu_rounded(a + b); }
 inline double __dsub_rn(double a, double b) { return emu_rounded(a - b); }
-inline float __fdividef(float a, float b) { return a / b; }
-inline float __expf(float x) { return std::exp(x); }
-inline float __logf(float x) { return std::log(x); }
-inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
-inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
-inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
-inline float __int_as_float(int x) { return emu::from_bits<float>(static_cast<uint32_t>(x)); }
-inline int __float_as_int(float x) { return static_cast<int>(emu::to_bits(x)); }
 
 template <typename T>
 T __ldg(const T* p) {
   return *p;
 }
 
-// CUDA's global min/max overloads.
+// CUDA's global min/max, for the int arguments the kernels use.
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
-inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
-inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
-inline long long min(long long a, long long b) { return a < b ? a : b; }
-inline long long max(long long a, long long b) { return a > b ? a : b; }
-inline long min(long a, long b) { return a < b ? a : b; }
-inline long max(long a, long b) { return a > b ? a : b; }
-inline unsigned long long min(unsigned long long a, unsigned long long b) { return a < b ? a : b; }
-inline unsigned long long max(unsigned long long a, unsigned long long b) { return a > b ? a : b; }
-inline float min(float a, float b) { return std::fmin(a, b); }
-inline float max(float a, float b) { return std::fmax(a, b); }
-inline double min(double a, double b) { return std::fmin(a, b); }
-inline double max(double a, double b) { return std::fmax(a, b); }
 
-// ---- atomics: one host thread runs every fiber, so plain read-modify-write --------
+// ---- atomics: one host thread runs every fiber, so a plain read-modify-write ----
 template <typename T>
 T atomicAdd(T* address, T value) {
   const T old = *address;
   *address = old + value;
-  return old;
-}
-template <typename T>
-T atomicSub(T* address, T value) {
-  const T old = *address;
-  *address = old - value;
-  return old;
-}
-template <typename T>
-T atomicMax(T* address, T value) {
-  const T old = *address;
-  if (value > old) *address = value;
-  return old;
-}
-template <typename T>
-T atomicMin(T* address, T value) {
-  const T old = *address;
-  if (value < old) *address = value;
-  return old;
-}
-template <typename T>
-T atomicExch(T* address, T value) {
-  const T old = *address;
-  *address = value;
-  return old;
-}
-template <typename T>
-T atomicCAS(T* address, T compare, T value) {
-  const T old = *address;
-  if (old == compare) *address = value;
   return old;
 }
 

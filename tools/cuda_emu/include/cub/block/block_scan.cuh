@@ -1,4 +1,4 @@
-// The CUDA emulator's cub::BlockScan: the sums the kernels ask for, over the
+// The CUDA emulator's cub::BlockScan: the exclusive sums the kernels ask for, over the
 // block's threads in rank order. Same contract as CUB: every thread calls, and
 // the caller synchronizes before it reuses TempStorage.
 #pragma once
@@ -15,13 +15,9 @@ class BlockScan {
   };
 
   explicit BlockScan(TempStorage& temp) : temp_(temp) {
-    if (emu::block_size() != kBlockThreads) __builtin_trap();  // CUB's BLOCK_DIM_X must be the block's size
+    if (emu::block_size() != kBlockThreads) emu::fail_block("cub::BlockScan: BLOCK_DIM_X is not the block's size");
   }
 
-  void ExclusiveSum(T input, T& output) {
-    T total;
-    ExclusiveSum(input, output, total);
-  }
   void ExclusiveSum(T input, T& output, T& block_aggregate) {
     const int rank = emu::thread_rank();
     temp_.values[rank] = input;
@@ -33,14 +29,6 @@ class BlockScan {
     }
     output = before;
     block_aggregate = total;
-  }
-  void InclusiveSum(T input, T& output) {
-    T total;
-    InclusiveSum(input, output, total);
-  }
-  void InclusiveSum(T input, T& output, T& block_aggregate) {
-    ExclusiveSum(input, output, block_aggregate);
-    output = output + input;
   }
 
  private:
