@@ -11,6 +11,7 @@
 #include "src/config/suggest.h"
 #include "src/config/to_json.h"
 #include "src/config/validate.h"
+#include "src/core/build_info.h"
 #include "src/core/cuda_device.h"
 #include "src/core/log.h"
 #include "src/core/user_error.h"
@@ -44,6 +45,7 @@ const char* kUsage =
     "                        folder of this model's shape (config.json + model.safetensors\n"
     "                        or its index; F32, BF16 or F16); a resumed checkpoint wins\n"
     "  --log-all-ranks       info-level logs from every rank, not only rank 0\n"
+    "  --version             version, commit, and the CUDA libraries built with and found\n"
     "  -h, --help            this text\n"
     "\n"
     "       moe_train prepare --output=DIR [--val-fraction=0.01] TEXT_FILE...\n"
@@ -52,7 +54,8 @@ const char* kUsage =
     "256 bytes + end of document) to train on with data.dataset_path = \"DIR/train\".\n";
 
 const std::vector<std::string> kFlags = {"--print-config",  "--dry-run",       "--world-size", "--export-hf",
-                                         "--init-from-hf", "--log-all-ranks", "--help"};
+                                         "--init-from-hf", "--log-all-ranks", "--help",
+                                         "--version"};
 
 // Under `bazel run`, relative paths mean the workspace, not Bazel's runfiles tree.
 void enter_bazel_workspace() {
@@ -77,6 +80,8 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
   for (const std::string& a : args) {
     if (a == "-h" || a == "--help") {
       cl.help = true;
+    } else if (a == "--version") {
+      cl.version = true;
     } else if (a == "--print-config") {
       cl.print_config = true;
     } else if (a == "--dry-run") {
@@ -104,7 +109,7 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
                       "): give one config file; see moe_train --help");
     }
   }
-  if (cl.config_path.empty() && !cl.help) {
+  if (cl.config_path.empty() && !cl.help && !cl.version) {
     throw UserError("no config file given: run moe_train CONFIG.toml, e.g. configs/train/debug_moe.toml");
   }
   return cl;
@@ -151,6 +156,10 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     init_logging(static_cast<int>(env.rank), cl.log_all_ranks);
     if (cl.help) {
       out << kUsage;
+      return 0;
+    }
+    if (cl.version) {
+      out << version_text();
       return 0;
     }
     enter_bazel_workspace();

@@ -3,6 +3,7 @@
 //   moe_train CONFIG.toml [--section.key=value ...] [--print-config] [--dry-run]
 //             [--world-size=N] [--export-hf=DIR] [--init-from-hf=DIR] [--log-all-ranks]
 //   moe_train prepare --output=DIR [--val-fraction=F] TEXT_FILE...
+//   moe_train --version
 //
 // Returns the process exit code: 0 success, 2 bad input (one line on stderr,
 // from rank 0 only), 1 anything else.
@@ -20,6 +21,7 @@ struct CommandLine {
   bool print_config = false;
   bool dry_run = false;
   bool help = false;
+  bool version = false;
   bool log_all_ranks = false;
   int64_t world_size = 0;  // --world-size for --dry-run/--print-config; 0 = not given
   std::string export_hf_dir;  // --export-hf: write the model's weights in HF format and exit

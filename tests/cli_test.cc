@@ -2,9 +2,14 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <regex>
+#include <string>
+
+#include "src/core/build_info.h"
 #include "tests/test_support.h"
 
 using Catch::Matchers::Contains;
+using Catch::Matchers::StartsWith;
 using Result = moe::test::CliResult;
 
 namespace {
@@ -67,6 +72,16 @@ TEST_CASE("prepare without an output or inputs exits 2 with one line") {
   Result bad = run({"prepare", "--output=x", "--val-fraction=2", "a.txt"});
   CHECK(bad.code == 2);
   CHECK_THAT(bad.err, Contains("--val-fraction=2: must be a number in [0, 1)"));
+}
+
+TEST_CASE("--version prints the version, the commit and the CUDA libraries") {
+  Result r = run({"--version"});
+  CHECK(r.code == 0);
+  CHECK_THAT(r.out, StartsWith(std::string("moe_train ") + moe::moe_train_version() + "\n"));
+  CHECK_THAT(r.out, Contains(std::string("\ncommit ") + moe::build_commit() + "\n"));
+  // 40 hex digits (+dirty for a build with uncommitted changes), "unknown" outside a git checkout.
+  CHECK(std::regex_match(std::string(moe::build_commit()), std::regex("[0-9a-f]{40}(\\+dirty)?|unknown")));
+  CHECK_THAT(r.out, Contains("\ncuda_built "));
 }
 
 TEST_CASE("--help prints usage") {

@@ -14,6 +14,7 @@
 #include "src/config/to_json.h"
 #include "src/core/tensor_pool.h"
 #include "src/core/user_error.h"
+#include "src/core/build_info.h"
 #include "src/train/checkpoint_metadata.h"
 #include "src/train/safetensors.h"
 
@@ -127,6 +128,10 @@ std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const
       // and the config; there is no other RNG state during training.
       meta["data_position"] = {{"next_step", at.step + 1}, {"seed", cfg.train.seed}};
       meta["world_size"] = W;
+      // The build that wrote it: version, commit, CUDA libraries.
+      nlohmann::ordered_json build = nlohmann::ordered_json::object();
+      for (const auto& [key, value] : build_facts()) build[key] = value;
+      meta["build"] = build;
       meta["config"] = config_to_json(cfg);
       nlohmann::ordered_json files = nlohmann::ordered_json::array();
       for (int r = 0; r < W; ++r) {

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <memory>
 
+#include "src/core/build_info.h"
 #include "src/core/cuda_device.h"
 #include "src/core/device_allocator.h"
 #include "src/data/batch_sampler.h"
@@ -74,6 +75,7 @@ std::string checkpoint_to_load(const CheckpointConfig& c) {
 TrainOutcome train(const JobConfig& cfg, const Layout& layout, const std::string& init_from_hf) {
   const ModelConfig& m = cfg.model;
   const TrainConfig& t = cfg.train;
+  spdlog::info("moe_train {}", version_line());
   Mesh mesh(layout, make_world(layout, placement_of(t)), static_cast<double>(cfg.distributed.nccl_timeout_sec));
   const bool rank0 = mesh.world().rank() == 0;
 

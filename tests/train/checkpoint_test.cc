@@ -12,6 +12,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "src/core/build_info.h"
 #include "src/core/tensor_pool.h"
 #include "src/parallel/communicator.h"
 #include "src/train/checkpoint.h"
@@ -86,6 +87,9 @@ TEST_CASE("a resumed run continues bit for bit") {
   CHECK(meta["tensors"].contains("model.layers.1.block_sparse_moe.experts.w2.exp_avg_sq"));
   CHECK(meta["tensors"].contains("model.layers.1.block_sparse_moe.gate.e_score_correction_bias"));
   CHECK(meta["config"]["model"]["dim"] == 32);
+  CHECK(meta["build"]["version"] == moe::moe_train_version());
+  CHECK(meta["build"]["commit"] == moe::build_commit());
+  CHECK(meta["build"].contains("cuda_built"));
 }
 
 TEST_CASE("keep_last_n prunes only complete older checkpoints; resume = never starts afresh") {

@@ -1,7 +1,8 @@
 """Finds the CUDA toolkit (cudart, cuBLAS/cuBLASLt, NCCL, nvcc) and writes the
 @local_cuda repository that the build uses.
 
-Where it looks: $CUDA_HOME, else /usr/local/cuda. `--config=cpu` (in .bazelrc)
+Where it looks: $CUDA_HOME, else the toolkit of the `nvcc` on PATH, else
+/usr/local/cuda. `--config=cpu` (in .bazelrc)
 sets MOE_TRAIN_CUDA=0, which makes the repository CPU-only even where a toolkit
 exists. `--config=cuda_emu` sets MOE_TRAIN_CUDA=emulate: the CUDA code is
 built for the CPU emulator in tools/cuda_emu (no toolkit needed) and the GPU
@@ -9,7 +10,8 @@ tests run on it. The generated defs.bzl tells BUILD files what was found:
   HAS_CUDA  CUDA code is compiled and linked (toolkit found, or emulated)
   HAS_GPU   `nvidia-smi -L` lists a GPU (or emulated): GPU tests are run, not only built
   EMULATED  the "GPU" is tools/cuda_emu: .cu files go through its compile_cu.sh
-  NVCC      absolute path of nvcc
+  NVCC      absolute path of nvcc (also under the emulator, where it records
+            the kernels' launch resources; empty where there is none)
 """
 
 def _has_gpu(rctx):
@@ -19,9 +21,19 @@ def _has_gpu(rctx):
     res = rctx.execute([smi, "-L"], timeout = 20)
     return res.return_code == 0 and "GPU" in res.stdout
 
+def _toolkit_path(rctx):
+    if rctx.os.environ.get("CUDA_HOME", ""):
+        return rctx.os.environ["CUDA_HOME"]
+    nvcc = rctx.which("nvcc")
+    if nvcc:
+        return str(nvcc.realpath.dirname.dirname)
+    return "/usr/local/cuda"
+
 def _cuda_configure_impl(rctx):
-    cuda_path = rctx.os.environ.get("CUDA_HOME", "") or "/usr/local/cuda"
+    cuda_path = _toolkit_path(rctx)
     mode = rctx.os.environ.get("MOE_TRAIN_CUDA", "1")
+    nvcc = cuda_path + "/bin/nvcc"
+    nvcc_found = rctx.path(nvcc).exists
     if mode == "emulate":
         rctx.file("BUILD", """
 package(default_visibility = ["//visibility:public"])
@@ -32,7 +44,11 @@ alias(
     actual = "@//tools/cuda_emu:cuda_emu",
 )
 """)
-        rctx.file("defs.bzl", "HAS_CUDA = True\nHAS_GPU = True\nEMULATED = True\nNVCC = \"\"\n")
+        # nvcc, where installed, still records each kernel's registers and
+        # shared memory, which the emulator checks every launch against.
+        rctx.file("defs.bzl", "HAS_CUDA = True\nHAS_GPU = True\nEMULATED = True\nNVCC = \"{}\"\n".format(
+            nvcc if nvcc_found else "",
+        ))
         return
     wanted = mode != "0"
     needed = ["bin/nvcc", "include/cuda_runtime.h", "include/cublasLt.h", "include/nccl.h"]

@@ -1,7 +1,8 @@
 """Build rules for CUDA sources.
 
-cuda_library: each .cu is compiled by nvcc in a genrule (for sm_80 and sm_90)
-and the objects become a cc_library; under --config=cuda_emu each .cu is
+cuda_library: each .cu is compiled by nvcc in a genrule (for sm_80 and sm_90,
+plus PTX for sm_90) and the objects become a cc_library, with the table of
+what each kernel uses per block; under --config=cuda_emu each .cu is
 compiled for the CPU emulator (tools/cuda_emu/compile_cu.sh) instead. Where
 CUDA is absent the library is empty and C++ callers stay behind
 `#if MOE_TRAIN_HAS_CUDA`.
@@ -16,20 +17,55 @@ gpu_sh_test / multi_gpu_test: an sh_test on one GPU / over several GPUs
 
 load("@local_cuda//:defs.bzl", "EMULATED", "HAS_CUDA", "HAS_GPU", "NVCC")
 
-CUDA_ARCH_FLAGS = [
-    "-gencode arch=compute_80,code=sm_80",
-    "-gencode arch=compute_90,code=sm_90",
-]
+# The architectures the device code is built for: A100 and H100/H200. The
+# newest also goes in as PTX, which the driver compiles for newer GPUs.
+CUDA_ARCHS = "80 90"
+
+NVCC_FLAGS = " ".join([
+    "-std=c++17 -O3 --expt-relaxed-constexpr",
+    "-Xcompiler -fPIC -Xcompiler -Wall",
+    "-I. -I$(GENDIR)",
+    "-DMOE_TRAIN_HAS_CUDA=1",
+])
+
+def _nvcc_genrule(name, src, obj, table, srcs):
+    """nvcc compiles `src` into `obj` ("-": none) and records its kernels' resources in `table`."""
+    native.genrule(
+        name = name,
+        srcs = srcs,
+        outs = [table] + ([obj] if obj != "-" else []),
+        tools = ["//third_party/cuda:nvcc_compile.sh"],
+        cmd = "$(location //third_party/cuda:nvcc_compile.sh) {nvcc} $(location {src}) {obj} $(location {table}) '{archs}' {flags}".format(
+            nvcc = NVCC,
+            src = src,
+            obj = "$(location {})".format(obj) if obj != "-" else "-",
+            table = table,
+            archs = CUDA_ARCHS,
+            flags = NVCC_FLAGS,
+        ),
+        message = "nvcc " + src,
+    )
 
 def cuda_library(name, srcs, hdrs = [], cu_deps = [], deps = [], **kwargs):
-    """srcs: .cu files. cu_deps: header files (or filegroups) the .cu files include."""
+    """srcs: .cu files. cu_deps: header files (or filegroups) the .cu files include.
+
+    Besides the objects, the library holds the launch-resource table of its
+    kernels (registers and static shared memory per architecture, from ptxas),
+    registered with src/kernels/cuda/launch_limits.h at start-up. Under the
+    emulator the table still comes from nvcc where it is installed (device code
+    only); without nvcc there is no table, and the emulator checks launches
+    without it."""
     objs = []
-    if EMULATED:
-        # The same sources, rewritten and compiled for the CPU emulator.
-        for src in srcs:
-            obj = "_objs_cuda_emu/{}/{}.o".format(name, src.replace(".cu", ""))
+    tables = []
+    for src in srcs:
+        stem = src.replace(".cu", "")
+        rule = "{}_{}".format(name, src.replace("/", "_").replace(".", "_"))
+        table = "_launch_resources/{}/{}.tsv".format(name, stem)
+        if EMULATED:
+            # The same sources, rewritten and compiled for the CPU emulator.
+            obj = "_objs_cuda_emu/{}/{}.o".format(name, stem)
             native.genrule(
-                name = "{}_{}_emu".format(name, src.replace("/", "_").replace(".", "_")),
+                name = rule + "_emu",
                 srcs = [src] + hdrs + cu_deps + ["//tools/cuda_emu:device_headers"],
                 outs = [obj],
                 tools = ["//tools/cuda_emu:compile_cu.sh"],
@@ -37,30 +73,30 @@ def cuda_library(name, srcs, hdrs = [], cu_deps = [], deps = [], **kwargs):
                 message = "cuda_emu " + src,
             )
             objs.append(obj)
-    elif HAS_CUDA:
-        for src in srcs:
-            obj = "_objs_cuda/{}/{}.o".format(name, src.replace(".cu", ""))
-            native.genrule(
-                name = "{}_{}_nvcc".format(name, src.replace("/", "_").replace(".", "_")),
-                srcs = [src] + hdrs + cu_deps,
-                outs = [obj],
-                cmd = " ".join([
-                    NVCC,
-                    "-std=c++17 -O3 --expt-relaxed-constexpr",
-                    "-Xcompiler -fPIC -Xcompiler -Wall",
-                    " ".join(CUDA_ARCH_FLAGS),
-                    "-I. -I$(GENDIR)",
-                    "-DMOE_TRAIN_HAS_CUDA=1",
-                    "-c $(location {}) -o $@".format(src),
-                ]),
-                message = "nvcc " + src,
-            )
+            if NVCC:
+                _nvcc_genrule(rule + "_resources", src, "-", table, [src] + hdrs + cu_deps)
+                tables.append(table)
+        elif HAS_CUDA:
+            obj = "_objs_cuda/{}/{}.o".format(name, stem)
+            _nvcc_genrule(rule + "_nvcc", src, obj, table, [src] + hdrs + cu_deps)
             objs.append(obj)
+            tables.append(table)
+    extra_srcs = []
+    if tables:
+        registration = "_launch_resources/{}_launch_resources.cc".format(name)
+        native.genrule(
+            name = name + "_launch_resources",
+            srcs = tables,
+            outs = [registration],
+            tools = ["//third_party/cuda:embed_launch_resources.sh"],
+            cmd = "$(location //third_party/cuda:embed_launch_resources.sh) $@ $(SRCS)",
+        )
+        extra_srcs.append(registration)
     native.cc_library(
         name = name,
-        srcs = objs,
+        srcs = objs + extra_srcs,
         hdrs = hdrs,
-        deps = deps + ["@local_cuda//:cuda"],
+        deps = deps + ["@local_cuda//:cuda"] + (["//src/kernels/cuda:launch_limits"] if tables else []),
         alwayslink = True,
         **kwargs
     )

@@ -105,6 +105,8 @@ const char* cublasLtGetStatusString(cublasStatus_t s) {
   return "unknown status";
 }
 
+size_t cublasLtGetVersion() { return CUBLAS_VERSION; }
+
 cublasStatus_t cublasLtCreate(cublasLtHandle_t* handle) {
   *handle = new cublasLtContext;
   return CUBLAS_STATUS_SUCCESS;

@@ -177,6 +177,12 @@ TEST_CASE("dynamic shared memory starts as all-ones bytes, and launches beyond t
   CHECK(cudaGetLastError() == cudaSuccess);
   LAUNCH(dynamic_shared_kernel, dim3(1), dim3(2048))(out);
   CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);
+
+  // The raised limit belongs to the device it was raised on.
+  REQUIRE(cudaSetDevice(1) == cudaSuccess);
+  LAUNCH(dynamic_shared_kernel, dim3(1), dim3(32), 64 * 1024)(out);
+  CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+  REQUIRE(cudaSetDevice(0) == cudaSuccess);
   cudaFree(out);
 }
 

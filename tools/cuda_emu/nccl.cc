@@ -262,6 +262,11 @@ const char* ncclGetErrorString(ncclResult_t r) {
 
 const char* ncclGetLastError(ncclComm_t comm) { return comm ? comm->last_error.c_str() : ""; }
 
+ncclResult_t ncclGetVersion(int* version) {
+  *version = NCCL_VERSION_CODE;
+  return ncclSuccess;
+}
+
 ncclResult_t ncclGetUniqueId(ncclUniqueId* id) {
   std::random_device rd;
   std::memset(id->internal, 0, sizeof id->internal);

@@ -15,8 +15,10 @@
 #include <string>
 #include <vector>
 
+#include "src/kernels/cuda/launch_limits.h"
 #include "tools/cuda_emu/device_memory.h"
 #include "tools/cuda_emu/fibers.h"
+#include "tools/cuda_emu/kernel_symbols.h"
 #include "tools/cuda_emu/include/cuda_runtime.h"
 #include "tools/cuda_emu/runtime_internal.h"
 
@@ -48,7 +50,9 @@ thread_local cudaError_t last_error = cudaSuccess;
 // A kernel that deadlocked leaves the context unusable, as a device fault does.
 cudaError_t fatal_error = cudaSuccess;
 int current_device = 0;
-std::map<const void*, int> max_dynamic_shared;  // per kernel, from cudaFuncSetAttribute
+// per (device, kernel), from cudaFuncSetAttribute: the attribute belongs to a
+// device's context, so raising it on one GPU leaves the others at the default.
+std::map<std::pair<int, const void*>, int> max_dynamic_shared;
 
 // The stream whose capture this host thread began (capture modes Global and
 // ThreadLocal forbid this thread's unsafe calls while it lasts).
@@ -109,6 +113,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
     case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
@@ -124,6 +129,7 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidValue: return "invalid argument";
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
     case cudaErrorInvalidDevicePointer: return "invalid device pointer";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
@@ -386,12 +392,21 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
   return cudaSuccess;
 }
 
+cudaError_t cudaRuntimeGetVersion(int* version) {
+  *version = CUDART_VERSION;
+  return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int* version) {
+  *version = CUDART_VERSION;
+  return cudaSuccess;
+}
+
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || value > emu::kOptinSharedLimit) {
     return fail(cudaErrorInvalidValue, "cudaFuncSetAttribute(MaxDynamicSharedMemorySize, " + std::to_string(value) +
                                            "): the limit is " + std::to_string(emu::kOptinSharedLimit));
   }
-  emu::max_dynamic_shared[func] = value;
+  emu::max_dynamic_shared[{emu::current_device, func}] = value;
   return cudaSuccess;
 }
 
@@ -431,6 +446,29 @@ class GuardedBuffer {
 
 }  // namespace
 
+// The launch against the per-block limits of every GPU the kernels are built
+// for (src/kernels/cuda/launch_limits.h), with the kernel's registers and static
+// shared memory from the table the build recorded: what the driver would
+// refuse on a real A100 or H100. A kernel from a file the table does not know
+// (a test's own kernel) is not checked; one missing from a file it knows
+// means the table is out of date.
+static std::string resource_violation(const LaunchShape& s, uint64_t threads, const std::string& site) {
+  namespace limits = moe::launch_limits;
+  if (!limits::has_source(s.file)) return "";
+  const std::string kernel = limits::demangle(kernel_symbol(s.kernel));
+  for (const limits::GpuLimits& gpu : limits::checked_gpus()) {
+    const limits::KernelResources* k = limits::find(gpu.arch, kernel);
+    if (k == nullptr) {
+      return "launch of " + site + ": " + (kernel.empty() ? "(no symbol)" : kernel) + " has no " + gpu.arch +
+             " row in the launch-resource table of " + s.file + "; rebuild, or check nvcc_compile.sh's parsing";
+    }
+    const std::string why = limits::launch_violation(*k, gpu, static_cast<int64_t>(threads),
+                                                     static_cast<int64_t>(s.shared_bytes));
+    if (!why.empty()) return why + " (" + s.file + ":" + std::to_string(s.line) + ")";
+  }
+  return "";
+}
+
 void launch_grid(const LaunchShape& s, std::function<void()> thread_main) {
   const std::string site = std::string(s.name) + " (" + s.file + ":" + std::to_string(s.line) + ")";
   const uint64_t threads = uint64_t{s.block.x} * s.block.y * s.block.z;
@@ -442,7 +480,7 @@ void launch_grid(const LaunchShape& s, std::function<void()> thread_main) {
              ", " + std::to_string(s.block.z) + ")");
     return;
   }
-  const auto raised = max_dynamic_shared.find(s.kernel);
+  const auto raised = max_dynamic_shared.find({current_device, s.kernel});
   const size_t limit = raised == max_dynamic_shared.end() ? kDefaultSharedLimit : static_cast<size_t>(raised->second);
   if (s.shared_bytes > limit) {
     fail(cudaErrorInvalidValue, "launch of " + site + " with " + std::to_string(s.shared_bytes) +
@@ -450,6 +488,10 @@ void launch_grid(const LaunchShape& s, std::function<void()> thread_main) {
                                     (raised == max_dynamic_shared.end()
                                          ? " (raise it with cudaFuncSetAttribute(MaxDynamicSharedMemorySize))"
                                          : ""));
+    return;
+  }
+  if (const std::string why = resource_violation(s, threads, site); !why.empty()) {
+    fail(cudaErrorLaunchOutOfResources, why);
     return;
   }
   const LaunchShape shape = s;

@@ -37,6 +37,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "src/kernels/cuda/cuda_check.h"
@@ -498,11 +499,10 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
-// Raises the kernel's dynamic shared-memory limit to `bytes` (once per kernel),
-// or throws if the device cannot give that much to one block.
-void allow_shared_memory(const void* kernel, int bytes, const std::string& what) {
-  int device = 0, optin = 0;
-  check(cudaGetDevice(&device), what);
+// Raises the kernel's dynamic shared-memory limit to `bytes` on `device`, or
+// throws if the device cannot give that much to one block.
+void allow_shared_memory(const void* kernel, int device, int bytes, const std::string& what) {
+  int optin = 0;
   check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), what);
   if (bytes > optin) {
     throw std::runtime_error(what + ": needs " + std::to_string(bytes) +
@@ -512,13 +512,17 @@ void allow_shared_memory(const void* kernel, int bytes, const std::string& what)
 }
 
 // Launches `kernel` with L::kBytes of dynamic shared memory on the backend's
-// stream, raising the kernel's limit on its first launch.
+// stream, raising the kernel's limit on its first launch on each device (the
+// attribute belongs to the device's context: a process that checks several
+// GPUs raises it on each).
 template <typename L, typename Kernel, typename... Args>
 void launch(Kernel kernel, dim3 grid, const std::string& what, Args... args) {
-  static std::vector<const void*> configured;  // kernels whose limit is raised (one GPU per process)
-  const void* key = reinterpret_cast<const void*>(kernel);
+  static std::vector<std::pair<int, const void*>> configured;  // (device, kernel) pairs whose limit is raised
+  int device = 0;
+  check(cudaGetDevice(&device), what);
+  const std::pair<int, const void*> key(device, reinterpret_cast<const void*>(kernel));
   if (std::find(configured.begin(), configured.end(), key) == configured.end()) {
-    allow_shared_memory(key, L::kBytes, what);
+    allow_shared_memory(key.second, device, L::kBytes, what);
     configured.push_back(key);
   }
   kernel<<<grid, kThreads, L::kBytes, stream()>>>(args...);

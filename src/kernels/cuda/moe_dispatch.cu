@@ -118,7 +118,8 @@ __global__ void plan_scan_kernel(int32_t* offsets_E1, int32_t* chunk_counts, int
 }
 
 // Step 3 (one block): thread t holds experts 2t and 2t+1.
-__global__ void plan_offsets_kernel(int32_t* offsets_E1, int E, int capacity) {
+// The launch bounds keep the kernel within a block's registers at 1024 threads.
+__global__ void __launch_bounds__(kOffsetThreads) plan_offsets_kernel(int32_t* offsets_E1, int E, int capacity) {
   using Scan = cub::BlockScan<int32_t, kOffsetThreads>;
   __shared__ typename Scan::TempStorage temp;
   const int e0 = 2 * threadIdx.x, e1 = e0 + 1;

@@ -31,7 +31,9 @@ namespace {
 using namespace moe_detail;
 
 constexpr int kCountThreads = 256;
-constexpr int kFinalizeThreads = 1024;
+// One block; its threads only sum partials, so a few warps suffice. At 1024
+// threads the kernel would need more registers than a block has.
+constexpr int kFinalizeThreads = 256;
 constexpr int64_t kSharedDoubles = 6144;  // 48 KiB of dynamic shared memory, the no-opt-in limit
 
 // Pass 1. Block (b, chunk) counts a range of the pairs of sequence b in shared
@@ -133,13 +135,13 @@ __global__ void aux_token_kernel(float* daux_logits_NE, double* partial_P_BCE, d
   }
 }
 
-// Pass 3 (one block). Warp w takes experts w, w + 32, ...; lane l takes the
+// Pass 3 (one block of W warps). Warp w takes experts w, w + W, ...; lane l takes the
 // sequences l, l + 32, ... of that expert, so each lane forms whole
 // per-sequence sums P_be before the warp adds the lanes up.
 //   load_balance     = E sum_e f_e P_e            (f_e = counts_e / (N K), P_e = mean_n q_ne)
 //   sequence_balance = E/B sum_b sum_e f_be P_be
 //   z_loss           = mean_n lse_n^2
-__global__ void aux_finalize_kernel(float* aux_3, const double* partial_P_BCE,
+__global__ void __launch_bounds__(kFinalizeThreads) aux_finalize_kernel(float* aux_3, const double* partial_P_BCE,
                                     const double* partial_z_BC, const int32_t* counts_E, const int32_t* seq_counts_BE,
                                     int64_t B, int64_t T, int E_, int K_, int chunks) {
   __shared__ double scratch[32];

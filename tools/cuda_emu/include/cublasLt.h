@@ -10,6 +10,9 @@
 
 #include "cuda_runtime.h"
 
+// The cuBLAS version the emulator stands for (major * 10000 + minor * 100 + patch).
+#define CUBLAS_VERSION 130100
+
 enum cudaDataType_t { CUDA_R_32F = 0, CUDA_R_16BF = 14 };
 using cudaDataType = cudaDataType_t;
 
@@ -56,6 +59,7 @@ struct cublasLtMatmulHeuristicResult_t {
 
 const char* cublasLtGetStatusName(cublasStatus_t status);
 const char* cublasLtGetStatusString(cublasStatus_t status);
+size_t cublasLtGetVersion();
 cublasStatus_t cublasLtCreate(cublasLtHandle_t* handle);
 cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* desc, cublasComputeType_t compute, cudaDataType_t scale);
 cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr,

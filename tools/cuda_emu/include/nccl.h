@@ -8,6 +8,8 @@
 
 #include "cuda_runtime.h"
 
+// The NCCL version the emulator stands for (major * 10000 + minor * 100 + patch).
+#define NCCL_VERSION_CODE 22809
 #define NCCL_UNIQUE_ID_BYTES 128
 struct ncclUniqueId {
   char internal[NCCL_UNIQUE_ID_BYTES];
@@ -37,6 +39,7 @@ enum ncclRedOp_t { ncclSum = 0, ncclProd = 1, ncclMax = 2, ncclMin = 3, ncclAvg 
 
 const char* ncclGetErrorString(ncclResult_t result);
 const char* ncclGetLastError(ncclComm_t comm);
+ncclResult_t ncclGetVersion(int* version);
 ncclResult_t ncclGetUniqueId(ncclUniqueId* id);
 ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank);
 ncclResult_t ncclCommDestroy(ncclComm_t comm);
