@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Runs the GPU checks of issue 5 on a machine with a GPU, from the repo root,
-# with the binaries of scripts/gpu/bundle.sh (.gpu_bundle.tar.xz). Each phase
-# fits one device call (10 minutes); logs go to $OUT (the device tool's
-# folder) or ./gpu_logs.
+# Runs the one-GPU checks of the CUDA backend on a machine with a GPU, from
+# the repo root, with the binaries of scripts/gpu/bundle.sh
+# (.gpu_bundle.tar.xz). Each phase is sized for about 10 minutes; logs go to
+# ./gpu_logs, or to $OUT if it is set.
 #   scripts/gpu/check.sh ops        # every op against the CPU reference
 #   scripts/gpu/check.sh sanitize [NAME...]  # compute-sanitizer memcheck + racecheck on the op tests
 #   scripts/gpu/check.sh train      # debug_moe 50 steps GPU vs CPU, memory, resume
 #   scripts/gpu/check.sh bench      # step_bench: debug_moe and bench_1b_moe, with the op profile
-#   scripts/gpu/check.sh quick      # ops, train and bench in one call (a few minutes; sanitize apart)
+#   scripts/gpu/check.sh quick      # ops, train and bench in one run (a few minutes; sanitize apart)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 phase="${1:?usage: check.sh ops|sanitize|train|bench|quick}"
@@ -48,7 +48,7 @@ case "$phase" in
   sanitize)
     # Under memcheck a test runs 10-100x slower: each gets its own time limit
     # (SANITIZE_LIMIT seconds, default 150), and `check.sh sanitize NAME...`
-    # runs only the named tests, so a device call's 10 minutes can be shared out.
+    # runs only the named tests, so the sanitizer runs can be split over several jobs.
     shift
     picked=("$@")
     [[ ${#picked[@]} -gt 0 ]] || picked=("${op_tests[@]}")

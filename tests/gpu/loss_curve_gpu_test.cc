@@ -19,7 +19,7 @@
 //   (the same math in another summation order: cuBLASLt, tiled attention)
 // - GPU bf16:          2e-3        0.15       2e-2            1e-2
 //   (bf16 activations and weight copies, P and dS rounded in attention)
-// The losses are printed, so that a GPU session can record them.
+// The losses are printed, so that a run on a GPU can be recorded.
 #include <catch2/catch.hpp>
 
 #include <cstdio>

@@ -26,7 +26,7 @@
 // Every load is guarded (rows, columns and K need not be tile multiples);
 // out-of-range elements are read as 0, and only in-range outputs are written.
 //
-// Performance ideas for the GPU session (correctness came first here):
+// Performance ideas, to be measured on a GPU (correctness came first here):
 // - cp.async (sm_80) or TMA (sm_90) multi-stage pipelines instead of the
 //   load / sync / compute loop; larger tiles (128x128, 8 warps) for big
 //   experts; wgmma on sm_90.

@@ -24,7 +24,7 @@
 // and nothing allocates device memory: these calls can be captured into a
 // CUDA graph once every plan exists (run one step before capturing).
 //
-// Performance ideas for the GPU session: CUBLAS_COMPUTE_32F_FAST_TF32 for F32
+// Performance ideas, to be measured on a GPU: CUBLAS_COMPUTE_32F_FAST_TF32 for F32
 // inputs (a config switch; tests would need a TF32 tolerance); ask the
 // heuristic for several algos and time them once per plan; fuse bias or
 // activation epilogues (CUBLASLT_EPILOGUE_*) where the model has them.
