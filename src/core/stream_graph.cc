@@ -10,6 +10,13 @@
 #endif
 
 namespace moe {
+namespace {
+
+int graphs_alive = 0;  // one host thread drives the backend
+
+}  // namespace
+
+int StreamGraph::alive() { return graphs_alive; }
 
 #if MOE_TRAIN_HAS_CUDA
 namespace {
@@ -24,7 +31,10 @@ void check(cudaError_t status, const char* what) {
 }  // namespace
 
 StreamGraph::~StreamGraph() {
-  if (exec_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec_));
+  if (exec_) {
+    cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec_));
+    --graphs_alive;
+  }
   if (graph_) cudaGraphDestroy(static_cast<cudaGraph_t>(graph_));
 }
 
@@ -46,6 +56,7 @@ void StreamGraph::capture(const std::function<void()>& work) {
   cudaGraphExec_t exec = nullptr;
   check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
   exec_ = exec;
+  ++graphs_alive;
 }
 
 void StreamGraph::replay() {

@@ -19,6 +19,10 @@ class StreamGraph {
   StreamGraph& operator=(const StreamGraph&) = delete;
 
   bool captured() const { return exec_ != nullptr; }
+  // Graphs captured and not yet destroyed in this process. While any is
+  // alive, device buffers whose address a graph may hold must not move
+  // (src/kernels/cuda/device_scratch.h).
+  static int alive();
   // Records what `work` enqueues (it does not run) and instantiates the graph.
   void capture(const std::function<void()>& work);
   // One launch of the whole graph on the backend's stream.

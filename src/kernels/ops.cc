@@ -526,4 +526,16 @@ void grouped_matmul_backward(const Tensor& dx_MI, const Tensor& dw_EIO, const Te
                                offsets_E1.i32(), w_EIO.size(0), w_EIO.size(1), w_EIO.size(2));
 }
 
+void reserve_attention_backward(Device device, int64_t B, int64_t T, int64_t H) {
+  if (device == Device::kCuda) CUDA_BACKEND(cuda::reserve_attention_backward(B, T, H));
+}
+
+void reserve_rmsnorm_backward(Device device, int64_t N, int64_t D) {
+  if (device == Device::kCuda) CUDA_BACKEND(cuda::reserve_rmsnorm_backward(N, D));
+}
+
+void reserve_router_aux_losses(Device device, int64_t N, int64_t T, int64_t E) {
+  if (device == Device::kCuda) CUDA_BACKEND(cuda::reserve_router_aux_losses(N, T, E));
+}
+
 }  // namespace moe::ops

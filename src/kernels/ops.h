@@ -123,4 +123,13 @@ void grouped_matmul_forward(const Tensor& out_MO, const Tensor& x_MI, const Tens
 void grouped_matmul_backward(const Tensor& dx_MI, const Tensor& dw_EIO, const Tensor& dout_MO, const Tensor& x_MI,
                              const Tensor& w_EIO, const Tensor& offsets_E1);
 
+// ---- device scratch, sized when a layer is built ----------------------------
+// The CUDA kernels of attention_backward, rmsnorm_backward and
+// router_aux_losses keep a scratch buffer between calls. Layers reserve it for
+// their shapes when they are built, so that the CUDA graphs of a step capture
+// its final address (src/kernels/cuda/device_scratch.h). Nothing on the CPU.
+void reserve_attention_backward(Device device, int64_t B, int64_t T, int64_t H);
+void reserve_rmsnorm_backward(Device device, int64_t N, int64_t D);
+void reserve_router_aux_losses(Device device, int64_t N, int64_t T, int64_t E);
+
 }  // namespace moe::ops

@@ -24,6 +24,7 @@ Attention::Attention(const LayerContext& ctx, const std::string& prefix)
   datt_ = ctx.scratch_act("attention.datt", {B_, T_, H_, Dh_});
   dk_ = ctx.scratch_act("attention.dk", {B_, T_, G_, Dh_});
   dv_ = ctx.scratch_act("attention.dv", {B_, T_, G_, Dh_});
+  ops::reserve_attention_backward(ctx.pool.device(), B_, T_, H_);
 }
 
 void Attention::forward(const Tensor& out_ND, const Tensor& x_ND) {

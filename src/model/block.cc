@@ -29,6 +29,7 @@ Block::Block(const LayerContext& ctx, int64_t layer)
   dh_ = ctx.scratch_act("block.dh", {N, D});
   ln1_rstd_ = ctx.pool.alloc({N});
   ln2_rstd_ = ctx.pool.alloc({N});
+  ops::reserve_rmsnorm_backward(ctx.pool.device(), N, D);
 }
 
 void Block::forward(const Tensor& out_ND, const Tensor& x_in_ND, bool training, float grad_scale) {

@@ -52,6 +52,7 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& prefix)
   for (int64_t s = 0; s < ctx.model.moe_shared_experts; ++s) {
     shared_.push_back(std::make_unique<GroupedSwiGLU>(ctx, "shared_experts", N_, F));
   }
+  ops::reserve_router_aux_losses(pool.device(), N_, T_, E_);
   bias_E_ = pool.alloc({E_});
   logits_NE_ = pool.alloc({N_, E_});
   scores_NE_ = pool.alloc({N_, E_});

@@ -47,6 +47,7 @@
 
 #include "src/core/bf16.h"
 #include "src/core/cuda_device.h"
+#include "src/core/stream_graph.h"
 #include "src/core/tensor.h"
 #include "src/kernels/cpu/cpu_ops.h"
 #include "src/kernels/cuda/cuda_check.h"
@@ -236,6 +237,38 @@ TEST_CASE("rmsnorm_backward on the GPU accumulates dx and dw like the CPU, every
       expect_close(d_dw.t, dw, {1e-5, 1e-6 * dw_scale}, "rmsnorm dw");
     }
   }
+}
+
+TEST_CASE("an op's device scratch does not move while a CUDA graph may hold its address") {
+  require_gpu();
+  // rmsnorm_backward keeps chunks x D floats of partials: 2 chunks at 512 rows,
+  // 64 (the cap) at 16384 rows; D = 64 makes the second larger than any above.
+  const int64_t D = 64, small = 512, large = 16384;
+  auto tensors = [D](int64_t N) {
+    std::vector<DeviceTensor> t;
+    for (const std::vector<int64_t>& shape : {std::vector<int64_t>{N, D}, {D}, {N, D}, {N}, {N, D}, {D}}) {
+      t.push_back(upload(random_vector(static_cast<size_t>(shape[0] * (shape.size() > 1 ? shape[1] : 1)), 3),
+                         shape, DType::kF32));
+    }
+    return t;
+  };
+  const std::vector<DeviceTensor> a = tensors(small), b = tensors(large);
+  auto backward = [](const std::vector<DeviceTensor>& t) {
+    ops::rmsnorm_backward(t[4].t, t[5].t, t[2].t, t[0].t, t[1].t, t[3].t);
+  };
+  ops::reserve_rmsnorm_backward(Device::kCuda, small, D);
+  {
+    StreamGraph graph;
+    graph.capture([&] { backward(a); });
+    graph.replay();
+    CHECK_THROWS_WITH(backward(b), Catch::Contains("rmsnorm_backward: its dw scratch needs 16384 bytes") &&
+                                       Catch::Contains("a CUDA graph that may hold its address is alive"));
+    graph.replay();  // the graph's buffer is still there
+    cuda::check(cudaStreamSynchronize(cuda::stream()), "replay");
+  }
+  // With no graph alive, it may grow.
+  CHECK_NOTHROW(backward(b));
+  cuda::check(cudaStreamSynchronize(cuda::stream()), "grown");
 }
 
 // ---- RoPE ------------------------------------------------------------------------------

@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "src/kernels/cuda/cuda_check.h"
+#include "src/kernels/cuda/device_scratch.h"
 #include "src/kernels/cuda/cuda_ops.h"
 #include "src/kernels/cuda/device_math.cuh"
 #include "src/kernels/cuda/stream.h"
@@ -529,25 +530,10 @@ void launch(Kernel kernel, dim3 grid, const std::string& what, Args... args) {
   check(cudaGetLastError(), what);
 }
 
-// A grow-only device buffer for delta (B * H * T floats): allocated on the
-// first backward and when B * H * T grows, never inside a steady training
-// step (like the CPU reference's scratch). Growing waits for the stream, so
-// a kernel still reading the old buffer finishes before it is freed.
-float* delta_scratch(int64_t n, const std::string& what) {
-  static float* buffer = nullptr;
-  static int64_t capacity = 0;
-  if (n > capacity) {
-    if (buffer != nullptr) {
-      check(cudaStreamSynchronize(stream()), what + " (growing the delta scratch)");
-      check(cudaFree(buffer), what + " (freeing the delta scratch)");
-      buffer = nullptr;
-      capacity = 0;
-    }
-    check(cudaMalloc(&buffer, static_cast<size_t>(n) * sizeof(float)),
-          what + " (delta scratch, " + std::to_string(n) + " floats)");
-    capacity = n;
-  }
-  return buffer;
+// Delta (B * H * T floats) between the backward's first kernel and the others.
+DeviceScratch& delta_scratch() {
+  static DeviceScratch scratch("delta scratch");
+  return scratch;
 }
 
 std::string shapes_of(const Tensor& q, const Tensor& k) {
@@ -620,7 +606,7 @@ void backward_impl(const Tensor& dq, const Tensor& dk, const Tensor& dv, const T
                    const std::string& what) {
   p.vec = p.vec && p.dh == kDh;
   const int64_t rows = static_cast<int64_t>(p.B) * p.T * p.H;
-  float* delta = delta_scratch(rows, what);
+  float* delta = static_cast<float*>(delta_scratch().get(static_cast<size_t>(rows) * sizeof(float), what));
   attention_delta_kernel<T><<<static_cast<unsigned>(ceil_div(rows, kWarps)), kThreads, 0, stream()>>>(
       delta, static_cast<const T*>(dout.data), static_cast<const T*>(out.data), rows, p);
   check(cudaGetLastError(), what + " (delta)");
@@ -679,6 +665,10 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
   dispatch(q.dtype, p.dh, [&](auto t, auto dh) {
     backward_impl<decltype(t), decltype(dh)::value>(dq, dk, dv, dout, q, k, v, out, lse_BHT, p, what);
   });
+}
+
+void reserve_attention_backward(int64_t B, int64_t T, int64_t H) {
+  delta_scratch().get(static_cast<size_t>(B * T * H) * sizeof(float), "reserve_attention_backward");
 }
 
 }  // namespace moe::cuda

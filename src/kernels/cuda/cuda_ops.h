@@ -39,11 +39,12 @@ void embedding_backward(const Tensor& dtable_VD, const Tensor& dout_ND, const Te
 
 // rmsnorm.cu. x, out, dx, dout act; w_D act; rstd_N F32; dw_D F32 (+=, summed
 // over rows deterministically: per-chunk partial sums, then a fixed-order
-// reduction; the partials live in a grow-only device scratch buffer allocated
-// on first use, at most 64 * D floats).
+// reduction; the partials live in a device scratch buffer of at most 64 * D
+// floats, sized by reserve_rmsnorm_backward, device_scratch.h).
 void rmsnorm_forward(const Tensor& out_ND, const Tensor& rstd_N, const Tensor& x_ND, const Tensor& w_D, float eps);
 void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dout_ND, const Tensor& x_ND,
                       const Tensor& w_D, const Tensor& rstd_N);
+void reserve_rmsnorm_backward(int64_t N, int64_t D);
 
 // rope.cu. x [B, T, heads, Dh] act, in place; Dh even and at most 1024.
 // Backward OVERWRITES (rotates the gradient back), as on the CPU.
@@ -129,11 +130,11 @@ void router_backward(const Tensor& dlogits_NE, const Tensor& dtopk_w_NK, const T
 // as on the CPU) are WRITTEN to aux_3 (F32 [3], device), like daux_logits_NE
 // (WRITTEN, may be empty). Scratch: a device workspace owned by this function
 // (~(E + B*E) ints and (B*C*E + B*C) doubles, C <= 256 chunks per sequence),
-// allocated on the first call and regrown only for a larger shape, so never
-// in a steady-state step.
+// sized by reserve_router_aux_losses (device_scratch.h).
 void router_aux_losses(const Tensor& aux_3, const Tensor& daux_logits_NE, const Tensor& logits_NE,
                        const Tensor& scores_NE, const Tensor& topk_idx_NK, int64_t T, RouterKind kind, float w_lb,
                        float w_z, float w_seq, float grad_scale);
+void reserve_router_aux_losses(int64_t N, int64_t T, int64_t E);
 // No host sync: M = offsets_E1[E] stays on the device. Output identical to
 // the CPU's (integers). row_pair_M entries from M on are left unspecified
 // (they hold scratch), where the CPU leaves them untouched; only the first M
@@ -169,11 +170,12 @@ void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, cons
 // BF16; lse_BHT: [B, H, T] F32. Semantics of cpu::attention_forward/backward:
 // out and lse WRITTEN; dq, dk, dv ACCUMULATED (+=). Fused (no T x T matrix),
 // fp32 softmax and accumulation; BF16 GEMMs on tensor cores. Dh up to 128.
-// The backward is deterministic (no atomics) and keeps one grow-only scratch
-// buffer of B*H*T floats, allocated when B*H*T grows (that call syncs the stream).
+// The backward is deterministic (no atomics) and keeps one scratch buffer of
+// B*H*T floats, sized by reserve_attention_backward (device_scratch.h).
 void attention_forward(const Tensor& out, const Tensor& lse_BHT, const Tensor& q, const Tensor& k, const Tensor& v);
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse_BHT);
+void reserve_attention_backward(int64_t B, int64_t T, int64_t H);
 
 // ---- GEMMs: matmul.cu (cuBLASLt), grouped_matmul.cu (own kernels) ----------
 // Semantics as in ops.h. Inputs (x, w, dout) share one dtype, BF16 or F32;

@@ -1,9 +1,11 @@
 // RMSNorm on the GPU: out = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps).
 // Legend: N rows, D features. x, out, dx, dout, w: F32 or BF16 each; rstd_N and
 // dw_D F32. Every sum is fp32.
+#include <algorithm>
 #include <string>
 
 #include "src/kernels/cuda/cuda_ops.h"
+#include "src/kernels/cuda/device_scratch.h"
 #include "src/kernels/cuda/dense_util.cuh"
 
 namespace moe::cuda {
@@ -103,26 +105,13 @@ __global__ void rmsnorm_dw_reduce_kernel(float* dw_D, const float* partials_CD, 
   }
 }
 
-// The dw partials: grow-only, process lifetime (freed by the driver at exit),
-// like the stream. Growing waits for stream() first (the old buffer may still
-// be in use) and then allocates; with the model's fixed D this happens on the
-// first backward only. One host thread drives the backend (as stream() assumes).
-float* dw_scratch(int64_t floats) {
-  static float* buffer = nullptr;
-  static int64_t capacity = 0;
-  if (floats > capacity) {
-    if (buffer != nullptr) {
-      check(cudaStreamSynchronize(stream()), "rmsnorm_backward (growing the dw scratch)");
-      check(cudaFree(buffer), "rmsnorm_backward (freeing the dw scratch)");
-      buffer = nullptr;
-      capacity = 0;
-    }
-    check(cudaMalloc(&buffer, static_cast<size_t>(floats) * sizeof(float)),
-          "rmsnorm_backward (dw scratch of " + std::to_string(floats) + " floats)");
-    capacity = floats;
-  }
-  return buffer;
+// The dw partials: chunks * D floats.
+DeviceScratch& dw_scratch() {
+  static DeviceScratch scratch("dw scratch");
+  return scratch;
 }
+
+int64_t dw_chunks(int64_t N) { return std::min<int64_t>((N + kMinChunkRows - 1) / kMinChunkRows, kMaxChunks); }
 
 }  // namespace
 
@@ -187,10 +176,10 @@ void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dou
   });
   check_launch(op, args);
 
-  int64_t chunks = (N + kMinChunkRows - 1) / kMinChunkRows;
-  if (chunks > kMaxChunks) chunks = kMaxChunks;
+  const int64_t chunks = dw_chunks(N);
   const int64_t rows_per_chunk = (N + chunks - 1) / chunks;
-  float* partials = chunks > 1 ? dw_scratch(chunks * D) : nullptr;
+  float* partials =
+      chunks > 1 ? static_cast<float*>(dw_scratch().get(static_cast<size_t>(chunks * D) * sizeof(float), op)) : nullptr;
   const dim3 dw_grid(static_cast<unsigned>((D + kCols - 1) / kCols), static_cast<unsigned>(chunks));
   const dim3 dw_block(kCols, kRowGroups);
   with_float_type(dout_ND.dtype, [&](auto dout_tag) {
@@ -207,6 +196,11 @@ void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dou
     rmsnorm_dw_reduce_kernel<<<grid_for(D, kThreads), kThreads, 0, stream()>>>(dw_D.f32(), partials, chunks, D);
     check_launch(op, args);
   }
+}
+
+void reserve_rmsnorm_backward(int64_t N, int64_t D) {
+  const int64_t chunks = dw_chunks(N);
+  if (chunks > 1) dw_scratch().get(static_cast<size_t>(chunks * D) * sizeof(float), "reserve_rmsnorm_backward");
 }
 
 }  // namespace moe::cuda

@@ -22,6 +22,7 @@
 #include <string>
 
 #include "src/kernels/cuda/cuda_ops.h"
+#include "src/kernels/cuda/device_scratch.h"
 #include "src/kernels/cuda/moe_common.cuh"
 #include "src/kernels/cuda/stream.h"
 
@@ -175,28 +176,21 @@ __global__ void __launch_bounds__(kFinalizeThreads) aux_finalize_kernel(float* a
   }
 }
 
-// The device scratch of this op. Grown (never shrunk) when a larger shape
-// arrives: in training that is the first call only. Single-threaded use, as
-// the rest of the backend.
-struct Workspace {
-  void* device = nullptr;
-  size_t bytes = 0;
+DeviceScratch& workspace() {
+  static DeviceScratch scratch("workspace");
+  return scratch;
+}
 
-  void* reserve(size_t need) {
-    if (need > bytes) {
-      if (device) check(cudaFree(device), "router_aux_losses: free workspace");
-      device = nullptr;
-      bytes = 0;
-      check(cudaMalloc(&device, need), "router_aux_losses: workspace of " + std::to_string(need) + " bytes");
-      bytes = need;
-    }
-    return device;
-  }
-};
+// Pass 2's grid: about 256 blocks, at least ~32 tokens each.
+int64_t token_chunks(int64_t B, int64_t T) {
+  return std::max<int64_t>(1, std::min<int64_t>((256 + B - 1) / B, (T + 31) / 32));
+}
 
-Workspace& workspace() {
-  static Workspace w;  // process lifetime: freed by the driver at exit
-  return w;
+// Workspace: doubles first (partial_P [B*C*E], partial_z [B*C]), then ints (counts [E], seq [B*E]).
+size_t workspace_bytes(int64_t B, int64_t T, int64_t E) {
+  const int64_t chunks = token_chunks(B, T);
+  return static_cast<size_t>(B * chunks * E + B * chunks) * sizeof(double) +
+         static_cast<size_t>(E + B * E) * sizeof(int32_t);
 }
 
 }  // namespace
@@ -231,8 +225,7 @@ void router_aux_losses(const Tensor& aux_3, const Tensor& daux_logits_NE, const 
   const int64_t B = N / T;
   const bool sigmoid = kind == RouterKind::kSigmoidTopK;
 
-  // Pass 2's grid: about 256 blocks, at least ~32 tokens each.
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((256 + B - 1) / B, (T + 31) / 32));
+  const int64_t chunks = token_chunks(B, T);
   const int64_t tokens_per_chunk = (T + chunks - 1) / chunks;
   const int64_t W = std::clamp<int64_t>((kSharedDoubles - E) / (E + 1), 1, 8);
   // Pass 1's grid: up to 64 blocks per sequence, at least 2048 pairs each.
@@ -240,10 +233,8 @@ void router_aux_losses(const Tensor& aux_3, const Tensor& daux_logits_NE, const 
   const int64_t pairs_per_block = (T * K + count_chunks - 1) / count_chunks;
   expect(B * std::max(chunks, count_chunks) < (int64_t{1} << 31), op, shapes + ": too many sequences");
 
-  // Workspace: doubles first (partial_P [B*C*E], partial_z [B*C]), then ints (counts [E], seq [B*E]).
-  const size_t n_doubles = static_cast<size_t>(B * chunks * E + B * chunks);
   const size_t n_ints = static_cast<size_t>(E + B * E);
-  char* ws = static_cast<char*>(workspace().reserve(n_doubles * sizeof(double) + n_ints * sizeof(int32_t)));
+  char* ws = static_cast<char*>(workspace().get(workspace_bytes(B, T, E), op));
   double* partial_P = reinterpret_cast<double*>(ws);
   double* partial_z = partial_P + B * chunks * E;
   int32_t* counts = reinterpret_cast<int32_t*>(partial_z + B * chunks);
@@ -264,6 +255,10 @@ void router_aux_losses(const Tensor& aux_3, const Tensor& daux_logits_NE, const 
                                                      static_cast<int>(E), static_cast<int>(K),
                                                      static_cast<int>(chunks));
   check_launch(op, "(finalize) " + shapes);
+}
+
+void reserve_router_aux_losses(int64_t N, int64_t T, int64_t E) {
+  if (N > 0 && T > 0) workspace().get(workspace_bytes(N / T, T, E), "reserve_router_aux_losses");
 }
 
 }  // namespace moe::cuda
