@@ -4,7 +4,16 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "src/config/derived.h"
 #include "src/config/load.h"
@@ -21,6 +30,8 @@
 #include "src/train/dry_run.h"
 #include "src/train/checkpoint.h"
 #include "src/train/export_hf.h"
+#include "src/train/gpu_check.h"
+#include "src/train/gpu_check_cache.h"
 #include "src/train/import_hf.h"
 #include "src/train/step_runner.h"
 #include "src/train/trainer.h"
@@ -45,17 +56,30 @@ const char* kUsage =
     "                        folder of this model's shape (config.json + model.safetensors\n"
     "                        or its index; F32, BF16 or F16); a resumed checkpoint wins\n"
     "  --log-all-ranks       info-level logs from every rank, not only rank 0\n"
+    "  --skip-gpu-check      train on CUDA without first checking the GPU (see check-gpu)\n"
     "  --version             version, commit, and the CUDA libraries built with and found\n"
     "  -h, --help            this text\n"
     "\n"
     "       moe_train prepare --output=DIR [--val-fraction=0.01] TEXT_FILE...\n"
     "\n"
     "Turns text files into a byte-level token dataset (DIR/train, DIR/val; vocab 257:\n"
-    "256 bytes + end of document) to train on with data.dataset_path = \"DIR/train\".\n";
+    "256 bytes + end of document) to train on with data.dataset_path = \"DIR/train\".\n"
+    "\n"
+    "       moe_train check-gpu [CONFIG.toml] [--section.key=value ...] [--device=N]\n"
+    "                           [--world-size=N] [--for-training]\n"
+    "\n"
+    "Checks every visible GPU (or GPU N): every op against the CPU reference at small\n"
+    "shapes and at the config's layer shapes, in fp32 and bf16; a CUDA graph replay\n"
+    "against eager launches, bit for bit; 5 training steps of the config's model,\n"
+    "shrunk, against the CPU. Prints a table and one line per GPU; exits 0 when all\n"
+    "pass, 2 naming the first failure. A CUDA run makes the same check before its\n"
+    "first step, once per binary, GPU model, driver and CUDA runtime (cached).\n"
+    "The config is refused as training refuses it (--world-size=N: the job's rank\n"
+    "count). --for-training: check only if training would use a GPU here.\n";
 
 const std::vector<std::string> kFlags = {"--print-config",  "--dry-run",       "--world-size", "--export-hf",
                                          "--init-from-hf", "--log-all-ranks", "--help",
-                                         "--version"};
+                                         "--version",      "--skip-gpu-check"};
 
 // Under `bazel run`, relative paths mean the workspace, not Bazel's runfiles tree.
 void enter_bazel_workspace() {
@@ -88,6 +112,8 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
       cl.dry_run = true;
     } else if (a == "--log-all-ranks") {
       cl.log_all_ranks = true;
+    } else if (a == "--skip-gpu-check") {
+      cl.skip_gpu_check = true;
     } else if (a.rfind("--world-size=", 0) == 0) {
       cl.world_size = parse_world_size(a.substr(13));
     } else if (a.rfind("--export-hf=", 0) == 0 && a.size() > 12) {
@@ -144,9 +170,165 @@ int run_prepare(const std::vector<std::string>& args) {
   return 0;
 }
 
+namespace {
+
+// check-gpu without a config: debug_moe's model (4 blocks, 2 of them MoE with
+// top-2 of 4 experts, GQA 4/2, dim 256) on 4 sequences of 512 tokens.
+JobConfig check_gpu_default_config() {
+  JobConfig cfg;
+  ModelConfig& m = cfg.model;
+  m.dim = 256;
+  m.n_layers = 4;
+  m.n_heads = 4;
+  m.n_kv_heads = 2;
+  m.vocab_size = 512;
+  m.max_seq_len = 512;
+  m.num_experts = 4;
+  m.moe_top_k = 2;
+  m.moe_frequency = 2;
+  cfg.train.batch_size = 4;
+  cfg.train.seq_len = 512;
+  cfg.distributed.dp_shard = 1;
+  return cfg;
+}
+
+// A child per GPU (this binary with --device=N), all at once: a process drives
+// one GPU (the backend's stream, cuBLASLt handle and memory cache are per
+// process). Returns each child's output and exit code, in device order.
+std::vector<std::pair<std::string, int>> check_each_gpu(const std::vector<std::string>& args, int devices) {
+  std::vector<pid_t> children;
+  std::vector<std::string> logs;
+  for (int d = 0; d < devices; ++d) {
+    logs.push_back(fmt::format("{}/moe_train_check_gpu_{}_{}.log", std::filesystem::temp_directory_path().string(),
+                               getpid(), d));
+    std::vector<std::string> argv = {"moe_train", "check-gpu"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.push_back("--device=" + std::to_string(d));
+    std::vector<char*> cargv;
+    for (std::string& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    posix_spawn_file_actions_t io;
+    posix_spawn_file_actions_init(&io);
+    posix_spawn_file_actions_addopen(&io, 1, logs.back().c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_adddup2(&io, 1, 2);
+    pid_t pid = 0;
+    const int rc = posix_spawn(&pid, "/proc/self/exe", &io, nullptr, cargv.data(), environ);
+    posix_spawn_file_actions_destroy(&io);
+    if (rc != 0) throw std::runtime_error(std::string("check-gpu: cannot start a check of GPU ") + std::to_string(d) +
+                                          ": " + std::strerror(rc));
+    children.push_back(pid);
+  }
+  std::vector<std::pair<std::string, int>> results;
+  for (int d = 0; d < devices; ++d) {
+    int status = 0;
+    waitpid(children[static_cast<size_t>(d)], &status, 0);
+    std::ifstream in(logs[static_cast<size_t>(d)]);
+    std::stringstream text;
+    text << in.rdbuf();
+    std::remove(logs[static_cast<size_t>(d)].c_str());
+    results.emplace_back(text.str(), WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+  }
+  return results;
+}
+
+}  // namespace
+
+// moe_train check-gpu [CONFIG] [--section.key=value ...] [--world-size=N] [--device=N]
+int run_check_gpu(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  std::string config_path;
+  std::vector<std::string> overrides;
+  int device = -1;
+  int64_t world_size = 0;
+  bool for_training = false;
+  for (const std::string& a : args) {
+    if (a == "--for-training") {
+      for_training = true;
+    } else if (a.rfind("--device=", 0) == 0) {
+      char* end = nullptr;
+      const long d = std::strtol(a.c_str() + 9, &end, 10);
+      if (a.size() == 9 || *end != '\0' || d < 0) throw UserError(a + ": must be a GPU index, e.g. --device=0");
+      device = static_cast<int>(d);
+    } else if (a.rfind("--world-size=", 0) == 0) {
+      world_size = parse_world_size(a.substr(13));
+    } else if (a.rfind("--", 0) == 0 && a.find('.') != std::string::npos && a.find('=') != std::string::npos &&
+               a.find('.') < a.find('=')) {
+      overrides.push_back(a.substr(2));
+    } else if (a.rfind("-", 0) == 0) {
+      throw UserError("check-gpu: unknown option " + a +
+                      "; usage: moe_train check-gpu [CONFIG.toml] [--section.key=value ...] [--device=N]");
+    } else if (config_path.empty()) {
+      config_path = a;
+    } else {
+      throw UserError("check-gpu: unexpected argument " + a + " (the config is already " + config_path + ")");
+    }
+  }
+  if (config_path.empty() && !overrides.empty()) {
+    throw UserError("check-gpu: --" + overrides[0] + " needs a config file to override; give CONFIG.toml first");
+  }
+  JobConfig cfg = config_path.empty() ? check_gpu_default_config() : load_config_file(config_path, overrides).cfg;
+  // The refusals training makes, so that a config training would refuse never passes the check.
+  validate_config(cfg);
+  fill_derived_defaults(cfg);
+  const LaunchEnv env = read_launch_env();
+  const Layout layout = resolve_layout(cfg.distributed, world_size > 0 ? world_size : env.world_size);
+  require_built_features(cfg, layout);
+  if (for_training) {
+    // As training will place the run: "cuda" without a GPU is refused, and
+    // a run that will train on the CPU has no GPU to check.
+    resolve_device(cfg.train);
+    if (cfg.train.device == "cpu") {
+      out << "check-gpu: train.device resolves to \"cpu\" here: no GPU to check\n";
+      return 0;
+    }
+  }
+
+  const int devices = cuda_device_count();
+  if (devices == 0) {
+    throw UserError("check-gpu: no GPU can be used here (" + cuda_unavailable_reason() +
+                    "): run it on a GPU node (docs/gpu.md)");
+  }
+  if (device >= devices) {
+    throw UserError(fmt::format("check-gpu: --device={}, but {} GPU(s) are visible (0 to {})", device, devices,
+                                devices - 1));
+  }
+  if (device >= 0 || devices == 1) {
+    const GpuCheckReport report = check_gpu(cfg, device >= 0 ? device : 0);
+    out << format_gpu_check(report) << gpu_check_summary(report) << "\n";
+    if (!report.passed()) {
+      err << "moe_train: error: check-gpu failed: " << gpu_check_summary(report) << "\n";
+      return kUserErrorExitCode;
+    }
+    remember_gpu_check(report);
+    return 0;
+  }
+  const auto results = check_each_gpu(args, devices);
+  std::string first_failure;
+  for (int d = 0; d < devices; ++d) {
+    const auto& [text, code] = results[static_cast<size_t>(d)];
+    out << text;
+    if (code != 0 && first_failure.empty()) {
+      // The child's last line is its summary (or its error).
+      std::string last = text.substr(0, text.find_last_not_of('\n') + 1);
+      last = last.substr(last.find_last_of('\n') + 1);
+      first_failure = fmt::format("GPU {}: {}", d, last.empty() ? "exit " + std::to_string(code) : last);
+    }
+  }
+  if (!first_failure.empty()) {
+    err << "moe_train: error: check-gpu failed: " << first_failure << "\n";
+    return kUserErrorExitCode;
+  }
+  out << fmt::format("check-gpu: all {} GPUs passed\n", devices);
+  return 0;
+}
+
 int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   const LaunchEnv env = read_launch_env();
   try {
+    if (!args.empty() && args[0] == "check-gpu") {
+      init_logging(static_cast<int>(env.rank));
+      enter_bazel_workspace();
+      return run_check_gpu(std::vector<std::string>(args.begin() + 1, args.end()), out, err);
+    }
     if (!args.empty() && args[0] == "prepare") {
       init_logging(static_cast<int>(env.rank));
       enter_bazel_workspace();
@@ -226,15 +408,14 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
 
     const Layout layout = resolve_layout(cfg.distributed, env.world_size);
     require_built_features(cfg, layout);
-    if (cuda_device_count() > 0) {
-      spdlog::warn("GPU found ({}), but the CUDA backend is not yet verified on a GPU (docs/gpu.md): training on "
-                   "CPU",
-                   cuda_device_description(0));
-    }
-    if (cfg.train.mixed_precision == "bf16") {
+    resolve_device(cfg.train);
+    if (cfg.train.device == "cpu" && cfg.train.mixed_precision == "bf16") {
       spdlog::info("train.mixed_precision = \"bf16\": the CPU backend computes in fp32 (bf16 applies on GPU)");
     }
-    return train(cfg, layout, cl.init_from_hf_dir).exit_code;
+    TrainOptions options;
+    options.init_from_hf = cl.init_from_hf_dir;
+    options.check_gpu = !cl.skip_gpu_check;
+    return train(cfg, layout, options).exit_code;
   } catch (const UserError& e) {
     if (env.rank == 0) err << "moe_train: error: " << e.what() << "\n";
     return kUserErrorExitCode;

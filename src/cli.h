@@ -3,6 +3,7 @@
 //   moe_train CONFIG.toml [--section.key=value ...] [--print-config] [--dry-run]
 //             [--world-size=N] [--export-hf=DIR] [--init-from-hf=DIR] [--log-all-ranks]
 //   moe_train prepare --output=DIR [--val-fraction=F] TEXT_FILE...
+//   moe_train check-gpu [CONFIG.toml] [--section.key=value ...] [--device=N]
 //   moe_train --version
 //
 // Returns the process exit code: 0 success, 2 bad input (one line on stderr,
@@ -23,6 +24,7 @@ struct CommandLine {
   bool help = false;
   bool version = false;
   bool log_all_ranks = false;
+  bool skip_gpu_check = false;  // --skip-gpu-check: train on CUDA without the check before step 1
   int64_t world_size = 0;  // --world-size for --dry-run/--print-config; 0 = not given
   std::string export_hf_dir;  // --export-hf: write the model's weights in HF format and exit
   std::string init_from_hf_dir;  // --init-from-hf: start from an HF checkpoint (unless a checkpoint is resumed)

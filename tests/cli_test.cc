@@ -6,6 +6,7 @@
 #include <string>
 
 #include "src/core/build_info.h"
+#include "src/core/cuda_device.h"
 #include "tests/test_support.h"
 
 using Catch::Matchers::Contains;
@@ -82,6 +83,45 @@ TEST_CASE("--version prints the version, the commit and the CUDA libraries") {
   // 40 hex digits (+dirty for a build with uncommitted changes), "unknown" outside a git checkout.
   CHECK(std::regex_match(std::string(moe::build_commit()), std::regex("[0-9a-f]{40}(\\+dirty)?|unknown")));
   CHECK_THAT(r.out, Contains("\ncuda_built "));
+}
+
+TEST_CASE("check-gpu refuses what training refuses, with the same line, before looking for a GPU") {
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"--train.mixed_precision=fp8"}, {"--model.moe_top_k=9"}, {"--distributed.tp=3"}}) {
+    std::vector<std::string> train_args = {"configs/train/debug_moe.toml"}, check_args = {"check-gpu"};
+    train_args.insert(train_args.end(), bad.begin(), bad.end());
+    check_args.insert(check_args.end(), train_args.begin(), train_args.end());
+    const Result trained = run(train_args), checked = run(check_args);
+    INFO(bad[0] << ": training says " << trained.err << ", check-gpu says " << checked.err);
+    CHECK(trained.code == 2);
+    CHECK(checked.code == 2);
+    CHECK(checked.err == trained.err);
+  }
+  // The job's rank count, as the Slurm pre-flight passes it.
+  const Result layout = run({"check-gpu", "configs/train/debug_moe.toml", "--distributed.ep=2", "--world-size=3"});
+  CHECK(layout.code == 2);
+  CHECK_THAT(layout.err, Contains("3 ranks"));
+}
+
+TEST_CASE("check-gpu: bad options and no GPU exit 2 with one line") {
+  const Result unknown = run({"check-gpu", "--devcie=0"});
+  CHECK(unknown.code == 2);
+  CHECK_THAT(unknown.err, Contains("check-gpu: unknown option --devcie=0"));
+  const Result device = run({"check-gpu", "--device=x"});
+  CHECK(device.code == 2);
+  CHECK_THAT(device.err, Contains("--device=x: must be a GPU index"));
+  if (moe::cuda_device_count() == 0) {
+    const Result none = run({"check-gpu"});
+    CHECK(none.code == 2);
+    CHECK_THAT(none.err, Contains("check-gpu: no GPU can be used here ("));
+    // A run that would train on the CPU here has nothing to check.
+    const Result cpu = run({"check-gpu", "configs/train/debug_moe.toml", "--for-training"});
+    CHECK(cpu.code == 0);
+    CHECK_THAT(cpu.out, Contains("train.device resolves to \"cpu\" here: no GPU to check"));
+    const Result cuda = run({"check-gpu", "configs/train/debug_moe.toml", "--train.device=cuda", "--for-training"});
+    CHECK(cuda.code == 2);
+    CHECK_THAT(cuda.err, Contains("train.device = \"cuda\", but no GPU can be used here"));
+  }
 }
 
 TEST_CASE("--help prints usage") {

@@ -18,7 +18,7 @@ elif [[ -n ${TEST_SRCDIR:-} ]]; then
 else
   SRC=$(dirname "${BASH_SOURCE[0]}")/../scripts/slurm
 fi
-SCRIPTS=(common.sh multinode.sh singlenode.sh)
+SCRIPTS=(common.sh multinode.sh singlenode.sh check_gpu_node.sh)
 for s in "${SCRIPTS[@]}"; do
   [[ -f $SRC/$s ]] || { echo "FAIL setup: $SRC/$s not found"; exit 1; }
 done
@@ -60,6 +60,14 @@ if [[ $* == --mpi=list ]]; then  # old Slurm prints on stderr, new on stdout
 fi
 echo "srun $(printf '%q ' "$@")" >>"$FAKE_LOG"
 echo "env OMP_NUM_THREADS=${OMP_NUM_THREADS:-} NCCL_DEBUG=${NCCL_DEBUG:-} SRUN_CPUS_PER_TASK=${SRUN_CPUS_PER_TASK:-}" >>"$FAKE_LOG"
+# The per-node GPU check step runs its command once per node, as Slurm does.
+for ((i = 1; i <= $#; i++)); do
+  if [[ ${!i} == bash && $* == *check_gpu_node.sh* ]]; then
+    rc=0
+    for host in $FAKE_HOSTS; do SLURMD_NODENAME=$host "${@:i}" || rc=$?; done
+    exit "$rc"
+  fi
+done
 exit "${FAKE_RC:-0}"
 EOF
 cat >"$FAKE/mpirun" <<'EOF'
@@ -78,6 +86,16 @@ cat >"$TRAINER_DIR/moe_train" <<'EOF'
 #!/usr/bin/env bash
 echo "moe_train $(printf '%q ' "$@")" >>"$FAKE_LOG"
 for a in "$@"; do [[ $a == --dry-run ]] && exit "${FAKE_DRYRUN_RC:-0}"; done
+if [[ $1 == check-gpu ]]; then  # FAKE_CHECK_FAIL_NODE fails on that node, FAKE_CHECK_RC on every node
+  if [[ ${SLURMD_NODENAME:-} == "${FAKE_CHECK_FAIL_NODE:-}" ]]; then
+    echo "GPU 3 (NVIDIA H100 80GB HBM3, 79.1 GiB, sm_90): FAILED rmsnorm_forward [64, 64] bf16: out[0] = 0, the CPU gives 1.27"
+    echo "moe_train: error: check-gpu failed: GPU 3 (...)" >&2
+    exit 2
+  fi
+  [[ ${FAKE_CHECK_RC:-0} -eq 0 ]] || { echo "moe_train: error: FP8 training is not built yet" >&2; exit "$FAKE_CHECK_RC"; }
+  echo "check-gpu: all 8 GPUs passed"
+  exit 0
+fi
 exit "${FAKE_RC:-0}"
 EOF
 chmod +x "$FAKE"/* "$TRAINER_DIR/moe_train"
@@ -184,6 +202,31 @@ check "pmix found in newer Slurm's list (stdout)" has "$calls" "srun $(q --mpi=p
 run $MULTI "${SLURM[@]}" FAKE_DRYRUN_RC=2 -- $CFG "${OVR[@]}"
 check "preflight refuses the layout: exits 2" test $rc -eq 2
 check "preflight refuses the layout: nothing launched" bash -c '[[ $0 != *srun* && $0 != *mpirun* ]]' "$calls"
+# --- the per-node GPU check: one task per node, before any rank starts
+run $MULTI "${SLURM[@]}" -- $CFG "${OVR[@]}"
+check "GPU check: srun with one task on each of the 2 nodes" \
+  has "$calls" "srun --nodes=2 --ntasks=2 --ntasks-per-node=1 bash $REPO/scripts/slurm/check_gpu_node.sh"
+check "GPU check: moe_train check-gpu CONFIG OVERRIDES --world-size=16 --for-training on each node" \
+  test "$(grep -cxF "moe_train $(q check-gpu $CFG "${OVR[@]}" --world-size=16 --for-training)" <<<"$calls")" -eq 2
+order=$(grep -oE "^(moe_train check-gpu|srun --mpi=pmix|moe_train .*--dry-run)" <<<"$calls" | sed 's/ .*--dry-run/ dry-run/' | tr '\n' '|')
+check "GPU check: after the dry-run, before the launch" \
+  test "$order" = "moe_train dry-run|moe_train check-gpu|moe_train check-gpu|srun --mpi=pmix|"
+check "GPU check: its lines are prefixed with the node" grep -q "^node02: check-gpu: all 8 GPUs passed" "$TMP/stdout"
+
+run $MULTI "${SLURM[@]}" FAKE_CHECK_FAIL_NODE=node02 -- $CFG "${OVR[@]}"
+check "GPU check fails on node02: the job exits 2" test $rc -eq 2
+check "GPU check fails on node02: the error names the node" has "$err" "node node02 failed the GPU check"
+check "GPU check fails on node02: the failing op is in the log" grep -q "^node02: GPU 3 (.*): FAILED rmsnorm_forward" "$TMP/stdout"
+check "GPU check fails on node02: nothing launched" bash -c '[[ $0 != *"srun --mpi=pmix"* && $0 != *mpirun* ]]' "$calls"
+
+run $MULTI "${SLURM[@]}" FAKE_CHECK_RC=2 -- $CFG "${OVR[@]}"
+check "a config training refuses is refused by the GPU check step: exits 2" test $rc -eq 2
+check "a config training refuses: nothing launched" bash -c '[[ $0 != *"srun --mpi=pmix"* && $0 != *mpirun* ]]' "$calls"
+
+run $MULTI "${SLURM[@]}" FAKE_CHECK_FAIL_NODE=node02 MOE_TRAIN_GPU_CHECK=0 -- $CFG
+check "MOE_TRAIN_GPU_CHECK=0: no check" lacks "$calls" "check-gpu"
+check "MOE_TRAIN_GPU_CHECK=0: launched" has "$calls" "srun --mpi=pmix"
+
 run $MULTI "${SLURM[@]}" FAKE_DRYRUN_RC=2 MOE_TRAIN_PREFLIGHT=0 -- $CFG
 check "MOE_TRAIN_PREFLIGHT=0: no dry-run" lacks "$calls" "--dry-run"
 check "MOE_TRAIN_PREFLIGHT=0: launched" has "$calls" "srun --mpi=pmix"
@@ -204,7 +247,8 @@ check "no pmix: mpirun -np 16 --host node01:8,node02:8" has "$calls" "mpirun $(q
 check "no pmix: mpirun runs BIN CONFIG OVERRIDES" has "$calls" "$(q "$BIN" $CFG "${OVR[@]}")"
 check "no pmix: passes NCCL_DEBUG to the ranks" has "$calls" "$(q -x NCCL_DEBUG)"
 check "no pmix: passes OMP_NUM_THREADS to the ranks" has "$calls" "$(q -x OMP_NUM_THREADS)"
-check "no pmix: srun not used to launch" lacks "$calls" "srun "
+check "no pmix: srun not used to launch (only for the per-node GPU check)" \
+  test "$(grep -c "^srun " <<<"$calls")" -eq "$(grep -c "^srun .*check_gpu_node.sh" <<<"$calls")"
 check "no pmix: exits 0" test $rc -eq 0
 run $MULTI "${SLURM[@]}" FAKE_MPI_LIST="$NO_PMIX" FAKE_RC=75 -- $CFG
 check "no pmix, exit 75: scontrol requeue 4242" has "$calls" "scontrol requeue 4242"

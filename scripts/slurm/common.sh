@@ -11,8 +11,9 @@
 # `scontrol requeue $SLURM_JOB_ID` and exit 0; any other code passes through.
 MOE_REQUEUE_EXIT_CODE=75
 
-# This file lives in scripts/slurm/ of the repository.
-MOE_REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# This file lives in scripts/slurm/ of the repository, beside check_gpu_node.sh.
+MOE_SLURM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+MOE_REPO_ROOT=$(cd "$MOE_SLURM_DIR/../.." && pwd)
 
 moe_die() {  # one line on stderr, exit 2 (the trainer's code for a user error)
   echo "$MOE_SCRIPT: error: $*" >&2
@@ -133,6 +134,17 @@ moe_main_slurm() {
     if [[ $rc -ne 0 ]]; then
       moe_log "the config does not run on $world ranks (moe_train --dry-run --world-size=$world exited $rc); nothing launched" >&2
       exit "$rc"
+    fi
+    # Each node checks its GPUs, one task per node, before any rank starts
+    # (check_gpu_node.sh); the config is refused there as training refuses it.
+    if [[ ${MOE_TRAIN_GPU_CHECK:-1} != 0 ]]; then
+      rc=0
+      srun --nodes="$nodes" --ntasks="$nodes" --ntasks-per-node=1 \
+        bash "$MOE_SLURM_DIR/check_gpu_node.sh" "$MOE_BIN" "${MOE_ARGS[@]}" --world-size="$world" || rc=$?
+      if [[ $rc -ne 0 ]]; then
+        moe_log "the GPU check failed on a node (named above); nothing launched (MOE_TRAIN_GPU_CHECK=0 skips the check)" >&2
+        exit 2
+      fi
     fi
   fi
 

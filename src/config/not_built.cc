@@ -18,13 +18,6 @@ template <typename T>
 void require_built_features(const JobConfig& c, const Layout& l) {
   if (l.pp > 1) not_built("distributed.pp", l.pp, "pipeline parallelism", "set distributed.pp = 1");
   if (l.cp > 1) not_built("distributed.cp", l.cp, "context parallelism", "set distributed.cp = 1");
-  if (c.train.device == "cuda") {
-    // Built, and its tests pass on the CUDA emulator (logic, not hardware),
-    // but not yet run on a GPU (docs/gpu.md): refused until
-    // tests/gpu/train_gpu_test and loss_curve_gpu_test have passed on one.
-    throw UserError("train.device = \"cuda\": the CUDA backend is built but not yet verified on a GPU (docs/gpu.md); "
-                    "use \"cpu\" or \"auto\"");
-  }
   if (c.train.mixed_precision == "fp8") {
     not_built("train.mixed_precision", "\"fp8\"", "FP8 training", "use \"bf16\" or \"fp32\"");
   }

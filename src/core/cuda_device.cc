@@ -6,6 +6,7 @@
 #include <cstdio>
 #endif
 
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -19,6 +20,18 @@ int cuda_device_count() {
     return 0;
   }
   return n;
+}
+
+std::string cuda_unavailable_reason() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return cudaGetErrorString(e);
+  }
+  if (n > 0) return "";
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  return visible ? std::string("no GPU listed (CUDA_VISIBLE_DEVICES=") + visible + ")" : "no GPU listed";
 }
 
 std::string cuda_device_description(int device) {
@@ -54,6 +67,7 @@ double cuda_peak_bf16_flops(int device) {
 }
 #else
 int cuda_device_count() { return 0; }
+std::string cuda_unavailable_reason() { return "this build has no CUDA (built without a CUDA toolkit, docs/building.md)"; }
 std::string cuda_device_description(int) { return ""; }
 int64_t cuda_device_memory_bytes(int) { return 0; }
 int select_cuda_device(int64_t) { throw std::runtime_error("train.device = \"cuda\", but this build has no CUDA"); }

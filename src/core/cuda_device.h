@@ -8,6 +8,10 @@
 namespace moe {
 
 int cuda_device_count();
+// Why cuda_device_count() is 0, in words for an error line: the CUDA error
+// ("CUDA driver version is insufficient for CUDA runtime version", ...), "no
+// GPU listed (CUDA_VISIBLE_DEVICES=...)", or that the build has no CUDA.
+std::string cuda_unavailable_reason();
 // "NVIDIA H100 80GB HBM3, 79.1 GiB, sm_90" for device i (empty without one).
 std::string cuda_device_description(int device);
 // Total memory of device i in bytes (0 without one).

@@ -96,7 +96,13 @@ DeviceMemoryStats device_memory_stats() {
   std::lock_guard<std::mutex> lock(c.mu);
   return c.stats;
 }
+void reset_device_memory_peak() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  c.stats.peak_in_use = c.stats.in_use;
+}
 #else
+void reset_device_memory_peak() {}
 void* device_alloc(int64_t) { throw std::logic_error("device memory: this build has no CUDA backend"); }
 void device_free(void* p) {
   if (p != nullptr) throw std::logic_error("device memory: this build has no CUDA backend");

@@ -27,5 +27,8 @@ int64_t device_block_bytes(int64_t request);
 void* device_alloc(int64_t bytes);
 void device_free(void* p);
 DeviceMemoryStats device_memory_stats();
+// Starts the peak over from what is in use now (after work that is not part
+// of what a run reports, such as the GPU check before training).
+void reset_device_memory_peak();
 
 }  // namespace moe

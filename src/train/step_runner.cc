@@ -26,7 +26,8 @@ Placement select_placement(const TrainConfig& t, std::optional<Placement> forced
   // With several ranks the mesh's groups must move device tensors (NCCL,
   // HostDeviceCommunicator: the trainer's make_world), and the trainer has
   // already selected this GPU (NCCL binds to it); selecting again is a no-op.
-  p.gpu = select_cuda_device(read_launch_env().local_rank);
+  // A forced placement may name the GPU (check-gpu checks each in turn).
+  p.gpu = select_cuda_device(forced && forced->gpu >= 0 ? forced->gpu : read_launch_env().local_rank);
   return p;
 }
 

@@ -45,7 +45,7 @@ constexpr int kNumericalFaultExitCode = 3;
 struct Placement {
   Device device = Device::kCpu;
   DType compute = DType::kF32;
-  int gpu = -1;  // the CUDA device this rank selected
+  int gpu = -1;  // the CUDA device this rank selected (given: that one; -1: by local rank)
 };
 Placement placement_of(const TrainConfig& t);
 

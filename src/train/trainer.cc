@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "src/core/build_info.h"
+#include "src/core/cache_dir.h"
 #include "src/core/cuda_device.h"
 #include "src/core/device_allocator.h"
 #include "src/data/batch_sampler.h"
@@ -22,6 +23,8 @@
 #include "src/parallel/mesh.h"
 #include "src/train/cpu_peak.h"
 #include "src/train/dry_run.h"
+#include "src/train/gpu_check.h"
+#include "src/train/gpu_check_cache.h"
 #include "src/train/metrics.h"
 #include "src/train/checkpoint.h"
 #include "src/train/import_hf.h"
@@ -33,11 +36,40 @@
 namespace moe {
 namespace {
 
-std::string cache_dir() {
-  if (const char* d = std::getenv("MOE_TRAIN_CACHE"); d && *d) return d;
-  if (const char* d = std::getenv("XDG_CACHE_HOME"); d && *d) return std::string(d) + "/moe_train";
-  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/moe_train";
-  return ".moe_train_cache";
+// Before step 1 on CUDA: each rank checks its own GPU, unless a passed check
+// is cached; if any rank's check fails, every rank stops (the failing ranks
+// log their tables), so no rank waits for a peer that is gone.
+void check_gpus_before_training(const JobConfig& cfg, Communicator& world) {
+  const int device = select_cuda_device(read_launch_env().local_rank);
+  std::string failure;
+  if (gpu_check_passed_before(device)) {
+    spdlog::info("GPU {} ({}) passed its check before ({}): not checked again", device, cuda_device_description(device),
+                 gpu_check_cache_path(device));
+  } else {
+    spdlog::info("checking GPU {} ({}) before training: every op against the CPU, CUDA graph replay, 5 training steps "
+                 "(once per binary, GPU model, driver and runtime; --skip-gpu-check skips it)",
+                 device, cuda_device_description(device));
+    const GpuCheckReport report = check_gpu(cfg, device);
+    reset_device_memory_peak();  // the run's figures are its own
+    if (report.passed()) {
+      spdlog::info("{}", gpu_check_summary(report));
+      remember_gpu_check(report);
+    } else {
+      spdlog::error("the GPU check failed:\n{}", format_gpu_check(report));
+      failure = gpu_check_summary(report);
+    }
+  }
+  const int64_t W = world.size();
+  std::vector<int32_t> failed(static_cast<size_t>(W)), mine = {failure.empty() ? 0 : 1};
+  world.all_gather(view_of(failed.data(), {W}, DType::kI32), view_of(mine.data(), {1}, DType::kI32));
+  std::string ranks;
+  for (int64_t r = 0; r < W; ++r)
+    if (failed[static_cast<size_t>(r)]) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+  if (ranks.empty()) return;
+  const std::string fix = "the GPU, its driver or this build computes wrongly; `moe_train check-gpu` prints the "
+                          "table, docs/gpu.md says what to try (--skip-gpu-check trains anyway)";
+  throw UserError(failure.empty() ? "the GPU check failed on rank " + ranks + " (its log above names the op): " + fix
+                                  : failure + "; " + fix);
 }
 
 int64_t peak_rss_bytes() {
@@ -72,12 +104,14 @@ std::string checkpoint_to_load(const CheckpointConfig& c) {
 
 }  // namespace
 
-TrainOutcome train(const JobConfig& cfg, const Layout& layout, const std::string& init_from_hf) {
+TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOptions& options) {
+  const std::string& init_from_hf = options.init_from_hf;
   const ModelConfig& m = cfg.model;
   const TrainConfig& t = cfg.train;
   spdlog::info("moe_train {}", version_line());
   Mesh mesh(layout, make_world(layout, placement_of(t)), static_cast<double>(cfg.distributed.nccl_timeout_sec));
   const bool rank0 = mesh.world().rank() == 0;
+  if (options.check_gpu && placement_of(t).device == Device::kCuda) check_gpus_before_training(cfg, mesh.world());
 
   // Data: the configured dataset, else the built-in corpus (real text,
   // prepared once, by rank 0 while the others wait).
@@ -201,6 +235,16 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const std::string
     }
   }
   return outcome;
+}
+
+void resolve_device(TrainConfig& t) {
+  if (t.device == "cuda" && cuda_device_count() == 0) {
+    throw UserError("train.device = \"cuda\", but no GPU can be used here (" + cuda_unavailable_reason() +
+                    "): run on a GPU node (docs/gpu.md), or set train.device = \"cpu\" or \"auto\"");
+  }
+  if (t.device != "auto") return;
+  t.device = cuda_device_count() > 0 ? "cuda" : "cpu";
+  if (t.device == "cuda") spdlog::info("train.device = \"auto\": training on GPU ({})", cuda_device_description(0));
 }
 
 }  // namespace moe

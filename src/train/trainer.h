@@ -15,12 +15,22 @@ struct TrainOutcome {
   int exit_code = 0;  // 0, or kRequeueExitCode after a preemption checkpoint
 };
 
+struct TrainOptions {
+  // --init-from-hf: a Hugging Face checkpoint folder to start from (a resumed checkpoint wins).
+  std::string init_from_hf;
+  // On CUDA, check each rank's GPU before step 1 (src/train/gpu_check.h)
+  // unless a passed check is cached; --skip-gpu-check turns it off.
+  bool check_gpu = true;
+};
+
 // Trains the model the config describes: from a checkpoint
 // (checkpoint.load_path, or checkpoint.resume = "auto" and <dir>/latest), else
-// from scratch: the initial weights, or those of the Hugging Face checkpoint
-// folder `init_from_hf` when it is given (--init-from-hf; a resumed
-// checkpoint wins over it). Saves every checkpoint.interval steps, at the
-// end, and on preemption.
-TrainOutcome train(const JobConfig& cfg, const Layout& layout, const std::string& init_from_hf = "");
+// from scratch: the initial weights, or those of options.init_from_hf. Saves
+// every checkpoint.interval steps, at the end, and on preemption. On CUDA,
+// a failed GPU check stops the run before step 1 (a UserError naming the op).
+TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOptions& options = {});
+
+// train.device = "auto": "cuda" where a GPU is visible, else "cpu".
+void resolve_device(TrainConfig& t);
 
 }  // namespace moe

@@ -1,0 +1,49 @@
+// `moe_train check-gpu` and the check a CUDA run makes before its first step:
+// the binary verifies itself on the GPU it meets, since no GPU needs to be
+// present to build or test it. On one GPU:
+//   - every op against the CPU reference (src/kernels/op_check.h), at small
+//     shapes and at the config's layer shapes, with fp32 and bf16 activations;
+//   - a training micro-batch replayed as a CUDA graph against the eager one,
+//     bit for bit;
+//   - 5 training steps of the config's model, shrunk (same structure: dense
+//     and MoE blocks, router, top-k, GQA ratio; small dims), against the CPU,
+//     in fp32 and in bf16, with the training tests' tolerances.
+// A passed check is cached (gpu_check_cache.h) for this build, GPU model,
+// driver and CUDA runtime.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "src/config/job_config.h"
+#include "src/kernels/op_check.h"
+
+namespace moe {
+
+using GpuCheckRow = op_check::Result;
+
+struct GpuCheckReport {
+  int device = 0;
+  std::string gpu;  // "NVIDIA H100 80GB HBM3, 79.1 GiB, sm_90"
+  std::vector<GpuCheckRow> rows;
+  double seconds = 0;
+
+  bool passed() const;
+  // The first failed row, or null.
+  const GpuCheckRow* first_failure() const;
+};
+
+// Runs every check on CUDA device `device` (selecting it), for `cfg`'s shapes.
+GpuCheckReport check_gpu(const JobConfig& cfg, int device);
+
+// The config's model, shrunk for the check's training comparison: the same
+// structure at dim 4 x 32, 2 x 64 tokens, a byte-level vocabulary, one process.
+JobConfig shrink_for_check(const JobConfig& cfg);
+
+// The table: op, shape, dtype, max error, tolerance, time, PASS/FAIL.
+std::string format_gpu_check(const GpuCheckReport& report);
+// "GPU 0 (NVIDIA H100 ...): 78 checks passed in 41.2 s", or the first failure:
+// "GPU 0 (...): FAILED rmsnorm_forward [128, 64] bf16: out[3] = ..., the CPU gives ...".
+std::string gpu_check_summary(const GpuCheckReport& report);
+
+}  // namespace moe

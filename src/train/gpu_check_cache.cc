@@ -1,0 +1,66 @@
+#include "src/train/gpu_check_cache.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+
+#include "src/core/build_info.h"
+#include "src/core/cache_dir.h"
+#include "src/core/cuda_device.h"
+#include "src/train/durable_file.h"
+
+namespace moe {
+namespace {
+
+// The kernel driver's version line ("NVRM version: NVIDIA UNIX x86_64 Kernel
+// Module  580.65.06 ..."), or empty where there is none (the CUDA emulator).
+std::string driver_line() {
+  std::ifstream in("/proc/driver/nvidia/version");
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+// What identifies a check's conditions, one fact a line.
+std::string identity(int device) {
+  std::string id;
+  for (const auto& [key, value] : build_facts()) id += key + " " + value + "\n";
+  struct stat st {};
+  if (stat("/proc/self/exe", &st) == 0) {
+    id += fmt::format("binary {} bytes, modified {}\n", static_cast<int64_t>(st.st_size), static_cast<int64_t>(st.st_mtime));
+  }
+  id += "gpu " + cuda_device_description(device) + "\n";
+  id += "driver " + driver_line() + "\n";
+  return id;
+}
+
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
+  return h;
+}
+
+}  // namespace
+
+std::string gpu_check_cache_path(int device) {
+  return fmt::format("{}/gpu_check/{:016x}.txt", cache_dir(), fnv1a(identity(device)));
+}
+
+bool gpu_check_passed_before(int device) { return std::filesystem::exists(gpu_check_cache_path(device)); }
+
+void remember_gpu_check(const GpuCheckReport& report) {
+  if (!report.passed()) return;
+  const std::string path = gpu_check_cache_path(report.device);
+  try {
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+    write_file_durably(path, identity(report.device) + gpu_check_summary(report) + "\n");
+  } catch (const std::exception& e) {
+    spdlog::warn("could not remember the passed GPU check in {} ({}): the next run checks again", path, e.what());
+  }
+}
+
+}  // namespace moe
