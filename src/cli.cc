@@ -8,9 +8,12 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -32,6 +35,7 @@
 #include "src/train/export_hf.h"
 #include "src/train/gpu_check.h"
 #include "src/train/gpu_check_cache.h"
+#include "src/train/gpu_check_nccl.h"
 #include "src/train/import_hf.h"
 #include "src/train/step_runner.h"
 #include "src/train/trainer.h"
@@ -192,10 +196,12 @@ JobConfig check_gpu_default_config() {
   return cfg;
 }
 
-// A child per GPU (this binary with --device=N), all at once: a process drives
-// one GPU (the backend's stream, cuBLASLt handle and memory cache are per
-// process). Returns each child's output and exit code, in device order.
-std::vector<std::pair<std::string, int>> check_each_gpu(const std::vector<std::string>& args, int devices) {
+// A child per GPU (this binary with `args` and --device=N), all at once: a
+// process drives one GPU (the backend's stream, cuBLASLt handle and memory
+// cache are per process). Returns each child's output and exit code, in
+// device order; children still running after `timeout_s` are killed (124).
+std::vector<std::pair<std::string, int>> check_each_gpu(const std::vector<std::string>& args, int devices,
+                                                         int timeout_s) {
   std::vector<pid_t> children;
   std::vector<std::string> logs;
   for (int d = 0; d < devices; ++d) {
@@ -214,21 +220,52 @@ std::vector<std::pair<std::string, int>> check_each_gpu(const std::vector<std::s
     pid_t pid = 0;
     const int rc = posix_spawn(&pid, "/proc/self/exe", &io, nullptr, cargv.data(), environ);
     posix_spawn_file_actions_destroy(&io);
-    if (rc != 0) throw std::runtime_error(std::string("check-gpu: cannot start a check of GPU ") + std::to_string(d) +
-                                          ": " + std::strerror(rc));
+    if (rc != 0) {
+      for (pid_t c : children) kill(c, SIGKILL);
+      throw std::runtime_error("check-gpu: cannot start the check of GPU " + std::to_string(d) + ": " +
+                               std::strerror(rc));
+    }
     children.push_back(pid);
+  }
+  std::vector<int> codes(static_cast<size_t>(devices), -1);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  for (int left = devices; left > 0;) {
+    for (int d = 0; d < devices; ++d) {
+      int status = 0;
+      if (codes[static_cast<size_t>(d)] >= 0 || waitpid(children[static_cast<size_t>(d)], &status, WNOHANG) <= 0) continue;
+      codes[static_cast<size_t>(d)] = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      --left;
+    }
+    if (left > 0 && std::chrono::steady_clock::now() > deadline) {
+      for (int d = 0; d < devices; ++d) {
+        if (codes[static_cast<size_t>(d)] >= 0) continue;
+        kill(children[static_cast<size_t>(d)], SIGKILL);
+        waitpid(children[static_cast<size_t>(d)], nullptr, 0);
+        codes[static_cast<size_t>(d)] = 124;
+      }
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   std::vector<std::pair<std::string, int>> results;
   for (int d = 0; d < devices; ++d) {
-    int status = 0;
-    waitpid(children[static_cast<size_t>(d)], &status, 0);
     std::ifstream in(logs[static_cast<size_t>(d)]);
     std::stringstream text;
     text << in.rdbuf();
     std::remove(logs[static_cast<size_t>(d)].c_str());
-    results.emplace_back(text.str(), WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    std::string out = text.str();
+    if (codes[static_cast<size_t>(d)] == 124) {
+      out += fmt::format("GPU {}: did not finish in {} s (a hang: a GPU or NCCL that does not answer)\n", d, timeout_s);
+    }
+    results.emplace_back(out, codes[static_cast<size_t>(d)]);
   }
   return results;
+}
+
+// The last line of a child's output (its summary or its error).
+std::string last_line(const std::string& text) {
+  const std::string trimmed = text.substr(0, text.find_last_not_of('\n') + 1);
+  return trimmed.substr(trimmed.find_last_of('\n') + 1);
 }
 
 }  // namespace
@@ -240,9 +277,12 @@ int run_check_gpu(const std::vector<std::string>& args, std::ostream& out, std::
   int device = -1;
   int64_t world_size = 0;
   bool for_training = false;
+  std::string nccl;  // "RANKS:ID": a child that joins the collectives check (internal)
   for (const std::string& a : args) {
     if (a == "--for-training") {
       for_training = true;
+    } else if (a.rfind("--nccl=", 0) == 0) {
+      nccl = a.substr(7);
     } else if (a.rfind("--device=", 0) == 0) {
       char* end = nullptr;
       const long d = std::strtol(a.c_str() + 9, &end, 10);
@@ -282,6 +322,7 @@ int run_check_gpu(const std::vector<std::string>& args, std::ostream& out, std::
     }
   }
 
+  if (const std::string missing = cuda_libraries_missing(); !missing.empty()) throw UserError("check-gpu: " + missing);
   const int devices = cuda_device_count();
   if (devices == 0) {
     throw UserError("check-gpu: no GPU can be used here (" + cuda_unavailable_reason() +
@@ -290,6 +331,18 @@ int run_check_gpu(const std::vector<std::string>& args, std::ostream& out, std::
   if (device >= devices) {
     throw UserError(fmt::format("check-gpu: --device={}, but {} GPU(s) are visible (0 to {})", device, devices,
                                 devices - 1));
+  }
+  if (!nccl.empty()) {
+    const size_t colon = nccl.find(':');
+    if (device < 0 || colon == std::string::npos) throw UserError("check-gpu: --nccl=RANKS:ID needs --device=N");
+    const int ranks = std::atoi(nccl.substr(0, colon).c_str());
+    const GpuCheckReport report = check_nccl(device, device, ranks, nccl.substr(colon + 1));
+    out << format_gpu_check(report) << gpu_check_summary(report) << "\n";
+    if (!report.passed()) {
+      err << "moe_train: error: check-gpu failed: " << gpu_check_summary(report) << "\n";
+      return kUserErrorExitCode;
+    }
+    return 0;
   }
   if (device >= 0 || devices == 1) {
     const GpuCheckReport report = check_gpu(cfg, device >= 0 ? device : 0);
@@ -301,23 +354,28 @@ int run_check_gpu(const std::vector<std::string>& args, std::ostream& out, std::
     remember_gpu_check(report);
     return 0;
   }
-  const auto results = check_each_gpu(args, devices);
+  // Every GPU on its own, then the collectives across them (only if all passed).
   std::string first_failure;
-  for (int d = 0; d < devices; ++d) {
-    const auto& [text, code] = results[static_cast<size_t>(d)];
-    out << text;
-    if (code != 0 && first_failure.empty()) {
-      // The child's last line is its summary (or its error).
-      std::string last = text.substr(0, text.find_last_not_of('\n') + 1);
-      last = last.substr(last.find_last_of('\n') + 1);
-      first_failure = fmt::format("GPU {}: {}", d, last.empty() ? "exit " + std::to_string(code) : last);
+  auto collect = [&](const std::vector<std::pair<std::string, int>>& results, bool all_output) {
+    for (int d = 0; d < devices; ++d) {
+      const auto& [text, code] = results[static_cast<size_t>(d)];
+      if (all_output || d == 0 || code != 0) out << text;
+      if (code != 0 && first_failure.empty()) {
+        first_failure = fmt::format("GPU {}: {}", d, last_line(text).empty() ? "exit " + std::to_string(code) : last_line(text));
+      }
     }
+  };
+  collect(check_each_gpu(args, devices, 1800), true);
+  if (first_failure.empty()) {
+    std::vector<std::string> nccl_args = args;
+    nccl_args.push_back(fmt::format("--nccl={}:{}", devices, new_nccl_check_id()));
+    collect(check_each_gpu(nccl_args, devices, 300), false);  // every rank measures the same: rank 0 speaks
   }
   if (!first_failure.empty()) {
     err << "moe_train: error: check-gpu failed: " << first_failure << "\n";
     return kUserErrorExitCode;
   }
-  out << fmt::format("check-gpu: all {} GPUs passed\n", devices);
+  out << fmt::format("check-gpu: all {} GPUs passed, and NCCL across them\n", devices);
   return 0;
 }
 

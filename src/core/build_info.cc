@@ -4,6 +4,9 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <nccl.h>
+#if !MOE_TRAIN_CUDA_EMULATOR
+#include "third_party/cuda/cuda_libraries.h"
+#endif
 #endif
 
 #include <cstdio>
@@ -45,8 +48,19 @@ std::vector<std::pair<std::string, std::string>> build_facts() {
   facts.emplace_back("cuda_driver",
                      cudaDriverGetVersion(&driver) == cudaSuccess && driver > 0 ? cuda_version(driver) : "none");
   facts.emplace_back("cuda_runtime", cudaRuntimeGetVersion(&runtime) == cudaSuccess ? cuda_version(runtime) : "none");
-  facts.emplace_back("cublas_found", library_version(static_cast<long long>(cublasLtGetVersion())));
-  facts.emplace_back("nccl_found", ncclGetVersion(&nccl) == ncclSuccess ? library_version(nccl) : "none");
+#if MOE_TRAIN_CUDA_EMULATOR
+  const bool libraries = true;
+  const std::string cublas_at, nccl_at;
+#else
+  // Opened at run time: "none" where they are missing (the CPU path needs neither).
+  const bool libraries = cuda_libraries::load().empty();
+  const std::string cublas_at = " (" + cuda_libraries::cublaslt_path() + ")";
+  const std::string nccl_at = " (" + cuda_libraries::nccl_path() + ")";
+#endif
+  facts.emplace_back("cublas_found",
+                     libraries ? library_version(static_cast<long long>(cublasLtGetVersion())) + cublas_at : "none");
+  facts.emplace_back("nccl_found", libraries && ncclGetVersion(&nccl) == ncclSuccess ? library_version(nccl) + nccl_at
+                                                                                      : "none");
   cudaGetLastError();  // a failed query leaves nothing behind for the next CUDA call
 #else
   facts.emplace_back("cuda_built", "none");

@@ -4,6 +4,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdio>
+#if !MOE_TRAIN_CUDA_EMULATOR
+#include "third_party/cuda/cuda_libraries.h"
+#endif
 #endif
 
 #include <cstdlib>
@@ -20,6 +23,14 @@ int cuda_device_count() {
     return 0;
   }
   return n;
+}
+
+std::string cuda_libraries_missing() {
+#if MOE_TRAIN_CUDA_EMULATOR
+  return "";  // the emulator is the libraries
+#else
+  return cuda_libraries::load();
+#endif
 }
 
 std::string cuda_unavailable_reason() {
@@ -68,6 +79,7 @@ double cuda_peak_bf16_flops(int device) {
 #else
 int cuda_device_count() { return 0; }
 std::string cuda_unavailable_reason() { return "this build has no CUDA (built without a CUDA toolkit, docs/building.md)"; }
+std::string cuda_libraries_missing() { return cuda_unavailable_reason(); }
 std::string cuda_device_description(int) { return ""; }
 int64_t cuda_device_memory_bytes(int) { return 0; }
 int select_cuda_device(int64_t) { throw std::runtime_error("train.device = \"cuda\", but this build has no CUDA"); }

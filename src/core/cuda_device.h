@@ -8,6 +8,11 @@
 namespace moe {
 
 int cuda_device_count();
+// "" when the CUDA libraries that are opened at run time (cuBLASLt, NCCL:
+// third_party/cuda/cuda_libraries.h) are there; else one line naming the
+// missing one, where it was looked for, and the fix. The CPU path never needs
+// them: call it where CUDA is asked for.
+std::string cuda_libraries_missing();
 // Why cuda_device_count() is 0, in words for an error line: the CUDA error
 // ("CUDA driver version is insufficient for CUDA runtime version", ...), "no
 // GPU listed (CUDA_VISIBLE_DEVICES=...)", or that the build has no CUDA.

@@ -262,7 +262,7 @@ std::string format_gpu_check(const GpuCheckReport& report) {
   for (const GpuCheckRow& r : report.rows) {
     out += fmt::format("  {:<32} {:<44} {:<5} {:>10.3g} {:<26} {:>7.1f}ms  {}\n", r.op, r.shape, r.dtype, r.max_error,
                        r.tolerance, r.ms, r.passed ? "PASS" : "FAIL");
-    if (!r.passed) out += fmt::format("      {}\n", r.detail);
+    if (!r.detail.empty()) out += fmt::format("      {}\n", r.detail);
   }
   return out;
 }

@@ -238,13 +238,16 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
 }
 
 void resolve_device(TrainConfig& t) {
-  if (t.device == "cuda" && cuda_device_count() == 0) {
-    throw UserError("train.device = \"cuda\", but no GPU can be used here (" + cuda_unavailable_reason() +
+  const bool automatic = t.device == "auto";
+  if (automatic) t.device = cuda_device_count() > 0 ? "cuda" : "cpu";
+  if (t.device != "cuda") return;
+  const std::string key = automatic ? "train.device = \"auto\" found a GPU" : "train.device = \"cuda\"";
+  if (const std::string missing = cuda_libraries_missing(); !missing.empty()) throw UserError(key + ", but " + missing);
+  if (cuda_device_count() == 0) {
+    throw UserError(key + ", but no GPU can be used here (" + cuda_unavailable_reason() +
                     "): run on a GPU node (docs/gpu.md), or set train.device = \"cpu\" or \"auto\"");
   }
-  if (t.device != "auto") return;
-  t.device = cuda_device_count() > 0 ? "cuda" : "cpu";
-  if (t.device == "cuda") spdlog::info("train.device = \"auto\": training on GPU ({})", cuda_device_description(0));
+  if (automatic) spdlog::info("train.device = \"auto\": training on GPU ({})", cuda_device_description(0));
 }
 
 }  // namespace moe

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # `moe_train check-gpu` and the check a CUDA run makes before step 1, on the
 # binary as a user runs it (on the CUDA emulator in CI):
-# - every check passes on a working GPU: the table, one summary line, exit 0;
+# - every check passes on working GPUs: the table, one summary line per GPU,
+#   exit 0; with two GPUs each is checked in its own process, then the NCCL
+#   collectives across them (results exact, bus bandwidth printed);
 # - a kernel that computes wrongly (CUDA_EMU_FAULT makes one skip a block)
-#   fails it: exit 2, one error line naming the op; with two GPUs each is
-#   checked in its own process and the first failure is named;
+#   fails it: exit 2, one error line naming the op;
 # - a CUDA training run checks its GPU first and trains; the next run finds
 #   the passed check in the cache and skips it; --skip-gpu-check skips it too.
 set -u
@@ -21,7 +22,7 @@ SMALL=(--model.dim=64 --model.max_seq_len=64 --train.seq_len=64 --train.batch_si
 emulated=0
 [ -n "$("$BIN" --version | grep '^cuda_emulator yes')" ] && emulated=1
 
-out=$(CUDA_EMU_DEVICE_COUNT=1 "$BIN" check-gpu configs/train/debug_moe.toml "${SMALL[@]}" 2>"$tmp/err"); rc=$?
+out=$(CUDA_EMU_DEVICE_COUNT=2 "$BIN" check-gpu configs/train/debug_moe.toml "${SMALL[@]}" 2>"$tmp/err"); rc=$?
 check "check-gpu exits 0" test "$rc" -eq 0
 check "the table has a header" grep -q "check .*shape .*dtype .*max error.*tolerance .*time .*result" <<<"$out"
 for op in rmsnorm_forward attention_backward grouped_matmul_backward router_aux_losses moe_plan adamw_step_many \
@@ -30,17 +31,21 @@ for op in rmsnorm_forward attention_backward grouped_matmul_backward router_aux_
 done
 check "fp32 and bf16 rows" bash -c 'grep -q " f32 .* PASS$" <<<"$0" && grep -q " bf16 .* PASS$" <<<"$0"' "$out"
 check "no row fails" bash -c '! grep -q "FAIL$" <<<"$0"' "$out"
-check "one summary line" grep -q "^GPU 0 (.*): [0-9]* checks passed in" <<<"$out"
+check "a summary line per GPU" bash -c 'grep -q "^GPU 0 (.*): [0-9]* checks passed in" <<<"$0" && grep -q "^GPU 1 (.*): [0-9]* checks passed in" <<<"$0"' "$out"
+for c in "all-reduce (sum)" "all-gather" "reduce-scatter (sum)" "all-to-all (send/recv)"; do
+  check "NCCL $c across the 2 GPUs: exact" grep -q "^  nccl $c .* x 2 GPUs .* 0 exact .* PASS$" <<<"$out"
+done
+check "NCCL bus bandwidth is printed" grep -q "^      bus bandwidth [0-9.]* GB/s" <<<"$out"
+check "the last line says all passed" test "$(tail -1 <<<"$out")" = "check-gpu: all 2 GPUs passed, and NCCL across them"
 
 if [ "$emulated" -eq 1 ]; then
-  out=$(CUDA_EMU_FAULT=rmsnorm_forward_kernel CUDA_EMU_DEVICE_COUNT=2 "$BIN" check-gpu configs/train/debug_moe.toml \
+  out=$(CUDA_EMU_FAULT=rmsnorm_forward_kernel CUDA_EMU_DEVICE_COUNT=1 "$BIN" check-gpu configs/train/debug_moe.toml \
         "${SMALL[@]}" 2>"$tmp/err"); rc=$?
   err=$(cat "$tmp/err")
   check "a wrong kernel fails check-gpu with exit 2" test "$rc" -eq 2
   check "one error line" test "$(wc -l <<<"$err")" -eq 1
-  check "the error names the GPU and the op" grep -q "check-gpu failed: GPU 0: .*FAILED rmsnorm_forward" <<<"$err"
+  check "the error names the GPU and the op" grep -q "check-gpu failed: GPU 0 .*FAILED rmsnorm_forward" <<<"$err"
   check "the table shows the failing row and why" grep -q "out\[0\] = 0, the CPU gives" <<<"$out"
-  check "both GPUs were checked" bash -c 'grep -q "^GPU 0: " <<<"$0" && grep -q "^GPU 1: " <<<"$0"' "$out"
 fi
 
 rm -rf "$MOE_TRAIN_CACHE"

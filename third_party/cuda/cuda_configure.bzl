@@ -10,6 +10,8 @@ tests run on it. The generated defs.bzl tells BUILD files what was found:
   HAS_CUDA  CUDA code is compiled and linked (toolkit found, or emulated)
   HAS_GPU   `nvidia-smi -L` lists a GPU (or emulated): GPU tests are run, not only built
   EMULATED  the "GPU" is tools/cuda_emu: .cu files go through its compile_cu.sh
+  CUDA_LIBDIR  the toolkit's library folder (the last place the CUDA
+            libraries opened at run time are looked for)
   NVCC      absolute path of nvcc (also under the emulator, where it records
             the kernels' launch resources; empty where there is none)
 """
@@ -46,7 +48,7 @@ alias(
 """)
         # nvcc, where installed, still records each kernel's registers and
         # shared memory, which the emulator checks every launch against.
-        rctx.file("defs.bzl", "HAS_CUDA = True\nHAS_GPU = True\nEMULATED = True\nNVCC = \"{}\"\n".format(
+        rctx.file("defs.bzl", "HAS_CUDA = True\nHAS_GPU = True\nEMULATED = True\nNVCC = \"{}\"\nCUDA_LIBDIR = \"\"\n".format(
             nvcc if nvcc_found else "",
         ))
         return
@@ -60,20 +62,29 @@ alias(
         rctx.file("BUILD", """
 package(default_visibility = ["//visibility:public"])
 
-# cudart, cuBLAS, cuBLASLt and NCCL from {path}. The define lets C++ code that
-# must also build without CUDA say `#if MOE_TRAIN_HAS_CUDA`.
+# The CUDA toolkit at {path}. cudart is linked statically (it opens the
+# driver itself); cuBLASLt and NCCL are opened at run time by
+# third_party/cuda/cuda_libraries.cc, so the binary starts without them. The
+# define lets C++ code that must also build without CUDA say `#if MOE_TRAIN_HAS_CUDA`.
 cc_library(
-    name = "cuda",
+    name = "headers",
     hdrs = glob(["include/**"]),
     includes = ["include"],
     defines = ["MOE_TRAIN_HAS_CUDA=1"],
+)
+
+cc_library(
+    name = "cuda",
+    deps = [
+        ":headers",
+        "@//third_party/cuda:cuda_libraries",
+    ],
     linkopts = [
         "-L{lib}",
-        "-Wl,-rpath,{lib}",
-        "-lcudart",
-        "-lcublasLt",
-        "-lcublas",
-        "-lnccl",
+        "-lcudart_static",
+        "-ldl",
+        "-lrt",
+        "-lpthread",
     ],
 )
 """.format(path = cuda_path, lib = libdir))
@@ -88,10 +99,11 @@ cc_library(
 )
 """)
 
-    rctx.file("defs.bzl", "HAS_CUDA = {}\nHAS_GPU = {}\nEMULATED = False\nNVCC = \"{}\"\n".format(
+    rctx.file("defs.bzl", "HAS_CUDA = {}\nHAS_GPU = {}\nEMULATED = False\nNVCC = \"{}\"\nCUDA_LIBDIR = \"{}\"\n".format(
         found,
         found and _has_gpu(rctx),
         cuda_path + "/bin/nvcc" if found else "",
+        cuda_path + "/lib64" if found else "",
     ))
 
 cuda_configure = repository_rule(
