@@ -3,19 +3,20 @@
 # the repo root, with the binaries of scripts/gpu/bundle.sh
 # (.gpu_bundle.tar.xz). Each phase is sized for about 10 minutes; logs go to
 # ./gpu_logs, or to $OUT if it is set.
+#   scripts/gpu/check.sh check-gpu  # moe_train check-gpu for debug_moe and bench_1b_moe
 #   scripts/gpu/check.sh ops        # every op against the CPU reference
 #   scripts/gpu/check.sh sanitize [NAME...]  # compute-sanitizer memcheck + racecheck on the op tests
 #   scripts/gpu/check.sh train      # debug_moe 50 steps GPU vs CPU, memory, resume
 #   scripts/gpu/check.sh bench      # step_bench: debug_moe and bench_1b_moe, with the op profile
-#   scripts/gpu/check.sh quick      # ops, train and bench in one run (a few minutes; sanitize apart)
+#   scripts/gpu/check.sh quick      # check-gpu, ops, train and bench in one run (a few minutes; sanitize apart)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-phase="${1:?usage: check.sh ops|sanitize|train|bench|quick}"
+phase="${1:?usage: check.sh check-gpu|ops|sanitize|train|bench|quick}"
 logs="${OUT:-gpu_logs}"
 mkdir -p "$logs"
 # tar's xz filter needs the xz tool; Python's tarfile (lzma) is the fallback.
 [[ -d .gpu_bundle ]] || tar -xJf .gpu_bundle.tar.xz 2>/dev/null ||
-  python3 -c 'import tarfile; tarfile.open(".gpu_bundle.tar.xz").extractall()' || { echo "no .gpu_bundle.tar.xz: run scripts/gpu/bundle.sh and carry it" >&2; exit 2; }
+  python3 -c 'import tarfile; tarfile.open(".gpu_bundle.tar.xz").extractall()' || { echo "no .gpu_bundle.tar.xz: build it with scripts/gpu/bundle.sh and copy it into this checkout" >&2; exit 2; }
 bin=.gpu_bundle/bin
 # CUDA's libraries: the toolkit's, else the ones pip installed with PyTorch.
 cuda_libs=$(find /usr/local/cuda*/lib64 /usr/local/cuda*/targets/*/lib /opt /usr/lib/python3* /usr/local/lib/python3* \
@@ -38,11 +39,16 @@ run() {  # name, log file, command...
 }
 if [[ "$phase" == quick ]]; then
   status=0
-  for p in ops train bench; do "$0" "$p" || status=1; done
+  for p in check-gpu ops train bench; do "$0" "$p" || status=1; done
   exit $status
 fi
 
 case "$phase" in
+  check-gpu)
+    "$bin/moe_train" --version | tee -a "$logs/gpu.txt"
+    for c in debug_moe bench_1b_moe; do
+      run "moe_train check-gpu $c" "$logs/check_gpu.log" "$bin/moe_train" check-gpu "configs/train/$c.toml"
+    done ;;
   ops)
     for t in "${op_tests[@]}"; do run "$t" "$logs/ops.log" "$bin/$t"; done ;;
   sanitize)

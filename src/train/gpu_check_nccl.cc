@@ -123,11 +123,11 @@ GpuCheckReport check_nccl(int device, int rank, int nranks, const std::string& i
       [&](const float* in, float* out) {
         nccl(ncclReduceScatter(in, out, chunk, ncclFloat32, ncclSum, comm, s), "ncclReduceScatter");
       }));
-  // All-to-all: the chunk for peer p from rank q holds 1000 q + p (+ a pattern).
+  // All-to-all: element j of the chunk for peer p from rank q holds 1000 q + p + j % 7.
   report.rows.push_back(run(
       "all-to-all (send/recv)", nranks, count, count, spread, count * 4.0,
-      [&](int64_t i) { return 1000.0f * r + static_cast<float>(i / chunk) + static_cast<float>(i % 7); },
-      [&](int64_t i) { return 1000.0f * static_cast<float>(i / chunk) + r + static_cast<float>(i % 7); },
+      [&](int64_t i) { return 1000.0f * r + static_cast<float>(i / chunk) + static_cast<float>(i % chunk % 7); },
+      [&](int64_t i) { return 1000.0f * static_cast<float>(i / chunk) + r + static_cast<float>(i % chunk % 7); },
       [&](const float* in, float* out) {
         nccl(ncclGroupStart(), "ncclGroupStart");
         for (int p = 0; p < nranks; ++p) {

@@ -11,9 +11,9 @@
 // spike at step 13 on this data) a difference of 1e-5 grows ~1000-fold in a
 // few steps, then shrinks again. So the first steps are held tightly, every
 // step loosely, and the curve by 10-step means. Measured on the CPU with the
-// bf16 host path (ops.h) against fp32, same data (dev/scratch was used, not
-// kept): steps 1-5 within 5e-5, the worst single step 7.9e-2 (step 13), 10-
-// step means within 4.6e-3, steps 41-50 within 1.9e-3.
+// bf16 host path (ops.h) against fp32, same data: steps 1-5 within 5e-5, the
+// worst single step 7.9e-2 (step 13), 10-step means within 4.6e-3, steps
+// 41-50 within 1.9e-3.
 //                      steps 1-5   any step   10-step means   steps 41-50
 // - GPU fp32:          1e-4        2e-2       5e-3            5e-3
 //   (the same math in another summation order: cuBLASLt, tiled attention)
