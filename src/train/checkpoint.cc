@@ -10,6 +10,8 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <random>
+#include <spdlog/spdlog.h>
 
 #include "src/config/to_json.h"
 #include "src/core/tensor_pool.h"
@@ -39,19 +41,43 @@ nlohmann::json piece_json(const StateTensor& s, int file) {
           {"count", s.place.shard_valid}};
 }
 
-void remove_old_checkpoints(const std::string& dir, int64_t keep_last) {
-  if (keep_last <= 0) return;
-  std::vector<std::pair<int64_t, fs::path>> steps;
+// "step_<digits>" exactly (no sign, no suffix, fits int64): the only names
+// rotation and resume treat as checkpoints.
+bool step_of(const std::string& name, int64_t* step) {
+  if (name.size() <= 5 || name.size() > 5 + 18 || name.rfind("step_", 0) != 0) return false;
+  for (size_t i = 5; i < name.size(); ++i)
+    if (name[i] < '0' || name[i] > '9') return false;
+  *step = std::stoll(name.substr(5));
+  return true;
+}
+
+// Removes a folder so that no moment shows half of it under its own name.
+void remove_folder(const fs::path& folder) {
+  const fs::path doomed = folder.string() + ".deleting";
+  fs::remove_all(doomed);
+  fs::rename(folder, doomed);
+  fs::remove_all(doomed);
+}
+
+// Rotation within `lineage` (see checkpoint.h); leftovers of an interrupted
+// rotation (step_<N>.deleting) go first.
+void remove_old_checkpoints(const std::string& dir, int64_t keep_last, const std::string& lineage,
+                            int64_t just_written) {
   for (const auto& e : fs::directory_iterator(dir)) {
     const std::string name = e.path().filename().string();
-    if (!e.is_directory() || name.rfind("step_", 0) != 0 || name.find('.') != std::string::npos) continue;
-    try {
-      steps.emplace_back(std::stoll(name.substr(5)), e.path());
-    } catch (const std::exception&) {
+    int64_t step = 0;
+    const size_t dot = name.find(".deleting");
+    if (e.is_directory() && dot != std::string::npos && dot + 9 == name.size() && step_of(name.substr(0, dot), &step)) {
+      fs::remove_all(e.path());
     }
   }
-  std::sort(steps.begin(), steps.end());
-  for (size_t i = 0; i + static_cast<size_t>(keep_last) < steps.size(); ++i) fs::remove_all(steps[i].second);
+  if (keep_last <= 0 || lineage.empty()) return;
+  std::vector<CheckpointEntry> mine;
+  for (const CheckpointEntry& c : list_checkpoints(dir))
+    if (c.lineage == lineage) mine.push_back(c);
+  for (size_t i = 0; i + static_cast<size_t>(keep_last) < mine.size(); ++i) {
+    if (mine[i].step != just_written) remove_folder(mine[i].path);
+  }
 }
 
 }  // namespace
@@ -128,6 +154,7 @@ std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const
       // and the config; there is no other RNG state during training.
       meta["data_position"] = {{"next_step", at.step + 1}, {"seed", cfg.train.seed}};
       meta["world_size"] = W;
+      meta["lineage"] = at.lineage;
       // The build that wrote it: version, commit, CUDA libraries.
       nlohmann::ordered_json build = nlohmann::ordered_json::object();
       for (const auto& [key, value] : build_facts()) build[key] = value;
@@ -157,7 +184,7 @@ std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const
       fs::rename(tmp_dir, final_dir);
       sync_directory(dir);
       write_file_durably(dir + "/latest", step_dir_name(at.step) + "\n");
-      remove_old_checkpoints(dir, cfg.checkpoint.keep_last_n);
+      remove_old_checkpoints(dir, cfg.checkpoint.keep_last_n, at.lineage, at.step);
     } catch (const std::exception& e) {
       error = fmt::format("checkpoint {}: finishing the save failed ({}); the previous checkpoint is intact",
                           final_dir, e.what());
@@ -167,14 +194,57 @@ std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const
   return final_dir;
 }
 
-std::string latest_checkpoint(const std::string& dir) {
-  std::ifstream in(dir + "/latest");
-  std::string name;
-  if (!in || !std::getline(in, name) || name.empty()) return "";
-  if (name.find('/') != std::string::npos || name.rfind("step_", 0) != 0) {
-    throw UserError(dir + "/latest: names \"" + name + "\", not a step_<N> folder; delete the file or fix it");
+std::string new_checkpoint_lineage() {
+  std::random_device rd;
+  return fmt::format("{:08x}{:08x}", rd(), rd());
+}
+
+std::vector<CheckpointEntry> list_checkpoints(const std::string& dir) {
+  std::vector<CheckpointEntry> out;
+  std::error_code ec;
+  if (dir.empty() || !fs::is_directory(dir, ec)) return out;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    int64_t step = 0;
+    if (!e.is_directory() || !step_of(e.path().filename().string(), &step)) continue;
+    std::ifstream in(e.path() / "metadata.json", std::ios::binary);
+    if (!in) continue;
+    try {
+      const nlohmann::json meta = nlohmann::json::parse(in);
+      CheckpointEntry c;
+      c.step = step;
+      c.path = e.path().string();
+      c.lineage = meta.value("lineage", std::string());
+      out.push_back(c);
+    } catch (const std::exception&) {
+      // not readable: not a complete checkpoint, and never touched
+    }
   }
-  return dir + "/" + name;
+  std::sort(out.begin(), out.end(), [](const CheckpointEntry& a, const CheckpointEntry& b) { return a.step < b.step; });
+  return out;
+}
+
+std::string latest_checkpoint(const std::string& dir) {
+  const std::vector<CheckpointEntry> complete = list_checkpoints(dir);
+  std::ifstream in(dir + "/latest");
+  std::string name, why;
+  int64_t step = 0;
+  if (!in) {
+    why = "there is no " + dir + "/latest";
+  } else if (!std::getline(in, name) || name.empty()) {
+    why = dir + "/latest is empty";
+  } else if (!step_of(name, &step)) {
+    why = dir + "/latest names \"" + name + "\", not a step_<N> folder";
+  } else {
+    for (const CheckpointEntry& c : complete)
+      if (c.step == step) return c.path;
+    why = dir + "/latest names " + name + ", which is not a complete checkpoint";
+  }
+  if (complete.empty()) {
+    if (in) spdlog::warn("{}, and the folder holds no complete checkpoint: nothing to resume", why);
+    return "";
+  }
+  spdlog::warn("{}: resuming from the newest complete checkpoint, {}", why, complete.back().path);
+  return complete.back().path;
 }
 
 namespace {
@@ -249,7 +319,7 @@ TrainPosition load_checkpoint(const std::string& path, const std::vector<StateTe
     const std::vector<float> global = assemble(s.name, meta.tensors.at(s.name), files);
     copy_own_piece(s.piece, global.data(), s.place);
   }
-  return {meta.step, meta.tokens_seen};
+  return {meta.step, meta.tokens_seen, meta.lineage};
 }
 
 }  // namespace moe

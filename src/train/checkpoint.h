@@ -10,6 +10,14 @@
 // checkpoints beyond keep_last_n. A crash at any point leaves the previous
 // checkpoint and `latest` intact.
 //
+// Lineage: a run that starts from scratch draws a lineage id; a resumed run
+// continues the lineage of the checkpoint it loads; every checkpoint records
+// its lineage in metadata.json. Rotation removes only complete checkpoints of
+// the saving run's own lineage (folders named exactly step_<digits> with a
+// metadata.json naming it), keeps the newest keep_last_n of them and always
+// the one just written, and removes by renaming to step_<N>.deleting first, so
+// a kill never leaves half a folder that looks like a checkpoint.
+//
 // Loading reshards: each rank rebuilds the global tensors it needs from the
 // slices in the files and keeps its own piece under the current layout, so a
 // checkpoint loads under any layout and world size. Files are checked
@@ -29,13 +37,29 @@ namespace moe {
 struct TrainPosition {
   int64_t step = 0;         // the last finished optimizer step
   int64_t tokens_seen = 0;  // through that step
+  std::string lineage;      // the run's lineage id (empty in checkpoints written before lineages)
 };
+
+// A fresh lineage id (16 hex digits) for a run that starts from scratch.
+std::string new_checkpoint_lineage();
+
+// A complete checkpoint of a folder: step_<digits>/ with a readable metadata.json.
+struct CheckpointEntry {
+  int64_t step = 0;
+  std::string path;
+  std::string lineage;
+};
+// The complete checkpoints in `dir`, by step ("" or a missing folder: none).
+std::vector<CheckpointEntry> list_checkpoints(const std::string& dir);
 
 // Collective over `world`: every rank calls it with its own state. Returns the step folder.
 std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const std::vector<StateTensor>& state,
                             Communicator& world);
 
-// The step folder that <dir>/latest names, or "" when there is none.
+// The checkpoint to resume from in `dir`: the one `latest` names when it is
+// complete; else (no `latest`, an empty or damaged one, or one naming a
+// folder that is gone or incomplete) the newest complete checkpoint, with a
+// warning that says so; "" when the folder holds none.
 std::string latest_checkpoint(const std::string& dir);
 
 // Fills this rank's pieces from a step folder (or a checkpoint folder with a

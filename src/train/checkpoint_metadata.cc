@@ -52,6 +52,12 @@ CheckpointMetadata parse_checkpoint_metadata(const std::string& text, const std:
   CheckpointMetadata out;
   out.step = bounded_int(field(meta, "step", path), path + ": step");
   out.tokens_seen = meta.contains("tokens_seen") ? bounded_int(meta["tokens_seen"], path + ": tokens_seen", INT64_MAX) : 0;
+  if (meta.contains("lineage")) {
+    if (!meta["lineage"].is_string() || meta["lineage"].get<std::string>().size() > 64) {
+      throw UserError(path + ": lineage must be a string of at most 64 characters");
+    }
+    out.lineage = meta["lineage"].get<std::string>();
+  }
 
   const Json& files = field(meta, "files", path);
   if (!files.is_array() || files.size() > (1u << 24)) throw UserError(path + ": \"files\" must be a list");

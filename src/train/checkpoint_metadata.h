@@ -34,6 +34,7 @@ struct CheckpointTensorMeta {
 struct CheckpointMetadata {
   int64_t step = 0;
   int64_t tokens_seen = 0;
+  std::string lineage;  // the run's lineage id ("" before lineages were recorded)
   std::vector<CheckpointFileMeta> files;
   std::map<std::string, CheckpointTensorMeta> tensors;
 };

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 
 #include "src/core/build_info.h"
@@ -27,6 +28,7 @@
 #include "src/train/gpu_check_cache.h"
 #include "src/train/metrics.h"
 #include "src/train/checkpoint.h"
+#include "src/train/checkpoint_lock.h"
 #include "src/train/import_hf.h"
 #include "src/train/preemption.h"
 #include "src/train/step_runner.h"
@@ -95,6 +97,32 @@ double unigram_entropy(const TokenDataset& data, int64_t vocab_size) {
   return h;
 }
 
+// A run that starts from scratch beside complete checkpoints of another run
+// (checkpoint.resume = "never") is refused: their rotation and `latest` would
+// mix with its own, and a good checkpoint could be lost.
+void refuse_fresh_start_beside(const CheckpointConfig& c) {
+  const std::vector<CheckpointEntry> there = list_checkpoints(c.dir);
+  if (there.empty()) return;
+  std::string steps;
+  for (size_t i = 0; i < there.size() && i < 4; ++i) steps += (i ? ", " : "") + std::filesystem::path(there[i].path).filename().string();
+  if (there.size() > 4) steps += fmt::format(", ... ({} in all)", there.size());
+  throw UserError(fmt::format("checkpoint.dir = \"{}\" holds checkpoints of an earlier run ({}), and "
+                              "checkpoint.resume = \"{}\" would start a new run beside them: give this run another "
+                              "checkpoint.dir, or move them away (checkpoint.resume = \"auto\" continues them)",
+                              c.dir, steps, c.resume));
+}
+
+// A new lineage id, drawn by rank 0 and the same on every rank.
+std::string shared_new_lineage(Communicator& world) {
+  std::vector<int32_t> words(4, 0);
+  if (world.rank() == 0) {
+    const std::string id = new_checkpoint_lineage();
+    for (size_t i = 0; i < 4; ++i) words[i] = static_cast<int32_t>(std::stoul(id.substr(4 * i, 4), nullptr, 16));
+  }
+  world.broadcast(view_of(words.data(), {4}, DType::kI32), 0);
+  return fmt::format("{:04x}{:04x}{:04x}{:04x}", words[0], words[1], words[2], words[3]);
+}
+
 // Where to start from: an explicit load_path, else (resume = "auto") the latest checkpoint in dir.
 std::string checkpoint_to_load(const CheckpointConfig& c) {
   if (!c.load_path.empty()) return c.load_path;
@@ -112,6 +140,22 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
   Mesh mesh(layout, make_world(layout, placement_of(t)), static_cast<double>(cfg.distributed.nccl_timeout_sec));
   const bool rank0 = mesh.world().rank() == 0;
   if (options.check_gpu && placement_of(t).device == Device::kCuda) check_gpus_before_training(cfg, mesh.world());
+  // One run at a time in a checkpoint folder (rank 0 holds the lock; every rank stops if it cannot).
+  std::unique_ptr<CheckpointLock> lock;
+  std::string lock_error;
+  if (rank0) {
+    try {
+      lock = std::make_unique<CheckpointLock>(cfg.checkpoint.dir);
+    } catch (const UserError& e) {
+      lock_error = e.what();
+    }
+  }
+  if (any_rank(mesh.world(), !lock_error.empty())) {
+    throw UserError(lock_error.empty() ? "checkpoint.dir is in use by another run (rank 0 says which)" : lock_error);
+  }
+  // What to resume from, decided before anything is built.
+  const std::string from = checkpoint_to_load(cfg.checkpoint);
+  if (from.empty()) refuse_fresh_start_beside(cfg.checkpoint);
 
   // Data: the configured dataset, else the built-in corpus (real text,
   // prepared once, by rank 0 while the others wait).
@@ -166,20 +210,24 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
   const int64_t tokens_per_step = t.batch_size * t.seq_len * t.grad_accum_steps * mesh.data_parallel().size();
   const std::vector<StateTensor> state = runner.state_tensors();
   TrainPosition at;
-  if (const std::string from = checkpoint_to_load(cfg.checkpoint); !from.empty()) {
+  if (!from.empty()) {
     at = runner.load_checkpoint(from);
     spdlog::info("resumed from {} at step {} ({} tokens seen)", from, at.step, at.tokens_seen);
     if (at.step >= t.max_steps) {
-      spdlog::warn("train.max_steps = {}: nothing left to train (start afresh with --checkpoint.resume=never or "
-                   "another checkpoint.dir)",
+      spdlog::warn("train.max_steps = {}: nothing left to train (raise it to go on, or start afresh in another "
+                   "checkpoint.dir)",
                    t.max_steps);
     }
     if (!init_from_hf.empty()) {
-      spdlog::info("--init-from-hf={}: not used, the run resumes from {} (start afresh with "
-                   "--checkpoint.resume=never or another checkpoint.dir to use it)",
+      spdlog::info("--init-from-hf={}: not used, the run resumes from {} (start afresh in another checkpoint.dir "
+                   "to use it)",
                    init_from_hf, from);
     }
-  } else if (!init_from_hf.empty()) {
+  }
+  // The lineage rotation keeps to: the loaded checkpoint's, else a new one
+  // (drawn by rank 0, the same on every rank).
+  if (at.lineage.empty()) at.lineage = shared_new_lineage(mesh.world());
+  if (from.empty() && !init_from_hf.empty()) {
     import_hf(m, init_from_hf, runner.params());
     spdlog::info("initial weights from the Hugging Face checkpoint {}", init_from_hf);
   }
@@ -223,7 +271,7 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
 
     const bool preempted = preemption_requested(mesh.world());
     if (preempted || step % cfg.checkpoint.interval == 0 || step == t.max_steps) {
-      at = {step, at.tokens_seen + tokens_per_step * (step - at.step)};
+      at = {step, at.tokens_seen + tokens_per_step * (step - at.step), at.lineage};
       const std::string saved = save_checkpoint(cfg, at, state, mesh.world());
       spdlog::info("checkpoint saved: {}", saved);
     }

@@ -92,7 +92,7 @@ TEST_CASE("a resumed run continues bit for bit") {
   CHECK(meta["build"].contains("cuda_built"));
 }
 
-TEST_CASE("keep_last_n prunes only complete older checkpoints; resume = never starts afresh") {
+TEST_CASE("keep_last_n prunes only complete older checkpoints of the run; resume = never beside them is refused") {
   const std::string dir = moe::test::fresh_dir("ckpt_keep");
   const auto base = tiny_args(dir);
   REQUIRE(run(with(base, {"--train.max_steps=8", "--checkpoint.interval=2", "--checkpoint.keep_last_n=2",
@@ -103,10 +103,13 @@ TEST_CASE("keep_last_n prunes only complete older checkpoints; resume = never st
   CHECK(fs::exists(dir + "/c/step_6/metadata.json"));
   CHECK(fs::exists(dir + "/c/step_8/metadata.json"));
   CHECK(moe::latest_checkpoint(dir + "/c") == dir + "/c/step_8");
-  REQUIRE(run(with(base, {"--train.max_steps=3", "--checkpoint.resume=never", "--checkpoint.interval=100",
-                          "--checkpoint.dir=" + dir + "/c"}))
-              .code == 0);
-  CHECK(moe::latest_checkpoint(dir + "/c") == dir + "/c/step_3");
+  const Run again = run(with(base, {"--train.max_steps=3", "--checkpoint.resume=never", "--checkpoint.interval=100",
+                                    "--checkpoint.dir=" + dir + "/c"}));
+  CHECK(again.code == 2);
+  CHECK_THAT(again.err, Catch::Contains("holds checkpoints of an earlier run (step_6, step_8)") &&
+                            Catch::Contains("give this run another checkpoint.dir"));
+  CHECK(moe::latest_checkpoint(dir + "/c") == dir + "/c/step_8");
+  CHECK(fs::exists(dir + "/c/step_6/metadata.json"));
 }
 
 TEST_CASE("a save killed half-way leaves the previous checkpoint loadable") {

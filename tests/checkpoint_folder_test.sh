@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The checkpoint folder through the real binary, as a user fills it:
+# - a run that would start over beside another run's checkpoints
+#   (checkpoint.resume = "never") is refused, and deletes nothing;
+# - a missing or empty `latest` resumes from the newest complete checkpoint,
+#   and says so;
+# - rotation removes only its own run's complete step_<N> folders: a
+#   step_2_backup/, a step_-5/ or any other folder keeps its files, and an
+#   interrupted deletion's leftover (step_<N>.deleting) is cleaned up;
+# - a second run on a folder in use is refused with one line naming the
+#   holder, and the lock goes with the process that held it.
+set -u
+BIN="$1"
+fail=0
+check() {  # check NAME CONDITION...
+  local name="$1"; shift
+  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fail=1; fi
+}
+tmp="${TEST_TMPDIR:-$(mktemp -d)}"
+export MOE_TRAIN_CACHE="$tmp/cache"
+C=(configs/train/debug_moe.toml --train.device=cpu --model.dim=32 --model.n_layers=2 --train.batch_size=2
+   --train.seq_len=32 --model.max_seq_len=32 --checkpoint.interval=1 --checkpoint.keep_last_n=2 --metrics.log_interval=1)
+
+# --- a fresh start beside another run's checkpoints
+R1="$tmp/R1"
+"$BIN" "${C[@]}" --train.max_steps=4 --checkpoint.dir="$R1" >/dev/null 2>&1
+check "run 1 keeps its newest 2" bash -c '[ -d "$0/step_3" ] && [ -d "$0/step_4" ] && [ ! -e "$0/step_2" ]' "$R1"
+err=$("$BIN" "${C[@]}" --train.max_steps=2 --checkpoint.resume=never --checkpoint.dir="$R1" 2>&1 >/dev/null); rc=$?
+check "resume = never beside them: exit 2" test "$rc" -eq 2
+check "one error line" test "$(grep -c "moe_train: error:" <<<"$err")" -eq 1
+check "naming the folder, its checkpoints and the fix" \
+  grep -q "checkpoint.dir = \"$R1\" holds checkpoints of an earlier run (step_3, step_4).*another checkpoint.dir" <<<"$err"
+check "nothing deleted, latest unchanged" \
+  bash -c '[ -f "$0/step_3/metadata.json" ] && [ -f "$0/step_4/metadata.json" ] && [ "$(cat "$0/latest")" = step_4 ]' "$R1"
+
+# --- a missing, then an empty `latest`: resume from the newest complete checkpoint, and say so
+rm "$R1/latest"
+log=$("$BIN" "${C[@]}" --train.max_steps=5 --checkpoint.dir="$R1" 2>&1); rc=$?
+check "no latest: exit 0" test "$rc" -eq 0
+check "no latest: says it resumes from the newest complete one" \
+  grep -q "there is no $R1/latest: resuming from the newest complete checkpoint, $R1/step_4" <<<"$log"
+check "no latest: resumed at step 4" grep -q "resumed from $R1/step_4 at step 4" <<<"$log"
+: >"$R1/latest"
+log=$("$BIN" "${C[@]}" --train.max_steps=6 --checkpoint.dir="$R1" 2>&1); rc=$?
+check "empty latest: resumed from the newest (step 5), and says why" \
+  bash -c '[ "$1" -eq 0 ] && grep -q "latest is empty: resuming from the newest complete checkpoint, .*/step_5" <<<"$0"' "$log" "$rc"
+check "the continued run rotates its own lineage: step_5 and step_6 left" \
+  bash -c '[ -d "$0/step_5" ] && [ -d "$0/step_6" ] && [ ! -e "$0/step_4" ] && [ "$(cat "$0/latest")" = step_6 ]' "$R1"
+
+# --- rotation touches only complete step_<digits> folders of its own run
+R2="$tmp/R2"
+mkdir -p "$R2/step_2_backup" "$R2/step_-5" "$R2/notes" "$R2/step_7" "$R2/step_8.deleting"
+for d in step_2_backup step_-5 notes step_7; do echo "mine" >"$R2/$d/keep.txt"; done
+"$BIN" "${C[@]}" --train.max_steps=4 --checkpoint.dir="$R2" >/dev/null 2>&1; rc=$?
+check "a run beside foreign folders: exit 0" test "$rc" -eq 0
+for d in step_2_backup step_-5 notes step_7; do
+  check "$d/ and its file are kept" test "$(cat "$R2/$d/keep.txt" 2>/dev/null)" = mine
+done
+check "an interrupted deletion's leftover is cleaned up" test ! -e "$R2/step_8.deleting"
+check "its own newest 2 are kept, the older deleted" \
+  bash -c '[ -d "$0/step_3" ] && [ -d "$0/step_4" ] && [ ! -e "$0/step_1" ] && [ ! -e "$0/step_2" ]' "$R2"
+
+# --- one run at a time
+R3="$tmp/R3"
+"$BIN" "${C[@]}" --train.max_steps=100000 --checkpoint.interval=1000000 --checkpoint.dir="$R3" >/dev/null 2>&1 &
+holder=$!
+for _ in $(seq 1 300); do grep -q "pid $holder" "$R3/.lock" 2>/dev/null && break; sleep 0.1; done
+err=$("$BIN" "${C[@]}" --train.max_steps=2 --checkpoint.dir="$R3" 2>&1 >/dev/null); rc=$?
+check "a second run on a folder in use: exit 2" test "$rc" -eq 2
+check "one line naming the holder" \
+  bash -c '[ "$(grep -c "moe_train: error:" <<<"$0")" -eq 1 ] && grep -q "is in use by another run (host .*, pid $1, since .*): .*another checkpoint.dir" <<<"$0"' "$err" "$holder"
+kill -9 "$holder"; wait "$holder" 2>/dev/null
+"$BIN" "${C[@]}" --train.max_steps=2 --checkpoint.dir="$R3" >/dev/null 2>&1; rc=$?
+check "the lock goes with its process (killed): the next run trains" test "$rc" -eq 0
+exit $fail
