@@ -451,7 +451,7 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
       if (!from.empty()) {
         std::vector<StateTensor> weights;
         for (Param& p : params.all()) weights.push_back({p.spec.name, p.place, p.shard, true});
-        const TrainPosition at = load_checkpoint(from, weights);
+        const TrainPosition at = load_checkpoint(from, weights, LoadScope::kWeights);
         spdlog::info("weights from {} (step {})", from, at.step);
       } else if (!cl.init_from_hf_dir.empty()) {
         import_hf(cfg.model, cl.init_from_hf_dir, params);

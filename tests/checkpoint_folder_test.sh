@@ -8,7 +8,9 @@
 #   step_2_backup/, a step_-5/ or any other folder keeps its files, and an
 #   interrupted deletion's leftover (step_<N>.deleting) is cleaned up;
 # - a second run on a folder in use is refused with one line naming the
-#   holder, and the lock goes with the process that held it.
+#   holder, and the lock goes with the process that held it;
+# - resume is strict: a checkpoint of another model (fewer layers, tied
+#   embeddings, another router) is refused, and nothing is deleted.
 set -u
 BIN="$1"
 fail=0
@@ -46,6 +48,19 @@ check "empty latest: resumed from the newest (step 5), and says why" \
   bash -c '[ "$1" -eq 0 ] && grep -q "latest is empty: resuming from the newest complete checkpoint, .*/step_5" <<<"$0"' "$log" "$rc"
 check "the continued run rotates its own lineage: step_5 and step_6 left" \
   bash -c '[ -d "$0/step_5" ] && [ -d "$0/step_6" ] && [ ! -e "$0/step_4" ] && [ "$(cat "$0/latest")" = step_6 ]' "$R1"
+
+# --- resume is strict: the checkpoint and the model must have the same tensors
+for other in "--model.n_layers=1|the checkpoint is of another model: has 31 tensor(s) this model does not (model.layers.1." \
+             "--model.tie_embeddings=true|the checkpoint is of another model: has 3 tensor(s) this model does not (lm_head.weight, " \
+             "--model.moe_router=sigmoid_topk|trained with model.moe_router = \"softmax_topk\", and this run has \"sigmoid_topk\""; do
+  flag=${other%%|*} want=${other#*|}
+  err=$("$BIN" "${C[@]}" "$flag" --train.max_steps=8 --checkpoint.dir="$R1" 2>&1 >/dev/null); rc=$?
+  check "resume with $flag: exit 2" test "$rc" -eq 2
+  check "resume with $flag: one error line naming the difference" \
+    bash -c '[ "$(grep -c "moe_train: error:" <<<"$0")" -eq 1 ] && grep -qF "$1" <<<"$0"' "$err" "$want"
+done
+check "after the refusals: nothing deleted, latest unchanged" \
+  bash -c '[ -f "$0/step_5/metadata.json" ] && [ -f "$0/step_6/metadata.json" ] && [ "$(cat "$0/latest")" = step_6 ]' "$R1"
 
 # --- rotation touches only complete step_<digits> folders of its own run
 R2="$tmp/R2"

@@ -25,6 +25,17 @@ check "syntax error exits 2" test "$rc" -eq 2
 check "syntax error gives file:line:col" grep -q "broken.toml:[0-9]*:[0-9]*: TOML syntax error" <<<"$err"
 check "no stack trace or abort" bash -c '! grep -qiE "terminate|abort|backtrace" <<<"$0"' "$err"
 
+for bad in empty comments dir; do
+  case $bad in
+    empty) : >"$TEST_TMPDIR/empty.toml"; cfg="$TEST_TMPDIR/empty.toml" ;;
+    comments) printf '# only a comment\n\n' >"$TEST_TMPDIR/comments.toml"; cfg="$TEST_TMPDIR/comments.toml" ;;
+    dir) mkdir -p "$TEST_TMPDIR/configs_dir"; cfg="$TEST_TMPDIR/configs_dir" ;;
+  esac
+  err=$("$BIN" "$cfg" --dry-run 2>&1 >/dev/null); rc=$?
+  check "a config that is $bad: exit 2, one line" bash -c '[ "$1" -eq 2 ] && [ "$(wc -l <<<"$0")" -eq 1 ]' "$err" "$rc"
+  check "a config that is $bad: says so" grep -qE "is (empty|a directory)" <<<"$err"
+done
+
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 MPIRUN=(mpirun --oversubscribe -np 2 --mca btl self,vader)
 err=$(timeout 120 "${MPIRUN[@]}" "$BIN" configs/train/debug_moe.toml --distributed.dp_shard=4 2>&1); rc=$?

@@ -1,6 +1,7 @@
 #include "src/config/load.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -234,6 +235,11 @@ LoadedConfig load_config_text(const std::string& toml_text, const std::string& s
 }
 
 LoadedConfig load_config_file(const std::string& path, const std::vector<std::string>& overrides) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    throw UserError("config file " + path + ": is a directory; give a TOML file, e.g. " + path +
+                    "/debug_moe.toml or configs/train/debug_moe.toml");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     throw UserError("config file " + path + ": cannot be opened; check the path (relative paths are taken "
@@ -241,6 +247,17 @@ LoadedConfig load_config_file(const std::string& path, const std::vector<std::st
   }
   std::stringstream text;
   text << in.rdbuf();
+  // No key at all would silently mean every default (a 6.7B-parameter model).
+  bool has_content = false;
+  std::istringstream lines(text.str());
+  for (std::string line; !has_content && std::getline(lines, line);) {
+    const size_t first = line.find_first_not_of(" \t\r");
+    has_content = first != std::string::npos && line[first] != '#';
+  }
+  if (!has_content) {
+    throw UserError("config file " + path + ": is empty (no table or key); an empty config would train the 6.7B-parameter "
+                    "defaults: start from configs/train/debug_moe.toml");
+  }
   return load_config_text(text.str(), path, overrides);
 }
 

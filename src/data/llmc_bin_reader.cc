@@ -12,15 +12,32 @@ constexpr int32_t kMagic = 20240520;
 constexpr int64_t kHeaderBytes = 256 * 4;
 constexpr char kFix[] = "write it again with llm.c's write_datafile(), or give the tokens as a .npy file";
 
-}  // namespace
-
 bool has_llmc_magic(const MappedFile& file) {
   return file.size() >= 4 && load_le<int32_t>(file.data()) == kMagic;
 }
 
+// The header without the magic: a version and a token count that fit the file.
+bool has_llmc_shape(const MappedFile& file) {
+  if (file.size() < kHeaderBytes) return false;
+  const int32_t version = load_le<int32_t>(file.data() + 4);
+  const int64_t tokens = load_le<int32_t>(file.data() + 8);
+  return (version == 1 || version == 2) && tokens >= 0 && tokens * (version == 1 ? 2 : 4) == file.size() - kHeaderBytes;
+}
+
+}  // namespace
+
+bool looks_like_llmc(const MappedFile& file) { return has_llmc_magic(file) || has_llmc_shape(file); }
+
 TokenFile read_llmc_bin_file(std::shared_ptr<const MappedFile> file) {
   const std::string& path = file->path();
-  if (!has_llmc_magic(*file)) reject_data_file(path, fmt::format("bad magic: not an llm.c token file ({})", kMagic), kFix);
+  if (!has_llmc_magic(*file)) {
+    const std::string got = file->size() >= 4 ? std::to_string(load_le<int32_t>(file->data())) : "missing";
+    reject_data_file(path,
+                     fmt::format("bad magic {}, not llm.c's {}, though the rest of its header describes an llm.c shard "
+                                 "(the file is damaged, or was not written by llm.c)",
+                                 got, kMagic),
+                     kFix);
+  }
   if (file->size() < kHeaderBytes) {
     reject_data_file(path, fmt::format("is truncated: {} bytes, shorter than the {}-byte llm.c header", file->size(),
                                        kHeaderBytes), kFix);

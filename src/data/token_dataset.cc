@@ -25,7 +25,7 @@ TokenFile open_token_file(const DataFileSpec& spec, int64_t vocab_size) {
   if (has_extension(spec.path, ".npy")) return read_npy_file(MappedFile::open(spec.path));
   if (has_extension(spec.path, ".bin")) {
     auto file = MappedFile::open(spec.path);
-    if (has_llmc_magic(*file)) return read_llmc_bin_file(std::move(file));
+    if (looks_like_llmc(*file)) return read_llmc_bin_file(std::move(file));
     return read_raw_bin_file(std::move(file), vocab_size);
   }
   reject_data_file(spec.path, "has no known token-file extension (.npy, or .bin for llm.c, Megatron-LM and raw ids)",

@@ -74,7 +74,11 @@ T load_le(const uint8_t* p) {
 
 // The readers, one per format (each in its own .cc file).
 TokenFile read_npy_file(std::shared_ptr<const MappedFile> file);
-bool has_llmc_magic(const MappedFile& file);
+// An llm.c shard: its magic, or a header that describes the file exactly
+// (version 1 or 2, the token count matching the size) under a wrong magic,
+// which read_llmc_bin_file then refuses for its header instead of the file
+// being read as raw token ids.
+bool looks_like_llmc(const MappedFile& file);
 TokenFile read_llmc_bin_file(std::shared_ptr<const MappedFile> file);
 TokenFile read_megatron_files(std::shared_ptr<const MappedFile> bin, const MappedFile& idx);
 TokenFile read_raw_bin_file(std::shared_ptr<const MappedFile> file, int64_t vocab_size);

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <spdlog/spdlog.h>
@@ -39,6 +40,15 @@ nlohmann::json piece_json(const StateTensor& s, int file) {
           {"local_shape", s.place.local_shape},
           {"begin", s.place.shard_begin},
           {"count", s.place.shard_valid}};
+}
+
+// AdamW moments and the sigmoid router's balance biases: what a weights-only
+// load (export) leaves out.
+bool is_training_state(const std::string& name) {
+  auto ends_with = [&](const std::string& suffix) {
+    return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  return ends_with(".exp_avg") || ends_with(".exp_avg_sq") || ends_with(".e_score_correction_bias");
 }
 
 // "step_<digits>" exactly (no sign, no suffix, fits int64): the only names
@@ -284,7 +294,19 @@ std::vector<float> assemble(const std::string& name, const CheckpointTensorMeta&
 
 }  // namespace
 
-TrainPosition load_checkpoint(const std::string& path, const std::vector<StateTensor>& state) {
+std::string checkpoint_router(const std::string& path) {
+  std::string step_dir = path;
+  if (!fs::exists(path + "/metadata.json") && fs::exists(path + "/latest")) step_dir = latest_checkpoint(path);
+  std::ifstream in(step_dir + "/metadata.json", std::ios::binary);
+  try {
+    const nlohmann::json meta = nlohmann::json::parse(in);
+    return meta.at("config").at("model").at("moe_router").get<std::string>();
+  } catch (const std::exception&) {
+    return "";  // read_metadata will say what is wrong with the file
+  }
+}
+
+TrainPosition load_checkpoint(const std::string& path, const std::vector<StateTensor>& state, LoadScope scope) {
   std::string step_dir = path;
   if (!fs::exists(path + "/metadata.json") && fs::exists(path + "/latest")) step_dir = latest_checkpoint(path);
   const CheckpointMetadata meta = read_metadata(step_dir);
@@ -303,17 +325,37 @@ TrainPosition load_checkpoint(const std::string& path, const std::vector<StateTe
     if (sf->crc32() != f.crc32) throw UserError(file + ": checksum mismatch (CRC-32); the file is damaged");
     files.push_back(std::move(sf));
   }
-  // Then every tensor this run needs: present, with the shape of this model.
+  // Then the tensors: the checkpoint's and this run's must be the same set,
+  // with the same shapes (a weights-only load ignores the training state).
+  std::set<std::string> wanted;
+  std::vector<std::string> problems, extra;
   for (const StateTensor& s : state) {
+    wanted.insert(s.name);
     const auto it = meta.tensors.find(s.name);
     if (it == meta.tensors.end()) {
-      throw UserError(meta_path + ": has no tensor " + s.name + "; the checkpoint is of a different model");
+      problems.push_back("has no tensor " + s.name);
+    } else if (it->second.shape != s.place.global_shape) {
+      problems.push_back("tensor " + s.name + " has shape " + shape_text(it->second.shape) + ", this model's is " +
+                         shape_text(s.place.global_shape));
     }
-    if (it->second.shape != s.place.global_shape) {
-      throw UserError(meta_path + ": tensor " + s.name + " has shape " + shape_text(it->second.shape) +
-                      ", this model's is " + shape_text(s.place.global_shape) +
-                      "; load it with the config it was saved with");
-    }
+  }
+  for (const auto& [name, tensor] : meta.tensors) {
+    if (wanted.count(name) || (scope == LoadScope::kWeights && is_training_state(name))) continue;
+    extra.push_back(name);
+  }
+  if (!extra.empty()) {
+    std::string names;
+    for (size_t i = 0; i < extra.size() && i < 3; ++i) names += (i ? ", " : "") + extra[i];
+    problems.push_back(fmt::format("has {} tensor(s) this model does not ({}{})", extra.size(), names,
+                                   extra.size() > 3 ? ", ..." : ""));
+  }
+  if (!problems.empty()) {
+    throw UserError(fmt::format("{}: the checkpoint is of another model: {}{}; load it with the config it was saved "
+                                "with (its \"config\" in metadata.json), or train this model in another "
+                                "checkpoint.dir",
+                                meta_path, problems[0],
+                                problems.size() > 1 ? fmt::format(" (and {} more differences)", problems.size() - 1)
+                                                    : ""));
   }
   for (const StateTensor& s : state) {
     const std::vector<float> global = assemble(s.name, meta.tensors.at(s.name), files);

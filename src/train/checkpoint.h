@@ -62,10 +62,22 @@ std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const
 // warning that says so; "" when the folder holds none.
 std::string latest_checkpoint(const std::string& dir);
 
+// The model.moe_router the checkpoint at `path` (a step folder, or a folder
+// with `latest`) was trained with, from its metadata.json ("" when it does not
+// say). Router kinds share their tensors, so only this tells them apart.
+std::string checkpoint_router(const std::string& path);
+
+// What a load fills: the whole training state (resume: the checkpoint's
+// tensors and `state` must be the same set), or the weights only (export:
+// the checkpoint's AdamW moments and router biases are left out).
+enum class LoadScope { kEverything, kWeights };
+
 // Fills this rank's pieces from a step folder (or a checkpoint folder with a
-// `latest`). Any mismatch (missing or damaged file, missing tensor, different
-// shape) is a UserError naming the file and the tensor; nothing is changed
-// before every file has been checked.
-TrainPosition load_checkpoint(const std::string& path, const std::vector<StateTensor>& state);
+// `latest`). Any mismatch (missing or damaged file, a tensor missing on either
+// side, a different shape) is a UserError naming the file, the first
+// difference and how many there are; nothing is changed before every file has
+// been checked. Resume is strict: a checkpoint of another model never loads.
+TrainPosition load_checkpoint(const std::string& path, const std::vector<StateTensor>& state,
+                              LoadScope scope = LoadScope::kEverything);
 
 }  // namespace moe

@@ -211,6 +211,11 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
   const std::vector<StateTensor> state = runner.state_tensors();
   TrainPosition at;
   if (!from.empty()) {
+    if (const std::string router = checkpoint_router(from); m.num_experts > 0 && !router.empty() && router != m.moe_router) {
+      throw UserError(fmt::format("{}: trained with model.moe_router = \"{}\", and this run has \"{}\": resume with the "
+                                  "router it was trained with, or train this one in another checkpoint.dir",
+                                  from, router, m.moe_router));
+    }
     at = runner.load_checkpoint(from);
     spdlog::info("resumed from {} at step {} ({} tokens seen)", from, at.step, at.tokens_seen);
     if (at.step >= t.max_steps) {

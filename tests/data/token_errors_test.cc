@@ -65,6 +65,9 @@ TEST_CASE("corrupt llm.c shards are rejected") {
   CHECK_THAT(open_error(dir, "negative.bin", llmc_bytes(1, -1, kThreeU2)), Contains("says -1 tokens"));
   CHECK_THAT(open_error(dir, "header.bin", llmc_bytes(1, 3, kThreeU2).substr(0, 100)),
              Contains("shorter than the 1024-byte llm.c header"));
+  // A wrong magic is refused for the header, not read as raw token ids.
+  CHECK_THAT(open_error(dir, "magic.bin", llmc_bytes(1, 3, kThreeU2, 20240521)),
+             Contains("magic.bin: bad magic 20240521, not llm.c's 20240520") && Contains("llm.c's write_datafile()"));
 }
 
 TEST_CASE("corrupt Megatron-LM pairs are rejected") {

@@ -187,7 +187,7 @@ TEST_CASE("damaged, truncated and mismatched checkpoints are refused with their 
     const auto before = fs::file_size(file);
     const Run r = load("other_model", {"--model.dim=48"});
     CHECK(r.code == 2);
-    CHECK_THAT(r.err, Catch::Contains("metadata.json: tensor model.embed_tokens.weight has shape [64, 32]"));
+    CHECK_THAT(r.err, Catch::Contains("metadata.json: the checkpoint is of another model: tensor model.embed_tokens.weight has shape [64, 32]"));
     CHECK(moe::latest_checkpoint(dir + "/other_model") == dir + "/other_model/step_2");
     CHECK(fs::file_size(dir + "/other_model/step_2/rank_00000.safetensors") == before);
   }
