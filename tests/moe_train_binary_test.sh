@@ -82,4 +82,18 @@ check "preempted run exits 75 (requeue)" test "$rc" -eq 75
 latest=$(cat "$tmp/ckpt_pre/latest" 2>/dev/null)
 check "preempted run saved a checkpoint" test -n "$latest" -a -f "$tmp/ckpt_pre/$latest/metadata.json"
 
+# A data error that only rank 0 sees (it alone scans the tokens for their
+# entropy) ends every rank at once with exit 2, instead of leaving rank 1 in a
+# collective until nccl_timeout_sec: one 'a' document whose end-of-document
+# token (256) is outside a vocabulary of 120.
+head -c 3000 /dev/zero | tr '\0' a >"$tmp/a.txt"
+"$BIN" prepare --output="$tmp/bad_ids" --val-fraction=0 "$tmp/a.txt" >/dev/null 2>&1
+start=$SECONDS
+err=$(timeout 120 "${MPIRUN[@]}" "$BIN" configs/train/debug_moe.toml --train.device=cpu --data.dataset_path="$tmp/bad_ids/train" \
+  --model.vocab_size=120 --distributed.dp_shard=2 --train.batch_size=1 --train.seq_len=32 --model.max_seq_len=32 \
+  --model.dim=32 --model.n_layers=2 --train.max_steps=60 --checkpoint.dir="$tmp/ckpt_bad_ids" 2>&1 >/dev/null); rc=$?
+check "a data error on rank 0 alone: the job exits 2" test "$rc" -eq 2
+check "within 30 s (no wait for the collective timeout)" test $((SECONDS - start)) -lt 30
+check "naming the rank, the file and the id" grep -q "moe_train: error: rank 0: data file .*tokens.npy: .* has id 256, outside the vocabulary" <<<"$err"
+
 exit $fail

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -97,6 +98,22 @@ double unigram_entropy(const TokenDataset& data, int64_t vocab_size) {
   return h;
 }
 
+// A user error that one rank raises alone inside a step (a token file only it
+// reads, say) would leave the other ranks waiting in the step's collectives
+// until the collective timeout: this rank says why and ends the whole job at
+// once, with the user-error exit code (MPI_Abort takes every rank down).
+template <typename F>
+auto stop_all_ranks_on_error(Communicator& world, F&& work) -> decltype(work()) {
+  try {
+    return work();
+  } catch (const UserError& e) {
+    if (world.size() == 1) throw;
+    std::fprintf(stderr, "moe_train: error: rank %d: %s\n", world.rank(), e.what());
+    std::fflush(stderr);
+    abort_job(kUserErrorExitCode);
+  }
+}
+
 // A run that starts from scratch beside complete checkpoints of another run
 // (checkpoint.resume = "never") is refused: their rotation and `latest` would
 // mix with its own, and a good checkpoint could be lost.
@@ -171,9 +188,9 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
   }
   const TokenDataset train_data = TokenDataset::open(data_path, pattern, m.vocab_size);
   spdlog::info("train data: {}", train_data.describe());
-  if (rank0) {
-    spdlog::info("train data unigram entropy: {:.4f} nats per token (the loss of a model that ignores context)",
-                 unigram_entropy(train_data, m.vocab_size));
+  if (rank0) {  // reads up to 16M tokens: rank 0 alone, so an error here must stop the others
+    const double entropy = stop_all_ranks_on_error(mesh.world(), [&] { return unigram_entropy(train_data, m.vocab_size); });
+    spdlog::info("train data unigram entropy: {:.4f} nats per token (the loss of a model that ignores context)", entropy);
   }
   const BatchSampler sampler(train_data, t.seq_len, t.batch_size, t.seed);
   std::unique_ptr<TokenDataset> eval_data;
@@ -249,7 +266,7 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
   const int64_t first_step = at.step + 1;
   for (int64_t step = first_step; step <= t.max_steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
-    StepMetrics sm = runner.step(step, sampler);
+    StepMetrics sm = stop_all_ranks_on_error(mesh.world(), [&] { return runner.step(step, sampler); });
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (step > first_step) time_sum += sec;  // the first step carries one-off warm-up costs
     outcome.last_loss = sm.loss;
@@ -272,7 +289,9 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
       sm.peak_bytes = on_gpu ? device_memory_stats().peak_in_use : peak_rss_bytes();
       log.write(sm);
     }
-    if (eval_sampler && step % cfg.eval.interval == 0) log.write_eval(step, runner.evaluate(*eval_sampler, cfg.eval.steps));
+    if (eval_sampler && step % cfg.eval.interval == 0) {
+      log.write_eval(step, stop_all_ranks_on_error(mesh.world(), [&] { return runner.evaluate(*eval_sampler, cfg.eval.steps); }));
+    }
 
     const bool preempted = preemption_requested(mesh.world());
     if (preempted || step % cfg.checkpoint.interval == 0 || step == t.max_steps) {
