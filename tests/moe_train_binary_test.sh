@@ -96,4 +96,17 @@ check "a data error on rank 0 alone: the job exits 2" test "$rc" -eq 2
 check "within 30 s (no wait for the collective timeout)" test $((SECONDS - start)) -lt 30
 check "naming the rank, the file and the id" grep -q "moe_train: error: rank 0: data file .*tokens.npy: .* has id 256, outside the vocabulary" <<<"$err"
 
+
+# Ctrl-C on a single process: the first saves a checkpoint and exits 75.
+"$BIN" configs/train/debug_moe.toml --train.device=cpu --model.dim=32 --model.n_layers=2 --train.batch_size=2 \
+  --train.seq_len=32 --model.max_seq_len=32 --train.max_steps=100000 --checkpoint.interval=100000 \
+  --checkpoint.dir="$tmp/ckpt_int" --metrics.jsonl_path="$tmp/int.jsonl" --metrics.log_interval=1 >"$tmp/int.log" 2>&1 &
+pid=$!
+for _ in $(seq 600); do [ -s "$tmp/int.jsonl" ] && break; sleep 0.1; done
+kill -INT "$pid"
+wait "$pid"; rc=$?
+check "Ctrl-C on one process exits 75" test "$rc" -eq 75
+latest=$(cat "$tmp/ckpt_int/latest" 2>/dev/null)
+check "Ctrl-C on one process saved a checkpoint" test -n "$latest" -a -f "$tmp/ckpt_int/$latest/metadata.json"
+
 exit $fail

@@ -74,6 +74,13 @@ cat >"$FAKE/mpirun" <<'EOF'
 #!/usr/bin/env bash
 echo "mpirun $(printf '%q ' "$@")" >>"$FAKE_LOG"
 echo "env OMP_NUM_THREADS=${OMP_NUM_THREADS:-} NCCL_DEBUG=${NCCL_DEBUG:-}" >>"$FAKE_LOG"
+if [[ -n ${FAKE_MPIRUN_RUNS:-} ]]; then  # runs until USR1, then "saves" and exits 75 as the ranks would
+  trap 'echo "mpirun got USR1" >>"$FAKE_LOG"; exit 75' USR1
+  trap 'echo "mpirun got TERM" >>"$FAKE_LOG"; exit 1' TERM
+  touch "$FAKE_LOG.running"
+  for _ in $(seq 300); do sleep 0.1; done
+  exit 1
+fi
 exit "${FAKE_RC:-0}"
 EOF
 cat >"$FAKE/scontrol" <<'EOF'
@@ -230,6 +237,24 @@ check "MOE_TRAIN_GPU_CHECK=0: launched" has "$calls" "srun --mpi=pmix"
 run $MULTI "${SLURM[@]}" FAKE_DRYRUN_RC=2 MOE_TRAIN_PREFLIGHT=0 -- $CFG
 check "MOE_TRAIN_PREFLIGHT=0: no dry-run" lacks "$calls" "--dry-run"
 check "MOE_TRAIN_PREFLIGHT=0: launched" has "$calls" "srun --mpi=pmix"
+
+# --- TERM or Ctrl-C to the script reach mpirun's ranks as USR1 (save, exit 75, requeue)
+for sig in TERM INT; do
+  : >"$LOG"
+  rm -f "$LOG.running"
+  (cd "$REPO" && exec env -i PATH="$FAKE:/usr/bin:/bin" HOME="$TMP" FAKE_LOG="$LOG" "${SLURM[@]}" FAKE_MPI_LIST="$NO_PMIX" \
+    FAKE_MPIRUN_RUNS=1 MOE_TRAIN_GPU_CHECK=0 bash $MULTI $CFG >"$TMP/stdout" 2>"$TMP/stderr") &
+  script=$!
+  for _ in $(seq 100); do [[ -e $LOG.running ]] && break; sleep 0.1; done
+  kill -"$sig" "$script"
+  wait "$script"
+  rc=$?
+  calls=$(cat "$LOG")
+  check "$sig to the script (mpirun launcher): mpirun gets USR1" has "$calls" "mpirun got USR1"
+  check "$sig to the script: not TERM (which would kill the ranks unsaved)" lacks "$calls" "mpirun got TERM"
+  check "$sig to the script: exit 75 becomes scontrol requeue 4242, exit 0" \
+    bash -c '[[ $0 == *"scontrol requeue 4242"* && $1 -eq 0 ]]' "$calls" "$rc"
+done
 
 # --- exit codes
 run $MULTI "${SLURM[@]}" FAKE_RC=75 -- $CFG "${OVR[@]}"

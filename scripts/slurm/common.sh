@@ -60,6 +60,26 @@ moe_env_defaults() {  # THREADS_PER_RANK
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$1}
 }
 
+# Runs mpirun in the background, so that this script takes TERM and INT
+# (scancel, a preemption, Ctrl-C) and passes them on as USR1, which mpirun
+# forwards to every rank and the trainer takes as "save and stop" (exit 75).
+# Left alone, mpirun would kill the ranks before they save. (srun forwards
+# signals to the ranks itself.) Sets rc to the launcher's exit code.
+moe_launch_forwarding_signals() {
+  "$@" &
+  local pid=$! interrupted=0
+  trap 'interrupted=1; moe_log "signal received: asking the ranks to save a checkpoint and stop (USR1)" >&2; kill -USR1 "$pid" 2>/dev/null' TERM INT
+  while :; do
+    interrupted=0
+    rc=0
+    wait "$pid" || rc=$?
+    # A trapped signal ends `wait` early, the launcher still running: wait again.
+    if [[ $interrupted -eq 1 && $rc -gt 128 ]] && kill -0 "$pid" 2>/dev/null; then continue; fi
+    break
+  done
+  trap - TERM INT
+}
+
 # Exits with the right code for the trainer's exit code.
 moe_finish() {  # RC
   local rc=$1
@@ -172,7 +192,11 @@ moe_main_slurm() {
   fi
   moe_log "+ ${cmd[*]}"
   local rc=0
-  "${cmd[@]}" || rc=$?
+  if [[ $launcher == srun ]]; then
+    "${cmd[@]}" || rc=$?
+  else
+    moe_launch_forwarding_signals "${cmd[@]}"
+  fi
   moe_finish "$rc"
 }
 
@@ -199,6 +223,6 @@ moe_main_local() {
   cmd+=("${extra[@]}" "$MOE_BIN" "${MOE_ARGS[@]}")
   moe_log "+ ${cmd[*]}"
   local rc=0
-  "${cmd[@]}" || rc=$?
+  moe_launch_forwarding_signals "${cmd[@]}"
   moe_finish "$rc"
 }

@@ -1,9 +1,11 @@
 // Preemption: Slurm sends SIGTERM (preemption, scancel) or the signal asked
-// for with `#SBATCH --signal=USR1@120` before a time limit. The first SIGTERM
-// or SIGUSR1 only sets a flag: every rank finishes its current step, the ranks
+// for with `#SBATCH --signal=USR1@120` before a time limit, and a user at a
+// terminal presses Ctrl-C (SIGINT). The first SIGTERM, SIGUSR1 or SIGINT only
+// sets a flag: every rank finishes its current step, the ranks
 // agree (any rank signalled means all stop), save a checkpoint together and
 // exit with kRequeueExitCode, which scripts/slurm turns into `scontrol
-// requeue`. A second signal ends the process at once (exit 128 + signal).
+// requeue`. A second signal, 2 s or more after the first, ends the process at
+// once (exit 128 + signal); one sooner is the same event by another route.
 #pragma once
 
 #include "src/parallel/communicator.h"
