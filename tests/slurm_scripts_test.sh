@@ -75,7 +75,11 @@ cat >"$FAKE/mpirun" <<'EOF'
 echo "mpirun $(printf '%q ' "$@")" >>"$FAKE_LOG"
 echo "env OMP_NUM_THREADS=${OMP_NUM_THREADS:-} NCCL_DEBUG=${NCCL_DEBUG:-}" >>"$FAKE_LOG"
 if [[ -n ${FAKE_MPIRUN_RUNS:-} ]]; then  # runs until USR1, then "saves" and exits 75 as the ranks would
-  trap 'echo "mpirun got USR1" >>"$FAKE_LOG"; exit 75' USR1
+  if [[ -n ${FAKE_MPIRUN_KEEPS_RUNNING:-} ]]; then  # forwards USR1, is then killed by TERM
+    trap 'echo "mpirun got USR1" >>"$FAKE_LOG"' USR1
+  else
+    trap 'echo "mpirun got USR1" >>"$FAKE_LOG"; exit 75' USR1
+  fi
   trap 'echo "mpirun got TERM" >>"$FAKE_LOG"; exit 1' TERM
   touch "$FAKE_LOG.running"
   for _ in $(seq 300); do sleep 0.1; done
@@ -255,6 +259,21 @@ for sig in TERM INT; do
   check "$sig to the script: exit 75 becomes scontrol requeue 4242, exit 0" \
     bash -c '[[ $0 == *"scontrol requeue 4242"* && $1 -eq 0 ]]' "$calls" "$rc"
 done
+# scancel signals mpirun too, which then exits 1 after its ranks saved: still a requeue.
+: >"$LOG"
+rm -f "$LOG.running"
+(cd "$REPO" && exec env -i PATH="$FAKE:/usr/bin:/bin" HOME="$TMP" FAKE_LOG="$LOG" "${SLURM[@]}" FAKE_MPI_LIST="$NO_PMIX" \
+  FAKE_MPIRUN_RUNS=1 FAKE_MPIRUN_KEEPS_RUNNING=1 MOE_TRAIN_GPU_CHECK=0 bash $MULTI $CFG >"$TMP/stdout" 2>"$TMP/stderr") &
+script=$!
+for _ in $(seq 100); do [[ -e $LOG.running ]] && break; sleep 0.1; done
+kill -TERM "$script"
+for _ in $(seq 100); do grep -q "mpirun got USR1" "$LOG" && break; sleep 0.1; done
+pkill -TERM -f "$FAKE/mpirun"
+wait "$script"
+rc=$?
+calls=$(cat "$LOG")
+check "TERM to the script and to mpirun: mpirun's exit 1 counts as the preemption (requeue, exit 0)" \
+  bash -c '[[ $0 == *"mpirun got TERM"* && $0 == *"scontrol requeue 4242"* && $1 -eq 0 ]]' "$calls" "$rc"
 
 # --- exit codes
 run $MULTI "${SLURM[@]}" FAKE_RC=75 -- $CFG "${OVR[@]}"

@@ -64,11 +64,13 @@ moe_env_defaults() {  # THREADS_PER_RANK
 # (scancel, a preemption, Ctrl-C) and passes them on as USR1, which mpirun
 # forwards to every rank and the trainer takes as "save and stop" (exit 75).
 # Left alone, mpirun would kill the ranks before they save. (srun forwards
-# signals to the ranks itself.) Sets rc to the launcher's exit code.
+# signals to the ranks itself.) Sets rc to the launcher's exit code; after
+# such a signal any failure of mpirun counts as the preemption it was (75):
+# scancel also signals mpirun itself, which then exits 1 after its ranks saved.
 moe_launch_forwarding_signals() {
   "$@" &
-  local pid=$! interrupted=0
-  trap 'interrupted=1; moe_log "signal received: asking the ranks to save a checkpoint and stop (USR1)" >&2; kill -USR1 "$pid" 2>/dev/null' TERM INT
+  local pid=$! interrupted=0 signalled=0
+  trap 'interrupted=1; signalled=1; moe_log "signal received: asking the ranks to save a checkpoint and stop (USR1)" >&2; kill -USR1 "$pid" 2>/dev/null' TERM INT
   while :; do
     interrupted=0
     rc=0
@@ -78,6 +80,10 @@ moe_launch_forwarding_signals() {
     break
   done
   trap - TERM INT
+  if [[ $signalled -eq 1 && $rc -ne 0 && $rc -ne $MOE_REQUEUE_EXIT_CODE ]]; then
+    moe_log "mpirun exited $rc after the signal; the ranks were asked to save: treating it as a preemption" >&2
+    rc=$MOE_REQUEUE_EXIT_CODE
+  fi
 }
 
 # Exits with the right code for the trainer's exit code.
