@@ -15,6 +15,7 @@
 #include <cstring>
 #include <thread>
 #include <filesystem>
+#include <new>
 #include <fstream>
 #include <sstream>
 
@@ -481,6 +482,13 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     // Every rank sees the same global loss and norm, so all stop here together.
     if (env.rank == 0) err << "moe_train: error: " << e.what() << "\n";
     return kNumericalFaultExitCode;
+  } catch (const std::bad_alloc&) {
+    // Sizes this machine cannot hold (a huge model, batch or vocabulary): a
+    // message and the user-error code, not an abort. Any rank may be the one.
+    err << "moe_train: error: out of host memory while allocating the run's buffers: the config asks for more than "
+           "this machine has; check the sizes with --dry-run, then lower train.batch_size or the model's sizes, or "
+           "spread it over more ranks\n";
+    return kUserErrorExitCode;
   }
 }
 

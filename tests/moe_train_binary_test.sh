@@ -25,6 +25,13 @@ check "syntax error exits 2" test "$rc" -eq 2
 check "syntax error gives file:line:col" grep -q "broken.toml:[0-9]*:[0-9]*: TOML syntax error" <<<"$err"
 check "no stack trace or abort" bash -c '! grep -qiE "terminate|abort|backtrace" <<<"$0"' "$err"
 
+# Sizes no machine holds: a message and exit 2, not an abort (std::bad_alloc).
+err=$("$BIN" configs/train/debug_moe.toml --train.device=cpu --train.batch_size=100000000 --train.max_steps=1 \
+  --checkpoint.dir="$TEST_TMPDIR/ckpt_huge" 2>&1 >/dev/null); rc=$?
+check "a batch of 1e8 sequences: exit 2" test "$rc" -eq 2
+check "a batch of 1e8 sequences: says it is out of memory and what to do" grep -q "moe_train: error: out of host memory.*--dry-run" <<<"$err"
+check "a batch of 1e8 sequences: no abort" bash -c '! grep -qiE "terminate|abort|bad_alloc" <<<"$0"' "$err"
+
 for bad in empty comments dir; do
   case $bad in
     empty) : >"$TEST_TMPDIR/empty.toml"; cfg="$TEST_TMPDIR/empty.toml" ;;
