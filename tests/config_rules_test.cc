@@ -117,6 +117,12 @@ TEST_CASE("train.device = cuda where no GPU can be used exits 2 saying why") {
                   {});
 }
 
+TEST_CASE("non-finite hyperparameters are refused") {
+  expect_rejected({"debug_moe.toml", {"optimizer.lr=inf"}, {"optimizer.lr = inf", "positive finite number"}}, {});
+  expect_rejected({"debug_moe.toml", {"optimizer.lr=nan"}, {"optimizer.lr = nan", "positive finite number"}}, {});
+  expect_rejected({"debug_moe.toml", {"optimizer.weight_decay=inf"}, {"optimizer.weight_decay = inf", "finite"}}, {});
+}
+
 TEST_CASE("tensor parallelism needs a dense MLP width it divides") {
   expect_rejected({"debug_dense.toml",
                    {"distributed.tp=2", "model.ffn_hidden_dim=99"},

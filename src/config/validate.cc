@@ -1,5 +1,7 @@
 #include "src/config/validate.h"
 
+#include <cmath>
+
 #include <fmt/format.h>
 
 #include "src/config/derived.h"
@@ -19,7 +21,7 @@ void positive(const std::string& key, int64_t v) {
 }
 
 void positive(const std::string& key, double v) {
-  if (!(v > 0)) reject(key, v, "must be positive", "set it to a value > 0");
+  if (!(v > 0) || std::isinf(v)) reject(key, v, "must be a positive finite number", "set it to a value > 0");
 }
 
 void non_negative(const std::string& key, int64_t v) {
@@ -27,7 +29,7 @@ void non_negative(const std::string& key, int64_t v) {
 }
 
 void non_negative(const std::string& key, double v) {
-  if (!(v >= 0)) reject(key, v, "must not be negative", "set it to 0 (off) or more");
+  if (!(v >= 0) || std::isinf(v)) reject(key, v, "must be a finite number, not negative", "set it to 0 (off) or more");
 }
 
 void in_unit_interval(const std::string& key, double v, bool include_one) {
