@@ -13,11 +13,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <thread>
 #include <filesystem>
-#include <new>
 #include <fstream>
+#include <new>
 #include <sstream>
+#include <thread>
 
 #include "src/config/derived.h"
 #include "src/config/load.h"
@@ -93,6 +93,12 @@ void enter_bazel_workspace() {
   }
 }
 
+// --section.key=value
+bool is_override(const std::string& a) {
+  return a.rfind("--", 0) == 0 && a.find('.') != std::string::npos && a.find('=') != std::string::npos &&
+         a.find('.') < a.find('=');
+}
+
 int64_t parse_world_size(const std::string& v) {
   char* end = nullptr;
   long long n = std::strtoll(v.c_str(), &end, 10);
@@ -125,8 +131,7 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
       cl.export_hf_dir = a.substr(12);
     } else if (a.rfind("--init-from-hf=", 0) == 0 && a.size() > 15) {
       cl.init_from_hf_dir = a.substr(15);
-    } else if (a.rfind("--", 0) == 0 && a.find('.') != std::string::npos && a.find('=') != std::string::npos &&
-               a.find('.') < a.find('=')) {
+    } else if (is_override(a)) {
       cl.overrides.push_back(a.substr(2));
     } else if (a.rfind("-", 0) == 0) {
       std::string name = a.substr(0, a.find('='));
@@ -263,6 +268,14 @@ std::vector<std::pair<std::string, int>> check_each_gpu(const std::vector<std::s
   return results;
 }
 
+// Prints a GPU's table and summary; returns 0, or 2 after one error line.
+int print_gpu_check(const GpuCheckReport& report, std::ostream& out, std::ostream& err) {
+  out << format_gpu_check(report) << gpu_check_summary(report) << "\n";
+  if (report.passed()) return 0;
+  err << "moe_train: error: check-gpu failed: " << gpu_check_summary(report) << "\n";
+  return kUserErrorExitCode;
+}
+
 // The last line of a child's output (its summary or its error).
 std::string last_line(const std::string& text) {
   const std::string trimmed = text.substr(0, text.find_last_not_of('\n') + 1);
@@ -291,8 +304,7 @@ int run_check_gpu(const std::vector<std::string>& args, std::ostream& out, std::
       device = static_cast<int>(d);
     } else if (a.rfind("--world-size=", 0) == 0) {
       world_size = parse_world_size(a.substr(13));
-    } else if (a.rfind("--", 0) == 0 && a.find('.') != std::string::npos && a.find('=') != std::string::npos &&
-               a.find('.') < a.find('=')) {
+    } else if (is_override(a)) {
       overrides.push_back(a.substr(2));
     } else if (a.rfind("-", 0) == 0) {
       throw UserError("check-gpu: unknown option " + a +
@@ -337,23 +349,12 @@ int run_check_gpu(const std::vector<std::string>& args, std::ostream& out, std::
     const size_t colon = nccl.find(':');
     if (device < 0 || colon == std::string::npos) throw UserError("check-gpu: --nccl=RANKS:ID needs --device=N");
     const int ranks = std::atoi(nccl.substr(0, colon).c_str());
-    const GpuCheckReport report = check_nccl(device, device, ranks, nccl.substr(colon + 1));
-    out << format_gpu_check(report) << gpu_check_summary(report) << "\n";
-    if (!report.passed()) {
-      err << "moe_train: error: check-gpu failed: " << gpu_check_summary(report) << "\n";
-      return kUserErrorExitCode;
-    }
-    return 0;
+    return print_gpu_check(check_nccl(device, device, ranks, nccl.substr(colon + 1)), out, err);
   }
   if (device >= 0 || devices == 1) {
     const GpuCheckReport report = check_gpu(cfg, device >= 0 ? device : 0);
-    out << format_gpu_check(report) << gpu_check_summary(report) << "\n";
-    if (!report.passed()) {
-      err << "moe_train: error: check-gpu failed: " << gpu_check_summary(report) << "\n";
-      return kUserErrorExitCode;
-    }
-    remember_gpu_check(report);
-    return 0;
+    remember_gpu_check(report);  // only a passed one
+    return print_gpu_check(report, out, err);
   }
   // Every GPU on its own, then the collectives across them (only if all passed).
   std::string first_failure;

@@ -13,11 +13,7 @@
 #   embeddings, another router) is refused, and nothing is deleted.
 set -u
 BIN="$1"
-fail=0
-check() {  # check NAME CONDITION...
-  local name="$1"; shift
-  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fail=1; fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/check.sh"  # check NAME CONDITION..., $fail
 tmp="${TEST_TMPDIR:-$(mktemp -d)}"
 export MOE_TRAIN_CACHE="$tmp/cache"
 C=(configs/train/debug_moe.toml --train.device=cpu --model.dim=32 --model.n_layers=2 --train.batch_size=2

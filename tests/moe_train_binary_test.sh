@@ -4,11 +4,7 @@
 # message (from rank 0) and no hang.
 set -u
 BIN="$1"
-fail=0
-check() {  # check NAME CONDITION...
-  local name="$1"; shift
-  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fail=1; fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/check.sh"  # check NAME CONDITION..., $fail
 
 out=$("$BIN" configs/train/debug_moe.toml --dry-run 2>/dev/null); rc=$?
 check "dry-run exits 0" test "$rc" -eq 0

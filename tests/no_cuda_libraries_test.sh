@@ -9,11 +9,7 @@
 set -u
 BIN=$(readlink -f "$1")
 LIBDIR=$(readlink -f "$2")
-fail=0
-check() {  # check NAME CONDITION...
-  local name="$1"; shift
-  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fail=1; fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/check.sh"  # check NAME CONDITION..., $fail
 needed=$(readelf -d "$BIN" | grep NEEDED)
 check "no CUDA library among the binary's NEEDED entries" bash -c '! grep -qE "libcuda|libcublas|libnccl|libcudnn" <<<"$0"' "$needed"
 check "no RUNPATH into the toolkit" bash -c '! readelf -d "$0" | grep -E "RPATH|RUNPATH" | grep -q cuda' "$BIN"

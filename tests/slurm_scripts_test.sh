@@ -30,12 +30,7 @@ else
   trap 'rm -rf "$TMP"' EXIT
 fi
 
-fail=0
-check() {  # check NAME COMMAND...
-  local name=$1
-  shift
-  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fail=1; fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/check.sh"  # check NAME COMMAND..., $fail
 has() { [[ $1 == *"$2"* ]]; }     # has TEXT SUBSTRING
 lacks() { [[ $1 != *"$2"* ]]; }
 one_line() { [[ -n $1 && $(wc -l <<<"$1") -eq 1 ]]; }

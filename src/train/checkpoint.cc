@@ -11,7 +11,7 @@
 #include <memory>
 #include <set>
 #include <nlohmann/json.hpp>
-#include <random>
+#include <optional>
 #include <spdlog/spdlog.h>
 
 #include "src/config/to_json.h"
@@ -204,37 +204,38 @@ std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const
   return final_dir;
 }
 
-std::string new_checkpoint_lineage() {
-  std::random_device rd;
-  return fmt::format("{:08x}{:08x}", rd(), rd());
+namespace {
+
+// The checkpoint in folder `name` of `dir` when it is complete (step_<digits>
+// with a readable metadata.json), else nothing.
+std::optional<CheckpointEntry> complete_checkpoint(const fs::path& dir, const std::string& name) {
+  int64_t step = 0;
+  std::error_code ec;
+  if (!step_of(name, &step) || !fs::is_directory(dir / name, ec)) return std::nullopt;
+  std::ifstream in(dir / name / "metadata.json", std::ios::binary);
+  if (!in) return std::nullopt;
+  try {
+    const nlohmann::json meta = nlohmann::json::parse(in);
+    return CheckpointEntry{step, (dir / name).string(), meta.value("lineage", std::string())};
+  } catch (const std::exception&) {
+    return std::nullopt;  // not readable: not a complete checkpoint, and never touched
+  }
 }
+
+}  // namespace
 
 std::vector<CheckpointEntry> list_checkpoints(const std::string& dir) {
   std::vector<CheckpointEntry> out;
   std::error_code ec;
   if (dir.empty() || !fs::is_directory(dir, ec)) return out;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
-    int64_t step = 0;
-    if (!e.is_directory() || !step_of(e.path().filename().string(), &step)) continue;
-    std::ifstream in(e.path() / "metadata.json", std::ios::binary);
-    if (!in) continue;
-    try {
-      const nlohmann::json meta = nlohmann::json::parse(in);
-      CheckpointEntry c;
-      c.step = step;
-      c.path = e.path().string();
-      c.lineage = meta.value("lineage", std::string());
-      out.push_back(c);
-    } catch (const std::exception&) {
-      // not readable: not a complete checkpoint, and never touched
-    }
+    if (auto c = complete_checkpoint(dir, e.path().filename().string())) out.push_back(std::move(*c));
   }
   std::sort(out.begin(), out.end(), [](const CheckpointEntry& a, const CheckpointEntry& b) { return a.step < b.step; });
   return out;
 }
 
 std::string latest_checkpoint(const std::string& dir) {
-  const std::vector<CheckpointEntry> complete = list_checkpoints(dir);
   std::ifstream in(dir + "/latest");
   std::string name, why;
   int64_t step = 0;
@@ -244,11 +245,12 @@ std::string latest_checkpoint(const std::string& dir) {
     why = dir + "/latest is empty";
   } else if (!step_of(name, &step)) {
     why = dir + "/latest names \"" + name + "\", not a step_<N> folder";
+  } else if (auto named = complete_checkpoint(dir, name)) {
+    return named->path;
   } else {
-    for (const CheckpointEntry& c : complete)
-      if (c.step == step) return c.path;
     why = dir + "/latest names " + name + ", which is not a complete checkpoint";
   }
+  const std::vector<CheckpointEntry> complete = list_checkpoints(dir);
   if (complete.empty()) {
     if (in) spdlog::warn("{}, and the folder holds no complete checkpoint: nothing to resume", why);
     return "";
@@ -294,10 +296,18 @@ std::vector<float> assemble(const std::string& name, const CheckpointTensorMeta&
 
 }  // namespace
 
+namespace {
+
+// A step folder as given, or the one a checkpoint folder's `latest` names.
+std::string step_folder(const std::string& path) {
+  if (!fs::exists(path + "/metadata.json") && fs::exists(path + "/latest")) return latest_checkpoint(path);
+  return path;
+}
+
+}  // namespace
+
 std::string checkpoint_router(const std::string& path) {
-  std::string step_dir = path;
-  if (!fs::exists(path + "/metadata.json") && fs::exists(path + "/latest")) step_dir = latest_checkpoint(path);
-  std::ifstream in(step_dir + "/metadata.json", std::ios::binary);
+  std::ifstream in(step_folder(path) + "/metadata.json", std::ios::binary);
   try {
     const nlohmann::json meta = nlohmann::json::parse(in);
     return meta.at("config").at("model").at("moe_router").get<std::string>();
@@ -307,8 +317,7 @@ std::string checkpoint_router(const std::string& path) {
 }
 
 TrainPosition load_checkpoint(const std::string& path, const std::vector<StateTensor>& state, LoadScope scope) {
-  std::string step_dir = path;
-  if (!fs::exists(path + "/metadata.json") && fs::exists(path + "/latest")) step_dir = latest_checkpoint(path);
+  const std::string step_dir = step_folder(path);
   const CheckpointMetadata meta = read_metadata(step_dir);
   const std::string meta_path = step_dir + "/metadata.json";
 

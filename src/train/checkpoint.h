@@ -40,9 +40,6 @@ struct TrainPosition {
   std::string lineage;      // the run's lineage id (empty in checkpoints written before lineages)
 };
 
-// A fresh lineage id (16 hex digits) for a run that starts from scratch.
-std::string new_checkpoint_lineage();
-
 // A complete checkpoint of a folder: step_<digits>/ with a readable metadata.json.
 struct CheckpointEntry {
   int64_t step = 0;

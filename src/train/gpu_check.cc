@@ -152,29 +152,8 @@ GpuCheckRow graph_vs_eager(const JobConfig& small, const BatchSampler& sampler) 
   GpuCheckRow r = row("CUDA graph replay vs eager", model_text(small), "bf16");
   r.tolerance = "bitwise";
   guarded(r, [&] {
-    auto run = [&](bool graph) {
-      const TrainConfig& t = small.train;
-      TensorPool pool(Device::kCuda);
-      ParamStore params(small.model, pool, Layout{}, MeshCoord{}, DType::kBF16);
-      params.init(small.model, 7);
-      Transformer model(small.model, t.batch_size, t.seq_len, t.ce_chunk_size, pool, params);
-      if (graph) model.replay_micro_batches_as_graph();
-      Optimizer opt(small.optimizer, params, pool);
-      const auto world = single_process_world();
-      std::vector<int32_t> in(static_cast<size_t>(model.tokens_per_micro_batch())), tg(in.size());
-      std::vector<double> out;
-      for (int64_t step = 1; step <= 6; ++step) {
-        params.zero_grads();
-        sampler.fill(step - 1, 0, 1, 0, 1, in.data(), tg.data());
-        upload(model.inputs(), in.data());
-        upload(model.targets(), tg.data());
-        out.push_back(model.forward_backward(1.0f));
-        out.push_back(opt.grad_norm(*world));
-        opt.step(1e-3, 1.0, step);
-      }
-      return out;
-    };
-    const std::vector<double> eager = run(false), replayed = run(true);
+    const std::vector<double> eager = micro_batch_losses(small, sampler, false);
+    const std::vector<double> replayed = micro_batch_losses(small, sampler, true);
     r.passed = true;
     for (size_t i = 0; i < eager.size(); ++i) {
       const double err = std::fabs(replayed[i] - eager[i]);
@@ -191,6 +170,29 @@ GpuCheckRow graph_vs_eager(const JobConfig& small, const BatchSampler& sampler) 
 }
 
 }  // namespace
+
+std::vector<double> micro_batch_losses(const JobConfig& cfg, const BatchSampler& sampler, bool graph) {
+  const TrainConfig& t = cfg.train;
+  TensorPool pool(Device::kCuda);
+  ParamStore params(cfg.model, pool, Layout{}, MeshCoord{}, DType::kBF16);
+  params.init(cfg.model, 7);
+  Transformer model(cfg.model, t.batch_size, t.seq_len, t.ce_chunk_size, pool, params);
+  if (graph) model.replay_micro_batches_as_graph();
+  Optimizer opt(cfg.optimizer, params, pool);
+  const auto world = single_process_world();
+  std::vector<int32_t> in(static_cast<size_t>(model.tokens_per_micro_batch())), tg(in.size());
+  std::vector<double> out;
+  for (int64_t step = 1; step <= 6; ++step) {  // eager, capture, then replays
+    params.zero_grads();
+    sampler.fill(step - 1, 0, 1, 0, 1, in.data(), tg.data());
+    upload(model.inputs(), in.data());
+    upload(model.targets(), tg.data());
+    out.push_back(model.forward_backward(1.0f));
+    out.push_back(opt.grad_norm(*world));
+    opt.step(1e-3, 1.0, step);
+  }
+  return out;
+}
 
 bool GpuCheckReport::passed() const { return first_failure() == nullptr; }
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "src/config/job_config.h"
+#include "src/data/batch_sampler.h"
 #include "src/kernels/op_check.h"
 
 namespace moe {
@@ -35,6 +36,12 @@ struct GpuCheckReport {
 
 // Runs every check on CUDA device `device` (selecting it), for `cfg`'s shapes.
 GpuCheckReport check_gpu(const JobConfig& cfg, int device);
+
+// 6 steps of `cfg`'s model on the current GPU in bf16, one micro-batch each:
+// the loss and the gradient norm of each, in order. With `graph`, the first
+// micro-batch runs eagerly, the second is captured as a CUDA graph and the
+// rest replay it; the check holds the two runs equal, bit for bit.
+std::vector<double> micro_batch_losses(const JobConfig& cfg, const BatchSampler& sampler, bool graph);
 
 // The config's model, shrunk for the check's training comparison: the same
 // structure at dim 4 x 32, 2 x 64 tokens, a byte-level vocabulary, one process.

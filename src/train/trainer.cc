@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <random>
 
 #include "src/core/build_info.h"
 #include "src/core/cache_dir.h"
@@ -129,15 +130,15 @@ void refuse_fresh_start_beside(const CheckpointConfig& c) {
                               c.dir, steps, c.resume));
 }
 
-// A new lineage id, drawn by rank 0 and the same on every rank.
+// A new lineage id (16 hex digits), drawn by rank 0 and the same on every rank.
 std::string shared_new_lineage(Communicator& world) {
-  std::vector<int32_t> words(4, 0);
+  std::vector<uint32_t> words(2, 0);
   if (world.rank() == 0) {
-    const std::string id = new_checkpoint_lineage();
-    for (size_t i = 0; i < 4; ++i) words[i] = static_cast<int32_t>(std::stoul(id.substr(4 * i, 4), nullptr, 16));
+    std::random_device rd;
+    words = {rd(), rd()};
   }
-  world.broadcast(view_of(words.data(), {4}, DType::kI32), 0);
-  return fmt::format("{:04x}{:04x}{:04x}{:04x}", words[0], words[1], words[2], words[3]);
+  world.broadcast(view_of(words.data(), {2}, DType::kI32), 0);
+  return fmt::format("{:08x}{:08x}", words[0], words[1]);
 }
 
 // Where to start from: an explicit load_path, else (resume = "auto") the latest checkpoint in dir.

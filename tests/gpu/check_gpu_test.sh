@@ -10,11 +10,7 @@
 #   the passed check in the cache and skips it; --skip-gpu-check skips it too.
 set -u
 BIN="$1"
-fail=0
-check() {  # check NAME CONDITION...
-  local name="$1"; shift
-  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fail=1; fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../check.sh"  # check NAME CONDITION..., $fail
 tmp="${TEST_TMPDIR:-$(mktemp -d)}"
 export MOE_TRAIN_CACHE="$tmp/cache"
 # debug_moe's structure at a size the emulator runs in seconds.

@@ -14,10 +14,8 @@
 
 #include "src/core/cuda_device.h"
 #include "src/core/device_allocator.h"
-#include "src/model/params.h"
-#include "src/model/transformer.h"
 #include "src/train/checkpoint.h"
-#include "src/train/optimizer.h"
+#include "src/train/gpu_check.h"
 #include "tests/gpu/train_gpu_util.h"
 
 using moe::test::Corpus;
@@ -56,30 +54,10 @@ TEST_CASE("a micro-batch replayed as a CUDA graph computes what the eager pass d
   REQUIRE(moe::cuda_device_count() > 0);
   const Corpus corpus("train_gpu_graph", kSmall);
   const moe::JobConfig cfg = debug_moe(corpus.path, "cuda", "bf16", kSmall);
-  const auto& t = cfg.train;
-  auto losses = [&](bool graph) {
-    moe::select_cuda_device(0);
-    moe::TensorPool pool(moe::Device::kCuda);
-    moe::ParamStore params(cfg.model, pool, moe::Layout{}, moe::MeshCoord{}, moe::DType::kBF16);
-    params.init(cfg.model, 7);
-    moe::Transformer model(cfg.model, t.batch_size, t.seq_len, t.ce_chunk_size, pool, params);
-    if (graph) model.replay_micro_batches_as_graph();
-    moe::Optimizer opt(cfg.optimizer, params, pool);
-    const auto world = moe::single_process_world();
-    std::vector<int32_t> in(static_cast<size_t>(model.tokens_per_micro_batch())), tg(in.size());
-    std::vector<double> out;
-    for (int64_t step = 1; step <= 6; ++step) {  // eager, capture, then replays
-      params.zero_grads();
-      corpus.sampler.fill(step - 1, 0, 1, 0, 1, in.data(), tg.data());
-      moe::upload(model.inputs(), in.data());
-      moe::upload(model.targets(), tg.data());
-      out.push_back(model.forward_backward(1.0f));
-      out.push_back(opt.grad_norm(*world));
-      opt.step(1e-3, 1.0, step);
-    }
-    return out;
-  };
-  const std::vector<double> eager = losses(false), graph = losses(true);
+  moe::select_cuda_device(0);
+  // Losses and gradient norms of 6 steps (eager, capture, replays), as check-gpu compares them.
+  const std::vector<double> eager = moe::micro_batch_losses(cfg, corpus.sampler, false);
+  const std::vector<double> graph = moe::micro_batch_losses(cfg, corpus.sampler, true);
   CHECK(graph == eager);
 }
 
