@@ -10,7 +10,10 @@
 # - a second run on a folder in use is refused with one line naming the
 #   holder, and the lock goes with the process that held it;
 # - resume is strict: a checkpoint of another model (fewer layers, tied
-#   embeddings, another router) is refused, and nothing is deleted.
+#   embeddings, another router) is refused, and nothing is deleted;
+# - a run that diverges (optimizer.lr far too high) after a healthy start
+#   stops with exit 3 naming the newest healthy checkpoint, which rotation
+#   kept, and a resume with a sane lr continues from it and trains normally.
 set -u
 BIN="$1"
 source "$(dirname "${BASH_SOURCE[0]}")/check.sh"  # check NAME CONDITION..., $fail
@@ -83,4 +86,25 @@ check "one line naming the holder" \
 kill -9 "$holder"; wait "$holder" 2>/dev/null
 "$BIN" "${C[@]}" --train.max_steps=2 --checkpoint.dir="$R3" >/dev/null 2>&1; rc=$?
 check "the lock goes with its process (killed): the next run trains" test "$rc" -eq 0
+# --- divergence: the healthy checkpoint survives, and a sane resume continues from it
+R4="$tmp/R4"
+"$BIN" "${C[@]}" --train.max_steps=12 --checkpoint.dir="$R4" >/dev/null 2>&1
+err=$("$BIN" "${C[@]}" --train.max_steps=40 --optimizer.lr=1000 --checkpoint.dir="$R4" 2>&1 >/dev/null); rc=$?
+check "lr far too high: the run stops with exit 3" test "$rc" -eq 3
+check "one error line naming the newest healthy checkpoint and how to go on" \
+  bash -c '[ "$(grep -c "moe_train: error:" <<<"$0")" -eq 1 ] &&
+           grep -q "the run has diverged; the newest healthy checkpoint is $1/step_12, .*lower optimizer.lr (now 1000)" <<<"$0"' \
+  "$err" "$R4"
+check "step_12 is kept and healthy, the diverged ones after it are unhealthy" \
+  bash -c 'grep -q "\"health\": \"healthy\"" "$0/step_12/metadata.json" &&
+           grep -q "\"health\": \"unhealthy\"" "$0/step_13/metadata.json" && [ ! -e "$0/step_10" ]' "$R4"
+log=$("$BIN" "${C[@]}" --train.max_steps=20 --checkpoint.dir="$R4" --metrics.jsonl_path="$tmp/m4.jsonl" 2>&1); rc=$?
+check "a resume with a sane lr: exit 0" test "$rc" -eq 0
+check "it resumes from the newest healthy checkpoint, and says why" \
+  bash -c 'grep -q "latest names step_[0-9]*, which is unhealthy (step [0-9]*: .*): resuming from the newest healthy checkpoint, $1/step_12" <<<"$0" &&
+           grep -q "resumed from $1/step_12 at step 12" <<<"$0"' "$log" "$R4"
+losses=$(grep -o '"train/loss":[^,]*' "$tmp/m4.jsonl" | cut -d: -f2)
+check "it trains normally: 8 steps, every loss finite and below 7" \
+  bash -c '[ "$(wc -l <<<"$0")" -eq 8 ] && awk "{ if (!(\$1 ~ /^[0-9.]+([eE][-+]?[0-9]+)?\$/ && \$1 + 0 < 7)) exit 1 }" <<<"$0"' "$losses"
+
 exit $fail

@@ -64,10 +64,11 @@ struct TrainConfig {
   int64_t ce_chunk_size = 0;                      // tokens per cross-entropy chunk; 0 = auto
   std::string device = "auto";                    // ours: auto | cpu | cuda
   // Numerical faults (ours): a non-finite loss or gradient norm either skips
-  // the update ("skip", aborting after max_skipped in a row) or ends the run ("abort").
+  // the update ("skip") or ends the run ("abort"). More than max_skipped skipped or
+  // spiking steps in a row end it as diverged (src/train/divergence.h).
   std::string nan_policy = "skip";
   int64_t max_skipped = 5;
-  double spike_factor = 3.0;  // log a loss above this times its running mean; 0 = off
+  double spike_factor = 3.0;  // a loss above this times the healthy running mean is a spike; 0 = off
 };
 
 struct OptimizerConfig {

@@ -69,8 +69,17 @@ void remove_folder(const fs::path& folder) {
   fs::remove_all(doomed);
 }
 
-// Rotation within `lineage` (see checkpoint.h); leftovers of an interrupted
-// rotation (step_<N>.deleting) go first.
+CheckpointHealth health_of(const std::string& name) {
+  if (name == "provisional") return CheckpointHealth::kProvisional;
+  if (name == "unhealthy") return CheckpointHealth::kUnhealthy;
+  return CheckpointHealth::kHealthy;  // "healthy", or not recorded (written before health was)
+}
+
+// Rotation within `lineage` (see checkpoint.h): of the checkpoints that are
+// not unhealthy, the newest keep_last; the newest healthy one whatever its
+// age; unhealthy ones newer than it (what the divergence left, for a look);
+// and the one just written. Leftovers of an interrupted rotation
+// (step_<N>.deleting) go first.
 void remove_old_checkpoints(const std::string& dir, int64_t keep_last, const std::string& lineage,
                             int64_t just_written) {
   for (const auto& e : fs::directory_iterator(dir)) {
@@ -85,8 +94,18 @@ void remove_old_checkpoints(const std::string& dir, int64_t keep_last, const std
   std::vector<CheckpointEntry> mine;
   for (const CheckpointEntry& c : list_checkpoints(dir))
     if (c.lineage == lineage) mine.push_back(c);
-  for (size_t i = 0; i + static_cast<size_t>(keep_last) < mine.size(); ++i) {
-    if (mine[i].step != just_written) remove_folder(mine[i].path);
+  int64_t newest_healthy = -1, kept = 0;
+  for (const CheckpointEntry& c : mine)
+    if (c.health == CheckpointHealth::kHealthy) newest_healthy = c.step;
+  for (auto c = mine.rbegin(); c != mine.rend(); ++c) {
+    bool keep = c->step == just_written || c->step == newest_healthy;
+    if (c->health == CheckpointHealth::kUnhealthy) {
+      keep = keep || c->step > newest_healthy;
+    } else if (kept < keep_last) {
+      keep = true;
+      kept += 1;
+    }
+    if (!keep) remove_folder(c->path);
   }
 }
 
@@ -165,6 +184,10 @@ std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const
       meta["data_position"] = {{"next_step", at.step + 1}, {"seed", cfg.train.seed}};
       meta["world_size"] = W;
       meta["lineage"] = at.lineage;
+      // Judged by the step after it (divergence.h); the losses so far let a
+      // resumed run judge spikes as this one would.
+      meta["health"] = health_name(CheckpointHealth::kProvisional);
+      meta["loss_history"] = {{"mean", at.losses.mean}, {"count", at.losses.count}};
       // The build that wrote it: version, commit, CUDA libraries.
       nlohmann::ordered_json build = nlohmann::ordered_json::object();
       for (const auto& [key, value] : build_facts()) build[key] = value;
@@ -216,7 +239,8 @@ std::optional<CheckpointEntry> complete_checkpoint(const fs::path& dir, const st
   if (!in) return std::nullopt;
   try {
     const nlohmann::json meta = nlohmann::json::parse(in);
-    return CheckpointEntry{step, (dir / name).string(), meta.value("lineage", std::string())};
+    return CheckpointEntry{step, (dir / name).string(), meta.value("lineage", std::string()),
+                           health_of(meta.value("health", std::string())), meta.value("health_note", std::string())};
   } catch (const std::exception&) {
     return std::nullopt;  // not readable: not a complete checkpoint, and never touched
   }
@@ -235,6 +259,15 @@ std::vector<CheckpointEntry> list_checkpoints(const std::string& dir) {
   return out;
 }
 
+const char* health_name(CheckpointHealth h) {
+  switch (h) {
+    case CheckpointHealth::kProvisional: return "provisional";
+    case CheckpointHealth::kUnhealthy: return "unhealthy";
+    case CheckpointHealth::kHealthy: break;
+  }
+  return "healthy";
+}
+
 std::string latest_checkpoint(const std::string& dir) {
   std::ifstream in(dir + "/latest");
   std::string name, why;
@@ -246,7 +279,8 @@ std::string latest_checkpoint(const std::string& dir) {
   } else if (!step_of(name, &step)) {
     why = dir + "/latest names \"" + name + "\", not a step_<N> folder";
   } else if (auto named = complete_checkpoint(dir, name)) {
-    return named->path;
+    if (named->health != CheckpointHealth::kUnhealthy) return named->path;
+    why = fmt::format("{}/latest names {}, which is unhealthy ({})", dir, name, named->health_note);
   } else {
     why = dir + "/latest names " + name + ", which is not a complete checkpoint";
   }
@@ -255,8 +289,41 @@ std::string latest_checkpoint(const std::string& dir) {
     if (in) spdlog::warn("{}, and the folder holds no complete checkpoint: nothing to resume", why);
     return "";
   }
-  spdlog::warn("{}: resuming from the newest complete checkpoint, {}", why, complete.back().path);
+  for (auto c = complete.rbegin(); c != complete.rend(); ++c) {
+    if (c->health == CheckpointHealth::kUnhealthy) continue;
+    spdlog::warn("{}: resuming from the newest {} checkpoint, {}", why,
+                 c->health == CheckpointHealth::kHealthy ? "healthy" : "complete", c->path);
+    return c->path;
+  }
+  spdlog::warn("{}: every checkpoint in the folder is unhealthy; resuming from the newest, {} (if the loss blows up "
+               "again, start afresh in another checkpoint.dir with a lower optimizer.lr)",
+               why, complete.back().path);
   return complete.back().path;
+}
+
+std::string newest_healthy_checkpoint(const std::string& dir) {
+  const std::vector<CheckpointEntry> complete = list_checkpoints(dir);
+  for (auto c = complete.rbegin(); c != complete.rend(); ++c)
+    if (c->health == CheckpointHealth::kHealthy) return c->path;
+  return "";
+}
+
+void record_checkpoint_health(const CheckpointConfig& c, const std::string& step_dir, const std::string& unhealthy_why,
+                              const std::string& lineage) {
+  const std::string path = step_dir + "/metadata.json";
+  try {
+    std::ifstream in(path, std::ios::binary);
+    nlohmann::ordered_json meta = nlohmann::ordered_json::parse(in);
+    meta["health"] = health_name(unhealthy_why.empty() ? CheckpointHealth::kHealthy : CheckpointHealth::kUnhealthy);
+    meta["health_note"] = unhealthy_why;
+    write_file_durably(path, meta.dump(1));
+    if (!unhealthy_why.empty()) spdlog::warn("{} is unhealthy: {}", step_dir, unhealthy_why);
+    int64_t step = 0;
+    step_of(fs::path(step_dir).filename().string(), &step);
+    remove_old_checkpoints(c.dir, c.keep_last_n, lineage, step);
+  } catch (const std::exception& e) {
+    spdlog::warn("{}: could not record the checkpoint's health ({}); it stays provisional", path, e.what());
+  }
 }
 
 namespace {
@@ -296,18 +363,13 @@ std::vector<float> assemble(const std::string& name, const CheckpointTensorMeta&
 
 }  // namespace
 
-namespace {
-
-// A step folder as given, or the one a checkpoint folder's `latest` names.
-std::string step_folder(const std::string& path) {
+std::string resolve_step_folder(const std::string& path) {
   if (!fs::exists(path + "/metadata.json") && fs::exists(path + "/latest")) return latest_checkpoint(path);
   return path;
 }
 
-}  // namespace
-
 std::string checkpoint_router(const std::string& path) {
-  std::ifstream in(step_folder(path) + "/metadata.json", std::ios::binary);
+  std::ifstream in(resolve_step_folder(path) + "/metadata.json", std::ios::binary);
   try {
     const nlohmann::json meta = nlohmann::json::parse(in);
     return meta.at("config").at("model").at("moe_router").get<std::string>();
@@ -317,7 +379,7 @@ std::string checkpoint_router(const std::string& path) {
 }
 
 TrainPosition load_checkpoint(const std::string& path, const std::vector<StateTensor>& state, LoadScope scope) {
-  const std::string step_dir = step_folder(path);
+  const std::string step_dir = resolve_step_folder(path);
   const CheckpointMetadata meta = read_metadata(step_dir);
   const std::string meta_path = step_dir + "/metadata.json";
 
@@ -370,7 +432,7 @@ TrainPosition load_checkpoint(const std::string& path, const std::vector<StateTe
     const std::vector<float> global = assemble(s.name, meta.tensors.at(s.name), files);
     copy_own_piece(s.piece, global.data(), s.place);
   }
-  return {meta.step, meta.tokens_seen, meta.lineage};
+  return {meta.step, meta.tokens_seen, meta.lineage, {meta.loss_mean, meta.losses_seen}, health_of(meta.health)};
 }
 
 }  // namespace moe

@@ -18,6 +18,11 @@
 // the one just written, and removes by renaming to step_<N>.deleting first, so
 // a kill never leaves half a folder that looks like a checkpoint.
 //
+// Health (divergence.h): a checkpoint is provisional when written, and the
+// step after it makes it healthy or unhealthy. Unhealthy checkpoints never
+// count toward keep_last_n, the newest healthy one is kept until a newer one
+// is confirmed, and resume prefers a checkpoint that is not unhealthy.
+//
 // Loading reshards: each rank rebuilds the global tensors it needs from the
 // slices in the files and keeps its own piece under the current layout, so a
 // checkpoint loads under any layout and world size. Files are checked
@@ -30,14 +35,21 @@
 
 #include "src/config/job_config.h"
 #include "src/parallel/communicator.h"
+#include "src/train/divergence.h"
 #include "src/train/state_tensor.h"
 
 namespace moe {
+
+// Checkpoints written before health was recorded count as healthy.
+enum class CheckpointHealth { kProvisional, kHealthy, kUnhealthy };
+const char* health_name(CheckpointHealth h);
 
 struct TrainPosition {
   int64_t step = 0;         // the last finished optimizer step
   int64_t tokens_seen = 0;  // through that step
   std::string lineage;      // the run's lineage id (empty in checkpoints written before lineages)
+  LossHistory losses;       // the healthy losses through that step
+  CheckpointHealth health = CheckpointHealth::kProvisional;  // a loaded checkpoint's; a save writes provisional
 };
 
 // A complete checkpoint of a folder: step_<digits>/ with a readable metadata.json.
@@ -45,6 +57,8 @@ struct CheckpointEntry {
   int64_t step = 0;
   std::string path;
   std::string lineage;
+  CheckpointHealth health = CheckpointHealth::kHealthy;
+  std::string health_note;  // why it is unhealthy
 };
 // The complete checkpoints in `dir`, by step ("" or a missing folder: none).
 std::vector<CheckpointEntry> list_checkpoints(const std::string& dir);
@@ -53,11 +67,25 @@ std::vector<CheckpointEntry> list_checkpoints(const std::string& dir);
 std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const std::vector<StateTensor>& state,
                             Communicator& world);
 
+// Rank 0, after the step that follows the checkpoint in `step_dir`: records
+// its health (`unhealthy_why` empty: healthy; else unhealthy, and why) in its
+// metadata.json, then rotates `c.dir` within `lineage`. A failure to write is
+// a warning: the checkpoint stays provisional, which is safe.
+void record_checkpoint_health(const CheckpointConfig& c, const std::string& step_dir, const std::string& unhealthy_why,
+                              const std::string& lineage);
+
 // The checkpoint to resume from in `dir`: the one `latest` names when it is
-// complete; else (no `latest`, an empty or damaged one, or one naming a
-// folder that is gone or incomplete) the newest complete checkpoint, with a
-// warning that says so; "" when the folder holds none.
+// complete and not unhealthy; else (no `latest`, an empty or damaged one, one
+// naming a folder that is gone or incomplete, or an unhealthy checkpoint) the
+// newest complete checkpoint that is not unhealthy (when all are, the newest),
+// with a warning that says so; "" when the folder holds none.
 std::string latest_checkpoint(const std::string& dir);
+
+// The newest healthy checkpoint in `dir` ("" when there is none).
+std::string newest_healthy_checkpoint(const std::string& dir);
+
+// A step folder as given, or the one a checkpoint folder's `latest` names.
+std::string resolve_step_folder(const std::string& path);
 
 // The model.moe_router the checkpoint at `path` (a step folder, or a folder
 // with `latest`) was trained with, from its metadata.json ("" when it does not

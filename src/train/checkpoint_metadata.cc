@@ -1,5 +1,6 @@
 #include "src/train/checkpoint_metadata.h"
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "src/core/user_error.h"
@@ -57,6 +58,23 @@ CheckpointMetadata parse_checkpoint_metadata(const std::string& text, const std:
       throw UserError(path + ": lineage must be a string of at most 64 characters");
     }
     out.lineage = meta["lineage"].get<std::string>();
+  }
+  if (meta.contains("health")) {
+    const Json& h = meta["health"];
+    if (!h.is_string() || (h != "provisional" && h != "healthy" && h != "unhealthy")) {
+      throw UserError(path + ": health must be \"provisional\", \"healthy\" or \"unhealthy\"");
+    }
+    out.health = h.get<std::string>();
+  }
+  if (meta.contains("loss_history")) {
+    const Json& h = meta["loss_history"];
+    const std::string where = path + ": loss_history";
+    const Json& mean = field(h, "mean", where);
+    if (!mean.is_number() || !(mean.get<double>() >= 0) || !std::isfinite(mean.get<double>())) {
+      throw UserError(where + ": mean must be a finite number >= 0");
+    }
+    out.loss_mean = mean.get<double>();
+    out.losses_seen = bounded_int(field(h, "count", where), where + ": count", INT64_MAX);
   }
 
   const Json& files = field(meta, "files", path);

@@ -104,20 +104,9 @@ StepMetrics StepRunner::step(int64_t step, const BatchSampler& sampler) {
   m.lr = cfg_.optimizer.lr * lr_factor(cfg_.scheduler, t.max_steps, step);
   fill_moe_metrics(m);
   if (!std::isfinite(m.loss) || !std::isfinite(m.grad_norm)) {
-    const std::string what = fmt::format("step {}: non-finite loss {} or gradient norm {}", step, m.loss, m.grad_norm);
-    if (t.nan_policy == "abort") {
-      throw NumericalFault(what + " (train.nan_policy = \"abort\"); this step's update was not applied; resume "
-                                  "from the last checkpoint, perhaps with a lower optimizer.lr");
-    }
-    if (++skipped_in_a_row_ > t.max_skipped) {
-      throw NumericalFault(fmt::format("{}: {} steps in a row skipped, more than train.max_skipped = {}; resume from "
-                                       "the last checkpoint, perhaps with a lower optimizer.lr",
-                                       what, skipped_in_a_row_, t.max_skipped));
-    }
     m.skipped = true;  // the parameters, moments and biases stay as they were
     return m;
   }
-  skipped_in_a_row_ = 0;
   optimizer_.step(m.lr, clip_scale(m.grad_norm, t.grad_clip_norm), step);
   const double bias_rate = bias_update_rate(cfg_.model, t.max_steps, step);
   for (MoELayer* layer : moe_layers_) layer->update_bias(bias_rate);

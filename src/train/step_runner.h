@@ -32,13 +32,6 @@
 
 namespace moe {
 
-// A run that cannot continue for numerical reasons (train.nan_policy); the
-// command line exits with kNumericalFaultExitCode.
-struct NumericalFault : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-constexpr int kNumericalFaultExitCode = 3;
-
 // Where a run computes and in which dtype (train.device, train.mixed_precision):
 // the CPU always computes in fp32 (its reference kernels are fp32); a GPU
 // computes in bf16 with fp32 masters, or in fp32 for checking.
@@ -60,8 +53,8 @@ class StepRunner {
   // One optimizer step (1-based). Fills loss, lr, grad_norm and the MoE
   // metrics, all global (the same on every rank). A non-finite loss or
   // gradient norm (seen by every rank at the same step, as both are global)
-  // skips the update (metrics.skipped) or, under nan_policy = "abort" or after
-  // max_skipped skips in a row, throws NumericalFault before anything changes.
+  // skips the update (metrics.skipped): nothing changes. Whether the run goes
+  // on is the trainer's call (train.nan_policy, divergence.h).
   StepMetrics step(int64_t step, const BatchSampler& sampler);
 
   // Test hook: at `step`, one gradient element of this rank becomes NaN
@@ -104,7 +97,6 @@ class StepRunner {
   Optimizer optimizer_;
   std::vector<MoELayer*> moe_layers_;
   std::vector<int32_t> inputs_host_, targets_host_;  // staging for the token ids
-  int64_t skipped_in_a_row_ = 0;
   int64_t nan_step_ = -1;
 };
 

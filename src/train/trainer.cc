@@ -31,6 +31,7 @@
 #include "src/train/metrics.h"
 #include "src/train/checkpoint.h"
 #include "src/train/checkpoint_lock.h"
+#include "src/train/divergence.h"
 #include "src/train/import_hf.h"
 #include "src/train/preemption.h"
 #include "src/train/step_runner.h"
@@ -143,9 +144,30 @@ std::string shared_new_lineage(Communicator& world) {
 
 // Where to start from: an explicit load_path, else (resume = "auto") the latest checkpoint in dir.
 std::string checkpoint_to_load(const CheckpointConfig& c) {
-  if (!c.load_path.empty()) return c.load_path;
+  if (!c.load_path.empty()) return resolve_step_folder(c.load_path);
   if (c.resume == "auto") return latest_checkpoint(c.dir);
   return "";
+}
+
+// Whether `step_dir` lies in checkpoint.dir: only there does this run record
+// health (a load_path elsewhere is another run's folder).
+bool in_checkpoint_dir(const std::string& step_dir, const CheckpointConfig& c) {
+  std::error_code ec;
+  const auto parent = std::filesystem::weakly_canonical(std::filesystem::path(step_dir).parent_path(), ec);
+  return !ec && parent == std::filesystem::weakly_canonical(c.dir, ec) && !ec;
+}
+
+// How to go on after a numerical stop: from the newest healthy checkpoint.
+std::string how_to_go_on(const JobConfig& cfg) {
+  const std::string healthy = newest_healthy_checkpoint(cfg.checkpoint.dir);
+  if (healthy.empty()) {
+    return fmt::format("no checkpoint in {} is healthy: start afresh in another checkpoint.dir with a lower "
+                       "optimizer.lr (now {})",
+                       cfg.checkpoint.dir, cfg.optimizer.lr);
+  }
+  return fmt::format("the newest healthy checkpoint is {}, and checkpoint.resume = \"auto\" resumes from it: go on "
+                     "with a lower optimizer.lr (now {}), or draw other batches from there with another train.seed",
+                     healthy, cfg.optimizer.lr);
 }
 
 }  // namespace
@@ -259,8 +281,13 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
   if (const char* nan_at = std::getenv("MOE_TRAIN_INJECT_NAN_AT_STEP"); nan_at && *nan_at) {
     runner.inject_nan_gradient_at(std::atoll(nan_at));
   }
-  double loss_mean = 0;  // running mean of the finite losses, for spike warnings
-  int64_t losses_seen = 0;
+  // Divergence: each step is judged, and judges the checkpoint before it
+  // (provisional until then; a loaded one that is not healthy is judged again).
+  DivergenceWatch watch(t.spike_factor, t.max_skipped, at.losses);
+  std::string provisional;
+  if (!from.empty() && at.health != CheckpointHealth::kHealthy && in_checkpoint_dir(from, cfg.checkpoint)) {
+    provisional = from;
+  }
 
   TrainOutcome outcome;
   double time_sum = 0;
@@ -271,14 +298,19 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (step > first_step) time_sum += sec;  // the first step carries one-off warm-up costs
     outcome.last_loss = sm.loss;
-    if (!sm.skipped) {
-      if (t.spike_factor > 0 && losses_seen >= 10 && sm.loss > t.spike_factor * loss_mean) {
-        spdlog::warn("step {}: loss spike {:.4f}, {:.1f}x its running mean {:.4f} (train.spike_factor = {})", step,
-                     sm.loss, sm.loss / loss_mean, loss_mean, t.spike_factor);
-      }
-      // The mean of all losses so far, then an exponential average over ~100 steps.
-      losses_seen += 1;
-      loss_mean += (sm.loss - loss_mean) / static_cast<double>(std::min<int64_t>(losses_seen, 100));
+    // The loss is global: every rank reaches the same verdict; rank 0 records it.
+    const std::string unhealthy = watch.judge(step, sm.loss, sm.grad_norm);
+    if (!unhealthy.empty() && !sm.skipped) spdlog::warn("{}", unhealthy);
+    if (rank0 && !provisional.empty()) record_checkpoint_health(cfg.checkpoint, provisional, unhealthy, at.lineage);
+    provisional.clear();
+    if (sm.skipped && t.nan_policy == "abort") {
+      throw NumericalFault(fmt::format("{} (train.nan_policy = \"abort\"); this step's update was not applied; {}",
+                                       unhealthy, how_to_go_on(cfg)));
+    }
+    if (watch.diverged()) {
+      throw NumericalFault(fmt::format("{}; {} steps in a row skipped or spiking, more than train.max_skipped = {}: "
+                                       "the run has diverged; {}",
+                                       unhealthy, watch.unhealthy_in_a_row(), t.max_skipped, how_to_go_on(cfg)));
     }
     if (step == first_step || step % cfg.metrics.log_interval == 0 || step == t.max_steps || sm.skipped) {
       sm.step_time_sec = sec;
@@ -296,9 +328,9 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
 
     const bool preempted = preemption_requested(mesh.world());
     if (preempted || step % cfg.checkpoint.interval == 0 || step == t.max_steps) {
-      at = {step, at.tokens_seen + tokens_per_step * (step - at.step), at.lineage};
-      const std::string saved = save_checkpoint(cfg, at, state, mesh.world());
-      spdlog::info("checkpoint saved: {}", saved);
+      at = {step, at.tokens_seen + tokens_per_step * (step - at.step), at.lineage, watch.history()};
+      provisional = save_checkpoint(cfg, at, state, mesh.world());
+      spdlog::info("checkpoint saved: {}", provisional);
     }
     if (preempted) {
       spdlog::warn("stopping after step {} on a preemption signal; exit code {} asks for a requeue", step,

@@ -3,12 +3,22 @@
 // evaluation, checkpoints and preemption. The CUDA backend plugs in below it.
 #pragma once
 
+#include <stdexcept>
 #include <string>
 
 #include "src/config/derived.h"
 #include "src/config/job_config.h"
 
 namespace moe {
+
+// A run that cannot continue for numerical reasons: a non-finite step under
+// train.nan_policy = "abort", or a divergence (divergence.h). The message names
+// the newest healthy checkpoint; the command line exits with
+// kNumericalFaultExitCode.
+struct NumericalFault : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+constexpr int kNumericalFaultExitCode = 3;
 
 struct TrainOutcome {
   double last_loss = 0;
