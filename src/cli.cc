@@ -32,6 +32,7 @@
 #include "src/data/prepare.h"
 #include "src/model/params.h"
 #include "src/train/dry_run.h"
+#include "src/train/memory_fit.h"
 #include "src/train/checkpoint.h"
 #include "src/train/export_hf.h"
 #include "src/train/gpu_check.h"
@@ -423,19 +424,22 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
       if (world) cfg.distributed.dp_shard = layout.dp_shard;
       if (cl.print_config) out << config_to_json(cfg).dump(2) << "\n";
       if (cl.dry_run) {
+        // "auto" plans for the device a run would train on here.
+        if (cfg.train.device == "auto") cfg.train.device = cuda_device_count() > 0 ? "cuda" : "cpu";
         const DryRunReport report = estimate_dry_run(cfg, layout);
         out << format_dry_run(report, cfg, cl.config_path);
-        // On a GPU node, whether the plan fits this node's GPUs (the caching
-        // allocator rounds blocks up, and CUDA and NCCL take some for themselves).
-        if (cuda_device_count() > 0) {
-          const double gib = 1024.0 * 1024 * 1024, have = cuda_device_memory_bytes(0) / gib;
-          const double need = static_cast<double>(report.total_bytes) / gib;
-          out << fmt::format("  this node's GPU 0 ({}): {}\n", cuda_device_description(0),
-                             need <= 0.9 * have ? fmt::format("fits, {:.1f} GiB to spare", have - need)
-                                                : fmt::format("does not fit ({:.1f} GiB planned, {:.1f} GiB there, "
-                                                              "keeping 10% for CUDA and NCCL); lower "
-                                                              "train.batch_size or shard more (dp_shard, ep, tp)",
-                                                              need, have));
+        const bool on_gpu = cfg.train.device == "cuda";
+        if (on_gpu && cuda_device_count() == 0) {
+          out << "  no GPU here to compare the plan with: run --dry-run on a GPU node to see whether it fits\n";
+        } else if (const auto budget = memory_budget(on_gpu, 0)) {
+          if (const std::string problem = memory_fit_problem(report.total_bytes, *budget); !problem.empty()) {
+            out.flush();
+            throw UserError(problem);
+          }
+          const double spare = static_cast<double>(budget->bytes) -
+                               static_cast<double>(report.total_bytes) * static_cast<double>(budget->ranks_sharing);
+          out << fmt::format("  fits {} ({:.1f} GiB): {:.1f} GiB to spare\n", budget->what,
+                             static_cast<double>(budget->bytes) / (1024.0 * 1024 * 1024), spare / (1024.0 * 1024 * 1024));
         }
       }
       return 0;

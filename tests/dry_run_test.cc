@@ -4,6 +4,9 @@
 #include "src/config/load.h"
 #include "src/config/validate.h"
 #include "src/train/dry_run.h"
+#include "src/train/memory_fit.h"
+
+#include <cstdlib>
 
 namespace {
 
@@ -111,4 +114,18 @@ dp_shard = 2
 TEST_CASE("the calculator refuses pipeline parallelism, which it does not model") {
   auto cfg = moe::load_config_file("configs/train/debug_dense.toml", {"distributed.pp=2"}).cfg;
   CHECK_THROWS_WITH(estimate(cfg), Catch::Matchers::Contains("distributed.pp = 2"));
+}
+
+TEST_CASE("a plan fits when the ranks of a node together fit its memory") {
+  const int64_t gib = int64_t{1} << 30;
+  const moe::MemoryBudget node{10 * gib, 4, "this node's host RAM (shared by its 4 ranks)"};
+  CHECK(moe::memory_fit_problem(2 * gib, node).empty());
+  CHECK(moe::memory_fit_problem(10 * gib / 4, node).empty());
+  const std::string problem = moe::memory_fit_problem(3 * gib, node);
+  CHECK_THAT(problem, Catch::Contains("the plan needs 3.00 GiB per rank (12.00 GiB for the 4 ranks of this node), and "
+                                      "this node's host RAM (shared by its 4 ranks) has 10.00 GiB for it"));
+  setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "3", 1);
+  CHECK(moe::ranks_on_this_node() == 3);
+  unsetenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  CHECK(moe::host_memory_bytes() > 0);
 }

@@ -21,12 +21,33 @@ check "syntax error exits 2" test "$rc" -eq 2
 check "syntax error gives file:line:col" grep -q "broken.toml:[0-9]*:[0-9]*: TOML syntax error" <<<"$err"
 check "no stack trace or abort" bash -c '! grep -qiE "terminate|abort|backtrace" <<<"$0"' "$err"
 
-# Sizes no machine holds: a message and exit 2, not an abort (std::bad_alloc).
-err=$("$BIN" configs/train/debug_moe.toml --train.device=cpu --train.batch_size=100000000 --train.max_steps=1 \
-  --checkpoint.dir="$TEST_TMPDIR/ckpt_huge" 2>&1 >/dev/null); rc=$?
-check "a batch of 1e8 sequences: exit 2" test "$rc" -eq 2
-check "a batch of 1e8 sequences: says it is out of memory and what to do" grep -q "moe_train: error: out of host memory.*--dry-run" <<<"$err"
-check "a batch of 1e8 sequences: no abort" bash -c '! grep -qiE "terminate|abort|bad_alloc" <<<"$0"' "$err"
+# Sizes beyond any model: one line naming the key and exit 2, in --dry-run
+# and in training, never an overflow, a hang or an abort.
+for size in model.num_experts=1000000000 model.vocab_size=2000000000 train.batch_size=100000000 model.dim=1048576 \
+            model.n_layers=2147483647 model.num_experts=9223372036854775807; do
+  for mode in --dry-run --train.max_steps=1; do
+    err=$(timeout 60 "$BIN" configs/train/debug_moe.toml --train.device=cpu "--$size" "$mode" \
+          --checkpoint.dir="$TEST_TMPDIR/ckpt_huge" 2>&1 >/dev/null); rc=$?
+    check "$size $mode: exit 2 with one line naming the key and its bound" \
+      bash -c '[ "$1" -eq 2 ] && [ "$(wc -l <<<"$0")" -eq 1 ] && grep -q "^moe_train: error: ${2%%=*} = ${2#*=}: must be at most" <<<"$0"' \
+      "$err" "$rc" "$size"
+  done
+done
+# A plan larger than this machine's memory: refused before anything is allocated, with both numbers.
+for mode in --dry-run --train.max_steps=1; do
+  err=$("$BIN" configs/train/debug_moe.toml --train.device=cpu --model.dim=65536 "$mode" \
+        --checkpoint.dir="$TEST_TMPDIR/ckpt_huge" 2>&1 >/dev/null); rc=$?
+  check "a 6 TB plan $mode: exit 2" test "$rc" -eq 2
+  check "a 6 TB plan $mode: one line with the plan, the memory there and what to lower" \
+    grep -q "^moe_train: error: the plan needs 5954.04 GiB per rank, and this machine's host RAM has [0-9.]* GiB for it: it cannot fit; lower train.batch_size" <<<"$err"
+done
+check "a refused plan leaves no checkpoint folder behind" test ! -e "$TEST_TMPDIR/ckpt_huge/step_1"
+# An allocation that fails anyway (here under a 3 GB address-space limit): a message and exit 2, not an abort.
+err=$(ulimit -v 3000000; "$BIN" configs/train/debug_moe.toml --train.device=cpu --train.batch_size=64 --train.max_steps=1 \
+      --checkpoint.dir="$TEST_TMPDIR/ckpt_big" 2>&1 >/dev/null); rc=$?
+check "out of memory in an allocation: exit 2" test "$rc" -eq 2
+check "out of memory in an allocation: says so and what to do" grep -q "moe_train: error: out of host memory.*--dry-run" <<<"$err"
+check "out of memory in an allocation: no abort" bash -c '! grep -qiE "terminate|abort|bad_alloc" <<<"$0"' "$err"
 
 for bad in empty comments dir; do
   case $bad in

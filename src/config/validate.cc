@@ -1,6 +1,8 @@
 #include "src/config/validate.h"
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -102,6 +104,75 @@ void check_sizes(const JobConfig& c) {
   positive("metrics.log_interval", c.metrics.log_interval);
 }
 
+// Sizes far beyond any model trained today, so that every count and byte
+// size the planner and the model form from them fits int64: a size past its
+// bound is one line, never an overflow, a hang or an abort in an allocation.
+void at_most(const std::string& key, int64_t v, int64_t max) {
+  if (v > max) reject(key, v, fmt::format("must be at most {}", max), "this is far beyond any model; check the value");
+}
+
+void at_most(const std::string& key, double v, double max) {
+  if (v > max) reject(key, v, fmt::format("must be at most {}", max), "this is far beyond any model; check the value");
+}
+
+void check_limits(const JobConfig& c) {
+  const auto& m = c.model;
+  at_most("model.dim", m.dim, int64_t{1} << 18);
+  at_most("model.n_layers", m.n_layers, int64_t{1} << 12);
+  at_most("model.n_heads", m.n_heads, int64_t{1} << 14);
+  if (m.n_kv_heads) at_most("model.n_kv_heads", *m.n_kv_heads, int64_t{1} << 14);
+  at_most("model.vocab_size", m.vocab_size, int64_t{1} << 24);
+  at_most("model.ffn_dim_multiplier", m.ffn_dim_multiplier, 64.0);
+  if (m.ffn_hidden_dim) at_most("model.ffn_hidden_dim", *m.ffn_hidden_dim, int64_t{1} << 22);
+  at_most("model.max_seq_len", m.max_seq_len, int64_t{1} << 24);
+  at_most("model.num_experts", m.num_experts, int64_t{1} << 16);
+  at_most("model.moe_shared_experts", m.moe_shared_experts, int64_t{1} << 10);
+  at_most("model.moe_frequency", m.moe_frequency, int64_t{1} << 12);
+  at_most("model.moe_capacity_factor", m.moe_capacity_factor, 1024.0);
+  at_most("model.moe_expert_ffn_multiplier", m.moe_expert_ffn_multiplier, 64.0);
+  const auto& t = c.train;
+  at_most("train.batch_size", t.batch_size, int64_t{1} << 24);
+  at_most("train.seq_len", t.seq_len, int64_t{1} << 24);
+  at_most("train.grad_accum_steps", t.grad_accum_steps, int64_t{1} << 20);
+  at_most("train.max_steps", t.max_steps, int64_t{1} << 40);
+  const auto& d = c.distributed;
+  for (const auto& [key, v] : {std::pair<const char*, int64_t>{"distributed.dp_shard", d.dp_shard},
+                               {"distributed.dp_replicate", d.dp_replicate},
+                               {"distributed.tp", d.tp},
+                               {"distributed.ep", d.ep},
+                               {"distributed.pp", d.pp},
+                               {"distributed.cp", d.cp}}) {
+    at_most(key, v, int64_t{1} << 20);
+  }
+  // Products of bounded sizes can still be absurd: the parameters, the
+  // largest activation of a micro-batch (its logits, or the routed tokens'
+  // expert hidden), and the tokens of the whole run, in long double.
+  using Big = long double;
+  const Big dim = m.dim, hidden = ffn_hidden(m), experts = m.num_experts + m.moe_shared_experts;
+  const Big params = Big(m.vocab_size) * dim * 2 +
+                     Big(m.n_layers) * (4 * dim * dim + (experts > 0 ? experts * 3 * dim * Big(expert_hidden(m))
+                                                                     : 3 * dim * hidden));
+  if (params > 1e15L) {
+    reject("model", fmt::format("{:.3g} parameters", static_cast<double>(params)), "more than 10^15",
+           "check model.dim, n_layers, vocab_size, num_experts and the FFN sizes");
+  }
+  // Activations: per layer a few dozen tensors as wide as the widest of the
+  // block, and the logits; 2^52 values keeps every byte count far from 2^63.
+  const Big tokens = Big(t.batch_size) * Big(t.seq_len);
+  const Big routed = m.num_experts > 0 ? Big(std::min(m.moe_top_k, m.num_experts)) * Big(expert_hidden(m)) * 2 : Big(0);
+  const Big activations = tokens * (Big(m.n_layers) * 32 * std::max({dim, hidden, routed}) + 4 * Big(m.vocab_size));
+  if (activations > Big(int64_t{1} << 52)) {
+    reject("train.batch_size", t.batch_size,
+           fmt::format("with train.seq_len = {}, one micro-batch's activations reach about {:.3g} values, more than 2^52",
+                       t.seq_len, static_cast<double>(activations)),
+           "lower batch_size or seq_len, and raise grad_accum_steps for the same global batch");
+  }
+  if (tokens * Big(t.grad_accum_steps) * Big(t.max_steps) * Big(d.dp_shard > 0 ? d.dp_shard : 1) *
+          Big(d.dp_replicate) > Big(int64_t{1} << 62)) {
+    reject("train.max_steps", t.max_steps, "the run would see more than 2^62 tokens", "lower max_steps");
+  }
+}
+
 void check_architecture(const ModelConfig& m) {
   const int64_t kv = kv_heads(m);
   if (m.dim % m.n_heads != 0) {
@@ -182,6 +253,7 @@ void check_run(const JobConfig& c) {
 
 void validate_config(const JobConfig& cfg) {
   check_sizes(cfg);
+  check_limits(cfg);
   check_architecture(cfg.model);
   check_moe(cfg.model);
   check_parallel(cfg);

@@ -28,6 +28,7 @@
 #include "src/train/dry_run.h"
 #include "src/train/gpu_check.h"
 #include "src/train/gpu_check_cache.h"
+#include "src/train/memory_fit.h"
 #include "src/train/metrics.h"
 #include "src/train/checkpoint.h"
 #include "src/train/checkpoint_lock.h"
@@ -225,10 +226,22 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
     spdlog::info("eval data: {}", eval_data->describe());
   }
 
+  // The plan must fit this rank's memory (host RAM or its GPU) before
+  // anything is allocated; if it does not on any rank, every rank stops.
+  const DryRunReport sizes = estimate_dry_run(cfg, layout);
+  {
+    const bool gpu_run = placement_of(t).device == Device::kCuda;
+    std::string fit;
+    if (auto budget = memory_budget(gpu_run, gpu_run ? select_cuda_device(read_launch_env().local_rank) : -1)) {
+      fit = memory_fit_problem(sizes.total_bytes, *budget);
+    }
+    if (any_rank(mesh.world(), !fit.empty())) {
+      throw UserError(fit.empty() ? "the plan does not fit another rank's memory (its log says why)" : fit);
+    }
+  }
   // This rank's part of the model, planned once for the micro-batch shape.
   StepRunner runner(cfg, mesh);
   const bool on_gpu = runner.placement().device == Device::kCuda;
-  const DryRunReport sizes = estimate_dry_run(cfg, layout);
   // MFU's denominator: the GPU's bf16 tensor-core peak, or the CPU's measured sgemm rate.
   const double peak_flops = on_gpu ? cuda_peak_bf16_flops(runner.placement().gpu) : measure_cpu_peak_flops();
   if (on_gpu) {
