@@ -133,4 +133,37 @@ check "Ctrl-C on one process exits 75" test "$rc" -eq 75
 latest=$(cat "$tmp/ckpt_int/latest" 2>/dev/null)
 check "Ctrl-C on one process saved a checkpoint" test -n "$latest" -a -f "$tmp/ckpt_int/$latest/metadata.json"
 
+# A token file truncated or rewritten in place while a run reads it (a
+# tokenizer run again on the same path): exit 2 naming the file, after saving
+# the last finished step, never a SIGBUS. On one process, then on two ranks.
+seq 1 100000 >"$tmp/numbers.txt"
+for change in truncate rewrite mpirun-truncate; do
+  rm -rf "$tmp/changing" "$tmp/ckpt_chg" "$tmp/chg.jsonl"
+  "$BIN" prepare --output="$tmp/changing" --val-fraction=0 "$tmp/numbers.txt" >/dev/null 2>&1
+  file=$(ls "$tmp"/changing/train/*.npy)
+  launch=("$BIN"); ranks=()
+  [ "$change" = mpirun-truncate ] && launch=("${MPIRUN[@]}" "$BIN") && ranks=(--distributed.dp_shard=2)
+  timeout 120 "${launch[@]}" configs/train/debug_moe.toml --train.device=cpu --model.dim=32 --model.n_layers=2 \
+    --train.batch_size=2 --train.seq_len=32 --model.max_seq_len=32 --train.max_steps=100000 \
+    --checkpoint.interval=100000 --checkpoint.dir="$tmp/ckpt_chg" --data.dataset_path="$tmp/changing/train" \
+    --metrics.jsonl_path="$tmp/chg.jsonl" --metrics.log_interval=1 "${ranks[@]}" >"$tmp/chg.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 600); do [ "$(cat "$tmp/chg.jsonl" 2>/dev/null | wc -l)" -ge 3 ] && break; sleep 0.1; done
+  start=$SECONDS
+  case $change in
+    *truncate) truncate -s 2000 "$file"; how="[0-9]* bytes when opened, 2000 now" ;;
+    rewrite) sleep 0.01; dd if=/dev/urandom of="$file" bs=1 count=64 seek=4096 conv=notrunc 2>/dev/null
+             how="rewritten since it was opened" ;;
+  esac
+  wait "$pid"; rc=$?
+  check "$change under a run: exit 2 within 30 s" bash -c '[ "$0" -eq 2 ] && [ "$1" -lt 30 ]' "$rc" $((SECONDS - start))
+  check "$change under a run: one line naming the file, what changed and what to do" \
+    bash -c '[ "$(grep -c "moe_train: error:" "$0")" -eq 1 ] &&
+             grep -q "moe_train: error: data file $1: changed while the run reads it ($2).*resume from the last checkpoint; saved .*/step_[0-9]* (the last finished step)" "$0"' \
+    "$tmp/chg.log" "$file" "$how"
+  latest=$(cat "$tmp/ckpt_chg/latest" 2>/dev/null)
+  check "$change under a run: the last finished step is saved" test -n "$latest" -a -f "$tmp/ckpt_chg/$latest/metadata.json"
+  check "$change under a run: no SIGBUS, no crash" bash -c '! grep -qiE "bus error|core dumped|terminate called|signal" "$0"' "$tmp/chg.log"
+done
+
 exit $fail

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <vector>
 
 #include "src/core/user_error.h"
 
@@ -94,7 +95,10 @@ void TokenFile::read(int64_t start, int64_t count, int64_t vocab_size, int64_t s
     const TokenRun& run = runs_[r];
     const int64_t in_run = start - run_first_token_[r];
     const int64_t n = std::min(count, run.num_tokens - in_run);
-    const uint8_t* bytes = file_->data() + run.byte_offset + in_run * element;
+    // Read, not mapped: a file changed under the run is an error, not a SIGBUS.
+    std::vector<uint8_t> staged(static_cast<size_t>(n * element));
+    file_->read_at(run.byte_offset + in_run * element, n * element, staged.data());
+    const uint8_t* bytes = staged.data();
     switch (dtype_) {
       case TokenDType::kUInt8: convert_run<uint8_t>(bytes, n, vocab_size, path(), start, stream_offset, out); break;
       case TokenDType::kInt8: convert_run<int8_t>(bytes, n, vocab_size, path(), start, stream_offset, out); break;

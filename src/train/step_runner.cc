@@ -70,16 +70,33 @@ void StepRunner::load_batch(const BatchSampler& sampler, int64_t step_index, int
   upload(model_.targets(), targets_host_.data());
 }
 
+void StepRunner::read_step_tokens(int64_t step, const BatchSampler& sampler) {
+  const int64_t micros = cfg_.train.grad_accum_steps, tokens = model_.tokens_per_micro_batch();
+  Communicator& dp = mesh_.data_parallel();
+  step_inputs_.resize(static_cast<size_t>(micros * tokens));
+  step_targets_.resize(static_cast<size_t>(micros * tokens));
+  step_tokens_read_ = -1;
+  for (int64_t micro = 0; micro < micros; ++micro) {
+    sampler.fill(step - 1, micro, micros, dp.rank(), dp.size(), step_inputs_.data() + micro * tokens,
+                 step_targets_.data() + micro * tokens);
+  }
+  step_tokens_read_ = step;
+}
+
 StepMetrics StepRunner::step(int64_t step, const BatchSampler& sampler) {
   const TrainConfig& t = cfg_.train;
   Communicator& dp = mesh_.data_parallel();
   params_.zero_grads();
   for (MoELayer* layer : moe_layers_) layer->reset_step_stats();
 
+  if (step_tokens_read_ != step) read_step_tokens(step, sampler);
+  step_tokens_read_ = -1;
   const float loss_scale = 1.0f / static_cast<float>(t.grad_accum_steps);
+  const int64_t tokens = model_.tokens_per_micro_batch();
   double loss = 0;
   for (int64_t micro = 0; micro < t.grad_accum_steps; ++micro) {
-    load_batch(sampler, step - 1, micro, t.grad_accum_steps);
+    upload(model_.inputs(), step_inputs_.data() + micro * tokens);
+    upload(model_.targets(), step_targets_.data() + micro * tokens);
     loss += model_.forward_backward(loss_scale) / static_cast<double>(t.grad_accum_steps);
   }
   loss = all_reduce_value(dp, loss, ReduceOp::kAvg);

@@ -57,6 +57,13 @@ class StepRunner {
   // on is the trainer's call (train.nan_policy, divergence.h).
   StepMetrics step(int64_t step, const BatchSampler& sampler);
 
+  // Reads the tokens of every micro-batch of `step` into host memory, for
+  // step() to use. Done apart from the step so that a data error (a file
+  // changed under the run, an id outside the vocabulary) shows before the step
+  // changes anything: the trainer can then stop every rank together, after
+  // saving the last finished step. step() reads them itself when not done.
+  void read_step_tokens(int64_t step, const BatchSampler& sampler);
+
   // Test hook: at `step`, one gradient element of this rank becomes NaN
   // after the backward pass (as an overflow would make it).
   void inject_nan_gradient_at(int64_t step) { nan_step_ = step; }
@@ -96,7 +103,9 @@ class StepRunner {
   Transformer model_;
   Optimizer optimizer_;
   std::vector<MoELayer*> moe_layers_;
-  std::vector<int32_t> inputs_host_, targets_host_;  // staging for the token ids
+  std::vector<int32_t> inputs_host_, targets_host_;  // staging for the token ids (one micro-batch)
+  std::vector<int32_t> step_inputs_, step_targets_;  // every micro-batch of step step_tokens_read_
+  int64_t step_tokens_read_ = -1;
   int64_t nan_step_ = -1;
 };
 

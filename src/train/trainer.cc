@@ -42,6 +42,17 @@
 namespace moe {
 namespace {
 
+// The ranks where `mine` holds ("1, 3"; "" for none), known to every rank.
+std::string ranks_where(Communicator& world, bool mine) {
+  const int64_t W = world.size();
+  std::vector<int32_t> all(static_cast<size_t>(W)), flag = {mine ? 1 : 0};
+  world.all_gather(view_of(all.data(), {W}, DType::kI32), view_of(flag.data(), {1}, DType::kI32));
+  std::string ranks;
+  for (int64_t r = 0; r < W; ++r)
+    if (all[static_cast<size_t>(r)]) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+  return ranks;
+}
+
 // Before step 1 on CUDA: each rank checks its own GPU, unless a passed check
 // is cached; if any rank's check fails, every rank stops (the failing ranks
 // log their tables), so no rank waits for a peer that is gone.
@@ -65,12 +76,7 @@ void check_gpus_before_training(const JobConfig& cfg, Communicator& world) {
       failure = gpu_check_summary(report);
     }
   }
-  const int64_t W = world.size();
-  std::vector<int32_t> failed(static_cast<size_t>(W)), mine = {failure.empty() ? 0 : 1};
-  world.all_gather(view_of(failed.data(), {W}, DType::kI32), view_of(mine.data(), {1}, DType::kI32));
-  std::string ranks;
-  for (int64_t r = 0; r < W; ++r)
-    if (failed[static_cast<size_t>(r)]) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+  const std::string ranks = ranks_where(world, !failure.empty());
   if (ranks.empty()) return;
   const std::string fix = "the GPU, its driver or this build computes wrongly; `moe_train check-gpu` prints the "
                           "table, docs/gpu.md says what to try (--skip-gpu-check trains anyway)";
@@ -307,6 +313,33 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
   const int64_t first_step = at.step + 1;
   for (int64_t step = first_step; step <= t.max_steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
+    // This step's tokens first, before the step changes anything: a data
+    // error on any rank (a file changed under the run, an id outside the
+    // vocabulary) stops every rank here, after saving the last finished step.
+    std::string data_error;
+    try {
+      runner.read_step_tokens(step, sampler);
+    } catch (const UserError& e) {
+      data_error = e.what();
+    }
+    if (const std::string ranks = ranks_where(mesh.world(), !data_error.empty()); !ranks.empty()) {
+      std::string saved;
+      if (at.step < step - 1) {
+        at = {step - 1, at.tokens_seen + tokens_per_step * (step - 1 - at.step), at.lineage, watch.history()};
+        saved = "; saved " + save_checkpoint(cfg, at, state, mesh.world()) + " (the last finished step) to resume from";
+      }
+      // One line: rank 0's own error (the command line prints it), else the
+      // first failing rank's, and from rank 0 a pointer to it.
+      const std::string first = ranks.substr(0, ranks.find(','));
+      const bool rank0_failed = first == "0";
+      if (!rank0_failed && std::to_string(mesh.world().rank()) == first) {
+        std::fprintf(stderr, "moe_train: error: rank %s: %s%s\n", first.c_str(), data_error.c_str(), saved.c_str());
+        std::fflush(stderr);
+      }
+      throw UserError(rank0_failed ? data_error + saved
+                                   : fmt::format("a data error on rank {} stopped the run (rank {}'s line above)", ranks,
+                                                 first));
+    }
     StepMetrics sm = stop_all_ranks_on_error(mesh.world(), [&] { return runner.step(step, sampler); });
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (step > first_step) time_sum += sec;  // the first step carries one-off warm-up costs

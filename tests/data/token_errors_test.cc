@@ -2,6 +2,9 @@
 // names the file and says what is wrong.
 #include <catch2/catch.hpp>
 
+#include <chrono>
+#include <filesystem>
+
 #include "src/data/token_dataset.h"
 #include "tests/data/test_files.h"
 
@@ -128,4 +131,35 @@ TEST_CASE("a dataset without tokens is rejected") {
   write_file(dir + "/zero.npy", npy_bytes(npy_dict("<u2", "(0,)"), ""));
   CHECK_THAT(user_error_of([&] { TokenDataset::open(dir, "*", 100); }),
              Contains("data.dataset_path = " + dir + ": its files hold no tokens"));
+}
+
+TEST_CASE("a file changed under an open dataset is an error naming it, never a SIGBUS") {
+  const std::string dir = fresh_dir("changed_files");
+  const std::string path = dir + "/tokens.bin";
+  std::vector<uint16_t> tokens(4096);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<uint16_t>(i % 100);
+  write_file(path, le_array(tokens));
+  std::vector<int32_t> out(tokens.size());
+
+  const TokenDataset truncated = TokenDataset::open(path, "", 100);
+  truncated.read(0, 4096, out.data());
+  std::filesystem::resize_file(path, 100);
+  CHECK_THAT(user_error_of([&] { truncated.read(4000, 10, out.data()); }),
+             Contains("data file " + path + ": changed while the run reads it (8192 bytes when opened, 100 now)") &&
+                 Contains("resume from the last checkpoint"));
+
+  write_file(path, le_array(tokens));
+  const TokenDataset rewritten = TokenDataset::open(path, "", 100);
+  // The same size, other bytes, a later modification time (set explicitly:
+  // a rewrite within the file system's time resolution looks unchanged).
+  write_file(path, le_array(std::vector<uint16_t>(4096, 7)));
+  std::filesystem::last_write_time(path, std::filesystem::last_write_time(path) + std::chrono::seconds(2));
+  CHECK_THAT(user_error_of([&] { rewritten.read(0, 10, out.data()); }), Contains("rewritten since it was opened"));
+
+  // Replaced by a rename: the run keeps the file it opened.
+  write_file(dir + "/new.bin", le_array(std::vector<uint16_t>(10, 1)));
+  const TokenDataset renamed = TokenDataset::open(path, "", 100);
+  std::filesystem::rename(dir + "/new.bin", path);
+  renamed.read(0, 4096, out.data());
+  CHECK(out[4095] == 7);
 }
