@@ -133,6 +133,28 @@ check "Ctrl-C on one process exits 75" test "$rc" -eq 75
 latest=$(cat "$tmp/ckpt_int/latest" 2>/dev/null)
 check "Ctrl-C on one process saved a checkpoint" test -n "$latest" -a -f "$tmp/ckpt_int/$latest/metadata.json"
 
+# SIGTERM to a job launched by the scripts (real mpirun, two ranks, outside
+# Slurm), or Ctrl-C in its terminal (SIGINT to the foreground process group):
+# the ranks save a checkpoint together and the job exits 75.
+for sig in TERM INT; do
+  rm -rf "$tmp/ckpt_sig" "$tmp/sig.jsonl"
+  set -m  # the script in a process group of its own, with SIGINT not ignored, as in a terminal
+  NPROCS=2 MOE_TRAIN_BIN="$BIN" MPIRUN_ARGS="--allow-run-as-root --mca btl self,vader" \
+    scripts/slurm/singlenode.sh configs/train/debug_moe.toml --train.device=cpu --model.dim=32 \
+    --model.n_layers=2 --train.batch_size=2 --train.seq_len=32 --model.max_seq_len=32 --train.max_steps=100000 \
+    --checkpoint.interval=100000 --distributed.dp_shard=2 --checkpoint.dir="$tmp/ckpt_sig" \
+    --metrics.jsonl_path="$tmp/sig.jsonl" --metrics.log_interval=1 >"$tmp/sig.log" 2>&1 &
+  script=$!
+  set +m
+  for _ in $(seq 600); do [ -s "$tmp/sig.jsonl" ] && break; sleep 0.1; done
+  if [ "$sig" = INT ]; then kill -INT -- "-$script"; else kill -TERM "$script"; fi
+  wait "$script"; rc=$?
+  check "$sig to the launched job: exit 75" test "$rc" -eq 75
+  latest=$(cat "$tmp/ckpt_sig/latest" 2>/dev/null)
+  check "$sig to the launched job: both ranks saved a checkpoint" \
+    bash -c '[ -n "$1" ] && [ -f "$0/$1/rank_00000.safetensors" ] && [ -f "$0/$1/rank_00001.safetensors" ]' "$tmp/ckpt_sig" "$latest"
+done
+
 # A token file truncated or rewritten in place while a run reads it (a
 # tokenizer run again on the same path): exit 2 naming the file, after saving
 # the last finished step, never a SIGBUS. On one process, then on two ranks.
@@ -158,8 +180,8 @@ for change in truncate rewrite mpirun-truncate; do
   wait "$pid"; rc=$?
   check "$change under a run: exit 2 within 30 s" bash -c '[ "$0" -eq 2 ] && [ "$1" -lt 30 ]' "$rc" $((SECONDS - start))
   check "$change under a run: one line naming the file, what changed and what to do" \
-    bash -c '[ "$(grep -c "moe_train: error:" "$0")" -eq 1 ] &&
-             grep -q "moe_train: error: data file $1: changed while the run reads it ($2).*resume from the last checkpoint; saved .*/step_[0-9]* (the last finished step)" "$0"' \
+    bash -c '[ "$(grep -c "changed while the run reads it" "$0")" -eq 1 ] &&
+             grep -qE "moe_train: error: (rank 1: )?data file $1: changed while the run reads it \($2\).*resume from the last checkpoint; saved .*/step_[0-9]* \(the last finished step\)" "$0"' \
     "$tmp/chg.log" "$file" "$how"
   latest=$(cat "$tmp/ckpt_chg/latest" 2>/dev/null)
   check "$change under a run: the last finished step is saved" test -n "$latest" -a -f "$tmp/ckpt_chg/$latest/metadata.json"

@@ -68,8 +68,13 @@ moe_env_defaults() {  # THREADS_PER_RANK
 # such a signal any failure of mpirun counts as the preemption it was (75):
 # scancel also signals mpirun itself, which then exits 1 after its ranks saved.
 moe_launch_forwarding_signals() {
+  # The launcher gets a process group of its own (job control on): Ctrl-C in
+  # a terminal signals the foreground group, and mpirun would kill the ranks
+  # on it before they save; only this script should see it.
+  set -m
   "$@" &
   local pid=$! interrupted=0 signalled=0
+  set +m
   trap 'interrupted=1; signalled=1; moe_log "signal received: asking the ranks to save a checkpoint and stop (USR1)" >&2; kill -USR1 "$pid" 2>/dev/null' TERM INT
   while :; do
     interrupted=0
