@@ -31,6 +31,7 @@
 #include "src/parallel/launch_env.h"
 #include "src/data/prepare.h"
 #include "src/model/params.h"
+#include "src/train/checkpoint_lock.h"
 #include "src/train/dry_run.h"
 #include "src/train/memory_fit.h"
 #include "src/train/checkpoint.h"
@@ -61,6 +62,9 @@ const char* kUsage =
     "  --init-from-hf=DIR    start training from the weights of a Hugging Face checkpoint\n"
     "                        folder of this model's shape (config.json + model.safetensors\n"
     "                        or its index; F32, BF16 or F16); a resumed checkpoint wins\n"
+    "  --archive-checkpoints move the checkpoints in checkpoint.dir (and its latest) to\n"
+    "                        checkpoint.dir/archive/<UTC time>/ and exit: the next run\n"
+    "                        there starts afresh, and nothing is deleted\n"
     "  --log-all-ranks       info-level logs from every rank, not only rank 0\n"
     "  --skip-gpu-check      train on CUDA without first checking the GPU (see check-gpu)\n"
     "  --version             version, commit, and the CUDA libraries built with and found\n"
@@ -85,7 +89,7 @@ const char* kUsage =
 
 const std::vector<std::string> kFlags = {"--print-config",  "--dry-run",       "--world-size", "--export-hf",
                                          "--init-from-hf", "--log-all-ranks", "--help",
-                                         "--version",      "--skip-gpu-check"};
+                                         "--version",      "--skip-gpu-check", "--archive-checkpoints"};
 
 // Under `bazel run`, relative paths mean the workspace, not Bazel's runfiles tree.
 void enter_bazel_workspace() {
@@ -126,6 +130,8 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
       cl.log_all_ranks = true;
     } else if (a == "--skip-gpu-check") {
       cl.skip_gpu_check = true;
+    } else if (a == "--archive-checkpoints") {
+      cl.archive_checkpoints = true;
     } else if (a.rfind("--world-size=", 0) == 0) {
       cl.world_size = parse_world_size(a.substr(13));
     } else if (a.rfind("--export-hf=", 0) == 0 && a.size() > 12) {
@@ -442,6 +448,17 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
                              static_cast<double>(budget->bytes) / (1024.0 * 1024 * 1024), spare / (1024.0 * 1024 * 1024));
         }
       }
+      return 0;
+    }
+
+    if (cl.archive_checkpoints) {
+      const std::string& dir = cfg.checkpoint.dir;
+      const CheckpointLock lock(dir);  // not while a run uses the folder
+      const std::string to = archive_checkpoints(dir);
+      out << (to.empty() ? fmt::format("checkpoint.dir = \"{}\" holds no checkpoints: nothing to archive\n", dir)
+                         : fmt::format("moved the checkpoints of {} and its latest to {}: a run with this "
+                                       "checkpoint.dir now starts afresh\n",
+                                       dir, to));
       return 0;
     }
 

@@ -28,6 +28,7 @@ struct CommandLine {
   int64_t world_size = 0;  // --world-size for --dry-run/--print-config; 0 = not given
   std::string export_hf_dir;  // --export-hf: write the model's weights in HF format and exit
   std::string init_from_hf_dir;  // --init-from-hf: start from an HF checkpoint (unless a checkpoint is resumed)
+  bool archive_checkpoints = false;  // --archive-checkpoints: move checkpoint.dir's checkpoints aside and exit
 };
 
 // Throws UserError on a malformed command line.

@@ -13,7 +13,12 @@
 #   embeddings, another router) is refused, and nothing is deleted;
 # - a run that diverges (optimizer.lr far too high) after a healthy start
 #   stops with exit 3 naming the newest healthy checkpoint, which rotation
-#   kept, and a resume with a sane lr continues from it and trains normally.
+#   kept, and a resume with a sane lr continues from it and trains normally;
+# - loading a subset is explicit: checkpoint.initial_load_path starts a new
+#   run from the weights a checkpoint shares with the model, and says which
+#   it did not share;
+# - --archive-checkpoints moves a folder's checkpoints aside (nothing
+#   deleted), after which a fresh start there is allowed.
 set -u
 BIN="$1"
 source "$(dirname "${BASH_SOURCE[0]}")/check.sh"  # check NAME CONDITION..., $fail
@@ -106,5 +111,36 @@ check "it resumes from the newest healthy checkpoint, and says why" \
 losses=$(grep -o '"train/loss":[^,]*' "$tmp/m4.jsonl" | cut -d: -f2)
 check "it trains normally: 8 steps, every loss finite and below 7" \
   bash -c '[ "$(wc -l <<<"$0")" -eq 8 ] && awk "{ if (!(\$1 ~ /^[0-9.]+([eE][-+]?[0-9]+)?\$/ && \$1 + 0 < 7)) exit 1 }" <<<"$0"' "$losses"
+
+# --- an explicit subset load: checkpoint.initial_load_path
+R5="$tmp/R5"
+log=$("$BIN" "${C[@]}" --model.n_layers=3 --train.max_steps=2 --checkpoint.initial_load_path="$R4" \
+      --checkpoint.dir="$R5" 2>&1); rc=$?
+check "initial_load_path into a deeper model: exit 0" test "$rc" -eq 0
+check "it says which tensors keep their initial values, and starts a new run at step 1" \
+  bash -c 'grep -q "initial_load_path: 9 tensor(s) of this model are not in $1/step_20 and keep their initial values (model.layers.2." <<<"$0" &&
+           grep -q "initial weights from $1 (its step 20): a new run from step 1" <<<"$0" && ! grep -q "resumed from" <<<"$0"' \
+  "$log" "$R4"
+log=$("$BIN" "${C[@]}" --model.n_layers=1 --train.max_steps=1 --checkpoint.initial_load_path="$R4" \
+      --checkpoint.dir="$tmp/R5b" 2>&1); rc=$?
+check "initial_load_path into a shallower model: exit 0, naming the unused tensors" \
+  bash -c '[ "$1" -eq 0 ] && grep -q "initial_load_path: 10 tensor(s) of .* are not in this model and are not used (model.layers.1." <<<"$0"' "$log" "$rc"
+err=$("$BIN" "${C[@]}" --model.dim=64 --train.max_steps=1 --checkpoint.initial_load_path="$R4" \
+      --checkpoint.dir="$tmp/R5c" 2>&1 >/dev/null); rc=$?
+check "initial_load_path with other shapes: exit 2, one line naming the tensor" \
+  bash -c '[ "$1" -eq 2 ] && [ "$(grep -c "moe_train: error:" <<<"$0")" -eq 1 ] &&
+           grep -q "checkpoint.initial_load_path: tensor .* has shape" <<<"$0"' "$err" "$rc"
+
+# --- --archive-checkpoints, then a fresh start in the same folder
+out=$("$BIN" "${C[@]}" --checkpoint.dir="$R4" --archive-checkpoints 2>/dev/null); rc=$?
+archived=$(ls -d "$R4"/archive/*/ 2>/dev/null | head -1)
+check "--archive-checkpoints: exit 0, saying where they went" \
+  bash -c '[ "$1" -eq 0 ] && grep -q "moved the checkpoints of $2 and its latest to $2/archive/" <<<"$0"' "$out" "$rc" "$R4"
+check "--archive-checkpoints: moved, not deleted (latest and the step folders)" \
+  bash -c '[ -f "$0/latest" ] && [ -f "$0/step_20/metadata.json" ] && [ -f "$0/step_19/metadata.json" ] &&
+           [ -z "$(ls -d "$1"/step_* 2>/dev/null)" ] && [ ! -e "$1/latest" ]' "$archived" "$R4"
+"$BIN" "${C[@]}" --train.max_steps=2 --checkpoint.resume=never --checkpoint.dir="$R4" >/dev/null 2>&1; rc=$?
+check "after archiving, a fresh start in the folder is allowed" \
+  bash -c '[ "$0" -eq 0 ] && [ "$(cat "$1/latest")" = step_2 ] && [ -f "$2/step_20/metadata.json" ]' "$rc" "$R4" "$archived"
 
 exit $fail

@@ -56,6 +56,9 @@ TEST_CASE("each impossible or malformed config exits 2 with its one-line message
        {"model.tie_embeddings = true", "pipeline parallelism"}},
       {"debug_moe.toml", {"train.seq_len=1024"}, {"train.seq_len = 1024", "model.max_seq_len (512)"}},
       {"debug_moe.toml", {"eval.enabled=true"}, {"eval.enabled = true", "needs an eval dataset"}},
+      {"debug_moe.toml",
+       {"checkpoint.load_path=a", "checkpoint.initial_load_path=b"},
+       {"checkpoint.initial_load_path = \"b\"", "cannot be combined with checkpoint.load_path"}},
       // MoE settings.
       {"debug_moe.toml", {"model.moe_top_k=0"}, {"model.moe_top_k = 0", "1..model.num_experts (4)"}},
       {"debug_moe.toml", {"model.moe_top_k=5"}, {"model.moe_top_k = 5"}},

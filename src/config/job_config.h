@@ -115,6 +115,7 @@ struct CheckpointConfig {
   int64_t interval = 1000;
   int64_t keep_last_n = 3;  // <= 0 keeps all
   std::string load_path;          // a step folder, or a checkpoint folder (its `latest`), to start from
+  std::string initial_load_path;  // a new run's weights: those this checkpoint shares with the model, by name
   std::string resume = "auto";    // "auto": continue from <dir>/latest when it exists; "never"
 };
 

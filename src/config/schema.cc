@@ -110,6 +110,7 @@ std::vector<Section> describe(JobConfig& c) {
            {"interval", &c.checkpoint.interval, {}},
            {"keep_last_n", &c.checkpoint.keep_last_n, {}},
            {"load_path", &c.checkpoint.load_path, {}},
+           {"initial_load_path", &c.checkpoint.initial_load_path, {}},
            {"resume", &c.checkpoint.resume, {"auto", "never"}},
        },
        {"async_mode"}},

@@ -243,6 +243,11 @@ void check_run(const JobConfig& c) {
     reject("train.seq_len", c.train.seq_len, fmt::format("must be <= model.max_seq_len ({})", c.model.max_seq_len),
            "shorten seq_len or raise max_seq_len");
   }
+  if (!c.checkpoint.load_path.empty() && !c.checkpoint.initial_load_path.empty()) {
+    reject("checkpoint.initial_load_path", "\"" + c.checkpoint.initial_load_path + "\"",
+           "cannot be combined with checkpoint.load_path (which resumes that checkpoint, all of it)",
+           "set one of them: load_path continues a run, initial_load_path starts a new one from its weights");
+  }
   if (c.eval.enabled && c.eval.dataset_path.empty()) {
     reject("eval.enabled", "true", "needs an eval dataset (eval.dataset_path is empty)",
            "set eval.dataset_path to a tokenized dataset, or eval.enabled = false");

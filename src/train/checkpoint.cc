@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <ctime>
 #include <cstring>
 #include <cstdio>
 #include <filesystem>
@@ -301,6 +302,25 @@ std::string latest_checkpoint(const std::string& dir) {
   return complete.back().path;
 }
 
+std::string archive_checkpoints(const std::string& dir) {
+  const std::vector<CheckpointEntry> complete = list_checkpoints(dir);
+  const bool has_latest = fs::exists(fs::path(dir) / "latest");
+  if (complete.empty() && !has_latest) return "";
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &utc);
+  fs::path to = fs::path(dir) / "archive" / stamp;
+  for (int n = 2; fs::exists(to); ++n) to = fs::path(dir) / "archive" / fmt::format("{}_{}", stamp, n);
+  fs::create_directories(to);
+  // `latest` first: a kill part-way leaves no `latest` naming a moved folder.
+  if (has_latest) fs::rename(fs::path(dir) / "latest", to / "latest");
+  for (const CheckpointEntry& c : complete) fs::rename(c.path, to / fs::path(c.path).filename());
+  sync_directory(dir);
+  return to.string();
+}
+
 std::string newest_healthy_checkpoint(const std::string& dir) {
   const std::vector<CheckpointEntry> complete = list_checkpoints(dir);
   for (auto c = complete.rbegin(); c != complete.rend(); ++c)
@@ -397,38 +417,67 @@ TrainPosition load_checkpoint(const std::string& path, const std::vector<StateTe
     files.push_back(std::move(sf));
   }
   // Then the tensors: the checkpoint's and this run's must be the same set,
-  // with the same shapes (a weights-only load ignores the training state).
+  // with the same shapes (a weights-only load ignores the training state; an
+  // initial load takes the weights both have).
+  const bool initial = scope == LoadScope::kInitialWeights;
+  auto loads = [&](const StateTensor& s) {
+    return !(initial && (is_training_state(s.name) || !meta.tensors.count(s.name)));
+  };
   std::set<std::string> wanted;
-  std::vector<std::string> problems, extra;
+  std::vector<std::string> problems, extra, kept_initial;
   for (const StateTensor& s : state) {
+    if (initial && is_training_state(s.name)) continue;  // AdamW and router biases start afresh
     wanted.insert(s.name);
     const auto it = meta.tensors.find(s.name);
     if (it == meta.tensors.end()) {
-      problems.push_back("has no tensor " + s.name);
+      if (initial) {
+        kept_initial.push_back(s.name);
+      } else {
+        problems.push_back("has no tensor " + s.name);
+      }
     } else if (it->second.shape != s.place.global_shape) {
       problems.push_back("tensor " + s.name + " has shape " + shape_text(it->second.shape) + ", this model's is " +
                          shape_text(s.place.global_shape));
     }
   }
   for (const auto& [name, tensor] : meta.tensors) {
-    if (wanted.count(name) || (scope == LoadScope::kWeights && is_training_state(name))) continue;
+    if (wanted.count(name) || (scope != LoadScope::kEverything && is_training_state(name))) continue;
     extra.push_back(name);
   }
-  if (!extra.empty()) {
-    std::string names;
-    for (size_t i = 0; i < extra.size() && i < 3; ++i) names += (i ? ", " : "") + extra[i];
-    problems.push_back(fmt::format("has {} tensor(s) this model does not ({}{})", extra.size(), names,
-                                   extra.size() > 3 ? ", ..." : ""));
+  auto some = [](const std::vector<std::string>& names) {
+    std::string out;
+    for (size_t i = 0; i < names.size() && i < 3; ++i) out += (i ? ", " : "") + names[i];
+    return out + (names.size() > 3 ? ", ..." : "");
+  };
+  if (!extra.empty() && !initial) {
+    problems.push_back(fmt::format("has {} tensor(s) this model does not ({})", extra.size(), some(extra)));
   }
   if (!problems.empty()) {
+    const std::string more =
+        problems.size() > 1 ? fmt::format(" (and {} more differences)", problems.size() - 1) : std::string();
+    if (initial) {
+      throw UserError(fmt::format("{}: checkpoint.initial_load_path: {}{}; a tensor the checkpoint and the model share "
+                                  "by name must have the same shape: change the model, or start from another "
+                                  "checkpoint",
+                                  meta_path, problems[0], more));
+    }
     throw UserError(fmt::format("{}: the checkpoint is of another model: {}{}; load it with the config it was saved "
                                 "with (its \"config\" in metadata.json), or train this model in another "
-                                "checkpoint.dir",
-                                meta_path, problems[0],
-                                problems.size() > 1 ? fmt::format(" (and {} more differences)", problems.size() - 1)
-                                                    : ""));
+                                "checkpoint.dir (checkpoint.initial_load_path takes the weights it shares with "
+                                "another model)",
+                                meta_path, problems[0], more));
+  }
+  if (initial && !kept_initial.empty()) {
+    spdlog::warn("checkpoint.initial_load_path: {} tensor(s) of this model are not in {} and keep their initial "
+                 "values ({})",
+                 kept_initial.size(), step_dir, some(kept_initial));
+  }
+  if (initial && !extra.empty()) {
+    spdlog::warn("checkpoint.initial_load_path: {} tensor(s) of {} are not in this model and are not used ({})",
+                 extra.size(), step_dir, some(extra));
   }
   for (const StateTensor& s : state) {
+    if (!loads(s)) continue;
     const std::vector<float> global = assemble(s.name, meta.tensors.at(s.name), files);
     copy_own_piece(s.piece, global.data(), s.place);
   }

@@ -67,6 +67,12 @@ std::vector<CheckpointEntry> list_checkpoints(const std::string& dir);
 std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const std::vector<StateTensor>& state,
                             Communicator& world);
 
+// Moves every complete checkpoint of `dir` and its `latest` into
+// <dir>/archive/<UTC time>/ (renames: nothing is copied or deleted), so that a
+// run in `dir` starts afresh. Returns that folder, or "" when there was
+// nothing to move. The caller holds the folder's lock.
+std::string archive_checkpoints(const std::string& dir);
+
 // Rank 0, after the step that follows the checkpoint in `step_dir`: records
 // its health (`unhealthy_why` empty: healthy; else unhealthy, and why) in its
 // metadata.json, then rotates `c.dir` within `lineage`. A failure to write is
@@ -93,9 +99,12 @@ std::string resolve_step_folder(const std::string& path);
 std::string checkpoint_router(const std::string& path);
 
 // What a load fills: the whole training state (resume: the checkpoint's
-// tensors and `state` must be the same set), or the weights only (export:
-// the checkpoint's AdamW moments and router biases are left out).
-enum class LoadScope { kEverything, kWeights };
+// tensors and `state` must be the same set); the weights only (export: the
+// checkpoint's AdamW moments and router biases are left out); or the weights
+// the checkpoint and the model share by name (checkpoint.initial_load_path,
+// a new run: the model's other tensors keep their initial values, the
+// checkpoint's others are ignored, and a warning lists both).
+enum class LoadScope { kEverything, kWeights, kInitialWeights };
 
 // Fills this rank's pieces from a step folder (or a checkpoint folder with a
 // `latest`). Any mismatch (missing or damaged file, a tensor missing on either

@@ -243,6 +243,12 @@ TrainPosition StepRunner::load_checkpoint(const std::string& path) {
   return at;
 }
 
+TrainPosition StepRunner::load_initial_weights(const std::string& path) {
+  const TrainPosition at = moe::load_checkpoint(path, state_tensors(), LoadScope::kInitialWeights);
+  params_.refresh_compute_copies();
+  return at;
+}
+
 int64_t StepRunner::persistent_state_bytes() const {
   int64_t bytes = 0;
   for (const Param& p : params_.all()) {

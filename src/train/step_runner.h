@@ -82,6 +82,10 @@ class StepRunner {
   // Loads state_tensors() from a checkpoint (a step folder, or a dir with
   // `latest`) and refreshes the compute copies of the weights.
   TrainPosition load_checkpoint(const std::string& path);
+  // A new run's weights from a checkpoint of another model: those it shares
+  // with this one by name (LoadScope::kInitialWeights); the rest keep their
+  // initial values.
+  TrainPosition load_initial_weights(const std::string& path);
   // Bytes this rank keeps for the whole run: parameter shards, their
   // gradients and AdamW moments (the activations and FSDP buffers are extra).
   int64_t persistent_state_bytes() const;

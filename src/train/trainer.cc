@@ -134,7 +134,8 @@ void refuse_fresh_start_beside(const CheckpointConfig& c) {
   if (there.size() > 4) steps += fmt::format(", ... ({} in all)", there.size());
   throw UserError(fmt::format("checkpoint.dir = \"{}\" holds checkpoints of an earlier run ({}), and "
                               "checkpoint.resume = \"{}\" would start a new run beside them: give this run another "
-                              "checkpoint.dir, or move them away (checkpoint.resume = \"auto\" continues them)",
+                              "checkpoint.dir, or move them aside with `moe_train CONFIG --archive-checkpoints` "
+                              "(checkpoint.resume = \"auto\" continues them)",
                               c.dir, steps, c.resume));
 }
 
@@ -199,6 +200,11 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
   }
   if (any_rank(mesh.world(), !lock_error.empty())) {
     throw UserError(lock_error.empty() ? "checkpoint.dir is in use by another run (rank 0 says which)" : lock_error);
+  }
+  if (!init_from_hf.empty() && !cfg.checkpoint.initial_load_path.empty()) {
+    throw UserError(fmt::format("--init-from-hf={} and checkpoint.initial_load_path = \"{}\" both give the initial "
+                                "weights: use one of them",
+                                init_from_hf, cfg.checkpoint.initial_load_path));
   }
   // What to resume from, decided before anything is built.
   const std::string from = checkpoint_to_load(cfg.checkpoint);
@@ -294,6 +300,14 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
   if (from.empty() && !init_from_hf.empty()) {
     import_hf(m, init_from_hf, runner.params());
     spdlog::info("initial weights from the Hugging Face checkpoint {}", init_from_hf);
+  }
+  if (const std::string& initial = cfg.checkpoint.initial_load_path; !initial.empty()) {
+    if (from.empty()) {
+      const TrainPosition source = runner.load_initial_weights(initial);
+      spdlog::info("initial weights from {} (its step {}): a new run from step 1", initial, source.step);
+    } else {
+      spdlog::info("checkpoint.initial_load_path = \"{}\": not used, the run resumes from {}", initial, from);
+    }
   }
   install_preemption_handlers();
   // Test hook (documented in docs/training.md): a NaN gradient at this step.
