@@ -133,6 +133,22 @@ check "Ctrl-C on one process exits 75" test "$rc" -eq 75
 latest=$(cat "$tmp/ckpt_int/latest" 2>/dev/null)
 check "Ctrl-C on one process saved a checkpoint" test -n "$latest" -a -f "$tmp/ckpt_int/$latest/metadata.json"
 
+# A second Ctrl-C, 2 s or more after the first, ends the process at once
+# (exit 130) instead of waiting for the step to finish and the save: steps of
+# several seconds (8000 micro-batches each).
+"$BIN" configs/train/debug_moe.toml --train.device=cpu --model.dim=32 --model.n_layers=2 --train.batch_size=2 \
+  --train.seq_len=32 --model.max_seq_len=32 --train.max_steps=100 --train.grad_accum_steps=8000 \
+  --checkpoint.interval=100000 --checkpoint.dir="$tmp/ckpt_int2" --metrics.jsonl_path="$tmp/int2.jsonl" \
+  --metrics.log_interval=1 >"$tmp/int2.log" 2>&1 &
+pid=$!
+for _ in $(seq 1200); do [ -s "$tmp/int2.jsonl" ] && break; sleep 0.1; done
+kill -INT "$pid"
+sleep 2.5
+kill -INT "$pid"
+start=$SECONDS
+wait "$pid"; rc=$?
+check "a second Ctrl-C: exit 130 at once, not after the step" bash -c '[ "$0" -eq 130 ] && [ "$1" -le 1 ]' "$rc" $((SECONDS - start))
+
 # SIGTERM to a job launched by the scripts (real mpirun, two ranks, outside
 # Slurm), or Ctrl-C in its terminal (SIGINT to the foreground process group):
 # the ranks save a checkpoint together and the job exits 75.
