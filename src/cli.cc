@@ -28,6 +28,7 @@
 #include "src/core/cuda_device.h"
 #include "src/core/log.h"
 #include "src/core/user_error.h"
+#include "src/parallel/communicator.h"
 #include "src/parallel/launch_env.h"
 #include "src/data/prepare.h"
 #include "src/model/params.h"
@@ -388,7 +389,24 @@ int run_check_gpu(const std::vector<std::string>& args, std::ostream& out, std::
   return 0;
 }
 
+namespace {
+// The error line of the last run_cli on this rank that it did not print (a
+// rank other than 0 leaves the printing to rank 0).
+thread_local std::string unshown_error;
+}  // namespace
+
+int run_main(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  const int code = run_cli(args, out, err);
+  // Peers that did not fail would keep this rank in MPI_Finalize: after 10 s,
+  // this rank says why and ends the job (a shared error ends it sooner).
+  if (code == kUserErrorExitCode && read_launch_env().world_size > 1) {
+    abort_job_unless_exited(10, kUserErrorExitCode, unshown_error);
+  }
+  return code;
+}
+
 int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  unshown_error.clear();
   const LaunchEnv env = read_launch_env();
   try {
     if (!args.empty() && args[0] == "check-gpu") {
@@ -499,6 +517,7 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     return train(cfg, layout, options).exit_code;
   } catch (const UserError& e) {
     if (env.rank == 0) err << "moe_train: error: " << e.what() << "\n";
+    unshown_error = env.rank == 0 ? "" : fmt::format("moe_train: error: rank {}: {}", env.rank, e.what());
     return kUserErrorExitCode;
   } catch (const NumericalFault& e) {
     // Every rank sees the same global loss and norm, so all stop here together.

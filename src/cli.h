@@ -36,4 +36,10 @@ CommandLine parse_command_line(const std::vector<std::string>& args);
 
 int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 
+// The binary's entry: run_cli, and when a rank of a multi-rank job ends with
+// a user error its peers may not share (a file missing on one node), the
+// whole job ends within seconds with that rank's line instead of waiting for
+// the others in a collective.
+int run_main(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+
 }  // namespace moe

@@ -121,6 +121,27 @@ check "within 30 s (no wait for the collective timeout)" test $((SECONDS - start
 check "naming the rank, the file and the id" grep -q "moe_train: error: rank 0: data file .*tokens.npy: .* has id 256, outside the vocabulary" <<<"$err"
 
 
+# A user error on one rank only, before training (its data path is missing
+# on its node: mpirun's MPMD form gives rank 1 another path): every rank ends
+# within 30 s with exit 2 and rank 1's line, not at the collective timeout.
+# The same error on every rank: one line, from rank 0.
+A=(configs/train/debug_moe.toml --train.device=cpu --model.dim=32 --model.n_layers=2 --train.batch_size=2
+   --train.seq_len=32 --model.max_seq_len=32 --train.max_steps=50 --distributed.dp_shard=2
+   --checkpoint.dir="$tmp/ckpt_one_rank")
+"$BIN" prepare --output="$tmp/one_rank" --val-fraction=0 "$tmp/a.txt" >/dev/null 2>&1
+start=$SECONDS
+err=$(timeout 120 mpirun --oversubscribe --mca btl self,vader -np 1 "$BIN" "${A[@]}" --data.dataset_path="$tmp/one_rank/train" \
+      : -np 1 "$BIN" "${A[@]}" --data.dataset_path="$tmp/not_on_this_node" 2>&1 >/dev/null); rc=$?
+check "an error on rank 1 alone: exit 2 within 30 s" bash -c '[ "$0" -eq 2 ] && [ "$1" -lt 30 ]' "$rc" $((SECONDS - start))
+check "an error on rank 1 alone: its one line" \
+  bash -c '[ "$(grep -c "moe_train: error:" <<<"$0")" -eq 1 ] &&
+           grep -q "moe_train: error: rank 1: data.dataset_path = $1/not_on_this_node: does not exist" <<<"$0"' "$err" "$tmp"
+start=$SECONDS
+err=$(timeout 120 "${MPIRUN[@]}" "$BIN" "${A[@]}" --data.dataset_path="$tmp/nowhere" 2>&1 >/dev/null); rc=$?
+check "the same error on every rank: exit 2 at once, one line from rank 0" \
+  bash -c '[ "$1" -eq 2 ] && [ "$2" -lt 8 ] && [ "$(grep -c "moe_train: error:" <<<"$0")" -eq 1 ] &&
+           grep -q "^moe_train: error: data.dataset_path = .*/nowhere: does not exist" <<<"$0"' "$err" "$rc" $((SECONDS - start))
+
 # Ctrl-C on a single process: the first saves a checkpoint and exits 75.
 "$BIN" configs/train/debug_moe.toml --train.device=cpu --model.dim=32 --model.n_layers=2 --train.batch_size=2 \
   --train.seq_len=32 --model.max_seq_len=32 --train.max_steps=100000 --checkpoint.interval=100000 \

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "src/core/tensor.h"
@@ -98,6 +99,11 @@ std::unique_ptr<Communicator> mpi_world();
 // Ends every rank of the job now with exit_code (MPI_Abort once MPI is
 // initialised, else this process only). Safe to call from any thread.
 [[noreturn]] void abort_job(int exit_code);
+// For a rank that is ending with an error its peers may not share: if this
+// process has not exited within `seconds` (MPI_Finalize waits for peers that
+// are still in a collective), prints `message` (when not empty) to stderr and
+// ends every rank with exit_code. A rank whose peers end too exits first.
+void abort_job_unless_exited(int seconds, int exit_code, const std::string& message);
 // This process's rank in MPI_COMM_WORLD (0 before MPI is initialised).
 int current_world_rank();
 

@@ -3,10 +3,13 @@
 
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "src/core/bf16.h"
 #include "src/parallel/communicator.h"
@@ -206,6 +209,15 @@ void abort_job(int exit_code) {
   MPI_Finalized(&finalized);
   if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, exit_code);
   _exit(exit_code);
+}
+
+void abort_job_unless_exited(int seconds, int exit_code, const std::string& message) {
+  std::thread([seconds, exit_code, message] {
+    std::this_thread::sleep_for(std::chrono::seconds(seconds));
+    if (!message.empty()) std::fprintf(stderr, "%s\n", message.c_str());
+    std::fflush(stderr);
+    abort_job(exit_code);
+  }).detach();
 }
 
 int current_world_rank() {
