@@ -46,8 +46,10 @@ def _nvcc_genrule(name, src, obj, table, srcs):
         message = "nvcc " + src,
     )
 
-def cuda_library(name, srcs, hdrs = [], cu_deps = [], deps = [], **kwargs):
+def cuda_library(name, srcs, hdrs = [], cu_deps = [], deps = [], cpu_only_srcs = [], **kwargs):
     """srcs: .cu files. cu_deps: header files (or filegroups) the .cu files include.
+    cpu_only_srcs: C++ files compiled instead of srcs where there is no CUDA
+    (neither a toolkit nor the emulator): the backend's stub.
 
     Besides the objects, the library holds the launch-resource table of its
     kernels (registers and static shared memory per architecture, from ptxas),
@@ -81,7 +83,7 @@ def cuda_library(name, srcs, hdrs = [], cu_deps = [], deps = [], **kwargs):
             _nvcc_genrule(rule + "_nvcc", src, obj, table, [src] + hdrs + cu_deps)
             objs.append(obj)
             tables.append(table)
-    extra_srcs = []
+    extra_srcs = [] if (EMULATED or HAS_CUDA) else list(cpu_only_srcs)
     if tables:
         registration = "_launch_resources/{}_launch_resources.cc".format(name)
         native.genrule(

@@ -76,6 +76,14 @@ void add_inplace(float* y, const float* x, int64_t n);
 double sum_squares(const float* x, int64_t n);
 void scale_inplace(float* x, int64_t n, float factor);
 
+// ---- dtype casts: fp32 -> bf16 rounds to nearest even; bf16 -> fp32 is exact ----
+void cast_f32_to_bf16(uint16_t* out, const float* in, int64_t n);
+void cast_bf16_to_f32(float* out, const uint16_t* in, int64_t n);
+
+// ---- gather_rows: dst row i = src row index[i], row_bytes bytes each (any dtype) ----
+// An index outside [0, rows) throws std::logic_error (a bug in the caller's plan).
+void gather_rows(void* dst, const void* src, const int32_t* index_R, int64_t R, int64_t rows, int64_t row_bytes);
+
 // ---- MoE: router ----------------------------------------------------------------
 enum class RouterKind { kSoftmaxTopK, kSigmoidTopK };
 
