@@ -130,7 +130,8 @@ int main(int argc, char** argv) {
     if (s > 0) total += sec;
     if (args.profile && s > 0) {
       for (const moe::ops::OpTime& op : moe::ops::take_op_profile()) {
-        auto it = std::find_if(profile.begin(), profile.end(), [&](const moe::ops::OpTime& o) { return o.op == op.op; });
+        auto it =
+            std::find_if(profile.begin(), profile.end(), [&](const moe::ops::OpTime& o) { return o.op == op.op; });
         if (it == profile.end()) {
           profile.push_back(op);
         } else {
@@ -147,8 +148,8 @@ int main(int argc, char** argv) {
   const double peak = gpu ? moe::cuda_peak_bf16_flops(device_index) : moe::measure_cpu_peak_flops();
   std::printf("config %s: %s, micro-batch %ld x %ld tokens, %s%s, %d steps\n", args.config.c_str(),
               gpu ? moe::cuda_device_description(device_index).c_str() : "CPU", static_cast<long>(t.batch_size),
-              static_cast<long>(t.seq_len), gpu ? moe::dtype_name(where.compute) : "fp32",
-              graph ? ", CUDA graph" : "", args.steps);
+              static_cast<long>(t.seq_len), gpu ? moe::dtype_name(where.compute) : "fp32", graph ? ", CUDA graph" : "",
+              args.steps);
   std::printf("  %.4f s/step  %.0f tokens/s  %.2f TFLOP/s achieved  MFU %.1f%% (peak %.1f TFLOP/s%s)\n", per_step,
               tok_s, achieved / 1e12, peak > 0 ? 100.0 * achieved / peak : 0.0, peak / 1e12,
               gpu ? ", bf16 dense" : ", measured sgemm");

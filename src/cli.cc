@@ -88,9 +88,9 @@ const char* kUsage =
     "The config is refused as training refuses it (--world-size=N: the job's rank\n"
     "count). --for-training: check only if training would use a GPU here.\n";
 
-const std::vector<std::string> kFlags = {"--print-config",  "--dry-run",       "--world-size", "--export-hf",
-                                         "--init-from-hf", "--log-all-ranks", "--help",
-                                         "--version",      "--skip-gpu-check", "--archive-checkpoints"};
+const std::vector<std::string> kFlags = {
+    "--print-config",  "--dry-run", "--world-size", "--export-hf",      "--init-from-hf",
+    "--log-all-ranks", "--help",    "--version",    "--skip-gpu-check", "--archive-checkpoints"};
 
 // Under `bazel run`, relative paths mean the workspace, not Bazel's runfiles tree.
 void enter_bazel_workspace() {
@@ -179,8 +179,9 @@ int run_prepare(const std::vector<std::string>& args) {
     }
   }
   if (output.empty() || inputs.empty()) {
-    throw UserError("prepare: needs --output=DIR and at least one text file; e.g. moe_train prepare "
-                    "--output=data/mytext notes/*.txt");
+    throw UserError(
+        "prepare: needs --output=DIR and at least one text file; e.g. moe_train prepare "
+        "--output=data/mytext notes/*.txt");
   }
   prepare_text_dataset(inputs, output, val_fraction);
   spdlog::info("prepared {} file(s) into {}/train and {}/val (byte-level, vocab {})", inputs.size(), output, output,
@@ -215,12 +216,12 @@ JobConfig check_gpu_default_config() {
 // cache are per process). Returns each child's output and exit code, in
 // device order; children still running after `timeout_s` are killed (124).
 std::vector<std::pair<std::string, int>> check_each_gpu(const std::vector<std::string>& args, int devices,
-                                                         int timeout_s) {
+                                                        int timeout_s) {
   std::vector<pid_t> children;
   std::vector<std::string> logs;
   for (int d = 0; d < devices; ++d) {
-    logs.push_back(fmt::format("{}/moe_train_check_gpu_{}_{}.log", std::filesystem::temp_directory_path().string(),
-                               getpid(), d));
+    logs.push_back(
+        fmt::format("{}/moe_train_check_gpu_{}_{}.log", std::filesystem::temp_directory_path().string(), getpid(), d));
     std::vector<std::string> argv = {"moe_train", "check-gpu"};
     argv.insert(argv.end(), args.begin(), args.end());
     argv.push_back("--device=" + std::to_string(d));
@@ -246,7 +247,8 @@ std::vector<std::pair<std::string, int>> check_each_gpu(const std::vector<std::s
   for (int left = devices; left > 0;) {
     for (int d = 0; d < devices; ++d) {
       int status = 0;
-      if (codes[static_cast<size_t>(d)] >= 0 || waitpid(children[static_cast<size_t>(d)], &status, WNOHANG) <= 0) continue;
+      if (codes[static_cast<size_t>(d)] >= 0 || waitpid(children[static_cast<size_t>(d)], &status, WNOHANG) <= 0)
+        continue;
       codes[static_cast<size_t>(d)] = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
       --left;
     }
@@ -350,8 +352,8 @@ int run_check_gpu(const std::vector<std::string>& args, std::ostream& out, std::
                     "): run it on a GPU node (docs/gpu.md)");
   }
   if (device >= devices) {
-    throw UserError(fmt::format("check-gpu: --device={}, but {} GPU(s) are visible (0 to {})", device, devices,
-                                devices - 1));
+    throw UserError(
+        fmt::format("check-gpu: --device={}, but {} GPU(s) are visible (0 to {})", device, devices, devices - 1));
   }
   if (!nccl.empty()) {
     const size_t colon = nccl.find(':');
@@ -371,7 +373,8 @@ int run_check_gpu(const std::vector<std::string>& args, std::ostream& out, std::
       const auto& [text, code] = results[static_cast<size_t>(d)];
       if (all_output || d == 0 || code != 0) out << text;
       if (code != 0 && first_failure.empty()) {
-        first_failure = fmt::format("GPU {}: {}", d, last_line(text).empty() ? "exit " + std::to_string(code) : last_line(text));
+        first_failure =
+            fmt::format("GPU {}: {}", d, last_line(text).empty() ? "exit " + std::to_string(code) : last_line(text));
       }
     }
   };
@@ -463,7 +466,8 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
           const double spare = static_cast<double>(budget->bytes) -
                                static_cast<double>(report.total_bytes) * static_cast<double>(budget->ranks_sharing);
           out << fmt::format("  fits {} ({:.1f} GiB): {:.1f} GiB to spare\n", budget->what,
-                             static_cast<double>(budget->bytes) / (1024.0 * 1024 * 1024), spare / (1024.0 * 1024 * 1024));
+                             static_cast<double>(budget->bytes) / (1024.0 * 1024 * 1024),
+                             spare / (1024.0 * 1024 * 1024));
         }
       }
       return 0;

@@ -24,10 +24,10 @@ struct CommandLine {
   bool help = false;
   bool version = false;
   bool log_all_ranks = false;
-  bool skip_gpu_check = false;  // --skip-gpu-check: train on CUDA without the check before step 1
-  int64_t world_size = 0;  // --world-size for --dry-run/--print-config; 0 = not given
-  std::string export_hf_dir;  // --export-hf: write the model's weights in HF format and exit
-  std::string init_from_hf_dir;  // --init-from-hf: start from an HF checkpoint (unless a checkpoint is resumed)
+  bool skip_gpu_check = false;       // --skip-gpu-check: train on CUDA without the check before step 1
+  int64_t world_size = 0;            // --world-size for --dry-run/--print-config; 0 = not given
+  std::string export_hf_dir;         // --export-hf: write the model's weights in HF format and exit
+  std::string init_from_hf_dir;      // --init-from-hf: start from an HF checkpoint (unless a checkpoint is resumed)
   bool archive_checkpoints = false;  // --archive-checkpoints: move checkpoint.dir's checkpoints aside and exit
 };
 

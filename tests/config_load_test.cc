@@ -67,8 +67,8 @@ decay_steps = 100
 TEST_CASE("a wrong type names the key, the place and the expected type") {
   CHECK_THROWS_WITH(load("[model]\ndim = 2.5\n"),
                     Contains("model.dim = 2.5 (test.toml:2:7)") && Contains("must be an integer"));
-  CHECK_THROWS_WITH(load("[model]\ntie_embeddings = 1\n"), Contains("model.tie_embeddings = 1") &&
-                                                               Contains("must be true or false"));
+  CHECK_THROWS_WITH(load("[model]\ntie_embeddings = 1\n"),
+                    Contains("model.tie_embeddings = 1") && Contains("must be true or false"));
   CHECK_THROWS_WITH(load("[train]\nseq_len = \"long\"\n"), Contains("train.seq_len = \"long\""));
   CHECK_THROWS_WITH(load("[optimizer]\nbetas = [0.9]\n"), Contains("must be an array of two numbers"));
   CHECK_THROWS_WITH(load("model = 3\n"), Contains("must be a [model] table"));
@@ -104,9 +104,8 @@ enable_wandb = false
 enabled = true
 )",
                                  "kf.toml", {});
-  CHECK(loaded.ignored_keys ==
-        std::vector<std::string>{"data.num_workers", "data.pin_memory", "metrics.enable_wandb", "[profiling]",
-                                 "train.compile_model"});
+  CHECK(loaded.ignored_keys == std::vector<std::string>{"data.num_workers", "data.pin_memory", "metrics.enable_wandb",
+                                                        "[profiling]", "train.compile_model"});
 }
 
 TEST_CASE("TOML syntax errors give file:line:column") {
@@ -115,8 +114,8 @@ TEST_CASE("TOML syntax errors give file:line:column") {
 
 TEST_CASE("command-line overrides use TOML values and bare strings") {
   moe::JobConfig c = load("[optimizer]\nlr = 1e-3\n", {"optimizer.lr=3e-4", "model.num_experts=8",
-                                                      "model.moe_router=sigmoid_topk", "optimizer.betas=[0.9, 0.99]",
-                                                      "data.dataset_path=/data/tokens", "model.tie_embeddings=true"});
+                                                       "model.moe_router=sigmoid_topk", "optimizer.betas=[0.9, 0.99]",
+                                                       "data.dataset_path=/data/tokens", "model.tie_embeddings=true"});
   CHECK(c.optimizer.lr == 3e-4);
   CHECK(c.model.num_experts == 8);
   CHECK(c.model.moe_router == "sigmoid_topk");
@@ -168,8 +167,8 @@ TEST_CASE("edit distance and suggestions") {
 }
 
 TEST_CASE("the shipped configs load and validate") {
-  for (const char* path : {"configs/train/debug_moe.toml", "configs/train/debug_dense.toml",
-                           "configs/train/moe_ep_32gpu.toml"}) {
+  for (const char* path :
+       {"configs/train/debug_moe.toml", "configs/train/debug_dense.toml", "configs/train/moe_ep_32gpu.toml"}) {
     INFO(path);
     moe::LoadedConfig loaded = moe::load_config_file(path, {});
     CHECK_NOTHROW(moe::validate_config(loaded.cfg));
@@ -207,6 +206,6 @@ TEST_CASE("config_to_json writes every section in schema order") {
   CHECK(j["optimizer"]["betas"][1] == 0.95);
   std::vector<std::string> sections;
   for (auto it = j.begin(); it != j.end(); ++it) sections.push_back(it.key());
-  CHECK(sections == std::vector<std::string>{"model", "train", "optimizer", "scheduler", "distributed", "data",
-                                             "eval", "checkpoint", "metrics"});
+  CHECK(sections == std::vector<std::string>{"model", "train", "optimizer", "scheduler", "distributed", "data", "eval",
+                                             "checkpoint", "metrics"});
 }

@@ -129,9 +129,11 @@ TEST_CASE("the layout must match the rank count at start-up") {
 
 TEST_CASE("train.device = cuda where no GPU can be used exits 2 saying why") {
   if (moe::cuda_device_count() > 0) return;  // a GPU node: the run would train
-  expect_rejected({"debug_moe.toml", {"train.device=cuda"}, {"train.device = \"cuda\", but no GPU can be used here (",
-                                                             "set train.device = \"cpu\" or \"auto\""}},
-                  {});
+  expect_rejected(
+      {"debug_moe.toml",
+       {"train.device=cuda"},
+       {"train.device = \"cuda\", but no GPU can be used here (", "set train.device = \"cpu\" or \"auto\""}},
+      {});
 }
 
 TEST_CASE("non-finite hyperparameters are refused") {

@@ -22,9 +22,9 @@ TEST_CASE("debug_moe.toml (with a 32000 vocabulary) on one rank") {
   // 4 experts top-2 in blocks 1 and 3, untied, bf16.
   auto cfg = moe::load_config_file("configs/train/debug_moe.toml", {"model.vocab_size=32000"}).cfg;
   auto r = estimate(cfg);
-  CHECK(r.embedding_params == 2 * 32000 * 256);                         // embedding + LM head
-  CHECK(r.attention_params == 4 * (256 * 256 * 2 + 128 * 256 * 2));     // q, o + k, v
-  CHECK(r.dense_mlp_params == 2 * 3 * 256 * 768);                       // blocks 0 and 2
+  CHECK(r.embedding_params == 2 * 32000 * 256);                      // embedding + LM head
+  CHECK(r.attention_params == 4 * (256 * 256 * 2 + 128 * 256 * 2));  // q, o + k, v
+  CHECK(r.dense_mlp_params == 2 * 3 * 256 * 768);                    // blocks 0 and 2
   CHECK(r.router_params == 2 * 4 * 256);
   CHECK(r.routed_expert_params == 2 * 4 * 3 * 256 * 768);
   CHECK(r.shared_expert_params == 0);
@@ -80,7 +80,7 @@ tp = 2
 ep = 2
 dp_shard = 2
 )",
-                                    "inline", {})
+                                   "inline", {})
                  .cfg;
   auto r = estimate(cfg);
   // Per block: norms 128, attention 4096+2048+2048+4096 = 12288, router 256,

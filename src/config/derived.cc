@@ -46,23 +46,23 @@ Layout resolve_layout(const DistributedConfig& d, std::optional<int64_t> world_s
   l.pp = d.pp;
   const int64_t others = l.dp_replicate * l.cp * l.ep * l.tp * l.pp;
   const std::string product = "dp_replicate*cp*ep*tp*pp = " + std::to_string(l.dp_replicate) + "*" +
-                              std::to_string(l.cp) + "*" + std::to_string(l.ep) + "*" + std::to_string(l.tp) +
-                              "*" + std::to_string(l.pp) + " = " + std::to_string(others);
+                              std::to_string(l.cp) + "*" + std::to_string(l.ep) + "*" + std::to_string(l.tp) + "*" +
+                              std::to_string(l.pp) + " = " + std::to_string(others);
   if (d.dp_shard > 0) {
     l.dp_shard = d.dp_shard;
   } else if (!world_size) {
     l.dp_shard = 1;
   } else if (*world_size % others != 0) {
     throw UserError("distributed.dp_shard = -1 with " + std::to_string(*world_size) +
-                    " ranks: the world size must be divisible by " + product +
-                    "; launch a multiple of " + std::to_string(others) + " ranks or change the layout");
+                    " ranks: the world size must be divisible by " + product + "; launch a multiple of " +
+                    std::to_string(others) + " ranks or change the layout");
   } else {
     l.dp_shard = *world_size / others;
   }
   if (world_size && l.world() != *world_size) {
-    throw UserError("distributed layout dp_replicate*dp_shard*cp*ep*tp*pp = " + std::to_string(l.dp_replicate) +
-                    "*" + std::to_string(l.dp_shard) + "*" + std::to_string(l.cp) + "*" + std::to_string(l.ep) +
-                    "*" + std::to_string(l.tp) + "*" + std::to_string(l.pp) + " = " + std::to_string(l.world()) +
+    throw UserError("distributed layout dp_replicate*dp_shard*cp*ep*tp*pp = " + std::to_string(l.dp_replicate) + "*" +
+                    std::to_string(l.dp_shard) + "*" + std::to_string(l.cp) + "*" + std::to_string(l.ep) + "*" +
+                    std::to_string(l.tp) + "*" + std::to_string(l.pp) + " = " + std::to_string(l.world()) +
                     " ranks, but the job has " + std::to_string(*world_size) +
                     ": launch that many ranks, or set distributed.dp_shard = -1 to fill the world");
   }

@@ -48,7 +48,7 @@ struct ModelConfig {
   bool moe_packed_experts = true;
   bool moe_gradient_scale = false;
   double moe_expert_ffn_multiplier = 1.0;
-  double moe_bias_update_rate = 1e-3;  // DeepSeek-V3's gamma
+  double moe_bias_update_rate = 1e-3;          // DeepSeek-V3's gamma
   std::string moe_bias_schedule = "constant";  // constant | cosine_decay | linear_warmup
 };
 
@@ -113,7 +113,7 @@ struct EvalConfig {
 struct CheckpointConfig {
   std::string dir = "checkpoints";
   int64_t interval = 1000;
-  int64_t keep_last_n = 3;  // <= 0 keeps all
+  int64_t keep_last_n = 3;        // <= 0 keeps all
   std::string load_path;          // a step folder, or a checkpoint folder (its `latest`), to start from
   std::string initial_load_path;  // a new run's weights: those this checkpoint shares with the model, by name
   std::string resume = "auto";    // "auto": continue from <dir>/latest when it exists; "never"

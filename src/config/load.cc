@@ -113,16 +113,15 @@ const Field* find_field(const Section& section, const std::string& key) {
   return nullptr;
 }
 
-[[noreturn]] void unknown_section(const std::vector<Section>& schema, const std::string& name,
-                                  const std::string& at) {
+[[noreturn]] void unknown_section(const std::vector<Section>& schema, const std::string& name, const std::string& at) {
   std::string hint = closest_match(name, section_names(schema));
-  throw UserError("unknown section [" + name + "] (" + at + "): " +
-                  (hint.empty() ? "" : "did you mean [" + hint + "]? ") + "known sections are " +
+  throw UserError("unknown section [" + name + "] (" + at +
+                  "): " + (hint.empty() ? "" : "did you mean [" + hint + "]? ") + "known sections are " +
                   join(section_names(schema), ", "));
 }
 
-[[noreturn]] void unknown_key(const std::vector<Section>& schema, const Section& section,
-                              const std::string& key, const std::string& at) {
+[[noreturn]] void unknown_key(const std::vector<Section>& schema, const Section& section, const std::string& key,
+                              const std::string& at) {
   std::vector<std::string> keys;
   for (const auto& f : section.fields) keys.push_back(f.key);
   std::string hint = closest_match(key, keys);
@@ -179,8 +178,8 @@ void apply_override(std::vector<Section>& schema, const std::string& text) {
     return;
   }
   if (!ok) {
-    throw UserError("override --" + text + ": the value is not valid TOML; must be " +
-                    type_name(field->ref) + ", e.g. --" + section_name + "." + key + "=<value>");
+    throw UserError("override --" + text + ": the value is not valid TOML; must be " + type_name(field->ref) +
+                    ", e.g. --" + section_name + "." + key + "=<value>");
   }
   assign(*field, section_name + "." + key, at, *parsed.get("v"));
 }
@@ -242,7 +241,8 @@ LoadedConfig load_config_file(const std::string& path, const std::vector<std::st
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    throw UserError("config file " + path + ": cannot be opened; check the path (relative paths are taken "
+    throw UserError("config file " + path +
+                    ": cannot be opened; check the path (relative paths are taken "
                     "from the directory you ran the command in)");
   }
   std::stringstream text;
@@ -255,7 +255,8 @@ LoadedConfig load_config_file(const std::string& path, const std::vector<std::st
     has_content = first != std::string::npos && line[first] != '#';
   }
   if (!has_content) {
-    throw UserError("config file " + path + ": is empty (no table or key); an empty config would train the 6.7B-parameter "
+    throw UserError("config file " + path +
+                    ": is empty (no table or key); an empty config would train the 6.7B-parameter "
                     "defaults: start from configs/train/debug_moe.toml");
   }
   return load_config_text(text.str(), path, overrides);

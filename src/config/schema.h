@@ -14,8 +14,7 @@
 
 namespace moe {
 
-using FieldRef = std::variant<int64_t*, double*, bool*, std::string*, std::optional<int64_t>*,
-                              std::array<double, 2>*>;
+using FieldRef = std::variant<int64_t*, double*, bool*, std::string*, std::optional<int64_t>*, std::array<double, 2>*>;
 
 struct Field {
   std::string key;

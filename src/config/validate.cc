@@ -149,9 +149,9 @@ void check_limits(const JobConfig& c) {
   // expert hidden), and the tokens of the whole run, in long double.
   using Big = long double;
   const Big dim = m.dim, hidden = ffn_hidden(m), experts = m.num_experts + m.moe_shared_experts;
-  const Big params = Big(m.vocab_size) * dim * 2 +
-                     Big(m.n_layers) * (4 * dim * dim + (experts > 0 ? experts * 3 * dim * Big(expert_hidden(m))
-                                                                     : 3 * dim * hidden));
+  const Big params =
+      Big(m.vocab_size) * dim * 2 +
+      Big(m.n_layers) * (4 * dim * dim + (experts > 0 ? experts * 3 * dim * Big(expert_hidden(m)) : 3 * dim * hidden));
   if (params > 1e15L) {
     reject("model", fmt::format("{:.3g} parameters", static_cast<double>(params)), "more than 10^15",
            "check model.dim, n_layers, vocab_size, num_experts and the FFN sizes");
@@ -162,13 +162,14 @@ void check_limits(const JobConfig& c) {
   const Big routed = m.num_experts > 0 ? Big(std::min(m.moe_top_k, m.num_experts)) * Big(expert_hidden(m)) * 2 : Big(0);
   const Big activations = tokens * (Big(m.n_layers) * 32 * std::max({dim, hidden, routed}) + 4 * Big(m.vocab_size));
   if (activations > Big(int64_t{1} << 52)) {
-    reject("train.batch_size", t.batch_size,
-           fmt::format("with train.seq_len = {}, one micro-batch's activations reach about {:.3g} values, more than 2^52",
-                       t.seq_len, static_cast<double>(activations)),
-           "lower batch_size or seq_len, and raise grad_accum_steps for the same global batch");
+    reject(
+        "train.batch_size", t.batch_size,
+        fmt::format("with train.seq_len = {}, one micro-batch's activations reach about {:.3g} values, more than 2^52",
+                    t.seq_len, static_cast<double>(activations)),
+        "lower batch_size or seq_len, and raise grad_accum_steps for the same global batch");
   }
-  if (tokens * Big(t.grad_accum_steps) * Big(t.max_steps) * Big(d.dp_shard > 0 ? d.dp_shard : 1) *
-          Big(d.dp_replicate) > Big(int64_t{1} << 62)) {
+  if (tokens * Big(t.grad_accum_steps) * Big(t.max_steps) * Big(d.dp_shard > 0 ? d.dp_shard : 1) * Big(d.dp_replicate) >
+      Big(int64_t{1} << 62)) {
     reject("train.max_steps", t.max_steps, "the run would see more than 2^62 tokens", "lower max_steps");
   }
 }
@@ -209,7 +210,8 @@ void check_parallel(const JobConfig& c) {
            "set distributed.pp = 1 and use ep/tp/dp_shard to split the model");
   }
   if (c.train.mixed_precision == "fp8" && d.tp > 1) {
-    reject("train.mixed_precision", "\"fp8\"", fmt::format("cannot be combined with tensor parallelism (tp = {})", d.tp),
+    reject("train.mixed_precision", "\"fp8\"",
+           fmt::format("cannot be combined with tensor parallelism (tp = {})", d.tp),
            "use bf16 with tp > 1, or set distributed.tp = 1 for fp8");
   }
   if (d.ep > 1 && m.num_experts == 0) {

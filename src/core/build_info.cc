@@ -59,8 +59,8 @@ std::vector<std::pair<std::string, std::string>> build_facts() {
 #endif
   facts.emplace_back("cublas_found",
                      libraries ? library_version(static_cast<long long>(cublasLtGetVersion())) + cublas_at : "none");
-  facts.emplace_back("nccl_found", libraries && ncclGetVersion(&nccl) == ncclSuccess ? library_version(nccl) + nccl_at
-                                                                                      : "none");
+  facts.emplace_back("nccl_found",
+                     libraries && ncclGetVersion(&nccl) == ncclSuccess ? library_version(nccl) + nccl_at : "none");
   cudaGetLastError();  // a failed query leaves nothing behind for the next CUDA call
 #else
   facts.emplace_back("cuda_built", "none");

@@ -72,13 +72,16 @@ int select_cuda_device(int64_t local_rank) {
 double cuda_peak_bf16_flops(int device) {
   cudaDeviceProp p{};
   if (cudaGetDeviceProperties(&p, device) != cudaSuccess) return 0;
-  if (p.major == 9 && p.minor == 0) return std::string(p.name).find("PCIe") != std::string::npos ? 756e12 : 989e12;  // H100/H200 SXM, dense
-  if (p.major == 8 && p.minor == 0) return 312e12;  // A100
+  if (p.major == 9 && p.minor == 0)
+    return std::string(p.name).find("PCIe") != std::string::npos ? 756e12 : 989e12;  // H100/H200 SXM, dense
+  if (p.major == 8 && p.minor == 0) return 312e12;                                   // A100
   return 0;
 }
 #else
 int cuda_device_count() { return 0; }
-std::string cuda_unavailable_reason() { return "this build has no CUDA (built without a CUDA toolkit, docs/building.md)"; }
+std::string cuda_unavailable_reason() {
+  return "this build has no CUDA (built without a CUDA toolkit, docs/building.md)";
+}
 std::string cuda_libraries_missing() { return cuda_unavailable_reason(); }
 std::string cuda_device_description(int) { return ""; }
 int64_t cuda_device_memory_bytes(int) { return 0; }

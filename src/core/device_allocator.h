@@ -11,10 +11,10 @@
 namespace moe {
 
 struct DeviceMemoryStats {
-  int64_t in_use = 0;       // bytes of live blocks
-  int64_t peak_in_use = 0;  // the most ever live at once
-  int64_t reserved = 0;     // bytes held from cudaMalloc (live + cached)
-  int64_t cuda_mallocs = 0; // how many times cudaMalloc was called
+  int64_t in_use = 0;        // bytes of live blocks
+  int64_t peak_in_use = 0;   // the most ever live at once
+  int64_t reserved = 0;      // bytes held from cudaMalloc (live + cached)
+  int64_t cuda_mallocs = 0;  // how many times cudaMalloc was called
 };
 
 // The size class a request is served from: multiples of 512 bytes up to

@@ -6,18 +6,24 @@ namespace moe {
 
 int64_t dtype_bytes(DType t) {
   switch (t) {
-    case DType::kF32: return 4;
-    case DType::kBF16: return 2;
-    case DType::kI32: return 4;
+    case DType::kF32:
+      return 4;
+    case DType::kBF16:
+      return 2;
+    case DType::kI32:
+      return 4;
   }
   return 0;
 }
 
 const char* dtype_name(DType t) {
   switch (t) {
-    case DType::kF32: return "f32";
-    case DType::kBF16: return "bf16";
-    case DType::kI32: return "i32";
+    case DType::kF32:
+      return "f32";
+    case DType::kBF16:
+      return "bf16";
+    case DType::kI32:
+      return "i32";
   }
   return "?";
 }
@@ -34,7 +40,9 @@ int64_t Tensor::size(int dim) const {
   return shape[d];
 }
 
-std::string Tensor::shape_string() const { return shape_text(std::vector<int64_t>(shape.begin(), shape.begin() + ndim)); }
+std::string Tensor::shape_string() const {
+  return shape_text(std::vector<int64_t>(shape.begin(), shape.begin() + ndim));
+}
 
 int64_t numel_of(const std::vector<int64_t>& shape) {
   int64_t n = 1;

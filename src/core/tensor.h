@@ -46,7 +46,6 @@ int64_t numel_of(const std::vector<int64_t>& shape);
 std::string shape_text(const std::vector<int64_t>& shape);
 
 // A view of memory owned elsewhere (host memory unless told), 1 to 4 dims.
-Tensor view_of(void* data, const std::vector<int64_t>& shape, DType dtype = DType::kF32,
-               Device device = Device::kCpu);
+Tensor view_of(void* data, const std::vector<int64_t>& shape, DType dtype = DType::kF32, Device device = Device::kCpu);
 
 }  // namespace moe

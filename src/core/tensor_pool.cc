@@ -84,7 +84,6 @@ void zero(const Tensor& t) {
   std::memset(t.data, 0, static_cast<size_t>(t.bytes()));
 }
 
-
 void copy_tensor(const Tensor& dst, const Tensor& src) {
   if (dst.dtype != src.dtype || dst.numel() != src.numel()) {
     throw std::logic_error("copy_tensor: " + dst.shape_string() + " <- " + src.shape_string());

@@ -17,7 +17,8 @@ void write_file_atomically(const std::string& path, const std::function<void(std
   {
     std::ofstream out(temp, std::ios::binary | std::ios::trunc);
     if (!out) {
-      throw UserError("cannot create " + temp + " (" + std::strerror(errno) + "); check that its directory is writable");
+      throw UserError("cannot create " + temp + " (" + std::strerror(errno) +
+                      "); check that its directory is writable");
     }
     write_contents(out);
     out.flush();

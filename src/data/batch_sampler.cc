@@ -15,10 +15,10 @@ BatchSampler::BatchSampler(const TokenDataset& dataset, int64_t seq_len, int64_t
   if (seq_len < 1 || batch_size < 1) throw std::invalid_argument("BatchSampler: seq_len and batch_size must be >= 1");
   num_windows_ = dataset.num_tokens() / (seq_len + 1);
   if (num_windows_ < 1) {
-    throw UserError(fmt::format(
-        "dataset {} has {} tokens, fewer than one sample of train.seq_len + 1 = {} tokens; "
-        "use a larger dataset or a smaller train.seq_len",
-        dataset.path(), dataset.num_tokens(), seq_len + 1));
+    throw UserError(
+        fmt::format("dataset {} has {} tokens, fewer than one sample of train.seq_len + 1 = {} tokens; "
+                    "use a larger dataset or a smaller train.seq_len",
+                    dataset.path(), dataset.num_tokens(), seq_len + 1));
   }
 }
 

@@ -51,7 +51,8 @@ std::vector<DataFileSpec> find_in_directory(const std::string& dir, const std::s
   if (names.empty()) {
     reject(fmt::format("no file matches {}.file_pattern \"{}\"", section, pattern),
            fmt::format("set {}.file_pattern to match the token files there (e.g. \"*.npy\", \"*.bin\"; Megatron pairs "
-                       "are matched by their .bin)", section));
+                       "are matched by their .bin)",
+                       section));
   }
   std::sort(names.begin(), names.end());
 
@@ -68,8 +69,8 @@ std::vector<DataFileSpec> find_in_directory(const std::string& dir, const std::s
   if (std::any_of(files.begin(), files.end(), is_pair)) {
     for (const DataFileSpec& f : files) {
       if (!is_pair(f) && ends_with(f.path, ".bin")) {
-        reject(fmt::format("{} has no {}.idx beside it, while other .bin files here are Megatron-LM pairs",
-                           f.path, without_suffix(f.path, 4)),
+        reject(fmt::format("{} has no {}.idx beside it, while other .bin files here are Megatron-LM pairs", f.path,
+                           without_suffix(f.path, 4)),
                "copy the missing .idx, or move the .bin out of the directory");
       }
     }
@@ -90,9 +91,12 @@ std::vector<DataFileSpec> find_data_files(const std::string& dataset_path, const
   const bool exists = fs::exists(p, ec);
   // Megatron pairs may be named by either file or, as Megatron does, by the shared prefix.
   std::string prefix;
-  if (exists && ends_with(p, ".idx")) prefix = without_suffix(p, 4);
-  else if (exists && ends_with(p, ".bin") && is_file(without_suffix(p, 4) + ".idx")) prefix = without_suffix(p, 4);
-  else if (!exists && (is_file(p + ".bin") || is_file(p + ".idx"))) prefix = p;
+  if (exists && ends_with(p, ".idx"))
+    prefix = without_suffix(p, 4);
+  else if (exists && ends_with(p, ".bin") && is_file(without_suffix(p, 4) + ".idx"))
+    prefix = without_suffix(p, 4);
+  else if (!exists && (is_file(p + ".bin") || is_file(p + ".idx")))
+    prefix = p;
   if (!prefix.empty()) {
     const std::string bin = prefix + ".bin", idx = prefix + ".idx";
     if (!is_file(bin)) reject(fmt::format("Megatron-LM pair is missing {}", bin), "copy the .bin beside its .idx");

@@ -9,7 +9,7 @@
 namespace moe {
 
 struct DataFileSpec {
-  std::string path;                // the file holding the tokens
+  std::string path;               // the file holding the tokens
   std::string megatron_idx_path;  // its Megatron index; empty for every other format
 };
 

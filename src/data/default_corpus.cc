@@ -32,7 +32,8 @@ std::vector<std::string> fortune_files(const std::string& dir) {
     if (p.has_extension() || p.filename().string().front() == '.' || !fs::is_regular_file(p)) continue;
     files.push_back(p.string());
   }
-  if (ec) throw UserError(fmt::format("default corpus: cannot list {} ({}); run ./scripts/setup.sh", dir, ec.message()));
+  if (ec)
+    throw UserError(fmt::format("default corpus: cannot list {} ({}); run ./scripts/setup.sh", dir, ec.message()));
   std::sort(files.begin(), files.end());
   return files;
 }
@@ -73,9 +74,10 @@ std::string ensure_default_corpus(const std::string& cache_dir, const std::strin
     return root;
   }
   if (!fs::is_directory(fortunes_dir, ec)) {
-    throw UserError(fmt::format("default corpus: {} does not exist (no data.dataset_path is set, so training uses the "
-                                "text of the Debian package fortunes); run ./scripts/setup.sh, or set data.dataset_path",
-                                fortunes_dir));
+    throw UserError(
+        fmt::format("default corpus: {} does not exist (no data.dataset_path is set, so training uses the "
+                    "text of the Debian package fortunes); run ./scripts/setup.sh, or set data.dataset_path",
+                    fortunes_dir));
   }
   std::vector<std::string> documents;
   const std::vector<std::string> files = fortune_files(fortunes_dir);
@@ -83,12 +85,13 @@ std::string ensure_default_corpus(const std::string& cache_dir, const std::strin
     for (std::string& entry : split_fortune_entries(read_text(file))) documents.push_back(std::move(entry));
   }
   if (documents.empty()) {
-    throw UserError(fmt::format("default corpus: {} holds no fortune text; run ./scripts/setup.sh to reinstall "
-                                "fortunes, or set data.dataset_path", fortunes_dir));
+    throw UserError(
+        fmt::format("default corpus: {} holds no fortune text; run ./scripts/setup.sh to reinstall "
+                    "fortunes, or set data.dataset_path",
+                    fortunes_dir));
   }
-  const std::string source =
-      fmt::format("{} entries of {} fortune files in {} (Debian package fortunes)", documents.size(), files.size(),
-                  fortunes_dir);
+  const std::string source = fmt::format("{} entries of {} fortune files in {} (Debian package fortunes)",
+                                         documents.size(), files.size(), fortunes_dir);
   prepare_documents_dataset(documents, root, kDefaultCorpusValFraction, source);
   write_file_atomically((fs::path(root) / kCompleteMarker).string(),
                         [&](std::ostream& out) { out << "complete: " << source << "\n"; });

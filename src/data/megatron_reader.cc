@@ -19,13 +19,26 @@ constexpr char kFix[] = "rebuild the pair with Megatron-LM's tools/preprocess_da
 // Integer codes are token ids; 6 (float64) and 7 (float32) are not.
 bool dtype_from_code(uint8_t code, TokenDType* dtype) {
   switch (code) {
-    case 1: *dtype = TokenDType::kUInt8; return true;
-    case 2: *dtype = TokenDType::kInt8; return true;
-    case 3: *dtype = TokenDType::kInt16; return true;
-    case 4: *dtype = TokenDType::kInt32; return true;
-    case 5: *dtype = TokenDType::kInt64; return true;
-    case 8: *dtype = TokenDType::kUInt16; return true;
-    default: return false;
+    case 1:
+      *dtype = TokenDType::kUInt8;
+      return true;
+    case 2:
+      *dtype = TokenDType::kInt8;
+      return true;
+    case 3:
+      *dtype = TokenDType::kInt16;
+      return true;
+    case 4:
+      *dtype = TokenDType::kInt32;
+      return true;
+    case 5:
+      *dtype = TokenDType::kInt64;
+      return true;
+    case 8:
+      *dtype = TokenDType::kUInt16;
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -38,8 +51,9 @@ TokenFile read_megatron_files(std::shared_ptr<const MappedFile> bin, const Mappe
     reject_data_file(idx_path, "bad magic: not a Megatron-LM index (it does not start with \"MMIDIDX\")", kFix);
   }
   if (idx.size() < kHeaderBytes) {
-    reject_data_file(idx_path, fmt::format("is truncated: {} bytes, shorter than the {}-byte index header", idx.size(),
-                                           kHeaderBytes), kFix);
+    reject_data_file(
+        idx_path,
+        fmt::format("is truncated: {} bytes, shorter than the {}-byte index header", idx.size(), kHeaderBytes), kFix);
   }
   const uint64_t version = load_le<uint64_t>(header + 9);
   if (version != 1) reject_data_file(idx_path, fmt::format("index version {} is not supported (1 is)", version), kFix);
@@ -47,9 +61,12 @@ TokenFile read_megatron_files(std::shared_ptr<const MappedFile> bin, const Mappe
   TokenDType dtype;
   if (!dtype_from_code(code, &dtype)) {
     const char* what = code == 6 ? "float64" : code == 7 ? "float32" : "unknown";
-    reject_data_file(idx_path,
-                     fmt::format("dtype code {} ({}) cannot hold token ids (accepted: 1 uint8, 2 int8, 3 int16, 4 int32, "
-                                 "5 int64, 8 uint16)", code, what), kFix);
+    reject_data_file(
+        idx_path,
+        fmt::format("dtype code {} ({}) cannot hold token ids (accepted: 1 uint8, 2 int8, 3 int16, 4 int32, "
+                    "5 int64, 8 uint16)",
+                    code, what),
+        kFix);
   }
   const uint64_t num_sequences = load_le<uint64_t>(header + 18);
   const uint64_t num_documents = load_le<uint64_t>(header + 26);
@@ -57,10 +74,11 @@ TokenFile read_megatron_files(std::shared_ptr<const MappedFile> bin, const Mappe
   // the counts first keeps the byte arithmetic below from overflowing.
   const uint64_t room = static_cast<uint64_t>(idx.size() - kHeaderBytes);
   if (num_sequences > room / 12 || num_documents > (room - 12 * num_sequences) / 8) {
-    reject_data_file(idx_path,
-                     fmt::format("is truncated: {} sequences and {} documents need {} index bytes, the file has {}",
-                                 num_sequences, num_documents,
-                                 kHeaderBytes + 12.0 * num_sequences + 8.0 * num_documents, idx.size()), kFix);
+    reject_data_file(
+        idx_path,
+        fmt::format("is truncated: {} sequences and {} documents need {} index bytes, the file has {}", num_sequences,
+                    num_documents, kHeaderBytes + 12.0 * num_sequences + 8.0 * num_documents, idx.size()),
+        kFix);
   }
   const int64_t count = static_cast<int64_t>(num_sequences);
   const uint8_t* sizes = header + kHeaderBytes;
@@ -74,7 +92,8 @@ TokenFile read_megatron_files(std::shared_ptr<const MappedFile> bin, const Mappe
     if (size < 0 || !fits_in_file(pointer, size * element, bin->size())) {
       reject_data_file(bin->path(),
                        fmt::format("is truncated or does not match its index: sequence {} ({} tokens at byte {}) lies "
-                                   "outside its {} bytes", s, size, pointer, bin->size()),
+                                   "outside its {} bytes",
+                                   s, size, pointer, bin->size()),
                        "copy both files again, or " + std::string(kFix));
     }
     // Sequences are normally back to back: merge them into one run.

@@ -16,7 +16,8 @@ namespace {
 
 constexpr char kMagic[] = "\x93NUMPY";
 constexpr int64_t kMagicBytes = 6;
-constexpr char kFix[] = "write token ids with numpy.save(path, ids.astype(numpy.uint16)) (numpy.uint32 for vocabularies over 65536)";
+constexpr char kFix[] =
+    "write token ids with numpy.save(path, ids.astype(numpy.uint16)) (numpy.uint32 for vocabularies over 65536)";
 
 struct NpyHeader {
   std::string descr;
@@ -125,11 +126,16 @@ class HeaderParser {
 };
 
 bool parse_descr(const std::string& descr, TokenDType* dtype) {
-  if (descr == "<u2") *dtype = TokenDType::kUInt16;
-  else if (descr == "<u4") *dtype = TokenDType::kUInt32;
-  else if (descr == "<i4") *dtype = TokenDType::kInt32;
-  else if (descr == "<i8") *dtype = TokenDType::kInt64;
-  else return false;
+  if (descr == "<u2")
+    *dtype = TokenDType::kUInt16;
+  else if (descr == "<u4")
+    *dtype = TokenDType::kUInt32;
+  else if (descr == "<i4")
+    *dtype = TokenDType::kInt32;
+  else if (descr == "<i8")
+    *dtype = TokenDType::kInt64;
+  else
+    return false;
   return true;
 }
 
@@ -152,24 +158,29 @@ TokenFile read_npy_file(std::shared_ptr<const MappedFile> file) {
   const int64_t header_length = major == 1 ? load_le<uint16_t>(bytes + 8) : load_le<uint32_t>(bytes + 8);
   const int64_t header_start = 8 + length_bytes;
   if (!fits_in_file(header_start, header_length, size)) {
-    reject_data_file(path, fmt::format("is truncated: the .npy header says it is {} bytes, the file has {} bytes in all",
-                                       header_length, size), kFix);
+    reject_data_file(path,
+                     fmt::format("is truncated: the .npy header says it is {} bytes, the file has {} bytes in all",
+                                 header_length, size),
+                     kFix);
   }
   const std::string text(reinterpret_cast<const char*>(bytes + header_start), static_cast<size_t>(header_length));
   const NpyHeader header = HeaderParser(text, path).parse();
 
   TokenDType dtype;
   if (!parse_descr(header.descr, &dtype)) {
-    reject_data_file(path, fmt::format("dtype '{}' cannot hold token ids (accepted: '<u2', '<u4', '<i4', '<i8')",
-                                       header.descr), kFix);
+    reject_data_file(
+        path, fmt::format("dtype '{}' cannot hold token ids (accepted: '<u2', '<u4', '<i4', '<i8')", header.descr),
+        kFix);
   }
   if (header.fortran_order) {
     reject_data_file(path, "array is stored in Fortran order (fortran_order: True)",
                      "save a C-ordered array: numpy.save(path, numpy.ascontiguousarray(ids))");
   }
   if (header.shape.empty() || header.shape.size() > 2) {
-    reject_data_file(path, fmt::format("array has {} dimensions; token files are 1-D (or 2-D, read row by row)",
-                                       header.shape.size()), kFix);
+    reject_data_file(
+        path,
+        fmt::format("array has {} dimensions; token files are 1-D (or 2-D, read row by row)", header.shape.size()),
+        kFix);
   }
   const int64_t element = dtype_bytes(dtype);
   const int64_t data_start = header_start + header_length;

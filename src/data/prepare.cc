@@ -80,8 +80,8 @@ PreparedDataset prepare(const DocumentSource& source, const std::string& out_dir
     out << "Byte-level token dataset written by moe_train.\n"
         << "Source: " << source.description << "\n"
         << "Tokens: ids 0..255 are the bytes of the text, " << kEndOfDocumentToken
-        << " ends each document; vocabulary size " << kByteVocabSize << " (set model.vocab_size >= "
-        << kByteVocabSize << ").\n"
+        << " ends each document; vocabulary size " << kByteVocabSize << " (set model.vocab_size >= " << kByteVocabSize
+        << ").\n"
         << "train/tokens.npy: " << result.train_documents << " documents, " << result.train_tokens << " tokens\n"
         << "val/tokens.npy:   " << result.val_documents << " documents, " << result.val_tokens
         << " tokens (the last documents, about " << val_fraction << " of all tokens)\n"
@@ -135,10 +135,9 @@ PreparedDataset prepare_text_dataset(const std::vector<std::string>& input_files
     source.byte_sizes.push_back(static_cast<int64_t>(size));
   }
   source.load = [&input_files](size_t d) { return read_whole_file(input_files[d]); };
-  source.description = input_files.size() == 1
-                           ? input_files.front()
-                           : fmt::format("{} text files ({} ... {})", input_files.size(), input_files.front(),
-                                         input_files.back());
+  source.description = input_files.size() == 1 ? input_files.front()
+                                               : fmt::format("{} text files ({} ... {})", input_files.size(),
+                                                             input_files.front(), input_files.back());
   return prepare(source, out_dir, val_fraction);
 }
 

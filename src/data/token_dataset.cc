@@ -13,9 +13,7 @@
 namespace moe {
 namespace {
 
-bool has_extension(const std::string& path, const char* ext) {
-  return std::filesystem::path(path).extension() == ext;
-}
+bool has_extension(const std::string& path, const char* ext) { return std::filesystem::path(path).extension() == ext; }
 
 TokenFile open_token_file(const DataFileSpec& spec, int64_t vocab_size) {
   if (!spec.megatron_idx_path.empty()) {
@@ -56,11 +54,12 @@ TokenDataset TokenDataset::open(const std::string& path, const std::string& patt
 
 void TokenDataset::read(int64_t start, int64_t count, int32_t* out) const {
   if (start < 0 || count < 0 || start > num_tokens_ || count > num_tokens_ - start) {
-    throw std::out_of_range(
-        fmt::format("TokenDataset::read: [{}, {}) outside the {} tokens of {}", start, start + count, num_tokens_, path_));
+    throw std::out_of_range(fmt::format("TokenDataset::read: [{}, {}) outside the {} tokens of {}", start,
+                                        start + count, num_tokens_, path_));
   }
   // The last file that starts at or before `start` (empty files are skipped by the loop).
-  size_t f = std::upper_bound(file_first_token_.begin(), file_first_token_.end(), start) - file_first_token_.begin() - 1;
+  size_t f =
+      std::upper_bound(file_first_token_.begin(), file_first_token_.end(), start) - file_first_token_.begin() - 1;
   while (count > 0) {
     const int64_t in_file = start - file_first_token_[f];
     const int64_t n = std::min(count, files_[f].num_tokens() - in_file);

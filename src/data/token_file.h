@@ -35,8 +35,7 @@ class TokenFile {
  public:
   // Checks that every run lies inside the file (readers check first and say
   // why in their own words; this is the last line of defence).
-  TokenFile(std::shared_ptr<const MappedFile> file, std::string format, TokenDType dtype,
-            std::vector<TokenRun> runs);
+  TokenFile(std::shared_ptr<const MappedFile> file, std::string format, TokenDType dtype, std::vector<TokenRun> runs);
 
   const std::string& path() const { return file_->path(); }
   const std::string& format() const { return format_; }  // "npy", "llm.c", "megatron", "raw"

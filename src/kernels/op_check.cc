@@ -52,10 +52,14 @@ class Side {
   DType act() const { return act_; }
   DType dtype(Kind k) const {
     switch (k) {
-      case Kind::kAct: return act_;
-      case Kind::kF32: return DType::kF32;
-      case Kind::kBF16: return DType::kBF16;
-      case Kind::kI32: break;
+      case Kind::kAct:
+        return act_;
+      case Kind::kF32:
+        return DType::kF32;
+      case Kind::kBF16:
+        return DType::kBF16;
+      case Kind::kI32:
+        break;
     }
     return DType::kI32;
   }
@@ -92,7 +96,8 @@ class Side {
 
   Tensor tensor(const std::vector<int64_t>& shape, Kind kind, const std::vector<float>& values) {
     const Tensor t = pool_.alloc_shape(shape, dtype(kind));
-    if (static_cast<int64_t>(values.size()) != t.numel()) throw std::logic_error("op_check: values for " + t.shape_string());
+    if (static_cast<int64_t>(values.size()) != t.numel())
+      throw std::logic_error("op_check: values for " + t.shape_string());
     if (t.dtype == DType::kBF16) {
       std::vector<uint16_t> bits(values.size());
       for (size_t i = 0; i < values.size(); ++i) bits[i] = f32_to_bf16(values[i]);
@@ -107,7 +112,8 @@ class Side {
   }
   Tensor i32(const std::vector<int64_t>& shape, const std::vector<int32_t>& values) {
     const Tensor t = pool_.alloc_shape(shape, DType::kI32);
-    if (static_cast<int64_t>(values.size()) != t.numel()) throw std::logic_error("op_check: ids for " + t.shape_string());
+    if (static_cast<int64_t>(values.size()) != t.numel())
+      throw std::logic_error("op_check: ids for " + t.shape_string());
     upload(t, values.data());
     return t;
   }
@@ -216,15 +222,16 @@ std::vector<Case> moe_cases(const Shapes& sh) {
   std::vector<Case> c;
   for (const cpu::RouterKind kind : {cpu::RouterKind::kSoftmaxTopK, cpu::RouterKind::kSigmoidTopK}) {
     const std::string which = kind == cpu::RouterKind::kSoftmaxTopK ? " softmax" : " sigmoid";
-    c.push_back({"router_forward", ne + which, false, [=](Side& s) {
-                   const Tensor idx = s.zeros({N, K}, Kind::kI32), w = s.zeros({N, K}, F32), scores = s.zeros({N, E}, F32);
-                   const Tensor logits = s.randn({N, E}, F32);
-                   const Tensor bias = kind == cpu::RouterKind::kSigmoidTopK ? s.randn({E}, F32, 0.01f) : Tensor{};
-                   s.run([&] { ops::router_forward(idx, w, scores, logits, bias, kind); });
-                   s.output("topk_idx", idx, kExact);
-                   s.output("topk_w", w, router);
-                   s.output("scores", scores, router);
-                 }});
+    c.push_back(
+        {"router_forward", ne + which, false, [=](Side& s) {
+           const Tensor idx = s.zeros({N, K}, Kind::kI32), w = s.zeros({N, K}, F32), scores = s.zeros({N, E}, F32);
+           const Tensor logits = s.randn({N, E}, F32);
+           const Tensor bias = kind == cpu::RouterKind::kSigmoidTopK ? s.randn({E}, F32, 0.01f) : Tensor{};
+           s.run([&] { ops::router_forward(idx, w, scores, logits, bias, kind); });
+           s.output("topk_idx", idx, kExact);
+           s.output("topk_w", w, router);
+           s.output("scores", scores, router);
+         }});
     c.push_back({"router_backward", ne + which, false, [=](Side& s) {
                    const Routing r = route(s, sh, kind);
                    const Tensor dlogits = s.randn({N, E}, F32), dw = s.randn({N, K}, F32);
@@ -233,15 +240,16 @@ std::vector<Case> moe_cases(const Shapes& sh) {
                    s.run([&] { ops::router_backward(dlogits, dw, idx, w, scores, kind); });
                    s.output("dlogits", dlogits, router);
                  }});
-    c.push_back({"router_aux_losses", ne + which + ", T=" + std::to_string(T), false, [=](Side& s) {
-                   const Routing r = route(s, sh, kind);
-                   const Tensor aux = s.zeros({3}, F32), daux = s.zeros({N, E}, F32);
-                   const Tensor logits = s.tensor({N, E}, F32, r.logits), scores = s.tensor({N, E}, F32, r.scores);
-                   const Tensor idx = s.i32({N, K}, r.topk_idx);
-                   s.run([&] { ops::router_aux_losses(aux, daux, logits, scores, idx, T, kind, 0.01f, 0.001f, 0.001f, 1.0f); });
-                   s.output("aux", aux, router);
-                   s.output("daux_logits", daux, Tol{1e-5, 1e-9});
-                 }});
+    c.push_back(
+        {"router_aux_losses", ne + which + ", T=" + std::to_string(T), false, [=](Side& s) {
+           const Routing r = route(s, sh, kind);
+           const Tensor aux = s.zeros({3}, F32), daux = s.zeros({N, E}, F32);
+           const Tensor logits = s.tensor({N, E}, F32, r.logits), scores = s.tensor({N, E}, F32, r.scores);
+           const Tensor idx = s.i32({N, K}, r.topk_idx);
+           s.run([&] { ops::router_aux_losses(aux, daux, logits, scores, idx, T, kind, 0.01f, 0.001f, 0.001f, 1.0f); });
+           s.output("aux", aux, router);
+           s.output("daux_logits", daux, Tol{1e-5, 1e-9});
+         }});
   }
   c.push_back({"moe_plan", ne + ", capacity " + std::to_string(sh.capacity_factor), false, [=](Side& s) {
                  const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
@@ -308,15 +316,16 @@ std::vector<Case> moe_cases(const Shapes& sh) {
                  s.run([&] { ops::grouped_matmul_forward(out, x, w, offsets); });
                  s.output("out", out, s.tol(A, Tol{1e-4, 1e-5}));
                }});
-  c.push_back({"grouped_matmul_backward", gm, true, [=](Side& s) {
-                 const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
-                 const Tensor dx = s.randn({N * K, D}, A), dw = s.randn({E, D, Fe}, F32), dout = s.randn({N * K, Fe}, A);
-                 const Tensor x = s.randn({N * K, D}, A), w = s.randn({E, D, Fe}, A, w_scale);
-                 const Tensor offsets = s.i32({E + 1}, r.offsets);
-                 s.run([&] { ops::grouped_matmul_backward(dx, dw, dout, x, w, offsets); });
-                 s.output("dx", dx, s.tol(A, Tol{1e-4, 1e-5}));
-                 s.output("dw", dw, Tol{1e-4, 1e-4 * std::sqrt(static_cast<double>(N))});
-               }});
+  c.push_back(
+      {"grouped_matmul_backward", gm, true, [=](Side& s) {
+         const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
+         const Tensor dx = s.randn({N * K, D}, A), dw = s.randn({E, D, Fe}, F32), dout = s.randn({N * K, Fe}, A);
+         const Tensor x = s.randn({N * K, D}, A), w = s.randn({E, D, Fe}, A, w_scale);
+         const Tensor offsets = s.i32({E + 1}, r.offsets);
+         s.run([&] { ops::grouped_matmul_backward(dx, dw, dout, x, w, offsets); });
+         s.output("dx", dx, s.tol(A, Tol{1e-4, 1e-5}));
+         s.output("dw", dw, Tol{1e-4, 1e-4 * std::sqrt(static_cast<double>(N))});
+       }});
   return c;
 }
 
@@ -348,7 +357,8 @@ std::vector<Case> optimizer_cases(const Shapes& sh) {
                    slots.push_back(slot);
                  }
                  s.run([&] {
-                   for (int64_t step = 1; step <= 3; ++step) ops::adamw_step_many(slots, {1e-3f, 0.9f, 0.95f, 1e-8f}, step, 0.5f);
+                   for (int64_t step = 1; step <= 3; ++step)
+                     ops::adamw_step_many(slots, {1e-3f, 0.9f, 0.95f, 1e-8f}, step, 0.5f);
                  });
                  for (const ops::AdamWSlot& slot : slots) {
                    s.output("param", slot.param, Tol{1e-6, 1e-10});
@@ -369,7 +379,8 @@ std::vector<Case> cases(const Shapes& sh) {
   std::vector<Case> c;
 
   c.push_back({"embedding_forward", dims({N, D}) + " of " + dims({V, D}), true, [=](Side& s) {
-                 const Tensor out = s.zeros({N, D}, A), table = s.randn({V, D}, A), tokens = s.i32({N}, s.ids(N, static_cast<int32_t>(V)));
+                 const Tensor out = s.zeros({N, D}, A), table = s.randn({V, D}, A),
+                              tokens = s.i32({N}, s.ids(N, static_cast<int32_t>(V)));
                  s.run([&] { ops::embedding_forward(out, tokens, table); });
                  s.output("out", out, kExact);
                }});
@@ -415,31 +426,33 @@ std::vector<Case> cases(const Shapes& sh) {
   }
   // Attention: atol a fraction of the largest value (attention_gpu_test's rule).
   const Tol att{1e-4, 1e-4, true}, att_bf16{2e-2, 2e-2, true};
-  c.push_back({"attention_forward", "q " + dims({B, T, H, Dh}) + ", kv " + dims({B, T, G, Dh}), true, [=](Side& s) {
-                 const Tol tol = s.act() == DType::kBF16 ? att_bf16 : att;
-                 const Tensor out = s.zeros({B, T, H, Dh}, A), lse = s.zeros({B, H, T}, F32);
-                 const Tensor q = s.randn({B, T, H, Dh}, A), k = s.randn({B, T, G, Dh}, A), v = s.randn({B, T, G, Dh}, A);
-                 s.run([&] { ops::attention_forward(out, lse, q, k, v); });
-                 s.output("out", out, tol);
-                 s.output("lse", lse, Tol{1e-4, s.act() == DType::kBF16 ? 1e-3 : 1e-4});
-               }});
-  c.push_back({"attention_backward", "q " + dims({B, T, H, Dh}) + ", kv " + dims({B, T, G, Dh}), true, [=](Side& s) {
-                 const Tol tol = s.act() == DType::kBF16 ? att_bf16 : att;
-                 // out and lse from the CPU's forward on the stored inputs: the same on both sides.
-                 const std::vector<float> q = s.stored(A, s.gaussian(B * T * H * Dh, 1.0f));
-                 const std::vector<float> k = s.stored(A, s.gaussian(B * T * G * Dh, 1.0f));
-                 const std::vector<float> v = s.stored(A, s.gaussian(B * T * G * Dh, 1.0f));
-                 std::vector<float> out(q.size()), lse(static_cast<size_t>(B * H * T));
-                 cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), B, T, H, G, Dh);
-                 const Tensor tq = s.tensor({B, T, H, Dh}, A, q), tk = s.tensor({B, T, G, Dh}, A, k);
-                 const Tensor tv = s.tensor({B, T, G, Dh}, A, v), tout = s.tensor({B, T, H, Dh}, A, out);
-                 const Tensor tlse = s.tensor({B, H, T}, F32, lse), dout = s.randn({B, T, H, Dh}, A);
-                 const Tensor dq = s.zeros({B, T, H, Dh}, A), dk = s.zeros({B, T, G, Dh}, A), dv = s.zeros({B, T, G, Dh}, A);
-                 s.run([&] { ops::attention_backward(dq, dk, dv, dout, tq, tk, tv, tout, tlse); });
-                 s.output("dq", dq, tol);
-                 s.output("dk", dk, tol);
-                 s.output("dv", dv, tol);
-               }});
+  c.push_back(
+      {"attention_forward", "q " + dims({B, T, H, Dh}) + ", kv " + dims({B, T, G, Dh}), true, [=](Side& s) {
+         const Tol tol = s.act() == DType::kBF16 ? att_bf16 : att;
+         const Tensor out = s.zeros({B, T, H, Dh}, A), lse = s.zeros({B, H, T}, F32);
+         const Tensor q = s.randn({B, T, H, Dh}, A), k = s.randn({B, T, G, Dh}, A), v = s.randn({B, T, G, Dh}, A);
+         s.run([&] { ops::attention_forward(out, lse, q, k, v); });
+         s.output("out", out, tol);
+         s.output("lse", lse, Tol{1e-4, s.act() == DType::kBF16 ? 1e-3 : 1e-4});
+       }});
+  c.push_back(
+      {"attention_backward", "q " + dims({B, T, H, Dh}) + ", kv " + dims({B, T, G, Dh}), true, [=](Side& s) {
+         const Tol tol = s.act() == DType::kBF16 ? att_bf16 : att;
+         // out and lse from the CPU's forward on the stored inputs: the same on both sides.
+         const std::vector<float> q = s.stored(A, s.gaussian(B * T * H * Dh, 1.0f));
+         const std::vector<float> k = s.stored(A, s.gaussian(B * T * G * Dh, 1.0f));
+         const std::vector<float> v = s.stored(A, s.gaussian(B * T * G * Dh, 1.0f));
+         std::vector<float> out(q.size()), lse(static_cast<size_t>(B * H * T));
+         cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), B, T, H, G, Dh);
+         const Tensor tq = s.tensor({B, T, H, Dh}, A, q), tk = s.tensor({B, T, G, Dh}, A, k);
+         const Tensor tv = s.tensor({B, T, G, Dh}, A, v), tout = s.tensor({B, T, H, Dh}, A, out);
+         const Tensor tlse = s.tensor({B, H, T}, F32, lse), dout = s.randn({B, T, H, Dh}, A);
+         const Tensor dq = s.zeros({B, T, H, Dh}, A), dk = s.zeros({B, T, G, Dh}, A), dv = s.zeros({B, T, G, Dh}, A);
+         s.run([&] { ops::attention_backward(dq, dk, dv, dout, tq, tk, tv, tout, tlse); });
+         s.output("dq", dq, tol);
+         s.output("dk", dk, tol);
+         s.output("dv", dv, tol);
+       }});
   c.push_back({"swiglu_forward", dims({N, F}), true, [=](Side& s) {
                  const Tensor out = s.zeros({N, F}, A), a = s.randn({N, F}, A, 2.0f), b = s.randn({N, F}, A);
                  s.run([&] { ops::swiglu_forward(out, a, b); });
@@ -488,9 +501,11 @@ std::vector<Case> cases(const Shapes& sh) {
                  const Tensor p = s.randn({D, F}, F32), g = s.randn({D, F}, F32), m = s.randn({D, F}, F32, 0.1f);
                  const Tensor v = s.tensor({D, F}, F32, s.uniform(D * F, 0.0f, 0.01f));
                  s.run([&] {
-                   for (int64_t step = 1; step <= 3; ++step) ops::adamw_step(p, g, m, v, {1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f}, step, 0.5f);
+                   for (int64_t step = 1; step <= 3; ++step)
+                     ops::adamw_step(p, g, m, v, {1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f}, step, 0.5f);
                  });
-                 for (auto [name, t] : {std::pair<const char*, Tensor>{"param", p}, {"m", m}, {"v", v}}) s.output(name, t, Tol{1e-6, 1e-10});
+                 for (auto [name, t] : {std::pair<const char*, Tensor>{"param", p}, {"m", m}, {"v", v}})
+                   s.output(name, t, Tol{1e-6, 1e-10});
                }});
   for (const Case& m : optimizer_cases(sh)) c.push_back(m);
   for (const Case& m : moe_cases(sh)) c.push_back(m);
@@ -501,8 +516,8 @@ std::vector<Case> cases(const Shapes& sh) {
 
 std::string Shapes::text() const {
   std::ostringstream s;
-  s << "B=" << B << " T=" << T << " D=" << dim << " H=" << heads << "/" << kv_heads << "x" << head_dim << " F=" << hidden
-    << " V=" << vocab << " E=" << experts << " K=" << top_k << " Fe=" << expert_hidden;
+  s << "B=" << B << " T=" << T << " D=" << dim << " H=" << heads << "/" << kv_heads << "x" << head_dim
+    << " F=" << hidden << " V=" << vocab << " E=" << experts << " K=" << top_k << " Fe=" << expert_hidden;
   return s.str();
 }
 

@@ -36,8 +36,8 @@ struct Shapes {
 
 struct Result {
   std::string op;
-  std::string shape;  // the op's main shapes
-  std::string dtype;  // "f32" or "bf16" (the activations'), or the op's own
+  std::string shape;     // the op's main shapes
+  std::string dtype;     // "f32" or "bf16" (the activations'), or the op's own
   double max_error = 0;  // the largest |got - want| over the op's outputs
   double worst = 0;      // the largest |got - want| / (atol + rtol |want|): at most 1 passes
   std::string tolerance;

@@ -17,9 +17,7 @@ namespace {
 bool profiling = false;
 std::map<std::string, OpTime> totals;  // host ops, and device ops once their events are read
 
-double now_sec() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+double now_sec() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 void add(const char* op, double ms) {
   OpTime& t = totals[op];
@@ -54,7 +52,9 @@ int record_start(const char* op) {
   return static_cast<int>(used++);
 }
 
-void record_stop(int slot) { check(cudaEventRecord(pending[static_cast<size_t>(slot)].stop, cuda::stream()), "cudaEventRecord"); }
+void record_stop(int slot) {
+  check(cudaEventRecord(pending[static_cast<size_t>(slot)].stop, cuda::stream()), "cudaEventRecord");
+}
 
 void read_device_events() {
   for (size_t i = 0; i < used; ++i) {

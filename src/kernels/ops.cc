@@ -123,16 +123,18 @@ HostF32 write_f32(const Tensor& t) { return HostF32(t, true); }
 
 void embedding_forward(const Tensor& out_ND, const Tensor& tokens_N, const Tensor& table_VD) {
   const OpCall call("embedding_forward", Placement(out_ND, tokens_N, table_VD));
-  call.expect(out_ND.size(-1) == table_VD.size(-1) && rows_of(out_ND) == tokens_N.numel(),
-              [&] { return shapes({{"out", &out_ND}, {"tokens", &tokens_N}, {"table", &table_VD}}); });
+  call.expect(out_ND.size(-1) == table_VD.size(-1) && rows_of(out_ND) == tokens_N.numel(), [&] {
+    return shapes({{"out", &out_ND}, {"tokens", &tokens_N}, {"table", &table_VD}});
+  });
   if (call.on_device()) return cuda::embedding_forward(out_ND, tokens_N, table_VD);
   cpu::embedding_forward(write_f32(out_ND), tokens_N.i32(), read_f32(table_VD), tokens_N.numel(), table_VD.size(-1));
 }
 
 void embedding_backward(const Tensor& dtable_VD, const Tensor& dout_ND, const Tensor& tokens_N) {
   const OpCall call("embedding_backward", Placement(dtable_VD, dout_ND, tokens_N));
-  call.expect(dout_ND.size(-1) == dtable_VD.size(-1) && rows_of(dout_ND) == tokens_N.numel(),
-              [&] { return shapes({{"dtable", &dtable_VD}, {"dout", &dout_ND}, {"tokens", &tokens_N}}); });
+  call.expect(dout_ND.size(-1) == dtable_VD.size(-1) && rows_of(dout_ND) == tokens_N.numel(), [&] {
+    return shapes({{"dtable", &dtable_VD}, {"dout", &dout_ND}, {"tokens", &tokens_N}});
+  });
   if (call.on_device()) return cuda::embedding_backward(dtable_VD, dout_ND, tokens_N);
   cpu::embedding_backward(write_f32(dtable_VD), read_f32(dout_ND), tokens_N.i32(), tokens_N.numel(),
                           dtable_VD.size(-1));
@@ -142,8 +144,8 @@ void rmsnorm_forward(const Tensor& out_ND, const Tensor& rstd_N, const Tensor& x
   const OpCall call("rmsnorm_forward", Placement(out_ND, rstd_N, x_ND, w_D));
   call.expect(x_ND.size(-1) == w_D.numel(), [&] { return shapes({{"x", &x_ND}, {"w", &w_D}}); });
   if (call.on_device()) return cuda::rmsnorm_forward(out_ND, rstd_N, x_ND, w_D, eps);
-  cpu::rmsnorm_forward(write_f32(out_ND), write_f32(rstd_N), read_f32(x_ND), read_f32(w_D), rows_of(x_ND),
-                       w_D.numel(), eps);
+  cpu::rmsnorm_forward(write_f32(out_ND), write_f32(rstd_N), read_f32(x_ND), read_f32(w_D), rows_of(x_ND), w_D.numel(),
+                       eps);
 }
 
 void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dout_ND, const Tensor& x_ND,
@@ -152,8 +154,8 @@ void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dou
   call.expect(x_ND.size(-1) == w_D.numel() && dw_D.numel() == w_D.numel() && rows_of(dx_ND) == rows_of(x_ND) &&
                   rows_of(dout_ND) == rows_of(x_ND) && rstd_N.numel() == rows_of(x_ND),
               [&] {
-                return shapes({{"dx", &dx_ND}, {"dw", &dw_D}, {"dout", &dout_ND}, {"x", &x_ND}, {"w", &w_D},
-                               {"rstd", &rstd_N}});
+                return shapes(
+                    {{"dx", &dx_ND}, {"dw", &dw_D}, {"dout", &dout_ND}, {"x", &x_ND}, {"w", &w_D}, {"rstd", &rstd_N}});
               });
   if (call.on_device()) return cuda::rmsnorm_backward(dx_ND, dw_D, dout_ND, x_ND, w_D, rstd_N);
   cpu::rmsnorm_backward(write_f32(dx_ND), write_f32(dw_D), read_f32(dout_ND), read_f32(x_ND), read_f32(w_D),
@@ -203,7 +205,9 @@ void attention_forward(const Tensor& out, const Tensor& lse_BHT, const Tensor& q
   const OpCall call("attention_forward", Placement(out, lse_BHT, q, k, v));
   call.expect(q.ndim == 4 && k.ndim == 4 && k.size(2) > 0 && q.size(2) % k.size(2) == 0 && same_shape(k, v) &&
                   same_shape(out, q),
-              [&] { return shapes({{"out", &out}, {"q", &q}, {"k", &k}, {"v", &v}}); });
+              [&] {
+                return shapes({{"out", &out}, {"q", &q}, {"k", &k}, {"v", &v}});
+              });
   if (call.on_device()) return cuda::attention_forward(out, lse_BHT, q, k, v);
   cpu::attention_forward(write_f32(out), write_f32(lse_BHT), read_f32(q), read_f32(k), read_f32(v), q.size(0),
                          q.size(1), q.size(2), k.size(2), q.size(3));
@@ -216,8 +220,15 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
                   same_shape(dq, q) && same_shape(dk, k) && same_shape(dv, v) && same_shape(dout, q) &&
                   same_shape(out, q) && lse_BHT.numel() == q.size(0) * q.size(2) * q.size(1),
               [&] {
-                return shapes({{"dq", &dq}, {"dk", &dk}, {"dv", &dv}, {"dout", &dout}, {"q", &q}, {"k", &k},
-                               {"v", &v}, {"out", &out}, {"lse", &lse_BHT}});
+                return shapes({{"dq", &dq},
+                               {"dk", &dk},
+                               {"dv", &dv},
+                               {"dout", &dout},
+                               {"q", &q},
+                               {"k", &k},
+                               {"v", &v},
+                               {"out", &out},
+                               {"lse", &lse_BHT}});
               });
   if (call.on_device()) return cuda::attention_backward(dq, dk, dv, dout, q, k, v, out, lse_BHT);
   cpu::attention_backward(write_f32(dq), write_f32(dk), write_f32(dv), read_f32(dout), read_f32(q), read_f32(k),
@@ -227,8 +238,9 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
 
 void swiglu_forward(const Tensor& out, const Tensor& a, const Tensor& b) {
   const OpCall call("swiglu_forward", Placement(out, a, b));
-  call.expect(a.numel() == b.numel() && out.numel() == a.numel(),
-              [&] { return shapes({{"out", &out}, {"a", &a}, {"b", &b}}); });
+  call.expect(a.numel() == b.numel() && out.numel() == a.numel(), [&] {
+    return shapes({{"out", &out}, {"a", &a}, {"b", &b}});
+  });
   if (call.on_device()) return cuda::swiglu_forward(out, a, b);
   cpu::swiglu_forward(write_f32(out), read_f32(a), read_f32(b), a.numel());
 }
@@ -236,7 +248,9 @@ void swiglu_forward(const Tensor& out, const Tensor& a, const Tensor& b) {
 void swiglu_backward(const Tensor& da, const Tensor& db, const Tensor& dout, const Tensor& a, const Tensor& b) {
   const OpCall call("swiglu_backward", Placement(da, db, dout, a, b));
   call.expect(a.numel() == b.numel() && da.numel() == a.numel() && db.numel() == a.numel() && dout.numel() == a.numel(),
-              [&] { return shapes({{"da", &da}, {"db", &db}, {"dout", &dout}, {"a", &a}, {"b", &b}}); });
+              [&] {
+                return shapes({{"da", &da}, {"db", &db}, {"dout", &dout}, {"a", &a}, {"b", &b}});
+              });
   if (call.on_device()) return cuda::swiglu_backward(da, db, dout, a, b);
   cpu::swiglu_backward(write_f32(da), write_f32(db), read_f32(dout), read_f32(a), read_f32(b), a.numel());
 }
@@ -244,8 +258,9 @@ void swiglu_backward(const Tensor& da, const Tensor& db, const Tensor& dout, con
 void cross_entropy_forward_backward(const Tensor& loss_n, const Tensor& dlogits_nV, const Tensor& logits_nV,
                                     const Tensor& targets_n, float grad_scale) {
   const OpCall call("cross_entropy_forward_backward", Placement(loss_n, dlogits_nV, logits_nV, targets_n));
-  call.expect(rows_of(logits_nV) == targets_n.numel(),
-              [&] { return shapes({{"logits", &logits_nV}, {"targets", &targets_n}}); });
+  call.expect(rows_of(logits_nV) == targets_n.numel(), [&] {
+    return shapes({{"logits", &logits_nV}, {"targets", &targets_n}});
+  });
   if (call.on_device()) {
     return cuda::cross_entropy_forward_backward(loss_n, dlogits_nV, logits_nV, targets_n, grad_scale);
   }
@@ -258,8 +273,7 @@ void cast(const Tensor& dst, const Tensor& src) {
   const bool known = dst.dtype == src.dtype || (dst.dtype == DType::kBF16 && src.dtype == DType::kF32) ||
                      (dst.dtype == DType::kF32 && src.dtype == DType::kBF16);
   call.expect(dst.numel() == src.numel() && known, [&] {
-    return dst.shape_string() + " " + dtype_name(dst.dtype) + " <- " + src.shape_string() + " " +
-           dtype_name(src.dtype);
+    return dst.shape_string() + " " + dtype_name(dst.dtype) + " <- " + src.shape_string() + " " + dtype_name(src.dtype);
   });
   if (call.on_device()) return cuda::cast(dst, src);
   if (dst.dtype == src.dtype) return copy_tensor(dst, src);
@@ -284,16 +298,17 @@ void scale_inplace(const Tensor& x, float factor) {
 
 // ---- optimizer ---------------------------------------------------------------
 
-void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamW& h,
-                int64_t step, float grad_scale) {
+void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamW& h, int64_t step,
+                float grad_scale) {
   const OpCall call("adamw_step", Placement(param, grad, m, v));
-  call.expect(grad.numel() == param.numel() && m.numel() == param.numel() && v.numel() == param.numel(),
-              [&] { return shapes({{"param", &param}, {"grad", &grad}, {"m", &m}, {"v", &v}}); });
+  call.expect(grad.numel() == param.numel() && m.numel() == param.numel() && v.numel() == param.numel(), [&] {
+    return shapes({{"param", &param}, {"grad", &grad}, {"m", &m}, {"v", &v}});
+  });
   if (call.on_device()) {
     return cuda::adamw_step(param, grad, m, v, h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, step, grad_scale);
   }
-  cpu::adamw_step(write_f32(param), read_f32(grad), write_f32(m), write_f32(v), param.numel(), h.lr, h.beta1,
-                  h.beta2, h.eps, h.weight_decay, step, grad_scale);
+  cpu::adamw_step(write_f32(param), read_f32(grad), write_f32(m), write_f32(v), param.numel(), h.lr, h.beta1, h.beta2,
+                  h.eps, h.weight_decay, step, grad_scale);
 }
 
 double sum_squares(const Tensor& x) {
@@ -361,12 +376,13 @@ void adamw_step_many(const std::vector<AdamWSlot>& slots, const AdamWShared& h, 
 void router_forward(const Tensor& topk_idx_NK, const Tensor& topk_w_NK, const Tensor& scores_NE,
                     const Tensor& logits_NE, const Tensor& bias_E, RouterKind kind) {
   const OpCall call("router_forward", Placement(topk_idx_NK, topk_w_NK, scores_NE, logits_NE, bias_E));
-  call.expect(rows_of(topk_idx_NK) == rows_of(logits_NE) && topk_w_NK.numel() == topk_idx_NK.numel() &&
-                  scores_NE.numel() == logits_NE.numel(),
-              [&] {
-                return shapes({{"topk_idx", &topk_idx_NK}, {"topk_w", &topk_w_NK}, {"scores", &scores_NE},
-                               {"logits", &logits_NE}});
-              });
+  call.expect(
+      rows_of(topk_idx_NK) == rows_of(logits_NE) && topk_w_NK.numel() == topk_idx_NK.numel() &&
+          scores_NE.numel() == logits_NE.numel(),
+      [&] {
+        return shapes(
+            {{"topk_idx", &topk_idx_NK}, {"topk_w", &topk_w_NK}, {"scores", &scores_NE}, {"logits", &logits_NE}});
+      });
   if (call.on_device()) return cuda::router_forward(topk_idx_NK, topk_w_NK, scores_NE, logits_NE, bias_E, kind);
   cpu::router_forward(topk_idx_NK.i32(), write_f32(topk_w_NK), write_f32(scores_NE), read_f32(logits_NE),
                       read_f32(bias_E), rows_of(logits_NE), logits_NE.size(-1), topk_idx_NK.size(-1), kind);
@@ -375,12 +391,13 @@ void router_forward(const Tensor& topk_idx_NK, const Tensor& topk_w_NK, const Te
 void router_backward(const Tensor& dlogits_NE, const Tensor& dtopk_w_NK, const Tensor& topk_idx_NK,
                      const Tensor& topk_w_NK, const Tensor& scores_NE, RouterKind kind) {
   const OpCall call("router_backward", Placement(dlogits_NE, dtopk_w_NK, topk_idx_NK, topk_w_NK, scores_NE));
-  call.expect(dlogits_NE.numel() == scores_NE.numel() && dtopk_w_NK.numel() == topk_idx_NK.numel() &&
-                  topk_w_NK.numel() == topk_idx_NK.numel() && rows_of(topk_idx_NK) == rows_of(scores_NE),
-              [&] {
-                return shapes({{"dlogits", &dlogits_NE}, {"dtopk_w", &dtopk_w_NK}, {"topk_idx", &topk_idx_NK},
-                               {"scores", &scores_NE}});
-              });
+  call.expect(
+      dlogits_NE.numel() == scores_NE.numel() && dtopk_w_NK.numel() == topk_idx_NK.numel() &&
+          topk_w_NK.numel() == topk_idx_NK.numel() && rows_of(topk_idx_NK) == rows_of(scores_NE),
+      [&] {
+        return shapes(
+            {{"dlogits", &dlogits_NE}, {"dtopk_w", &dtopk_w_NK}, {"topk_idx", &topk_idx_NK}, {"scores", &scores_NE}});
+      });
   if (call.on_device()) {
     return cuda::router_backward(dlogits_NE, dtopk_w_NK, topk_idx_NK, topk_w_NK, scores_NE, kind);
   }
@@ -396,8 +413,8 @@ void router_aux_losses(const Tensor& aux_3, const Tensor& daux_logits_NE, const 
   call.expect(T > 0 && N % T == 0, [&] { return "token count " + std::to_string(N) + " is not a multiple of T"; });
   call.expect(aux_3.numel() == 3, [&] { return "aux " + aux_3.shape_string() + " must hold 3 values"; });
   if (call.on_device()) {
-    return cuda::router_aux_losses(aux_3, daux_logits_NE, logits_NE, scores_NE, topk_idx_NK, T, kind, w_lb, w_z,
-                                   w_seq, grad_scale);
+    return cuda::router_aux_losses(aux_3, daux_logits_NE, logits_NE, scores_NE, topk_idx_NK, T, kind, w_lb, w_z, w_seq,
+                                   grad_scale);
   }
   const cpu::RouterAux aux =
       cpu::router_aux_losses(write_f32(daux_logits_NE), read_f32(logits_NE), read_f32(scores_NE), topk_idx_NK.i32(),
@@ -410,8 +427,8 @@ void router_aux_losses(const Tensor& aux_3, const Tensor& daux_logits_NE, const 
 
 // ---- MoE: dispatch plan, permute / unpermute ---------------------------------------
 
-void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK,
-              const Tensor& topk_idx_NK, int64_t capacity) {
+void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK, const Tensor& topk_idx_NK,
+              int64_t capacity) {
   const OpCall call("moe_plan", Placement(offsets_E1, row_pair_M, pair_row_NK, topk_idx_NK));
   const int64_t K = topk_idx_NK.size(-1), N = rows_of(topk_idx_NK), E = offsets_E1.numel() - 1;
   call.expect(row_pair_M.numel() >= N * K && pair_row_NK.numel() == N * K, [&] {
@@ -425,8 +442,9 @@ void moe_count_experts(const Tensor& routed_E, const Tensor& kept_E, const Tenso
                        const Tensor& offsets_E1) {
   const OpCall call("moe_count_experts", Placement(routed_E, kept_E, topk_idx_NK, offsets_E1));
   const int64_t E = routed_E.numel();
-  call.expect(kept_E.numel() == E && offsets_E1.numel() == E + 1,
-              [&] { return shapes({{"routed", &routed_E}, {"kept", &kept_E}, {"offsets", &offsets_E1}}); });
+  call.expect(kept_E.numel() == E && offsets_E1.numel() == E + 1, [&] {
+    return shapes({{"routed", &routed_E}, {"kept", &kept_E}, {"offsets", &offsets_E1}});
+  });
   if (call.on_device()) return cuda::moe_count_experts(routed_E, kept_E, topk_idx_NK, offsets_E1);
   cpu::moe_count_experts(routed_E.i32(), kept_E.i32(), topk_idx_NK.i32(), topk_idx_NK.numel(), offsets_E1.i32(), E);
 }
@@ -434,8 +452,9 @@ void moe_count_experts(const Tensor& routed_E, const Tensor& kept_E, const Tenso
 void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& pair_row_NK) {
   const OpCall call("moe_permute", Placement(xs_MD, x_ND, pair_row_NK));
   const int64_t N = rows_of(x_ND);
-  call.expect(xs_MD.size(-1) == x_ND.size(-1) && N > 0 && pair_row_NK.numel() % N == 0,
-              [&] { return shapes({{"xs", &xs_MD}, {"x", &x_ND}, {"pair_row", &pair_row_NK}}); });
+  call.expect(xs_MD.size(-1) == x_ND.size(-1) && N > 0 && pair_row_NK.numel() % N == 0, [&] {
+    return shapes({{"xs", &xs_MD}, {"x", &x_ND}, {"pair_row", &pair_row_NK}});
+  });
   if (call.on_device()) return cuda::moe_permute(xs_MD, x_ND, pair_row_NK);
   cpu::moe_permute(write_f32(xs_MD), read_f32(x_ND), pair_row_NK.i32(), N, x_ND.size(-1), pair_row_NK.numel() / N);
 }
@@ -443,8 +462,9 @@ void moe_permute(const Tensor& xs_MD, const Tensor& x_ND, const Tensor& pair_row
 void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tensor& pair_row_NK) {
   const OpCall call("moe_permute_backward", Placement(dx_ND, dxs_MD, pair_row_NK));
   const int64_t N = rows_of(dx_ND);
-  call.expect(dxs_MD.size(-1) == dx_ND.size(-1) && N > 0 && pair_row_NK.numel() % N == 0,
-              [&] { return shapes({{"dx", &dx_ND}, {"dxs", &dxs_MD}, {"pair_row", &pair_row_NK}}); });
+  call.expect(dxs_MD.size(-1) == dx_ND.size(-1) && N > 0 && pair_row_NK.numel() % N == 0, [&] {
+    return shapes({{"dx", &dx_ND}, {"dxs", &dxs_MD}, {"pair_row", &pair_row_NK}});
+  });
   if (call.on_device()) return cuda::moe_permute_backward(dx_ND, dxs_MD, pair_row_NK);
   cpu::moe_permute_backward(write_f32(dx_ND), read_f32(dxs_MD), pair_row_NK.i32(), N, dx_ND.size(-1),
                             pair_row_NK.numel() / N);
@@ -455,7 +475,9 @@ void gather_rows(const Tensor& dst_RD, const Tensor& src_RD, const Tensor& index
   const int64_t R = index_R.numel();
   call.expect(dst_RD.dtype == src_RD.dtype && dst_RD.size(-1) == src_RD.size(-1) && dst_RD.size(0) >= R &&
                   index_R.dtype == DType::kI32,
-              [&] { return shapes({{"dst", &dst_RD}, {"src", &src_RD}, {"index", &index_R}}); });
+              [&] {
+                return shapes({{"dst", &dst_RD}, {"src", &src_RD}, {"index", &index_R}});
+              });
   if (call.on_device()) return cuda::gather_rows(dst_RD, src_RD, index_R);
   cpu::gather_rows(dst_RD.data, src_RD.data, index_R.i32(), R, src_RD.size(0),
                    dst_RD.size(-1) * dtype_bytes(dst_RD.dtype));
@@ -473,10 +495,9 @@ void moe_unpermute(const Tensor& out_ND, const Tensor& ys_MD, const Tensor& topk
                      out_ND.size(-1), topk_w_NK.size(-1));
 }
 
-void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, const Tensor& dout_ND,
-                            const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK) {
-  const OpCall call("moe_unpermute_backward",
-                    Placement(dys_MD, dtopk_w_NK, dout_ND, ys_MD, topk_w_NK, pair_row_NK));
+void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, const Tensor& dout_ND, const Tensor& ys_MD,
+                            const Tensor& topk_w_NK, const Tensor& pair_row_NK) {
+  const OpCall call("moe_unpermute_backward", Placement(dys_MD, dtopk_w_NK, dout_ND, ys_MD, topk_w_NK, pair_row_NK));
   call.expect(dys_MD.numel() == ys_MD.numel() && ys_MD.size(-1) == dout_ND.size(-1) &&
                   dtopk_w_NK.numel() == topk_w_NK.numel() && topk_w_NK.numel() == pair_row_NK.numel() &&
                   rows_of(topk_w_NK) == rows_of(dout_ND),
@@ -493,8 +514,7 @@ void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, cons
 
 // ---- MoE: grouped matmul over the rows of each expert ---------------------------------
 
-void grouped_matmul_forward(const Tensor& out_MO, const Tensor& x_MI, const Tensor& w_EIO,
-                            const Tensor& offsets_E1) {
+void grouped_matmul_forward(const Tensor& out_MO, const Tensor& x_MI, const Tensor& w_EIO, const Tensor& offsets_E1) {
   const OpCall call("grouped_matmul_forward", Placement(out_MO, x_MI, w_EIO, offsets_E1));
   call.expect(w_EIO.ndim == 3 && x_MI.size(-1) == w_EIO.size(1) && out_MO.size(-1) == w_EIO.size(2) &&
                   rows_of(out_MO) == rows_of(x_MI) && offsets_E1.numel() == w_EIO.size(0) + 1,
@@ -518,12 +538,16 @@ void grouped_matmul_backward(const Tensor& dx_MI, const Tensor& dw_EIO, const Te
                   (dx_MI.data == nullptr ? call.on_device()
                                          : dx_MI.size(-1) == x_MI.size(-1) && rows_of(dx_MI) == rows_of(x_MI)),
               [&] {
-                return shapes({{"dx", &dx_MI}, {"dw", &dw_EIO}, {"dout", &dout_MO}, {"x", &x_MI}, {"w", &w_EIO},
+                return shapes({{"dx", &dx_MI},
+                               {"dw", &dw_EIO},
+                               {"dout", &dout_MO},
+                               {"x", &x_MI},
+                               {"w", &w_EIO},
                                {"offsets", &offsets_E1}});
               });
   if (call.on_device()) return cuda::grouped_matmul_backward(dx_MI, dw_EIO, dout_MO, x_MI, w_EIO, offsets_E1);
-  cpu::grouped_matmul_backward(write_f32(dx_MI), write_f32(dw_EIO), read_f32(dout_MO), read_f32(x_MI),
-                               read_f32(w_EIO), offsets_E1.i32(), w_EIO.size(0), w_EIO.size(1), w_EIO.size(2));
+  cpu::grouped_matmul_backward(write_f32(dx_MI), write_f32(dw_EIO), read_f32(dout_MO), read_f32(x_MI), read_f32(w_EIO),
+                               offsets_E1.i32(), w_EIO.size(0), w_EIO.size(1), w_EIO.size(2));
 }
 
 // ---- scratch reserved before a CUDA graph is captured ---------------------------------

@@ -95,8 +95,8 @@ void router_aux_losses(const Tensor& aux_3, const Tensor& daux_logits_NE, const 
 // the host (the ops below go through pair_row_NK and the offsets), so a step
 // never copies routing counts to the host. row_pair_M must hold N*K entries.
 // See cpu_ops.h for the layout.
-void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK,
-              const Tensor& topk_idx_NK, int64_t capacity);
+void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK, const Tensor& topk_idx_NK,
+              int64_t capacity);
 // routed_E[e] += pairs that chose expert e (before capacity); kept_E[e] +=
 // rows expert e computes (offsets[e+1] - offsets[e]). I32, accumulated where
 // the routing lives, so a step's counts reach the host once, after its last
@@ -115,8 +115,8 @@ void moe_permute_backward(const Tensor& dx_ND, const Tensor& dxs_MD, const Tenso
 // reorder between peer-major and expert-major rows: one launch on a GPU.
 void gather_rows(const Tensor& dst_RD, const Tensor& src_RD, const Tensor& index_R);
 void moe_unpermute(const Tensor& out_ND, const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK);
-void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, const Tensor& dout_ND,
-                            const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK);
+void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, const Tensor& dout_ND, const Tensor& ys_MD,
+                            const Tensor& topk_w_NK, const Tensor& pair_row_NK);
 // W: [E, I, O]; rows of expert e are [offsets[e], offsets[e+1]). For device
 // tensors the offsets stay on the device (no host sync) and dx may be empty.
 void grouped_matmul_forward(const Tensor& out_MO, const Tensor& x_MI, const Tensor& w_EIO, const Tensor& offsets_E1);

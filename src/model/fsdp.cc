@@ -79,8 +79,7 @@ void Fsdp::reduce_grads(int64_t index) {
 }
 
 int64_t Fsdp::buffer_bytes() const {
-  return outer_values_.bytes() + outer_grads_.bytes() + block_values_.bytes() + block_grads_.bytes() +
-         scratch_.bytes();
+  return outer_values_.bytes() + outer_grads_.bytes() + block_values_.bytes() + block_grads_.bytes() + scratch_.bytes();
 }
 
 }  // namespace moe

@@ -4,9 +4,9 @@
 // the unit runs, gather() all-gathers the full local tensors into a buffer
 // and points the params' value (and grad) views at it; after its backward,
 // reduce_grads() reduce-scatters the gradients and adds this rank's rows to
-// shard_grad. A unit's collectives go out as one batch (one NCCL launch). All blocks share one buffer (a block's weights exist only while
-// it runs); the outer unit has its own, because the embedding and the LM head
-// are used at both ends of a micro-batch.
+// shard_grad. A unit's collectives go out as one batch (one NCCL launch). All blocks share one buffer (a block's
+// weights exist only while it runs); the outer unit has its own, because the embedding and the LM head are used at both
+// ends of a micro-batch.
 #pragma once
 
 #include <cstdint>

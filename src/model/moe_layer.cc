@@ -162,7 +162,8 @@ void MoELayer::forward(const Tensor& out_ND, const Tensor& x_ND, bool training, 
 }
 
 void MoELayer::backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor& x_ND) {
-  for (size_t s = 0; s < shared_.size(); ++s) shared_[s]->backward(dx_ND, dout_ND, x_ND, shared_weights(s), shared_offsets_);
+  for (size_t s = 0; s < shared_.size(); ++s)
+    shared_[s]->backward(dx_ND, dout_ND, x_ND, shared_weights(s), shared_offsets_);
 
   ops::moe_unpermute_backward(dys_MD_, dtopk_w_NK_, dout_ND, ys_MD_, topk_w_NK_, pair_row_NK_);
   if (exchange_) {

@@ -65,10 +65,12 @@ class MoELayer {
   // HOST SYNC; the gradient checks of the tests read it, training does not).
   double last_aux_loss() const;
   // moe_gradient_scale: expert e's weight gradients *= clamp(mean_load / load_e, 0.1, 10),
-  // loads = rows computed over the step (as of the last read_step_stats()). Scales the shard gradients of this rank's experts.
+  // loads = rows computed over the step (as of the last read_step_stats()). Scales the shard gradients of this rank's
+  // experts.
   void scale_expert_gradients();
   // sigmoid_topk: bias_e += rate * sign(mean_load - load_e), loads = routed pairs over the step
-  // (as of the last read_step_stats()). The bias is E floats: read, updated and written back (a host sync for device tensors).
+  // (as of the last read_step_stats()). The bias is E floats: read, updated and written back (a host sync for device
+  // tensors).
   void update_bias(double rate);
   const Tensor& bias() const { return bias_E_; }
   const std::string& router_name() const { return router_.spec.name; }  // "...block_sparse_moe.gate.weight"
@@ -85,9 +87,9 @@ class MoELayer {
   // Saved by forward.
   Tensor logits_NE_, scores_NE_, daux_logits_NE_, topk_idx_NK_, topk_w_NK_;
   Tensor offsets_E1_, row_pair_M_, pair_row_NK_;
-  Tensor aux_3_;  // LB, Z, SEQ of the last forward (F32 [3])
-  Tensor xs_MD_, ys_MD_;  // a row for every pair; the first M (offsets[E]) are the kept ones
-  std::unique_ptr<ExpertExchange> exchange_;  // ep > 1 only
+  Tensor aux_3_;                                    // LB, Z, SEQ of the last forward (F32 [3])
+  Tensor xs_MD_, ys_MD_;                            // a row for every pair; the first M (offsets[E]) are the kept ones
+  std::unique_ptr<ExpertExchange> exchange_;        // ep > 1 only
   Tensor ex_x_RD_, ex_y_RD_, ex_dx_RD_, ex_dy_RD_;  // the local experts' rows (ep > 1 only)
   GroupedSwiGLU routed_;
   std::vector<std::unique_ptr<GroupedSwiGLU>> shared_;

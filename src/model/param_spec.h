@@ -30,8 +30,8 @@ struct ParamSpec {
   std::string name;            // e.g. "model.layers.3.self_attn.q_proj.weight"
   std::vector<int64_t> shape;  // global shape
   ParamKind kind;
-  int64_t block;  // transformer block index; -1 for embedding, final norm, LM head
-  int tp_dim;     // dimension split over the tp group; -1 = replicated across tp
+  int64_t block;         // transformer block index; -1 for embedding, final norm, LM head
+  int tp_dim;            // dimension split over the tp group; -1 = replicated across tp
   bool expert_parallel;  // dim 0 split over the ep group (routed experts)
 
   int64_t numel() const;

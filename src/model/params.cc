@@ -11,7 +11,9 @@ namespace {
 
 bool is_output_projection(const ParamSpec& p) {
   const std::string& n = p.name;
-  auto ends_with = [&n](const std::string& s) { return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0; };
+  auto ends_with = [&n](const std::string& s) {
+    return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0;
+  };
   return ends_with("self_attn.o_proj.weight") || ends_with("mlp.down_proj.weight") || ends_with("experts.w2") ||
          ends_with("shared_experts.w2");
 }
@@ -83,9 +85,7 @@ Param& ParamStore::operator[](const std::string& name) {
   throw std::logic_error("no parameter named " + name);
 }
 
-const Param& ParamStore::operator[](const std::string& name) const {
-  return const_cast<ParamStore&>(*this)[name];
-}
+const Param& ParamStore::operator[](const std::string& name) const { return const_cast<ParamStore&>(*this)[name]; }
 
 int64_t ParamStore::numel() const {
   int64_t n = 0;

@@ -10,7 +10,8 @@
 // - shard_compute: the shard in the compute dtype, which layers read and FSDP
 //   gathers: the shard itself for fp32 compute, a bf16 copy under mixed
 //   precision (written by the optimizer's AdamW pass, and refreshed by
-//   refresh_compute_copies() whenever anything else writes the masters). Gradients stay fp32 (the GEMMs accumulate weight gradients in fp32).
+//   refresh_compute_copies() whenever anything else writes the masters). Gradients stay fp32 (the GEMMs accumulate
+//   weight gradients in fp32).
 // The store lives on the pool's device.
 // Initialisation is the same whatever the layout:
 // - normal(0, init_std) for linears, routers, experts and the embedding;
@@ -36,11 +37,11 @@ namespace moe {
 struct Param {
   ParamSpec spec;
   ParamPlacement place;
-  Tensor value;  // compute dtype, local shape
-  Tensor grad;   // fp32, local shape
-  Tensor shard;          // fp32, place.shard_shape(): what this rank owns
-  Tensor shard_grad;     // fp32, same shape
-  Tensor shard_compute;  // compute dtype, same shape (== shard for fp32 compute)
+  Tensor value;               // compute dtype, local shape
+  Tensor grad;                // fp32, local shape
+  Tensor shard;               // fp32, place.shard_shape(): what this rank owns
+  Tensor shard_grad;          // fp32, same shape
+  Tensor shard_compute;       // compute dtype, same shape (== shard for fp32 compute)
   bool weight_decay = false;  // AdamW decays matrices only (ndim > 1)
 
   bool fsdp_sharded() const { return place.shards > 1; }

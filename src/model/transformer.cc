@@ -53,8 +53,7 @@ void Transformer::forward(bool training, float loss_scale) {
     if (fsdp) fsdp->gather(static_cast<int64_t>(l), false);
     blocks_[l]->forward(resid_[l + 1], resid_[l], training, loss_scale);
   }
-  ops::rmsnorm_forward(final_out_, final_rstd_, resid_.back(), final_norm_.value,
-                       static_cast<float>(model_.norm_eps));
+  ops::rmsnorm_forward(final_out_, final_rstd_, resid_.back(), final_norm_.value, static_cast<float>(model_.norm_eps));
   head_and_loss(training, loss_scale);
 }
 
@@ -85,7 +84,8 @@ bool Transformer::micro_batch_has_collectives() const {
 
 void Transformer::replay_micro_batches_as_graph() {
   if (micro_batch_has_collectives()) {
-    throw std::logic_error("Transformer: a micro-batch with collectives inside (FSDP, tp, ep) is not captured as a graph");
+    throw std::logic_error(
+        "Transformer: a micro-batch with collectives inside (FSDP, tp, ep) is not captured as a graph");
   }
   graph_ = std::make_unique<StreamGraph>();
 }

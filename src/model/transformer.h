@@ -21,8 +21,8 @@ class Transformer {
  public:
   // ce_chunk_rows: rows of logits per LM-head chunk (0 = automatic).
   // parallel: the groups and FSDP units of this rank; it must outlive the model.
-  Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_chunk_rows, TensorPool& pool,
-              ParamStore& params, const ModelParallel& parallel = ModelParallel::single_process());
+  Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_chunk_rows, TensorPool& pool, ParamStore& params,
+              const ModelParallel& parallel = ModelParallel::single_process());
 
   // The micro-batch's token ids, [B, T] I32 each, on the model's device:
   // upload() to these, then call a pass.
@@ -69,7 +69,7 @@ class Transformer {
   Tensor inputs_, targets_;
   std::vector<Tensor> resid_;  // resid_[l] is block l's input; resid_[L] the last block's output
   Tensor final_out_, final_rstd_, logits_, loss_n_;
-  std::vector<float> loss_host_;  // loss_n_ read back
+  std::vector<float> loss_host_;        // loss_n_ read back
   std::unique_ptr<StreamGraph> graph_;  // set by replay_micro_batches_as_graph()
   bool graph_warm_ = false;
   float graph_scale_ = 0;

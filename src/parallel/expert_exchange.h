@@ -57,15 +57,15 @@ class ExpertExchange {
   Communicator& ep_;
   TensorPool host_pool_;  // the counts: host memory whatever the rows' device
   int64_t P_, El_, max_rows_;
-  std::vector<int32_t> offsets_host_;  // the routing offsets, read back
-  std::vector<int32_t> local_host_;    // local_offsets_ on the host
+  std::vector<int32_t> offsets_host_;                                   // the routing offsets, read back
+  std::vector<int32_t> local_host_;                                     // local_offsets_ on the host
   std::vector<int32_t> expert_from_peer_host_, peer_from_expert_host_;  // the row maps on the host
-  std::vector<int64_t> send_rows_, recv_rows_;  // rows per peer
-  std::vector<int64_t> el_per_peer_;            // El for every peer (the counts exchange)
-  Tensor send_counts_, recv_counts_;            // i32 [P*El]: rows per (peer, expert)
-  Tensor peer_major_;                           // [max_local_rows, D]
-  Tensor local_offsets_;                        // i32 [El+1], on the rows' device
-  Tensor expert_from_peer_, peer_from_expert_;  // i32 [max_local_rows], on the rows' device
+  std::vector<int64_t> send_rows_, recv_rows_;                          // rows per peer
+  std::vector<int64_t> el_per_peer_;                                    // El for every peer (the counts exchange)
+  Tensor send_counts_, recv_counts_;                                    // i32 [P*El]: rows per (peer, expert)
+  Tensor peer_major_;                                                   // [max_local_rows, D]
+  Tensor local_offsets_;                                                // i32 [El+1], on the rows' device
+  Tensor expert_from_peer_, peer_from_expert_;                          // i32 [max_local_rows], on the rows' device
   int64_t local_rows_ = 0;
 };
 

@@ -5,8 +5,7 @@
 
 namespace moe {
 
-HostDeviceCommunicator::HostDeviceCommunicator(std::unique_ptr<Communicator> host,
-                                               std::unique_ptr<Communicator> device)
+HostDeviceCommunicator::HostDeviceCommunicator(std::unique_ptr<Communicator> host, std::unique_ptr<Communicator> device)
     : host_(std::move(host)), device_(std::move(device)) {
   if (!host_ || !device_ || host_->size() != device_->size() || host_->rank() != device_->rank()) {
     throw std::logic_error("HostDeviceCommunicator: the host and device groups must hold the same ranks");

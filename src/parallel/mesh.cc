@@ -45,11 +45,15 @@ Mesh::Mesh(const Layout& layout, std::unique_ptr<Communicator> world, double col
   non_expert_replicas_ = world_->split(color({0, c.dp_shard, 0, c.tp}), key);
   if (collective_timeout_s > 0 && world_->size() > 1) {
     const std::pair<std::unique_ptr<Communicator>*, const char*> groups[] = {
-        {&world_, "world"},         {&tp_, "tp"},
-        {&ep_, "ep"},               {&dp_shard_, "dp_shard"},
-        {&dp_replicate_, "dp_replicate"}, {&data_parallel_, "data_parallel"},
+        {&world_, "world"},
+        {&tp_, "tp"},
+        {&ep_, "ep"},
+        {&dp_shard_, "dp_shard"},
+        {&dp_replicate_, "dp_replicate"},
+        {&data_parallel_, "data_parallel"},
         {&non_expert_replicas_, "non_expert_replicas"}};
-    for (const auto& [group, name] : groups) *group = with_collective_timeout(std::move(*group), collective_timeout_s, name);
+    for (const auto& [group, name] : groups)
+      *group = with_collective_timeout(std::move(*group), collective_timeout_s, name);
   }
 }
 

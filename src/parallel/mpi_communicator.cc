@@ -53,9 +53,12 @@ MPI_Op bf16_op(ReduceOp op) {
 
 MPI_Datatype mpi_type(DType t) {
   switch (t) {
-    case DType::kF32: return MPI_FLOAT;
-    case DType::kBF16: return MPI_UINT16_T;
-    case DType::kI32: return MPI_INT32_T;
+    case DType::kF32:
+      return MPI_FLOAT;
+    case DType::kBF16:
+      return MPI_UINT16_T;
+    case DType::kI32:
+      return MPI_INT32_T;
   }
   return MPI_DATATYPE_NULL;
 }
@@ -100,8 +103,8 @@ class MpiCommunicator final : public Communicator {
 
   void all_reduce(const Tensor& t, ReduceOp op) override {
     require_host(t, "all_reduce");
-    check(MPI_Allreduce(MPI_IN_PLACE, t.data, as_count(t.numel(), "all_reduce"), mpi_type(t.dtype),
-                        mpi_op(op, t.dtype), comm_),
+    check(MPI_Allreduce(MPI_IN_PLACE, t.data, as_count(t.numel(), "all_reduce"), mpi_type(t.dtype), mpi_op(op, t.dtype),
+                        comm_),
           "all_reduce");
     if (op == ReduceOp::kAvg) divide_by_size(t);
   }

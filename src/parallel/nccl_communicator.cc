@@ -35,17 +35,22 @@ std::string describe(const char* call, const char* op, int64_t count, DType t) {
 
 ncclDataType_t nccl_type(DType t) {
   switch (t) {
-    case DType::kF32: return ncclFloat32;
-    case DType::kBF16: return ncclBfloat16;
-    case DType::kI32: return ncclInt32;
+    case DType::kF32:
+      return ncclFloat32;
+    case DType::kBF16:
+      return ncclBfloat16;
+    case DType::kI32:
+      return ncclInt32;
   }
   throw std::logic_error("NCCL communicator: unknown dtype");
 }
 
 ncclRedOp_t nccl_op(ReduceOp op, DType t, const char* name) {
   switch (op) {
-    case ReduceOp::kSum: return ncclSum;
-    case ReduceOp::kMax: return ncclMax;
+    case ReduceOp::kSum:
+      return ncclSum;
+    case ReduceOp::kMax:
+      return ncclMax;
     case ReduceOp::kAvg:
       // NCCL would average integers with truncation; refused as by the MPI backend.
       if (t == DType::kI32) throw std::logic_error(std::string(name) + ": kAvg needs a floating-point tensor");
@@ -121,8 +126,7 @@ void NcclCommunicator::bootstrap() {
     const ncclResult_t s = ncclCommInitRank(&comm_, size_, id, rank_);
     if (s != ncclSuccess) {
       comm_ = nullptr;
-      fail_nccl(s, nullptr,
-                "ncclCommInitRank (rank " + std::to_string(rank_) + " of " + std::to_string(size_) + ")");
+      fail_nccl(s, nullptr, "ncclCommInitRank (rank " + std::to_string(rank_) + " of " + std::to_string(size_) + ")");
     }
   } catch (...) {
     release();
@@ -169,16 +173,15 @@ void NcclCommunicator::all_gather(const Tensor& out, const Tensor& in) {
   if (out.numel() != in.numel() * size_ || out.dtype != in.dtype) {
     throw std::logic_error("all_gather: out " + out.shape_string() + " must hold size() x in " + in.shape_string());
   }
-  check(ncclAllGather(in.data, out.data, count_of(in.numel()), nccl_type(in.dtype), comm_, stream_),
-        "ncclAllGather", "all_gather", in.numel(), in.dtype);
+  check(ncclAllGather(in.data, out.data, count_of(in.numel()), nccl_type(in.dtype), comm_, stream_), "ncclAllGather",
+        "all_gather", in.numel(), in.dtype);
 }
 
 void NcclCommunicator::reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op) {
   require_device(out, "reduce_scatter");
   require_device(in, "reduce_scatter");
   if (in.numel() != out.numel() * size_ || out.dtype != in.dtype) {
-    throw std::logic_error("reduce_scatter: in " + in.shape_string() + " must hold size() x out " +
-                           out.shape_string());
+    throw std::logic_error("reduce_scatter: in " + in.shape_string() + " must hold size() x out " + out.shape_string());
   }
   check(ncclReduceScatter(in.data, out.data, count_of(out.numel()), nccl_type(in.dtype),
                           nccl_op(op, in.dtype, "reduce_scatter"), comm_, stream_),
@@ -211,8 +214,7 @@ void NcclCommunicator::all_to_all_v(const Tensor& out, const std::vector<int64_t
     received += recv_rows[p];
   }
   if (sent * row > in.numel() || received * row > out.numel()) {
-    throw std::logic_error("all_to_all_v: counts exceed the buffers " + in.shape_string() + " / " +
-                           out.shape_string());
+    throw std::logic_error("all_to_all_v: counts exceed the buffers " + in.shape_string() + " / " + out.shape_string());
   }
 
   const ncclDataType_t type = nccl_type(in.dtype);

@@ -36,7 +36,8 @@ ParamPlacement place_parameter(const std::vector<int64_t>& global_shape, int tp_
   p.global_shape = global_shape;
   p.local_shape = global_shape;
   p.local_offset.assign(global_shape.size(), 0);
-  if (tp_dim >= 0 && layout.tp > 1) cut(p.local_shape, p.local_offset, static_cast<size_t>(tp_dim), layout.tp, coord.tp, "tp");
+  if (tp_dim >= 0 && layout.tp > 1)
+    cut(p.local_shape, p.local_offset, static_cast<size_t>(tp_dim), layout.tp, coord.tp, "tp");
   if (expert_parallel && layout.ep > 1) cut(p.local_shape, p.local_offset, 0, layout.ep, coord.ep, "ep");
   const int64_t n = p.local_numel();
   p.shards = layout.dp_shard;
@@ -89,8 +90,8 @@ void copy_global_block(const Tensor& dst, const float* global, const std::vector
   block_copy(dst, const_cast<float*>(global), global_shape, offset, false);
 }
 
-void copy_block_to_global(float* global, const std::vector<int64_t>& global_shape,
-                          const std::vector<int64_t>& offset, const Tensor& src) {
+void copy_block_to_global(float* global, const std::vector<int64_t>& global_shape, const std::vector<int64_t>& offset,
+                          const Tensor& src) {
   block_copy(src, global, global_shape, offset, true);
 }
 
@@ -112,7 +113,8 @@ void copy_own_piece(const Tensor& piece, const float* global, const ParamPlaceme
   if (in_place) return;
   if (place.shards > 1) {
     std::vector<float> shard(static_cast<size_t>(piece.numel()), 0.0f);  // zero past shard_valid
-    std::memcpy(shard.data(), buffer.data() + place.shard_begin, static_cast<size_t>(place.shard_valid) * sizeof(float));
+    std::memcpy(shard.data(), buffer.data() + place.shard_begin,
+                static_cast<size_t>(place.shard_valid) * sizeof(float));
     buffer.swap(shard);
   }
   upload(piece, buffer.data());  // host pieces: a copy; device pieces: a host sync

@@ -47,8 +47,8 @@ ParamPlacement place_parameter(const std::vector<int64_t>& global_shape, int tp_
 void copy_global_block(const Tensor& dst, const float* global, const std::vector<int64_t>& global_shape,
                        const std::vector<int64_t>& offset);
 // The inverse: the block of `global` at `offset` = src.
-void copy_block_to_global(float* global, const std::vector<int64_t>& global_shape,
-                          const std::vector<int64_t>& offset, const Tensor& src);
+void copy_block_to_global(float* global, const std::vector<int64_t>& global_shape, const std::vector<int64_t>& offset,
+                          const Tensor& src);
 
 // piece (fp32, place.shard_shape()) = this rank's piece of `global` (dense
 // row-major fp32 of place.global_shape): the local block (tp and ep cuts),

@@ -32,7 +32,8 @@ std::string step_dir_name(int64_t step) { return fmt::format("step_{}", step); }
 // Every rank learns whether any rank failed, so that all throw together
 // instead of some waiting in the next collective.
 void agree_or_throw(Communicator& world, const std::string& my_error, const std::string& what) {
-  if (any_rank(world, !my_error.empty())) throw UserError(my_error.empty() ? what + " failed on another rank (its log says why)" : my_error);
+  if (any_rank(world, !my_error.empty()))
+    throw UserError(my_error.empty() ? what + " failed on another rank (its log says why)" : my_error);
 }
 
 nlohmann::json piece_json(const StateTensor& s, int file) {
@@ -125,8 +126,8 @@ std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const
       fs::remove_all(tmp_dir);  // a save that died half-way
       fs::create_directories(tmp_dir);
     } catch (const fs::filesystem_error& e) {
-      error = fmt::format("checkpoint.dir = \"{}\": cannot create {} ({}); point it at a writable folder", dir,
-                          tmp_dir, e.what());
+      error = fmt::format("checkpoint.dir = \"{}\": cannot create {} ({}); point it at a writable folder", dir, tmp_dir,
+                          e.what());
     }
   }
   agree_or_throw(world, error, "creating the checkpoint folder");
@@ -203,7 +204,8 @@ std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const
       meta["files"] = files;
       nlohmann::ordered_json tensors = nlohmann::ordered_json::object();
       for (const StateTensor& s : state) {
-        tensors[s.name] = {{"shape", s.place.global_shape}, {"dtype", "F32"}, {"pieces", nlohmann::ordered_json::array()}};
+        tensors[s.name] = {
+            {"shape", s.place.global_shape}, {"dtype", "F32"}, {"pieces", nlohmann::ordered_json::array()}};
       }
       for (int r = 0; r < W; ++r) {
         const char* text = reinterpret_cast<const char*>(text_all.data() + static_cast<size_t>(r) * words);
@@ -220,8 +222,8 @@ std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const
       write_file_durably(dir + "/latest", step_dir_name(at.step) + "\n");
       remove_old_checkpoints(dir, cfg.checkpoint.keep_last_n, at.lineage, at.step);
     } catch (const std::exception& e) {
-      error = fmt::format("checkpoint {}: finishing the save failed ({}); the previous checkpoint is intact",
-                          final_dir, e.what());
+      error = fmt::format("checkpoint {}: finishing the save failed ({}); the previous checkpoint is intact", final_dir,
+                          e.what());
     }
   }
   agree_or_throw(world, error, "finishing the checkpoint");
@@ -262,9 +264,12 @@ std::vector<CheckpointEntry> list_checkpoints(const std::string& dir) {
 
 const char* health_name(CheckpointHealth h) {
   switch (h) {
-    case CheckpointHealth::kProvisional: return "provisional";
-    case CheckpointHealth::kUnhealthy: return "unhealthy";
-    case CheckpointHealth::kHealthy: break;
+    case CheckpointHealth::kProvisional:
+      return "provisional";
+    case CheckpointHealth::kUnhealthy:
+      return "unhealthy";
+    case CheckpointHealth::kHealthy:
+      break;
   }
   return "healthy";
 }
@@ -296,9 +301,10 @@ std::string latest_checkpoint(const std::string& dir) {
                  c->health == CheckpointHealth::kHealthy ? "healthy" : "complete", c->path);
     return c->path;
   }
-  spdlog::warn("{}: every checkpoint in the folder is unhealthy; resuming from the newest, {} (if the loss blows up "
-               "again, start afresh in another checkpoint.dir with a lower optimizer.lr)",
-               why, complete.back().path);
+  spdlog::warn(
+      "{}: every checkpoint in the folder is unhealthy; resuming from the newest, {} (if the loss blows up "
+      "again, start afresh in another checkpoint.dir with a lower optimizer.lr)",
+      why, complete.back().path);
   return complete.back().path;
 }
 
@@ -377,7 +383,8 @@ std::vector<float> assemble(const std::string& name, const CheckpointTensorMeta&
     block.resize(static_cast<size_t>(numel_of(p.local_shape)), 0.0f);
     if (p.count > 0) f.read(name, block.data() + p.begin);
   }
-  for (auto& [key, block] : blocks) copy_block_to_global(global.data(), meta.shape, key.first, view_of(block.data(), key.second));
+  for (auto& [key, block] : blocks)
+    copy_block_to_global(global.data(), meta.shape, key.first, view_of(block.data(), key.second));
   return global;
 }
 
@@ -456,21 +463,24 @@ TrainPosition load_checkpoint(const std::string& path, const std::vector<StateTe
     const std::string more =
         problems.size() > 1 ? fmt::format(" (and {} more differences)", problems.size() - 1) : std::string();
     if (initial) {
-      throw UserError(fmt::format("{}: checkpoint.initial_load_path: {}{}; a tensor the checkpoint and the model share "
-                                  "by name must have the same shape: change the model, or start from another "
-                                  "checkpoint",
-                                  meta_path, problems[0], more));
+      throw UserError(
+          fmt::format("{}: checkpoint.initial_load_path: {}{}; a tensor the checkpoint and the model share "
+                      "by name must have the same shape: change the model, or start from another "
+                      "checkpoint",
+                      meta_path, problems[0], more));
     }
-    throw UserError(fmt::format("{}: the checkpoint is of another model: {}{}; load it with the config it was saved "
-                                "with (its \"config\" in metadata.json), or train this model in another "
-                                "checkpoint.dir (checkpoint.initial_load_path takes the weights it shares with "
-                                "another model)",
-                                meta_path, problems[0], more));
+    throw UserError(
+        fmt::format("{}: the checkpoint is of another model: {}{}; load it with the config it was saved "
+                    "with (its \"config\" in metadata.json), or train this model in another "
+                    "checkpoint.dir (checkpoint.initial_load_path takes the weights it shares with "
+                    "another model)",
+                    meta_path, problems[0], more));
   }
   if (initial && !kept_initial.empty()) {
-    spdlog::warn("checkpoint.initial_load_path: {} tensor(s) of this model are not in {} and keep their initial "
-                 "values ({})",
-                 kept_initial.size(), step_dir, some(kept_initial));
+    spdlog::warn(
+        "checkpoint.initial_load_path: {} tensor(s) of this model are not in {} and keep their initial "
+        "values ({})",
+        kept_initial.size(), step_dir, some(kept_initial));
   }
   if (initial && !extra.empty()) {
     spdlog::warn("checkpoint.initial_load_path: {} tensor(s) of {} are not in this model and are not used ({})",

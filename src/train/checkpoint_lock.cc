@@ -33,14 +33,15 @@ CheckpointLock::CheckpointLock(const std::string& dir) {
       while (!who.empty() && (who.back() == '\n' || who.back() == ' ')) who.pop_back();
       close(fd_);
       fd_ = -1;
-      throw UserError(fmt::format("checkpoint.dir = \"{}\" is in use by another run ({}): two runs would overwrite "
-                                  "each other's checkpoints; wait for it to end, or give this run another "
-                                  "checkpoint.dir",
-                                  dir, who));
+      throw UserError(
+          fmt::format("checkpoint.dir = \"{}\" is in use by another run ({}): two runs would overwrite "
+                      "each other's checkpoints; wait for it to end, or give this run another "
+                      "checkpoint.dir",
+                      dir, who));
     }
     // A file system without locks (some network mounts): go on, unprotected.
-    spdlog::warn("checkpoint.dir = \"{}\": cannot lock {} ({}); nothing stops a second run from using this folder",
-                 dir, path, std::strerror(error));
+    spdlog::warn("checkpoint.dir = \"{}\": cannot lock {} ({}); nothing stops a second run from using this folder", dir,
+                 path, std::strerror(error));
     return;
   }
   char host[256] = {};

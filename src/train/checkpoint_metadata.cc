@@ -52,7 +52,8 @@ CheckpointMetadata parse_checkpoint_metadata(const std::string& text, const std:
   }
   CheckpointMetadata out;
   out.step = bounded_int(field(meta, "step", path), path + ": step");
-  out.tokens_seen = meta.contains("tokens_seen") ? bounded_int(meta["tokens_seen"], path + ": tokens_seen", INT64_MAX) : 0;
+  out.tokens_seen =
+      meta.contains("tokens_seen") ? bounded_int(meta["tokens_seen"], path + ": tokens_seen", INT64_MAX) : 0;
   if (meta.contains("lineage")) {
     if (!meta["lineage"].is_string() || meta["lineage"].get<std::string>().size() > 64) {
       throw UserError(path + ": lineage must be a string of at most 64 characters");
@@ -83,8 +84,8 @@ CheckpointMetadata parse_checkpoint_metadata(const std::string& text, const std:
     const std::string where = path + ": a file entry";
     CheckpointFileMeta m;
     const Json& name = field(f, "name", where);
-    if (!name.is_string() || name.get<std::string>().empty() || name.get<std::string>().find('/') != std::string::npos ||
-        name.get<std::string>()[0] == '.') {
+    if (!name.is_string() || name.get<std::string>().empty() ||
+        name.get<std::string>().find('/') != std::string::npos || name.get<std::string>()[0] == '.') {
       throw UserError(where + ": the name must be a plain file name inside the step folder");
     }
     m.name = name.get<std::string>();
@@ -113,7 +114,8 @@ CheckpointMetadata parse_checkpoint_metadata(const std::string& text, const std:
                     p.local_shape.size() == t.shape.size() && p.begin + p.count <= numel_of(p.local_shape);
       for (size_t d = 0; inside && d < t.shape.size(); ++d) inside = p.local_offset[d] + p.local_shape[d] <= t.shape[d];
       if (!inside) {
-        throw UserError(where + ": a piece lies outside the tensor " + shape_text(t.shape) + " or names no listed file");
+        throw UserError(where + ": a piece lies outside the tensor " + shape_text(t.shape) +
+                        " or names no listed file");
       }
       covered += p.count;
       if (covered > numel_of(t.shape)) throw UserError(where + ": its pieces hold more values than the tensor");

@@ -34,7 +34,7 @@ struct CheckpointTensorMeta {
 struct CheckpointMetadata {
   int64_t step = 0;
   int64_t tokens_seen = 0;
-  std::string lineage;  // the run's lineage id ("" before lineages were recorded)
+  std::string lineage;             // the run's lineage id ("" before lineages were recorded)
   std::string health = "healthy";  // "provisional", "healthy" or "unhealthy" (absent before it was recorded)
   double loss_mean = 0;            // the healthy losses through this step (divergence.h)
   int64_t losses_seen = 0;

@@ -16,7 +16,8 @@ namespace {
 // The local size of dim 0 of a block-0 parameter under the layout (tp cuts heads and columns).
 int64_t local_rows_of(const ModelConfig& m, const std::string& name, const Layout& layout) {
   for (const ParamSpec& p : model_param_specs(m)) {
-    if (p.name == name) return place_parameter(p.shape, p.tp_dim, p.expert_parallel, layout, MeshCoord{}).local_shape[0];
+    if (p.name == name)
+      return place_parameter(p.shape, p.tp_dim, p.expert_parallel, layout, MeshCoord{}).local_shape[0];
   }
   return 0;
 }
@@ -53,27 +54,27 @@ int64_t activation_bytes(const JobConfig& cfg, const Layout& layout, int64_t c) 
   if (moe > 0) {
     const int64_t E = m.num_experts, K = m.moe_top_k, Fe = expert_hidden(m), S = m.moe_shared_experts;
     const int64_t R = moe_max_local_rows(m, N, layout.ep);
-    int64_t per_layer = 3 * R * Fe * c;                      // routed experts' a, b, g
-    scratch += 3 * R * Fe * c;                               //   and their gradients
+    int64_t per_layer = 3 * R * Fe * c;  // routed experts' a, b, g
+    scratch += 3 * R * Fe * c;           //   and their gradients
     if (layout.ep > 1) {
       per_layer += R * D * c + R * D * c + 4 * (E / layout.ep + 1) + 2 * 4 * R;  // local input rows; the exchange's
-                                                                               // rows, offsets and row maps
-      scratch += 3 * R * D * c;                              // local outputs and both gradients
+                                                                                 // rows, offsets and row maps
+      scratch += 3 * R * D * c;                                                  // local outputs and both gradients
     }
-    per_layer += S * 3 * N * Fe * c;                         // shared experts' a, b, g
+    per_layer += S * 3 * N * Fe * c;  // shared experts' a, b, g
     if (S > 0) scratch += 3 * N * Fe * c;
-    per_layer += 4 * E;                                      // balance bias
-    per_layer += 3 * 4 * N * E;                              // logits, scores, aux gradient (fp32)
-    scratch += 4 * N * E;                                    // router gradient
-    if (c != 4) scratch += N * E * c;                        //   in bf16, for its GEMM
-    per_layer += 2 * 4 * N * K;                              // top-k ids, weights
-    scratch += 4 * N * K;                                    //   and the weights' gradient
-    per_layer += 4 * (E + 1) + 2 * 4 * N * K;                // plan: offsets, row_pair, pair_row
-    per_layer += 2 * N * K * D * c;                          // a row per pair: xs, ys
-    scratch += 2 * N * K * D * c;                            //   and their gradients
-    per_layer += 2 * 4;                                      // shared experts' offsets
-    scratch += N * D * c;                                    //   and output
-    per_layer += 2 * 4 * E + 2 * 3 * 4;                      // step counts, aux losses and their sums
+    per_layer += 4 * E;                        // balance bias
+    per_layer += 3 * 4 * N * E;                // logits, scores, aux gradient (fp32)
+    scratch += 4 * N * E;                      // router gradient
+    if (c != 4) scratch += N * E * c;          //   in bf16, for its GEMM
+    per_layer += 2 * 4 * N * K;                // top-k ids, weights
+    scratch += 4 * N * K;                      //   and the weights' gradient
+    per_layer += 4 * (E + 1) + 2 * 4 * N * K;  // plan: offsets, row_pair, pair_row
+    per_layer += 2 * N * K * D * c;            // a row per pair: xs, ys
+    scratch += 2 * N * K * D * c;              //   and their gradients
+    per_layer += 2 * 4;                        // shared experts' offsets
+    scratch += N * D * c;                      //   and output
+    per_layer += 2 * 4 * E + 2 * 3 * 4;        // step counts, aux losses and their sums
     saved += moe * per_layer;
   }
   return saved + scratch;
@@ -84,9 +85,10 @@ int64_t activation_bytes(const JobConfig& cfg, const Layout& layout, int64_t c) 
 DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
   const ModelConfig& m = cfg.model;
   if (layout.pp > 1) {
-    throw UserError(fmt::format("distributed.pp = {}: the calculator does not model pipeline parallelism, "
-                                "which is not built yet; set distributed.pp = 1",
-                                layout.pp));
+    throw UserError(
+        fmt::format("distributed.pp = {}: the calculator does not model pipeline parallelism, "
+                    "which is not built yet; set distributed.pp = 1",
+                    layout.pp));
   }
   DryRunReport r;
   r.layout = layout;
@@ -99,13 +101,27 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
     r.total_params += n;
     switch (p.kind) {
       case ParamKind::kEmbedding:
-      case ParamKind::kLmHead: r.embedding_params += n; break;
-      case ParamKind::kNorm: r.norm_params += n; break;
-      case ParamKind::kAttention: r.attention_params += n; break;
-      case ParamKind::kDenseMlp: r.dense_mlp_params += n; break;
-      case ParamKind::kRouter: r.router_params += n; break;
-      case ParamKind::kRoutedExpert: r.routed_expert_params += n; break;
-      case ParamKind::kSharedExpert: r.shared_expert_params += n; break;
+      case ParamKind::kLmHead:
+        r.embedding_params += n;
+        break;
+      case ParamKind::kNorm:
+        r.norm_params += n;
+        break;
+      case ParamKind::kAttention:
+        r.attention_params += n;
+        break;
+      case ParamKind::kDenseMlp:
+        r.dense_mlp_params += n;
+        break;
+      case ParamKind::kRouter:
+        r.router_params += n;
+        break;
+      case ParamKind::kRoutedExpert:
+        r.routed_expert_params += n;
+        break;
+      case ParamKind::kSharedExpert:
+        r.shared_expert_params += n;
+        break;
     }
     // A token passes through top_k of the E routed experts.
     if (p.kind == ParamKind::kRoutedExpert) skipped_expert_params += n / m.num_experts * (m.num_experts - m.moe_top_k);
@@ -221,7 +237,8 @@ std::string format_dry_run(const DryRunReport& r, const JobConfig& cfg, const st
   line("  matmuls: 6 x active matmul params", fmt::format("{:>15.4g}", r.matmul_flops_per_token));
   line("  attention: 12 x layers x dim x seq_len", fmt::format("{:>15.4g}", r.attention_flops_per_token));
   line("tokens per optimizer step (global)", count(r.tokens_per_step));
-  line("FLOPs per optimizer step", fmt::format("{:>15.4g}", r.flops_per_token * static_cast<double>(r.tokens_per_step)));
+  line("FLOPs per optimizer step",
+       fmt::format("{:>15.4g}", r.flops_per_token * static_cast<double>(r.tokens_per_step)));
 
   out += fmt::format("\nmemory per rank (computing in {})\n", r.compute_dtype);
   line("parameters held (shard)", count(r.params_per_rank));

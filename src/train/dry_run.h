@@ -42,16 +42,16 @@ struct DryRunReport {
   // checks it across layouts). FSDP shards every parameter over dp_shard;
   // tensor parallelism splits the tensors marked in the registry; expert
   // parallelism splits the routed experts.
-  std::string compute_dtype;          // "bf16" or "fp32": weight copies and activations
+  std::string compute_dtype;  // "bf16" or "fp32": weight copies and activations
   int64_t params_per_rank = 0;
-  int64_t master_weight_bytes = 0;    // fp32 master weights
-  int64_t compute_copy_bytes = 0;     // the bf16 copy of the master shards (0 in fp32)
-  int64_t gradient_bytes = 0;         // fp32 gradient shards
-  int64_t optimizer_bytes = 0;        // AdamW first and second moments, fp32
-  int64_t fsdp_buffer_bytes = 0;      // FSDP's gather buffers: weights (compute dtype) and fp32 gradients of
-                                      // the largest block plus the outer unit, and a reduce-scatter shard
-  int64_t activation_bytes = 0;       // activations and their gradients, kept for the whole micro-batch,
-                                      // with the MoE buffers sized for the worst routing (capacity or dropless)
+  int64_t master_weight_bytes = 0;  // fp32 master weights
+  int64_t compute_copy_bytes = 0;   // the bf16 copy of the master shards (0 in fp32)
+  int64_t gradient_bytes = 0;       // fp32 gradient shards
+  int64_t optimizer_bytes = 0;      // AdamW first and second moments, fp32
+  int64_t fsdp_buffer_bytes = 0;    // FSDP's gather buffers: weights (compute dtype) and fp32 gradients of
+                                    // the largest block plus the outer unit, and a reduce-scatter shard
+  int64_t activation_bytes = 0;     // activations and their gradients, kept for the whole micro-batch,
+                                    // with the MoE buffers sized for the worst routing (capacity or dropless)
   int64_t total_bytes = 0;
 };
 

@@ -108,8 +108,8 @@ void guarded(GpuCheckRow& r, const std::function<void()>& body) {
 }
 
 std::string model_text(const JobConfig& c) {
-  return fmt::format("{} layers, D={}, E={} top-{}, {}x{} tokens", c.model.n_layers, c.model.dim,
-                     c.model.num_experts, c.model.moe_top_k, c.train.batch_size, c.train.seq_len);
+  return fmt::format("{} layers, D={}, E={} top-{}, {}x{} tokens", c.model.n_layers, c.model.dim, c.model.num_experts,
+                     c.model.moe_top_k, c.train.batch_size, c.train.seq_len);
 }
 
 // Losses of `steps` training steps of `cfg` placed as told.

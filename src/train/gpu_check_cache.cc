@@ -31,7 +31,8 @@ std::string identity(int device) {
   for (const auto& [key, value] : build_facts()) id += key + " " + value + "\n";
   struct stat st {};
   if (stat("/proc/self/exe", &st) == 0) {
-    id += fmt::format("binary {} bytes, modified {}\n", static_cast<int64_t>(st.st_size), static_cast<int64_t>(st.st_mtime));
+    id += fmt::format("binary {} bytes, modified {}\n", static_cast<int64_t>(st.st_size),
+                      static_cast<int64_t>(st.st_mtime));
   }
   id += "gpu " + cuda_device_description(device) + "\n";
   id += "driver " + driver_line() + "\n";

@@ -44,7 +44,8 @@ struct DeviceFloats {
 // Runs `collective` once to check, then kIterations times to time; fills the row.
 GpuCheckRow run(const std::string& name, int nranks, int64_t send_floats, int64_t recv_floats, double bus_factor,
                 double bus_bytes, const std::function<float(int64_t)>& send_value,
-                const std::function<float(int64_t)>& want, const std::function<void(const float*, float*)>& collective) {
+                const std::function<float(int64_t)>& want,
+                const std::function<void(const float*, float*)>& collective) {
   GpuCheckRow r;
   r.op = "nccl " + name;
   r.shape = fmt::format("{:.1f} MiB per rank x {} GPUs", static_cast<double>(send_floats) * 4 / (1 << 20), nranks);
@@ -73,7 +74,8 @@ GpuCheckRow run(const std::string& name, int nranks, int64_t send_floats, int64_
     const auto start = std::chrono::steady_clock::now();
     for (int it = 0; it < kIterations; ++it) collective(send.p, recv.p);
     cuda(cudaStreamSynchronize(s), "timed calls");
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / kIterations;
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / kIterations;
     r.ms = seconds * 1e3;
     if (r.passed) r.detail = fmt::format("bus bandwidth {:.1f} GB/s", bus_factor * bus_bytes / seconds / 1e9);
   } catch (const std::exception& e) {
@@ -100,7 +102,8 @@ GpuCheckReport check_nccl(int device, int rank, int nranks, const std::string& i
   report.gpu = cuda_device_description(report.device);
   ncclUniqueId id{};
   if (id_hex.size() != 2 * sizeof id.internal) throw std::invalid_argument("check-gpu: a malformed NCCL id");
-  for (size_t i = 0; i < sizeof id.internal; ++i) id.internal[i] = static_cast<char>(std::stoi(id_hex.substr(2 * i, 2), nullptr, 16));
+  for (size_t i = 0; i < sizeof id.internal; ++i)
+    id.internal[i] = static_cast<char>(std::stoi(id_hex.substr(2 * i, 2), nullptr, 16));
   ncclComm_t comm = nullptr;
   nccl(ncclCommInitRank(&comm, nranks, id, rank), "ncclCommInitRank");
   cudaStream_t s = cuda::stream();
@@ -112,11 +115,15 @@ GpuCheckReport check_nccl(int device, int rank, int nranks, const std::string& i
   report.rows.push_back(run(
       "all-reduce (sum)", nranks, count, count, 2 * spread, count * 4.0, [&](int64_t i) { return base(i) + r; },
       [&](int64_t i) { return n * base(i) + sum_ranks; },
-      [&](const float* in, float* out) { nccl(ncclAllReduce(in, out, count, ncclFloat32, ncclSum, comm, s), "ncclAllReduce"); }));
+      [&](const float* in, float* out) {
+        nccl(ncclAllReduce(in, out, count, ncclFloat32, ncclSum, comm, s), "ncclAllReduce");
+      }));
   report.rows.push_back(run(
       "all-gather", nranks, chunk, count, spread, count * 4.0, [&](int64_t i) { return base(i) + r; },
       [&](int64_t i) { return base(i % chunk) + static_cast<float>(i / chunk); },
-      [&](const float* in, float* out) { nccl(ncclAllGather(in, out, chunk, ncclFloat32, comm, s), "ncclAllGather"); }));
+      [&](const float* in, float* out) {
+        nccl(ncclAllGather(in, out, chunk, ncclFloat32, comm, s), "ncclAllGather");
+      }));
   report.rows.push_back(run(
       "reduce-scatter (sum)", nranks, count, chunk, spread, count * 4.0, [&](int64_t i) { return base(i) + r; },
       [&](int64_t i) { return n * base(rank * chunk + i) + sum_ranks; },

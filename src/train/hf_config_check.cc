@@ -10,8 +10,8 @@ namespace {
 
 struct Rule {
   const char* key;
-  std::string ours;  // what it is in our config, for the message
-  std::string fix;   // "" = set `ours` to the checkpoint's value
+  std::string ours;                                              // what it is in our config, for the message
+  std::string fix;                                               // "" = set `ours` to the checkpoint's value
   nlohmann::json fallback = nlohmann::json::value_t::discarded;  // HF's default when absent; discarded = required
 };
 
@@ -59,9 +59,10 @@ void check_window(const ModelConfig& m, const std::string& arch, const nlohmann:
   // Mixtral applies sliding_window whenever it is set; Qwen2-MoE only with use_sliding_window.
   const bool used = arch == "MixtralForCausalLM" ? true : file.value("use_sliding_window", false);
   if (used && window.is_number() && window.get<double>() < static_cast<double>(m.max_seq_len)) {
-    throw UserError(path + ": sliding_window = " + text(window) + " is shorter than model.max_seq_len = " +
-                    std::to_string(m.max_seq_len) + " and attention here is full; set model.max_seq_len <= " +
-                    text(window) + " or import a checkpoint without a sliding window");
+    throw UserError(path + ": sliding_window = " + text(window) +
+                    " is shorter than model.max_seq_len = " + std::to_string(m.max_seq_len) +
+                    " and attention here is full; set model.max_seq_len <= " + text(window) +
+                    " or import a checkpoint without a sliding window");
   }
 }
 
@@ -71,16 +72,17 @@ void check_hf_config(const ModelConfig& m, const nlohmann::json& file, const std
   const std::string arch = hf_architecture(m, "--init-from-hf");
   if (!file.is_object()) throw UserError(path + ": not a JSON object; it is not a Hugging Face config.json");
   const nlohmann::json archs = file.value("architectures", nlohmann::json());
-  const std::string theirs = archs.is_array() && !archs.empty() && archs[0].is_string() ? archs[0].get<std::string>() : "";
+  const std::string theirs =
+      archs.is_array() && !archs.empty() && archs[0].is_string() ? archs[0].get<std::string>() : "";
   if (theirs != arch) {
     throw UserError(path + ": architectures = " + (theirs.empty() ? "(none)" : theirs) + ", this model is " + arch +
-                    " (model.num_experts = " + std::to_string(m.num_experts) + ", model.moe_frequency = " +
-                    std::to_string(m.moe_frequency) +
+                    " (model.num_experts = " + std::to_string(m.num_experts) +
+                    ", model.moe_frequency = " + std::to_string(m.moe_frequency) +
                     "); set them to the checkpoint's (0: Llama, 1: Mixtral, >1: Qwen2-MoE) or import a " + arch);
   }
   const nlohmann::ordered_json ours = hf_config(m);
   for (const Rule& r : rules(arch, file)) {
-    if (!ours.contains(r.key)) continue;  // not a key of this architecture
+    if (!ours.contains(r.key)) continue;                          // not a key of this architecture
     if (r.fallback.is_null() && !file.contains(r.key)) continue;  // optional, and absent
     if (!file.contains(r.key) && r.fallback.type() == kRequired) {
       throw UserError(path + ": has no " + r.key + " (this model's is " + text(ours[r.key]) + ", " + r.ours +
@@ -88,10 +90,9 @@ void check_hf_config(const ModelConfig& m, const nlohmann::json& file, const std
     }
     const nlohmann::json value = file.contains(r.key) ? file[r.key] : r.fallback;
     if (value != nlohmann::json(ours[r.key])) {
-      throw UserError(path + ": " + r.key + " = " + text(value) + ", this model's is " + text(ours[r.key]) + " (" +
-                      r.ours + "); " +
-                      (r.fix.empty() ? "set " + r.ours + " = " + text(value) + ", or import a checkpoint of this shape"
-                                     : r.fix));
+      throw UserError(
+          path + ": " + r.key + " = " + text(value) + ", this model's is " + text(ours[r.key]) + " (" + r.ours + "); " +
+          (r.fix.empty() ? "set " + r.ours + " = " + text(value) + ", or import a checkpoint of this shape" : r.fix));
     }
   }
   if (file.contains("rope_scaling") && !file["rope_scaling"].is_null()) {

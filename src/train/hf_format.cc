@@ -91,7 +91,9 @@ std::vector<HfTensor> hf_tensors(const ModelConfig& m) {
   std::map<std::string, std::vector<int64_t>> shapes;
   for (const ParamSpec& p : model_param_specs(m)) shapes[p.name] = p.shape;
   std::vector<HfTensor> t;
-  auto whole = [&](const std::string& ours, const std::string& hf) { t.push_back({hf, shapes.at(ours), S::kParam, ours}); };
+  auto whole = [&](const std::string& ours, const std::string& hf) {
+    t.push_back({hf, shapes.at(ours), S::kParam, ours});
+  };
   auto same = [&](const std::string& name) { whole(name, name); };
 
   same("model.embed_tokens.weight");

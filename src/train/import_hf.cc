@@ -27,8 +27,9 @@ struct HfFiles {
 nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);
   if (!in) {
-    throw UserError(path + ": missing; --init-from-hf needs a Hugging Face model folder (config.json and "
-                           "model.safetensors or model.safetensors.index.json)");
+    throw UserError(path +
+                    ": missing; --init-from-hf needs a Hugging Face model folder (config.json and "
+                    "model.safetensors or model.safetensors.index.json)");
   }
   try {
     return nlohmann::json::parse(in);
@@ -42,7 +43,8 @@ HfFiles open_files(const std::string& dir) {
   const std::string index_path = dir + "/model.safetensors.index.json", single = dir + "/model.safetensors";
   if (!fs::exists(index_path)) {
     if (!fs::exists(single)) {
-      throw UserError("--init-from-hf=" + dir + ": has neither model.safetensors nor model.safetensors.index.json; "
+      throw UserError("--init-from-hf=" + dir +
+                      ": has neither model.safetensors nor model.safetensors.index.json; "
                       "point it at a Hugging Face model folder");
     }
     c.files.push_back(std::make_unique<SafetensorsFile>(single));
@@ -109,7 +111,7 @@ void check_tensors(const ModelConfig& m, const std::string& arch, const std::vec
   std::vector<std::string> skipped;
   for (const auto& [name, file] : c.holder) {
     if (known.count(name) != 0 || ends_with(name, "rotary_emb.inv_freq")) continue;  // RoPE is recomputed
-    if (m.tie_embeddings && name == "lm_head.weight") continue;  // tied: HF too uses the embedding
+    if (m.tie_embeddings && name == "lm_head.weight") continue;                      // tied: HF too uses the embedding
     if (starts_with(name, "model.") || starts_with(name, "lm_head.")) {
       throw UserError(file->path() + ": tensor " + name + " is not part of a " + arch + " of this config (" +
                       std::to_string(m.n_layers) + " layers, " + std::to_string(m.num_experts) +
@@ -118,8 +120,8 @@ void check_tensors(const ModelConfig& m, const std::string& arch, const std::vec
     skipped.push_back(name);
   }
   if (!skipped.empty()) {
-    spdlog::warn("--init-from-hf: {} tensor(s) that are not part of the model were skipped, e.g. {}",
-                 skipped.size(), skipped.front());
+    spdlog::warn("--init-from-hf: {} tensor(s) that are not part of the model were skipped, e.g. {}", skipped.size(),
+                 skipped.front());
   }
 }
 

@@ -71,14 +71,15 @@ std::optional<MemoryBudget> memory_budget(bool on_gpu, int gpu) {
 std::string memory_fit_problem(int64_t planned_bytes_per_rank, const MemoryBudget& budget) {
   const double need = static_cast<double>(planned_bytes_per_rank) * static_cast<double>(budget.ranks_sharing);
   if (need <= static_cast<double>(budget.bytes)) return "";
-  return fmt::format("the plan needs {:.2f} GiB per rank{}, and {} has {:.2f} GiB for it: it cannot fit; lower "
-                     "train.batch_size or train.seq_len (raise grad_accum_steps to keep the global batch), shard "
-                     "more (dp_shard, ep, tp), or use a smaller model (--dry-run shows the plan)",
-                     static_cast<double>(planned_bytes_per_rank) / kGiB,
-                     budget.ranks_sharing > 1 ? fmt::format(" ({:.2f} GiB for the {} ranks of this node)", need / kGiB,
-                                                            budget.ranks_sharing)
-                                              : "",
-                     budget.what, static_cast<double>(budget.bytes) / kGiB);
+  return fmt::format(
+      "the plan needs {:.2f} GiB per rank{}, and {} has {:.2f} GiB for it: it cannot fit; lower "
+      "train.batch_size or train.seq_len (raise grad_accum_steps to keep the global batch), shard "
+      "more (dp_shard, ep, tp), or use a smaller model (--dry-run shows the plan)",
+      static_cast<double>(planned_bytes_per_rank) / kGiB,
+      budget.ranks_sharing > 1
+          ? fmt::format(" ({:.2f} GiB for the {} ranks of this node)", need / kGiB, budget.ranks_sharing)
+          : "",
+      budget.what, static_cast<double>(budget.bytes) / kGiB);
 }
 
 }  // namespace moe

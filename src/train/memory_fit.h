@@ -13,7 +13,7 @@
 namespace moe {
 
 struct MemoryBudget {
-  int64_t bytes = 0;         // what the ranks of one node (or one GPU's rank) may plan for
+  int64_t bytes = 0;          // what the ranks of one node (or one GPU's rank) may plan for
   int64_t ranks_sharing = 1;  // ranks on this node that share it (CPU), else 1
   std::string what;           // "this machine's host RAM", "GPU 0 (NVIDIA H100 ...; 10% of its 79.1 GiB kept ...)"
 };

@@ -45,8 +45,8 @@ MetricsLog::MetricsLog(const std::string& jsonl_path) {
 }
 
 std::string format_console_line(const StepMetrics& m) {
-  std::string line = fmt::format("step {}/{} | loss {:.4f} | lr {:.2e} | grad_norm {:.3f}", m.step, m.max_steps,
-                                 m.loss, m.lr, m.grad_norm);
+  std::string line = fmt::format("step {}/{} | loss {:.4f} | lr {:.2e} | grad_norm {:.3f}", m.step, m.max_steps, m.loss,
+                                 m.lr, m.grad_norm);
   if (m.has_moe) {
     line += fmt::format(" | aux {:.4f} | balance {:.2f} | dropped {:.1f}%", m.aux_loss, m.expert_balance,
                         100.0 * m.dropped_frac);

@@ -12,11 +12,11 @@ namespace moe {
 struct StepMetrics {
   int64_t step = 0;
   int64_t max_steps = 0;
-  double loss = 0;        // train/loss: mean LM cross-entropy of the step
-  double lr = 0;          // train/lr
-  double grad_norm = 0;   // train/grad_norm, before clipping
+  double loss = 0;       // train/loss: mean LM cross-entropy of the step
+  double lr = 0;         // train/lr
+  double grad_norm = 0;  // train/grad_norm, before clipping
   double tokens_per_sec = 0;
-  double mfu = 0;         // fraction of the device's peak
+  double mfu = 0;  // fraction of the device's peak
   double step_time_sec = 0;
   double eta_sec = 0;
   int64_t peak_bytes = 0;  // mem/peak_bytes

@@ -37,8 +37,8 @@ class Optimizer {
   std::vector<Tensor> m_, v_;
   // Built once: the shards and their views never move, so the fused ops see
   // the same lists every step (on the GPU: no table upload after the first).
-  std::vector<ops::AdamWSlot> slots_;   // one per parameter, in ParamStore order
-  std::vector<Tensor> counted_grads_;   // shard_grad of the parameters counted_here, in that order
+  std::vector<ops::AdamWSlot> slots_;  // one per parameter, in ParamStore order
+  std::vector<Tensor> counted_grads_;  // shard_grad of the parameters counted_here, in that order
 };
 
 // min(1, max_norm / norm); 1 when the norm is not finite (the caller decides what to do).

@@ -12,7 +12,7 @@ volatile std::sig_atomic_t signalled = 0;
 volatile std::sig_atomic_t first_at = 0;  // seconds (CLOCK_MONOTONIC) of the first signal
 
 void on_signal(int signo) {
-  timespec now {};
+  timespec now{};
   clock_gettime(CLOCK_MONOTONIC, &now);  // async-signal-safe
   if (signalled) {
     // One event often arrives twice (Slurm's TERM to the ranks, and the
@@ -37,8 +37,6 @@ void install_preemption_handlers() {
   sigaction(SIGINT, &sa, nullptr);  // Ctrl-C: save and stop; a second one stops at once
 }
 
-bool preemption_requested(Communicator& world) {
-  return any_rank(world, signalled != 0);
-}
+bool preemption_requested(Communicator& world) { return any_rank(world, signalled != 0); }
 
 }  // namespace moe

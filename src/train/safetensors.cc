@@ -19,7 +19,7 @@ namespace {
 uint64_t dtype_size(const std::string& dtype) {
   static const std::map<std::string, uint64_t> sizes = {
       {"F64", 8}, {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"F8_E4M3", 1}, {"F8_E5M2", 1}, {"I64", 8}, {"I32", 4},
-      {"I16", 2}, {"I8", 1},  {"U64", 8}, {"U32", 4}, {"U16", 2},  {"U8", 1},      {"BOOL", 1}};
+      {"I16", 2}, {"I8", 1},  {"U64", 8}, {"U32", 4},  {"U16", 2},     {"U8", 1},      {"BOOL", 1}};
   const auto it = sizes.find(dtype);
   return it == sizes.end() ? 0 : it->second;
 }
@@ -129,7 +129,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
 
 const SafetensorsFile::Entry& SafetensorsFile::entry(const std::string& name) const {
   const auto it = entries_.find(name);
-  if (it == entries_.end()) throw UserError(path_ + ": has no tensor " + name + "; the file does not match its metadata");
+  if (it == entries_.end())
+    throw UserError(path_ + ": has no tensor " + name + "; the file does not match its metadata");
   return it->second;
 }
 

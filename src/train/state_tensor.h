@@ -11,10 +11,10 @@
 namespace moe {
 
 struct StateTensor {
-  std::string name;       // e.g. "model.layers.1.mlp.up_proj.weight.exp_avg"
-  ParamPlacement place;   // global shape, this rank's local block and its flat shard
-  Tensor piece;           // fp32; its first place.shard_valid elements are the shard's (the rest is padding)
-  bool written_here;      // one rank writes each piece: replicas of it skip
+  std::string name;      // e.g. "model.layers.1.mlp.up_proj.weight.exp_avg"
+  ParamPlacement place;  // global shape, this rank's local block and its flat shard
+  Tensor piece;          // fp32; its first place.shard_valid elements are the shard's (the rest is padding)
+  bool written_here;     // one rank writes each piece: replicas of it skip
 };
 
 }  // namespace moe

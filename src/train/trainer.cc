@@ -38,7 +38,6 @@
 #include "src/train/step_runner.h"
 #include "src/train/world.h"
 
-
 namespace moe {
 namespace {
 
@@ -63,9 +62,10 @@ void check_gpus_before_training(const JobConfig& cfg, Communicator& world) {
     spdlog::info("GPU {} ({}) passed its check before ({}): not checked again", device, cuda_device_description(device),
                  gpu_check_cache_path(device));
   } else {
-    spdlog::info("checking GPU {} ({}) before training: every op against the CPU, CUDA graph replay, 5 training steps "
-                 "(once per binary, GPU model, driver and runtime; --skip-gpu-check skips it)",
-                 device, cuda_device_description(device));
+    spdlog::info(
+        "checking GPU {} ({}) before training: every op against the CPU, CUDA graph replay, 5 training steps "
+        "(once per binary, GPU model, driver and runtime; --skip-gpu-check skips it)",
+        device, cuda_device_description(device));
     const GpuCheckReport report = check_gpu(cfg, device);
     reset_device_memory_peak();  // the run's figures are its own
     if (report.passed()) {
@@ -78,8 +78,9 @@ void check_gpus_before_training(const JobConfig& cfg, Communicator& world) {
   }
   const std::string ranks = ranks_where(world, !failure.empty());
   if (ranks.empty()) return;
-  const std::string fix = "the GPU, its driver or this build computes wrongly; `moe_train check-gpu` prints the "
-                          "table, docs/gpu.md says what to try (--skip-gpu-check trains anyway)";
+  const std::string fix =
+      "the GPU, its driver or this build computes wrongly; `moe_train check-gpu` prints the "
+      "table, docs/gpu.md says what to try (--skip-gpu-check trains anyway)";
   throw UserError(failure.empty() ? "the GPU check failed on rank " + ranks + " (its log above names the op): " + fix
                                   : failure + "; " + fix);
 }
@@ -130,13 +131,15 @@ void refuse_fresh_start_beside(const CheckpointConfig& c) {
   const std::vector<CheckpointEntry> there = list_checkpoints(c.dir);
   if (there.empty()) return;
   std::string steps;
-  for (size_t i = 0; i < there.size() && i < 4; ++i) steps += (i ? ", " : "") + std::filesystem::path(there[i].path).filename().string();
+  for (size_t i = 0; i < there.size() && i < 4; ++i)
+    steps += (i ? ", " : "") + std::filesystem::path(there[i].path).filename().string();
   if (there.size() > 4) steps += fmt::format(", ... ({} in all)", there.size());
-  throw UserError(fmt::format("checkpoint.dir = \"{}\" holds checkpoints of an earlier run ({}), and "
-                              "checkpoint.resume = \"{}\" would start a new run beside them: give this run another "
-                              "checkpoint.dir, or move them aside with `moe_train CONFIG --archive-checkpoints` "
-                              "(checkpoint.resume = \"auto\" continues them)",
-                              c.dir, steps, c.resume));
+  throw UserError(
+      fmt::format("checkpoint.dir = \"{}\" holds checkpoints of an earlier run ({}), and "
+                  "checkpoint.resume = \"{}\" would start a new run beside them: give this run another "
+                  "checkpoint.dir, or move them aside with `moe_train CONFIG --archive-checkpoints` "
+                  "(checkpoint.resume = \"auto\" continues them)",
+                  c.dir, steps, c.resume));
 }
 
 // A new lineage id (16 hex digits), drawn by rank 0 and the same on every rank.
@@ -169,13 +172,15 @@ bool in_checkpoint_dir(const std::string& step_dir, const CheckpointConfig& c) {
 std::string how_to_go_on(const JobConfig& cfg) {
   const std::string healthy = newest_healthy_checkpoint(cfg.checkpoint.dir);
   if (healthy.empty()) {
-    return fmt::format("no checkpoint in {} is healthy: start afresh in another checkpoint.dir with a lower "
-                       "optimizer.lr (now {})",
-                       cfg.checkpoint.dir, cfg.optimizer.lr);
+    return fmt::format(
+        "no checkpoint in {} is healthy: start afresh in another checkpoint.dir with a lower "
+        "optimizer.lr (now {})",
+        cfg.checkpoint.dir, cfg.optimizer.lr);
   }
-  return fmt::format("the newest healthy checkpoint is {}, and checkpoint.resume = \"auto\" resumes from it: go on "
-                     "with a lower optimizer.lr (now {}), or draw other batches from there with another train.seed",
-                     healthy, cfg.optimizer.lr);
+  return fmt::format(
+      "the newest healthy checkpoint is {}, and checkpoint.resume = \"auto\" resumes from it: go on "
+      "with a lower optimizer.lr (now {}), or draw other batches from there with another train.seed",
+      healthy, cfg.optimizer.lr);
 }
 
 }  // namespace
@@ -202,9 +207,10 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
     throw UserError(lock_error.empty() ? "checkpoint.dir is in use by another run (rank 0 says which)" : lock_error);
   }
   if (!init_from_hf.empty() && !cfg.checkpoint.initial_load_path.empty()) {
-    throw UserError(fmt::format("--init-from-hf={} and checkpoint.initial_load_path = \"{}\" both give the initial "
-                                "weights: use one of them",
-                                init_from_hf, cfg.checkpoint.initial_load_path));
+    throw UserError(
+        fmt::format("--init-from-hf={} and checkpoint.initial_load_path = \"{}\" both give the initial "
+                    "weights: use one of them",
+                    init_from_hf, cfg.checkpoint.initial_load_path));
   }
   // What to resume from, decided before anything is built.
   const std::string from = checkpoint_to_load(cfg.checkpoint);
@@ -225,8 +231,10 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
   const TokenDataset train_data = TokenDataset::open(data_path, pattern, m.vocab_size);
   spdlog::info("train data: {}", train_data.describe());
   if (rank0) {  // reads up to 16M tokens: rank 0 alone, so an error here must stop the others
-    const double entropy = stop_all_ranks_on_error(mesh.world(), [&] { return unigram_entropy(train_data, m.vocab_size); });
-    spdlog::info("train data unigram entropy: {:.4f} nats per token (the loss of a model that ignores context)", entropy);
+    const double entropy =
+        stop_all_ranks_on_error(mesh.world(), [&] { return unigram_entropy(train_data, m.vocab_size); });
+    spdlog::info("train data unigram entropy: {:.4f} nats per token (the loss of a model that ignores context)",
+                 entropy);
   }
   const BatchSampler sampler(train_data, t.seq_len, t.batch_size, t.seed);
   std::unique_ptr<TokenDataset> eval_data;
@@ -265,10 +273,11 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
                sizes.total_params, sizes.active_params, sizes.flops_per_token, on_gpu ? "GPU" : "CPU measured",
                peak_flops / 1e9);
   if (layout.world() > 1) {
-    spdlog::info("layout: dp_replicate={} dp_shard={} ep={} tp={} ({} ranks, {} read different data); "
-                 "parameters, gradients and AdamW states: {:.1f} MiB on this rank",
-                 layout.dp_replicate, layout.dp_shard, layout.ep, layout.tp, layout.world(),
-                 mesh.data_parallel().size(), static_cast<double>(runner.persistent_state_bytes()) / (1 << 20));
+    spdlog::info(
+        "layout: dp_replicate={} dp_shard={} ep={} tp={} ({} ranks, {} read different data); "
+        "parameters, gradients and AdamW states: {:.1f} MiB on this rank",
+        layout.dp_replicate, layout.dp_shard, layout.ep, layout.tp, layout.world(), mesh.data_parallel().size(),
+        static_cast<double>(runner.persistent_state_bytes()) / (1 << 20));
   }
   MetricsLog log(rank0 ? cfg.metrics.jsonl_path : std::string());
 
@@ -276,22 +285,26 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
   const std::vector<StateTensor> state = runner.state_tensors();
   TrainPosition at;
   if (!from.empty()) {
-    if (const std::string router = checkpoint_router(from); m.num_experts > 0 && !router.empty() && router != m.moe_router) {
-      throw UserError(fmt::format("{}: trained with model.moe_router = \"{}\", and this run has \"{}\": resume with the "
-                                  "router it was trained with, or train this one in another checkpoint.dir",
-                                  from, router, m.moe_router));
+    if (const std::string router = checkpoint_router(from);
+        m.num_experts > 0 && !router.empty() && router != m.moe_router) {
+      throw UserError(
+          fmt::format("{}: trained with model.moe_router = \"{}\", and this run has \"{}\": resume with the "
+                      "router it was trained with, or train this one in another checkpoint.dir",
+                      from, router, m.moe_router));
     }
     at = runner.load_checkpoint(from);
     spdlog::info("resumed from {} at step {} ({} tokens seen)", from, at.step, at.tokens_seen);
     if (at.step >= t.max_steps) {
-      spdlog::warn("train.max_steps = {}: nothing left to train (raise it to go on, or start afresh in another "
-                   "checkpoint.dir)",
-                   t.max_steps);
+      spdlog::warn(
+          "train.max_steps = {}: nothing left to train (raise it to go on, or start afresh in another "
+          "checkpoint.dir)",
+          t.max_steps);
     }
     if (!init_from_hf.empty()) {
-      spdlog::info("--init-from-hf={}: not used, the run resumes from {} (start afresh in another checkpoint.dir "
-                   "to use it)",
-                   init_from_hf, from);
+      spdlog::info(
+          "--init-from-hf={}: not used, the run resumes from {} (start afresh in another checkpoint.dir "
+          "to use it)",
+          init_from_hf, from);
     }
   }
   // The lineage rotation keeps to: the loaded checkpoint's, else a new one
@@ -350,9 +363,9 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
         std::fprintf(stderr, "moe_train: error: rank %s: %s%s\n", first.c_str(), data_error.c_str(), saved.c_str());
         std::fflush(stderr);
       }
-      throw UserError(rank0_failed ? data_error + saved
-                                   : fmt::format("a data error on rank {} stopped the run (rank {}'s line above)", ranks,
-                                                 first));
+      throw UserError(
+          rank0_failed ? data_error + saved
+                       : fmt::format("a data error on rank {} stopped the run (rank {}'s line above)", ranks, first));
     }
     StepMetrics sm = stop_all_ranks_on_error(mesh.world(), [&] { return runner.step(step, sampler); });
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -368,22 +381,25 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
                                        unhealthy, how_to_go_on(cfg)));
     }
     if (watch.diverged()) {
-      throw NumericalFault(fmt::format("{}; {} steps in a row skipped or spiking, more than train.max_skipped = {}: "
-                                       "the run has diverged; {}",
-                                       unhealthy, watch.unhealthy_in_a_row(), t.max_skipped, how_to_go_on(cfg)));
+      throw NumericalFault(
+          fmt::format("{}; {} steps in a row skipped or spiking, more than train.max_skipped = {}: "
+                      "the run has diverged; {}",
+                      unhealthy, watch.unhealthy_in_a_row(), t.max_skipped, how_to_go_on(cfg)));
     }
     if (step == first_step || step % cfg.metrics.log_interval == 0 || step == t.max_steps || sm.skipped) {
       sm.step_time_sec = sec;
       sm.tokens_per_sec = static_cast<double>(tokens_per_step) / sec;
-      sm.mfu = peak_flops > 0 ? sizes.flops_per_token * sm.tokens_per_sec / (peak_flops * static_cast<double>(layout.world()))
-                              : 0.0;
+      sm.mfu = peak_flops > 0
+                   ? sizes.flops_per_token * sm.tokens_per_sec / (peak_flops * static_cast<double>(layout.world()))
+                   : 0.0;
       const double mean_step = step > first_step ? time_sum / static_cast<double>(step - first_step) : sec;
       sm.eta_sec = mean_step * static_cast<double>(t.max_steps - step);
       sm.peak_bytes = on_gpu ? device_memory_stats().peak_in_use : peak_rss_bytes();
       log.write(sm);
     }
     if (eval_sampler && step % cfg.eval.interval == 0) {
-      log.write_eval(step, stop_all_ranks_on_error(mesh.world(), [&] { return runner.evaluate(*eval_sampler, cfg.eval.steps); }));
+      log.write_eval(
+          step, stop_all_ranks_on_error(mesh.world(), [&] { return runner.evaluate(*eval_sampler, cfg.eval.steps); }));
     }
 
     const bool preempted = preemption_requested(mesh.world());

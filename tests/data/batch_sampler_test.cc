@@ -39,8 +39,8 @@ struct Batch {
   bool operator==(const Batch& o) const { return inputs == o.inputs && targets == o.targets; }
 };
 
-Batch fill(const BatchSampler& sampler, int64_t B, int64_t T, int64_t step, int64_t micro, int64_t accum,
-           int64_t rank, int64_t dp) {
+Batch fill(const BatchSampler& sampler, int64_t B, int64_t T, int64_t step, int64_t micro, int64_t accum, int64_t rank,
+           int64_t dp) {
   Batch batch{std::vector<int32_t>(B * T), std::vector<int32_t>(B * T)};
   sampler.fill(step, micro, accum, rank, dp, batch.inputs.data(), batch.targets.data());
   return batch;

@@ -26,8 +26,8 @@ TEST_CASE("a directory's matching shards are concatenated in name order") {
   write_file(dir + "/shard_2.npy", u2_npy({7, 8, 9}));
   write_file(dir + "/shard_0.npy", u2_npy({1, 2}));
   write_file(dir + "/shard_1.npy", u2_npy({3, 4, 5, 6}));
-  write_file(dir + "/.shard_3.npy", u2_npy({99}));       // hidden: a temporary or editor file
-  write_file(dir + "/notes.txt", "not tokens");          // does not match
+  write_file(dir + "/.shard_3.npy", u2_npy({99}));      // hidden: a temporary or editor file
+  write_file(dir + "/notes.txt", "not tokens");         // does not match
   std::filesystem::create_directory(dir + "/sub.npy");  // a directory, not a file
   const TokenDataset dataset = TokenDataset::open(dir, "*.npy", 100);
   CHECK(read_all(dataset) == iota_ids(9, 1));

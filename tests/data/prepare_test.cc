@@ -51,7 +51,7 @@ TEST_CASE("the val split is the last documents, about val_fraction of tokens") {
   using moe::count_val_documents;
   CHECK(count_val_documents({10, 10, 10, 10}, 0.25) == 1);
   CHECK(count_val_documents({10, 10, 10, 10}, 0.5) == 2);
-  CHECK(count_val_documents({10, 10, 10, 10}, 0.3) == 1);   // 10 is nearer 12 than 20 is
+  CHECK(count_val_documents({10, 10, 10, 10}, 0.3) == 1);    // 10 is nearer 12 than 20 is
   CHECK(count_val_documents({10, 10, 10, 10}, 0.001) == 1);  // at least one document
   CHECK(count_val_documents({10, 10, 10, 10}, 0.99) == 3);   // at least one left to train on
   CHECK(count_val_documents({100, 1, 1}, 0.5) == 2);

@@ -14,7 +14,6 @@
 
 namespace moe::test {
 
-
 void write_file(const std::string& path, const std::string& bytes);
 std::string read_file(const std::string& path);
 

@@ -35,7 +35,9 @@ TEST_CASE("corrupt .npy files are rejected") {
       {"magic.npy", "\x93NUMPX\x01\x00" + std::string(100, ' '), {"bad magic", "numpy.save"}},
       {"tiny.npy", "\x93NU", {"bad magic"}},
       {"version.npy", std::string("\x93NUMPY\x04\x00", 8) + std::string(100, ' '), {"version 4.0"}},
-      {"truncated.npy", npy_bytes(npy_dict("<u2", "(4,)"), kThreeU2), {"is truncated", "(4)", "needs 8 bytes", "has 6"}},
+      {"truncated.npy",
+       npy_bytes(npy_dict("<u2", "(4,)"), kThreeU2),
+       {"is truncated", "(4)", "needs 8 bytes", "has 6"}},
       {"extra.npy", npy_bytes(npy_dict("<u2", "(2,)"), kThreeU2), {"extra bytes"}},
       {"huge_shape.npy", npy_bytes(npy_dict("<u2", "(4611686018427387904, 8)"), kThreeU2), {"is truncated"}},
       {"header_cut.npy", npy_bytes(npy_dict("<u2", "(3,)"), kThreeU2).substr(0, 40), {"truncated", "header"}},
@@ -46,7 +48,8 @@ TEST_CASE("corrupt .npy files are rejected") {
       {"scalar.npy", npy_bytes(npy_dict("<u2", "()"), "ab"), {"0 dimensions"}},
       {"three_d.npy", npy_bytes(npy_dict("<u2", "(1, 1, 3)"), kThreeU2), {"3 dimensions"}},
       {"not_dict.npy", npy_bytes("['descr', '<u2']", kThreeU2), {"not a valid dict"}},
-      {"extra_key.npy", npy_bytes("{'descr': '<u2', 'fortran_order': False, 'shape': (3,), 'x': 1}", kThreeU2),
+      {"extra_key.npy",
+       npy_bytes("{'descr': '<u2', 'fortran_order': False, 'shape': (3,), 'x': 1}", kThreeU2),
        {"unexpected key 'x'"}},
       {"no_shape.npy", npy_bytes("{'descr': '<u2', 'fortran_order': False}", kThreeU2), {"lacks one of the keys"}},
       {"bad_shape.npy", npy_bytes(npy_dict("<u2", "(three,)"), kThreeU2), {"not a tuple of integers"}},
@@ -103,8 +106,9 @@ TEST_CASE("corrupt Megatron-LM pairs are rejected") {
 
 TEST_CASE("a headerless .bin must hold whole tokens") {
   const std::string dir = fresh_dir("raw_errors");
-  CHECK_THAT(open_error(dir, "odd.bin", "abc", 1000),
-             Contains("odd.bin: 3 bytes is not a whole number of uint16 tokens") && Contains("model.vocab_size = 1000"));
+  CHECK_THAT(
+      open_error(dir, "odd.bin", "abc", 1000),
+      Contains("odd.bin: 3 bytes is not a whole number of uint16 tokens") && Contains("model.vocab_size = 1000"));
   CHECK_THAT(open_error(dir, "six.bin", "abcdef", 70000), Contains("uint32 tokens"));
 }
 

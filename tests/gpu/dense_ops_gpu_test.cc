@@ -247,8 +247,8 @@ TEST_CASE("an op's device scratch does not move while a CUDA graph may hold its 
   auto tensors = [D](int64_t N) {
     std::vector<DeviceTensor> t;
     for (const std::vector<int64_t>& shape : {std::vector<int64_t>{N, D}, {D}, {N, D}, {N}, {N, D}, {D}}) {
-      t.push_back(upload(random_vector(static_cast<size_t>(shape[0] * (shape.size() > 1 ? shape[1] : 1)), 3),
-                         shape, DType::kF32));
+      t.push_back(upload(random_vector(static_cast<size_t>(shape[0] * (shape.size() > 1 ? shape[1] : 1)), 3), shape,
+                         DType::kF32));
     }
     return t;
   };
@@ -531,8 +531,8 @@ TEST_CASE("adamw_step_many on the GPU follows the CPU over several steps, all te
       cuda::check(cudaMemcpy(d_grad.t.data, grad.data(), grad.size() * sizeof(float), cudaMemcpyHostToDevice),
                   "test upload");
       settle();
-      ops::adamw_step_many(slots_of(host_view(param), host_view(grad), host_view(m), host_view(v), sizes, count),
-                           hyper, step, grad_scale);
+      ops::adamw_step_many(slots_of(host_view(param), host_view(grad), host_view(m), host_view(v), sizes, count), hyper,
+                           step, grad_scale);
       ops::adamw_step_many(slots_of(d_param.t, d_grad.t, d_m.t, d_v.t, sizes, count), hyper, step, grad_scale);
       expect_close(d_param.t, param, {1e-6, 1e-10}, "adamw_step_many param");
       expect_close(d_m.t, m, {1e-6, 1e-10}, "adamw_step_many m");
@@ -623,24 +623,33 @@ TEST_CASE("the dense CUDA ops refuse unsupported dtypes, naming the op and the d
              Contains("cross_entropy_forward_backward") && Contains("dlogits [4, 8] f32"));
   CHECK_THAT(logic_error_of([&] { ops::adamw_step(bf16_ND.t, f32_ND.t, f32_ND.t, f32_ND.t, {}, 1, 1.0f); }),
              Contains("adamw_step") && Contains("bf16"));
-  CHECK_THAT(logic_error_of([&] { ops::add_inplace(i32_ND.t, f32_ND.t); }),
-             Contains("add_inplace") && Contains("i32"));
+  CHECK_THAT(logic_error_of([&] { ops::add_inplace(i32_ND.t, f32_ND.t); }), Contains("add_inplace") && Contains("i32"));
   CHECK_THAT(logic_error_of([&] { ops::swiglu_forward(f32_ND.t, f32_ND.t, bf16_ND.t); }),
              Contains("swiglu_forward") && Contains("bf16"));
   CHECK_THAT(logic_error_of([&] { ops::sum_squares(i32_ND.t); }), Contains("sum_squares") && Contains("i32"));
   // The fused ops: checked in ops.cc, and again by the backend for direct callers.
-  CHECK_THAT(logic_error_of([&] { ops::sum_squares_many({f32_ND.t, bf16_ND.t}); }),
+  CHECK_THAT(logic_error_of([&] {
+               ops::sum_squares_many({f32_ND.t, bf16_ND.t});
+             }),
              Contains("sum_squares_many") && Contains("tensor 1") && Contains("bf16"));
-  CHECK_THAT(logic_error_of([&] { cuda::sum_squares_many({f32_ND.t, bf16_ND.t}); }),
+  CHECK_THAT(logic_error_of([&] {
+               cuda::sum_squares_many({f32_ND.t, bf16_ND.t});
+             }),
              Contains("sum_squares_many") && Contains("tensor 1") && Contains("bf16"));
   const ops::AdamWSlot bf16_slot{bf16_ND.t, f32_ND.t, f32_ND.t, f32_ND.t, 0.0f};
-  CHECK_THAT(logic_error_of([&] { ops::adamw_step_many({bf16_slot}, {1e-3f, 0.9f, 0.95f, 1e-8f}, 1, 1.0f); }),
+  CHECK_THAT(logic_error_of([&] {
+               ops::adamw_step_many({bf16_slot}, {1e-3f, 0.9f, 0.95f, 1e-8f}, 1, 1.0f);
+             }),
              Contains("adamw_step_many") && Contains("slot 0") && Contains("bf16"));
   CHECK_THAT(logic_error_of([&] { cuda::adamw_step_many({bf16_slot}, 1e-3f, 0.9f, 0.95f, 1e-8f, 1, 1.0f); }),
              Contains("adamw_step_many") && Contains("slot 0") && Contains("bf16"));
-  CHECK_THAT(logic_error_of([&] { ops::rope_forward(bf16_ND.t.reshaped({1, 1, 4, 8}), 1e4f); }),
+  CHECK_THAT(logic_error_of([&] {
+               ops::rope_forward(bf16_ND.t.reshaped({1, 1, 4, 8}), 1e4f);
+             }),
              Contains("(no std::logic_error thrown)"));  // bf16 is supported
-  CHECK_THAT(logic_error_of([&] { ops::rope_forward(i32_ND.t.reshaped({1, 1, 4, 8}), 1e4f); }),
+  CHECK_THAT(logic_error_of([&] {
+               ops::rope_forward(i32_ND.t.reshaped({1, 1, 4, 8}), 1e4f);
+             }),
              Contains("rope_forward") && Contains("i32"));
   settle();
 }

@@ -153,7 +153,7 @@ TEST_CASE("matmul_backward on the GPU accumulates into dx and an f32 dw like the
             matmul_name("matmul_backward", s, t) + (with_dx ? " (dx, dw)" : " (dw only, dx empty)");
         const auto x = make(s.N * s.I, 11, t.in), w = make(s.O * s.I, 12, t.in);
         const auto dout = make(s.N * s.O, 13, t.in);
-        const auto dx0 = make(s.N * s.I, 14, t.out);       // prior gradients: the op adds to them
+        const auto dx0 = make(s.N * s.I, 14, t.out);  // prior gradients: the op adds to them
         const auto dw0 = make(s.O * s.I, 15, DType::kF32);
         DeviceTensor d_x = moe::test::upload(x, {s.N, s.I}, t.in);
         DeviceTensor d_w = moe::test::upload(w, {s.O, s.I}, t.in);
@@ -166,8 +166,8 @@ TEST_CASE("matmul_backward on the GPU accumulates into dx and an f32 dw like the
         const auto got_dw = moe::test::download(d_dw.t);
 
         std::vector<float> want_dx = dx0, want_dw = dw0;
-        moe::cpu::matmul_backward(with_dx ? want_dx.data() : nullptr, want_dw.data(), dout.data(), x.data(),
-                                  w.data(), s.N, s.I, s.O);
+        moe::cpu::matmul_backward(with_dx ? want_dx.data() : nullptr, want_dw.data(), dout.data(), x.data(), w.data(),
+                                  s.N, s.I, s.O);
         const auto ax = abs_of(x), aw = abs_of(w), ad = abs_of(dout);
         std::vector<double> mag_dx = abs_of(dx0), mag_dw = abs_of(dw0);
         for (int64_t n = 0; n < s.N; ++n)
@@ -267,9 +267,8 @@ std::vector<GroupedCase> grouped_cases() {
 }
 
 std::string grouped_name(const char* op, const GroupedCase& c, Types t) {
-  return std::string(op) + " [" + c.name + "] E=" + std::to_string(c.offsets.size() - 1) + " I=" +
-         std::to_string(c.I) + " O=" + std::to_string(c.O) + " M=" + std::to_string(c.M) + " in " + name_of(t.in) +
-         " out " + name_of(t.out);
+  return std::string(op) + " [" + c.name + "] E=" + std::to_string(c.offsets.size() - 1) + " I=" + std::to_string(c.I) +
+         " O=" + std::to_string(c.O) + " M=" + std::to_string(c.M) + " in " + name_of(t.in) + " out " + name_of(t.out);
 }
 
 // Rows [first, last) covered by some expert, for the exactness checks.
@@ -291,8 +290,8 @@ GroupedRef grouped_reference(const GroupedCase& c, const std::vector<float>& x, 
   const int64_t E = static_cast<int64_t>(c.offsets.size()) - 1, I = c.I, O = c.O;
   GroupedRef r{out0, dx0, dw0, std::vector<double>(out0.size(), 0.0), abs_of(dx0), abs_of(dw0)};
   moe::cpu::grouped_matmul_forward(r.out.data(), x.data(), w.data(), c.offsets.data(), E, I, O);
-  moe::cpu::grouped_matmul_backward(r.dx.data(), r.dw.data(), dout.data(), x.data(), w.data(), c.offsets.data(), E,
-                                    I, O);
+  moe::cpu::grouped_matmul_backward(r.dx.data(), r.dw.data(), dout.data(), x.data(), w.data(), c.offsets.data(), E, I,
+                                    O);
   for (int64_t e = 0; e < E; ++e) {
     for (int64_t row = c.offsets[e]; row < c.offsets[e + 1]; ++row) {
       for (int64_t i = 0; i < I; ++i) {

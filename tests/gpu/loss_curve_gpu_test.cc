@@ -38,8 +38,10 @@ TEST_CASE("debug_moe on the GPU follows the CPU's loss curve over 50 steps, in f
   REQUIRE(moe::cuda_device_count() > 0);
   const moe::test::Corpus corpus("loss_curve_gpu", false);
   const moe::test::Run cpu = moe::test::train(corpus.cfg, corpus.sampler, kSteps);
-  const moe::test::Run gpu32 = moe::test::train(moe::test::debug_moe(corpus.path, "cuda", "fp32"), corpus.sampler, kSteps);
-  const moe::test::Run gpu16 = moe::test::train(moe::test::debug_moe(corpus.path, "cuda", "bf16"), corpus.sampler, kSteps);
+  const moe::test::Run gpu32 =
+      moe::test::train(moe::test::debug_moe(corpus.path, "cuda", "fp32"), corpus.sampler, kSteps);
+  const moe::test::Run gpu16 =
+      moe::test::train(moe::test::debug_moe(corpus.path, "cuda", "bf16"), corpus.sampler, kSteps);
 
   std::printf("step  cpu_fp32   gpu_fp32   gpu_bf16   (loss; grad norm cpu / gpu_fp32 / gpu_bf16)\n");
   for (int64_t s = 0; s < kSteps; ++s) {
@@ -62,4 +64,3 @@ TEST_CASE("debug_moe on the GPU follows the CPU's loss curve over 50 steps, in f
   CHECK(relative(mean(gpu16.loss, 40, 50), mean(cpu.loss, 40, 50)) < 1e-2);
   CHECK(cpu.loss.back() < cpu.loss.front() - 1.0);  // the comparison is of a run that learns
 }
-

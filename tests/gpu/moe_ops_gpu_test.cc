@@ -24,8 +24,8 @@ using moe::Tensor;
 using moe::cpu::RouterKind;
 using moe::test::bf16_rounded;
 using moe::test::check_close;
-using moe::test::DeviceTensor;
 using moe::test::device_tensor;
+using moe::test::DeviceTensor;
 using moe::test::download;
 using moe::test::random_vector;
 using moe::test::upload;
@@ -133,8 +133,8 @@ struct HostPlan {
 
 HostPlan cpu_plan(const std::vector<int32_t>& idx_NK, int64_t N, int64_t E, int64_t K, int64_t capacity) {
   HostPlan p{std::vector<int32_t>(E + 1), std::vector<int32_t>(N * K), std::vector<int32_t>(N * K)};
-  p.dropped = cpu::moe_plan(p.offsets_E1.data(), p.row_pair_M.data(), p.pair_row_NK.data(), idx_NK.data(), N, E, K,
-                            capacity);
+  p.dropped =
+      cpu::moe_plan(p.offsets_E1.data(), p.row_pair_M.data(), p.pair_row_NK.data(), idx_NK.data(), N, E, K, capacity);
   p.M = p.offsets_E1[E];
   p.row_pair_M.resize(p.M);
   return p;
@@ -150,8 +150,7 @@ struct DevicePlan {
 DevicePlan gpu_plan(const std::vector<int32_t>& idx_NK, int64_t N, int64_t E, int64_t K, int64_t capacity) {
   DevicePlan d{upload_i32(std::vector<int32_t>(E + 1, -7), {E + 1}),
                upload_i32(std::vector<int32_t>(N * K, -7), {N * K}),
-               upload_i32(std::vector<int32_t>(N * K, -7), {N, K}),
-               0};
+               upload_i32(std::vector<int32_t>(N * K, -7), {N, K}), 0};
   const DeviceTensor idx = upload_i32(idx_NK, {N, K});
   settle();
   ops::moe_plan(d.offsets_E1.t, d.row_pair_M.t, d.pair_row_NK.t, idx.t, capacity);
@@ -191,8 +190,7 @@ TEST_CASE("GPU router_forward matches the CPU: indices exactly, ties to the lowe
         const bool biased_sigmoid = with_bias && kind == RouterKind::kSigmoidTopK;
         CHECK(std::vector<int32_t>(want.idx_NK.begin(), want.idx_NK.begin() + 2) ==
               (biased_sigmoid ? std::vector<int32_t>{2, 5} : std::vector<int32_t>{0, 1}));
-        CHECK(std::vector<int32_t>(want.idx_NK.begin() + K, want.idx_NK.begin() + K + 2) ==
-              std::vector<int32_t>{1, 4});
+        CHECK(std::vector<int32_t>(want.idx_NK.begin() + K, want.idx_NK.begin() + K + 2) == std::vector<int32_t>{1, 4});
         CHECK(std::vector<int32_t>(want.idx_NK.begin() + 2 * K, want.idx_NK.begin() + 2 * K + 2) ==
               std::vector<int32_t>{0, 3});
         CHECK(std::vector<int32_t>(want.idx_NK.begin() + 3 * K, want.idx_NK.begin() + 3 * K + 2) ==
@@ -228,8 +226,7 @@ TEST_CASE("GPU router_backward matches the CPU and accumulates", "[gpu][router]"
       const std::vector<float> dw = random_vector(N * K, 201);
       const std::vector<float> prior = random_vector(N * E, 202);
       std::vector<float> want = prior;
-      cpu::router_backward(want.data(), dw.data(), r.idx_NK.data(), r.w_NK.data(), r.scores_NE.data(), N, E, K,
-                           kind);
+      cpu::router_backward(want.data(), dw.data(), r.idx_NK.data(), r.w_NK.data(), r.scores_NE.data(), N, E, K, kind);
 
       DeviceTensor d_dlogits = upload(prior, {N, E}, DType::kF32);
       const DeviceTensor d_dw = upload(dw, {N, K}, DType::kF32);
@@ -260,17 +257,17 @@ TEST_CASE("GPU router_aux_losses matches the CPU (losses on the device, written 
     int64_t B, T, E, K;
   };
   const float w_lb = 0.7f, w_z = 0.3f, w_seq = 0.5f, grad_scale = 1.5f;
-  for (const Shape sh : {Shape{1, 37, 8, 2}, Shape{2, 37, 8, 2}, Shape{4, 300, 64, 4}, Shape{1, 4096, 8, 2},
-                         Shape{3, 16, 2048, 32}}) {
+  for (const Shape sh :
+       {Shape{1, 37, 8, 2}, Shape{2, 37, 8, 2}, Shape{4, 300, 64, 4}, Shape{1, 4096, 8, 2}, Shape{3, 16, 2048, 32}}) {
     for (RouterKind kind : {RouterKind::kSoftmaxTopK, RouterKind::kSigmoidTopK}) {
       const int64_t B = sh.B, T = sh.T, E = sh.E, K = sh.K, N = B * T;
       INFO(name_of(kind) << ", B = " << B << ", T = " << T << ", E = " << E << ", K = " << K);
       const std::vector<float> logits = random_vector(N * E, 300 + E + T);
       const Routed r = cpu_route(logits, nullptr, N, E, K, kind);
       std::vector<float> want_daux(N * E);
-      const cpu::RouterAux want = cpu::router_aux_losses(want_daux.data(), logits.data(), r.scores_NE.data(),
-                                                         r.idx_NK.data(), B, T, E, K, kind, w_lb, w_z, w_seq,
-                                                         grad_scale);
+      const cpu::RouterAux want =
+          cpu::router_aux_losses(want_daux.data(), logits.data(), r.scores_NE.data(), r.idx_NK.data(), B, T, E, K, kind,
+                                 w_lb, w_z, w_seq, grad_scale);
 
       const DeviceTensor d_logits = upload(logits, {N, E}, DType::kF32);
       const DeviceTensor d_scores = upload(r.scores_NE, {N, E}, DType::kF32);
@@ -278,8 +275,7 @@ TEST_CASE("GPU router_aux_losses matches the CPU (losses on the device, written 
       DeviceTensor d_daux = upload(std::vector<float>(N * E, 7.0f), {N, E}, DType::kF32);  // written, not added
       DeviceTensor d_aux = upload(std::vector<float>(3, 7.0f), {3}, DType::kF32);
       settle();
-      ops::router_aux_losses(d_aux.t, d_daux.t, d_logits.t, d_scores.t, d_idx.t, T, kind, w_lb, w_z, w_seq,
-                             grad_scale);
+      ops::router_aux_losses(d_aux.t, d_daux.t, d_logits.t, d_scores.t, d_idx.t, T, kind, w_lb, w_z, w_seq, grad_scale);
       // Double sums of O(N*E) terms of O(1) in another order (~1e-15 relative),
       // each rounded to float once: equal but for a rare one-ulp difference.
       const std::vector<float> got = download(d_aux.t);
@@ -293,8 +289,7 @@ TEST_CASE("GPU router_aux_losses matches the CPU (losses on the device, written 
 
       // Without a gradient buffer: the same losses, bit for bit (every sum on
       // the device is in a fixed order), and daux untouched.
-      ops::router_aux_losses(d_aux.t, Tensor{}, d_logits.t, d_scores.t, d_idx.t, T, kind, w_lb, w_z, w_seq,
-                             grad_scale);
+      ops::router_aux_losses(d_aux.t, Tensor{}, d_logits.t, d_scores.t, d_idx.t, T, kind, w_lb, w_z, w_seq, grad_scale);
       check_bitwise(download(d_aux.t), got, "aux losses again");
       check_bitwise(download(d_daux.t), daux, "daux_logits after a call without it");
     }
@@ -312,18 +307,18 @@ TEST_CASE("GPU moe_plan is identical to the CPU's, with and without capacity dro
   // N*K < 1024 pairs is one chunk; the larger cases split the pairs over 10 to
   // 12 warps, so the cross-chunk bases and the scratch in row_pair_M are used.
   const std::vector<Case> cases = {
-      {37, 8, 2, 0.0, {0, 5, 9, 74, 1000}},   // 74 pairs over 8 experts: 5 drops some, 74 none
-      {37, 8, 2, 0.9, {0, 3, 20}},            // expert 0 in ~90% of the tokens
-      {1, 8, 2, 0.0, {0, 1}},                 // fewer pairs than experts
-      {5000, 8, 2, 0.0, {0, 1100, 1250}},     // 10 chunks
-      {3000, 64, 4, 0.5, {0, 188, 1}},        // 12 chunks, capacity 1 keeps one pair per expert
-      {700, 2048, 32, 0.0, {0, 10}},          // the largest E and K: 22400 pairs, 11 chunks
+      {37, 8, 2, 0.0, {0, 5, 9, 74, 1000}},  // 74 pairs over 8 experts: 5 drops some, 74 none
+      {37, 8, 2, 0.9, {0, 3, 20}},           // expert 0 in ~90% of the tokens
+      {1, 8, 2, 0.0, {0, 1}},                // fewer pairs than experts
+      {5000, 8, 2, 0.0, {0, 1100, 1250}},    // 10 chunks
+      {3000, 64, 4, 0.5, {0, 188, 1}},       // 12 chunks, capacity 1 keeps one pair per expert
+      {700, 2048, 32, 0.0, {0, 10}},         // the largest E and K: 22400 pairs, 11 chunks
   };
   for (const Case& c : cases) {
     const std::vector<int32_t> idx = random_choices(c.N, c.E, c.K, 400 + c.N + c.E, c.skew);
     for (int64_t capacity : c.capacities) {
-      const std::string what = "N = " + std::to_string(c.N) + ", E = " + std::to_string(c.E) + ", K = " +
-                               std::to_string(c.K) + ", skew " + std::to_string(c.skew) + ", capacity " +
+      const std::string what = "N = " + std::to_string(c.N) + ", E = " + std::to_string(c.E) +
+                               ", K = " + std::to_string(c.K) + ", skew " + std::to_string(c.skew) + ", capacity " +
                                std::to_string(capacity);
       const HostPlan want = cpu_plan(idx, c.N, c.E, c.K, capacity);
       check_plan(gpu_plan(idx, c.N, c.E, c.K, capacity), want, what);
@@ -417,8 +412,8 @@ TEST_CASE("GPU moe_permute copies rows exactly, f32 and bf16, and only the kept 
 
 TEST_CASE("GPU gather_rows copies the indexed rows exactly, in every word size", "[gpu][dispatch]") {
   // f32 D = 64 (16-byte words), bf16 D = 30 (4-byte words), bf16 D = 31 (2-byte words).
-  for (const auto& [D, t] : std::vector<std::pair<int64_t, DType>>{{64, DType::kF32}, {30, DType::kBF16},
-                                                                   {31, DType::kBF16}}) {
+  for (const auto& [D, t] :
+       std::vector<std::pair<int64_t, DType>>{{64, DType::kF32}, {30, DType::kBF16}, {31, DType::kBF16}}) {
     INFO("D = " << D << ", " << name_of(t));
     const int64_t rows = 50, R = 40;
     std::vector<int32_t> index(R);

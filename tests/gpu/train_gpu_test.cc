@@ -35,8 +35,10 @@ TEST_CASE("the first steps on the GPU follow the CPU's losses, in fp32 and in bf
   REQUIRE(moe::cuda_device_count() > 0);
   const Corpus corpus("train_gpu_first", kSmall);
   const moe::test::Run cpu = moe::test::train(corpus.cfg, corpus.sampler, kFirstSteps);
-  const moe::test::Run gpu32 = moe::test::train(debug_moe(corpus.path, "cuda", "fp32", kSmall), corpus.sampler, kFirstSteps);
-  const moe::test::Run gpu16 = moe::test::train(debug_moe(corpus.path, "cuda", "bf16", kSmall), corpus.sampler, kFirstSteps);
+  const moe::test::Run gpu32 =
+      moe::test::train(debug_moe(corpus.path, "cuda", "fp32", kSmall), corpus.sampler, kFirstSteps);
+  const moe::test::Run gpu16 =
+      moe::test::train(debug_moe(corpus.path, "cuda", "bf16", kSmall), corpus.sampler, kFirstSteps);
   for (int64_t s = 0; s < kFirstSteps; ++s) {
     const size_t i = static_cast<size_t>(s);
     std::printf("step %ld: cpu %.6f  gpu fp32 %.6f  gpu bf16 %.6f\n", static_cast<long>(s + 1), cpu.loss[i],
@@ -50,7 +52,8 @@ TEST_CASE("the first steps on the GPU follow the CPU's losses, in fp32 and in bf
   CHECK(cpu.loss.back() < cpu.loss.front());  // the comparison is of a run that learns
 }
 
-TEST_CASE("a micro-batch replayed as a CUDA graph computes what the eager pass does, bit for bit", "[gpu][train][graph]") {
+TEST_CASE("a micro-batch replayed as a CUDA graph computes what the eager pass does, bit for bit",
+          "[gpu][train][graph]") {
   REQUIRE(moe::cuda_device_count() > 0);
   const Corpus corpus("train_gpu_graph", kSmall);
   const moe::JobConfig cfg = debug_moe(corpus.path, "cuda", "bf16", kSmall);

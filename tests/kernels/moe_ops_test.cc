@@ -32,8 +32,7 @@ struct Routed {
 Routed route(const std::vector<float>& logits_NE, const float* bias_E, int64_t N, int64_t E, int64_t K,
              RouterKind kind) {
   Routed r{std::vector<int32_t>(N * K), std::vector<float>(N * K), std::vector<float>(N * E)};
-  moe::cpu::router_forward(r.idx_NK.data(), r.w_NK.data(), r.scores_NE.data(), logits_NE.data(), bias_E, N, E, K,
-                           kind);
+  moe::cpu::router_forward(r.idx_NK.data(), r.w_NK.data(), r.scores_NE.data(), logits_NE.data(), bias_E, N, E, K, kind);
   return r;
 }
 
@@ -124,8 +123,8 @@ TEST_CASE("router_backward matches finite differences", "[router][grad]") {
     const std::vector<float> dw = random_vector(N * K, 12);
     const Routed base = route(logits, nullptr, N, E, K, kind);
     std::vector<float> dlogits(N * E, 0.0f);
-    moe::cpu::router_backward(dlogits.data(), dw.data(), base.idx_NK.data(), base.w_NK.data(),
-                              base.scores_NE.data(), N, E, K, kind);
+    moe::cpu::router_backward(dlogits.data(), dw.data(), base.idx_NK.data(), base.w_NK.data(), base.scores_NE.data(), N,
+                              E, K, kind);
     // Unpicked logits get nothing: the choice itself has no gradient.
     for (int64_t n = 0; n < N; ++n)
       for (int64_t e = 0; e < E; ++e) {
@@ -150,8 +149,8 @@ TEST_CASE("router_backward accumulates into dlogits", "[router][grad]") {
   moe::cpu::router_backward(once.data(), dw.data(), r.idx_NK.data(), r.w_NK.data(), r.scores_NE.data(), N, E, K,
                             RouterKind::kSigmoidTopK);
   for (int i = 0; i < 2; ++i)
-    moe::cpu::router_backward(twice.data(), dw.data(), r.idx_NK.data(), r.w_NK.data(), r.scores_NE.data(), N, E,
-                              K, RouterKind::kSigmoidTopK);
+    moe::cpu::router_backward(twice.data(), dw.data(), r.idx_NK.data(), r.w_NK.data(), r.scores_NE.data(), N, E, K,
+                              RouterKind::kSigmoidTopK);
   REQUIRE(std::any_of(once.begin(), once.end(), [](float v) { return v != 0.0f; }));
   for (int64_t i = 0; i < N * E; ++i) CHECK(twice[i] == Approx(2.0f * once[i]).margin(1e-7));
 }
@@ -173,9 +172,8 @@ TEST_CASE("router_aux_losses on a hand-computed softmax example", "[router][aux]
   const std::vector<float> logits = {kLn3, 0, 0, kLn3, kLn9, 0, std::log(4.0f), 0};
   const Routed r = route(logits, nullptr, B * T, E, K, RouterKind::kSoftmaxTopK);
   REQUIRE(r.idx_NK == std::vector<int32_t>{0, 1, 0, 0});
-  const moe::cpu::RouterAux aux = moe::cpu::router_aux_losses(nullptr, logits.data(), r.scores_NE.data(),
-                                                              r.idx_NK.data(), B, T, E, K, RouterKind::kSoftmaxTopK,
-                                                              1, 1, 1, 1);
+  const moe::cpu::RouterAux aux = moe::cpu::router_aux_losses(
+      nullptr, logits.data(), r.scores_NE.data(), r.idx_NK.data(), B, T, E, K, RouterKind::kSoftmaxTopK, 1, 1, 1, 1);
   CHECK(aux.load_balance == Approx(1.175).epsilon(1e-6));
   CHECK(aux.z_loss == Approx(2.9339532).epsilon(1e-6));
   CHECK(aux.sequence_balance == Approx(1.35).epsilon(1e-6));
@@ -183,9 +181,8 @@ TEST_CASE("router_aux_losses on a hand-computed softmax example", "[router][aux]
   // K = E = 2: every expert holds half of the N*K pairs, so both balances are
   // E * sum_e (1/E) P_e = 1 whatever P (a count over N instead of N*K gives 2).
   const std::vector<int32_t> both = {0, 1, 0, 1, 0, 1, 0, 1};
-  const moe::cpu::RouterAux full = moe::cpu::router_aux_losses(nullptr, logits.data(), r.scores_NE.data(),
-                                                               both.data(), B, T, E, 2, RouterKind::kSoftmaxTopK,
-                                                               1, 1, 1, 1);
+  const moe::cpu::RouterAux full = moe::cpu::router_aux_losses(nullptr, logits.data(), r.scores_NE.data(), both.data(),
+                                                               B, T, E, 2, RouterKind::kSoftmaxTopK, 1, 1, 1, 1);
   CHECK(full.load_balance == Approx(1.0).epsilon(1e-6));
   CHECK(full.sequence_balance == Approx(1.0).epsilon(1e-6));
 }
@@ -203,9 +200,8 @@ TEST_CASE("router_aux_losses on a hand-computed sigmoid example", "[router][aux]
   const std::vector<float> logits = {kLn3, -kLn3, 0, kLn3, kLn9, 0, kLn9, kLn3};
   const Routed r = route(logits, nullptr, B * T, E, K, RouterKind::kSigmoidTopK);
   REQUIRE(r.idx_NK == std::vector<int32_t>{0, 1, 0, 0});
-  const moe::cpu::RouterAux aux = moe::cpu::router_aux_losses(nullptr, logits.data(), r.scores_NE.data(),
-                                                              r.idx_NK.data(), B, T, E, K, RouterKind::kSigmoidTopK,
-                                                              1, 1, 1, 1);
+  const moe::cpu::RouterAux aux = moe::cpu::router_aux_losses(
+      nullptr, logits.data(), r.scores_NE.data(), r.idx_NK.data(), B, T, E, K, RouterKind::kSigmoidTopK, 1, 1, 1, 1);
   const double P0 = (0.75 + 0.4 + 9.0 / 14 + 6.0 / 11) / 4;
   CHECK(aux.load_balance == Approx(2 * (0.75 * P0 + 0.25 * (1 - P0))).epsilon(1e-6));
   CHECK(aux.z_loss == Approx(3.7120054).epsilon(1e-6));
@@ -223,14 +219,14 @@ TEST_CASE("router_aux_losses gradient matches finite differences", "[router][aux
     const Routed base = route(logits, nullptr, N, E, K, kind);
     std::vector<float> dlogits(N * E, 7.0f);  // garbage: the gradient is written, not added
     const moe::cpu::RouterAux aux =
-        moe::cpu::router_aux_losses(dlogits.data(), logits.data(), base.scores_NE.data(), base.idx_NK.data(), B, T,
-                                    E, K, kind, w_lb, w_z, w_seq, grad_scale);
+        moe::cpu::router_aux_losses(dlogits.data(), logits.data(), base.scores_NE.data(), base.idx_NK.data(), B, T, E,
+                                    K, kind, w_lb, w_z, w_seq, grad_scale);
     REQUIRE(aux.load_balance > 0);
     REQUIRE(aux.sequence_balance > 0);
     auto loss = [&] {
       const Routed r = route(logits, nullptr, N, E, K, kind);
       const moe::cpu::RouterAux a = moe::cpu::router_aux_losses(nullptr, logits.data(), r.scores_NE.data(),
-                                                                 base.idx_NK.data(), B, T, E, K, kind, 0, 0, 0, 0);
+                                                                base.idx_NK.data(), B, T, E, K, kind, 0, 0, 0, 0);
       return grad_scale * (w_lb * a.load_balance + w_z * a.z_loss + w_seq * a.sequence_balance);
     };
     check_gradient(loss, logits.data(), dlogits.data(), N * E, 1e-2, 1e-3, 1e-2, N * E);
@@ -285,8 +281,7 @@ struct Plan {
 
 Plan plan(const std::vector<int32_t>& idx_NK, int64_t N, int64_t E, int64_t K, int64_t capacity) {
   Plan p{std::vector<int32_t>(E + 1), std::vector<int32_t>(N * K), std::vector<int32_t>(N * K), 0};
-  moe::cpu::moe_plan(p.offsets_E1.data(), p.row_pair_M.data(), p.pair_row_NK.data(), idx_NK.data(), N, E, K,
-                     capacity);
+  moe::cpu::moe_plan(p.offsets_E1.data(), p.row_pair_M.data(), p.pair_row_NK.data(), idx_NK.data(), N, E, K, capacity);
   p.M = p.offsets_E1[E];
   p.row_pair_M.resize(p.M);
   return p;
@@ -361,8 +356,8 @@ TEST_CASE("moe_unpermute_backward matches finite differences, with drops", "[dis
   std::vector<float> w = random_vector(N * K, 63);
   const std::vector<float> dout = random_vector(N * D, 64);
   std::vector<float> dys(p.M * D, 7.0f), dw(N * K, 7.0f);  // garbage: both are written
-  moe::cpu::moe_unpermute_backward(dys.data(), dw.data(), dout.data(), ys.data(), w.data(), p.pair_row_NK.data(), N,
-                                   D, K);
+  moe::cpu::moe_unpermute_backward(dys.data(), dw.data(), dout.data(), ys.data(), w.data(), p.pair_row_NK.data(), N, D,
+                                   K);
   std::vector<float> out(N * D);
   auto loss = [&] {
     std::fill(out.begin(), out.end(), 0.0f);
@@ -405,8 +400,7 @@ TEST_CASE("grouped_matmul_backward matches finite differences and accumulates", 
   const std::vector<float> dout = random_vector(kM * kO, 83);
   const std::vector<float> prior_dx = random_vector(kM * kI, 84), prior_dw = random_vector(kE * kI * kO, 85);
   std::vector<float> dx = prior_dx, dw = prior_dw;
-  moe::cpu::grouped_matmul_backward(dx.data(), dw.data(), dout.data(), x.data(), w.data(), kOffsets.data(), kE, kI,
-                                    kO);
+  moe::cpu::grouped_matmul_backward(dx.data(), dw.data(), dout.data(), x.data(), w.data(), kOffsets.data(), kE, kI, kO);
   std::vector<float> grad_x(kM * kI), grad_w(kE * kI * kO);
   for (size_t i = 0; i < dx.size(); ++i) grad_x[i] = dx[i] - prior_dx[i];
   for (size_t i = 0; i < dw.size(); ++i) grad_w[i] = dw[i] - prior_dw[i];

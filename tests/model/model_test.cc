@@ -20,9 +20,9 @@ namespace {
 const std::unique_ptr<moe::Communicator> world = moe::single_process_world();
 
 moe::ModelConfig tiny_model(const std::vector<std::string>& overrides) {
-  std::vector<std::string> all = {"model.dim=16",        "model.n_layers=2",  "model.n_heads=4",
+  std::vector<std::string> all = {"model.dim=16",        "model.n_layers=2",    "model.n_heads=4",
                                   "model.n_kv_heads=2",  "model.vocab_size=37", "model.ffn_hidden_dim=32",
-                                  "model.max_seq_len=8", "model.init_std=0.2", "train.seq_len=5"};
+                                  "model.max_seq_len=8", "model.init_std=0.2",  "train.seq_len=5"};
   all.insert(all.end(), overrides.begin(), overrides.end());
   moe::JobConfig cfg = moe::load_config_text("", "tiny", all).cfg;
   moe::validate_config(cfg);
@@ -113,18 +113,18 @@ TEST_CASE("dense model with tied embeddings: gradient matches finite differences
 }
 
 TEST_CASE("softmax_topk MoE with capacity, shared expert, z and sequence losses: gradient matches") {
-  check_model_gradient(tiny_model({"model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=1",
-                                   "model.moe_router=softmax_topk", "model.moe_capacity_factor=1.0",
-                                   "model.moe_shared_experts=1", "model.moe_aux_loss_weight=0.1",
-                                   "model.moe_router_z_loss_weight=0.05", "model.moe_sequence_aux_loss_weight=0.1"}));
+  check_model_gradient(
+      tiny_model({"model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=1", "model.moe_router=softmax_topk",
+                  "model.moe_capacity_factor=1.0", "model.moe_shared_experts=1", "model.moe_aux_loss_weight=0.1",
+                  "model.moe_router_z_loss_weight=0.05", "model.moe_sequence_aux_loss_weight=0.1"}));
 }
 
 TEST_CASE("sigmoid_topk MoE with bias, capacity, shared experts and all aux losses: gradient matches") {
-  check_model_gradient(tiny_model({"model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=2",
-                                   "model.moe_router=sigmoid_topk", "model.moe_capacity_factor=1.25",
-                                   "model.moe_shared_experts=2", "model.moe_aux_loss_weight=0.1",
-                                   "model.moe_router_z_loss_weight=0.05", "model.moe_sequence_aux_loss_weight=0.1",
-                                   "model.moe_expert_ffn_multiplier=0.5"}));
+  check_model_gradient(
+      tiny_model({"model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=2", "model.moe_router=sigmoid_topk",
+                  "model.moe_capacity_factor=1.25", "model.moe_shared_experts=2", "model.moe_aux_loss_weight=0.1",
+                  "model.moe_router_z_loss_weight=0.05", "model.moe_sequence_aux_loss_weight=0.1",
+                  "model.moe_expert_ffn_multiplier=0.5"}));
 }
 
 TEST_CASE("a tiny MoE overfits one repeated batch") {
@@ -190,8 +190,8 @@ TEST_CASE("initial weights depend on the seed and the name only") {
 }
 
 TEST_CASE("the sigmoid router's bias moves against each expert's load, once per step") {
-  moe::ModelConfig m = tiny_model({"model.num_experts=4", "model.moe_top_k=1", "model.moe_frequency=1",
-                                   "model.moe_router=sigmoid_topk"});
+  moe::ModelConfig m = tiny_model(
+      {"model.num_experts=4", "model.moe_top_k=1", "model.moe_frequency=1", "model.moe_router=sigmoid_topk"});
   TinyRun run(m, 2, 5, 21);
   run.net.forward_backward(1.0f);
   run.net.forward_backward(1.0f);  // two micro-batches: loads are counted over both

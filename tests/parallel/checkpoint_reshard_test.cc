@@ -39,16 +39,29 @@ namespace {
 std::string data_dir, ckpt_dir;
 
 moe::JobConfig config(const moe::Layout& l, int64_t accum) {
-  moe::JobConfig cfg = moe::load_config_text(
-                           "", "tiny",
-                           {"model.dim=32", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2",
-                            "model.vocab_size=64", "model.ffn_hidden_dim=64", "model.max_seq_len=16",
-                            "model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=1",
-                            "model.moe_shared_experts=1", "model.moe_router=sigmoid_topk",
-                            "model.moe_capacity_factor=1.25", "train.seq_len=8", "train.batch_size=2",
-                            "train.grad_accum_steps=" + std::to_string(accum), "train.max_steps=10",
-                            "train.mixed_precision=fp32", "optimizer.lr=0.003", "scheduler.warmup_steps=2",
-                            "data.dataset_path=" + data_dir, "checkpoint.dir=" + ckpt_dir})
+  moe::JobConfig cfg = moe::load_config_text("", "tiny",
+                                             {"model.dim=32",
+                                              "model.n_layers=2",
+                                              "model.n_heads=4",
+                                              "model.n_kv_heads=2",
+                                              "model.vocab_size=64",
+                                              "model.ffn_hidden_dim=64",
+                                              "model.max_seq_len=16",
+                                              "model.num_experts=4",
+                                              "model.moe_top_k=2",
+                                              "model.moe_frequency=1",
+                                              "model.moe_shared_experts=1",
+                                              "model.moe_router=sigmoid_topk",
+                                              "model.moe_capacity_factor=1.25",
+                                              "train.seq_len=8",
+                                              "train.batch_size=2",
+                                              "train.grad_accum_steps=" + std::to_string(accum),
+                                              "train.max_steps=10",
+                                              "train.mixed_precision=fp32",
+                                              "optimizer.lr=0.003",
+                                              "scheduler.warmup_steps=2",
+                                              "data.dataset_path=" + data_dir,
+                                              "checkpoint.dir=" + ckpt_dir})
                            .cfg;
   moe::test::set_layout(cfg.distributed, l);
   moe::validate_config(cfg);

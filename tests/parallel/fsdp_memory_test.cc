@@ -15,12 +15,12 @@
 namespace {
 
 moe::JobConfig config() {
-  moe::JobConfig cfg = moe::load_config_text("", "tiny",
-                                             {"model.dim=64", "model.n_layers=3", "model.n_heads=4",
-                                              "model.vocab_size=1001", "model.num_experts=4", "model.moe_top_k=2",
-                                              "model.moe_frequency=1", "model.moe_shared_experts=1",
-                                              "model.tie_embeddings=false"})
-                           .cfg;
+  moe::JobConfig cfg =
+      moe::load_config_text(
+          "", "tiny",
+          {"model.dim=64", "model.n_layers=3", "model.n_heads=4", "model.vocab_size=1001", "model.num_experts=4",
+           "model.moe_top_k=2", "model.moe_frequency=1", "model.moe_shared_experts=1", "model.tie_embeddings=false"})
+          .cfg;
   moe::validate_config(cfg);
   moe::fill_derived_defaults(cfg);
   return cfg;
@@ -80,7 +80,8 @@ TEST_CASE("ep = 2 x dp_shard = 2: experts are cut by ep, then every parameter by
   int64_t held = 0;
   for (const moe::Param& p : mine.all()) {
     held += p.place.shard_valid;
-    if (p.spec.expert_parallel) CHECK(p.place.local_offset[0] == p.spec.shape[0] / 2);  // the second half of the experts
+    if (p.spec.expert_parallel)
+      CHECK(p.place.local_offset[0] == p.spec.shape[0] / 2);  // the second half of the experts
   }
   CHECK(held == experts / 4 + others / 2);
 }

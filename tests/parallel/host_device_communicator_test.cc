@@ -38,7 +38,9 @@ struct Recorder final : moe::Communicator {
   }
 };
 
-moe::Tensor tensor_on(moe::Device device, float* storage) { return moe::view_of(storage, {2}, moe::DType::kF32, device); }
+moe::Tensor tensor_on(moe::Device device, float* storage) {
+  return moe::view_of(storage, {2}, moe::DType::kF32, device);
+}
 
 }  // namespace
 

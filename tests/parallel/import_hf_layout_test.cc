@@ -32,15 +32,27 @@ std::string data_dir;
 
 // `accum` keeps the global batch the same: accum x the layout's data-parallel degree = 4.
 moe::JobConfig config(const moe::Layout& l, int64_t accum, const std::string& init_std) {
-  moe::JobConfig cfg = moe::load_config_text(
-                           "", "tiny",
-                           {"model.dim=32", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2",
-                            "model.vocab_size=64", "model.ffn_hidden_dim=64", "model.max_seq_len=16",
-                            "model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=2",
-                            "model.moe_router=softmax_topk", "model.init_std=" + init_std, "train.seq_len=8",
-                            "train.batch_size=2", "train.grad_accum_steps=" + std::to_string(accum),
-                            "train.max_steps=3", "train.mixed_precision=fp32", "optimizer.lr=0.003",
-                            "scheduler.warmup_steps=1", "data.dataset_path=" + data_dir})
+  moe::JobConfig cfg = moe::load_config_text("", "tiny",
+                                             {"model.dim=32",
+                                              "model.n_layers=2",
+                                              "model.n_heads=4",
+                                              "model.n_kv_heads=2",
+                                              "model.vocab_size=64",
+                                              "model.ffn_hidden_dim=64",
+                                              "model.max_seq_len=16",
+                                              "model.num_experts=4",
+                                              "model.moe_top_k=2",
+                                              "model.moe_frequency=2",
+                                              "model.moe_router=softmax_topk",
+                                              "model.init_std=" + init_std,
+                                              "train.seq_len=8",
+                                              "train.batch_size=2",
+                                              "train.grad_accum_steps=" + std::to_string(accum),
+                                              "train.max_steps=3",
+                                              "train.mixed_precision=fp32",
+                                              "optimizer.lr=0.003",
+                                              "scheduler.warmup_steps=1",
+                                              "data.dataset_path=" + data_dir})
                            .cfg;
   moe::test::set_layout(cfg.distributed, l);
   moe::validate_config(cfg);
@@ -83,7 +95,8 @@ TEST_CASE("import under tp = 2 x ep = 2 and dp_shard = 4 trains as one process f
   const std::vector<double> want = run(one_cfg, one, "");
   CHECK(run(config(moe::Layout{}, 4, "0.5"), one, "")[1] != want[1]);  // init_std matters without the import
 
-  for (const auto& [l, accum] : {std::make_pair(moe::test::layout_of(1, 1, 2, 2), int64_t{2}), std::make_pair(moe::test::layout_of(1, 4, 1, 1), int64_t{1})}) {
+  for (const auto& [l, accum] : {std::make_pair(moe::test::layout_of(1, 1, 2, 2), int64_t{2}),
+                                 std::make_pair(moe::test::layout_of(1, 4, 1, 1), int64_t{1})}) {
     INFO("dp_shard = " << l.dp_shard << ", ep = " << l.ep << ", tp = " << l.tp);
     moe::Mesh mesh(l, moe::mpi_world());
     const std::vector<double> got = run(config(l, accum, "0.5"), mesh, hf);

@@ -3,17 +3,14 @@
 // a shared expert) for 10 steps, and its per-step loss, aux loss, router
 // z-loss, global grad norm and expert counts match a single-process run of the
 // same global batch (grad_accum_steps x the data-parallel degree), to 1e-5
-// relative. Every rank also allocates exactly what --dry-run plans for it. Each layout runs with capacity on and off, for both routers.
-// The same in bf16 (activations and weight copies bf16, fp32 masters: the
-// GPU's mixed precision, run on the CPU through ops.h's bf16 host path), to
-// 2e-3 without tp: a layout changes the order of fp32 gradient sums, whose
-// round-off moves a bf16 weight copy by one unit (4e-3 relative) in rare
-// elements; that shifts the aux losses and grad norm by up to ~5e-4 in 10
-// steps (measured) and can flip a near-tied routing choice, so expert counts
-// are compared in fp32 only. tp sums bf16 partial outputs: losses to 2e-2.
-// On GPUs (hidden cases, tag [gpu]: one GPU per rank, NCCL for the device
-// tensors; the CI runs them on the CUDA emulator), the same checks hold the
-// N-rank GPU run to a one-process GPU run.
+// relative. Every rank also allocates exactly what --dry-run plans for it. Each layout runs with capacity on and off,
+// for both routers. The same in bf16 (activations and weight copies bf16, fp32 masters: the GPU's mixed precision, run
+// on the CPU through ops.h's bf16 host path), to 2e-3 without tp: a layout changes the order of fp32 gradient sums,
+// whose round-off moves a bf16 weight copy by one unit (4e-3 relative) in rare elements; that shifts the aux losses and
+// grad norm by up to ~5e-4 in 10 steps (measured) and can flip a near-tied routing choice, so expert counts are
+// compared in fp32 only. tp sums bf16 partial outputs: losses to 2e-2. On GPUs (hidden cases, tag [gpu]: one GPU per
+// rank, NCCL for the device tensors; the CI runs them on the CUDA emulator), the same checks hold the N-rank GPU run to
+// a one-process GPU run.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -47,24 +44,47 @@ struct Case {
 
 std::vector<Case> layouts_for(int ranks) {
   const auto L = moe::test::layout_of;  // dp_replicate, dp_shard, ep, tp
-  if (ranks == 2) return {{"dp_shard=2", L(1, 2, 1, 1)}, {"dp_replicate=2", L(2, 1, 1, 1)},
-                          {"tp=2", L(1, 1, 1, 2)},       {"ep=2", L(1, 1, 2, 1)}};
-  if (ranks == 4) return {{"ep=4", L(1, 1, 4, 1)},              {"tp=2 x ep=2", L(1, 1, 2, 2)},
-                          {"dp_shard=2 x ep=2", L(1, 2, 2, 1)}, {"dp_replicate=2 x dp_shard=2", L(2, 2, 1, 1)}};
+  if (ranks == 2)
+    return {{"dp_shard=2", L(1, 2, 1, 1)},
+            {"dp_replicate=2", L(2, 1, 1, 1)},
+            {"tp=2", L(1, 1, 1, 2)},
+            {"ep=2", L(1, 1, 2, 1)}};
+  if (ranks == 4)
+    return {{"ep=4", L(1, 1, 4, 1)},
+            {"tp=2 x ep=2", L(1, 1, 2, 2)},
+            {"dp_shard=2 x ep=2", L(1, 2, 2, 1)},
+            {"dp_replicate=2 x dp_shard=2", L(2, 2, 1, 1)}};
   return {};
 }
 
 moe::JobConfig tiny_config(const std::string& router, bool capacity, const moe::Layout& layout, int64_t accum) {
   std::vector<std::string> o = {
-      "model.dim=32", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2", "model.vocab_size=64",
-      "model.ffn_hidden_dim=64", "model.max_seq_len=16", "model.num_experts=4", "model.moe_top_k=2",
-      "model.moe_frequency=2", "model.moe_shared_experts=1", "model.moe_router=" + router,
-      "model.moe_router_z_loss_weight=0.001", "model.moe_sequence_aux_loss_weight=0.001",
+      "model.dim=32",
+      "model.n_layers=2",
+      "model.n_heads=4",
+      "model.n_kv_heads=2",
+      "model.vocab_size=64",
+      "model.ffn_hidden_dim=64",
+      "model.max_seq_len=16",
+      "model.num_experts=4",
+      "model.moe_top_k=2",
+      "model.moe_frequency=2",
+      "model.moe_shared_experts=1",
+      "model.moe_router=" + router,
+      "model.moe_router_z_loss_weight=0.001",
+      "model.moe_sequence_aux_loss_weight=0.001",
       std::string("model.moe_capacity_factor=") + (capacity ? "1.0" : "0"),
       std::string("model.moe_gradient_scale=") + (router == "sigmoid_topk" ? "true" : "false"),
-      "train.seq_len=8", "train.batch_size=2", "train.grad_accum_steps=" + std::to_string(accum),
-      "train.max_steps=10", "train.mixed_precision=fp32", "train.seed=5", "optimizer.lr=0.003",
-      "scheduler.warmup_steps=2", "data.dataset_path=" + data_dir, "data.file_pattern=*.npy"};
+      "train.seq_len=8",
+      "train.batch_size=2",
+      "train.grad_accum_steps=" + std::to_string(accum),
+      "train.max_steps=10",
+      "train.mixed_precision=fp32",
+      "train.seed=5",
+      "optimizer.lr=0.003",
+      "scheduler.warmup_steps=2",
+      "data.dataset_path=" + data_dir,
+      "data.file_pattern=*.npy"};
   moe::JobConfig cfg = moe::load_config_text("", "tiny", o).cfg;
   moe::test::set_layout(cfg.distributed, layout);
   moe::validate_config(cfg);
@@ -73,8 +93,8 @@ moe::JobConfig tiny_config(const std::string& router, bool capacity, const moe::
 }
 
 std::vector<moe::StepMetrics> train(const moe::JobConfig& cfg, moe::Mesh& mesh, const moe::Placement& where) {
-  const moe::TokenDataset data = moe::TokenDataset::open(cfg.data.dataset_path, cfg.data.file_pattern,
-                                                         cfg.model.vocab_size);
+  const moe::TokenDataset data =
+      moe::TokenDataset::open(cfg.data.dataset_path, cfg.data.file_pattern, cfg.model.vocab_size);
   const moe::BatchSampler sampler(data, cfg.train.seq_len, cfg.train.batch_size, cfg.train.seed);
   const moe::DType compute = where.compute;
   moe::StepRunner runner(cfg, mesh, where);

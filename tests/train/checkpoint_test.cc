@@ -46,10 +46,10 @@ std::vector<std::string> tiny_args(const std::string& dir) {
     for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<uint16_t>((i * 7 + i / 11) % 61);
     moe::test::write_token_npy(data + "/tokens.npy", tokens);
   }
-  return {"configs/train/debug_moe.toml", "--model.dim=32", "--model.n_layers=2", "--model.ffn_hidden_dim=64",
-          "--model.vocab_size=64", "--model.moe_router=sigmoid_topk", "--train.seq_len=16",
-          "--train.batch_size=2", "--train.grad_accum_steps=2", "--scheduler.warmup_steps=2",
-          "--metrics.log_interval=1", "--data.dataset_path=" + data};
+  return {"configs/train/debug_moe.toml", "--model.dim=32",           "--model.n_layers=2",
+          "--model.ffn_hidden_dim=64",    "--model.vocab_size=64",    "--model.moe_router=sigmoid_topk",
+          "--train.seq_len=16",           "--train.batch_size=2",     "--train.grad_accum_steps=2",
+          "--scheduler.warmup_steps=2",   "--metrics.log_interval=1", "--data.dataset_path=" + data};
 }
 
 }  // namespace
@@ -123,8 +123,7 @@ TEST_CASE("a save killed half-way leaves the previous checkpoint loadable") {
   t.data = big.data();
   t.ndim = 1;
   t.shape[0] = static_cast<int64_t>(big.size());
-  const moe::ParamPlacement place =
-      moe::place_parameter({t.shape[0]}, -1, false, moe::Layout{}, moe::MeshCoord{});
+  const moe::ParamPlacement place = moe::place_parameter({t.shape[0]}, -1, false, moe::Layout{}, moe::MeshCoord{});
   const std::vector<moe::StateTensor> state = {{"w", place, t, true}};
   auto world = moe::single_process_world();
   moe::save_checkpoint(cfg, {1, 100}, state, *world);
@@ -187,7 +186,10 @@ TEST_CASE("damaged, truncated and mismatched checkpoints are refused with their 
     const auto before = fs::file_size(file);
     const Run r = load("other_model", {"--model.dim=48"});
     CHECK(r.code == 2);
-    CHECK_THAT(r.err, Catch::Contains("metadata.json: the checkpoint is of another model: tensor model.embed_tokens.weight has shape [64, 32]"));
+    CHECK_THAT(
+        r.err,
+        Catch::Contains(
+            "metadata.json: the checkpoint is of another model: tensor model.embed_tokens.weight has shape [64, 32]"));
     CHECK(moe::latest_checkpoint(dir + "/other_model") == dir + "/other_model/step_2");
     CHECK(fs::file_size(dir + "/other_model/step_2/rank_00000.safetensors") == before);
   }

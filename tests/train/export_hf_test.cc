@@ -78,8 +78,8 @@ TEST_CASE("every-block MoE exports as Mixtral, each expert transposed to [out, i
 }
 
 TEST_CASE("MoE every other block exports as Qwen2-MoE with an inert shared expert") {
-  const auto m = small_model({"model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=2",
-                        "model.moe_expert_ffn_multiplier=0.5"});
+  const auto m = small_model(
+      {"model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=2", "model.moe_expert_ffn_multiplier=0.5"});
   moe::TensorPool pool;
   moe::ParamStore params(m, pool);
   params.init(m, 1);

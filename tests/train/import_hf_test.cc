@@ -220,8 +220,8 @@ TEST_CASE("a sharded checkpoint (model.safetensors.index.json) imports") {
   require_same(want, got);
 
   fs::remove(dir + "/model-00002-of-00002.safetensors");
-  CHECK_THAT(import_error(m, dir), Contains("model-00002-of-00002.safetensors: missing") &&
-                                       Contains("download every shard"));
+  CHECK_THAT(import_error(m, dir),
+             Contains("model-00002-of-00002.safetensors: missing") && Contains("download every shard"));
 }
 
 TEST_CASE("a BF16 checkpoint imports as the bf16 values of the weights") {
@@ -241,7 +241,8 @@ TEST_CASE("a BF16 checkpoint imports as the bf16 values of the weights") {
   want.init(m, 1);
   got.init(m, 2);
   for (moe::Param& p : want.all()) {
-    for (int64_t i = 0; i < p.value.numel(); ++i) p.value.f32()[i] = moe::bf16_to_f32(moe::f32_to_bf16(p.value.f32()[i]));
+    for (int64_t i = 0; i < p.value.numel(); ++i)
+      p.value.f32()[i] = moe::bf16_to_f32(moe::f32_to_bf16(p.value.f32()[i]));
   }
   moe::import_hf(m, dir, got);
   require_same(want, got);
@@ -253,7 +254,8 @@ TEST_CASE("the safetensors reader converts BF16 and F16 to fp32 exactly") {
   const std::vector<uint16_t> f16 = {0x3C00, 0xC000, 0x3800, 0x7BFF, 0x0001, 0x8000, 0x7C00, 0x0400};
   // BF16: 1, -2, 3.140625, 1e38-ish, smallest subnormal, -0, -inf.
   const std::vector<uint16_t> bf16 = {0x3F80, 0xC000, 0x4049, 0x7E96, 0x0001, 0x8000, 0xFF80};
-  write_raw(path, {{"h", "F16", {2, 4}, bytes_of(f16)}, {"b", "BF16", {7}, bytes_of(bf16)},
+  write_raw(path, {{"h", "F16", {2, 4}, bytes_of(f16)},
+                   {"b", "BF16", {7}, bytes_of(bf16)},
                    {"i", "I64", {1}, bytes_of(std::vector<int64_t>{7})}});
   const moe::SafetensorsFile file(path);
   CHECK(file.entry("h").numel == 8);
@@ -298,8 +300,8 @@ TEST_CASE("config.json mismatches are refused with the key, both values and the 
   CHECK_THAT(refused("intermediate_size", 64), Contains("intermediate_size = 64, this model's is 48"));
   CHECK_THAT(refused("num_key_value_heads", 4), Contains("num_key_value_heads = 4") && Contains("model.n_kv_heads"));
   CHECK_THAT(refused("num_key_value_heads", dropped), Contains("num_key_value_heads = 4"));  // HF default: n_heads
-  CHECK_THAT(refused("tie_word_embeddings", true), Contains("tie_word_embeddings = true") &&
-                                                       Contains("model.tie_embeddings"));
+  CHECK_THAT(refused("tie_word_embeddings", true),
+             Contains("tie_word_embeddings = true") && Contains("model.tie_embeddings"));
   CHECK_THAT(refused("rope_theta", 1e6), Contains("rope_theta = 1000000.0") && Contains("model.rope_theta"));
   CHECK_THAT(refused("vocab_size", dropped), Contains("config.json: has no vocab_size"));
   CHECK_THAT(refused("architectures", nlohmann::json::array({"LlamaForCausalLM"})),
@@ -325,7 +327,8 @@ TEST_CASE("wrong, missing, unexpected and unreadable tensors are refused naming 
         if (t.name == w2) t.shape = {48, 16};  // transposed: same bytes, wrong shape
       }
     });
-    CHECK_THAT(import_error(m, dir), Contains("model.safetensors: tensor " + w2 + " has shape [48, 16], this model "
+    CHECK_THAT(import_error(m, dir), Contains("model.safetensors: tensor " + w2 +
+                                              " has shape [48, 16], this model "
                                               "needs [16, 48]"));
   }
   {
@@ -385,8 +388,8 @@ TEST_CASE("Qwen2-MoE tensors this model has no counterpart for must be zero") {
       }
     }
   });
-  CHECK_THAT(import_error(m, dir), Contains("tensor model.layers.0.self_attn.k_proj.bias holds 1") &&
-                                       Contains("cannot be imported exactly"));
+  CHECK_THAT(import_error(m, dir),
+             Contains("tensor model.layers.0.self_attn.k_proj.bias holds 1") && Contains("cannot be imported exactly"));
 }
 
 TEST_CASE("models no HF architecture represents are refused before reading") {

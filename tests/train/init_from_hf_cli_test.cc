@@ -34,9 +34,11 @@ std::vector<std::string> tiny_args(const std::string& dir) {
   std::vector<uint16_t> tokens(8192);
   for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<uint16_t>((i * 7 + i / 11) % 61);
   moe::test::write_token_npy(data + "/tokens.npy", tokens);
-  return {"configs/train/debug_moe.toml", "--model.dim=32", "--model.n_layers=2", "--model.ffn_hidden_dim=64",
-          "--model.vocab_size=64", "--train.seq_len=16", "--train.batch_size=2", "--scheduler.warmup_steps=2",
-          "--metrics.log_interval=1", "--data.dataset_path=" + data};
+  return {"configs/train/debug_moe.toml", "--model.dim=32",
+          "--model.n_layers=2",           "--model.ffn_hidden_dim=64",
+          "--model.vocab_size=64",        "--train.seq_len=16",
+          "--train.batch_size=2",         "--scheduler.warmup_steps=2",
+          "--metrics.log_interval=1",     "--data.dataset_path=" + data};
 }
 
 std::string bytes(const std::string& path) {
@@ -61,7 +63,8 @@ TEST_CASE("--init-from-hf starts from the checkpoint's weights; a resumed checkp
   REQUIRE(run(training("a", 3, "never")) == 0);
   REQUIRE(run(with(training("b", 3, "never"), {"--model.init_std=0.5", "--init-from-hf=" + dir + "/hf"})) == 0);
   REQUIRE(run(with(training("c", 1, "never"), {"--model.init_std=0.5"})) == 0);
-  const auto a = logged_losses(dir + "/a.jsonl"), b = logged_losses(dir + "/b.jsonl"), c = logged_losses(dir + "/c.jsonl");
+  const auto a = logged_losses(dir + "/a.jsonl"), b = logged_losses(dir + "/b.jsonl"),
+             c = logged_losses(dir + "/c.jsonl");
   REQUIRE(a.size() == 3);
   CHECK(b == a);
   CHECK(c.at(1) != a.at(1));  // without the import, init_std = 0.5 is another model
@@ -79,8 +82,8 @@ TEST_CASE("--init-from-hf starts from the checkpoint's weights; a resumed checkp
   CHECK(bytes(dir + "/hf2/model.safetensors") == bytes(dir + "/hf/model.safetensors"));
 
   // From scratch, a mismatched folder is one line and exit 2.
-  const auto r = moe::test::run_cli_captured(
-      with(training("d", 1, "never"), {"--model.dim=48", "--init-from-hf=" + dir + "/hf"}));
+  const auto r =
+      moe::test::run_cli_captured(with(training("d", 1, "never"), {"--model.dim=48", "--init-from-hf=" + dir + "/hf"}));
   CHECK(r.code == 2);
   CHECK_THAT(r.err, Catch::Contains("config.json: hidden_size = 32, this model's is 48 (model.dim)"));
   CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);

@@ -19,9 +19,9 @@
 namespace {
 
 moe::JobConfig config(std::vector<std::string> overrides) {
-  std::vector<std::string> o = {"model.dim=64",        "model.n_layers=3",   "model.n_heads=4",
-                                "model.n_kv_heads=2",  "model.vocab_size=300", "model.max_seq_len=32",
-                                "train.seq_len=16",    "train.batch_size=3", "train.ce_chunk_size=20"};
+  std::vector<std::string> o = {"model.dim=64",       "model.n_layers=3",     "model.n_heads=4",
+                                "model.n_kv_heads=2", "model.vocab_size=300", "model.max_seq_len=32",
+                                "train.seq_len=16",   "train.batch_size=3",   "train.ce_chunk_size=20"};
   o.insert(o.end(), overrides.begin(), overrides.end());
   moe::JobConfig cfg = moe::load_config_text("", "memory", o).cfg;
   moe::validate_config(cfg);

@@ -38,14 +38,14 @@ std::string dataset(const std::string& dir) {
 }
 
 moe::JobConfig config(const std::string& data) {
-  moe::JobConfig cfg = moe::load_config_text("", "tiny",
-                                             {"model.dim=64", "model.n_layers=2", "model.n_heads=4",
-                                              "model.n_kv_heads=2", "model.vocab_size=96", "model.num_experts=4",
-                                              "model.moe_top_k=2", "model.moe_frequency=2",
-                                              "model.moe_shared_experts=1", "train.seq_len=32",
-                                              "train.batch_size=4", "train.max_steps=30", "optimizer.lr=0.003",
-                                              "scheduler.warmup_steps=3", "data.dataset_path=" + data})
-                           .cfg;
+  moe::JobConfig cfg =
+      moe::load_config_text(
+          "", "tiny",
+          {"model.dim=64", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2", "model.vocab_size=96",
+           "model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=2", "model.moe_shared_experts=1",
+           "train.seq_len=32", "train.batch_size=4", "train.max_steps=30", "optimizer.lr=0.003",
+           "scheduler.warmup_steps=3", "data.dataset_path=" + data})
+          .cfg;
   moe::validate_config(cfg);
   moe::fill_derived_defaults(cfg);
   return cfg;

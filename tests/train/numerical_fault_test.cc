@@ -35,12 +35,12 @@ std::string dataset(const std::string& dir) {
 }
 
 std::vector<std::string> args(const std::string& dir, const std::vector<std::string>& more) {
-  return moe::test::with({"configs/train/debug_moe.toml", "--model.dim=32", "--model.n_layers=2",
-                          "--model.ffn_hidden_dim=64", "--model.vocab_size=64", "--train.seq_len=16",
-                          "--train.batch_size=2", "--train.max_steps=6", "--metrics.log_interval=1",
-                          "--checkpoint.interval=2", "--data.dataset_path=" + dataset(dir),
-                          "--checkpoint.dir=" + dir + "/ckpt", "--metrics.jsonl_path=" + dir + "/m.jsonl"},
-                         more);
+  return moe::test::with(
+      {"configs/train/debug_moe.toml", "--model.dim=32", "--model.n_layers=2", "--model.ffn_hidden_dim=64",
+       "--model.vocab_size=64", "--train.seq_len=16", "--train.batch_size=2", "--train.max_steps=6",
+       "--metrics.log_interval=1", "--checkpoint.interval=2", "--data.dataset_path=" + dataset(dir),
+       "--checkpoint.dir=" + dir + "/ckpt", "--metrics.jsonl_path=" + dir + "/m.jsonl"},
+      more);
 }
 
 moe::test::CliResult run_with_nan_at(int step, const std::vector<std::string>& a) {
@@ -70,13 +70,13 @@ TEST_CASE("skip: the step is logged as skipped and training goes on") {
 
 TEST_CASE("skip leaves parameters, moments and router biases as they were") {
   const std::string dir = moe::test::fresh_dir("nan_state");
-  moe::JobConfig cfg = moe::load_config_text("", "tiny",
-                                             {"model.dim=32", "model.n_layers=2", "model.n_heads=4",
-                                              "model.vocab_size=64", "model.num_experts=4", "model.moe_top_k=2",
-                                              "model.moe_frequency=1", "model.moe_router=sigmoid_topk",
-                                              "train.seq_len=16", "train.batch_size=2", "train.max_steps=6",
-                                              "data.dataset_path=" + dataset(dir)})
-                           .cfg;
+  moe::JobConfig cfg =
+      moe::load_config_text(
+          "", "tiny",
+          {"model.dim=32", "model.n_layers=2", "model.n_heads=4", "model.vocab_size=64", "model.num_experts=4",
+           "model.moe_top_k=2", "model.moe_frequency=1", "model.moe_router=sigmoid_topk", "train.seq_len=16",
+           "train.batch_size=2", "train.max_steps=6", "data.dataset_path=" + dataset(dir)})
+          .cfg;
   moe::validate_config(cfg);
   moe::fill_derived_defaults(cfg);
   moe::Mesh mesh(moe::Layout{}, moe::single_process_world());

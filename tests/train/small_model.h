@@ -11,8 +11,8 @@
 namespace moe::test {
 
 inline ModelConfig small_model(const std::vector<std::string>& overrides) {
-  std::vector<std::string> all = {"model.dim=16", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2",
-                                  "model.vocab_size=40", "model.ffn_hidden_dim=48"};
+  std::vector<std::string> all = {"model.dim=16",       "model.n_layers=2",    "model.n_heads=4",
+                                  "model.n_kv_heads=2", "model.vocab_size=40", "model.ffn_hidden_dim=48"};
   all.insert(all.end(), overrides.begin(), overrides.end());
   JobConfig cfg = load_config_text("", "small", all).cfg;
   validate_config(cfg);

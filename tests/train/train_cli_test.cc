@@ -36,9 +36,9 @@ TEST_CASE("prepare text, train a tiny MoE, read the metrics") {
   REQUIRE(run({"configs/train/debug_moe.toml", "--model.dim=32", "--model.n_layers=2", "--model.ffn_hidden_dim=64",
                "--model.vocab_size=257", "--train.seq_len=32", "--train.batch_size=4", "--train.max_steps=60",
                "--train.grad_accum_steps=2", "--scheduler.warmup_steps=3", "--optimizer.lr=1e-2",
-               "--metrics.log_interval=5", "--data.dataset_path=" + dir + "/data/train",
-               "--eval.enabled=true", "--eval.dataset_path=" + dir + "/data/val", "--eval.interval=30",
-               "--eval.steps=2", "--metrics.jsonl_path=" + metrics, "--checkpoint.dir=" + dir + "/ckpt"}) == 0);
+               "--metrics.log_interval=5", "--data.dataset_path=" + dir + "/data/train", "--eval.enabled=true",
+               "--eval.dataset_path=" + dir + "/data/val", "--eval.interval=30", "--eval.steps=2",
+               "--metrics.jsonl_path=" + metrics, "--checkpoint.dir=" + dir + "/ckpt"}) == 0);
 
   std::ifstream in(metrics);
   std::vector<nlohmann::json> train, eval;
@@ -50,9 +50,9 @@ TEST_CASE("prepare text, train a tiny MoE, read the metrics") {
   REQUIRE(eval.size() == 2);
   CHECK(train.front()["step"] == 1);
   CHECK(train.back()["step"] == 60);
-  for (const char* key : {"train/lr", "train/grad_norm", "train/tokens_per_sec", "train/mfu", "train/step_time_sec",
-                          "mem/peak_bytes", "moe/aux_loss", "moe/router_z_loss", "moe/expert_balance",
-                          "moe/dropped_frac", "moe/expert_counts"}) {
+  for (const char* key :
+       {"train/lr", "train/grad_norm", "train/tokens_per_sec", "train/mfu", "train/step_time_sec", "mem/peak_bytes",
+        "moe/aux_loss", "moe/router_z_loss", "moe/expert_balance", "moe/dropped_frac", "moe/expert_counts"}) {
     CHECK(train.back().contains(key));
   }
   // One MoE block of the two (moe_frequency = 2); its 4 experts counted 2 slots x 4 x 32 tokens x 2 micro-batches.

@@ -15,8 +15,8 @@ namespace moe::cuda_libraries {
 namespace {
 
 struct Library {
-  std::string soname;       // "libcublasLt.so.13"
-  const char* home_env;     // a second *_HOME variable to look in, or null
+  std::string soname;    // "libcublasLt.so.13"
+  const char* home_env;  // a second *_HOME variable to look in, or null
   void* handle = nullptr;
   std::string path, error;  // where it was found; or why not
 };
@@ -88,8 +88,8 @@ std::string load() {
     if (lib->handle == nullptr) missing += (missing.empty() ? "" : "; ") + lib->error;
   }
   if (missing.empty()) return "";
-  return missing +
-         ": install the CUDA " + std::to_string(CUBLAS_VER_MAJOR) + " libraries (cuBLAS and NCCL) or load their module, "
+  return missing + ": install the CUDA " + std::to_string(CUBLAS_VER_MAJOR) +
+         " libraries (cuBLAS and NCCL) or load their module, "
          "and set CUDA_HOME (NCCL_HOME) or LD_LIBRARY_PATH to their folder";
 }
 
@@ -99,91 +99,70 @@ std::string nccl_path() { return nccl().path; }
 }  // namespace moe::cuda_libraries
 
 // Each function resolves its library's symbol once and forwards to it.
-#define LT(name, args)                                                                                     \
-  static const auto fn =                                                                                   \
+#define LT(name, args)                                                                                        \
+  static const auto fn =                                                                                      \
       reinterpret_cast<decltype(&name)>(moe::cuda_libraries::symbol(moe::cuda_libraries::cublaslt(), #name)); \
   return fn args;
-#define NC(name, args)                                                                                 \
-  static const auto fn =                                                                               \
+#define NC(name, args)                                                                                    \
+  static const auto fn =                                                                                  \
       reinterpret_cast<decltype(&name)>(moe::cuda_libraries::symbol(moe::cuda_libraries::nccl(), #name)); \
   return fn args;
 
 // ---- cuBLASLt -----------------------------------------------------------------
 cublasStatus_t CUBLASWINAPI cublasLtCreate(cublasLtHandle_t* h) { LT(cublasLtCreate, (h)) }
 const char* CUBLASWINAPI cublasLtGetStatusName(cublasStatus_t s) { LT(cublasLtGetStatusName, (s)) }
-const char* CUBLASWINAPI cublasLtGetStatusString(cublasStatus_t s) { LT(cublasLtGetStatusString, (s)) }
-size_t CUBLASWINAPI cublasLtGetVersion(void) { LT(cublasLtGetVersion, ()) }
-cublasStatus_t CUBLASWINAPI cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const void* alpha,
-                                           const void* A, cublasLtMatrixLayout_t Ad, const void* B,
-                                           cublasLtMatrixLayout_t Bd, const void* beta, const void* C,
-                                           cublasLtMatrixLayout_t Cd, void* D, cublasLtMatrixLayout_t Dd,
-                                           const cublasLtMatmulAlgo_t* algo, void* ws, size_t ws_bytes,
-                                           cudaStream_t stream) {
-  LT(cublasLtMatmul, (h, d, alpha, A, Ad, B, Bd, beta, C, Cd, D, Dd, algo, ws, ws_bytes, stream))
-}
-cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmulDesc_t d,
-                                                           cublasLtMatrixLayout_t A, cublasLtMatrixLayout_t B,
-                                                           cublasLtMatrixLayout_t C, cublasLtMatrixLayout_t D,
-                                                           cublasLtMatmulPreference_t p, int requested,
-                                                           cublasLtMatmulHeuristicResult_t results[], int* returned) {
-  LT(cublasLtMatmulAlgoGetHeuristic, (h, d, A, B, C, D, p, requested, results, returned))
-}
-cublasStatus_t CUBLASWINAPI cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* d, cublasComputeType_t c,
-                                                     cudaDataType_t s) {
-  LT(cublasLtMatmulDescCreate, (d, c, s))
-}
-cublasStatus_t CUBLASWINAPI cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a,
-                                                           const void* buf, size_t bytes) {
-  LT(cublasLtMatmulDescSetAttribute, (d, a, buf, bytes))
-}
-cublasStatus_t CUBLASWINAPI cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* p) {
-  LT(cublasLtMatmulPreferenceCreate, (p))
-}
-cublasStatus_t CUBLASWINAPI cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) {
-  LT(cublasLtMatmulPreferenceDestroy, (p))
-}
-cublasStatus_t CUBLASWINAPI cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p,
-                                                                 cublasLtMatmulPreferenceAttributes_t a,
-                                                                 const void* buf, size_t bytes) {
-  LT(cublasLtMatmulPreferenceSetAttribute, (p, a, buf, bytes))
-}
-cublasStatus_t CUBLASWINAPI cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* l, cudaDataType t, uint64_t rows,
-                                                       uint64_t cols, int64_t ld) {
-  LT(cublasLtMatrixLayoutCreate, (l, t, rows, cols, ld))
-}
+const char* CUBLASWINAPI cublasLtGetStatusString(cublasStatus_t s){LT(cublasLtGetStatusString, (s))} size_t CUBLASWINAPI
+    cublasLtGetVersion(void){LT(cublasLtGetVersion, ())} cublasStatus_t CUBLASWINAPI
+    cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const void* alpha, const void* A,
+                   cublasLtMatrixLayout_t Ad, const void* B, cublasLtMatrixLayout_t Bd, const void* beta, const void* C,
+                   cublasLtMatrixLayout_t Cd, void* D, cublasLtMatrixLayout_t Dd, const cublasLtMatmulAlgo_t* algo,
+                   void* ws, size_t ws_bytes,
+                   cudaStream_t stream){LT(cublasLtMatmul, (h, d, alpha, A, Ad, B, Bd, beta, C, Cd, D, Dd, algo, ws,
+                                                            ws_bytes, stream))} cublasStatus_t CUBLASWINAPI
+    cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t A,
+                                   cublasLtMatrixLayout_t B, cublasLtMatrixLayout_t C, cublasLtMatrixLayout_t D,
+                                   cublasLtMatmulPreference_t p, int requested,
+                                   cublasLtMatmulHeuristicResult_t results[], int* returned){
+        LT(cublasLtMatmulAlgoGetHeuristic,
+           (h, d, A, B, C, D, p, requested, results, returned))} cublasStatus_t CUBLASWINAPI
+    cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* d, cublasComputeType_t c,
+                             cudaDataType_t s){LT(cublasLtMatmulDescCreate, (d, c, s))} cublasStatus_t CUBLASWINAPI
+    cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const void* buf,
+                                   size_t bytes){
+        LT(cublasLtMatmulDescSetAttribute, (d, a, buf, bytes))} cublasStatus_t CUBLASWINAPI
+    cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* p){
+        LT(cublasLtMatmulPreferenceCreate, (p))} cublasStatus_t CUBLASWINAPI
+    cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p){
+        LT(cublasLtMatmulPreferenceDestroy, (p))} cublasStatus_t CUBLASWINAPI
+    cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p, cublasLtMatmulPreferenceAttributes_t a,
+                                         const void* buf, size_t bytes){
+        LT(cublasLtMatmulPreferenceSetAttribute, (p, a, buf, bytes))} cublasStatus_t CUBLASWINAPI
+    cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* l, cudaDataType t, uint64_t rows, uint64_t cols,
+                               int64_t ld){LT(cublasLtMatrixLayoutCreate, (l, t, rows, cols, ld))}
 
 // ---- NCCL ---------------------------------------------------------------------
 ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataType_t t, ncclComm_t comm,
-                           cudaStream_t s) {
-  NC(ncclAllGather, (send, recv, count, t, comm, s))
-}
-ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t t, ncclRedOp_t op,
-                           ncclComm_t comm, cudaStream_t s) {
-  NC(ncclAllReduce, (send, recv, count, t, op, comm, s))
-}
-ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t t, int root, ncclComm_t comm,
-                           cudaStream_t s) {
-  NC(ncclBroadcast, (send, recv, count, t, root, comm, s))
-}
-ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t count, ncclDataType_t t, ncclRedOp_t op,
-                               ncclComm_t comm, cudaStream_t s) {
-  NC(ncclReduceScatter, (send, recv, count, t, op, comm, s))
-}
-ncclResult_t ncclSend(const void* send, size_t count, ncclDataType_t t, int peer, ncclComm_t comm, cudaStream_t s) {
-  NC(ncclSend, (send, count, t, peer, comm, s))
-}
-ncclResult_t ncclRecv(void* recv, size_t count, ncclDataType_t t, int peer, ncclComm_t comm, cudaStream_t s) {
-  NC(ncclRecv, (recv, count, t, peer, comm, s))
-}
-ncclResult_t ncclCommAbort(ncclComm_t comm) { NC(ncclCommAbort, (comm)) }
-ncclResult_t ncclCommDestroy(ncclComm_t comm) { NC(ncclCommDestroy, (comm)) }
-ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* e) { NC(ncclCommGetAsyncError, (comm, e)) }
-ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank) {
+                           cudaStream_t s){NC(ncclAllGather, (send, recv, count, t, comm, s))} ncclResult_t
+    ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t t, ncclRedOp_t op, ncclComm_t comm,
+                  cudaStream_t s){NC(ncclAllReduce, (send, recv, count, t, op, comm, s))} ncclResult_t
+    ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t t, int root, ncclComm_t comm,
+                  cudaStream_t s){NC(ncclBroadcast, (send, recv, count, t, root, comm, s))} ncclResult_t
+    ncclReduceScatter(const void* send, void* recv, size_t count, ncclDataType_t t, ncclRedOp_t op, ncclComm_t comm,
+                      cudaStream_t s){NC(ncclReduceScatter, (send, recv, count, t, op, comm, s))} ncclResult_t
+    ncclSend(const void* send, size_t count, ncclDataType_t t, int peer, ncclComm_t comm,
+             cudaStream_t s){NC(ncclSend, (send, count, t, peer, comm, s))} ncclResult_t
+    ncclRecv(void* recv, size_t count, ncclDataType_t t, int peer, ncclComm_t comm,
+             cudaStream_t s){NC(ncclRecv, (recv, count, t, peer, comm, s))} ncclResult_t
+    ncclCommAbort(ncclComm_t comm){NC(ncclCommAbort, (comm))} ncclResult_t
+    ncclCommDestroy(ncclComm_t comm){NC(ncclCommDestroy, (comm))} ncclResult_t
+    ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* e){NC(ncclCommGetAsyncError, (comm, e))} ncclResult_t
+    ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank) {
   NC(ncclCommInitRank, (comm, nranks, id, rank))
 }
 const char* ncclGetErrorString(ncclResult_t r) { NC(ncclGetErrorString, (r)) }
-const char* ncclGetLastError(ncclComm_t comm) { NC(ncclGetLastError, (comm)) }
-ncclResult_t ncclGetUniqueId(ncclUniqueId* id) { NC(ncclGetUniqueId, (id)) }
-ncclResult_t ncclGetVersion(int* version) { NC(ncclGetVersion, (version)) }
-ncclResult_t ncclGroupEnd() { NC(ncclGroupEnd, ()) }
-ncclResult_t ncclGroupStart() { NC(ncclGroupStart, ()) }
+const char* ncclGetLastError(ncclComm_t comm){NC(ncclGetLastError, (comm))} ncclResult_t
+    ncclGetUniqueId(ncclUniqueId* id){NC(ncclGetUniqueId, (id))} ncclResult_t
+    ncclGetVersion(int* version){NC(ncclGetVersion, (version))} ncclResult_t
+    ncclGroupEnd(){NC(ncclGroupEnd, ())} ncclResult_t ncclGroupStart() {
+  NC(ncclGroupStart, ())
+}

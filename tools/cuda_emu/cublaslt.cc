@@ -74,7 +74,8 @@ cublasStatus_t check_shapes(const cublasLtMatmulDescOpaque_t& desc, const cublas
     return invalid("compute type not emulated");
   }
   const bool inputs_ok = a.type == b.type;
-  const bool outputs_ok = c.type == d.type && (d.type == CUDA_R_32F || (d.type == CUDA_R_16BF && a.type == CUDA_R_16BF));
+  const bool outputs_ok =
+      c.type == d.type && (d.type == CUDA_R_32F || (d.type == CUDA_R_16BF && a.type == CUDA_R_16BF));
   if (!inputs_ok || !outputs_ok || desc.scale != CUDA_R_32F) {
     return CUBLAS_STATUS_NOT_SUPPORTED;  // as cuBLASLt answers an unsupported type combination
   }
@@ -85,22 +86,32 @@ cublasStatus_t check_shapes(const cublasLtMatmulDescOpaque_t& desc, const cublas
 
 const char* cublasLtGetStatusName(cublasStatus_t s) {
   switch (s) {
-    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
-    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_SUCCESS:
+      return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_INVALID_VALUE:
+      return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_EXECUTION_FAILED:
+      return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return "CUBLAS_STATUS_NOT_SUPPORTED";
   }
   return "CUBLAS_STATUS_UNKNOWN";
 }
 
 const char* cublasLtGetStatusString(cublasStatus_t s) {
   switch (s) {
-    case CUBLAS_STATUS_SUCCESS: return "success";
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "the library was not initialized";
-    case CUBLAS_STATUS_INVALID_VALUE: return "an invalid value was used as an argument";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "the GPU program failed to execute";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "the functionality requested is not supported";
+    case CUBLAS_STATUS_SUCCESS:
+      return "success";
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      return "the library was not initialized";
+    case CUBLAS_STATUS_INVALID_VALUE:
+      return "an invalid value was used as an argument";
+    case CUBLAS_STATUS_EXECUTION_FAILED:
+      return "the GPU program failed to execute";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return "the functionality requested is not supported";
   }
   return "unknown status";
 }
@@ -195,7 +206,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
         if (be != 0.0f) {
           const std::vector<float> cw = widen(C, lc);
           for (int j = 0; j < n; ++j)
-            for (int i = 0; i < m; ++i) out[static_cast<size_t>(j) * m + i] = be * cw[static_cast<size_t>(j) * lc.ld + i];
+            for (int i = 0; i < m; ++i)
+              out[static_cast<size_t>(j) * m + i] = be * cw[static_cast<size_t>(j) * lc.ld + i];
         }
         if (k > 0) {
           const std::vector<float> aw = widen(A, la), bw = widen(B, lb);

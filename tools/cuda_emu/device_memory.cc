@@ -19,8 +19,8 @@ struct Arena {
   unsigned char* base = nullptr;
   std::map<size_t, size_t> live;       // offset -> bytes reserved (rounded up)
   std::map<size_t, size_t> requested;  // offset -> bytes asked for: what copies may touch
-  std::map<size_t, size_t> free;  // offset -> bytes, coalesced
-  size_t high_water = 0;  // end of the furthest allocation ever made: what access must open
+  std::map<size_t, size_t> free;       // offset -> bytes, coalesced
+  size_t high_water = 0;               // end of the furthest allocation ever made: what access must open
   int access_depth = 0;
   std::mutex mutex;
 

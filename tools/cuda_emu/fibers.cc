@@ -105,8 +105,8 @@ std::vector<unsigned char*>& stacks(int count) {
   static std::vector<unsigned char*> pool;
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   while (static_cast<int>(pool.size()) < count) {
-    void* p = mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                   -1, 0);
+    void* p =
+        mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) {
       std::fprintf(stderr, "cuda_emu: cannot map a fiber stack\n");
       std::abort();

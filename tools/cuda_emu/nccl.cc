@@ -126,7 +126,10 @@ void reduce(void* out, size_t count, ncclDataType_t t, ncclRedOp_t op, int nrank
       int32_t acc = reinterpret_cast<const int32_t*>(in(0))[i];
       for (int r = 1; r < nranks; ++r) {
         const int32_t v = reinterpret_cast<const int32_t*>(in(r))[i];
-        acc = op == ncclMax ? (v > acc ? v : acc) : op == ncclMin ? (v < acc ? v : acc) : op == ncclProd ? acc * v : acc + v;
+        acc = op == ncclMax    ? (v > acc ? v : acc)
+              : op == ncclMin  ? (v < acc ? v : acc)
+              : op == ncclProd ? acc * v
+                               : acc + v;
       }
       if (op == ncclAvg) acc /= nranks;
       static_cast<int32_t*>(out)[i] = acc;
@@ -135,7 +138,10 @@ void reduce(void* out, size_t count, ncclDataType_t t, ncclRedOp_t op, int nrank
     float acc = load(in(0), i, t);
     for (int r = 1; r < nranks; ++r) {
       const float v = load(in(r), i, t);
-      acc = op == ncclMax ? (v > acc ? v : acc) : op == ncclMin ? (v < acc ? v : acc) : op == ncclProd ? acc * v : acc + v;
+      acc = op == ncclMax    ? (v > acc ? v : acc)
+            : op == ncclMin  ? (v < acc ? v : acc)
+            : op == ncclProd ? acc * v
+                             : acc + v;
     }
     if (op == ncclAvg) acc /= static_cast<float>(nranks);
     store(out, i, t, acc);
@@ -248,14 +254,22 @@ ncclResult_t submit(cudaStream_t stream, std::function<void()> work, bool is_rec
 
 const char* ncclGetErrorString(ncclResult_t r) {
   switch (r) {
-    case ncclSuccess: return "no error";
-    case ncclUnhandledCudaError: return "unhandled cuda error";
-    case ncclSystemError: return "unhandled system error";
-    case ncclInternalError: return "internal error";
-    case ncclInvalidArgument: return "invalid argument";
-    case ncclInvalidUsage: return "invalid usage";
-    case ncclRemoteError: return "remote process exited or there was a network error";
-    case ncclInProgress: return "NCCL operation in progress";
+    case ncclSuccess:
+      return "no error";
+    case ncclUnhandledCudaError:
+      return "unhandled cuda error";
+    case ncclSystemError:
+      return "unhandled system error";
+    case ncclInternalError:
+      return "internal error";
+    case ncclInvalidArgument:
+      return "invalid argument";
+    case ncclInvalidUsage:
+      return "invalid usage";
+    case ncclRemoteError:
+      return "remote process exited or there was a network error";
+    case ncclInProgress:
+      return "NCCL operation in progress";
   }
   return "unknown result code";
 }
@@ -283,7 +297,8 @@ ncclResult_t ncclCommInitRank(ncclComm_t* out, int nranks, ncclUniqueId id, int 
                        " (the emulator takes 1 to " + std::to_string(kMaxRanks) + " ranks)");
   }
   const std::string path(id.internal, strnlen(id.internal, sizeof id.internal));
-  if (path.rfind("/tmp/cuda_emu_nccl_", 0) != 0) return invalid(nullptr, ncclInvalidArgument, "ncclCommInitRank: not an emulator id");
+  if (path.rfind("/tmp/cuda_emu_nccl_", 0) != 0)
+    return invalid(nullptr, ncclInvalidArgument, "ncclCommInitRank: not an emulator id");
   const size_t slot = slot_bytes();
   const size_t bytes = mapping_bytes(nranks, slot);
   int fd = -1;
@@ -350,9 +365,12 @@ ncclResult_t ncclGroupEnd() {
   group.first.clear();
   group.receives.clear();
   if (work.empty()) return ncclSuccess;
-  return submit(group.stream, [work] {
-    for (const auto& w : work) w();
-  }, false, "ncclGroupEnd");
+  return submit(
+      group.stream,
+      [work] {
+        for (const auto& w : work) w();
+      },
+      false, "ncclGroupEnd");
 }
 
 ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t type, ncclRedOp_t op,
@@ -360,12 +378,15 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
   const size_t bytes = count * type_bytes(type);
   if (ncclResult_t r = check_buffer(comm, "ncclAllReduce", send, bytes)) return r;
   if (ncclResult_t r = check_buffer(comm, "ncclAllReduce", recv, bytes)) return r;
-  return submit(stream, [=] {
-    std::memcpy(comm->slot(comm->rank), send, bytes);
-    comm->meet("ncclAllReduce", bytes, type, op, -1);
-    reduce(recv, count, type, op, comm->nranks, [&](int r) { return static_cast<const void*>(comm->slot(r)); });
-    comm->barrier("ncclAllReduce");
-  }, false, "ncclAllReduce");
+  return submit(
+      stream,
+      [=] {
+        std::memcpy(comm->slot(comm->rank), send, bytes);
+        comm->meet("ncclAllReduce", bytes, type, op, -1);
+        reduce(recv, count, type, op, comm->nranks, [&](int r) { return static_cast<const void*>(comm->slot(r)); });
+        comm->barrier("ncclAllReduce");
+      },
+      false, "ncclAllReduce");
 }
 
 ncclResult_t ncclAllGather(const void* send, void* recv, size_t send_count, ncclDataType_t type, ncclComm_t comm,
@@ -373,15 +394,20 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t send_count, nccl
   const size_t bytes = send_count * type_bytes(type);
   if (ncclResult_t r = check_buffer(comm, "ncclAllGather", send, bytes)) return r;
   if (comm && bytes * comm->nranks > 0 && !emu::is_device_range(recv, bytes * comm->nranks)) {
-    return invalid(comm, ncclInvalidArgument, "ncclAllGather: receive buffer is not device memory: " +
-                                                  emu::describe_address(recv, bytes * comm->nranks));
+    return invalid(
+        comm, ncclInvalidArgument,
+        "ncclAllGather: receive buffer is not device memory: " + emu::describe_address(recv, bytes * comm->nranks));
   }
-  return submit(stream, [=] {
-    std::memcpy(comm->slot(comm->rank), send, bytes);
-    comm->meet("ncclAllGather", bytes, type, ncclSum, -1);
-    for (int r = 0; r < comm->nranks; ++r) std::memcpy(static_cast<unsigned char*>(recv) + r * bytes, comm->slot(r), bytes);
-    comm->barrier("ncclAllGather");
-  }, false, "ncclAllGather");
+  return submit(
+      stream,
+      [=] {
+        std::memcpy(comm->slot(comm->rank), send, bytes);
+        comm->meet("ncclAllGather", bytes, type, ncclSum, -1);
+        for (int r = 0; r < comm->nranks; ++r)
+          std::memcpy(static_cast<unsigned char*>(recv) + r * bytes, comm->slot(r), bytes);
+        comm->barrier("ncclAllGather");
+      },
+      false, "ncclAllGather");
 }
 
 ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recv_count, ncclDataType_t type, ncclRedOp_t op,
@@ -389,12 +415,16 @@ ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recv_count, 
   const size_t bytes = recv_count * type_bytes(type);
   if (ncclResult_t r = check_buffer(comm, "ncclReduceScatter", recv, bytes)) return r;
   if (ncclResult_t r = check_buffer(comm, "ncclReduceScatter", send, bytes * comm->nranks)) return r;
-  return submit(stream, [=] {
-    std::memcpy(comm->slot(comm->rank), send, bytes * comm->nranks);
-    comm->meet("ncclReduceScatter", bytes, type, op, -1);
-    reduce(recv, recv_count, type, op, comm->nranks, [&](int r) { return static_cast<const void*>(comm->slot(r) + comm->rank * bytes); });
-    comm->barrier("ncclReduceScatter");
-  }, false, "ncclReduceScatter");
+  return submit(
+      stream,
+      [=] {
+        std::memcpy(comm->slot(comm->rank), send, bytes * comm->nranks);
+        comm->meet("ncclReduceScatter", bytes, type, op, -1);
+        reduce(recv, recv_count, type, op, comm->nranks,
+               [&](int r) { return static_cast<const void*>(comm->slot(r) + comm->rank * bytes); });
+        comm->barrier("ncclReduceScatter");
+      },
+      false, "ncclReduceScatter");
 }
 
 ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t type, int root, ncclComm_t comm,
@@ -405,12 +435,15 @@ ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataT
   if (comm->rank == root) {
     if (ncclResult_t r = check_buffer(comm, "ncclBroadcast", send, bytes)) return r;
   }
-  return submit(stream, [=] {
-    if (comm->rank == root) std::memcpy(comm->slot(root), send, bytes);
-    comm->meet("ncclBroadcast", bytes, type, ncclSum, root);
-    std::memcpy(recv, comm->slot(root), bytes);
-    comm->barrier("ncclBroadcast");
-  }, false, "ncclBroadcast");
+  return submit(
+      stream,
+      [=] {
+        if (comm->rank == root) std::memcpy(comm->slot(root), send, bytes);
+        comm->meet("ncclBroadcast", bytes, type, ncclSum, root);
+        std::memcpy(recv, comm->slot(root), bytes);
+        comm->barrier("ncclBroadcast");
+      },
+      false, "ncclBroadcast");
 }
 
 ncclResult_t ncclSend(const void* send, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
@@ -418,29 +451,36 @@ ncclResult_t ncclSend(const void* send, size_t count, ncclDataType_t type, int p
   const size_t bytes = count * type_bytes(type);
   if (ncclResult_t r = check_buffer(comm, "ncclSend", send, bytes)) return r;
   if (peer < 0 || peer >= comm->nranks) return invalid(comm, ncclInvalidArgument, "ncclSend: peer out of range");
-  return submit(stream, [=] {
-    Mailbox& box = comm->header->mail[comm->rank][peer];
-    const uint64_t seq = comm->sent[peer]++;
-    wait_for([&] { return box.taken.load() == seq; }, "ncclSend (waiting for the receiver to take the last message)");
-    std::memcpy(comm->mailbox(comm->rank, peer), send, bytes);
-    box.bytes = bytes;
-    box.sent.store(seq + 1);
-  }, false, "ncclSend");
+  return submit(
+      stream,
+      [=] {
+        Mailbox& box = comm->header->mail[comm->rank][peer];
+        const uint64_t seq = comm->sent[peer]++;
+        wait_for([&] { return box.taken.load() == seq; },
+                 "ncclSend (waiting for the receiver to take the last message)");
+        std::memcpy(comm->mailbox(comm->rank, peer), send, bytes);
+        box.bytes = bytes;
+        box.sent.store(seq + 1);
+      },
+      false, "ncclSend");
 }
 
 ncclResult_t ncclRecv(void* recv, size_t count, ncclDataType_t type, int peer, ncclComm_t comm, cudaStream_t stream) {
   const size_t bytes = count * type_bytes(type);
   if (ncclResult_t r = check_buffer(comm, "ncclRecv", recv, bytes)) return r;
   if (peer < 0 || peer >= comm->nranks) return invalid(comm, ncclInvalidArgument, "ncclRecv: peer out of range");
-  return submit(stream, [=] {
-    Mailbox& box = comm->header->mail[peer][comm->rank];
-    const uint64_t seq = comm->received[peer]++;
-    wait_for([&] { return box.sent.load() == seq + 1; }, "ncclRecv (waiting for the sender)");
-    if (box.bytes != bytes) {
-      die("ncclRecv from rank " + std::to_string(peer) + ": " + std::to_string(bytes) + " bytes expected, " +
-          std::to_string(box.bytes) + " sent");
-    }
-    std::memcpy(recv, comm->mailbox(peer, comm->rank), bytes);
-    box.taken.store(seq + 1);
-  }, true, "ncclRecv");
+  return submit(
+      stream,
+      [=] {
+        Mailbox& box = comm->header->mail[peer][comm->rank];
+        const uint64_t seq = comm->received[peer]++;
+        wait_for([&] { return box.sent.load() == seq + 1; }, "ncclRecv (waiting for the sender)");
+        if (box.bytes != bytes) {
+          die("ncclRecv from rank " + std::to_string(peer) + ": " + std::to_string(bytes) + " bytes expected, " +
+              std::to_string(box.bytes) + " sent");
+        }
+        std::memcpy(recv, comm->mailbox(peer, comm->rank), bytes);
+        box.taken.store(seq + 1);
+      },
+      true, "ncclRecv");
 }

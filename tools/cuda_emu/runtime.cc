@@ -109,32 +109,52 @@ using emu::fail;
 
 const char* cudaGetErrorName(cudaError_t e) {
   switch (e) {
-    case cudaSuccess: return "cudaSuccess";
-    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
-    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
-    case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
-    case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
-    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
-    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
-    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
-    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorInvalidValue:
+      return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration:
+      return "cudaErrorInvalidConfiguration";
+    case cudaErrorLaunchOutOfResources:
+      return "cudaErrorLaunchOutOfResources";
+    case cudaErrorInvalidDevicePointer:
+      return "cudaErrorInvalidDevicePointer";
+    case cudaErrorInvalidDevice:
+      return "cudaErrorInvalidDevice";
+    case cudaErrorStreamCaptureUnsupported:
+      return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated:
+      return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorLaunchFailure:
+      return "cudaErrorLaunchFailure";
   }
   return "cudaErrorUnknown";
 }
 
 const char* cudaGetErrorString(cudaError_t e) {
   switch (e) {
-    case cudaSuccess: return "no error";
-    case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorMemoryAllocation: return "out of memory";
-    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
-    case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
-    case cudaErrorInvalidDevicePointer: return "invalid device pointer";
-    case cudaErrorInvalidDevice: return "invalid device ordinal";
-    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
-    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
-    case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaSuccess:
+      return "no error";
+    case cudaErrorInvalidValue:
+      return "invalid argument";
+    case cudaErrorMemoryAllocation:
+      return "out of memory";
+    case cudaErrorInvalidConfiguration:
+      return "invalid configuration argument";
+    case cudaErrorLaunchOutOfResources:
+      return "too many resources requested for launch";
+    case cudaErrorInvalidDevicePointer:
+      return "invalid device pointer";
+    case cudaErrorInvalidDevice:
+      return "invalid device ordinal";
+    case cudaErrorStreamCaptureUnsupported:
+      return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated:
+      return "operation failed due to a previous error during capture";
+    case cudaErrorLaunchFailure:
+      return "unspecified launch failure";
   }
   return "unknown error";
 }
@@ -157,7 +177,8 @@ cudaError_t cudaGetDevice(int* device) {
 }
 
 cudaError_t cudaSetDevice(int device) {
-  if (device < 0 || device >= emu::devices()) return fail(cudaErrorInvalidDevice, "cudaSetDevice(" + std::to_string(device) + ")");
+  if (device < 0 || device >= emu::devices())
+    return fail(cudaErrorInvalidDevice, "cudaSetDevice(" + std::to_string(device) + ")");
   emu::current_device = device;
   return cudaSuccess;
 }
@@ -201,7 +222,8 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
 cudaError_t cudaFree(void* ptr) {
   if (ptr == nullptr) return cudaSuccess;
   if (cudaError_t e = emu::refuse_during_capture("cudaFree")) return e;
-  if (!emu::device_free(ptr)) return fail(cudaErrorInvalidDevicePointer, "cudaFree of " + emu::describe_address(ptr, 0));
+  if (!emu::device_free(ptr))
+    return fail(cudaErrorInvalidDevicePointer, "cudaFree of " + emu::describe_address(ptr, 0));
   return cudaSuccess;
 }
 
@@ -223,11 +245,20 @@ cudaError_t check_copy(const char* call, void* dst, const void* src, size_t byte
   const bool dst_dev = emu::is_device_address(dst), src_dev = emu::is_device_address(src);
   bool ok = true;
   switch (kind) {
-    case cudaMemcpyHostToHost: ok = !dst_dev && !src_dev; break;
-    case cudaMemcpyHostToDevice: ok = dst_dev && !src_dev; break;
-    case cudaMemcpyDeviceToHost: ok = !dst_dev && src_dev; break;
-    case cudaMemcpyDeviceToDevice: ok = dst_dev && src_dev; break;
-    case cudaMemcpyDefault: break;
+    case cudaMemcpyHostToHost:
+      ok = !dst_dev && !src_dev;
+      break;
+    case cudaMemcpyHostToDevice:
+      ok = dst_dev && !src_dev;
+      break;
+    case cudaMemcpyDeviceToHost:
+      ok = !dst_dev && src_dev;
+      break;
+    case cudaMemcpyDeviceToDevice:
+      ok = dst_dev && src_dev;
+      break;
+    case cudaMemcpyDefault:
+      break;
   }
   if (!ok) {
     return fail(cudaErrorInvalidValue, std::string(call) + ": kind " + std::to_string(kind) + " does not match dst " +
@@ -244,7 +275,8 @@ cudaError_t check_copy(const char* call, void* dst, const void* src, size_t byte
 
 cudaError_t check_set(const char* call, void* ptr, size_t bytes) {
   if (!emu::is_device_range(ptr, bytes)) {
-    return fail(cudaErrorInvalidValue, std::string(call) + " outside device memory: " + emu::describe_address(ptr, bytes));
+    return fail(cudaErrorInvalidValue,
+                std::string(call) + " outside device memory: " + emu::describe_address(ptr, bytes));
   }
   return cudaSuccess;
 }
@@ -255,17 +287,18 @@ namespace {
 
 // The synchronous calls are the asynchronous ones on the legacy stream, which
 // a capture forbids (and the emulator's streams are synchronous anyway).
-cudaError_t copy(const char* call, void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
-                 cudaStream_t stream) {
+cudaError_t copy(const char* call, void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
   if (bytes == 0) return cudaSuccess;
   if (cudaError_t e = check_copy(call, dst, src, bytes, kind)) return e;
-  return emu::enqueue(stream, [=] { std::memmove(dst, src, bytes); }, call);
+  return emu::enqueue(
+      stream, [=] { std::memmove(dst, src, bytes); }, call);
 }
 
 cudaError_t set(const char* call, void* ptr, int value, size_t bytes, cudaStream_t stream) {
   if (bytes == 0) return cudaSuccess;
   if (cudaError_t e = check_set(call, ptr, bytes)) return e;
-  return emu::enqueue(stream, [=] { std::memset(ptr, value, bytes); }, call);
+  return emu::enqueue(
+      stream, [=] { std::memset(ptr, value, bytes); }, call);
 }
 
 }  // namespace
@@ -325,10 +358,13 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
-  return emu::enqueue(stream, [event] {
-    event->recorded = true;
-    event->ms = emu::now_ms();
-  }, "cudaEventRecord");
+  return emu::enqueue(
+      stream,
+      [event] {
+        event->recorded = true;
+        event->ms = emu::now_ms();
+      },
+      "cudaEventRecord");
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
@@ -341,7 +377,8 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t stop)
   if ((start->flags | stop->flags) & cudaEventDisableTiming) {
     return fail(cudaErrorInvalidValue, "cudaEventElapsedTime on an event created with cudaEventDisableTiming");
   }
-  if (!start->recorded || !stop->recorded) return fail(cudaErrorInvalidValue, "cudaEventElapsedTime: event never recorded");
+  if (!start->recorded || !stop->recorded)
+    return fail(cudaErrorInvalidValue, "cudaEventElapsedTime: event never recorded");
   *ms = static_cast<float>(stop->ms - start->ms);
   return cudaSuccess;
 }
@@ -358,7 +395,8 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mo
 
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
   *graph = nullptr;
-  if (stream == nullptr || !stream->capturing) return fail(cudaErrorInvalidValue, "cudaStreamEndCapture without a capture");
+  if (stream == nullptr || !stream->capturing)
+    return fail(cudaErrorInvalidValue, "cudaStreamEndCapture without a capture");
   stream->capturing = false;
   if (emu::capturing_stream == stream) emu::capturing_stream = nullptr;
   if (stream->invalidated) {
@@ -377,9 +415,12 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsig
 
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   const std::vector<std::function<void()>>* nodes = &exec->nodes;
-  return emu::enqueue(stream, [nodes] {
-    for (const auto& node : *nodes) node();
-  }, "cudaGraphLaunch");
+  return emu::enqueue(
+      stream,
+      [nodes] {
+        for (const auto& node : *nodes) node();
+      },
+      "cudaGraphLaunch");
 }
 
 cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
@@ -472,8 +513,8 @@ static std::string resource_violation(const LaunchShape& s, uint64_t threads, co
       return "launch of " + site + ": " + (kernel.empty() ? "(no symbol)" : kernel) + " has no " + gpu.arch +
              " row in the launch-resource table of " + s.file + "; rebuild, or check nvcc_compile.sh's parsing";
     }
-    const std::string why = limits::launch_violation(*k, gpu, static_cast<int64_t>(threads),
-                                                     static_cast<int64_t>(s.shared_bytes));
+    const std::string why =
+        limits::launch_violation(*k, gpu, static_cast<int64_t>(threads), static_cast<int64_t>(s.shared_bytes));
     if (!why.empty()) return why + " (" + s.file + ":" + std::to_string(s.line) + ")";
   }
   return "";
@@ -484,20 +525,20 @@ void launch_grid(const LaunchShape& s, std::function<void()> thread_main) {
   const uint64_t threads = uint64_t{s.block.x} * s.block.y * s.block.z;
   if (threads == 0 || threads > 1024 || s.block.z > 64 || s.grid.x == 0 || s.grid.y == 0 || s.grid.z == 0 ||
       s.grid.x > 2147483647u || s.grid.y > 65535 || s.grid.z > 65535) {
-    fail(cudaErrorInvalidConfiguration,
-         "launch of " + site + ": grid (" + std::to_string(s.grid.x) + ", " + std::to_string(s.grid.y) + ", " +
-             std::to_string(s.grid.z) + "), block (" + std::to_string(s.block.x) + ", " + std::to_string(s.block.y) +
-             ", " + std::to_string(s.block.z) + ")");
+    fail(cudaErrorInvalidConfiguration, "launch of " + site + ": grid (" + std::to_string(s.grid.x) + ", " +
+                                            std::to_string(s.grid.y) + ", " + std::to_string(s.grid.z) + "), block (" +
+                                            std::to_string(s.block.x) + ", " + std::to_string(s.block.y) + ", " +
+                                            std::to_string(s.block.z) + ")");
     return;
   }
   const auto raised = max_dynamic_shared.find({current_device, s.kernel});
   const size_t limit = raised == max_dynamic_shared.end() ? kDefaultSharedLimit : static_cast<size_t>(raised->second);
   if (s.shared_bytes > limit) {
-    fail(cudaErrorInvalidValue, "launch of " + site + " with " + std::to_string(s.shared_bytes) +
-                                    " bytes of dynamic shared memory; the kernel's limit is " + std::to_string(limit) +
-                                    (raised == max_dynamic_shared.end()
-                                         ? " (raise it with cudaFuncSetAttribute(MaxDynamicSharedMemorySize))"
-                                         : ""));
+    fail(cudaErrorInvalidValue,
+         "launch of " + site + " with " + std::to_string(s.shared_bytes) +
+             " bytes of dynamic shared memory; the kernel's limit is " + std::to_string(limit) +
+             (raised == max_dynamic_shared.end() ? " (raise it with cudaFuncSetAttribute(MaxDynamicSharedMemorySize))"
+                                                 : ""));
     return;
   }
   if (const std::string why = resource_violation(s, threads, site); !why.empty()) {

@@ -29,7 +29,6 @@ std::vector<float>& scratch(int slot, int64_t n) {
   return b;
 }
 
-
 constexpr int64_t kQueryBlock = 64;
 
 // Query rows [t0, t1) of sequence b, query head h, which reads kv head g.

@@ -32,8 +32,8 @@ void rmsnorm_backward(float* dx_ND, float* dw_D, const float* dout_ND, const flo
 // ---- linear: out = x W^T with W [O, I] as in nn.Linear ----------------------
 void matmul_forward(float* out_NO, const float* x_NI, const float* w_OI, int64_t N, int64_t I, int64_t O);
 // dx_NI may be null (no input gradient wanted).
-void matmul_backward(float* dx_NI, float* dw_OI, const float* dout_NO, const float* x_NI, const float* w_OI,
-                     int64_t N, int64_t I, int64_t O);
+void matmul_backward(float* dx_NI, float* dw_OI, const float* dout_NO, const float* x_NI, const float* w_OI, int64_t N,
+                     int64_t I, int64_t O);
 
 // ---- RoPE, rotate-half convention (HF Llama/Mixtral) ------------------------
 // x is [B, T, H, Dh] with N = B*T rows; the token in row n has position n % T.
@@ -47,8 +47,8 @@ void rope_backward(float* dx_NHDh, int64_t N, int64_t T, int64_t H, int64_t Dh, 
 // q, out: [B, T, H, Dh]; k, v: [B, T, G, Dh]; query head h reads KV head h / (H/G).
 // Scale 1/sqrt(Dh). Forward saves only lse_BHT (log-sum-exp of each score row);
 // backward recomputes the probabilities from it (no T x T matrix is kept).
-void attention_forward(float* out, float* lse_BHT, const float* q, const float* k, const float* v, int64_t B,
-                       int64_t T, int64_t H, int64_t G, int64_t Dh);
+void attention_forward(float* out, float* lse_BHT, const float* q, const float* k, const float* v, int64_t B, int64_t T,
+                       int64_t H, int64_t G, int64_t Dh);
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse_BHT, int64_t B, int64_t T, int64_t H,
                         int64_t G, int64_t Dh);
@@ -61,8 +61,8 @@ void swiglu_backward(float* da, float* db, const float* dout, const float* a, co
 // loss_n[i] = logsumexp(logits[i]) - logits[i][targets[i]] (computed in double
 // per row for the sum, stored as float). dlogits = (softmax(logits) - onehot) *
 // grad_scale is WRITTEN (not accumulated) and may alias logits (in place).
-void cross_entropy_forward_backward(float* loss_n, float* dlogits_nV, const float* logits_nV,
-                                    const int32_t* targets_n, int64_t n, int64_t V, float grad_scale);
+void cross_entropy_forward_backward(float* loss_n, float* dlogits_nV, const float* logits_nV, const int32_t* targets_n,
+                                    int64_t n, int64_t V, float grad_scale);
 
 // ---- optimizer ----------------------------------------------------------------
 // PyTorch's AdamW, in this order: g = grad * grad_scale; p *= 1 - lr*wd;
@@ -124,8 +124,8 @@ RouterAux router_aux_losses(float* daux_logits_NE, const float* logits_NE, const
 // within a token. Outputs: offsets_E1 (E+1 prefix sums of kept rows per expert),
 // row_pair_M (pair index n*K+k of each kept row, M = offsets[E]),
 // pair_row_NK (row of each pair, -1 when dropped). Returns the dropped count.
-int64_t moe_plan(int32_t* offsets_E1, int32_t* row_pair_M, int32_t* pair_row_NK, const int32_t* topk_idx_NK,
-                 int64_t N, int64_t E, int64_t K, int64_t capacity);
+int64_t moe_plan(int32_t* offsets_E1, int32_t* row_pair_M, int32_t* pair_row_NK, const int32_t* topk_idx_NK, int64_t N,
+                 int64_t E, int64_t K, int64_t capacity);
 // Both directions go token by token through pair_row (the plan's inverse
 // map), so neither needs M: rows past the kept ones are never read or written.
 // xs[pair_row[n,k]] = x[n] for every kept pair   (WRITTEN; other rows untouched)
@@ -134,8 +134,8 @@ void moe_permute(float* xs_MD, const float* x_ND, const int32_t* pair_row_NK, in
 void moe_permute_backward(float* dx_ND, const float* dxs_MD, const int32_t* pair_row_NK, int64_t N, int64_t D,
                           int64_t K);
 // out[n] += sum_k w[n,k] * ys[pair_row[n,k]]   (dropped pairs add nothing)
-void moe_unpermute(float* out_ND, const float* ys_MD, const float* topk_w_NK, const int32_t* pair_row_NK,
-                   int64_t N, int64_t D, int64_t K);
+void moe_unpermute(float* out_ND, const float* ys_MD, const float* topk_w_NK, const int32_t* pair_row_NK, int64_t N,
+                   int64_t D, int64_t K);
 // dys[pair_row[n,k]] = w[n,k] * dout[n] (WRITTEN, every kept row);
 // dtopk_w[n,k] = dot(dout[n], ys[pair_row[n,k]]) (WRITTEN; 0 when dropped).
 void moe_unpermute_backward(float* dys_MD, float* dtopk_w_NK, const float* dout_ND, const float* ys_MD,
@@ -149,9 +149,9 @@ void moe_count_experts(int32_t* routed_E, int32_t* kept_E, const int32_t* topk_i
 // For each expert e, rows [offsets[e], offsets[e+1]): out = x W[e], W [E, I, O].
 // Experts with no rows are skipped (their dW stays as it was). Forward WRITES
 // out; backward accumulates and needs a non-null dx_MI.
-void grouped_matmul_forward(float* out_MO, const float* x_MI, const float* w_EIO, const int32_t* offsets_E1,
-                            int64_t E, int64_t I, int64_t O);
-void grouped_matmul_backward(float* dx_MI, float* dw_EIO, const float* dout_MO, const float* x_MI,
-                             const float* w_EIO, const int32_t* offsets_E1, int64_t E, int64_t I, int64_t O);
+void grouped_matmul_forward(float* out_MO, const float* x_MI, const float* w_EIO, const int32_t* offsets_E1, int64_t E,
+                            int64_t I, int64_t O);
+void grouped_matmul_backward(float* dx_MI, float* dw_EIO, const float* dout_MO, const float* x_MI, const float* w_EIO,
+                             const int32_t* offsets_E1, int64_t E, int64_t I, int64_t O);
 
 }  // namespace moe::cpu

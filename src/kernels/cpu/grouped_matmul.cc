@@ -7,8 +7,8 @@
 
 namespace moe::cpu {
 
-void grouped_matmul_forward(float* out_MO, const float* x_MI, const float* w_EIO, const int32_t* offsets_E1,
-                            int64_t E, int64_t I, int64_t O) {
+void grouped_matmul_forward(float* out_MO, const float* x_MI, const float* w_EIO, const int32_t* offsets_E1, int64_t E,
+                            int64_t I, int64_t O) {
   for (int64_t e = 0; e < E; ++e) {
     const int64_t begin = offsets_E1[e], rows = offsets_E1[e + 1] - begin;
     if (rows == 0) continue;
@@ -19,8 +19,8 @@ void grouped_matmul_forward(float* out_MO, const float* x_MI, const float* w_EIO
 }
 
 // dx += dout W[e]^T and dW[e] += x^T dout, per expert (beta = 1 accumulates).
-void grouped_matmul_backward(float* dx_MI, float* dw_EIO, const float* dout_MO, const float* x_MI,
-                             const float* w_EIO, const int32_t* offsets_E1, int64_t E, int64_t I, int64_t O) {
+void grouped_matmul_backward(float* dx_MI, float* dw_EIO, const float* dout_MO, const float* x_MI, const float* w_EIO,
+                             const int32_t* offsets_E1, int64_t E, int64_t I, int64_t O) {
   for (int64_t e = 0; e < E; ++e) {
     const int64_t begin = offsets_E1[e], rows = offsets_E1[e + 1] - begin;
     if (rows == 0) continue;

@@ -14,8 +14,8 @@ namespace moe::cpu {
 // and a token picks an expert at most once, so "first in pair order" is "first
 // in token order": both the order within an expert and who overflows the
 // capacity follow token order.
-int64_t moe_plan(int32_t* offsets_E1, int32_t* row_pair_M, int32_t* pair_row_NK, const int32_t* topk_idx_NK,
-                 int64_t N, int64_t E, int64_t K, int64_t capacity) {
+int64_t moe_plan(int32_t* offsets_E1, int32_t* row_pair_M, int32_t* pair_row_NK, const int32_t* topk_idx_NK, int64_t N,
+                 int64_t E, int64_t K, int64_t capacity) {
   const int64_t pairs = N * K;
   // 1. offsets[e+1] = kept rows of e; pair_row marks dropped pairs with -1.
   std::memset(offsets_E1, 0, sizeof(int32_t) * (E + 1));
@@ -69,8 +69,8 @@ void moe_permute_backward(float* dx_ND, const float* dxs_MD, const int32_t* pair
   }
 }
 
-void moe_unpermute(float* out_ND, const float* ys_MD, const float* topk_w_NK, const int32_t* pair_row_NK,
-                   int64_t N, int64_t D, int64_t K) {
+void moe_unpermute(float* out_ND, const float* ys_MD, const float* topk_w_NK, const int32_t* pair_row_NK, int64_t N,
+                   int64_t D, int64_t K) {
   for (int64_t n = 0; n < N; ++n) {
     float* out = out_ND + n * D;
     for (int64_t k = 0; k < K; ++k) {

@@ -82,8 +82,7 @@ RouterAux router_aux_losses(float* daux_logits_NE, const float* logits_NE, const
       }
     }
     double seq_balance = 0;
-    for (int64_t e = 0; e < E; ++e)
-      seq_balance += seq_counts_E[e] / static_cast<double>(T * K) * (seq_P_E[e] / T);
+    for (int64_t e = 0; e < E; ++e) seq_balance += seq_counts_E[e] / static_cast<double>(T * K) * (seq_P_E[e] / T);
     aux.sequence_balance += E * seq_balance / B;
   }
   for (int64_t e = 0; e < E; ++e) aux.load_balance += counts_E[e] / static_cast<double>(N * K) * (P_E[e] / N);

@@ -104,9 +104,9 @@ void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const 
                 float beta2, float eps, float weight_decay, int64_t step, float grad_scale) {
   const char* op = "adamw_step";
   const auto args = {Arg{"param", param}, Arg{"grad", grad}, Arg{"m", m}, Arg{"v", v}};
-  require_dtypes(param.dtype == DType::kF32 && grad.dtype == DType::kF32 && m.dtype == DType::kF32 &&
-                     v.dtype == DType::kF32,
-                 op, args, "param, grad, m and v all f32");
+  require_dtypes(
+      param.dtype == DType::kF32 && grad.dtype == DType::kF32 && m.dtype == DType::kF32 && v.dtype == DType::kF32, op,
+      args, "param, grad, m and v all f32");
   const int64_t n = param.numel();
   require_shapes(grad.numel() == n && m.numel() == n && v.numel() == n, op, "param, grad, m and v differ in size",
                  args);
@@ -128,9 +128,9 @@ void adamw_step_many(const std::vector<ops::AdamWSlot>& slots, float lr, float b
     const ops::AdamWSlot& slot = slots[i];
     const int64_t n = slot.param.numel();
     using multi_tensor::f32_on_device;
-    const bool copy_ok = slot.compute.data == nullptr ||
-                         (slot.compute.dtype == DType::kBF16 && slot.compute.device == Device::kCuda &&
-                          slot.compute.numel() == n);
+    const bool copy_ok =
+        slot.compute.data == nullptr ||
+        (slot.compute.dtype == DType::kBF16 && slot.compute.device == Device::kCuda && slot.compute.numel() == n);
     const bool ok = f32_on_device(slot.param) && f32_on_device(slot.grad) && f32_on_device(slot.m) &&
                     f32_on_device(slot.v) && copy_ok && slot.grad.numel() == n && slot.m.numel() == n &&
                     slot.v.numel() == n;

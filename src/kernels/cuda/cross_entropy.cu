@@ -31,9 +31,9 @@ __device__ __forceinline__ void merge(float& m, float& s, float m2, float s2) {
 // the reduction, and every other element is read by the thread that then
 // writes it. A target outside [0, V) gives loss NaN (and no onehot term).
 template <typename T>
-__global__ void __launch_bounds__(kThreads) cross_entropy_kernel(float* loss_n, T* dlogits_nV, const T* logits_nV,
-                                                                 const int32_t* targets_n, int64_t V,
-                                                                 float grad_scale) {
+__global__ void __launch_bounds__(kThreads)
+    cross_entropy_kernel(float* loss_n, T* dlogits_nV, const T* logits_nV, const int32_t* targets_n, int64_t V,
+                         float grad_scale) {
   __shared__ float shared_m[32];
   __shared__ float shared_s[32];
   __shared__ float shared_target;
@@ -97,13 +97,13 @@ void cross_entropy_forward_backward(const Tensor& loss_n, const Tensor& dlogits_
   const char* op = "cross_entropy_forward_backward";
   const auto args = {Arg{"loss", loss_n}, Arg{"dlogits", dlogits_nV}, Arg{"logits", logits_nV},
                      Arg{"targets", targets_n}};
-  require_dtypes(loss_n.dtype == DType::kF32 && is_float_type(logits_nV.dtype) &&
-                     dlogits_nV.dtype == logits_nV.dtype && targets_n.dtype == DType::kI32,
+  require_dtypes(loss_n.dtype == DType::kF32 && is_float_type(logits_nV.dtype) && dlogits_nV.dtype == logits_nV.dtype &&
+                     targets_n.dtype == DType::kI32,
                  op, args, "loss f32, logits f32|bf16, dlogits the dtype of logits, targets i32");
   const int64_t rows = targets_n.numel();
   const int64_t V = logits_nV.ndim ? logits_nV.size(-1) : 0;
-  require_shapes(V > 0 && logits_nV.numel() == rows * V && dlogits_nV.numel() == rows * V && loss_n.numel() == rows,
-                 op, "want logits and dlogits [n, V], loss and targets [n]", args);
+  require_shapes(V > 0 && logits_nV.numel() == rows * V && dlogits_nV.numel() == rows * V && loss_n.numel() == rows, op,
+                 "want logits and dlogits [n, V], loss and targets [n]", args);
   if (rows == 0) return;
   require_grid_rows(rows, op, args);
   with_float_type(logits_nV.dtype, [&](auto tag) {

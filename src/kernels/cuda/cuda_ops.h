@@ -139,8 +139,8 @@ void reserve_router_aux_losses(int64_t N, int64_t T, int64_t E);
 // the CPU's (integers). row_pair_M entries from M on are left unspecified
 // (they hold scratch), where the CPU leaves them untouched; only the first M
 // are part of the plan.
-void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK,
-              const Tensor& topk_idx_NK, int64_t capacity);
+void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK, const Tensor& topk_idx_NK,
+              int64_t capacity);
 // moe_counts.cu. routed_E[e] += the pairs of topk_idx_NK that chose e (before
 // capacity); kept_E[e] += offsets_E1[e+1] - offsets_E1[e]. All I32. No sync:
 // the counts of a step stay on the device until the trainer reads them.
@@ -162,8 +162,8 @@ void gather_rows(const Tensor& dst_RD, const Tensor& src_RD, const Tensor& index
 void moe_unpermute(const Tensor& out_ND, const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK);
 // dys[pair_row[n,k]] = w[n,k] * dout[n] (WRITTEN); dtopk_w[n,k] = dot(dout[n],
 // ys[pair_row[n,k]]) summed in fp32 (WRITTEN; 0 when dropped).
-void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, const Tensor& dout_ND,
-                            const Tensor& ys_MD, const Tensor& topk_w_NK, const Tensor& pair_row_NK);
+void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, const Tensor& dout_ND, const Tensor& ys_MD,
+                            const Tensor& topk_w_NK, const Tensor& pair_row_NK);
 
 // ---- causal attention with grouped KV heads (attention.cu) ------------------
 // q, out, dq, dout: [B, T, H, Dh]; k, v, dk, dv: [B, T, G, Dh], all F32 or all

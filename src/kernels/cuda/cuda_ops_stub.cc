@@ -20,7 +20,9 @@ void embedding_backward(const Tensor&, const Tensor&, const Tensor&) { no_cuda("
 
 void rmsnorm_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, float) { no_cuda("rmsnorm_forward"); }
 
-void rmsnorm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) { no_cuda("rmsnorm_backward"); }
+void rmsnorm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) {
+  no_cuda("rmsnorm_backward");
+}
 
 void reserve_rmsnorm_backward(int64_t, int64_t) { no_cuda("reserve_rmsnorm_backward"); }
 
@@ -30,7 +32,9 @@ void rope_backward(const Tensor&, float) { no_cuda("rope_backward"); }
 
 void swiglu_forward(const Tensor&, const Tensor&, const Tensor&) { no_cuda("swiglu_forward"); }
 
-void swiglu_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) { no_cuda("swiglu_backward"); }
+void swiglu_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) {
+  no_cuda("swiglu_backward");
+}
 
 void cast(const Tensor&, const Tensor&) { no_cuda("cast"); }
 
@@ -40,19 +44,33 @@ void scale_inplace(const Tensor&, float) { no_cuda("scale_inplace"); }
 
 double sum_squares(const Tensor&) { no_cuda("sum_squares"); }
 
-void adamw_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&, float, float, float, float, float, int64_t, float) { no_cuda("adamw_step"); }
+void adamw_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&, float, float, float, float, float, int64_t,
+                float) {
+  no_cuda("adamw_step");
+}
 
 double sum_squares_many(const std::vector<Tensor>&) { no_cuda("sum_squares_many"); }
 
-void adamw_step_many(const std::vector<ops::AdamWSlot>&, float, float, float, float, int64_t, float) { no_cuda("adamw_step_many"); }
+void adamw_step_many(const std::vector<ops::AdamWSlot>&, float, float, float, float, int64_t, float) {
+  no_cuda("adamw_step_many");
+}
 
-void cross_entropy_forward_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, float) { no_cuda("cross_entropy_forward_backward"); }
+void cross_entropy_forward_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, float) {
+  no_cuda("cross_entropy_forward_backward");
+}
 
-void router_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, RouterKind) { no_cuda("router_forward"); }
+void router_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, RouterKind) {
+  no_cuda("router_forward");
+}
 
-void router_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, RouterKind) { no_cuda("router_backward"); }
+void router_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, RouterKind) {
+  no_cuda("router_backward");
+}
 
-void router_aux_losses(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t, RouterKind, float, float, float, float) { no_cuda("router_aux_losses"); }
+void router_aux_losses(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t, RouterKind,
+                       float, float, float, float) {
+  no_cuda("router_aux_losses");
+}
 
 void reserve_router_aux_losses(int64_t, int64_t, int64_t) { no_cuda("reserve_router_aux_losses"); }
 
@@ -68,21 +86,33 @@ void gather_rows(const Tensor&, const Tensor&, const Tensor&) { no_cuda("gather_
 
 void moe_unpermute(const Tensor&, const Tensor&, const Tensor&, const Tensor&) { no_cuda("moe_unpermute"); }
 
-void moe_unpermute_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) { no_cuda("moe_unpermute_backward"); }
+void moe_unpermute_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) {
+  no_cuda("moe_unpermute_backward");
+}
 
-void attention_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) { no_cuda("attention_forward"); }
+void attention_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) {
+  no_cuda("attention_forward");
+}
 
-void attention_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) { no_cuda("attention_backward"); }
+void attention_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                        const Tensor&, const Tensor&, const Tensor&) {
+  no_cuda("attention_backward");
+}
 
 void reserve_attention_backward(int64_t, int64_t, int64_t) { no_cuda("reserve_attention_backward"); }
 
 void matmul_forward(const Tensor&, const Tensor&, const Tensor&) { no_cuda("matmul_forward"); }
 
-void matmul_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) { no_cuda("matmul_backward"); }
+void matmul_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) {
+  no_cuda("matmul_backward");
+}
 
-void grouped_matmul_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&) { no_cuda("grouped_matmul_forward"); }
+void grouped_matmul_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&) {
+  no_cuda("grouped_matmul_forward");
+}
 
-void grouped_matmul_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) { no_cuda("grouped_matmul_backward"); }
-
+void grouped_matmul_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) {
+  no_cuda("grouped_matmul_backward");
+}
 
 }  // namespace moe::cuda

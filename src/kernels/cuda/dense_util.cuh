@@ -94,5 +94,4 @@ __device__ __forceinline__ int64_t global_index() {
 
 __device__ __forceinline__ int64_t grid_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
-
 }  // namespace moe::cuda::dense

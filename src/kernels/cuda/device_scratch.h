@@ -31,7 +31,8 @@ class DeviceScratch {
     if (bytes <= b.bytes) return b.data;
     if (StreamGraph::alive() > 0) {
       throw std::logic_error(op + ": its " + name_ + " needs " + std::to_string(bytes) + " bytes, but holds " +
-                             std::to_string(b.bytes) + ", sized when the model was built, and a CUDA graph that "
+                             std::to_string(b.bytes) +
+                             ", sized when the model was built, and a CUDA graph that "
                              "may hold its address is alive: the model must reserve its largest shapes when it "
                              "is built");
     }

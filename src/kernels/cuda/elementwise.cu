@@ -104,8 +104,8 @@ void add_inplace(const Tensor& y, const Tensor& x) {
     with_float_type(x.dtype, [&](auto x_tag) {
       using TY = typename decltype(y_tag)::type;
       using TX = typename decltype(x_tag)::type;
-      add_inplace_kernel<TY, TX><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
-          static_cast<TY*>(y.data), static_cast<const TX*>(x.data), n);
+      add_inplace_kernel<TY, TX><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(static_cast<TY*>(y.data),
+                                                                                   static_cast<const TX*>(x.data), n);
     });
   });
   check_launch(op, args);
@@ -170,8 +170,7 @@ double sum_squares_many(const std::vector<Tensor>& xs) {
   const unsigned blocks = multi_tensor::blocks_for(table.chunks(), kMaxPartials);
   double* partials = sum_squares_scratch();
   double* result = partials + kMaxPartials;
-  sum_squares_many_partial_kernel<<<blocks, kThreads, 0, stream()>>>(partials, entries, table.count(),
-                                                                     table.chunks());
+  sum_squares_many_partial_kernel<<<blocks, kThreads, 0, stream()>>>(partials, entries, table.count(), table.chunks());
   multi_tensor::check_list_launch(op, table.count(), table.chunks());
   sum_partials_kernel<<<1, kThreads, 0, stream()>>>(result, partials, static_cast<int>(blocks));
   multi_tensor::check_list_launch(op, table.count(), table.chunks());

@@ -45,9 +45,9 @@ __global__ void embedding_forward_kernel(TO* out_ND, const int32_t* tokens_N, co
 // Cost: every leader scans all N token ids (O(N^2) id compares in total, read
 // through L1/L2) besides the O(N*D) row traffic.
 template <typename TG>
-__global__ void __launch_bounds__(kThreads) embedding_backward_kernel(float* dtable_VD, const TG* dout_ND,
-                                                                      const int32_t* tokens_N, int64_t N, int64_t V,
-                                                                      int64_t D) {
+__global__ void __launch_bounds__(kThreads)
+    embedding_backward_kernel(float* dtable_VD, const TG* dout_ND, const int32_t* tokens_N, int64_t N, int64_t V,
+                              int64_t D) {
   __shared__ int32_t matches[kThreads];  // chunk-relative positions holding t, ascending
   __shared__ int warp_counts[kWarps];
   const int64_t n = blockIdx.x;

@@ -65,7 +65,6 @@ constexpr int kThreads = 128;  // 4 warps, 2 x 2, each a 32 x 32 sub-tile (WMMA 
 constexpr int kPad = 8;        // shared-memory row padding, in elements (keeps 16-byte rows, breaks bank stride)
 constexpr int kCPad = 4;       // padding of the fp32 staging tile (WMMA store needs a multiple of 4)
 
-
 // Shared-memory tiles of one K step. A is BM x BK (stored BK x BM when read
 // transposed), B is BK x BN (stored BN x BK when read transposed); the
 // contiguous dimension in memory is the contiguous one in shared memory, so
@@ -88,9 +87,8 @@ constexpr int tile_bytes() {
 constexpr int max_of(int a, int b) { return a > b ? a : b; }
 // Enough for every instantiation (the fp32 A + B tiles are the largest, 20 KiB);
 // the WMMA epilogue's fp32 staging tile reuses the same bytes.
-constexpr int kSmemBytes =
-    max_of(max_of(kCBytes, tile_bytes<float, false, false>()),
-           max_of(tile_bytes<float, true, false>(), tile_bytes<float, false, true>()));
+constexpr int kSmemBytes = max_of(max_of(kCBytes, tile_bytes<float, false, false>()),
+                                  max_of(tile_bytes<float, true, false>(), tile_bytes<float, false, true>()));
 static_assert(tile_bytes<bf16, false, false>() <= kSmemBytes && tile_bytes<bf16, true, false>() <= kSmemBytes &&
                   tile_bytes<bf16, false, true>() <= kSmemBytes,
               "smem");
@@ -343,8 +341,8 @@ __global__ void __launch_bounds__(kThreads)
   expert_rows(offsets, e, M, &begin, &end);
   if (begin >= end) return;  // no rows: dW[e] stays as it was (same value in every thread)
   gemm_tile<T, float, true, false>(x, I, dout, O, dW + static_cast<int64_t>(e) * I * O, O,
-                                   static_cast<int64_t>(blockIdx.y) * kBM, I, static_cast<int64_t>(blockIdx.x) * kBN,
-                                   O, begin, end, /*accumulate=*/true, smem);
+                                   static_cast<int64_t>(blockIdx.y) * kBM, I, static_cast<int64_t>(blockIdx.x) * kBN, O,
+                                   begin, end, /*accumulate=*/true, smem);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -394,17 +392,17 @@ void launch_rows(const char* op, const Describe& shapes, const Tensor& C, const 
   const int32_t* off = static_cast<const int32_t*>(offsets.data);
   cudaStream_t s = stream();
   if (A.dtype == DType::kBF16 && C.dtype == DType::kBF16) {
-    grouped_rows_kernel<bf16, bf16, kTransB><<<grid, kThreads, 0, s>>>(
-        static_cast<bf16*>(C.data), static_cast<const bf16*>(A.data), static_cast<const bf16*>(W.data), stride, off,
-        e, M, N, K, accumulate);
+    grouped_rows_kernel<bf16, bf16, kTransB>
+        <<<grid, kThreads, 0, s>>>(static_cast<bf16*>(C.data), static_cast<const bf16*>(A.data),
+                                   static_cast<const bf16*>(W.data), stride, off, e, M, N, K, accumulate);
   } else if (A.dtype == DType::kBF16 && C.dtype == DType::kF32) {
-    grouped_rows_kernel<bf16, float, kTransB><<<grid, kThreads, 0, s>>>(
-        static_cast<float*>(C.data), static_cast<const bf16*>(A.data), static_cast<const bf16*>(W.data), stride, off,
-        e, M, N, K, accumulate);
+    grouped_rows_kernel<bf16, float, kTransB>
+        <<<grid, kThreads, 0, s>>>(static_cast<float*>(C.data), static_cast<const bf16*>(A.data),
+                                   static_cast<const bf16*>(W.data), stride, off, e, M, N, K, accumulate);
   } else if (A.dtype == DType::kF32 && C.dtype == DType::kF32) {
-    grouped_rows_kernel<float, float, kTransB><<<grid, kThreads, 0, s>>>(
-        static_cast<float*>(C.data), static_cast<const float*>(A.data), static_cast<const float*>(W.data), stride,
-        off, e, M, N, K, accumulate);
+    grouped_rows_kernel<float, float, kTransB>
+        <<<grid, kThreads, 0, s>>>(static_cast<float*>(C.data), static_cast<const float*>(A.data),
+                                   static_cast<const float*>(W.data), stride, off, e, M, N, K, accumulate);
   } else {
     throw std::logic_error(std::string(op) + ": unsupported dtypes " + shapes());
   }
@@ -424,15 +422,15 @@ bool types_ok(DType in, std::initializer_list<const Tensor*> inputs, std::initia
 void grouped_matmul_forward(const Tensor& out_MO, const Tensor& x_MI, const Tensor& w_EIO, const Tensor& offsets_E1) {
   const char* op = "grouped_matmul_forward";
   const auto shapes = [&] {
-    return describe(out_MO) + " = " + describe(x_MI) + " x " + describe(w_EIO) + ", offsets " +
-           describe(offsets_E1);
+    return describe(out_MO) + " = " + describe(x_MI) + " x " + describe(w_EIO) + ", offsets " + describe(offsets_E1);
   };
   const int64_t M = rows_of(x_MI), E = w_EIO.size(0), I = w_EIO.size(1), O = w_EIO.size(2);
   check_device(op, {&out_MO, &x_MI, &w_EIO, &offsets_E1}, shapes);
   if (!types_ok(x_MI.dtype, {&w_EIO}, {&out_MO}) || offsets_E1.dtype != DType::kI32) {
     throw std::logic_error(std::string(op) +
                            ": unsupported dtypes (x and w both bf16 or both f32; out f32, or bf16 for bf16 inputs; "
-                           "offsets i32): " + shapes());
+                           "offsets i32): " +
+                           shapes());
   }
   if (M == 0 || O == 0 || E == 0) return;
   launch_rows<false>(op, shapes, out_MO, x_MI, w_EIO, offsets_E1, E, M, O, I, /*accumulate=*/false);
@@ -448,12 +446,13 @@ void grouped_matmul_backward(const Tensor& dx_MI, const Tensor& dw_EIO, const Te
   const int64_t M = rows_of(x_MI), E = w_EIO.size(0), I = w_EIO.size(1), O = w_EIO.size(2);
   check_device(op, {&dx_MI, &dw_EIO, &dout_MO, &x_MI, &w_EIO, &offsets_E1}, shapes);
   const bool with_dx = dx_MI.data != nullptr;
-  const bool ok = with_dx ? types_ok(x_MI.dtype, {&dout_MO, &w_EIO}, {&dx_MI})
-                          : types_ok(x_MI.dtype, {&dout_MO, &w_EIO}, {});
+  const bool ok =
+      with_dx ? types_ok(x_MI.dtype, {&dout_MO, &w_EIO}, {&dx_MI}) : types_ok(x_MI.dtype, {&dout_MO, &w_EIO}, {});
   if (!ok || dw_EIO.dtype != DType::kF32 || offsets_E1.dtype != DType::kI32) {
     throw std::logic_error(std::string(op) +
                            ": unsupported dtypes (x, dout and w all bf16 or all f32; dx f32, or bf16 for bf16 "
-                           "inputs; dw f32; offsets i32): " + shapes());
+                           "inputs; dw f32; offsets i32): " +
+                           shapes());
   }
   if (M == 0 || E == 0 || I == 0 || O == 0) return;
   if (with_dx) launch_rows<true>(op, shapes, dx_MI, dout_MO, w_EIO, offsets_E1, E, M, I, O, /*accumulate=*/true);

@@ -47,8 +47,8 @@ int64_t registers_per_block(const KernelResources& k, const GpuLimits& gpu, int6
 
 std::string launch_violation(const KernelResources& k, const GpuLimits& gpu, int64_t threads,
                              int64_t dynamic_shared_bytes) {
-  const std::string who = "launch of " + k.kernel + " on " + gpu.name + " (" + k.arch + ") with " +
-                          std::to_string(threads) + " threads: ";
+  const std::string who =
+      "launch of " + k.kernel + " on " + gpu.name + " (" + k.arch + ") with " + std::to_string(threads) + " threads: ";
   if (threads < 1 || threads > gpu.max_threads) {
     return who + "a block holds 1 to " + std::to_string(gpu.max_threads) + " threads";
   }

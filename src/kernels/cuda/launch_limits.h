@@ -28,11 +28,11 @@ struct KernelResources {
 // Per-block limits of one GPU (CUDA programming guide, "Technical
 // Specifications per Compute Capability").
 struct GpuLimits {
-  std::string name;                // "A100"
-  std::string arch;                // the architecture its kernels are built for
-  int max_threads = 1024;          // threads per block
+  std::string name;        // "A100"
+  std::string arch;        // the architecture its kernels are built for
+  int max_threads = 1024;  // threads per block
   int registers_per_block = 65536;
-  int register_unit = 256;         // registers are given to a warp in units of this many
+  int register_unit = 256;  // registers are given to a warp in units of this many
   int64_t static_shared_bytes = 48 * 1024;
   int64_t shared_optin_bytes = 0;  // static + dynamic, with cudaFuncAttributeMaxDynamicSharedMemorySize raised
 };

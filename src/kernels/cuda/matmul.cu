@@ -57,9 +57,12 @@ std::string describe(const Tensor& t) { return std::string(dtype_name(t.dtype)) 
 
 cudaDataType_t blas_type(DType t) {
   switch (t) {
-    case DType::kF32: return CUDA_R_32F;
-    case DType::kBF16: return CUDA_R_16BF;
-    case DType::kI32: break;
+    case DType::kF32:
+      return CUDA_R_32F;
+    case DType::kBF16:
+      return CUDA_R_16BF;
+    case DType::kI32:
+      break;
   }
   throw std::logic_error("matmul: no cuBLASLt type for i32");
 }
@@ -122,8 +125,8 @@ GemmPlan make_plan(const GemmKey& key, const std::string& what) {
   cublasLtMatmulPreference_t pref = nullptr;
   check_blas(cublasLtMatmulPreferenceCreate(&pref), what + " (preference)");
   const uint64_t workspace = cublaslt_workspace_bytes();
-  cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                           &workspace, sizeof(workspace));
+  cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
+                                                           sizeof(workspace));
   const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> aligns[] = {
       {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.align_a},
       {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_b},
@@ -136,16 +139,15 @@ GemmPlan make_plan(const GemmKey& key, const std::string& what) {
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   if (st == CUBLAS_STATUS_SUCCESS) {
-    st = cublasLtMatmulAlgoGetHeuristic(cublaslt(), plan.desc, plan.a, plan.b, plan.c, plan.c, pref, 1, &result,
-                                        &found);
+    st =
+        cublasLtMatmulAlgoGetHeuristic(cublaslt(), plan.desc, plan.a, plan.b, plan.c, plan.c, pref, 1, &result, &found);
   }
   cublasLtMatmulPreferenceDestroy(pref);
   check_blas(st, what + " (heuristic)");
   if (found == 0) {
-    throw std::runtime_error("cuBLASLt has no algorithm for " + what + " (workspace " +
-                             std::to_string(workspace) + " bytes, pointer alignments " +
-                             std::to_string(key.align_a) + "/" + std::to_string(key.align_b) + "/" +
-                             std::to_string(key.align_c) + " bytes)");
+    throw std::runtime_error("cuBLASLt has no algorithm for " + what + " (workspace " + std::to_string(workspace) +
+                             " bytes, pointer alignments " + std::to_string(key.align_a) + "/" +
+                             std::to_string(key.align_b) + "/" + std::to_string(key.align_c) + " bytes)");
   }
   plan.algo = result.algo;
   return plan;
@@ -165,8 +167,8 @@ const GemmPlan& plan_for(const GemmKey& key, const Describe& what) {
 // names the op, tensors and dtypes; it runs only to build a plan or report
 // an error, so the common call builds no strings.
 template <typename Describe>
-void gemm(const Describe& what, bool transa, bool transb, int64_t m, int64_t n, int64_t k, const void* A,
-          int64_t lda, const void* B, int64_t ldb, DType ab, void* D, int64_t ldd, DType cd, bool accumulate) {
+void gemm(const Describe& what, bool transa, bool transb, int64_t m, int64_t n, int64_t k, const void* A, int64_t lda,
+          const void* B, int64_t ldb, DType ab, void* D, int64_t ldd, DType cd, bool accumulate) {
   GemmKey key;
   key.m = m, key.n = n, key.k = k, key.lda = lda, key.ldb = ldb, key.ldc = ldd;
   key.transa = transa, key.transb = transb;
@@ -174,9 +176,9 @@ void gemm(const Describe& what, bool transa, bool transb, int64_t m, int64_t n, 
   key.align_a = alignment_of(A), key.align_b = alignment_of(B), key.align_c = alignment_of(D);
   const GemmPlan& plan = plan_for(key, what);
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-  const cublasStatus_t st = cublasLtMatmul(cublaslt(), plan.desc, &alpha, A, plan.a, B, plan.b, &beta, D, plan.c,
-                                           D, plan.c, &plan.algo, cublaslt_workspace(), cublaslt_workspace_bytes(),
-                                           stream());
+  const cublasStatus_t st =
+      cublasLtMatmul(cublaslt(), plan.desc, &alpha, A, plan.a, B, plan.b, &beta, D, plan.c, D, plan.c, &plan.algo,
+                     cublaslt_workspace(), cublaslt_workspace_bytes(), stream());
   if (st != CUBLAS_STATUS_SUCCESS) check_blas(st, what());
 }
 
@@ -241,8 +243,8 @@ void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dou
     gemm([&] { return "matmul_backward (dx += dout W) " + shapes(); }, false, false, I, N, O, w_OI.data, I,
          dout_NO.data, O, x_NI.dtype, dx_NI.data, I, dx_NI.dtype, /*accumulate=*/true);
   }
-  gemm([&] { return "matmul_backward (dw += dout^T x) " + shapes(); }, false, true, I, O, N, x_NI.data, I,
-       dout_NO.data, O, x_NI.dtype, dw_OI.data, I, DType::kF32, /*accumulate=*/true);
+  gemm([&] { return "matmul_backward (dw += dout^T x) " + shapes(); }, false, true, I, O, N, x_NI.data, I, dout_NO.data,
+       O, x_NI.dtype, dw_OI.data, I, DType::kF32, /*accumulate=*/true);
 }
 
 }  // namespace moe::cuda

@@ -194,8 +194,7 @@ __global__ void permute_kernel(TO* xs_MD, const TI* x_ND, const int32_t* pair_ro
 
 // The same when both sides share a dtype: rows copied in words of W bytes.
 template <typename W>
-__global__ void permute_copy_kernel(W* xs_MV, const W* x_NV, const int32_t* pair_row_NK, int64_t M, int64_t V,
-                                    int K) {
+__global__ void permute_copy_kernel(W* xs_MV, const W* x_NV, const int32_t* pair_row_NK, int64_t M, int64_t V, int K) {
   __shared__ int32_t rows_K[kMaxTopK];
   const int64_t n = blockIdx.x;
   const int rows = sorted_rows_of_token(rows_K, pair_row_NK, n, K, M);
@@ -311,8 +310,8 @@ unsigned row_threads(int64_t words) {
 
 }  // namespace
 
-void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK,
-              const Tensor& topk_idx_NK, int64_t capacity) {
+void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK, const Tensor& topk_idx_NK,
+              int64_t capacity) {
   const char* op = "cuda::moe_plan";
   expect_dtype(offsets_E1, DType::kI32, op, "offsets");
   expect_dtype(row_pair_M, DType::kI32, op, "row_pair");
@@ -356,14 +355,13 @@ void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& 
   check_launch(op, "(scatter) " + shapes);
 }
 
-
 void gather_rows(const Tensor& dst_RD, const Tensor& src_RD, const Tensor& index_R) {
   const char* op = "cuda::gather_rows";
   expect_dtype(index_R, DType::kI32, op, "index");
   const int64_t R = index_R.numel(), rows = src_RD.ndim ? src_RD.size(0) : 0;
   const int64_t row_bytes = src_RD.size(-1) * dtype_bytes(src_RD.dtype);
-  const std::string shapes = "dst " + dst_RD.shape_string() + ", src " + src_RD.shape_string() + ", index " +
-                             index_R.shape_string();
+  const std::string shapes =
+      "dst " + dst_RD.shape_string() + ", src " + src_RD.shape_string() + ", index " + index_R.shape_string();
   expect(dst_RD.dtype == src_RD.dtype && dst_RD.size(-1) == src_RD.size(-1) && dst_RD.size(0) >= R, op, shapes);
   expect(R < (int64_t{1} << 31), op, shapes + ": more than 2^31 rows");
   if (R == 0 || row_bytes == 0) return;

@@ -25,8 +25,8 @@ constexpr int64_t kMaxChunks = 64;
 constexpr int64_t kMinChunkRows = 256;
 
 template <typename TO, typename TX, typename TW>
-__global__ void __launch_bounds__(kThreads) rmsnorm_forward_kernel(TO* out_ND, float* rstd_N, const TX* x_ND,
-                                                                   const TW* w_D, int64_t N, int64_t D, float eps) {
+__global__ void __launch_bounds__(kThreads)
+    rmsnorm_forward_kernel(TO* out_ND, float* rstd_N, const TX* x_ND, const TW* w_D, int64_t N, int64_t D, float eps) {
   const int64_t n = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;  // whole warp
   const int lane = threadIdx.x & 31;
@@ -45,9 +45,9 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_forward_kernel(TO* out_ND, f
 
 // With g = dout * w:  dx += rstd * g - rstd^3 * x * mean(g * x).
 template <typename TDX, typename TDO, typename TX, typename TW>
-__global__ void __launch_bounds__(kThreads) rmsnorm_backward_dx_kernel(TDX* dx_ND, const TDO* dout_ND, const TX* x_ND,
-                                                                       const TW* w_D, const float* rstd_N, int64_t N,
-                                                                       int64_t D) {
+__global__ void __launch_bounds__(kThreads)
+    rmsnorm_backward_dx_kernel(TDX* dx_ND, const TDO* dout_ND, const TX* x_ND, const TW* w_D, const float* rstd_N,
+                               int64_t N, int64_t D) {
   const int64_t n = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;
   const int lane = threadIdx.x & 31;
@@ -71,8 +71,8 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_backward_dx_kernel(TDX* dx_N
 // chunk's partial row partials[chunk][col] for rmsnorm_dw_reduce_kernel.
 template <typename TDO, typename TX>
 __global__ void __launch_bounds__(kCols* kRowGroups)
-    rmsnorm_backward_dw_kernel(float* dw_D, float* partials_CD, const TDO* dout_ND, const TX* x_ND,
-                               const float* rstd_N, int64_t N, int64_t D, int64_t rows_per_chunk) {
+    rmsnorm_backward_dw_kernel(float* dw_D, float* partials_CD, const TDO* dout_ND, const TX* x_ND, const float* rstd_N,
+                               int64_t N, int64_t D, int64_t rows_per_chunk) {
   __shared__ float part[kRowGroups][kCols];
   const int64_t col = static_cast<int64_t>(blockIdx.x) * kCols + threadIdx.x;
   const int64_t begin = static_cast<int64_t>(blockIdx.y) * rows_per_chunk;
@@ -122,8 +122,7 @@ void rmsnorm_forward(const Tensor& out_ND, const Tensor& rstd_N, const Tensor& x
                      is_float_type(w_D.dtype),
                  op, args, "out f32|bf16, rstd f32, x f32|bf16, w f32|bf16");
   const int64_t D = w_D.numel();
-  require_shapes(D > 0 && x_ND.numel() % D == 0 && out_ND.numel() == x_ND.numel() &&
-                     rstd_N.numel() == x_ND.numel() / D,
+  require_shapes(D > 0 && x_ND.numel() % D == 0 && out_ND.numel() == x_ND.numel() && rstd_N.numel() == x_ND.numel() / D,
                  op, "want x and out [N, D], w [D], rstd [N]", args);
   const int64_t N = x_ND.numel() / D;
   if (N == 0) return;
@@ -146,14 +145,14 @@ void rmsnorm_forward(const Tensor& out_ND, const Tensor& rstd_N, const Tensor& x
 void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dout_ND, const Tensor& x_ND,
                       const Tensor& w_D, const Tensor& rstd_N) {
   const char* op = "rmsnorm_backward";
-  const auto args = {Arg{"dx", dx_ND}, Arg{"dw", dw_D},  Arg{"dout", dout_ND},
-                     Arg{"x", x_ND},   Arg{"w", w_D},    Arg{"rstd", rstd_N}};
+  const auto args = {Arg{"dx", dx_ND}, Arg{"dw", dw_D}, Arg{"dout", dout_ND},
+                     Arg{"x", x_ND},   Arg{"w", w_D},   Arg{"rstd", rstd_N}};
   require_dtypes(is_float_type(dx_ND.dtype) && dw_D.dtype == DType::kF32 && is_float_type(dout_ND.dtype) &&
                      is_float_type(x_ND.dtype) && is_float_type(w_D.dtype) && rstd_N.dtype == DType::kF32,
                  op, args, "dx f32|bf16, dw f32, dout f32|bf16, x f32|bf16, w f32|bf16, rstd f32");
   const int64_t D = w_D.numel();
-  require_shapes(D > 0 && x_ND.numel() % D == 0 && dx_ND.numel() == x_ND.numel() &&
-                     dout_ND.numel() == x_ND.numel() && dw_D.numel() == D && rstd_N.numel() == x_ND.numel() / D,
+  require_shapes(D > 0 && x_ND.numel() % D == 0 && dx_ND.numel() == x_ND.numel() && dout_ND.numel() == x_ND.numel() &&
+                     dw_D.numel() == D && rstd_N.numel() == x_ND.numel() / D,
                  op, "want dx, dout and x [N, D], w and dw [D], rstd [N]", args);
   const int64_t N = x_ND.numel() / D;
   if (N == 0) return;
@@ -168,8 +167,8 @@ void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dou
           using TX = typename decltype(x_tag)::type;
           using TW = typename decltype(w_tag)::type;
           rmsnorm_backward_dx_kernel<TDX, TDO, TX, TW><<<blocks, kThreads, 0, stream()>>>(
-              static_cast<TDX*>(dx_ND.data), static_cast<const TDO*>(dout_ND.data),
-              static_cast<const TX*>(x_ND.data), static_cast<const TW*>(w_D.data), rstd_N.f32(), N, D);
+              static_cast<TDX*>(dx_ND.data), static_cast<const TDO*>(dout_ND.data), static_cast<const TX*>(x_ND.data),
+              static_cast<const TW*>(w_D.data), rstd_N.f32(), N, D);
         });
       });
     });
@@ -186,9 +185,9 @@ void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dou
     with_float_type(x_ND.dtype, [&](auto x_tag) {
       using TDO = typename decltype(dout_tag)::type;
       using TX = typename decltype(x_tag)::type;
-      rmsnorm_backward_dw_kernel<TDO, TX><<<dw_grid, dw_block, 0, stream()>>>(
-          dw_D.f32(), partials, static_cast<const TDO*>(dout_ND.data), static_cast<const TX*>(x_ND.data),
-          rstd_N.f32(), N, D, rows_per_chunk);
+      rmsnorm_backward_dw_kernel<TDO, TX>
+          <<<dw_grid, dw_block, 0, stream()>>>(dw_D.f32(), partials, static_cast<const TDO*>(dout_ND.data),
+                                               static_cast<const TX*>(x_ND.data), rstd_N.f32(), N, D, rows_per_chunk);
     });
   });
   check_launch(op, args);

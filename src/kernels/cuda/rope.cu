@@ -26,8 +26,8 @@ struct InvFreq {
 
 // One thread per (row n, pair i), applied to all H heads with one sincos.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) rope_kernel(T* x_NHDh, int64_t N, int64_t T_len, int64_t H, int64_t Dh,
-                                                        const InvFreq inv_freq, float sign) {
+__global__ void __launch_bounds__(kThreads)
+    rope_kernel(T* x_NHDh, int64_t N, int64_t T_len, int64_t H, int64_t Dh, const InvFreq inv_freq, float sign) {
   __shared__ float freq[kMaxHalf];
   const int64_t half = Dh / 2;
   for (int64_t i = threadIdx.x; i < half; i += blockDim.x) freq[i] = inv_freq.v[i];

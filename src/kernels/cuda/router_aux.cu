@@ -142,9 +142,9 @@ __global__ void aux_token_kernel(float* daux_logits_NE, double* partial_P_BCE, d
 //   load_balance     = E sum_e f_e P_e            (f_e = counts_e / (N K), P_e = mean_n q_ne)
 //   sequence_balance = E/B sum_b sum_e f_be P_be
 //   z_loss           = mean_n lse_n^2
-__global__ void __launch_bounds__(kFinalizeThreads) aux_finalize_kernel(float* aux_3, const double* partial_P_BCE,
-                                    const double* partial_z_BC, const int32_t* counts_E, const int32_t* seq_counts_BE,
-                                    int64_t B, int64_t T, int E_, int K_, int chunks) {
+__global__ void __launch_bounds__(kFinalizeThreads)
+    aux_finalize_kernel(float* aux_3, const double* partial_P_BCE, const double* partial_z_BC, const int32_t* counts_E,
+                        const int32_t* seq_counts_BE, int64_t B, int64_t T, int E_, int K_, int chunks) {
   __shared__ double scratch[32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
   const int64_t E = E_, K = K_, N = B * T;

@@ -22,7 +22,8 @@ struct __nv_bfloat16 {
   static unsigned short round(float f) {
     uint32_t u;
     std::memcpy(&u, &f, 4);
-    if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu) != 0) return static_cast<unsigned short>((u >> 16) | 0x40u);
+    if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu) != 0)
+      return static_cast<unsigned short>((u >> 16) | 0x40u);
     return static_cast<unsigned short>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
   }
 };

@@ -46,7 +46,9 @@ using uint3 = dim3;
 extern dim3 threadIdx, blockIdx, blockDim, gridDim;
 constexpr int warpSize = 32;
 
-struct alignas(16) uint4 { unsigned x, y, z, w; };
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
+};
 inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
 
 // ---- the scheduler (tools/cuda_emu/fibers.cc) ---------------------------------
