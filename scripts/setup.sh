@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The only set-up step: installs the Debian packages that the build and the
-# tests need. Idempotent: packages already present are not touched, and
+# tests need, then fetches the two pinned header-only NVIDIA packages
+# (scripts/fetch_vendor_headers.sh). Idempotent: packages already present are not touched, and
 # `apt-get update` runs at most once, only when something is missing.
 set -euo pipefail
 
@@ -18,6 +19,7 @@ packages=(
   fortunes               # real English text: the default training corpus when no dataset is configured
   clang                  # builds the libFuzzer target over the checkpoint readers (tests/fuzz)
   libclang-rt-14-dev     # libFuzzer and the sanitizer runtimes for clang 14
+  python3-pip            # only as the download client of the two pinned NVIDIA header packages
 )
 
 missing=()
@@ -33,3 +35,6 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 echo "setup.sh: all build and test packages present"
+
+# cuDNN's C++ graph API and CUTLASS: header-only, pinned by version and SHA-256.
+"$(dirname "${BASH_SOURCE[0]}")/fetch_vendor_headers.sh"
