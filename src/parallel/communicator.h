@@ -88,6 +88,10 @@ class CollectiveBatch {
 double all_reduce_value(Communicator& group, double value, ReduceOp op);
 // Whether any rank of the group passes true (every rank gets the same answer).
 bool any_rank(Communicator& group, bool flag);
+// Every rank's bytes, in rank order, on every rank: strings of any length
+// (metadata as text, for example). Two all_gathers: the lengths, then the
+// bytes padded to the longest.
+std::vector<std::string> all_gather_bytes(Communicator& group, const std::string& mine);
 
 // Initialises MPI once per process (MPI_THREAD_FUNNELED; a singleton without
 // mpirun is one rank) and finalises it at exit.

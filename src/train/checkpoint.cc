@@ -154,26 +154,14 @@ std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const
   }
   agree_or_throw(world, error, "writing the checkpoint");
 
-  // Rank 0 learns every file's size and CRC, and where each piece went.
+  // Rank 0 learns every file's size and CRC, and where each piece went: each
+  // rank's part as JSON text, gathered.
   const int W = world.size();
-  std::vector<int32_t> mine = {static_cast<int32_t>(written.crc32), static_cast<int32_t>(written.bytes >> 32),
-                               static_cast<int32_t>(written.bytes & 0xFFFFFFFFu)};
-  std::vector<int32_t> all(3 * static_cast<size_t>(W));
-  world.all_gather(view_of(all.data(), {3 * W}, DType::kI32), view_of(mine.data(), {3}, DType::kI32));
-  // Where each rank's pieces sit, as JSON text gathered on every rank.
-  nlohmann::json mine_pieces = nlohmann::json::object();
+  nlohmann::json mine = {{"bytes", written.bytes}, {"crc32", written.crc32}, {"pieces", nlohmann::json::object()}};
   for (const StateTensor& s : state) {
-    if (s.written_here) mine_pieces[s.name] = piece_json(s, world.rank());
+    if (s.written_here) mine["pieces"][s.name] = piece_json(s, world.rank());
   }
-  const std::string pieces = mine_pieces.dump();
-  // Variable-length gather: lengths first, then the bytes (as i32 words).
-  std::vector<int32_t> len_in = {static_cast<int32_t>(pieces.size())}, lens(static_cast<size_t>(W));
-  world.all_gather(view_of(lens.data(), {W}, DType::kI32), view_of(len_in.data(), {1}, DType::kI32));
-  const int32_t longest = *std::max_element(lens.begin(), lens.end());
-  const int64_t words = (longest + 3) / 4;
-  std::vector<int32_t> text_in(static_cast<size_t>(words), 0), text_all(static_cast<size_t>(words * W));
-  std::memcpy(text_in.data(), pieces.data(), pieces.size());
-  world.all_gather(view_of(text_all.data(), {words * W}, DType::kI32), view_of(text_in.data(), {words}, DType::kI32));
+  const std::vector<std::string> parts = all_gather_bytes(world, mine.dump());
 
   if (rank0) {
     try {
@@ -196,10 +184,12 @@ std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const
       meta["build"] = build;
       meta["config"] = config_to_json(cfg);
       nlohmann::ordered_json files = nlohmann::ordered_json::array();
+      std::vector<nlohmann::json> rank_parts;
       for (int r = 0; r < W; ++r) {
-        const auto bytes = (static_cast<uint64_t>(static_cast<uint32_t>(all[3 * r + 1])) << 32) |
-                           static_cast<uint32_t>(all[3 * r + 2]);
-        files.push_back({{"name", rank_file(r)}, {"bytes", bytes}, {"crc32", static_cast<uint32_t>(all[3 * r])}});
+        rank_parts.push_back(nlohmann::json::parse(parts[static_cast<size_t>(r)]));
+        files.push_back({{"name", rank_file(r)},
+                         {"bytes", rank_parts.back()["bytes"].get<uint64_t>()},
+                         {"crc32", rank_parts.back()["crc32"].get<uint32_t>()}});
       }
       meta["files"] = files;
       nlohmann::ordered_json tensors = nlohmann::ordered_json::object();
@@ -207,10 +197,8 @@ std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const
         tensors[s.name] = {
             {"shape", s.place.global_shape}, {"dtype", "F32"}, {"pieces", nlohmann::ordered_json::array()}};
       }
-      for (int r = 0; r < W; ++r) {
-        const char* text = reinterpret_cast<const char*>(text_all.data() + static_cast<size_t>(r) * words);
-        const nlohmann::json rank_pieces = nlohmann::json::parse(std::string(text, static_cast<size_t>(lens[r])));
-        for (auto it = rank_pieces.begin(); it != rank_pieces.end(); ++it) {
+      for (const nlohmann::json& part : rank_parts) {
+        for (auto it = part["pieces"].begin(); it != part["pieces"].end(); ++it) {
           tensors[it.key()]["pieces"].push_back(nlohmann::ordered_json(it.value()));
         }
       }

@@ -363,9 +363,9 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
         std::fprintf(stderr, "moe_train: error: rank %s: %s%s\n", first.c_str(), data_error.c_str(), saved.c_str());
         std::fflush(stderr);
       }
-      throw UserError(
-          rank0_failed ? data_error + saved
-                       : fmt::format("a data error on rank {} stopped the run (rank {}'s line above)", ranks, first));
+      throw UserError(rank0_failed ? data_error + saved
+                                   : fmt::format("a data error on rank {} stopped the run (rank {}'s line above){}",
+                                                 ranks, first, saved));
     }
     StepMetrics sm = stop_all_ranks_on_error(mesh.world(), [&] { return runner.step(step, sampler); });
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -5,6 +5,8 @@
 #include <mpi.h>
 
 #include <numeric>
+#include <string>
+#include <vector>
 
 #include "src/core/bf16.h"
 #include "src/core/tensor_pool.h"
@@ -70,6 +72,18 @@ TEST_CASE("broadcast from a non-zero root") {
   for (int i = 0; i < 4; ++i) t.f32()[i] = test_world().rank() == root ? 3.5f * i : -1.0f;
   test_world().broadcast(t, root);
   for (int i = 0; i < 4; ++i) CHECK(t.f32()[i] == 3.5f * i);
+}
+
+TEST_CASE("all_gather_bytes: strings of every length, the empty one included, in rank order") {
+  const int n = test_world().size();
+  auto text_of = [](int r) {
+    std::string t;
+    for (int i = 0; i < 3 * r + (r % 2); ++i) t += static_cast<char>('a' + (r + i) % 26);
+    return t;
+  };
+  const std::vector<std::string> all = moe::all_gather_bytes(test_world(), text_of(test_world().rank()));
+  REQUIRE(all.size() == static_cast<size_t>(n));
+  for (int r = 0; r < n; ++r) CHECK(all[static_cast<size_t>(r)] == text_of(r));
 }
 
 TEST_CASE("all_to_all_v with uneven and zero counts (as an expert dispatch with idle experts)") {
