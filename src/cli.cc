@@ -41,7 +41,6 @@
 #include "src/train/gpu_check_cache.h"
 #include "src/train/gpu_check_nccl.h"
 #include "src/train/import_hf.h"
-#include "src/train/step_runner.h"
 #include "src/train/trainer.h"
 
 namespace moe {

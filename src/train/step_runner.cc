@@ -33,15 +33,6 @@ Placement select_placement(const TrainConfig& t, std::optional<Placement> forced
 
 }  // namespace
 
-Placement placement_of(const TrainConfig& t) {
-  Placement p;
-  if (t.device == "cuda") {
-    p.device = Device::kCuda;
-    p.compute = t.mixed_precision == "bf16" ? DType::kBF16 : DType::kF32;
-  }
-  return p;
-}
-
 StepRunner::StepRunner(const JobConfig& cfg, Mesh& mesh, std::optional<Placement> placement)
     : cfg_(cfg),
       mesh_(mesh),

@@ -28,19 +28,10 @@
 #include "src/train/checkpoint.h"
 #include "src/train/metrics.h"
 #include "src/train/optimizer.h"
+#include "src/train/placement.h"
 #include "src/train/state_tensor.h"
 
 namespace moe {
-
-// Where a run computes and in which dtype (train.device, train.mixed_precision):
-// the CPU always computes in fp32 (its reference kernels are fp32); a GPU
-// computes in bf16 with fp32 masters, or in fp32 for checking.
-struct Placement {
-  Device device = Device::kCpu;
-  DType compute = DType::kF32;
-  int gpu = -1;  // the CUDA device this rank selected (given: that one; -1: by local rank)
-};
-Placement placement_of(const TrainConfig& t);
 
 class StepRunner {
  public:

@@ -5,9 +5,9 @@
 
 #include <memory>
 
-#include "src/config/schema.h"
+#include "src/config/derived.h"
 #include "src/parallel/communicator.h"
-#include "src/train/step_runner.h"
+#include "src/train/placement.h"
 
 namespace moe {
 

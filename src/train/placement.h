@@ -1,0 +1,19 @@
+// Where a run computes and in which dtype (train.device, train.mixed_precision):
+// the CPU always computes in fp32 (its reference kernels are fp32); a GPU
+// computes in bf16 with fp32 masters, or in fp32 for checking.
+#pragma once
+
+#include "src/config/job_config.h"
+#include "src/core/tensor.h"
+
+namespace moe {
+
+struct Placement {
+  Device device = Device::kCpu;
+  DType compute = DType::kF32;
+  int gpu = -1;  // the CUDA device this rank selected (given: that one; -1: by local rank)
+};
+
+Placement placement_of(const TrainConfig& t);
+
+}  // namespace moe
