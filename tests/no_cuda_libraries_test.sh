@@ -46,6 +46,7 @@ for step in help version dry_run prepare train; do
 done
 check "--help prints the usage" grep -q "usage: moe_train" "$tmp/help.out"
 check "--version says they are not found" grep -q "^cublas_found none" "$tmp/version.out"
+check "--version says cuDNN is not found either" grep -q "^cudnn_found none" "$tmp/version.out"
 check "--dry-run prints the plan" grep -q "active per token" "$tmp/dry_run.out"
 check "CPU training runs its steps" grep -q "step 2/2 | loss" "$tmp/train.out" "$tmp/train.err"
 for step in cuda check_gpu; do

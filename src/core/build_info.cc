@@ -61,6 +61,9 @@ std::vector<std::pair<std::string, std::string>> build_facts() {
                      libraries ? library_version(static_cast<long long>(cublasLtGetVersion())) + cublas_at : "none");
   facts.emplace_back("nccl_found",
                      libraries && ncclGetVersion(&nccl) == ncclSuccess ? library_version(nccl) + nccl_at : "none");
+#if !MOE_TRAIN_CUDA_EMULATOR
+  facts.emplace_back("cudnn_found", cuda_libraries::cudnn_found());
+#endif
   cudaGetLastError();  // a failed query leaves nothing behind for the next CUDA call
 #else
   facts.emplace_back("cuda_built", "none");

@@ -93,6 +93,20 @@ std::string load() {
          "and set CUDA_HOME (NCCL_HOME) or LD_LIBRARY_PATH to their folder";
 }
 
+std::string cudnn_found() {
+  // cuDNN 9's version number is major * 10000 + minor * 100 + patch.
+  static Library lib{"libcudnn.so.9", "CUDNN_HOME"};
+  static std::once_flag tried;
+  std::call_once(tried, [] { open(lib); });
+  if (lib.handle == nullptr) return "none";
+  using GetVersion = size_t (*)();
+  const auto get_version = reinterpret_cast<GetVersion>(dlsym(lib.handle, "cudnnGetVersion"));
+  if (get_version == nullptr) return "none";
+  const size_t v = get_version();
+  return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100) + " (" +
+         lib.path + ")";
+}
+
 std::string cublaslt_path() { return cublaslt().path; }
 std::string nccl_path() { return nccl().path; }
 

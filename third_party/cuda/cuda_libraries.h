@@ -18,5 +18,8 @@ std::string load();
 // Where a library was found ("" when not loaded): for --version.
 std::string cublaslt_path();
 std::string nccl_path();
+// cuDNN 9 (libcudnn.so.9), looked for the same way but only when asked, since
+// no path needs it yet: "9.13.0 (/path/libcudnn.so.9)", or "none".
+std::string cudnn_found();
 
 }  // namespace moe::cuda_libraries
