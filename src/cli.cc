@@ -451,7 +451,7 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
       if (cl.print_config) out << config_to_json(cfg).dump(2) << "\n";
       if (cl.dry_run) {
         // "auto" plans for the device a run would train on here.
-        if (cfg.train.device == "auto") cfg.train.device = cuda_device_count() > 0 ? "cuda" : "cpu";
+        if (cfg.train.device == "auto") cfg.train.device = auto_device();
         const DryRunReport report = estimate_dry_run(cfg, layout);
         out << format_dry_run(report, cfg, cl.config_path);
         const bool on_gpu = cfg.train.device == "cuda";
@@ -462,11 +462,7 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
             out.flush();
             throw UserError(problem);
           }
-          const double spare = static_cast<double>(budget->bytes) -
-                               static_cast<double>(report.total_bytes) * static_cast<double>(budget->ranks_sharing);
-          out << fmt::format("  fits {} ({:.1f} GiB): {:.1f} GiB to spare\n", budget->what,
-                             static_cast<double>(budget->bytes) / (1024.0 * 1024 * 1024),
-                             spare / (1024.0 * 1024 * 1024));
+          out << "  " << memory_fit_summary(report.total_bytes, *budget) << "\n";
         }
       }
       return 0;

@@ -4,6 +4,7 @@
 #include "src/config/load.h"
 #include "src/config/validate.h"
 #include "src/train/dry_run.h"
+#include "src/parallel/launch_env.h"
 #include "src/train/memory_fit.h"
 
 #include <cstdlib>
@@ -124,8 +125,12 @@ TEST_CASE("a plan fits when the ranks of a node together fit its memory") {
   const std::string problem = moe::memory_fit_problem(3 * gib, node);
   CHECK_THAT(problem, Catch::Contains("the plan needs 3.00 GiB per rank (12.00 GiB for the 4 ranks of this node), and "
                                       "this node's host RAM (shared by its 4 ranks) has 10.00 GiB for it"));
+  // The node's rank count comes from the launcher (here mpirun's variables).
+  setenv("OMPI_COMM_WORLD_RANK", "0", 1);
+  setenv("OMPI_COMM_WORLD_SIZE", "3", 1);
   setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "3", 1);
-  CHECK(moe::ranks_on_this_node() == 3);
-  unsetenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  CHECK(moe::read_launch_env().local_size == 3);
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE"})
+    unsetenv(name);
   CHECK(moe::host_memory_bytes() > 0);
 }

@@ -107,11 +107,8 @@ void check_sizes(const JobConfig& c) {
 // Sizes far beyond any model trained today, so that every count and byte
 // size the planner and the model form from them fits int64: a size past its
 // bound is one line, never an overflow, a hang or an abort in an allocation.
-void at_most(const std::string& key, int64_t v, int64_t max) {
-  if (v > max) reject(key, v, fmt::format("must be at most {}", max), "this is far beyond any model; check the value");
-}
-
-void at_most(const std::string& key, double v, double max) {
+template <typename T>
+void at_most(const std::string& key, T v, T max) {
   if (v > max) reject(key, v, fmt::format("must be at most {}", max), "this is far beyond any model; check the value");
 }
 

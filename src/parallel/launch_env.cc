@@ -16,11 +16,12 @@ bool read_int(const char* name, int64_t& out) {
   return true;
 }
 
-// Reads one launcher's triple; all of rank and size must be present.
-bool read_triple(const char* rank, const char* size, const char* local, LaunchEnv& env) {
+// Reads one launcher's variables; rank and size must be present.
+bool read_launcher(const char* rank, const char* size, const char* local_rank, const char* local_size, LaunchEnv& env) {
   LaunchEnv e;
   if (!read_int(rank, e.rank) || !read_int(size, e.world_size)) return false;
-  if (!read_int(local, e.local_rank)) e.local_rank = 0;
+  if (!read_int(local_rank, e.local_rank)) e.local_rank = 0;
+  if (!read_int(local_size, e.local_size) || e.local_size < 1) e.local_size = 1;
   env = e;
   return true;
 }
@@ -29,11 +30,15 @@ bool read_triple(const char* rank, const char* size, const char* local, LaunchEn
 
 LaunchEnv read_launch_env() {
   LaunchEnv env;
-  if (read_triple("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", env)) return env;
-  if (read_triple("PMI_RANK", "PMI_SIZE", "PMI_LOCAL_RANK", env)) return env;
+  if (read_launcher("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+                    "OMPI_COMM_WORLD_LOCAL_SIZE", env))
+    return env;
+  if (read_launcher("PMI_RANK", "PMI_SIZE", "PMI_LOCAL_RANK", "MPI_LOCALNRANKS", env)) return env;
   // srun sets these for every task of the step; sbatch alone (one process) too,
   // which is what SLURM_NTASKS then says.
-  if (std::getenv("SLURM_STEP_ID") && read_triple("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", env)) return env;
+  if (std::getenv("SLURM_STEP_ID") &&
+      read_launcher("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE", env))
+    return env;
   return env;
 }
 

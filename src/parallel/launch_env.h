@@ -12,10 +12,12 @@ struct LaunchEnv {
   int64_t rank = 0;
   int64_t world_size = 1;
   int64_t local_rank = 0;
+  int64_t local_size = 1;  // ranks of the job on this node (1 where the launcher does not say)
 };
 
-// OpenMPI's OMPI_COMM_WORLD_*, then PMI's, then Slurm's SLURM_PROCID /
-// SLURM_NTASKS / SLURM_LOCALID; a plain process is rank 0 of 1.
+// OpenMPI's OMPI_COMM_WORLD_*, then PMI's (with MPI_LOCALNRANKS), then Slurm's
+// SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID (with SLURM_NTASKS_PER_NODE); a
+// plain process is rank 0 of 1.
 LaunchEnv read_launch_env();
 
 }  // namespace moe

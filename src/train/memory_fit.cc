@@ -7,6 +7,7 @@
 #include <string>
 
 #include "src/core/cuda_device.h"
+#include "src/parallel/launch_env.h"
 
 namespace moe {
 namespace {
@@ -21,9 +22,9 @@ int64_t read_limit(const char* path) {
   return static_cast<int64_t>(std::strtoull(text.c_str(), nullptr, 10));
 }
 
-int64_t env_int(const char* name) {
-  const char* v = std::getenv(name);
-  return v && *v ? std::atoll(v) : 0;
+// What the ranks that share the budget plan for together.
+double needed(int64_t planned_bytes_per_rank, const MemoryBudget& budget) {
+  return static_cast<double>(planned_bytes_per_rank) * static_cast<double>(budget.ranks_sharing);
 }
 
 }  // namespace
@@ -45,13 +46,6 @@ int64_t host_memory_bytes() {
   return total;
 }
 
-int64_t ranks_on_this_node() {
-  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}) {
-    if (const int64_t n = env_int(name); n > 0) return n;
-  }
-  return 1;
-}
-
 std::optional<MemoryBudget> memory_budget(bool on_gpu, int gpu) {
   if (on_gpu) {
     const int64_t bytes = gpu >= 0 ? cuda_device_memory_bytes(gpu) : 0;
@@ -62,14 +56,14 @@ std::optional<MemoryBudget> memory_budget(bool on_gpu, int gpu) {
   }
   const int64_t bytes = host_memory_bytes();
   if (bytes <= 0) return std::nullopt;
-  const int64_t ranks = ranks_on_this_node();
+  const int64_t ranks = read_launch_env().local_size;
   return MemoryBudget{bytes, ranks,
                       ranks > 1 ? fmt::format("this node's host RAM (shared by its {} ranks)", ranks)
                                 : std::string("this machine's host RAM")};
 }
 
 std::string memory_fit_problem(int64_t planned_bytes_per_rank, const MemoryBudget& budget) {
-  const double need = static_cast<double>(planned_bytes_per_rank) * static_cast<double>(budget.ranks_sharing);
+  const double need = needed(planned_bytes_per_rank, budget);
   if (need <= static_cast<double>(budget.bytes)) return "";
   return fmt::format(
       "the plan needs {:.2f} GiB per rank{}, and {} has {:.2f} GiB for it: it cannot fit; lower "
@@ -80,6 +74,12 @@ std::string memory_fit_problem(int64_t planned_bytes_per_rank, const MemoryBudge
           ? fmt::format(" ({:.2f} GiB for the {} ranks of this node)", need / kGiB, budget.ranks_sharing)
           : "",
       budget.what, static_cast<double>(budget.bytes) / kGiB);
+}
+
+std::string memory_fit_summary(int64_t planned_bytes_per_rank, const MemoryBudget& budget) {
+  const double have = static_cast<double>(budget.bytes);
+  return fmt::format("fits {} ({:.1f} GiB): {:.1f} GiB to spare", budget.what, have / kGiB,
+                     (have - needed(planned_bytes_per_rank, budget)) / kGiB);
 }
 
 }  // namespace moe

@@ -20,15 +20,16 @@ struct MemoryBudget {
 
 // Host RAM: MemTotal, or the memory cgroup's limit where lower.
 int64_t host_memory_bytes();
-// Ranks of this job on this node, from the launcher's environment (1 for a plain process).
-int64_t ranks_on_this_node();
 
-// For train.device "cpu": host RAM, shared by ranks_on_this_node(); for
+// For train.device "cpu": host RAM, shared by the job's ranks on this node
+// (read_launch_env().local_size); for
 // "cuda": GPU `gpu`'s memory, kept to 90%; nothing when the GPU cannot be asked.
 std::optional<MemoryBudget> memory_budget(bool on_gpu, int gpu);
 
 // "" when `planned_bytes_per_rank` fits the budget, else the refusal: both
 // numbers and what to lower.
 std::string memory_fit_problem(int64_t planned_bytes_per_rank, const MemoryBudget& budget);
+// The line --dry-run prints for a plan that fits: "fits <what> (X GiB): Y GiB to spare".
+std::string memory_fit_summary(int64_t planned_bytes_per_rank, const MemoryBudget& budget);
 
 }  // namespace moe

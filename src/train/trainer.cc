@@ -418,9 +418,11 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
   return outcome;
 }
 
+const char* auto_device() { return cuda_device_count() > 0 ? "cuda" : "cpu"; }
+
 void resolve_device(TrainConfig& t) {
   const bool automatic = t.device == "auto";
-  if (automatic) t.device = cuda_device_count() > 0 ? "cuda" : "cpu";
+  if (automatic) t.device = auto_device();
   if (t.device != "cuda") return;
   const std::string key = automatic ? "train.device = \"auto\" found a GPU" : "train.device = \"cuda\"";
   if (const std::string missing = cuda_libraries_missing(); !missing.empty()) throw UserError(key + ", but " + missing);

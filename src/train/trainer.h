@@ -40,7 +40,10 @@ struct TrainOptions {
 // a failed GPU check stops the run before step 1 (a UserError naming the op).
 TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOptions& options = {});
 
-// train.device = "auto": "cuda" where a GPU is visible, else "cpu".
+// What train.device = "auto" picks: "cuda" where a GPU is visible, else "cpu".
+const char* auto_device();
+// Resolves "auto" (auto_device()); for "cuda", refuses a machine where no GPU
+// or no CUDA library can be used.
 void resolve_device(TrainConfig& t);
 
 }  // namespace moe
