@@ -19,26 +19,13 @@ constexpr char kFix[] = "rebuild the pair with Megatron-LM's tools/preprocess_da
 // Integer codes are token ids; 6 (float64) and 7 (float32) are not.
 bool dtype_from_code(uint8_t code, TokenDType* dtype) {
   switch (code) {
-    case 1:
-      *dtype = TokenDType::kUInt8;
-      return true;
-    case 2:
-      *dtype = TokenDType::kInt8;
-      return true;
-    case 3:
-      *dtype = TokenDType::kInt16;
-      return true;
-    case 4:
-      *dtype = TokenDType::kInt32;
-      return true;
-    case 5:
-      *dtype = TokenDType::kInt64;
-      return true;
-    case 8:
-      *dtype = TokenDType::kUInt16;
-      return true;
-    default:
-      return false;
+    case 1: *dtype = TokenDType::kUInt8; return true;
+    case 2: *dtype = TokenDType::kInt8; return true;
+    case 3: *dtype = TokenDType::kInt16; return true;
+    case 4: *dtype = TokenDType::kInt32; return true;
+    case 5: *dtype = TokenDType::kInt64; return true;
+    case 8: *dtype = TokenDType::kUInt16; return true;
+    default: return false;
   }
 }
 

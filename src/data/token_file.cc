@@ -36,36 +36,25 @@ void convert_run(const uint8_t* bytes, int64_t count, int64_t vocab_size, const 
 int64_t dtype_bytes(TokenDType dtype) {
   switch (dtype) {
     case TokenDType::kUInt8:
-    case TokenDType::kInt8:
-      return 1;
+    case TokenDType::kInt8: return 1;
     case TokenDType::kInt16:
-    case TokenDType::kUInt16:
-      return 2;
+    case TokenDType::kUInt16: return 2;
     case TokenDType::kInt32:
-    case TokenDType::kUInt32:
-      return 4;
-    case TokenDType::kInt64:
-      return 8;
+    case TokenDType::kUInt32: return 4;
+    case TokenDType::kInt64: return 8;
   }
   throw std::logic_error("dtype_bytes: unknown TokenDType");
 }
 
 const char* dtype_name(TokenDType dtype) {
   switch (dtype) {
-    case TokenDType::kUInt8:
-      return "uint8";
-    case TokenDType::kInt8:
-      return "int8";
-    case TokenDType::kInt16:
-      return "int16";
-    case TokenDType::kUInt16:
-      return "uint16";
-    case TokenDType::kInt32:
-      return "int32";
-    case TokenDType::kUInt32:
-      return "uint32";
-    case TokenDType::kInt64:
-      return "int64";
+    case TokenDType::kUInt8: return "uint8";
+    case TokenDType::kInt8: return "int8";
+    case TokenDType::kInt16: return "int16";
+    case TokenDType::kUInt16: return "uint16";
+    case TokenDType::kInt32: return "int32";
+    case TokenDType::kUInt32: return "uint32";
+    case TokenDType::kInt64: return "int64";
   }
   throw std::logic_error("dtype_name: unknown TokenDType");
 }
@@ -111,27 +100,13 @@ void TokenFile::read(int64_t start, int64_t count, int64_t vocab_size, int64_t s
     file_->read_at(run.byte_offset + in_run * element, n * element, staged.data());
     const uint8_t* bytes = staged.data();
     switch (dtype_) {
-      case TokenDType::kUInt8:
-        convert_run<uint8_t>(bytes, n, vocab_size, path(), start, stream_offset, out);
-        break;
-      case TokenDType::kInt8:
-        convert_run<int8_t>(bytes, n, vocab_size, path(), start, stream_offset, out);
-        break;
-      case TokenDType::kInt16:
-        convert_run<int16_t>(bytes, n, vocab_size, path(), start, stream_offset, out);
-        break;
-      case TokenDType::kUInt16:
-        convert_run<uint16_t>(bytes, n, vocab_size, path(), start, stream_offset, out);
-        break;
-      case TokenDType::kInt32:
-        convert_run<int32_t>(bytes, n, vocab_size, path(), start, stream_offset, out);
-        break;
-      case TokenDType::kUInt32:
-        convert_run<uint32_t>(bytes, n, vocab_size, path(), start, stream_offset, out);
-        break;
-      case TokenDType::kInt64:
-        convert_run<int64_t>(bytes, n, vocab_size, path(), start, stream_offset, out);
-        break;
+      case TokenDType::kUInt8: convert_run<uint8_t>(bytes, n, vocab_size, path(), start, stream_offset, out); break;
+      case TokenDType::kInt8: convert_run<int8_t>(bytes, n, vocab_size, path(), start, stream_offset, out); break;
+      case TokenDType::kInt16: convert_run<int16_t>(bytes, n, vocab_size, path(), start, stream_offset, out); break;
+      case TokenDType::kUInt16: convert_run<uint16_t>(bytes, n, vocab_size, path(), start, stream_offset, out); break;
+      case TokenDType::kInt32: convert_run<int32_t>(bytes, n, vocab_size, path(), start, stream_offset, out); break;
+      case TokenDType::kUInt32: convert_run<uint32_t>(bytes, n, vocab_size, path(), start, stream_offset, out); break;
+      case TokenDType::kInt64: convert_run<int64_t>(bytes, n, vocab_size, path(), start, stream_offset, out); break;
     }
     start += n;
     count -= n;

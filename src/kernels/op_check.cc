@@ -52,14 +52,10 @@ class Side {
   DType act() const { return act_; }
   DType dtype(Kind k) const {
     switch (k) {
-      case Kind::kAct:
-        return act_;
-      case Kind::kF32:
-        return DType::kF32;
-      case Kind::kBF16:
-        return DType::kBF16;
-      case Kind::kI32:
-        break;
+      case Kind::kAct: return act_;
+      case Kind::kF32: return DType::kF32;
+      case Kind::kBF16: return DType::kBF16;
+      case Kind::kI32: break;
     }
     return DType::kI32;
   }

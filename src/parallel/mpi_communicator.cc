@@ -53,12 +53,9 @@ MPI_Op bf16_op(ReduceOp op) {
 
 MPI_Datatype mpi_type(DType t) {
   switch (t) {
-    case DType::kF32:
-      return MPI_FLOAT;
-    case DType::kBF16:
-      return MPI_UINT16_T;
-    case DType::kI32:
-      return MPI_INT32_T;
+    case DType::kF32: return MPI_FLOAT;
+    case DType::kBF16: return MPI_UINT16_T;
+    case DType::kI32: return MPI_INT32_T;
   }
   return MPI_DATATYPE_NULL;
 }

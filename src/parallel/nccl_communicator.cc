@@ -35,22 +35,17 @@ std::string describe(const char* call, const char* op, int64_t count, DType t) {
 
 ncclDataType_t nccl_type(DType t) {
   switch (t) {
-    case DType::kF32:
-      return ncclFloat32;
-    case DType::kBF16:
-      return ncclBfloat16;
-    case DType::kI32:
-      return ncclInt32;
+    case DType::kF32: return ncclFloat32;
+    case DType::kBF16: return ncclBfloat16;
+    case DType::kI32: return ncclInt32;
   }
   throw std::logic_error("NCCL communicator: unknown dtype");
 }
 
 ncclRedOp_t nccl_op(ReduceOp op, DType t, const char* name) {
   switch (op) {
-    case ReduceOp::kSum:
-      return ncclSum;
-    case ReduceOp::kMax:
-      return ncclMax;
+    case ReduceOp::kSum: return ncclSum;
+    case ReduceOp::kMax: return ncclMax;
     case ReduceOp::kAvg:
       // NCCL would average integers with truncation; refused as by the MPI backend.
       if (t == DType::kI32) throw std::logic_error(std::string(name) + ": kAvg needs a floating-point tensor");

@@ -252,12 +252,9 @@ std::vector<CheckpointEntry> list_checkpoints(const std::string& dir) {
 
 const char* health_name(CheckpointHealth h) {
   switch (h) {
-    case CheckpointHealth::kProvisional:
-      return "provisional";
-    case CheckpointHealth::kUnhealthy:
-      return "unhealthy";
-    case CheckpointHealth::kHealthy:
-      break;
+    case CheckpointHealth::kProvisional: return "provisional";
+    case CheckpointHealth::kUnhealthy: return "unhealthy";
+    case CheckpointHealth::kHealthy: break;
   }
   return "healthy";
 }

@@ -101,27 +101,13 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
     r.total_params += n;
     switch (p.kind) {
       case ParamKind::kEmbedding:
-      case ParamKind::kLmHead:
-        r.embedding_params += n;
-        break;
-      case ParamKind::kNorm:
-        r.norm_params += n;
-        break;
-      case ParamKind::kAttention:
-        r.attention_params += n;
-        break;
-      case ParamKind::kDenseMlp:
-        r.dense_mlp_params += n;
-        break;
-      case ParamKind::kRouter:
-        r.router_params += n;
-        break;
-      case ParamKind::kRoutedExpert:
-        r.routed_expert_params += n;
-        break;
-      case ParamKind::kSharedExpert:
-        r.shared_expert_params += n;
-        break;
+      case ParamKind::kLmHead: r.embedding_params += n; break;
+      case ParamKind::kNorm: r.norm_params += n; break;
+      case ParamKind::kAttention: r.attention_params += n; break;
+      case ParamKind::kDenseMlp: r.dense_mlp_params += n; break;
+      case ParamKind::kRouter: r.router_params += n; break;
+      case ParamKind::kRoutedExpert: r.routed_expert_params += n; break;
+      case ParamKind::kSharedExpert: r.shared_expert_params += n; break;
     }
     // A token passes through top_k of the E routed experts.
     if (p.kind == ParamKind::kRoutedExpert) skipped_expert_params += n / m.num_experts * (m.num_experts - m.moe_top_k);

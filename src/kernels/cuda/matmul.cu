@@ -57,12 +57,9 @@ std::string describe(const Tensor& t) { return std::string(dtype_name(t.dtype)) 
 
 cudaDataType_t blas_type(DType t) {
   switch (t) {
-    case DType::kF32:
-      return CUDA_R_32F;
-    case DType::kBF16:
-      return CUDA_R_16BF;
-    case DType::kI32:
-      break;
+    case DType::kF32: return CUDA_R_32F;
+    case DType::kBF16: return CUDA_R_16BF;
+    case DType::kI32: break;
   }
   throw std::logic_error("matmul: no cuBLASLt type for i32");
 }
