@@ -458,11 +458,12 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
         if (on_gpu && cuda_device_count() == 0) {
           out << "  no GPU here to compare the plan with: run --dry-run on a GPU node to see whether it fits\n";
         } else if (const auto budget = memory_budget(on_gpu, 0)) {
-          if (const std::string problem = memory_fit_problem(report.total_bytes, *budget); !problem.empty()) {
+          const int64_t need = on_gpu ? report.gpu_total_bytes : report.total_bytes;
+          if (const std::string problem = memory_fit_problem(need, *budget); !problem.empty()) {
             out.flush();
             throw UserError(problem);
           }
-          out << "  " << memory_fit_summary(report.total_bytes, *budget) << "\n";
+          out << "  " << memory_fit_summary(need, *budget) << "\n";
         }
       }
       return 0;

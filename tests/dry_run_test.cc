@@ -52,6 +52,30 @@ TEST_CASE("debug_moe.toml (with a 32000 vocabulary) on one rank") {
   // is held against the allocations in tests/train/memory_plan_test.cc.
   CHECK(r.activation_bytes > 5 * 2048 * 256 * 2 + 131 * 32000 * 2);
   CHECK(r.total_bytes == 18 * 23073024 + r.activation_bytes);
+  // On a GPU, cuDNN's deterministic attention backward: a bf16 dP buffer of
+  // B x H x T x T and fp32 softmax sums (B = 4, H = 4, T = 512).
+  CHECK(r.attention_kernel == "cuDNN fused SDPA");
+  CHECK(r.attention_workspace_bytes == 4 * 4 * 512 * 512 * 2 + 4 * 4 * 512 * 4);
+  CHECK(r.gpu_total_bytes == r.total_bytes + r.attention_workspace_bytes);
+}
+
+TEST_CASE("--dry-run counts the attention workspace of the kernel a GPU would run") {
+  const auto with = [](std::vector<std::string> o) {
+    return estimate(moe::load_config_file("configs/train/debug_moe.toml", o).cfg);
+  };
+  // Non-deterministic cuDNN: an fp32 dQ accumulator (Dh = 64) instead of dP.
+  auto r = with({"train.deterministic=false"});
+  CHECK(r.attention_workspace_bytes == 4 * 4 * 512 * 64 * 4 + 4 * 4 * 512 * 4);
+  // The builtin kernel, forced or because fp32 activations: B x H x T fp32 sums.
+  for (const std::string o : {"train.kernels=builtin", "train.mixed_precision=fp32"}) {
+    r = with({o});
+    CHECK(r.attention_kernel == "builtin flash attention (WMMA)");
+    CHECK(r.attention_workspace_bytes == 4 * 4 * 512 * 4);
+  }
+  // On the CPU: none.
+  r = with({"train.device=cpu"});
+  CHECK(r.attention_workspace_bytes == 0);
+  CHECK(r.gpu_total_bytes == r.total_bytes);
 }
 
 TEST_CASE("a sharded layout with tied embeddings and shared experts") {

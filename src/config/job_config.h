@@ -69,6 +69,13 @@ struct TrainConfig {
   std::string nan_policy = "skip";
   int64_t max_skipped = 5;
   double spike_factor = 3.0;  // a loss above this times the healthy running mean is a spike; 0 = off
+  // GPU kernels (ours): "auto" runs a vendor library's kernel where one
+  // applies (cuDNN's fused attention), "builtin" the project's own everywhere.
+  std::string kernels = "auto";
+  // Vendor kernels must be bitwise deterministic (cuDNN's deterministic
+  // attention backward), as the builtin ones are: bit-exact resume and graph
+  // replay need it. false allows faster non-deterministic ones.
+  bool deterministic = true;
 };
 
 struct OptimizerConfig {

@@ -58,6 +58,8 @@ std::vector<Section> describe(JobConfig& c) {
            {"nan_policy", &t.nan_policy, {"skip", "abort"}},
            {"max_skipped", &t.max_skipped, {}},
            {"spike_factor", &t.spike_factor, {}},
+           {"kernels", &t.kernels, {"auto", "builtin"}},
+           {"deterministic", &t.deterministic, {}},
        },
        {"compile_model", "shutdown_timeout_sec", "nccl_health_check_interval"}},
       {"optimizer",

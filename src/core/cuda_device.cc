@@ -53,6 +53,11 @@ std::string cuda_device_description(int device) {
                 static_cast<double>(p.totalGlobalMem) / (1024.0 * 1024 * 1024), p.major, p.minor);
   return buf;
 }
+int cuda_compute_capability(int device) {
+  cudaDeviceProp p{};
+  if (cudaGetDeviceProperties(&p, device) != cudaSuccess) return 0;
+  return p.major * 10 + p.minor;
+}
 int64_t cuda_device_memory_bytes(int device) {
   cudaDeviceProp p{};
   if (cudaGetDeviceProperties(&p, device) != cudaSuccess) return 0;
@@ -84,6 +89,7 @@ std::string cuda_unavailable_reason() {
 }
 std::string cuda_libraries_missing() { return cuda_unavailable_reason(); }
 std::string cuda_device_description(int) { return ""; }
+int cuda_compute_capability(int) { return 0; }
 int64_t cuda_device_memory_bytes(int) { return 0; }
 int select_cuda_device(int64_t) { throw std::runtime_error("train.device = \"cuda\", but this build has no CUDA"); }
 double cuda_peak_bf16_flops(int) { return 0; }

@@ -19,6 +19,8 @@ std::string cuda_libraries_missing();
 std::string cuda_unavailable_reason();
 // "NVIDIA H100 80GB HBM3, 79.1 GiB, sm_90" for device i (empty without one).
 std::string cuda_device_description(int device);
+// Compute capability of device i as major * 10 + minor (90 for sm_90), 0 without one.
+int cuda_compute_capability(int device);
 // Total memory of device i in bytes (0 without one).
 int64_t cuda_device_memory_bytes(int device);
 // Makes GPU (local_rank mod the GPUs visible) this process's device, before

@@ -14,6 +14,8 @@
 #include "src/core/bf16.h"
 #include "src/core/tensor_pool.h"
 #include "src/kernels/cpu/cpu_ops.h"
+#include "src/kernels/gpu_kernels.h"
+#include "src/kernels/kernel_choice.h"
 #include "src/kernels/ops.h"
 
 #if MOE_TRAIN_HAS_CUDA
@@ -526,6 +528,12 @@ std::vector<Result> check_ops(const Shapes& shapes, DType act) {
     r.shape = c.shape;
     r.dtype = c.act_dependent ? dtype_name(act) : "f32";
     try {
+      if (kernels::vendor_family(c.op) == "attention") {
+        const kernels::Choice& choice =
+            kernels::attention_choice({shapes.B, shapes.T, shapes.heads, shapes.kv_heads, shapes.head_dim, act});
+        r.implementation = choice.implementation;
+        r.vendor = choice.vendor;
+      }
       Side host(Device::kCpu, act), device(Device::kCuda, act);
       c.body(host);
       c.body(device);

@@ -44,6 +44,11 @@ struct Result {
   double ms = 0;  // the device op's time, including a stream sync
   bool passed = false;
   std::string detail;  // for a failure: the output, element, got and want (or the error)
+  // The kernel that ran on the device where a vendor's may ("cuDNN 9.19.0
+  // fused SDPA", or the builtin one); empty for ops with only builtin kernels.
+  std::string implementation;
+  bool vendor = false;    // a vendor library's kernel ran
+  bool replaced = false;  // a vendor kernel that failed, replaced by the builtin one (check-gpu)
 };
 
 // Every op at `shapes`, with activations in `act` (F32 or BF16), on the

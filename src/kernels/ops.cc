@@ -13,7 +13,9 @@
 
 #include "src/core/bf16.h"
 #include "src/core/tensor_pool.h"
+#include "src/kernels/gpu_kernels.h"
 #include "src/kernels/cuda/cuda_ops.h"
+#include "src/kernels/cuda/cudnn_attention.h"
 #include "src/kernels/op_profile.h"
 
 namespace moe::ops {
@@ -57,6 +59,11 @@ class OpCall {
   bool device_;
   OpTimer timer_;
 };
+
+// The implementation the GPU runs for this attention shape (gpu_kernels.h).
+const kernels::Choice& device_attention(const Tensor& q, const Tensor& k) {
+  return kernels::attention_choice({q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), q.dtype});
+}
 
 // All dims but the last (also when the last is 0).
 int64_t rows_of(const Tensor& t) {
@@ -208,7 +215,12 @@ void attention_forward(const Tensor& out, const Tensor& lse_BHT, const Tensor& q
               [&] {
                 return shapes({{"out", &out}, {"q", &q}, {"k", &k}, {"v", &v}});
               });
-  if (call.on_device()) return cuda::attention_forward(out, lse_BHT, q, k, v);
+  if (call.on_device()) {
+    if (device_attention(q, k).vendor) {
+      return cuda::cudnn_attention::forward(out, lse_BHT, q, k, v, kernels::settings().deterministic);
+    }
+    return cuda::attention_forward(out, lse_BHT, q, k, v);
+  }
   cpu::attention_forward(write_f32(out), write_f32(lse_BHT), read_f32(q), read_f32(k), read_f32(v), q.size(0),
                          q.size(1), q.size(2), k.size(2), q.size(3));
 }
@@ -230,7 +242,14 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
                                {"out", &out},
                                {"lse", &lse_BHT}});
               });
-  if (call.on_device()) return cuda::attention_backward(dq, dk, dv, dout, q, k, v, out, lse_BHT);
+  if (call.on_device()) {
+    if (device_attention(q, k).vendor) {
+      return cuda::cudnn_attention::backward(dq, dk, dv, dout, q, k, v, out, lse_BHT,
+                                             kernels::settings().deterministic);
+    }
+    return cuda::attention_backward(dq, dk, dv, dout, q, k, v, out, lse_BHT);
+  }
+  for (const Tensor* t : {&dq, &dk, &dv}) zero(*t);  // the CPU reference accumulates
   cpu::attention_backward(write_f32(dq), write_f32(dk), write_f32(dv), read_f32(dout), read_f32(q), read_f32(k),
                           read_f32(v), read_f32(out), read_f32(lse_BHT), q.size(0), q.size(1), q.size(2), k.size(2),
                           q.size(3));
@@ -552,8 +571,10 @@ void grouped_matmul_backward(const Tensor& dx_MI, const Tensor& dw_EIO, const Te
 
 // ---- scratch reserved before a CUDA graph is captured ---------------------------------
 
-void reserve_attention_backward(Device device, int64_t B, int64_t T, int64_t H) {
-  if (device == Device::kCuda) cuda::reserve_attention_backward(B, T, H);
+void reserve_attention(Device device, int64_t B, int64_t T, int64_t H, int64_t G, int64_t Dh, DType dtype) {
+  if (device != Device::kCuda) return;
+  if (kernels::attention_choice(kernels::AttentionProblem{B, T, H, G, Dh, dtype}).vendor) return;
+  cuda::reserve_attention(B, T, H);
 }
 
 void reserve_rmsnorm_backward(Device device, int64_t N, int64_t D) {

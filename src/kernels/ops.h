@@ -35,7 +35,9 @@ void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dou
 void rope_forward(const Tensor& x_BTHDh, float theta);
 void rope_backward(const Tensor& dx_BTHDh, float theta);
 
-// q, out: [B, T, H, Dh]; k, v: [B, T, G, Dh]; lse: [B, H, T].
+// q, out: [B, T, H, Dh]; k, v: [B, T, G, Dh]; lse: [B, H, T]. The backward
+// WRITES dq, dk and dv. On a GPU, cuDNN's fused attention or the builtin
+// kernel runs, as kernels/gpu_kernels.h decides per shape.
 void attention_forward(const Tensor& out, const Tensor& lse_BHT, const Tensor& q, const Tensor& k, const Tensor& v);
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse_BHT);
@@ -124,11 +126,13 @@ void grouped_matmul_backward(const Tensor& dx_MI, const Tensor& dw_EIO, const Te
                              const Tensor& w_EIO, const Tensor& offsets_E1);
 
 // ---- device scratch, sized when a layer is built ----------------------------
-// The CUDA kernels of attention_backward, rmsnorm_backward and
-// router_aux_losses keep a scratch buffer between calls. Layers reserve it for
-// their shapes when they are built, so that the CUDA graphs of a step capture
-// its final address (src/kernels/cuda/device_scratch.h). Nothing on the CPU.
-void reserve_attention_backward(Device device, int64_t B, int64_t T, int64_t H);
+// The CUDA kernels of attention, rmsnorm_backward and router_aux_losses keep
+// a scratch buffer between calls. Layers reserve it for their shapes when
+// they are built, so that the CUDA graphs of a step capture its final address
+// (src/kernels/cuda/device_scratch.h). Nothing on the CPU. For attention this
+// also decides the implementation of the shape and, for cuDNN's, builds its
+// plans.
+void reserve_attention(Device device, int64_t B, int64_t T, int64_t H, int64_t G, int64_t Dh, DType dtype);
 void reserve_rmsnorm_backward(Device device, int64_t N, int64_t D);
 void reserve_router_aux_losses(Device device, int64_t N, int64_t T, int64_t E);
 

@@ -24,7 +24,7 @@ Attention::Attention(const LayerContext& ctx, const std::string& prefix)
   datt_ = ctx.scratch_act("attention.datt", {B_, T_, H_, Dh_});
   dk_ = ctx.scratch_act("attention.dk", {B_, T_, G_, Dh_});
   dv_ = ctx.scratch_act("attention.dv", {B_, T_, G_, Dh_});
-  ops::reserve_attention_backward(ctx.pool.device(), B_, T_, H_);
+  ops::reserve_attention(ctx.pool.device(), B_, T_, H_, G_, Dh_, q_.dtype);
 }
 
 void Attention::forward(const Tensor& out_ND, const Tensor& x_ND) {
@@ -42,9 +42,6 @@ void Attention::backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tenso
   const int64_t N = B_ * T_;
   zero(datt_);
   ops::matmul_backward(datt_.reshaped({N, H_ * Dh_}), wo_.grad, dout_ND, att_.reshaped({N, H_ * Dh_}), wo_.value);
-  zero(dq_);
-  zero(dk_);
-  zero(dv_);
   ops::attention_backward(dq_, dk_, dv_, datt_, q_, k_, v_, att_, lse_);
   ops::rope_backward(dq_, rope_theta_);
   ops::rope_backward(dk_, rope_theta_);

@@ -7,6 +7,7 @@
 
 #include "src/config/derived.h"
 #include "src/core/user_error.h"
+#include "src/kernels/kernel_choice.h"
 #include "src/model/param_spec.h"
 #include "src/parallel/param_sharding.h"
 
@@ -156,6 +157,23 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
   r.activation_bytes = activation_bytes(cfg, layout, c);
   r.total_bytes = r.master_weight_bytes + r.compute_copy_bytes + r.gradient_bytes + r.optimizer_bytes +
                   r.fsdp_buffer_bytes + r.activation_bytes;
+  if (cfg.train.device != "cpu") {
+    const int64_t Dh = head_dim(m);
+    const kernels::AttentionProblem p{cfg.train.batch_size,
+                                      cfg.train.seq_len,
+                                      local_rows_of(m, "model.layers.0.self_attn.q_proj.weight", layout) / Dh,
+                                      local_rows_of(m, "model.layers.0.self_attn.k_proj.weight", layout) / Dh,
+                                      Dh,
+                                      bf16 ? DType::kBF16 : DType::kF32};
+    // The plan cannot see the GPU: it assumes one where cuDNN's attention runs (sm_90, cuDNN 9).
+    const kernels::VendorFacts hopper{90, 90000, true};
+    const kernels::Choice choice = kernels::choose_attention(
+        p, hopper, {kernels::parse_kernel_source(cfg.train.kernels), cfg.train.deterministic});
+    r.attention_kernel = choice.vendor ? "cuDNN fused SDPA" : kernels::kBuiltinAttention;
+    r.attention_workspace_bytes =
+        choice.vendor ? kernels::cudnn_attention_workspace_bytes(p, cfg.train.deterministic) : 4 * p.B * p.H * p.T;
+  }
+  r.gpu_total_bytes = r.total_bytes + r.attention_workspace_bytes;
   return r;
 }
 
@@ -235,6 +253,11 @@ std::string format_dry_run(const DryRunReport& r, const JobConfig& cfg, const st
   if (l.dp_shard > 1) line("FSDP gather buffers (block + outer)", bytes(r.fsdp_buffer_bytes));
   line(fmt::format("activations ({} x {} tokens)", cfg.train.batch_size, cfg.train.seq_len), bytes(r.activation_bytes));
   line("total", bytes(r.total_bytes));
+  if (r.attention_workspace_bytes > 0) {
+    line("on a GPU, attention's workspace", bytes(r.attention_workspace_bytes) + "  (" + r.attention_kernel +
+                                                (cfg.train.deterministic ? "" : ", not deterministic") + ")");
+    line("total on a GPU", bytes(r.gpu_total_bytes));
+  }
   return out;
 }
 

@@ -53,6 +53,15 @@ struct DryRunReport {
   int64_t activation_bytes = 0;     // activations and their gradients, kept for the whole micro-batch,
                                     // with the MoE buffers sized for the worst routing (capacity or dropless)
   int64_t total_bytes = 0;
+
+  // A GPU's kernel workspace beyond the tensors above: attention's buffer,
+  // one for all layers. cuDNN's fused attention (a bf16 run with
+  // train.kernels = "auto", on an sm_80 or newer GPU with cuDNN 9) sizes it as
+  // its frontend does (kernel_choice.h); the builtin kernel keeps B x H x T
+  // fp32 sums. 0 when the run is on the CPU.
+  int64_t attention_workspace_bytes = 0;
+  std::string attention_kernel;  // the kernel it was sized for
+  int64_t gpu_total_bytes = 0;   // total_bytes + attention_workspace_bytes
 };
 
 // `layout` normally comes from resolve_layout(cfg.distributed, world size or

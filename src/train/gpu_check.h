@@ -8,10 +8,14 @@
 //   - 5 training steps of the config's model, shrunk (same structure: dense
 //     and MoE blocks, router, top-k, GQA ratio; small dims), against the CPU,
 //     in fp32 and in bf16, with the training tests' tolerances.
-// A passed check is cached (gpu_check_cache.h) for this build, GPU model,
-// driver and CUDA runtime.
+// An op family whose vendor kernel (cuDNN's attention) fails its rows is
+// switched to the builtin kernel for the process (src/kernels/kernel_choice.h)
+// and checked again: the check passes with a warning if the builtin kernel
+// does. A passed check is cached (gpu_check_cache.h) for this build, GPU
+// model, driver and CUDA runtime, with its fallbacks.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -27,6 +31,8 @@ struct GpuCheckReport {
   int device = 0;
   std::string gpu;  // "NVIDIA H100 80GB HBM3, 79.1 GiB, sm_90"
   std::vector<GpuCheckRow> rows;
+  // Vendor kernels replaced by the builtin ones, by family: what failed.
+  std::map<std::string, std::string> fallbacks;
   double seconds = 0;
 
   bool passed() const;
@@ -36,6 +42,12 @@ struct GpuCheckReport {
 
 // Runs every check on CUDA device `device` (selecting it), for `cfg`'s shapes.
 GpuCheckReport check_gpu(const JobConfig& cfg, int device);
+
+// The op families whose vendor kernel failed a row, each with its first
+// failure ("attention_backward q [2, 32, 4, 16] bf16: dq[3] = 0.5, the CPU
+// gives 0.25"). Rows of builtin kernels never count: their failure is the GPU's
+// or this build's, and fails the check.
+std::map<std::string, std::string> vendor_failures(const std::vector<GpuCheckRow>& rows);
 
 // 6 steps of `cfg`'s model on the current GPU in bf16, one micro-batch each:
 // the loss and the gradient norm of each, in order. With `graph`, the first

@@ -39,6 +39,9 @@ std::string identity(int device) {
   return id;
 }
 
+// A line of the file per vendor kernel the check replaced: "fallback attention <what failed>".
+constexpr const char* kFallback = "fallback ";
+
 uint64_t fnv1a(const std::string& s) {
   uint64_t h = 1469598103934665603ULL;
   for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
@@ -53,12 +56,26 @@ std::string gpu_check_cache_path(int device) {
 
 bool gpu_check_passed_before(int device) { return std::filesystem::exists(gpu_check_cache_path(device)); }
 
+std::map<std::string, std::string> remembered_fallbacks(int device) {
+  std::map<std::string, std::string> fallbacks;
+  std::ifstream in(gpu_check_cache_path(device));
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(kFallback, 0) != 0) continue;
+    const std::string rest = line.substr(std::string(kFallback).size());
+    const size_t space = rest.find(' ');
+    fallbacks[rest.substr(0, space)] = space == std::string::npos ? "" : rest.substr(space + 1);
+  }
+  return fallbacks;
+}
+
 void remember_gpu_check(const GpuCheckReport& report) {
   if (!report.passed()) return;
   const std::string path = gpu_check_cache_path(report.device);
   try {
     std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-    write_file_durably(path, identity(report.device) + gpu_check_summary(report) + "\n");
+    std::string text = identity(report.device) + gpu_check_summary(report) + "\n";
+    for (const auto& [family, why] : report.fallbacks) text += kFallback + family + " " + why + "\n";
+    write_file_durably(path, text);
   } catch (const std::exception& e) {
     spdlog::warn("could not remember the passed GPU check in {} ({}): the next run checks again", path, e.what());
   }

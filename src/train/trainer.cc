@@ -26,6 +26,8 @@
 #include "src/parallel/mesh.h"
 #include "src/train/cpu_peak.h"
 #include "src/train/dry_run.h"
+#include "src/kernels/gpu_kernels.h"
+#include "src/kernels/kernel_choice.h"
 #include "src/train/gpu_check.h"
 #include "src/train/gpu_check_cache.h"
 #include "src/train/memory_fit.h"
@@ -61,6 +63,10 @@ void check_gpus_before_training(const JobConfig& cfg, Communicator& world) {
   if (gpu_check_passed_before(device)) {
     spdlog::info("GPU {} ({}) passed its check before ({}): not checked again", device, cuda_device_description(device),
                  gpu_check_cache_path(device));
+    for (const auto& [family, why] : remembered_fallbacks(device)) {
+      spdlog::warn("{}: the vendor kernel failed this GPU's check ({}); the builtin kernel runs", family, why);
+      kernels::disable_vendor(family, why);
+    }
   } else {
     spdlog::info(
         "checking GPU {} ({}) before training: every op against the CPU, CUDA graph replay, 5 training steps "
@@ -75,6 +81,12 @@ void check_gpus_before_training(const JobConfig& cfg, Communicator& world) {
       spdlog::error("the GPU check failed:\n{}", format_gpu_check(report));
       failure = gpu_check_summary(report);
     }
+  }
+  // Every rank runs the same kernels: a vendor kernel replaced on one GPU is
+  // replaced on all, so that the ranks compute alike.
+  const std::string attention_failed_on = ranks_where(world, !kernels::vendor_disabled("attention").empty());
+  if (!attention_failed_on.empty() && kernels::vendor_disabled("attention").empty()) {
+    kernels::disable_vendor("attention", "it failed the GPU check on rank " + attention_failed_on);
   }
   const std::string ranks = ranks_where(world, !failure.empty());
   if (ranks.empty()) return;
@@ -253,7 +265,7 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
     const bool gpu_run = placement_of(t).device == Device::kCuda;
     std::string fit;
     if (auto budget = memory_budget(gpu_run, gpu_run ? select_cuda_device(read_launch_env().local_rank) : -1)) {
-      fit = memory_fit_problem(sizes.total_bytes, *budget);
+      fit = memory_fit_problem(gpu_run ? sizes.gpu_total_bytes : sizes.total_bytes, *budget);
     }
     if (any_rank(mesh.world(), !fit.empty())) {
       throw UserError(fit.empty() ? "the plan does not fit another rank's memory (its log says why)" : fit);
@@ -268,6 +280,9 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
     spdlog::info("device: GPU {} ({}), computing in {} with fp32 master weights; bf16 peak {:.0f} TFLOP/s",
                  runner.placement().gpu, cuda_device_description(runner.placement().gpu),
                  dtype_name(runner.placement().compute), peak_flops / 1e12);
+  }
+  if (on_gpu) {
+    for (const std::string& line : kernels::gpu_kernel_lines()) spdlog::info("kernel: {}", line);
   }
   spdlog::info("model: {} parameters ({} active per token), {:.3g} FLOPs per token; {} peak {:.1f} GFLOP/s",
                sizes.total_params, sizes.active_params, sizes.flops_per_token, on_gpu ? "GPU" : "CPU measured",

@@ -7,7 +7,9 @@
 # - a kernel that computes wrongly (CUDA_EMU_FAULT makes one skip a block)
 #   fails it: exit 2, one error line naming the op;
 # - a CUDA training run checks its GPU first and trains; the next run finds
-#   the passed check in the cache and skips it; --skip-gpu-check skips it too.
+#   the passed check in the cache and skips it; --skip-gpu-check skips it too;
+# - the table and the training log name the kernel of each op family (on the
+#   emulator: the builtin attention, since the build has no cuDNN path).
 set -u
 BIN="$1"
 source "$(dirname "${BASH_SOURCE[0]}")/../check.sh"  # check NAME CONDITION..., $fail
@@ -27,6 +29,12 @@ for op in rmsnorm_forward attention_backward grouped_matmul_backward router_aux_
 done
 check "fp32 and bf16 rows" bash -c 'grep -q " f32 .* PASS$" <<<"$0" && grep -q " bf16 .* PASS$" <<<"$0"' "$out"
 check "no row fails" bash -c '! grep -q "FAIL$" <<<"$0"' "$out"
+check "attention rows name the kernel that ran" grep -q "^      ran: " <<<"$out"
+check "the table lists what runs each op family" bash -c 'grep -q "^    dense GEMMs: cuBLASLt" <<<"$0" && grep -q "^    attention B=2 T=32 H=4/2 Dh=16 bf16: " <<<"$0"' "$out"
+if [ "$emulated" -eq 1 ]; then
+  check "the emulator runs the builtin attention, and says why" \
+    grep -q "^    attention B=2 T=32 H=4/2 Dh=16 bf16: builtin flash attention (WMMA) (this build has no cuDNN path" <<<"$out"
+fi
 check "a summary line per GPU" bash -c 'grep -q "^GPU 0 (.*): [0-9]* checks passed in" <<<"$0" && grep -q "^GPU 1 (.*): [0-9]* checks passed in" <<<"$0"' "$out"
 for c in "all-reduce (sum)" "all-gather" "reduce-scatter (sum)" "all-to-all (send/recv)"; do
   check "NCCL $c across the 2 GPUs: exact" grep -q "^  nccl $c .* x 2 GPUs .* 0 exact .* PASS$" <<<"$out"
@@ -56,8 +64,10 @@ check "a second run exits 0" test "$rc" -eq 0
 check "it finds the passed check in the cache" grep -q "passed its check before (.*gpu_check/.*): not checked again" <<<"$log"
 check "and does not check again" bash -c '! grep -q "checking GPU" <<<"$0"' "$log"
 rm -rf "$MOE_TRAIN_CACHE"
-log=$(CUDA_EMU_DEVICE_COUNT=1 "$BIN" "${TRAIN[@]}" --checkpoint.dir="$tmp/ck3" --skip-gpu-check 2>&1); rc=$?
+log=$(CUDA_EMU_DEVICE_COUNT=1 "$BIN" "${TRAIN[@]}" --checkpoint.dir="$tmp/ck3" --skip-gpu-check --train.kernels=builtin 2>&1); rc=$?
 check "--skip-gpu-check trains without the check" bash -c '[ "$1" -eq 0 ] && ! grep -q "checking GPU\|passed its check" <<<"$0"' "$log" "$rc"
+check "the log names each op's kernel; train.kernels = builtin forces ours" \
+  grep -q 'kernel: attention B=2 T=64 H=4/2 Dh=16 bf16: builtin flash attention (WMMA) (train.kernels = "builtin")' <<<"$log"
 
 if [ "$emulated" -eq 1 ]; then
   rm -rf "$MOE_TRAIN_CACHE"

@@ -10,6 +10,8 @@ tests run on it. The generated defs.bzl tells BUILD files what was found:
   HAS_CUDA  CUDA code is compiled and linked (toolkit found, or emulated)
   HAS_GPU   `nvidia-smi -L` lists a GPU (or emulated): GPU tests are run, not only built
   EMULATED  the "GPU" is tools/cuda_emu: .cu files go through its compile_cu.sh
+  HAS_CUDNN the toolkit folder holds cuDNN 9's headers (include/cudnn.h): the
+            cuDNN attention path is built (its library is opened at run time)
   CUDA_LIBDIR  the toolkit's library folder (the last place the CUDA
             libraries opened at run time are looked for)
   NVCC      absolute path of nvcc (also under the emulator, where it records
@@ -48,7 +50,7 @@ alias(
 """)
         # nvcc, where installed, still records each kernel's registers and
         # shared memory, which the emulator checks every launch against.
-        rctx.file("defs.bzl", "HAS_CUDA = True\nHAS_GPU = True\nEMULATED = True\nNVCC = \"{}\"\nCUDA_LIBDIR = \"\"\n".format(
+        rctx.file("defs.bzl", "HAS_CUDA = True\nHAS_GPU = True\nEMULATED = True\nHAS_CUDNN = False\nNVCC = \"{}\"\nCUDA_LIBDIR = \"\"\n".format(
             nvcc if nvcc_found else "",
         ))
         return
@@ -99,9 +101,10 @@ cc_library(
 )
 """)
 
-    rctx.file("defs.bzl", "HAS_CUDA = {}\nHAS_GPU = {}\nEMULATED = False\nNVCC = \"{}\"\nCUDA_LIBDIR = \"{}\"\n".format(
+    rctx.file("defs.bzl", "HAS_CUDA = {}\nHAS_GPU = {}\nEMULATED = False\nHAS_CUDNN = {}\nNVCC = \"{}\"\nCUDA_LIBDIR = \"{}\"\n".format(
         found,
         found and _has_gpu(rctx),
+        found and rctx.path(cuda_path + "/include/cudnn.h").exists,
         cuda_path + "/bin/nvcc" if found else "",
         cuda_path + "/lib64" if found else "",
     ))

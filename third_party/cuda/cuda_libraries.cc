@@ -1,6 +1,7 @@
 #include "third_party/cuda/cuda_libraries.h"
 
 #include <cublasLt.h>
+#include <cudnn.h>
 #include <dlfcn.h>
 #include <link.h>
 #include <nccl.h>
@@ -72,7 +73,7 @@ void open_all() {
 // The library's `name`, or an exception naming what is missing (callers
 // reach here only after load() said yes, except through a bug).
 void* symbol(Library& lib, const char* name) {
-  open_all();
+  open_all();  // cuBLASLt and NCCL; cuDNN's accessor opens it
   if (lib.handle == nullptr) throw std::runtime_error("CUDA library: " + lib.error);
   void* fn = dlsym(lib.handle, name);
   if (fn == nullptr) throw std::runtime_error("CUDA library: " + lib.path + " has no " + name + " (too old?)");
@@ -93,18 +94,29 @@ std::string load() {
          "and set CUDA_HOME (NCCL_HOME) or LD_LIBRARY_PATH to their folder";
 }
 
-std::string cudnn_found() {
-  // cuDNN 9's version number is major * 10000 + minor * 100 + patch.
+namespace {
+// cuDNN 9 is opened on first use only: no CPU run and no fp32 GPU run needs it.
+Library& cudnn() {
   static Library lib{"libcudnn.so.9", "CUDNN_HOME"};
   static std::once_flag tried;
   std::call_once(tried, [] { open(lib); });
-  if (lib.handle == nullptr) return "none";
+  return lib;
+}
+}  // namespace
+
+int64_t cudnn_version() {
+  // cuDNN 9's version number is major * 10000 + minor * 100 + patch.
+  if (cudnn().handle == nullptr) return 0;
   using GetVersion = size_t (*)();
-  const auto get_version = reinterpret_cast<GetVersion>(dlsym(lib.handle, "cudnnGetVersion"));
-  if (get_version == nullptr) return "none";
-  const size_t v = get_version();
+  const auto get_version = reinterpret_cast<GetVersion>(dlsym(cudnn().handle, "cudnnGetVersion"));
+  return get_version == nullptr ? 0 : static_cast<int64_t>(get_version());
+}
+
+std::string cudnn_found() {
+  const int64_t v = cudnn_version();
+  if (v == 0) return "none";
   return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100) + " (" +
-         lib.path + ")";
+         cudnn().path + ")";
 }
 
 std::string cublaslt_path() { return cublaslt().path; }
@@ -179,4 +191,33 @@ const char* ncclGetLastError(ncclComm_t comm){NC(ncclGetLastError, (comm))} nccl
     ncclGetVersion(int* version){NC(ncclGetVersion, (version))} ncclResult_t
     ncclGroupEnd(){NC(ncclGroupEnd, ())} ncclResult_t ncclGroupStart() {
   NC(ncclGroupStart, ())
+}
+
+// ---- cuDNN (the calls of cuDNN's frontend, src/kernels/cuda/cudnn_attention.cc) ----
+#define DNN(name, args)                                                                                    \
+  static const auto fn =                                                                                   \
+      reinterpret_cast<decltype(&name)>(moe::cuda_libraries::symbol(moe::cuda_libraries::cudnn(), #name)); \
+  return fn args
+cudnnStatus_t cudnnCreate(cudnnHandle_t* h) { DNN(cudnnCreate, (h)); }
+cudnnStatus_t cudnnSetStream(cudnnHandle_t h, cudaStream_t s) { DNN(cudnnSetStream, (h, s)); }
+cudnnStatus_t cudnnGetStream(cudnnHandle_t h, cudaStream_t* s) { DNN(cudnnGetStream, (h, s)); }
+size_t cudnnGetVersion() { DNN(cudnnGetVersion, ()); }
+const char* cudnnGetErrorString(cudnnStatus_t s) { DNN(cudnnGetErrorString, (s)); }
+void cudnnGetLastErrorString(char* message, size_t max_size) { DNN(cudnnGetLastErrorString, (message, max_size)); }
+cudnnStatus_t cudnnBackendCreateDescriptor(cudnnBackendDescriptorType_t type, cudnnBackendDescriptor_t* d) {
+  DNN(cudnnBackendCreateDescriptor, (type, d));
+}
+cudnnStatus_t cudnnBackendDestroyDescriptor(cudnnBackendDescriptor_t d) { DNN(cudnnBackendDestroyDescriptor, (d)); }
+cudnnStatus_t cudnnBackendFinalize(cudnnBackendDescriptor_t d) { DNN(cudnnBackendFinalize, (d)); }
+cudnnStatus_t cudnnBackendSetAttribute(cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t name,
+                                       cudnnBackendAttributeType_t type, int64_t count, const void* values) {
+  DNN(cudnnBackendSetAttribute, (d, name, type, count, values));
+}
+cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const d, cudnnBackendAttributeName_t name,
+                                       cudnnBackendAttributeType_t type, int64_t requested, int64_t* count,
+                                       void* values) {
+  DNN(cudnnBackendGetAttribute, (d, name, type, requested, count, values));
+}
+cudnnStatus_t cudnnBackendExecute(cudnnHandle_t h, cudnnBackendDescriptor_t plan, cudnnBackendDescriptor_t pack) {
+  DNN(cudnnBackendExecute, (h, plan, pack));
 }

@@ -16,10 +16,10 @@
 //   2. dk/dv: one CTA per (key tile, kv head, sequence); it loops over the
 //      H/G query heads of its group and over the query tiles at or after its
 //      keys, recomputing P = exp(S - lse) and dS = P * (dP - D), summing
-//      dV += P^T dout and dK += dS^T q in fp32 shared memory, then adds them
-//      into dk, dv once. Each key row is owned by one CTA: no race.
+//      dV += P^T dout and dK += dS^T q in fp32 shared memory, then writes
+//      dk, dv once. Each key row is owned by one CTA: no race.
 //   3. dq: one CTA per (query tile, head, sequence); it loops over its causal
-//      key tiles, recomputes S, P, dP and dS, sums dQ += dS k, adds into dq once.
+//      key tiles, recomputes S, P, dP and dS, sums dQ += dS k, writes dq once.
 //   This recomputes S and dP twice (7 tile GEMMs instead of the 5 of a single
 //   pass with atomic dq) in exchange for determinism and no fp32 dq buffer.
 // - Tile GEMMs: BF16 inputs use tensor cores through WMMA (16x16x16 bf16,
@@ -169,8 +169,8 @@ __device__ __forceinline__ void load_tile(T* s, const T* g, int64_t stride, int 
   }
 }
 
-// g[row0 + r][d] (+)= factor * acc[r][d] for the rows before T and the columns before dh.
-template <typename T, int R, int kDh, int ld, bool kAdd>
+// g[row0 + r][d] = factor * acc[r][d] for the rows before T and the columns before dh.
+template <typename T, int R, int kDh, int ld>
 __device__ __forceinline__ void store_tile(T* g, int64_t stride, int row0, const float* acc, float factor,
                                            const Problem& p) {
   for (int idx = static_cast<int>(threadIdx.x); idx < R * kDh; idx += kThreads) {
@@ -178,8 +178,7 @@ __device__ __forceinline__ void store_tile(T* g, int64_t stride, int row0, const
     const int t = row0 + r;
     if (t >= p.T || d >= p.dh) continue;
     T* dst = g + t * stride + d;
-    const float value = factor * acc[r * ld + d];
-    *dst = from_f32<T>(kAdd ? to_f32(*dst) + value : value);
+    *dst = from_f32<T>(factor * acc[r * ld + d]);
   }
 }
 
@@ -423,8 +422,8 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   __syncthreads();
-  store_tile<T, kBc, kDh, S::kAcc, true>(dk + kv_head, kv_stride, j0, sDK, p.scale, p);
-  store_tile<T, kBc, kDh, S::kAcc, true>(dv + kv_head, kv_stride, j0, sDV, 1.0f, p);
+  store_tile<T, kBc, kDh, S::kAcc>(dk + kv_head, kv_stride, j0, sDK, p.scale, p);
+  store_tile<T, kBc, kDh, S::kAcc>(dv + kv_head, kv_stride, j0, sDV, 1.0f, p);
 }
 
 template <typename T, int kDh>
@@ -491,7 +490,7 @@ __global__ void __launch_bounds__(kThreads)
     tile_gemm<kBr, kDh, kBc, true, true>(sDQ, S::kAcc, sDS, L::kLdP, sK, S::kIn, true);  // dQ += dS K
   }
   __syncthreads();
-  store_tile<T, kBr, kDh, S::kAcc, true>(dq + q_head, q_stride, i0, sDQ, p.scale, p);
+  store_tile<T, kBr, kDh, S::kAcc>(dq + q_head, q_stride, i0, sDQ, p.scale, p);
 }
 
 // ---- host side --------------------------------------------------------------
@@ -667,8 +666,8 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
   });
 }
 
-void reserve_attention_backward(int64_t B, int64_t T, int64_t H) {
-  delta_scratch().get(static_cast<size_t>(B * T * H) * sizeof(float), "reserve_attention_backward");
+void reserve_attention(int64_t B, int64_t T, int64_t H) {
+  delta_scratch().get(static_cast<size_t>(B * T * H) * sizeof(float), "reserve_attention");
 }
 
 }  // namespace moe::cuda

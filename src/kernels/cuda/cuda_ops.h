@@ -168,14 +168,17 @@ void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, cons
 // ---- causal attention with grouped KV heads (attention.cu) ------------------
 // q, out, dq, dout: [B, T, H, Dh]; k, v, dk, dv: [B, T, G, Dh], all F32 or all
 // BF16; lse_BHT: [B, H, T] F32. Semantics of cpu::attention_forward/backward:
-// out and lse WRITTEN; dq, dk, dv ACCUMULATED (+=). Fused (no T x T matrix),
-// fp32 softmax and accumulation; BF16 GEMMs on tensor cores. Dh up to 128.
-// The backward is deterministic (no atomics) and keeps one scratch buffer of
-// B*H*T floats, sized by reserve_attention_backward (device_scratch.h).
+// out and lse WRITTEN; dq, dk, dv WRITTEN too (the CPU reference accumulates;
+// ops.h zeroes for it). Fused (no T x T matrix), fp32 softmax and
+// accumulation; BF16 GEMMs on tensor cores. Dh up to 128. The project's own
+// kernels: cuDNN's fused attention (cudnn_attention.h) runs instead where
+// src/kernels/kernel_choice.h says so. The backward is deterministic (no
+// atomics) and keeps one scratch buffer of B*H*T floats, sized by
+// reserve_attention (device_scratch.h).
 void attention_forward(const Tensor& out, const Tensor& lse_BHT, const Tensor& q, const Tensor& k, const Tensor& v);
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse_BHT);
-void reserve_attention_backward(int64_t B, int64_t T, int64_t H);
+void reserve_attention(int64_t B, int64_t T, int64_t H);
 
 // ---- GEMMs: matmul.cu (cuBLASLt), grouped_matmul.cu (own kernels) ----------
 // Semantics as in ops.h. Inputs (x, w, dout) share one dtype, BF16 or F32;

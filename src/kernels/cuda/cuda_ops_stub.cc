@@ -99,7 +99,7 @@ void attention_backward(const Tensor&, const Tensor&, const Tensor&, const Tenso
   no_cuda("attention_backward");
 }
 
-void reserve_attention_backward(int64_t, int64_t, int64_t) { no_cuda("reserve_attention_backward"); }
+void reserve_attention(int64_t, int64_t, int64_t) { no_cuda("reserve_attention"); }
 
 void matmul_forward(const Tensor&, const Tensor&, const Tensor&) { no_cuda("matmul_forward"); }
 

@@ -1,0 +1,24 @@
+// Which kernel runs each op on the GPU. Attention's is decided once per shape and device:
+// kernel_choice.h's rules on the device's facts, then cuDNN's own support
+// check, which builds the shape's plans and sizes their workspace (so it
+// happens when the model is built, before any CUDA graph is captured). A
+// shape cuDNN refuses runs the builtin kernel, with cuDNN's reason.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "src/kernels/kernel_choice.h"
+
+namespace moe::kernels {
+
+// For the current CUDA device and the process's settings (kernel_choice.h).
+const Choice& attention_choice(const AttentionProblem& p);
+
+// What runs each op family, one line each, for the start-up log and
+// check-gpu: the dense GEMMs' library, the expert GEMMs' kernel, and every
+// attention decision made so far in this process ("attention B=8 T=2048
+// H=16/8 Dh=128 bf16: cuDNN 9.19.0 fused SDPA", or the builtin kernel and why).
+std::vector<std::string> gpu_kernel_lines();
+
+}  // namespace moe::kernels

@@ -1,0 +1,72 @@
+// check-gpu's fallback decision, without a GPU: which op families' vendor
+// kernels a table of results replaces with the builtin ones, that a replaced
+// row does not fail the check while any builtin row does, and that a passed
+// check remembers its fallbacks for the next run.
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "src/train/gpu_check.h"
+#include "src/train/gpu_check_cache.h"
+
+namespace {
+
+moe::GpuCheckRow row(const std::string& op, bool vendor, bool passed, const std::string& detail = "") {
+  moe::GpuCheckRow r;
+  r.op = op;
+  r.shape = "q [2, 32, 4, 16], kv [2, 32, 2, 16]";
+  r.dtype = "bf16";
+  r.vendor = vendor;
+  r.implementation = vendor ? "cuDNN 9.19.0 fused SDPA" : "";
+  r.passed = passed;
+  r.detail = detail;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("a vendor kernel that fails its rows is replaced; a builtin one that fails fails the check") {
+  std::vector<moe::GpuCheckRow> rows = {
+      row("attention_forward", true, true),
+      row("attention_backward", true, false, "dq[3] = 0.5, the CPU gives 0.25"),
+      row("attention_backward", true, false, "dk[0] = 1, the CPU gives 2"),
+      row("rmsnorm_forward", false, true),
+  };
+  const auto failed = moe::vendor_failures(rows);
+  REQUIRE(failed.size() == 1);
+  CHECK(failed.at("attention").find("attention_backward") == 0);
+  CHECK(failed.at("attention").find("dq[3] = 0.5") != std::string::npos);  // the first failure
+
+  // A builtin kernel's failure is never a vendor failure.
+  rows.push_back(row("rmsnorm_backward", false, false, "dx[1] = 7"));
+  CHECK(moe::vendor_failures(rows).size() == 1);
+
+  moe::GpuCheckReport report;
+  report.rows = {rows[0], rows[1], rows[3]};
+  CHECK_FALSE(report.passed());
+  report.rows[1].replaced = true;  // what check_gpu does once the builtin kernel is checked in its place
+  report.rows.push_back(row("attention_backward", false, true));
+  CHECK(report.passed());
+  report.rows.push_back(rows[4]);
+  CHECK_FALSE(report.passed());
+  CHECK(report.first_failure()->op == "rmsnorm_backward");
+}
+
+TEST_CASE("a passed check remembers the vendor kernels it replaced") {
+  const std::string cache = std::filesystem::temp_directory_path().string() + "/gpu_fallback_test_cache";
+  std::filesystem::remove_all(cache);
+  setenv("MOE_TRAIN_CACHE", cache.c_str(), 1);
+  moe::GpuCheckReport report;
+  report.rows = {row("attention_forward", false, true)};
+  CHECK(moe::remembered_fallbacks(0).empty());  // no file yet
+  report.fallbacks["attention"] = "attention_backward q [2, 32, 4, 16] bf16: dq[3] = 0.5, the CPU gives 0.25";
+  moe::remember_gpu_check(report);
+  REQUIRE(moe::gpu_check_passed_before(0));
+  const auto remembered = moe::remembered_fallbacks(0);
+  REQUIRE(remembered.size() == 1);
+  CHECK(remembered.at("attention") == report.fallbacks.at("attention"));
+  CHECK(moe::gpu_check_summary(report).find("the builtin kernel replaces the vendor's for attention") !=
+        std::string::npos);
+  std::filesystem::remove_all(cache);
+}
