@@ -14,11 +14,16 @@ namespace moe::kernels {
 
 // For the current CUDA device and the process's settings (kernel_choice.h).
 const Choice& attention_choice(const AttentionProblem& p);
+// The same for the expert GEMMs of one expert weight; choosing CUTLASS
+// builds its kernels' arguments, so the first call must come before any CUDA
+// graph is captured (the first micro-batch runs eagerly); a shape CUTLASS
+// cannot run goes to the builtin kernel, with the reason.
+const Choice& expert_gemm_choice(const ExpertGemmProblem& p);
 
 // What runs each op family, one line each, for the start-up log and
-// check-gpu: the dense GEMMs' library, the expert GEMMs' kernel, and every
-// attention decision made so far in this process ("attention B=8 T=2048
-// H=16/8 Dh=128 bf16: cuDNN 9.19.0 fused SDPA", or the builtin kernel and why).
+// check-gpu: the dense GEMMs' library, then every expert-GEMM and attention
+// decision made so far in this process ("attention B=8 T=2048 H=16/8 Dh=128
+// bf16: cuDNN 9.19.0 fused SDPA", or the builtin kernel and why).
 std::vector<std::string> gpu_kernel_lines();
 
 }  // namespace moe::kernels

@@ -20,6 +20,8 @@ int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 }  // namespace
 
 const char* const kBuiltinAttention = "builtin flash attention (WMMA)";
+const char* const kBuiltinExpertGemm = "builtin grouped GEMM (WMMA)";
+const char* const kCutlassExpertGemm = "CUTLASS 4.2 grouped GEMM (sm_90a: TMA, wgmma)";
 
 KernelSource parse_kernel_source(const std::string& name) {
   if (name == "auto") return KernelSource::kAuto;
@@ -41,6 +43,14 @@ bool AttentionProblem::operator<(const AttentionProblem& o) const {
 std::string AttentionProblem::text() const {
   return "B=" + std::to_string(B) + " T=" + std::to_string(T) + " H=" + std::to_string(H) + "/" + std::to_string(G) +
          " Dh=" + std::to_string(Dh) + " " + dtype_name(dtype);
+}
+
+bool ExpertGemmProblem::operator<(const ExpertGemmProblem& o) const {
+  return std::tie(E, I, O, dtype) < std::tie(o.E, o.I, o.O, o.dtype);
+}
+
+std::string ExpertGemmProblem::text() const {
+  return "E=" + std::to_string(E) + " I=" + std::to_string(I) + " O=" + std::to_string(O) + " " + dtype_name(dtype);
 }
 
 std::string cudnn_version_text(int64_t version) {
@@ -78,6 +88,26 @@ Choice choose_attention(const AttentionProblem& p, const VendorFacts& facts, con
   return Choice{true, "cuDNN " + cudnn_version_text(facts.cudnn_version) + " fused SDPA", ""};
 }
 
+Choice choose_expert_gemm(const ExpertGemmProblem& p, const VendorFacts& facts, const KernelSettings& settings,
+                          const std::string& disabled) {
+  const auto builtin = [](std::string reason) { return Choice{false, kBuiltinExpertGemm, std::move(reason)}; };
+  if (settings.source == KernelSource::kBuiltin) return builtin("train.kernels = \"builtin\"");
+  if (!facts.cutlass_sm90_in_build) {
+    return builtin("this build has no CUTLASS kernels (a CPU-only or emulator build)");
+  }
+  if (facts.compute_capability != 90) {
+    return builtin("sm_" + std::to_string(facts.compute_capability) +
+                   ": the CUTLASS kernels are built for sm_90a (H100, H200) only");
+  }
+  if (p.dtype != DType::kBF16) return builtin("fp32 activations: the CUTLASS kernels are for bf16");
+  if (p.I % 8 != 0 || p.O % 8 != 0) {
+    return builtin("I=" + std::to_string(p.I) + " O=" + std::to_string(p.O) +
+                   ": the CUTLASS kernels need multiples of 8 (16-byte rows)");
+  }
+  if (!disabled.empty()) return builtin("the CUTLASS grouped GEMM failed the GPU check: " + disabled);
+  return Choice{true, kCutlassExpertGemm, ""};
+}
+
 int64_t cudnn_attention_workspace_bytes(const AttentionProblem& p, bool deterministic) {
   const int64_t softmax_sums = p.B * p.H * p.T * 4;
   if (deterministic) return p.B * p.H * round_up(p.T, 64) * round_up(p.T, 64) * 2 + softmax_sums;
@@ -97,6 +127,7 @@ std::string vendor_disabled(const std::string& family) {
 
 std::string vendor_family(const std::string& op) {
   if (op == "attention_forward" || op == "attention_backward") return "attention";
+  if (op == "grouped_matmul_forward" || op == "grouped_matmul_backward") return "expert GEMMs";
   return "";
 }
 

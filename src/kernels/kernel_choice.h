@@ -40,11 +40,20 @@ struct AttentionProblem {
   std::string text() const;  // "B=8 T=2048 H=16/8 Dh=128 bf16"
 };
 
+// The expert GEMMs of one expert weight [E, I, O] (grouped_matmul in ops.h).
+struct ExpertGemmProblem {
+  int64_t E = 0, I = 0, O = 0;
+  DType dtype = DType::kF32;
+  bool operator<(const ExpertGemmProblem& o) const;
+  std::string text() const;  // "E=8 I=2048 O=640 bf16"
+};
+
 // What the device and this build offer the vendor paths.
 struct VendorFacts {
-  int compute_capability = 0;   // 90 for sm_90; 0: no GPU
-  int64_t cudnn_version = 0;    // cuDNN's number (91900 for 9.19.0); 0: none loaded
-  bool cudnn_in_build = false;  // false in CPU-only and emulator builds
+  int compute_capability = 0;          // 90 for sm_90; 0: no GPU
+  int64_t cudnn_version = 0;           // cuDNN's number (91900 for 9.19.0); 0: none loaded
+  bool cudnn_in_build = false;         // false in CPU-only and emulator builds
+  bool cutlass_sm90_in_build = false;  // the sm_90a CUTLASS kernels; false in CPU-only and emulator builds
 };
 
 struct Choice {
@@ -56,8 +65,10 @@ struct Choice {
 // "9.19.0" for 91900 (and "8.9.7" for cuDNN 8's 8907).
 std::string cudnn_version_text(int64_t version);
 
-// The builtin kernels' names, as the start-up log and docs/gpu.md say them.
+// The kernels' names, as the start-up log and docs/gpu.md say them.
 extern const char* const kBuiltinAttention;
+extern const char* const kBuiltinExpertGemm;
+extern const char* const kCutlassExpertGemm;
 
 // The rules for attention: cuDNN's fused SDPA where it is in the build and
 // loaded (9.0 or newer), the GPU is sm_80 or newer, the activations are bf16,
@@ -67,6 +78,14 @@ extern const char* const kBuiltinAttention;
 // its plan is built: the caller then runs builtin with cuDNN's reason.
 Choice choose_attention(const AttentionProblem& p, const VendorFacts& facts, const KernelSettings& settings,
                         const std::string& disabled = "");
+
+// The rules for the expert GEMMs: CUTLASS's grouped GEMM where its sm_90a
+// kernels are in the build, the GPU is sm_90 (H100, H200: sm_90a code runs on
+// no other), the activations are bf16, and I and O are multiples of 8 (TMA
+// moves 16-byte rows). Deterministic: every output tile is summed by one CTA
+// in a fixed order.
+Choice choose_expert_gemm(const ExpertGemmProblem& p, const VendorFacts& facts, const KernelSettings& settings,
+                          const std::string& disabled = "");
 
 // Bytes of device workspace cuDNN's SDPA backward needs beyond its tensors,
 // as cuDNN's frontend sizes it: with the deterministic backward, the dP
@@ -81,7 +100,8 @@ void disable_vendor(const std::string& family, const std::string& why);
 // Why `family`'s vendor kernel is off, or "" when it is not.
 std::string vendor_disabled(const std::string& family);
 // The family of an op of ops.h ("attention" for attention_forward and
-// attention_backward), or "" for ops with only a builtin kernel.
+// attention_backward, "expert GEMMs" for grouped_matmul_forward and
+// grouped_matmul_backward), or "" for ops with only a builtin kernel.
 std::string vendor_family(const std::string& op);
 
 }  // namespace moe::kernels

@@ -528,11 +528,17 @@ std::vector<Result> check_ops(const Shapes& shapes, DType act) {
     r.shape = c.shape;
     r.dtype = c.act_dependent ? dtype_name(act) : "f32";
     try {
-      if (kernels::vendor_family(c.op) == "attention") {
-        const kernels::Choice& choice =
-            kernels::attention_choice({shapes.B, shapes.T, shapes.heads, shapes.kv_heads, shapes.head_dim, act});
-        r.implementation = choice.implementation;
-        r.vendor = choice.vendor;
+      // The kernel the device side runs, where a vendor's may (gpu_kernels.h).
+      const std::string family = kernels::vendor_family(c.op);
+      const kernels::Choice* choice = nullptr;
+      if (family == "attention") {
+        choice = &kernels::attention_choice({shapes.B, shapes.T, shapes.heads, shapes.kv_heads, shapes.head_dim, act});
+      } else if (family == "expert GEMMs") {
+        choice = &kernels::expert_gemm_choice({shapes.experts, shapes.dim, shapes.expert_hidden, act});
+      }
+      if (choice != nullptr) {
+        r.implementation = choice->implementation;
+        r.vendor = choice->vendor;
       }
       Side host(Device::kCpu, act), device(Device::kCuda, act);
       c.body(host);

@@ -16,6 +16,7 @@
 #include "src/kernels/gpu_kernels.h"
 #include "src/kernels/cuda/cuda_ops.h"
 #include "src/kernels/cuda/cudnn_attention.h"
+#include "src/kernels/cuda/cutlass_grouped_gemm.h"
 #include "src/kernels/op_profile.h"
 
 namespace moe::ops {
@@ -63,6 +64,11 @@ class OpCall {
 // The implementation the GPU runs for this attention shape (gpu_kernels.h).
 const kernels::Choice& device_attention(const Tensor& q, const Tensor& k) {
   return kernels::attention_choice({q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), q.dtype});
+}
+
+// The implementation the GPU runs for the expert GEMMs of this weight (gpu_kernels.h).
+const kernels::Choice& device_expert_gemm(const Tensor& w_EIO, const Tensor& x_MI) {
+  return kernels::expert_gemm_choice({w_EIO.size(0), w_EIO.size(1), w_EIO.size(2), x_MI.dtype});
 }
 
 // All dims but the last (also when the last is 0).
@@ -542,7 +548,10 @@ void grouped_matmul_forward(const Tensor& out_MO, const Tensor& x_MI, const Tens
                        ", offsets " + offsets_E1.shape_string();
               });
   // Device: the offsets stay on the device (no sync); one launch for all experts.
-  if (call.on_device()) return cuda::grouped_matmul_forward(out_MO, x_MI, w_EIO, offsets_E1);
+  if (call.on_device()) {
+    if (device_expert_gemm(w_EIO, x_MI).vendor) return cuda::cutlass_grouped::forward(out_MO, x_MI, w_EIO, offsets_E1);
+    return cuda::grouped_matmul_forward(out_MO, x_MI, w_EIO, offsets_E1);
+  }
   cpu::grouped_matmul_forward(write_f32(out_MO), read_f32(x_MI), read_f32(w_EIO), offsets_E1.i32(), w_EIO.size(0),
                               w_EIO.size(1), w_EIO.size(2));
 }
@@ -564,12 +573,21 @@ void grouped_matmul_backward(const Tensor& dx_MI, const Tensor& dw_EIO, const Te
                                {"w", &w_EIO},
                                {"offsets", &offsets_E1}});
               });
-  if (call.on_device()) return cuda::grouped_matmul_backward(dx_MI, dw_EIO, dout_MO, x_MI, w_EIO, offsets_E1);
+  if (call.on_device()) {
+    if (device_expert_gemm(w_EIO, x_MI).vendor) {
+      return cuda::cutlass_grouped::backward(dx_MI, dw_EIO, dout_MO, x_MI, w_EIO, offsets_E1);
+    }
+    return cuda::grouped_matmul_backward(dx_MI, dw_EIO, dout_MO, x_MI, w_EIO, offsets_E1);
+  }
   cpu::grouped_matmul_backward(write_f32(dx_MI), write_f32(dw_EIO), read_f32(dout_MO), read_f32(x_MI), read_f32(w_EIO),
                                offsets_E1.i32(), w_EIO.size(0), w_EIO.size(1), w_EIO.size(2));
 }
 
 // ---- scratch reserved before a CUDA graph is captured ---------------------------------
+
+void reserve_grouped_matmul(Device device, int64_t E, int64_t I, int64_t O, DType dtype) {
+  if (device == Device::kCuda) kernels::expert_gemm_choice({E, I, O, dtype});
+}
 
 void reserve_attention(Device device, int64_t B, int64_t T, int64_t H, int64_t G, int64_t Dh, DType dtype) {
   if (device != Device::kCuda) return;

@@ -134,6 +134,9 @@ void grouped_matmul_backward(const Tensor& dx_MI, const Tensor& dw_EIO, const Te
 // plans.
 void reserve_attention(Device device, int64_t B, int64_t T, int64_t H, int64_t G, int64_t Dh, DType dtype);
 void reserve_rmsnorm_backward(Device device, int64_t N, int64_t D);
+// The expert GEMMs of a weight [E, I, O]: decides their implementation and,
+// for CUTLASS's, builds its kernels' arguments (gpu_kernels.h).
+void reserve_grouped_matmul(Device device, int64_t E, int64_t I, int64_t O, DType dtype);
 void reserve_router_aux_losses(Device device, int64_t N, int64_t T, int64_t E);
 
 }  // namespace moe::ops

@@ -33,7 +33,11 @@ void DenseMLP::backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor
   ops::matmul_backward(dx_ND, w3_.grad, db_, x_ND, w3_.value);
 }
 
-GroupedSwiGLU::GroupedSwiGLU(const LayerContext& ctx, const std::string& role, int64_t max_rows, int64_t F) {
+GroupedSwiGLU::GroupedSwiGLU(const LayerContext& ctx, const std::string& role, int64_t max_rows, int64_t F,
+                             int64_t experts) {
+  const int64_t D = ctx.model.dim;
+  ops::reserve_grouped_matmul(ctx.pool.device(), experts, D, F, ctx.act);  // w1, w3
+  ops::reserve_grouped_matmul(ctx.pool.device(), experts, F, D, ctx.act);  // w2
   for (Tensor* t : {&a_, &b_, &g_}) *t = ctx.pool.alloc({max_rows, F}, ctx.act);
   da_ = ctx.scratch_act(role + ".da", {max_rows, F});
   db_ = ctx.scratch_act(role + ".db", {max_rows, F});

@@ -36,8 +36,9 @@ struct ExpertWeights {
 
 class GroupedSwiGLU {
  public:
-  // role names its backward scratch, shared with every other GroupedSwiGLU of that role.
-  GroupedSwiGLU(const LayerContext& ctx, const std::string& role, int64_t max_rows, int64_t F);
+  // role names its backward scratch, shared with every other GroupedSwiGLU of that role;
+  // `experts` weights [experts, D, F] and [experts, F, D] will come with each call.
+  GroupedSwiGLU(const LayerContext& ctx, const std::string& role, int64_t max_rows, int64_t F, int64_t experts);
   // x_MD, out_MD: the first M rows (views); offsets_E1 holds E+1 row offsets with offsets[E] == M.
   void forward(const Tensor& out_MD, const Tensor& x_MD, const ExpertWeights& w, const Tensor& offsets_E1);
   void backward(const Tensor& dx_MD, const Tensor& dout_MD, const Tensor& x_MD, const ExpertWeights& w,

@@ -33,7 +33,7 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& prefix)
       w3_(ctx.params[prefix + "block_sparse_moe.experts.w3"]),
       w2_(ctx.params[prefix + "block_sparse_moe.experts.w2"]),
       routed_(ctx, "routed_experts", moe_max_local_rows(ctx.model, ctx.N(), ctx.parallel.ep->size()),
-              expert_hidden(ctx.model)) {
+              expert_hidden(ctx.model), local_experts_) {
   TensorPool& pool = ctx.pool;
   const int64_t F = expert_hidden(ctx.model);
   if (ctx.parallel.ep->size() > 1) {
@@ -50,7 +50,7 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& prefix)
     shared_w2_ = &ctx.params[prefix + "block_sparse_moe.shared_experts.w2"];
   }
   for (int64_t s = 0; s < ctx.model.moe_shared_experts; ++s) {
-    shared_.push_back(std::make_unique<GroupedSwiGLU>(ctx, "shared_experts", N_, F));
+    shared_.push_back(std::make_unique<GroupedSwiGLU>(ctx, "shared_experts", N_, F, 1));
   }
   ops::reserve_router_aux_losses(pool.device(), N_, T_, E_);
   bias_E_ = pool.alloc({E_});

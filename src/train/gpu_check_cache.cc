@@ -39,7 +39,7 @@ std::string identity(int device) {
   return id;
 }
 
-// A line of the file per vendor kernel the check replaced: "fallback attention <what failed>".
+// A line of the file per vendor kernel the check replaced: "fallback attention: <what failed>".
 constexpr const char* kFallback = "fallback ";
 
 uint64_t fnv1a(const std::string& s) {
@@ -62,8 +62,8 @@ std::map<std::string, std::string> remembered_fallbacks(int device) {
   for (std::string line; std::getline(in, line);) {
     if (line.rfind(kFallback, 0) != 0) continue;
     const std::string rest = line.substr(std::string(kFallback).size());
-    const size_t space = rest.find(' ');
-    fallbacks[rest.substr(0, space)] = space == std::string::npos ? "" : rest.substr(space + 1);
+    const size_t colon = rest.find(": ");
+    fallbacks[rest.substr(0, colon)] = colon == std::string::npos ? "" : rest.substr(colon + 2);
   }
   return fallbacks;
 }
@@ -74,7 +74,7 @@ void remember_gpu_check(const GpuCheckReport& report) {
   try {
     std::filesystem::create_directories(std::filesystem::path(path).parent_path());
     std::string text = identity(report.device) + gpu_check_summary(report) + "\n";
-    for (const auto& [family, why] : report.fallbacks) text += kFallback + family + " " + why + "\n";
+    for (const auto& [family, why] : report.fallbacks) text += kFallback + family + ": " + why + "\n";
     write_file_durably(path, text);
   } catch (const std::exception& e) {
     spdlog::warn("could not remember the passed GPU check in {} ({}): the next run checks again", path, e.what());

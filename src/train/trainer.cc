@@ -84,9 +84,11 @@ void check_gpus_before_training(const JobConfig& cfg, Communicator& world) {
   }
   // Every rank runs the same kernels: a vendor kernel replaced on one GPU is
   // replaced on all, so that the ranks compute alike.
-  const std::string attention_failed_on = ranks_where(world, !kernels::vendor_disabled("attention").empty());
-  if (!attention_failed_on.empty() && kernels::vendor_disabled("attention").empty()) {
-    kernels::disable_vendor("attention", "it failed the GPU check on rank " + attention_failed_on);
+  for (const char* family : {"attention", "expert GEMMs"}) {
+    const std::string failed_on = ranks_where(world, !kernels::vendor_disabled(family).empty());
+    if (!failed_on.empty() && kernels::vendor_disabled(family).empty()) {
+      kernels::disable_vendor(family, std::string("it failed the GPU check on rank ") + failed_on);
+    }
   }
   const std::string ranks = ranks_where(world, !failure.empty());
   if (ranks.empty()) return;

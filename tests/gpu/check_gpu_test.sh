@@ -34,6 +34,8 @@ check "the table lists what runs each op family" bash -c 'grep -q "^    dense GE
 if [ "$emulated" -eq 1 ]; then
   check "the emulator runs the builtin attention, and says why" \
     grep -q "^    attention B=2 T=32 H=4/2 Dh=16 bf16: builtin flash attention (WMMA) (this build has no cuDNN path" <<<"$out"
+  check "and the builtin expert GEMMs, and says why" \
+    grep -q "^    expert GEMMs E=4 I=64 O=64 bf16: builtin grouped GEMM (WMMA) (this build has no CUTLASS kernels" <<<"$out"
 fi
 check "a summary line per GPU" bash -c 'grep -q "^GPU 0 (.*): [0-9]* checks passed in" <<<"$0" && grep -q "^GPU 1 (.*): [0-9]* checks passed in" <<<"$0"' "$out"
 for c in "all-reduce (sum)" "all-gather" "reduce-scatter (sum)" "all-to-all (send/recv)"; do
@@ -67,7 +69,8 @@ rm -rf "$MOE_TRAIN_CACHE"
 log=$(CUDA_EMU_DEVICE_COUNT=1 "$BIN" "${TRAIN[@]}" --checkpoint.dir="$tmp/ck3" --skip-gpu-check --train.kernels=builtin 2>&1); rc=$?
 check "--skip-gpu-check trains without the check" bash -c '[ "$1" -eq 0 ] && ! grep -q "checking GPU\|passed its check" <<<"$0"' "$log" "$rc"
 check "the log names each op's kernel; train.kernels = builtin forces ours" \
-  grep -q 'kernel: attention B=2 T=64 H=4/2 Dh=16 bf16: builtin flash attention (WMMA) (train.kernels = "builtin")' <<<"$log"
+  bash -c 'grep -q "kernel: attention B=2 T=64 H=4/2 Dh=16 bf16: builtin flash attention (WMMA) (train.kernels = \"builtin\")" <<<"$0" &&
+           grep -q "kernel: expert GEMMs E=4 I=64 O=[0-9]* bf16: builtin grouped GEMM (WMMA) (train.kernels = \"builtin\")" <<<"$0"' "$log"
 
 if [ "$emulated" -eq 1 ]; then
   rm -rf "$MOE_TRAIN_CACHE"

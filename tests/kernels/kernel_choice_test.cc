@@ -102,11 +102,53 @@ TEST_CASE("a vendor path that failed the GPU check stays off, with the failure a
   CHECK(vendor_disabled("matmul").empty());
 }
 
+TEST_CASE("the expert GEMMs run CUTLASS's sm_90a grouped GEMM on an H100 in bf16, and the builtin one elsewhere") {
+  VendorFacts hopper = h100();
+  hopper.cutlass_sm90_in_build = true;
+  const ExpertGemmProblem bench{8, 2048, 640, DType::kBF16};  // bench_1b_moe.toml's w1 and w3; w2 is 640 -> 2048
+  const Choice c = choose_expert_gemm(bench, hopper, KernelSettings{});
+  CHECK(c.vendor);
+  CHECK(c.implementation == kCutlassExpertGemm);
+  // Deterministic either way: no reason to fall back when train.deterministic is on or off.
+  CHECK(choose_expert_gemm(bench, hopper, KernelSettings{KernelSource::kAuto, false}).vendor);
+
+  struct Case {
+    const char* what;
+    ExpertGemmProblem p;
+    VendorFacts facts;
+    KernelSettings settings;
+    const char* reason;
+  };
+  VendorFacts emulator = hopper, a100 = hopper, blackwell = hopper;
+  emulator.cutlass_sm90_in_build = false;
+  a100.compute_capability = 80;
+  blackwell.compute_capability = 100;
+  const std::vector<Case> cases = {
+      {"train.kernels = builtin", bench, hopper, KernelSettings{KernelSource::kBuiltin, true}, "train.kernels"},
+      {"a build without CUTLASS", bench, emulator, KernelSettings{}, "no CUTLASS kernels"},
+      {"an A100", bench, a100, KernelSettings{}, "sm_80: the CUTLASS kernels are built for sm_90a"},
+      {"sm_100", bench, blackwell, KernelSettings{}, "sm_100"},
+      {"fp32 activations", ExpertGemmProblem{8, 2048, 640, DType::kF32}, hopper, KernelSettings{}, "fp32"},
+      {"rows of 100 values", ExpertGemmProblem{8, 2048, 100, DType::kBF16}, hopper, KernelSettings{}, "O=100"},
+  };
+  for (const Case& k : cases) {
+    INFO(k.what);
+    const Choice choice = choose_expert_gemm(k.p, k.facts, k.settings);
+    CHECK_FALSE(choice.vendor);
+    CHECK(choice.implementation == kBuiltinExpertGemm);
+    CHECK_THAT(choice.reason, Contains(k.reason));
+  }
+  CHECK_THAT(choose_expert_gemm(bench, hopper, KernelSettings{}, "out[7] = nan").reason,
+             Contains("failed the GPU check: out[7] = nan"));
+}
+
 TEST_CASE("ops map to the family whose vendor kernel runs them") {
   CHECK(vendor_family("attention_forward") == "attention");
   CHECK(vendor_family("attention_backward") == "attention");
   CHECK(vendor_family("rmsnorm_forward").empty());
-  CHECK(vendor_family("grouped_matmul_forward").empty());
+  CHECK(vendor_family("grouped_matmul_forward") == "expert GEMMs");
+  CHECK(vendor_family("grouped_matmul_backward") == "expert GEMMs");
+  CHECK(vendor_family("matmul_forward").empty());
 }
 
 TEST_CASE("cuDNN's attention workspace is sized as its frontend sizes it") {

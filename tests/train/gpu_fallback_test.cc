@@ -38,6 +38,11 @@ TEST_CASE("a vendor kernel that fails its rows is replaced; a builtin one that f
   CHECK(failed.at("attention").find("attention_backward") == 0);
   CHECK(failed.at("attention").find("dq[3] = 0.5") != std::string::npos);  // the first failure
 
+  // Each family on its own.
+  rows.push_back(row("grouped_matmul_backward", true, false, "dw[2] = 3, the CPU gives 1"));
+  CHECK(moe::vendor_failures(rows).at("expert GEMMs").find("dw[2] = 3") != std::string::npos);
+  rows.pop_back();
+
   // A builtin kernel's failure is never a vendor failure.
   rows.push_back(row("rmsnorm_backward", false, false, "dx[1] = 7"));
   CHECK(moe::vendor_failures(rows).size() == 1);
@@ -61,12 +66,14 @@ TEST_CASE("a passed check remembers the vendor kernels it replaced") {
   report.rows = {row("attention_forward", false, true)};
   CHECK(moe::remembered_fallbacks(0).empty());  // no file yet
   report.fallbacks["attention"] = "attention_backward q [2, 32, 4, 16] bf16: dq[3] = 0.5, the CPU gives 0.25";
+  report.fallbacks["expert GEMMs"] = "grouped_matmul_forward [256, 64] bf16: out[7] = nan, the CPU gives 1.5";
   moe::remember_gpu_check(report);
   REQUIRE(moe::gpu_check_passed_before(0));
   const auto remembered = moe::remembered_fallbacks(0);
-  REQUIRE(remembered.size() == 1);
+  REQUIRE(remembered.size() == 2);
   CHECK(remembered.at("attention") == report.fallbacks.at("attention"));
-  CHECK(moe::gpu_check_summary(report).find("the builtin kernel replaces the vendor's for attention") !=
+  CHECK(remembered.at("expert GEMMs") == report.fallbacks.at("expert GEMMs"));
+  CHECK(moe::gpu_check_summary(report).find("the builtin kernel replaces the vendor's for attention, expert GEMMs") !=
         std::string::npos);
   std::filesystem::remove_all(cache);
 }

@@ -23,7 +23,15 @@ cc_library(
     includes = ["include"],
     visibility = ["//visibility:public"],
 )
-""".format(package = rctx.attr.package, version = rctx.attr.version, folder = folder))
+
+# The same files for nvcc genrules, which take files, not libraries
+# (include path: external/{name}/include).
+filegroup(
+    name = "header_files",
+    srcs = glob(["include/**"]),
+    visibility = ["//visibility:public"],
+)
+""".format(package = rctx.attr.package, version = rctx.attr.version, folder = folder, name = rctx.name))
 
 vendor_headers = repository_rule(
     implementation = _vendor_headers_impl,
