@@ -24,6 +24,8 @@
 #include "src/config/validate.h"
 #include "src/core/cuda_device.h"
 #include "src/core/device_allocator.h"
+#include "src/kernels/gpu_kernels.h"
+#include "src/kernels/kernel_choice.h"
 #include "src/kernels/op_profile.h"
 #include "src/model/params.h"
 #include "src/model/transformer.h"
@@ -93,10 +95,15 @@ int main(int argc, char** argv) {
   const moe::Placement where = moe::placement_of(t);
   const bool gpu = where.device == moe::Device::kCuda;
   const int device_index = gpu ? moe::select_cuda_device(0) : -1;
+  // train.kernels and train.deterministic, as training applies them (compare with --train.kernels=builtin).
+  moe::kernels::configure({moe::kernels::parse_kernel_source(t.kernels), t.deterministic});
   moe::TensorPool pool(where.device);
   moe::ParamStore params(cfg.model, pool, moe::Layout{}, moe::MeshCoord{}, where.compute);
   params.init(cfg.model, 1);
   moe::Transformer model(cfg.model, t.batch_size, t.seq_len, t.ce_chunk_size, pool, params);
+  if (gpu) {
+    for (const std::string& line : moe::kernels::gpu_kernel_lines()) std::printf("  kernel: %s\n", line.c_str());
+  }
   const bool graph = gpu && !args.eager && !args.profile;
   if (graph) model.replay_micro_batches_as_graph();
   moe::Optimizer opt(cfg.optimizer, params, pool);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # step_bench's GPU path on a small debug_moe: 3 steps replayed as CUDA graphs,
 # then 2 eager steps with the op profile. Checks that both run and print their
-# figures and the profile's table; times are not checked.
+# figures, the kernel of each op family and the profile's table; times are
+# not checked.
 # Usage: step_bench_gpu_test.sh STEP_BENCH CONFIG
 set -euo pipefail
 bench=$1 config=$2
@@ -11,6 +12,8 @@ out=$("$bench" "$config" --device=cuda --precision=bf16 --steps=3 "${small[@]}")
 echo "$out"
 grep -q 'CUDA graph' <<<"$out" || { echo "FAIL: not replayed as a CUDA graph on the GPU"; exit 1; }
 grep -q 'tokens/s' <<<"$out" || { echo "FAIL: no tokens/s line"; exit 1; }
+grep -q '^  kernel: attention B=2 T=64 ' <<<"$out" || { echo "FAIL: no line naming attention's kernel"; exit 1; }
+grep -q '^  kernel: expert GEMMs E=' <<<"$out" || { echo "FAIL: no line naming the expert GEMMs' kernel"; exit 1; }
 
 out=$("$bench" "$config" --device=cuda --precision=fp32 --steps=2 --profile "${small[@]}")
 echo "$out"

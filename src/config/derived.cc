@@ -89,7 +89,7 @@ int64_t moe_max_local_rows(const ModelConfig& m, int64_t tokens, int64_t ep) {
 
 int64_t lm_head_chunk_rows(int64_t ce_chunk_size, int64_t tokens, int64_t vocab) {
   if (ce_chunk_size > 0) return std::min(ce_chunk_size, tokens);
-  return std::clamp<int64_t>((int64_t{1} << 25) / vocab, 1, tokens);
+  return std::clamp<int64_t>((int64_t{1} << 27) / vocab, 1, tokens);
 }
 
 }  // namespace moe

@@ -26,10 +26,11 @@ int64_t moe_capacity(const ModelConfig& m, int64_t tokens);
 // worst case: every pair to one rank). tokens*k without ep.
 int64_t moe_max_local_rows(const ModelConfig& m, int64_t tokens, int64_t ep);
 // Rows of logits per LM-head chunk: ce_chunk_size when set (at most tokens),
-// else 2^25 logits' worth (64 MiB in bf16, 128 MiB in fp32): about 1000 rows
-// for a 32K vocabulary, enough that the head's GEMMs run near a GPU's peak,
-// while the full [tokens, vocab] matrix (8 GiB for 2 x 2048 tokens of a 128K
-// vocabulary in bf16) never exists.
+// else 2^27 logits' worth (256 MiB in bf16, 512 MiB in fp32): about 4096 rows
+// for a 32K vocabulary, so that the head's three GEMMs per chunk are tall
+// enough to keep an H100's tensor cores busy, while the full [tokens, vocab]
+// matrix (8 GiB for 2 x 2048 tokens of a 128K vocabulary in bf16) never
+// exists.
 int64_t lm_head_chunk_rows(int64_t ce_chunk_size, int64_t tokens, int64_t vocab);
 
 // The parallel layout with dp_shard = -1 resolved.
