@@ -89,7 +89,8 @@ Decisions<ExpertGemmProblem>& expert_gemm_decisions() {
 
 const Choice& attention_choice(const AttentionProblem& p) {
   return attention_decisions().get(
-      "attention", p, [](const AttentionProblem& p, int device, const KernelSettings& s, const std::string& disabled) {
+      kAttentionFamily, p,
+      [](const AttentionProblem& p, int device, const KernelSettings& s, const std::string& disabled) {
         Choice choice = choose_attention(p, facts_of(device), s, disabled);
         if (!choice.vendor) return choice;
         try {  // cuDNN's own support check: it builds the shape's plans
@@ -105,7 +106,7 @@ const Choice& attention_choice(const AttentionProblem& p) {
 
 const Choice& expert_gemm_choice(const ExpertGemmProblem& p) {
   return expert_gemm_decisions().get(
-      "expert GEMMs", p,
+      kExpertGemmFamily, p,
       [](const ExpertGemmProblem& p, int device, const KernelSettings& s, const std::string& disabled) {
         Choice choice = choose_expert_gemm(p, facts_of(device), s, disabled);
         if (!choice.vendor) return choice;

@@ -126,8 +126,8 @@ std::string vendor_disabled(const std::string& family) {
 }
 
 std::string vendor_family(const std::string& op) {
-  if (op == "attention_forward" || op == "attention_backward") return "attention";
-  if (op == "grouped_matmul_forward" || op == "grouped_matmul_backward") return "expert GEMMs";
+  if (op == "attention_forward" || op == "attention_backward") return kAttentionFamily;
+  if (op == "grouped_matmul_forward" || op == "grouped_matmul_backward") return kExpertGemmFamily;
   return "";
 }
 

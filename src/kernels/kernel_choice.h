@@ -99,8 +99,14 @@ int64_t cudnn_attention_workspace_bytes(const AttentionProblem& p, bool determin
 void disable_vendor(const std::string& family, const std::string& why);
 // Why `family`'s vendor kernel is off, or "" when it is not.
 std::string vendor_disabled(const std::string& family);
-// The family of an op of ops.h ("attention" for attention_forward and
-// attention_backward, "expert GEMMs" for grouped_matmul_forward and
+// The op families that have a vendor kernel, by the names the log, check-gpu
+// and its cache use for them.
+inline constexpr const char* kAttentionFamily = "attention";
+inline constexpr const char* kExpertGemmFamily = "expert GEMMs";
+inline constexpr const char* kVendorFamilies[] = {kAttentionFamily, kExpertGemmFamily};
+
+// The family of an op of ops.h (kAttentionFamily for attention_forward and
+// attention_backward, kExpertGemmFamily for grouped_matmul_forward and
 // grouped_matmul_backward), or "" for ops with only a builtin kernel.
 std::string vendor_family(const std::string& op);
 

@@ -531,9 +531,9 @@ std::vector<Result> check_ops(const Shapes& shapes, DType act) {
       // The kernel the device side runs, where a vendor's may (gpu_kernels.h).
       const std::string family = kernels::vendor_family(c.op);
       const kernels::Choice* choice = nullptr;
-      if (family == "attention") {
+      if (family == kernels::kAttentionFamily) {
         choice = &kernels::attention_choice({shapes.B, shapes.T, shapes.heads, shapes.kv_heads, shapes.head_dim, act});
-      } else if (family == "expert GEMMs") {
+      } else if (family == kernels::kExpertGemmFamily) {
         choice = &kernels::expert_gemm_choice({shapes.experts, shapes.dim, shapes.expert_hidden, act});
       }
       if (choice != nullptr) {

@@ -23,6 +23,16 @@ int64_t local_rows_of(const ModelConfig& m, const std::string& name, const Layou
   return 0;
 }
 
+// This rank's query and KV heads (tp splits both).
+struct LocalHeads {
+  int64_t H, G;
+};
+LocalHeads local_heads(const ModelConfig& m, const Layout& layout) {
+  const int64_t Dh = head_dim(m);
+  return {local_rows_of(m, "model.layers.0.self_attn.q_proj.weight", layout) / Dh,
+          local_rows_of(m, "model.layers.0.self_attn.k_proj.weight", layout) / Dh};
+}
+
 // Every buffer the model allocates for one micro-batch of B x T tokens (the
 // constructors of Transformer, Block, Attention, DenseMLP, MoELayer,
 // GroupedSwiGLU and ExpertExchange), c bytes per activation element. What a
@@ -39,8 +49,7 @@ int64_t activation_bytes(const JobConfig& cfg, const Layout& layout, int64_t c) 
   // Every block: its norms' inputs and rstd, attention's q, k, v, output and
   // lse (this rank's heads); scratch: attention and FFN outputs, dln, dh, dq,
   // datt, dk, dv.
-  const int64_t H = local_rows_of(m, "model.layers.0.self_attn.q_proj.weight", layout) / Dh;
-  const int64_t G = local_rows_of(m, "model.layers.0.self_attn.k_proj.weight", layout) / Dh;
+  const auto [H, G] = local_heads(m, layout);
   saved += L * (3 * N * D * c + 2 * 4 * N + 2 * N * H * Dh * c + 2 * N * G * Dh * c + 4 * B * H * T);
   int64_t scratch = L > 0 ? 4 * N * D * c + 2 * N * H * Dh * c + 2 * N * G * Dh * c : 0;
   // Dense blocks: a, b, g saved; da, db, dg scratch.
@@ -158,13 +167,9 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
   r.total_bytes = r.master_weight_bytes + r.compute_copy_bytes + r.gradient_bytes + r.optimizer_bytes +
                   r.fsdp_buffer_bytes + r.activation_bytes;
   if (cfg.train.device != "cpu") {
-    const int64_t Dh = head_dim(m);
-    const kernels::AttentionProblem p{cfg.train.batch_size,
-                                      cfg.train.seq_len,
-                                      local_rows_of(m, "model.layers.0.self_attn.q_proj.weight", layout) / Dh,
-                                      local_rows_of(m, "model.layers.0.self_attn.k_proj.weight", layout) / Dh,
-                                      Dh,
-                                      bf16 ? DType::kBF16 : DType::kF32};
+    const auto [H, G] = local_heads(m, layout);
+    const kernels::AttentionProblem p{
+        cfg.train.batch_size, cfg.train.seq_len, H, G, head_dim(m), bf16 ? DType::kBF16 : DType::kF32};
     // The plan cannot see the GPU: it assumes one where cuDNN's attention runs (sm_90, cuDNN 9).
     const kernels::VendorFacts hopper{90, 90000, true};
     const kernels::Choice choice = kernels::choose_attention(

@@ -84,7 +84,7 @@ void check_gpus_before_training(const JobConfig& cfg, Communicator& world) {
   }
   // Every rank runs the same kernels: a vendor kernel replaced on one GPU is
   // replaced on all, so that the ranks compute alike.
-  for (const char* family : {"attention", "expert GEMMs"}) {
+  for (const char* family : kernels::kVendorFamilies) {
     const std::string failed_on = ranks_where(world, !kernels::vendor_disabled(family).empty());
     if (!failed_on.empty() && kernels::vendor_disabled(family).empty()) {
       kernels::disable_vendor(family, std::string("it failed the GPU check on rank ") + failed_on);
