@@ -30,7 +30,7 @@ VendorFacts facts_of(int device) {
   VendorFacts facts;
   facts.cudnn_in_build = cuda::cudnn_attention::in_build();
   facts.cudnn_version = facts.cudnn_in_build ? cuda::cudnn_attention::loaded_version() : 0;
-  facts.cutlass_sm90_in_build = cuda::cutlass_grouped::in_build();
+  facts.cutlass_in_build = cuda::cutlass_grouped::in_build();
   facts.compute_capability = cuda_compute_capability(device);
   return facts;
 }

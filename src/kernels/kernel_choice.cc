@@ -21,7 +21,8 @@ int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 
 const char* const kBuiltinAttention = "builtin flash attention (WMMA)";
 const char* const kBuiltinExpertGemm = "builtin grouped GEMM (WMMA)";
-const char* const kCutlassExpertGemm = "CUTLASS 4.2 grouped GEMM (sm_90a: TMA, wgmma)";
+const char* const kCutlassExpertGemmSm80 = "CUTLASS 4.2 grouped GEMM (sm_80: cp.async, mma.sync)";
+const char* const kCutlassExpertGemmSm90 = "CUTLASS 4.2 grouped GEMM (sm_90a: TMA, wgmma)";
 
 KernelSource parse_kernel_source(const std::string& name) {
   if (name == "auto") return KernelSource::kAuto;
@@ -92,12 +93,11 @@ Choice choose_expert_gemm(const ExpertGemmProblem& p, const VendorFacts& facts, 
                           const std::string& disabled) {
   const auto builtin = [](std::string reason) { return Choice{false, kBuiltinExpertGemm, std::move(reason)}; };
   if (settings.source == KernelSource::kBuiltin) return builtin("train.kernels = \"builtin\"");
-  if (!facts.cutlass_sm90_in_build) {
-    return builtin("this build has no CUTLASS kernels (a CPU-only or emulator build)");
-  }
-  if (facts.compute_capability != 90) {
+  if (!facts.cutlass_in_build) return builtin("this build has no CUTLASS kernels (a CPU-only or emulator build)");
+  const bool hopper = facts.compute_capability == 90, ampere_or_ada = facts.compute_capability / 10 == 8;
+  if (!hopper && !ampere_or_ada) {
     return builtin("sm_" + std::to_string(facts.compute_capability) +
-                   ": the CUTLASS kernels are built for sm_90a (H100, H200) only");
+                   ": the CUTLASS kernels are built for sm_80 (sm_8x) and sm_90a (H100, H200)");
   }
   if (p.dtype != DType::kBF16) return builtin("fp32 activations: the CUTLASS kernels are for bf16");
   if (p.I % 8 != 0 || p.O % 8 != 0) {
@@ -105,7 +105,7 @@ Choice choose_expert_gemm(const ExpertGemmProblem& p, const VendorFacts& facts, 
                    ": the CUTLASS kernels need multiples of 8 (16-byte rows)");
   }
   if (!disabled.empty()) return builtin("the CUTLASS grouped GEMM failed the GPU check: " + disabled);
-  return Choice{true, kCutlassExpertGemm, ""};
+  return Choice{true, hopper ? kCutlassExpertGemmSm90 : kCutlassExpertGemmSm80, ""};
 }
 
 int64_t cudnn_attention_workspace_bytes(const AttentionProblem& p, bool deterministic) {

@@ -50,10 +50,10 @@ struct ExpertGemmProblem {
 
 // What the device and this build offer the vendor paths.
 struct VendorFacts {
-  int compute_capability = 0;          // 90 for sm_90; 0: no GPU
-  int64_t cudnn_version = 0;           // cuDNN's number (91900 for 9.19.0); 0: none loaded
-  bool cudnn_in_build = false;         // false in CPU-only and emulator builds
-  bool cutlass_sm90_in_build = false;  // the sm_90a CUTLASS kernels; false in CPU-only and emulator builds
+  int compute_capability = 0;     // 90 for sm_90; 0: no GPU
+  int64_t cudnn_version = 0;      // cuDNN's number (91900 for 9.19.0); 0: none loaded
+  bool cudnn_in_build = false;    // false in CPU-only and emulator builds
+  bool cutlass_in_build = false;  // the CUTLASS kernels (sm_80, sm_90a); false in CPU-only and emulator builds
 };
 
 struct Choice {
@@ -68,7 +68,8 @@ std::string cudnn_version_text(int64_t version);
 // The kernels' names, as the start-up log and docs/gpu.md say them.
 extern const char* const kBuiltinAttention;
 extern const char* const kBuiltinExpertGemm;
-extern const char* const kCutlassExpertGemm;
+extern const char* const kCutlassExpertGemmSm80;
+extern const char* const kCutlassExpertGemmSm90;
 
 // The rules for attention: cuDNN's fused SDPA where it is in the build and
 // loaded (9.0 or newer), the GPU is sm_80 or newer, the activations are bf16,
@@ -79,11 +80,11 @@ extern const char* const kCutlassExpertGemm;
 Choice choose_attention(const AttentionProblem& p, const VendorFacts& facts, const KernelSettings& settings,
                         const std::string& disabled = "");
 
-// The rules for the expert GEMMs: CUTLASS's grouped GEMM where its sm_90a
-// kernels are in the build, the GPU is sm_90 (H100, H200: sm_90a code runs on
-// no other), the activations are bf16, and I and O are multiples of 8 (TMA
-// moves 16-byte rows). Deterministic: every output tile is summed by one CTA
-// in a fixed order.
+// The rules for the expert GEMMs: CUTLASS's grouped GEMM where its kernels
+// are in the build, the GPU is sm_90 (H100, H200: the sm_90a kernels, which
+// run on no other) or sm_8x (A100, A10, L4, RTX 30/40: the sm_80 kernels),
+// the activations are bf16, and I and O are multiples of 8 (16-byte rows).
+// Deterministic: every output tile is summed by one CTA in a fixed order.
 Choice choose_expert_gemm(const ExpertGemmProblem& p, const VendorFacts& facts, const KernelSettings& settings,
                           const std::string& disabled = "");
 

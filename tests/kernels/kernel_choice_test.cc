@@ -102,13 +102,13 @@ TEST_CASE("a vendor path that failed the GPU check stays off, with the failure a
   CHECK(vendor_disabled("matmul").empty());
 }
 
-TEST_CASE("the expert GEMMs run CUTLASS's sm_90a grouped GEMM on an H100 in bf16, and the builtin one elsewhere") {
+TEST_CASE("the expert GEMMs run CUTLASS's grouped GEMM on sm_90 and sm_8x in bf16, and the builtin one elsewhere") {
   VendorFacts hopper = h100();
-  hopper.cutlass_sm90_in_build = true;
+  hopper.cutlass_in_build = true;
   const ExpertGemmProblem bench{8, 2048, 640, DType::kBF16};  // bench_1b_moe.toml's w1 and w3; w2 is 640 -> 2048
   const Choice c = choose_expert_gemm(bench, hopper, KernelSettings{});
   CHECK(c.vendor);
-  CHECK(c.implementation == kCutlassExpertGemm);
+  CHECK(c.implementation == kCutlassExpertGemmSm90);
   // Deterministic either way: no reason to fall back when train.deterministic is on or off.
   CHECK(choose_expert_gemm(bench, hopper, KernelSettings{KernelSource::kAuto, false}).vendor);
 
@@ -119,14 +119,24 @@ TEST_CASE("the expert GEMMs run CUTLASS's sm_90a grouped GEMM on an H100 in bf16
     KernelSettings settings;
     const char* reason;
   };
-  VendorFacts emulator = hopper, a100 = hopper, blackwell = hopper;
-  emulator.cutlass_sm90_in_build = false;
-  a100.compute_capability = 80;
+  // Ampere and Ada run the sm_80 kernels (sm_80 code runs on every sm_8x).
+  for (const int cc : {80, 86, 89}) {
+    VendorFacts ampere = hopper;
+    ampere.compute_capability = cc;
+    INFO("sm_" << cc);
+    const Choice a = choose_expert_gemm(bench, ampere, KernelSettings{});
+    CHECK(a.vendor);
+    CHECK(a.implementation == kCutlassExpertGemmSm80);
+  }
+
+  VendorFacts emulator = hopper, volta = hopper, blackwell = hopper;
+  emulator.cutlass_in_build = false;
+  volta.compute_capability = 70;
   blackwell.compute_capability = 100;
   const std::vector<Case> cases = {
       {"train.kernels = builtin", bench, hopper, KernelSettings{KernelSource::kBuiltin, true}, "train.kernels"},
       {"a build without CUTLASS", bench, emulator, KernelSettings{}, "no CUTLASS kernels"},
-      {"an A100", bench, a100, KernelSettings{}, "sm_80: the CUTLASS kernels are built for sm_90a"},
+      {"a V100", bench, volta, KernelSettings{}, "sm_70: the CUTLASS kernels are built for sm_80 (sm_8x) and sm_90a"},
       {"sm_100", bench, blackwell, KernelSettings{}, "sm_100"},
       {"fp32 activations", ExpertGemmProblem{8, 2048, 640, DType::kF32}, hopper, KernelSettings{}, "fp32"},
       {"rows of 100 values", ExpertGemmProblem{8, 2048, 100, DType::kBF16}, hopper, KernelSettings{}, "O=100"},

@@ -1,24 +1,14 @@
-// CUTLASS 3 grouped GEMMs for the experts on sm_90a (cutlass_grouped_gemm.h).
-// Compiled for sm_90a only (-gencode arch=compute_90a,code=sm_90a): TMA and
-// wgmma are Hopper features that no other architecture runs, so the kernel
-// choice (src/kernels/kernel_choice.h) sends only sm_90 GPUs here.
-//
-// The three products as CUTLASS sees them, per expert e with m_e rows
-// starting at row r_e (A is M x K, B is K x N, D is M x N):
-//   forward  D = out[r_e:, :O] (row-major)  A = x[r_e:, :I] (K-major)   B = W[e] [I, O] (N-major)
-//   dx       D = dx[r_e:, :I]  (row-major)  A = dout[r_e:, :O] (K-major) B = W[e]^T, read from [I, O] (K-major)
-//   dW       D = dW[e] [I, O] fp32          A = x^T (M-major, ld I)      B = dout[r_e:, :O] (N-major)
-// dx and dW accumulate (C = D, beta = 1). An expert without rows gets an
-// empty problem: its dW is left as it was.
+// CUTLASS 3 grouped GEMMs for the experts on sm_90a (cutlass_grouped_gemm.h;
+// the products and their operands: cutlass_grouped_common.cuh). Compiled for
+// sm_90a only (-gencode arch=compute_90a,code=sm_90a): TMA and wgmma are
+// Hopper features that no other architecture runs, so the kernel choice
+// (src/kernels/kernel_choice.h) sends only sm_90 GPUs here.
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <stdexcept>
 #include <string>
-#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -30,11 +20,10 @@
 #include "cutlass/gemm/dispatch_policy.hpp"
 #include "cutlass/gemm/group_array_problem_shape.hpp"
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
-#include "src/core/cuda_stream.h"
-#include "src/kernels/cuda/cuda_check.h"
-#include "src/kernels/cuda/cutlass_grouped_gemm.h"
+#include "src/kernels/cuda/cutlass_grouped_arch.h"
+#include "src/kernels/cuda/cutlass_grouped_common.cuh"
 
-namespace moe::cuda::cutlass_grouped {
+namespace moe::cuda::cutlass_grouped::sm90 {
 namespace {
 
 using ProblemShape = cutlass::gemm::GroupProblemShape<cute::Shape<int, int, int>>;
@@ -73,8 +62,6 @@ using Forward = Sm90GroupedGemm<cutlass::layout::RowMajor, cutlass::layout::RowM
 using InputGrad = Sm90GroupedGemm<cutlass::layout::RowMajor, cutlass::layout::ColumnMajor, Bf16>;
 using WeightGrad = Sm90GroupedGemm<cutlass::layout::ColumnMajor, cutlass::layout::RowMajor, float>;
 
-enum class Product { kForward, kInputGrad, kWeightGrad };
-
 // A stride of one matrix per group: its leading dimension `ld` in the one
 // dynamic mode among M/N and K (the other is the unit stride), batch stride 0.
 template <class Stride>
@@ -93,33 +80,11 @@ __global__ void fill_groups(Product product, const int32_t* offsets, int experts
                             const Bf16** b, const ElementD** c, ElementD** d) {
   const int e = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
   if (e >= experts) return;
-  int64_t r0 = offsets[e], r1 = offsets[e + 1];
-  r0 = r0 < 0 ? 0 : (r0 > M ? M : r0);
-  r1 = r1 < r0 ? r0 : (r1 > M ? M : r1);
-  const int m = static_cast<int>(r1 - r0);
-  const Bf16* w_e = nullptr;
-  switch (product) {
-    case Product::kForward:  // out = x W[e]: a = x, b = W, d = out
-      w_e = b_base + e * I * O;
-      shapes[e] = Shape3{m, static_cast<int>(O), static_cast<int>(I)};
-      a[e] = a_base + r0 * I;
-      b[e] = w_e;
-      d[e] = d_base + r0 * O;
-      break;
-    case Product::kInputGrad:  // dx += dout W[e]^T: a = dout, b = W, d = dx
-      w_e = b_base + e * I * O;
-      shapes[e] = Shape3{m, static_cast<int>(I), static_cast<int>(O)};
-      a[e] = a_base + r0 * O;
-      b[e] = w_e;
-      d[e] = d_base + r0 * I;
-      break;
-    case Product::kWeightGrad:  // dW[e] += x^T dout: a = x, b = dout, d = dW; no rows, no problem
-      shapes[e] = Shape3{m > 0 ? static_cast<int>(I) : 0, m > 0 ? static_cast<int>(O) : 0, m};
-      a[e] = a_base + r0 * I;
-      b[e] = b_base + r0 * O;
-      d[e] = d_base + static_cast<int64_t>(e) * I * O;
-      break;
-  }
+  const GroupSlice s = group_slice(product, offsets, e, M, I, O);
+  shapes[e] = Shape3{s.m, s.n, s.k};
+  a[e] = a_base + s.a;
+  b[e] = b_base + s.b;
+  d[e] = d_base + s.d;
   c[e] = d[e];
 }
 
@@ -137,13 +102,11 @@ class Plan {
     check(cudaMalloc(&c_, E * sizeof(void*)), what);
     check(cudaMalloc(&d_, E * sizeof(void*)), what);
     // Leading dimensions, the same for every group: upload once.
-    int64_t lda = I, ldb = O, ldd = O;
-    if (product == Product::kInputGrad) lda = O, ldb = O, ldd = I;
-    if (product == Product::kWeightGrad) lda = I, ldb = O, ldd = O;
-    upload_strides(&stride_a_, packed_stride<typename G::StrideA>(lda), what);
-    upload_strides(&stride_b_, packed_stride<typename G::StrideB>(ldb), what);
-    upload_strides(&stride_c_, packed_stride<typename G::StrideC>(ldd), what);
-    upload_strides(&stride_d_, packed_stride<typename G::StrideD>(ldd), what);
+    const LeadingDims ld = leading_dims(product, I, O);
+    upload_strides(&stride_a_, packed_stride<typename G::StrideA>(ld.a), what);
+    upload_strides(&stride_b_, packed_stride<typename G::StrideB>(ld.b), what);
+    upload_strides(&stride_c_, packed_stride<typename G::StrideC>(ld.d), what);
+    upload_strides(&stride_d_, packed_stride<typename G::StrideD>(ld.d), what);
 
     typename G::Gemm::Arguments args;
     int device = 0;
@@ -202,76 +165,22 @@ class Plan {
   typename G::Gemm gemm_;
 };
 
-// The three plans of one expert weight shape on one device.
-struct Plans {
-  std::unique_ptr<Plan<Forward>> forward;
-  std::unique_ptr<Plan<InputGrad>> input_grad;
-  std::unique_ptr<Plan<WeightGrad>> weight_grad;
-};
-
-std::mutex mutex;
-std::map<std::tuple<int, int64_t, int64_t, int64_t>, Plans>& cache() {
-  static std::map<std::tuple<int, int64_t, int64_t, int64_t>, Plans> plans;
-  return plans;
+GroupedGemms<Plan<Forward>, Plan<InputGrad>, Plan<WeightGrad>>& gemms() {
+  static GroupedGemms<Plan<Forward>, Plan<InputGrad>, Plan<WeightGrad>> g;
+  return g;
 }
-
-std::tuple<int, int64_t, int64_t, int64_t> key_of(int64_t E, int64_t I, int64_t O) {
-  int device = 0;
-  check(cudaGetDevice(&device), "CUTLASS grouped GEMM");
-  return {device, E, I, O};
-}
-
-Plans& plans_for(const Tensor& w_EIO) {
-  const auto key = key_of(w_EIO.size(0), w_EIO.size(1), w_EIO.size(2));
-  std::lock_guard<std::mutex> lock(mutex);
-  const auto it = cache().find(key);
-  if (it == cache().end()) {
-    throw std::logic_error("CUTLASS grouped GEMM for w " + w_EIO.shape_string() + ": not prepared (prepare())");
-  }
-  return it->second;
-}
-
-const Bf16* bf16(const Tensor& t) { return static_cast<const Bf16*>(t.data); }
 
 }  // namespace
 
-bool in_build() { return true; }
-
-void prepare(int64_t E, int64_t I, int64_t O) {
-  const auto key = key_of(E, I, O);
-  std::lock_guard<std::mutex> lock(mutex);
-  if (cache().count(key)) return;
-  // Plans never move once built, so graphs captured before stay valid; but
-  // building one allocates and copies, which a capture in progress forbids.
-  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
-  check(cudaStreamIsCapturing(stream(), &capturing), "CUTLASS grouped GEMM plans");
-  if (capturing != cudaStreamCaptureStatusNone) {
-    throw std::logic_error("its plans are built outside CUDA graph capture, and the stream is capturing");
-  }
-  Plans plans;
-  const int experts = static_cast<int>(E);
-  plans.forward = std::make_unique<Plan<Forward>>(Product::kForward, experts, I, O);
-  plans.input_grad = std::make_unique<Plan<InputGrad>>(Product::kInputGrad, experts, I, O);
-  plans.weight_grad = std::make_unique<Plan<WeightGrad>>(Product::kWeightGrad, experts, I, O);
-  check(cudaStreamSynchronize(stream()), "CUTLASS grouped GEMM plans");
-  cache().emplace(key, std::move(plans));
-}
+void prepare(int64_t E, int64_t I, int64_t O) { gemms().prepare(E, I, O); }
 
 void forward(const Tensor& out_MO, const Tensor& x_MI, const Tensor& w_EIO, const Tensor& offsets_E1) {
-  plans_for(w_EIO).forward->run(offsets_E1.i32(), x_MI.size(0), bf16(x_MI), bf16(w_EIO),
-                                static_cast<Bf16*>(out_MO.data), "grouped_matmul_forward (CUTLASS)");
+  gemms().forward(out_MO, x_MI, w_EIO, offsets_E1);
 }
 
 void backward(const Tensor& dx_MI, const Tensor& dw_EIO, const Tensor& dout_MO, const Tensor& x_MI, const Tensor& w_EIO,
               const Tensor& offsets_E1) {
-  Plans& plans = plans_for(w_EIO);
-  const int64_t M = x_MI.size(0);
-  if (dx_MI.data != nullptr) {
-    plans.input_grad->run(offsets_E1.i32(), M, bf16(dout_MO), bf16(w_EIO), static_cast<Bf16*>(dx_MI.data),
-                          "grouped_matmul_backward dx (CUTLASS)");
-  }
-  plans.weight_grad->run(offsets_E1.i32(), M, bf16(x_MI), bf16(dout_MO), static_cast<float*>(dw_EIO.data),
-                         "grouped_matmul_backward dw (CUTLASS)");
+  gemms().backward(dx_MI, dw_EIO, dout_MO, x_MI, w_EIO, offsets_E1);
 }
 
-}  // namespace moe::cuda::cutlass_grouped
+}  // namespace moe::cuda::cutlass_grouped::sm90
