@@ -395,11 +395,19 @@ std::vector<Case> cases(const Shapes& sh) {
                  s.output("out", out, s.tol(A, f32_5));
                  s.output("rstd", rstd, f32_5);
                }});
+  c.push_back({"add_rmsnorm_forward", dims({N, D}), true, [=](Side& s) {
+                 const Tensor sum = s.zeros({N, D}, A), out = s.zeros({N, D}, A), rstd = s.zeros({N}, F32);
+                 const Tensor x = s.randn({N, D}, A, 2.0f), y = s.randn({N, D}, A), w = s.randn({D}, A);
+                 s.run([&] { ops::add_rmsnorm_forward(sum, out, rstd, x, y, w, 1e-5f); });
+                 s.output("sum", sum, kExact);
+                 s.output("out", out, s.tol(A, f32_5));
+                 s.output("rstd", rstd, f32_5);
+               }});
   c.push_back({"rmsnorm_backward", dims({N, D}), true, [=](Side& s) {
                  const Tensor dx = s.randn({N, D}, A), dw = s.randn({D}, F32), dout = s.randn({N, D}, A);
-                 const Tensor x = s.randn({N, D}, A, 2.0f), w = s.randn({D}, A);
+                 const Tensor x = s.randn({N, D}, A, 2.0f), w = s.randn({D}, A), dres = s.randn({N, D}, A);
                  const Tensor rstd = s.tensor({N}, F32, s.uniform(N, 0.5f, 1.5f));
-                 s.run([&] { ops::rmsnorm_backward(dx, dw, dout, x, w, rstd); });
+                 s.run([&] { ops::rmsnorm_backward(dx, dw, dout, x, w, rstd, dres); });
                  s.output("dx", dx, s.tol(A, f32_5));
                  s.output("dw", dw, sums);
                }});
@@ -470,10 +478,10 @@ std::vector<Case> cases(const Shapes& sh) {
                  s.output("loss", loss, f32_5);
                  s.output("dlogits", dlogits, s.tol(A, Tol{1e-5, 1e-9}));
                }});
-  c.push_back({"add_inplace", dims({N, D}), true, [=](Side& s) {
-                 const Tensor y = s.randn({N, D}, A), x = s.randn({N, D}, A);
-                 s.run([&] { ops::add_inplace(y, x); });
-                 s.output("y", y, kExact);
+  c.push_back({"add", dims({N, D}), true, [=](Side& s) {
+                 const Tensor out = s.zeros({N, D}, A), a = s.randn({N, D}, A), b = s.randn({N, D}, A);
+                 s.run([&] { ops::add(out, a, b); });
+                 s.output("out", out, kExact);
                }});
   c.push_back({"scale_inplace", dims({N, D}), true, [=](Side& s) {
                  const Tensor x = s.randn({N, D}, A);

@@ -161,16 +161,47 @@ void rmsnorm_forward(const Tensor& out_ND, const Tensor& rstd_N, const Tensor& x
                        eps);
 }
 
-void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dout_ND, const Tensor& x_ND,
-                      const Tensor& w_D, const Tensor& rstd_N) {
-  const OpCall call("rmsnorm_backward", Placement(dx_ND, dw_D, dout_ND, x_ND, w_D, rstd_N));
-  call.expect(x_ND.size(-1) == w_D.numel() && dw_D.numel() == w_D.numel() && rows_of(dx_ND) == rows_of(x_ND) &&
-                  rows_of(dout_ND) == rows_of(x_ND) && rstd_N.numel() == rows_of(x_ND),
+void add_rmsnorm_forward(const Tensor& sum_ND, const Tensor& out_ND, const Tensor& rstd_N, const Tensor& x_ND,
+                         const Tensor& y_ND, const Tensor& w_D, float eps) {
+  const OpCall call("add_rmsnorm_forward", Placement(sum_ND, out_ND, rstd_N, x_ND, y_ND, w_D));
+  call.expect(x_ND.size(-1) == w_D.numel() && same_shape(x_ND, y_ND) && same_shape(x_ND, sum_ND) &&
+                  same_shape(x_ND, out_ND) && rstd_N.numel() == rows_of(x_ND) && x_ND.dtype == y_ND.dtype &&
+                  x_ND.dtype == sum_ND.dtype,
               [&] {
-                return shapes(
-                    {{"dx", &dx_ND}, {"dw", &dw_D}, {"dout", &dout_ND}, {"x", &x_ND}, {"w", &w_D}, {"rstd", &rstd_N}});
+                return shapes({{"sum", &sum_ND}, {"out", &out_ND}, {"x", &x_ND}, {"y", &y_ND}, {"w", &w_D}}) +
+                       " (x, y and sum one dtype)";
               });
-  if (call.on_device()) return cuda::rmsnorm_backward(dx_ND, dw_D, dout_ND, x_ND, w_D, rstd_N);
+  if (call.on_device()) return cuda::add_rmsnorm_forward(sum_ND, out_ND, rstd_N, x_ND, y_ND, w_D, eps);
+  // The unfused sequence: the sum rounded to its dtype, then the norm of what was stored.
+  cpu::add(write_f32(sum_ND), read_f32(x_ND), read_f32(y_ND), x_ND.numel());
+  cpu::rmsnorm_forward(write_f32(out_ND), write_f32(rstd_N), read_f32(sum_ND), read_f32(w_D), rows_of(x_ND),
+                       w_D.numel(), eps);
+}
+
+void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dout_ND, const Tensor& x_ND,
+                      const Tensor& w_D, const Tensor& rstd_N, const Tensor& dresidual_ND) {
+  const OpCall call("rmsnorm_backward", Placement(dx_ND, dw_D, dout_ND, x_ND, w_D, rstd_N, dresidual_ND));
+  call.expect(x_ND.size(-1) == w_D.numel() && dw_D.numel() == w_D.numel() && rows_of(dx_ND) == rows_of(x_ND) &&
+                  rows_of(dout_ND) == rows_of(x_ND) && rstd_N.numel() == rows_of(x_ND) &&
+                  (dresidual_ND.data == nullptr ||
+                   (dresidual_ND.numel() == dx_ND.numel() && dresidual_ND.dtype == dx_ND.dtype)),
+              [&] {
+                return shapes({{"dx", &dx_ND},
+                               {"dw", &dw_D},
+                               {"dout", &dout_ND},
+                               {"x", &x_ND},
+                               {"w", &w_D},
+                               {"rstd", &rstd_N},
+                               {"dresidual", &dresidual_ND}}) +
+                       " (dresidual in dx's dtype, or empty)";
+              });
+  if (call.on_device()) return cuda::rmsnorm_backward(dx_ND, dw_D, dout_ND, x_ND, w_D, rstd_N, dresidual_ND);
+  // The CPU reference accumulates into dx: start it from the residual's gradient.
+  if (dresidual_ND.data == nullptr) {
+    zero(dx_ND);
+  } else if (dresidual_ND.data != dx_ND.data) {
+    copy_tensor(dx_ND, dresidual_ND);
+  }
   cpu::rmsnorm_backward(write_f32(dx_ND), write_f32(dw_D), read_f32(dout_ND), read_f32(x_ND), read_f32(w_D),
                         read_f32(rstd_N), rows_of(x_ND), w_D.numel());
 }
@@ -308,11 +339,12 @@ void cast(const Tensor& dst, const Tensor& src) {
   cpu::cast_bf16_to_f32(dst.f32(), static_cast<const uint16_t*>(src.data), src.numel());
 }
 
-void add_inplace(const Tensor& y, const Tensor& x) {
-  const OpCall call("add_inplace", Placement(y, x));
-  call.expect(y.numel() == x.numel(), [&] { return y.shape_string() + " += " + x.shape_string(); });
-  if (call.on_device()) return cuda::add_inplace(y, x);
-  cpu::add_inplace(write_f32(y), read_f32(x), y.numel());
+void add(const Tensor& out, const Tensor& a, const Tensor& b) {
+  const OpCall call("add", Placement(out, a, b));
+  call.expect(out.numel() == a.numel() && out.numel() == b.numel(),
+              [&] { return out.shape_string() + " = " + a.shape_string() + " + " + b.shape_string(); });
+  if (call.on_device()) return cuda::add(out, a, b);
+  cpu::add(write_f32(out), read_f32(a), read_f32(b), out.numel());
 }
 
 void scale_inplace(const Tensor& x, float factor) {

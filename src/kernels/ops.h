@@ -22,9 +22,20 @@ using cpu::RouterKind;
 void embedding_forward(const Tensor& out_ND, const Tensor& tokens_N, const Tensor& table_VD);
 void embedding_backward(const Tensor& dtable_VD, const Tensor& dout_ND, const Tensor& tokens_N);
 
+// out = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps) per row.
 void rmsnorm_forward(const Tensor& out_ND, const Tensor& rstd_N, const Tensor& x_ND, const Tensor& w_D, float eps);
+// A residual add and the norm after it, in one pass over the rows (a
+// pre-norm block's "h = x + attn(...); norm(h)"): sum = x + y, rounded to
+// sum's dtype, then out and rstd of rmsnorm_forward(sum). x, y and sum share
+// one dtype; sum may be x or y.
+void add_rmsnorm_forward(const Tensor& sum_ND, const Tensor& out_ND, const Tensor& rstd_N, const Tensor& x_ND,
+                         const Tensor& y_ND, const Tensor& w_D, float eps);
+// dx is WRITTEN: dx = dresidual + (the norm's input gradient), where
+// dresidual is the gradient that reaches x around the norm (a residual
+// branch), in dx's dtype. dresidual may be dx itself (accumulate) or empty
+// (no residual). dw accumulates.
 void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dout_ND, const Tensor& x_ND,
-                      const Tensor& w_D, const Tensor& rstd_N);
+                      const Tensor& w_D, const Tensor& rstd_N, const Tensor& dresidual_ND);
 
 // out = x W^T, W [O, I]. dx may be an empty Tensor (no input gradient).
 void matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI);
@@ -58,7 +69,8 @@ double sum_squares(const Tensor& x);
 // dst = src converted: f32 -> bf16 (round to nearest even), bf16 -> f32, or a
 // copy for equal dtypes. Same numel. Keeps bf16 compute copies of fp32 masters.
 void cast(const Tensor& dst, const Tensor& src);
-void add_inplace(const Tensor& y, const Tensor& x);  // y += x
+// out = a + b, elementwise, rounded to out's dtype; out may be a or b.
+void add(const Tensor& out, const Tensor& a, const Tensor& b);
 void scale_inplace(const Tensor& x, float factor);
 
 // ---- fused multi-tensor optimizer ops: every parameter in one call ----------

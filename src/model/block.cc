@@ -36,22 +36,18 @@ void Block::forward(const Tensor& out_ND, const Tensor& x_in_ND, bool training, 
   ops::rmsnorm_forward(ln1_out_, ln1_rstd_, x_in_ND, ln1_.value, eps_);
   attn_.forward(attn_out_, ln1_out_);
   tp_.all_reduce(attn_out_, ReduceOp::kSum);  // row-parallel o_proj: sum the heads' partial outputs
-  copy_tensor(h_, x_in_ND);
-  ops::add_inplace(h_, attn_out_);
-  ops::rmsnorm_forward(ln2_out_, ln2_rstd_, h_, ln2_.value, eps_);
+  ops::add_rmsnorm_forward(h_, ln2_out_, ln2_rstd_, x_in_ND, attn_out_, ln2_.value, eps_);  // h = x + attn
   if (moe_) {
     moe_->forward(ffn_out_, ln2_out_, training, grad_scale);
   } else {
     mlp_->forward(ffn_out_, ln2_out_);
     tp_.all_reduce(ffn_out_, ReduceOp::kSum);
   }
-  copy_tensor(out_ND, h_);
-  ops::add_inplace(out_ND, ffn_out_);
+  ops::add(out_ND, h_, ffn_out_);
 }
 
 void Block::backward(const Tensor& dx_in_ND, const Tensor& dout_ND, const Tensor& x_in_ND) {
   // out = h + ffn(norm2(h)): dh = dout + norm2'^T ffn'^T dout
-  copy_tensor(dh_, dout_ND);
   zero(dln_);
   if (moe_) {
     moe_->backward(dln_, dout_ND, ln2_out_);
@@ -59,13 +55,12 @@ void Block::backward(const Tensor& dx_in_ND, const Tensor& dout_ND, const Tensor
     mlp_->backward(dln_, dout_ND, ln2_out_);
     tp_.all_reduce(dln_, ReduceOp::kSum);  // column-parallel inputs: sum the partial input gradients
   }
-  ops::rmsnorm_backward(dh_, ln2_.grad, dln_, h_, ln2_.value, ln2_rstd_);
+  ops::rmsnorm_backward(dh_, ln2_.grad, dln_, h_, ln2_.value, ln2_rstd_, /*dresidual=*/dout_ND);
   // h = x + attn(norm1(x)): dx = dh + norm1'^T attn'^T dh
-  copy_tensor(dx_in_ND, dh_);
   zero(dln_);
   attn_.backward(dln_, dh_, ln1_out_);
   tp_.all_reduce(dln_, ReduceOp::kSum);
-  ops::rmsnorm_backward(dx_in_ND, ln1_.grad, dln_, x_in_ND, ln1_.value, ln1_rstd_);
+  ops::rmsnorm_backward(dx_in_ND, ln1_.grad, dln_, x_in_ND, ln1_.value, ln1_rstd_, /*dresidual=*/dh_);
 }
 
 }  // namespace moe

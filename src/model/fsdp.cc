@@ -74,7 +74,7 @@ void Fsdp::reduce_grads(int64_t index) {
   }
   for (size_t i = 0; i < u.params.size(); ++i) {
     Param& p = *u.params[i];
-    ops::add_inplace(p.shard_grad, scratch_.rows(u.shard_offsets[i], p.shard.numel()));
+    ops::add(p.shard_grad, p.shard_grad, scratch_.rows(u.shard_offsets[i], p.shard.numel()));
   }
 }
 

@@ -152,12 +152,12 @@ void MoELayer::forward(const Tensor& out_ND, const Tensor& x_ND, bool training, 
 
   for (size_t s = 0; s < shared_.size(); ++s) {
     shared_[s]->forward(shared_out_ND_, x_ND, shared_weights(s), shared_offsets_);
-    ops::add_inplace(out_ND, shared_out_ND_);
+    ops::add(out_ND, out_ND, shared_out_ND_);
   }
 
   if (training) {
     ops::moe_count_experts(routed_counts_E_, kept_counts_E_, topk_idx_NK_, offsets_E1_);
-    ops::add_inplace(aux_step_3_, aux_3_);
+    ops::add(aux_step_3_, aux_step_3_, aux_3_);
   }
 }
 

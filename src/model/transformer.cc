@@ -113,8 +113,8 @@ double Transformer::forward_backward(float loss_scale) {
 
 void Transformer::forward_and_backward(float loss_scale) {
   forward(true, loss_scale);
-  zero(dresid_a_);
-  ops::rmsnorm_backward(dresid_a_, final_norm_.grad, dfinal_, resid_.back(), final_norm_.value, final_rstd_);
+  ops::rmsnorm_backward(dresid_a_, final_norm_.grad, dfinal_, resid_.back(), final_norm_.value, final_rstd_,
+                        /*dresidual=*/Tensor{});
   Tensor dout = dresid_a_, dx = dresid_b_;
   Fsdp* fsdp = parallel_.fsdp;
   for (size_t l = blocks_.size(); l-- > 0;) {

@@ -70,8 +70,8 @@ void cross_entropy_forward_backward(float* loss_n, float* dlogits_nV, const floa
 // `step` t starts at 1.
 void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2,
                 float eps, float weight_decay, int64_t step, float grad_scale);
-// y += x, elementwise.
-void add_inplace(float* y, const float* x, int64_t n);
+// out = a + b, elementwise; out may be a or b.
+void add(float* out, const float* a, const float* b, int64_t n);
 // Sum of squares in double (for the global gradient norm).
 double sum_squares(const float* x, int64_t n);
 void scale_inplace(float* x, int64_t n, float factor);

@@ -24,6 +24,7 @@ using namespace dense;
 constexpr int kThreads = 256;
 // adamw_step_many: blocks of one launch; past this each block takes several chunks.
 constexpr int64_t kMaxManyBlocks = int64_t{1} << 20;
+static_assert(multi_tensor::kChunk % 4 == 0, "adamw_many_kernel's quads start at chunk starts");
 
 // What every element of one step shares (the decay factor is per tensor).
 struct AdamWScalars {
@@ -45,20 +46,55 @@ AdamWScalars scalars_of(float lr, float beta1, float beta2, float eps, int64_t s
   return s;
 }
 
-// Element i of one tensor: cpu::adamw_step's operations in its order, each
-// rounded on its own; `compute` (may be null) gets the new value in bf16.
+// One element: cpu::adamw_step's operations in its order, each rounded on its
+// own; p, m and v are updated in place.
+__device__ __forceinline__ void adamw_value(float& p, float grad, float& m, float& v, const AdamWScalars& s,
+                                            float decay) {
+  const float g = __fmul_rn(grad, s.grad_scale);
+  p = __fmul_rn(p, decay);
+  m = __fadd_rn(__fmul_rn(s.beta1, m), __fmul_rn(s.one_minus_beta1, g));
+  v = __fadd_rn(__fmul_rn(s.beta2, v), __fmul_rn(__fmul_rn(s.one_minus_beta2, g), g));
+  const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(v), s.bias_correction2_sqrt), s.eps);
+  p = __fsub_rn(p, __fdiv_rn(__fmul_rn(s.step_size, m), denom));
+}
+
+// Element i of one tensor; `compute` (may be null) gets the new value in bf16.
 __device__ __forceinline__ void adamw_element(float* param, const float* grad, float* m, float* v,
                                               __nv_bfloat16* compute, int64_t i, const AdamWScalars& s, float decay) {
-  const float g = __fmul_rn(grad[i], s.grad_scale);
-  float p = __fmul_rn(param[i], decay);
-  const float mi = __fadd_rn(__fmul_rn(s.beta1, m[i]), __fmul_rn(s.one_minus_beta1, g));
-  const float vi = __fadd_rn(__fmul_rn(s.beta2, v[i]), __fmul_rn(__fmul_rn(s.one_minus_beta2, g), g));
-  const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), s.bias_correction2_sqrt), s.eps);
-  p = __fsub_rn(p, __fdiv_rn(__fmul_rn(s.step_size, mi), denom));
+  float p = param[i], mi = m[i], vi = v[i];
+  adamw_value(p, grad[i], mi, vi, s, decay);
   m[i] = mi;
   v[i] = vi;
   param[i] = p;
   if (compute) compute[i] = __float2bfloat16_rn(p);
+}
+
+// Four f32 values as one 16-byte word.
+union Quad {
+  uint4 word;
+  float value[4];
+};
+
+// Elements [i, i + 4) of one tensor whose arrays are 16-byte aligned there:
+// the same operations per element as adamw_element, with each of param, grad,
+// m and v read and written as one 16-byte word (AdamW is bound by those four
+// streams).
+__device__ __forceinline__ void adamw_quad(float* param, const float* grad, float* m, float* v, __nv_bfloat16* compute,
+                                           int64_t i, const AdamWScalars& s, float decay) {
+  Quad p, g, mq, vq;
+  p.word = *reinterpret_cast<const uint4*>(param + i);
+  g.word = *reinterpret_cast<const uint4*>(grad + i);
+  mq.word = *reinterpret_cast<const uint4*>(m + i);
+  vq.word = *reinterpret_cast<const uint4*>(v + i);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) adamw_value(p.value[k], g.value[k], mq.value[k], vq.value[k], s, decay);
+  *reinterpret_cast<uint4*>(m + i) = mq.word;
+  *reinterpret_cast<uint4*>(v + i) = vq.word;
+  *reinterpret_cast<uint4*>(param + i) = p.word;
+  if (compute) {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) compute[i + k] = __float2bfloat16_rn(p.value[k]);
+  }
 }
 
 __global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWScalars s,
@@ -75,11 +111,12 @@ struct AdamWEntry {
   __nv_bfloat16* compute;  // null: no bf16 copy
   int64_t n, first_chunk;
   float weight_decay;
+  bool quads;  // param, grad, m and v 16-byte aligned: elements move four at a time
 
   // NaN never compares equal: such a list is re-uploaded each call, still correct.
   bool operator==(const AdamWEntry& o) const {
     return param == o.param && grad == o.grad && m == o.m && v == o.v && compute == o.compute && n == o.n &&
-           first_chunk == o.first_chunk && weight_decay == o.weight_decay;
+           first_chunk == o.first_chunk && weight_decay == o.weight_decay && quads == o.quads;
   }
 };
 
@@ -92,7 +129,17 @@ __global__ void __launch_bounds__(kThreads)
     // The host's float 1.0f - lr * wd, rounded twice as there (the table keeps
     // wd, not the decay: lr moves every step and the table then stays as it is).
     const float decay = __fsub_rn(1.0f, __fmul_rn(lr, e.weight_decay));
-    for (int64_t i = r.begin + threadIdx.x; i < r.end; i += blockDim.x) {
+    // A chunk starts at a multiple of kChunk elements, so with aligned arrays
+    // its quads are aligned too; a tensor's last < 4 elements go one by one.
+    int64_t tail = r.begin;
+    if (e.quads) {
+      const int64_t quads = (r.end - r.begin) / 4;
+      for (int64_t q = threadIdx.x; q < quads; q += blockDim.x) {
+        adamw_quad(e.param, e.grad, e.m, e.v, e.compute, r.begin + 4 * q, s, decay);
+      }
+      tail = r.begin + 4 * quads;
+    }
+    for (int64_t i = tail + threadIdx.x; i < r.end; i += blockDim.x) {
       adamw_element(e.param, e.grad, e.m, e.v, e.compute, i, s, decay);
     }
   }
@@ -140,9 +187,11 @@ void adamw_step_many(const std::vector<ops::AdamWSlot>& slots, float lr, float b
                              ", grad " + placed(slot.grad) + ", m " + placed(slot.m) + ", v " + placed(slot.v) +
                              "); wants f32 device tensors of one size, and an optional bf16 device copy");
     }
-    table.add({static_cast<float*>(slot.param.data), static_cast<const float*>(slot.grad.data),
-               static_cast<float*>(slot.m.data), static_cast<float*>(slot.v.data),
-               static_cast<__nv_bfloat16*>(slot.compute.data), n, 0, slot.weight_decay});
+    table.add(
+        {static_cast<float*>(slot.param.data), static_cast<const float*>(slot.grad.data),
+         static_cast<float*>(slot.m.data), static_cast<float*>(slot.v.data),
+         static_cast<__nv_bfloat16*>(slot.compute.data), n, 0, slot.weight_decay,
+         aligned16(slot.param.data) && aligned16(slot.grad.data) && aligned16(slot.m.data) && aligned16(slot.v.data)});
   }
   if (table.count() == 0) return;
   const AdamWEntry* entries = table.upload(op);

@@ -41,9 +41,13 @@ void embedding_backward(const Tensor& dtable_VD, const Tensor& dout_ND, const Te
 // over rows deterministically: per-chunk partial sums, then a fixed-order
 // reduction; the partials live in a device scratch buffer of at most 64 * D
 // floats, sized by reserve_rmsnorm_backward, device_scratch.h).
+// add_rmsnorm_forward: x, y and sum one act dtype. rmsnorm_backward WRITES dx
+// = dresidual (dx's dtype; may be dx, or empty) + the norm's input gradient.
 void rmsnorm_forward(const Tensor& out_ND, const Tensor& rstd_N, const Tensor& x_ND, const Tensor& w_D, float eps);
+void add_rmsnorm_forward(const Tensor& sum_ND, const Tensor& out_ND, const Tensor& rstd_N, const Tensor& x_ND,
+                         const Tensor& y_ND, const Tensor& w_D, float eps);
 void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dout_ND, const Tensor& x_ND,
-                      const Tensor& w_D, const Tensor& rstd_N);
+                      const Tensor& w_D, const Tensor& rstd_N, const Tensor& dresidual_ND);
 void reserve_rmsnorm_backward(int64_t N, int64_t D);
 
 // rope.cu. x [B, T, heads, Dh] act, in place; Dh even and at most 1024.
@@ -60,8 +64,8 @@ void swiglu_backward(const Tensor& da, const Tensor& db, const Tensor& dout, con
 // (round to nearest even), bf16 -> f32, or a copy for equal dtypes.
 void cast(const Tensor& dst, const Tensor& src);
 
-// elementwise.cu. y, x act.
-void add_inplace(const Tensor& y, const Tensor& x);  // y += x
+// elementwise.cu. out, a, b act (out may be a or b).
+void add(const Tensor& out, const Tensor& a, const Tensor& b);
 void scale_inplace(const Tensor& x, float factor);
 // Sum of squares of x (act) accumulated in double, deterministic (fixed
 // partition and reduction order). HOST SYNC: it copies the result to the

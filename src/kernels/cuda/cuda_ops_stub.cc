@@ -20,7 +20,12 @@ void embedding_backward(const Tensor&, const Tensor&, const Tensor&) { no_cuda("
 
 void rmsnorm_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, float) { no_cuda("rmsnorm_forward"); }
 
-void rmsnorm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) {
+void add_rmsnorm_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                         float) {
+  no_cuda("add_rmsnorm_forward");
+}
+void rmsnorm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                      const Tensor&) {
   no_cuda("rmsnorm_backward");
 }
 
@@ -38,7 +43,7 @@ void swiglu_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
 
 void cast(const Tensor&, const Tensor&) { no_cuda("cast"); }
 
-void add_inplace(const Tensor&, const Tensor&) { no_cuda("add_inplace"); }
+void add(const Tensor&, const Tensor&, const Tensor&) { no_cuda("add"); }
 
 void scale_inplace(const Tensor&, float) { no_cuda("scale_inplace"); }
 

@@ -94,4 +94,50 @@ __device__ __forceinline__ int64_t global_index() {
 
 __device__ __forceinline__ int64_t grid_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
+// ---- 16-byte accesses --------------------------------------------------------------
+// The memory-bound kernels move eight values at a time: one 16-byte word of
+// bf16 or two of f32, instead of eight 2- or 4-byte accesses. Pack i is
+// elements [8i, 8i + 8); the base pointer must be 16-byte aligned (aligned16).
+
+constexpr int kPack = 8;
+
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Whether every tensor of a kernel can be read in packs: aligned, and `n`
+// (the row length, or the element count) a multiple of kPack.
+inline bool packable(int64_t n, std::initializer_list<const void*> pointers) {
+  if (n % kPack != 0) return false;
+  for (const void* p : pointers)
+    if (p != nullptr && !aligned16(p)) return false;
+  return true;
+}
+
+// kPack values of T as the 16-byte words that move them.
+template <typename T>
+union PackWords {
+  static constexpr int kWords = kPack * static_cast<int>(sizeof(T)) / 16;
+  uint4 word[kWords];
+  T value[kPack];
+};
+
+template <typename T>
+__device__ __forceinline__ void load_pack(const T* p, int64_t i, float (&v)[kPack]) {
+  PackWords<T> pack;
+  const uint4* src = reinterpret_cast<const uint4*>(p + i * kPack);
+#pragma unroll
+  for (int w = 0; w < PackWords<T>::kWords; ++w) pack.word[w] = src[w];
+#pragma unroll
+  for (int k = 0; k < kPack; ++k) v[k] = to_f32(pack.value[k]);
+}
+
+template <typename T>
+__device__ __forceinline__ void store_pack(T* p, int64_t i, const float (&v)[kPack]) {
+  PackWords<T> pack;
+#pragma unroll
+  for (int k = 0; k < kPack; ++k) pack.value[k] = from_f32<T>(v[k]);
+  uint4* dst = reinterpret_cast<uint4*>(p + i * kPack);
+#pragma unroll
+  for (int w = 0; w < PackWords<T>::kWords; ++w) dst[w] = pack.word[w];
+}
+
 }  // namespace moe::cuda::dense

@@ -1,4 +1,4 @@
-// Elementwise helpers on the GPU: y += x, x *= factor, and the sum of squares
+// Elementwise helpers on the GPU: out = a + b, x *= factor, and the sum of squares
 // (for the global gradient norm) of one tensor or of a whole list in one
 // reduction. Tensors F32 or BF16, each on its own; the list F32.
 #include <stdexcept>
@@ -22,13 +22,36 @@ constexpr int kThreads = 256;
 constexpr int kMaxPartials = 1024;
 constexpr int64_t kItemsPerThread = 8;
 
-template <typename TY, typename TX>
-__global__ void add_inplace_kernel(TY* y, const TX* x, int64_t n) {
-  for (int64_t i = global_index(); i < n; i += grid_stride()) y[i] = from_f32<TY>(to_f32(y[i]) + to_f32(x[i]));
+// `packed`: every tensor 16-byte aligned and n a multiple of kPack (packable).
+// out may be a or b: each element is read before the same thread writes it.
+template <typename TO, typename TA, typename TB>
+__global__ void add_kernel(TO* out, const TA* a, const TB* b, int64_t n, bool packed) {
+  if (packed) {
+    for (int64_t i = global_index(); i < n / kPack; i += grid_stride()) {
+      float av[kPack], bv[kPack];
+      load_pack(a, i, av);
+      load_pack(b, i, bv);
+#pragma unroll
+      for (int k = 0; k < kPack; ++k) av[k] += bv[k];
+      store_pack(out, i, av);
+    }
+    return;
+  }
+  for (int64_t i = global_index(); i < n; i += grid_stride()) out[i] = from_f32<TO>(to_f32(a[i]) + to_f32(b[i]));
 }
 
 template <typename T>
-__global__ void scale_inplace_kernel(T* x, int64_t n, float factor) {
+__global__ void scale_inplace_kernel(T* x, int64_t n, float factor, bool packed) {
+  if (packed) {
+    for (int64_t i = global_index(); i < n / kPack; i += grid_stride()) {
+      float v[kPack];
+      load_pack(x, i, v);
+#pragma unroll
+      for (int k = 0; k < kPack; ++k) v[k] *= factor;
+      store_pack(x, i, v);
+    }
+    return;
+  }
   for (int64_t i = global_index(); i < n; i += grid_stride()) x[i] = from_f32<T>(to_f32(x[i]) * factor);
 }
 
@@ -93,19 +116,24 @@ double* sum_squares_scratch() {
 
 }  // namespace
 
-void add_inplace(const Tensor& y, const Tensor& x) {
-  const char* op = "add_inplace";
-  const auto args = {Arg{"y", y}, Arg{"x", x}};
-  require_dtypes(is_float_type(y.dtype) && is_float_type(x.dtype), op, args, "y f32|bf16, x f32|bf16");
-  require_shapes(y.numel() == x.numel(), op, "y and x differ in size", args);
-  const int64_t n = y.numel();
+void add(const Tensor& out, const Tensor& a, const Tensor& b) {
+  const char* op = "add";
+  const auto args = {Arg{"out", out}, Arg{"a", a}, Arg{"b", b}};
+  require_dtypes(is_float_type(out.dtype) && is_float_type(a.dtype) && is_float_type(b.dtype), op, args,
+                 "out, a and b f32|bf16");
+  require_shapes(out.numel() == a.numel() && out.numel() == b.numel(), op, "out, a and b differ in size", args);
+  const int64_t n = out.numel();
   if (n == 0) return;
-  with_float_type(y.dtype, [&](auto y_tag) {
-    with_float_type(x.dtype, [&](auto x_tag) {
-      using TY = typename decltype(y_tag)::type;
-      using TX = typename decltype(x_tag)::type;
-      add_inplace_kernel<TY, TX><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(static_cast<TY*>(y.data),
-                                                                                   static_cast<const TX*>(x.data), n);
+  const bool packed = packable(n, {out.data, a.data, b.data});
+  with_float_type(out.dtype, [&](auto out_tag) {
+    with_float_type(a.dtype, [&](auto a_tag) {
+      with_float_type(b.dtype, [&](auto b_tag) {
+        using TO = typename decltype(out_tag)::type;
+        using TA = typename decltype(a_tag)::type;
+        using TB = typename decltype(b_tag)::type;
+        add_kernel<TO, TA, TB><<<grid_for(packed ? n / kPack : n, kThreads), kThreads, 0, stream()>>>(
+            static_cast<TO*>(out.data), static_cast<const TA*>(a.data), static_cast<const TB*>(b.data), n, packed);
+      });
     });
   });
   check_launch(op, args);
@@ -118,7 +146,9 @@ void scale_inplace(const Tensor& x, float factor) {
   if (n == 0) return;
   with_float_type(x.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    scale_inplace_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(static_cast<T*>(x.data), n, factor);
+    const bool packed = packable(n, {x.data});
+    scale_inplace_kernel<T><<<grid_for(packed ? n / kPack : n, kThreads), kThreads, 0, stream()>>>(
+        static_cast<T*>(x.data), n, factor, packed);
   });
   check_launch(op, {{"x", x}});
 }

@@ -13,24 +13,57 @@ constexpr int kThreads = 256;
 // exp(-a) overflows to inf for very negative a, giving sigmoid = 0, not NaN (as on the CPU).
 __device__ __forceinline__ float sigmoid(float a) { return 1.0f / (1.0f + expf(-a)); }
 
-template <typename TO, typename TA>
-__global__ void swiglu_forward_kernel(TO* out, const TA* a, const TA* b, int64_t n) {
-  for (int64_t i = global_index(); i < n; i += grid_stride()) {
-    const float av = to_f32(a[i]);
-    out[i] = from_f32<TO>(av * sigmoid(av) * to_f32(b[i]));
-  }
+__device__ __forceinline__ float swiglu(float a, float b) { return a * sigmoid(a) * b; }
+
+// d silu(a)/da = sigmoid(a) * (1 + a * (1 - sigmoid(a))): adds the gradients of
+// a and b, given g = dout, to da and db.
+__device__ __forceinline__ void swiglu_grad(float g, float a, float b, float& da, float& db) {
+  const float sig = sigmoid(a);
+  da += g * b * sig * (1.0f + a * (1.0f - sig));
+  db += g * a * sig;
 }
 
-// d silu(a)/da = sigmoid(a) * (1 + a * (1 - sigmoid(a))). Accumulates into da and db.
+// `packed`: every tensor 16-byte aligned and n a multiple of kPack (packable).
+template <typename TO, typename TA>
+__global__ void swiglu_forward_kernel(TO* out, const TA* a, const TA* b, int64_t n, bool packed) {
+  if (packed) {
+    for (int64_t i = global_index(); i < n / kPack; i += grid_stride()) {
+      float av[kPack], bv[kPack];
+      load_pack(a, i, av);
+      load_pack(b, i, bv);
+#pragma unroll
+      for (int k = 0; k < kPack; ++k) av[k] = swiglu(av[k], bv[k]);
+      store_pack(out, i, av);
+    }
+    return;
+  }
+  for (int64_t i = global_index(); i < n; i += grid_stride()) out[i] = from_f32<TO>(swiglu(to_f32(a[i]), to_f32(b[i])));
+}
+
+// Accumulates into da and db.
 template <typename TD, typename TDO, typename TA>
-__global__ void swiglu_backward_kernel(TD* da, TD* db, const TDO* dout, const TA* a, const TA* b, int64_t n) {
+__global__ void swiglu_backward_kernel(TD* da, TD* db, const TDO* dout, const TA* a, const TA* b, int64_t n,
+                                       bool packed) {
+  if (packed) {
+    for (int64_t i = global_index(); i < n / kPack; i += grid_stride()) {
+      float g[kPack], av[kPack], bv[kPack], dav[kPack], dbv[kPack];
+      load_pack(dout, i, g);
+      load_pack(a, i, av);
+      load_pack(b, i, bv);
+      load_pack(da, i, dav);
+      load_pack(db, i, dbv);
+#pragma unroll
+      for (int k = 0; k < kPack; ++k) swiglu_grad(g[k], av[k], bv[k], dav[k], dbv[k]);
+      store_pack(da, i, dav);
+      store_pack(db, i, dbv);
+    }
+    return;
+  }
   for (int64_t i = global_index(); i < n; i += grid_stride()) {
-    const float av = to_f32(a[i]);
-    const float bv = to_f32(b[i]);
-    const float g = to_f32(dout[i]);
-    const float sig = sigmoid(av);
-    da[i] = from_f32<TD>(to_f32(da[i]) + g * bv * sig * (1.0f + av * (1.0f - sig)));
-    db[i] = from_f32<TD>(to_f32(db[i]) + g * av * sig);
+    float dav = to_f32(da[i]), dbv = to_f32(db[i]);
+    swiglu_grad(to_f32(dout[i]), to_f32(a[i]), to_f32(b[i]), dav, dbv);
+    da[i] = from_f32<TD>(dav);
+    db[i] = from_f32<TD>(dbv);
   }
 }
 
@@ -48,8 +81,9 @@ void swiglu_forward(const Tensor& out, const Tensor& a, const Tensor& b) {
     with_float_type(a.dtype, [&](auto a_tag) {
       using TO = typename decltype(out_tag)::type;
       using TA = typename decltype(a_tag)::type;
-      swiglu_forward_kernel<TO, TA><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
-          static_cast<TO*>(out.data), static_cast<const TA*>(a.data), static_cast<const TA*>(b.data), n);
+      const bool packed = packable(n, {out.data, a.data, b.data});
+      swiglu_forward_kernel<TO, TA><<<grid_for(packed ? n / kPack : n, kThreads), kThreads, 0, stream()>>>(
+          static_cast<TO*>(out.data), static_cast<const TA*>(a.data), static_cast<const TA*>(b.data), n, packed);
     });
   });
   check_launch(op, args);
@@ -71,9 +105,10 @@ void swiglu_backward(const Tensor& da, const Tensor& db, const Tensor& dout, con
         using TD = typename decltype(d_tag)::type;
         using TDO = typename decltype(dout_tag)::type;
         using TA = typename decltype(a_tag)::type;
-        swiglu_backward_kernel<TD, TDO, TA><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
+        const bool packed = packable(n, {da.data, db.data, dout.data, a.data, b.data});
+        swiglu_backward_kernel<TD, TDO, TA><<<grid_for(packed ? n / kPack : n, kThreads), kThreads, 0, stream()>>>(
             static_cast<TD*>(da.data), static_cast<TD*>(db.data), static_cast<const TDO*>(dout.data),
-            static_cast<const TA*>(a.data), static_cast<const TA*>(b.data), n);
+            static_cast<const TA*>(a.data), static_cast<const TA*>(b.data), n, packed);
       });
     });
   });
