@@ -126,9 +126,9 @@ int main(int argc, char** argv) {
     moe::ops::set_op_profiling(args.profile && s > 0);
     const auto t0 = std::chrono::steady_clock::now();
     params.zero_grads();
-    for (moe::MoELayer* layer : model.moe_layers()) layer->reset_step_stats();
+    model.reset_moe_step_stats();
     model.forward_backward(1.0f);
-    for (moe::MoELayer* layer : model.moe_layers()) layer->read_step_stats();
+    model.read_moe_step_stats();
     const double norm = opt.grad_norm(*world);
     opt.step(1e-4, moe::clip_scale(norm, 1.0), s + warmup);
     float probe = 0;  // waits for the step's last kernel

@@ -423,6 +423,14 @@ std::vector<Case> cases(const Shapes& sh) {
                  s.output("dx", dx, s.tol(A, f32_4));
                  s.output("dw", dw, Tol{1e-4, 1e-4 * std::sqrt(static_cast<double>(N))});
                }});
+  c.push_back(
+      {"matmul_backward", dims({N, F}) + " -> " + dims({N, D}) + " written, " + dims({F, D}), true, [=](Side& s) {
+         const Tensor dx = s.randn({N, D}, A), dw = s.randn({F, D}, F32), dout = s.randn({N, F}, A);
+         const Tensor x = s.randn({N, D}, A), w = s.randn({F, D}, A, w_scale_D);
+         s.run([&] { ops::matmul_backward(dx, dw, dout, x, w, ops::GradInto::kWrite); });
+         s.output("dx", dx, s.tol(A, f32_4));
+         s.output("dw", dw, Tol{1e-4, 1e-4 * std::sqrt(static_cast<double>(N))});
+       }});
   for (const bool backward : {false, true}) {
     c.push_back({backward ? "rope_backward" : "rope_forward", dims({B, T, H, Dh}), true, [=](Side& s) {
                    const Tensor x = s.randn({B, T, H, Dh}, A);

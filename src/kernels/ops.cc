@@ -216,7 +216,7 @@ void matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI
 }
 
 void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dout_NO, const Tensor& x_NI,
-                     const Tensor& w_OI) {
+                     const Tensor& w_OI, GradInto dx_into) {
   const OpCall call("matmul_backward", Placement(dx_NI, dw_OI, dout_NO, x_NI, w_OI));
   call.expect(w_OI.ndim == 2 && x_NI.size(-1) == w_OI.size(1) && dout_NO.size(-1) == w_OI.size(0) &&
                   rows_of(dout_NO) == rows_of(x_NI) && dw_OI.numel() == w_OI.numel() &&
@@ -224,7 +224,8 @@ void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dou
               [&] {
                 return shapes({{"dx", &dx_NI}, {"dw", &dw_OI}, {"dout", &dout_NO}, {"x", &x_NI}, {"w", &w_OI}});
               });
-  if (call.on_device()) return cuda::matmul_backward(dx_NI, dw_OI, dout_NO, x_NI, w_OI);
+  if (call.on_device()) return cuda::matmul_backward(dx_NI, dw_OI, dout_NO, x_NI, w_OI, dx_into == GradInto::kAdd);
+  if (dx_into == GradInto::kWrite && dx_NI.data != nullptr) zero(dx_NI);  // the CPU reference accumulates
   cpu::matmul_backward(write_f32(dx_NI), write_f32(dw_OI), read_f32(dout_NO), read_f32(x_NI), read_f32(w_OI),
                        rows_of(x_NI), w_OI.size(1), w_OI.size(0));
 }

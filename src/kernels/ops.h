@@ -5,7 +5,9 @@
 //
 // Shape legend as in cpu/cpu_ops.h: N tokens (= B*T), D dim, H query heads,
 // G kv heads, Dh head dim, V vocab, E experts, K top-k, M routed rows.
-// Backward ops ACCUMULATE (+=) into gradient outputs unless noted.
+// Backward ops ACCUMULATE (+=) into gradient outputs unless noted: several
+// branches of the model sum into one gradient. The first branch can write its
+// part instead (GradInto::kWrite), which saves zeroing the buffer first.
 #pragma once
 
 #include <cstdint>
@@ -37,10 +39,13 @@ void add_rmsnorm_forward(const Tensor& sum_ND, const Tensor& out_ND, const Tenso
 void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dout_ND, const Tensor& x_ND,
                       const Tensor& w_D, const Tensor& rstd_N, const Tensor& dresidual_ND);
 
-// out = x W^T, W [O, I]. dx may be an empty Tensor (no input gradient).
+enum class GradInto { kAdd, kWrite };
+
+// out = x W^T, W [O, I]. dx may be an empty Tensor (no input gradient); it is
+// added to or written (dx_into); dw accumulates.
 void matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI);
 void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dout_NO, const Tensor& x_NI,
-                     const Tensor& w_OI);
+                     const Tensor& w_OI, GradInto dx_into = GradInto::kAdd);
 
 // x: [B, T, heads, Dh], rotated in place.
 void rope_forward(const Tensor& x_BTHDh, float theta);
@@ -53,6 +58,7 @@ void attention_forward(const Tensor& out, const Tensor& lse_BHT, const Tensor& q
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse_BHT);
 
+// out = silu(a) * b. The backward WRITES da and db.
 void swiglu_forward(const Tensor& out, const Tensor& a, const Tensor& b);
 void swiglu_backward(const Tensor& da, const Tensor& db, const Tensor& dout, const Tensor& a, const Tensor& b);
 

@@ -40,12 +40,12 @@ void Attention::forward(const Tensor& out_ND, const Tensor& x_ND) {
 
 void Attention::backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor& x_ND) {
   const int64_t N = B_ * T_;
-  zero(datt_);
-  ops::matmul_backward(datt_.reshaped({N, H_ * Dh_}), wo_.grad, dout_ND, att_.reshaped({N, H_ * Dh_}), wo_.value);
+  ops::matmul_backward(datt_.reshaped({N, H_ * Dh_}), wo_.grad, dout_ND, att_.reshaped({N, H_ * Dh_}), wo_.value,
+                       ops::GradInto::kWrite);
   ops::attention_backward(dq_, dk_, dv_, datt_, q_, k_, v_, att_, lse_);
   ops::rope_backward(dq_, rope_theta_);
   ops::rope_backward(dk_, rope_theta_);
-  ops::matmul_backward(dx_ND, wq_.grad, dq_.reshaped({N, H_ * Dh_}), x_ND, wq_.value);
+  ops::matmul_backward(dx_ND, wq_.grad, dq_.reshaped({N, H_ * Dh_}), x_ND, wq_.value, ops::GradInto::kWrite);
   ops::matmul_backward(dx_ND, wk_.grad, dk_.reshaped({N, G_ * Dh_}), x_ND, wk_.value);
   ops::matmul_backward(dx_ND, wv_.grad, dv_.reshaped({N, G_ * Dh_}), x_ND, wv_.value);
 }

@@ -19,7 +19,7 @@ class Attention {
 
   // x_ND is kept by reference until backward (the caller owns it).
   void forward(const Tensor& out_ND, const Tensor& x_ND);
-  // dx_ND += d(out)/d(x)^T dout; weight gradients accumulate into the params.
+  // dx_ND = d(out)/d(x)^T dout (written); weight gradients accumulate into the params.
   void backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor& x_ND);
 
  private:

@@ -57,8 +57,7 @@ void Block::backward(const Tensor& dx_in_ND, const Tensor& dout_ND, const Tensor
   }
   ops::rmsnorm_backward(dh_, ln2_.grad, dln_, h_, ln2_.value, ln2_rstd_, /*dresidual=*/dout_ND);
   // h = x + attn(norm1(x)): dx = dh + norm1'^T attn'^T dh
-  zero(dln_);
-  attn_.backward(dln_, dh_, ln1_out_);
+  attn_.backward(dln_, dh_, ln1_out_);  // writes dln
   tp_.all_reduce(dln_, ReduceOp::kSum);
   ops::rmsnorm_backward(dx_in_ND, ln1_.grad, dln_, x_in_ND, ln1_.value, ln1_rstd_, /*dresidual=*/dh_);
 }

@@ -24,10 +24,7 @@ void DenseMLP::forward(const Tensor& out_ND, const Tensor& x_ND) {
 }
 
 void DenseMLP::backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor& x_ND) {
-  zero(dg_);
-  ops::matmul_backward(dg_, w2_.grad, dout_ND, g_, w2_.value);
-  zero(da_);
-  zero(db_);
+  ops::matmul_backward(dg_, w2_.grad, dout_ND, g_, w2_.value, ops::GradInto::kWrite);
   ops::swiglu_backward(da_, db_, dg_, a_, b_);
   ops::matmul_backward(dx_ND, w1_.grad, da_, x_ND, w1_.value);
   ops::matmul_backward(dx_ND, w3_.grad, db_, x_ND, w3_.value);
@@ -61,8 +58,6 @@ void GroupedSwiGLU::backward(const Tensor& dx_MD, const Tensor& dout_MD, const T
   const Tensor da = da_.rows(0, M), db = db_.rows(0, M), dg = dg_.rows(0, M);
   zero(dg);
   ops::grouped_matmul_backward(dg, w.dw2, dout_MD, g, w.w2, offsets_E1);
-  zero(da);
-  zero(db);
   ops::swiglu_backward(da, db, dg, a, b);
   ops::grouped_matmul_backward(dx_MD, w.dw1, da, x_MD, w.w1, offsets_E1);
   ops::grouped_matmul_backward(dx_MD, w.dw3, db, x_MD, w.w3, offsets_E1);

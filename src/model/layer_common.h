@@ -15,6 +15,7 @@
 namespace moe {
 
 class Fsdp;
+class MoEStepCounters;
 
 // The model's view of the parallel layout: tensor-parallel and
 // expert-parallel groups (one-rank groups in a single process) and, with
@@ -40,6 +41,9 @@ struct LayerContext {
   // Activations and their gradients: f32, or bf16 under mixed precision on a
   // GPU. Router math, norms' rstd, attention's lse and losses stay f32 whatever this is.
   DType act = DType::kF32;
+  // Where the MoE layers keep their step statistics on the device (one buffer
+  // for all of them: moe_step_counters.h); null in a model without MoE layers.
+  MoEStepCounters* moe_counters = nullptr;
 
   int64_t N() const { return B * T; }
   Tensor alloc_act(std::initializer_list<int64_t> shape) const { return pool.alloc(shape, act); }

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 #include "src/config/derived.h"
 
@@ -32,6 +34,7 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& prefix)
       w1_(ctx.params[prefix + "block_sparse_moe.experts.w1"]),
       w3_(ctx.params[prefix + "block_sparse_moe.experts.w3"]),
       w2_(ctx.params[prefix + "block_sparse_moe.experts.w2"]),
+      counters_(ctx.moe_counters),
       routed_(ctx, "routed_experts", moe_max_local_rows(ctx.model, ctx.N(), ctx.parallel.ep->size()),
               expert_hidden(ctx.model), local_experts_) {
   TensorPool& pool = ctx.pool;
@@ -72,10 +75,13 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& prefix)
   const int32_t all_rows[2] = {0, static_cast<int32_t>(N_)};  // one group: every token
   upload(shared_offsets_, all_rows);
   shared_out_ND_ = ctx.scratch_act("moe.shared_out", {N_, D_});
-  routed_counts_E_ = pool.alloc({E_}, DType::kI32);
-  kept_counts_E_ = pool.alloc({E_}, DType::kI32);
+  if (counters_ == nullptr) throw std::logic_error("MoELayer " + prefix + ": built without MoEStepCounters");
+  const MoEStepCounters::Counters counters = counters_->claim();
+  counters_index_ = counters.index;
+  routed_counts_E_ = counters.routed_E;
+  kept_counts_E_ = counters.kept_E;
+  aux_step_3_ = counters.aux_3;
   aux_3_ = pool.alloc({3});
-  aux_step_3_ = pool.alloc({3});
   reset_step_stats();
 }
 
@@ -94,9 +100,6 @@ void MoELayer::reset_step_stats() {
   stats_ = MoEStepStats{};
   stats_.routed_per_expert.assign(static_cast<size_t>(E_), 0);
   stats_.kept_per_expert.assign(static_cast<size_t>(E_), 0);
-  zero(routed_counts_E_);
-  zero(kept_counts_E_);
-  zero(aux_step_3_);
 }
 
 void MoELayer::count_micro_batch() {
@@ -111,19 +114,14 @@ double MoELayer::last_aux_loss() const {
 }
 
 MoEStepStats& MoELayer::read_step_stats() {
-  std::vector<int32_t> counts(static_cast<size_t>(E_));
-  download(counts.data(), routed_counts_E_);
-  stats_.routed_per_expert.assign(counts.begin(), counts.end());
-  download(counts.data(), kept_counts_E_);
-  stats_.kept_per_expert.assign(counts.begin(), counts.end());
+  stats_.routed_per_expert = counters_->routed(counters_index_);
+  stats_.kept_per_expert = counters_->kept(counters_index_);
   int64_t kept = 0;
-  for (int32_t c : counts) kept += c;
+  for (int64_t c : stats_.kept_per_expert) kept += c;
   stats_.dropped = stats_.pairs - kept;
-  float aux[3];
-  download(aux, aux_step_3_);
-  stats_.load_balance = aux[0];
-  stats_.z_loss = aux[1];
-  stats_.sequence_balance = aux[2];
+  stats_.load_balance = counters_->aux(counters_index_, 0);
+  stats_.z_loss = counters_->aux(counters_index_, 1);
+  stats_.sequence_balance = counters_->aux(counters_index_, 2);
   return stats_;
 }
 

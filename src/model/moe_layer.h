@@ -22,6 +22,7 @@
 #include "src/kernels/ops.h"
 #include "src/model/ffn.h"
 #include "src/model/layer_common.h"
+#include "src/model/moe_step_counters.h"
 #include "src/parallel/expert_exchange.h"
 
 namespace moe {
@@ -50,16 +51,21 @@ class MoELayer {
   void forward(const Tensor& out_ND, const Tensor& x_ND, bool training, float grad_scale);
   void backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor& x_ND);
 
-  // This rank's statistics of the step so far. The per-expert counts
-  // accumulate where the routing runs (on the GPU for device tensors);
-  // read_step_stats() brings them into the returned stats, a HOST SYNC that
-  // the trainer makes once per step, after the last micro-batch. It then sums
-  // them over the data-parallel group before the two calls below read them.
+  // This rank's statistics of the step so far. The per-expert counts and aux
+  // sums accumulate where the routing runs (on the GPU for device tensors), in
+  // the model's MoEStepCounters; read_step_stats() takes them into the
+  // returned stats from the counters' last download(), which the model makes
+  // once per step for all layers (Transformer::read_moe_step_stats). The
+  // trainer then sums them over the data-parallel group before the two calls
+  // below read them.
+  // Call it after the counters' download(); the model's read_moe_step_stats() does both.
   MoEStepStats& read_step_stats();
   // The host's part of a training micro-batch's statistics (pairs, micro-batch
   // count), outside forward so that a replayed forward counts too.
   void count_micro_batch();
   const MoEStepStats& step_stats() const { return stats_; }  // as of the last read_step_stats()
+  // The host's part of a new step's statistics; the model zeroes the device
+  // counters of every layer at once (Transformer::reset_moe_step_stats).
   void reset_step_stats();
   // The weighted aux loss of the last forward, w_lb*LB + w_z*Z + w_seq*SEQ (a
   // HOST SYNC; the gradient checks of the tests read it, training does not).
@@ -97,9 +103,13 @@ class MoELayer {
   // Backward scratch.
   Tensor dys_MD_, dxs_MD_, dtopk_w_NK_, dlogits_NE_;
   Tensor dlogits_act_NE_;  // the router gradient in the activation dtype, for its GEMM (bf16 only)
-  // The step's counts (I32 [E]), accumulated per micro-batch by ops::moe_count_experts.
+  // The step's counts (I32 [E]), accumulated per micro-batch by
+  // ops::moe_count_experts, and LB, Z, SEQ summed over the step's micro-batches
+  // (F32 [3]): this layer's views of the model's MoEStepCounters.
+  MoEStepCounters* counters_;
+  int64_t counters_index_;
   Tensor routed_counts_E_, kept_counts_E_;
-  Tensor aux_step_3_;  // LB, Z, SEQ summed over the step's micro-batches (F32 [3])
+  Tensor aux_step_3_;
 
   MoEStepStats stats_;
 

@@ -26,7 +26,10 @@ Transformer::Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_
       head_(m.tie_embeddings ? params["model.embed_tokens.weight"] : params["lm_head.weight"]),
       scratch_(pool) {
   // Activations in the parameters' compute dtype (bf16 under mixed precision).
-  const LayerContext ctx{m, B, T, pool, params, parallel_, scratch_, params.compute_dtype()};
+  int64_t moe_blocks = 0;
+  for (int64_t l = 0; l < m.n_layers; ++l) moe_blocks += is_moe_block(m, l) ? 1 : 0;
+  if (moe_blocks > 0) moe_counters_ = std::make_unique<MoEStepCounters>(pool, moe_blocks, m.num_experts);
+  const LayerContext ctx{m, B, T, pool, params, parallel_, scratch_, params.compute_dtype(), moe_counters_.get()};
   for (int64_t l = 0; l < m.n_layers; ++l) {
     blocks_.push_back(std::make_unique<Block>(ctx, l));
     if (blocks_.back()->moe()) moe_layers_.push_back(blocks_.back()->moe());
@@ -42,6 +45,20 @@ Transformer::Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_
   dfinal_ = ctx.alloc_act({N_, D_});
   dresid_a_ = ctx.alloc_act({N_, D_});
   dresid_b_ = ctx.alloc_act({N_, D_});
+  reset_moe_step_stats();
+}
+
+void Transformer::reset_moe_step_stats() {
+  if (moe_counters_) moe_counters_->zero();
+  for (MoELayer* layer : moe_layers_) layer->reset_step_stats();
+}
+
+std::vector<MoEStepStats*> Transformer::read_moe_step_stats() {
+  std::vector<MoEStepStats*> stats;
+  if (!moe_counters_) return stats;
+  moe_counters_->download();
+  for (MoELayer* layer : moe_layers_) stats.push_back(&layer->read_step_stats());
+  return stats;
 }
 
 void Transformer::forward(bool training, float loss_scale) {
@@ -59,7 +76,6 @@ void Transformer::forward(bool training, float loss_scale) {
 
 void Transformer::head_and_loss(bool with_grad, float loss_scale) {
   const Tensor targets = targets_.reshaped({N_});
-  if (with_grad) zero(dfinal_);
   // d(mean loss)/d(logits) = (softmax - onehot) / N, times the micro-batch's share of the step.
   const float grad_scale = with_grad ? loss_scale / static_cast<float>(N_) : 0.0f;
   for (int64_t r0 = 0; r0 < N_; r0 += chunk_) {
@@ -67,7 +83,7 @@ void Transformer::head_and_loss(bool with_grad, float loss_scale) {
     const Tensor logits = logits_.rows(0, n), x = final_out_.rows(r0, n);
     ops::matmul_forward(logits, x, head_.value);
     ops::cross_entropy_forward_backward(loss_n_.rows(r0, n), logits, logits, targets.rows(r0, n), grad_scale);
-    if (with_grad) ops::matmul_backward(dfinal_.rows(r0, n), head_.grad, logits, x, head_.value);
+    if (with_grad) ops::matmul_backward(dfinal_.rows(r0, n), head_.grad, logits, x, head_.value, ops::GradInto::kWrite);
   }
 }
 

@@ -50,6 +50,12 @@ class Transformer {
   double last_aux_loss();
 
   const std::vector<MoELayer*>& moe_layers() const { return moe_layers_; }
+  // A new optimizer step's MoE statistics: every layer's device counters
+  // zeroed at once, and their host parts reset.
+  void reset_moe_step_stats();
+  // Every MoE layer's statistics of the step so far (MoELayer::read_step_stats),
+  // from one download of all their counters: the step's one HOST SYNC for them.
+  std::vector<MoEStepStats*> read_moe_step_stats();
   int64_t tokens_per_micro_batch() const { return B_ * T_; }
 
  private:
@@ -63,7 +69,8 @@ class Transformer {
   int64_t B_, T_, N_, D_, V_, chunk_;
   ParamStore& params_;
   Param &embed_, &final_norm_, &head_;
-  SharedScratch scratch_;  // before blocks_: the layers hold its buffers
+  SharedScratch scratch_;                          // before blocks_: the layers hold its buffers
+  std::unique_ptr<MoEStepCounters> moe_counters_;  // null without MoE layers
   std::vector<std::unique_ptr<Block>> blocks_;
   std::vector<MoELayer*> moe_layers_;  // the MoE layers of blocks_, in order
   Tensor inputs_, targets_;

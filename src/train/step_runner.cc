@@ -80,7 +80,7 @@ StepMetrics StepRunner::step(int64_t step, const BatchSampler& sampler) {
   const TrainConfig& t = cfg_.train;
   Communicator& dp = mesh_.data_parallel();
   params_.zero_grads();
-  for (MoELayer* layer : moe_layers_) layer->reset_step_stats();
+  model_.reset_moe_step_stats();
 
   if (step_tokens_read_ != step) read_step_tokens(step, sampler);
   step_tokens_read_ = -1;
@@ -99,9 +99,7 @@ StepMetrics StepRunner::step(int64_t step, const BatchSampler& sampler) {
     upload(g.reshaped({g.numel()}).rows(0, 1), &nan);
   }
   reduce_gradients();
-  std::vector<MoEStepStats*> stats;
-  for (MoELayer* layer : moe_layers_) stats.push_back(&layer->read_step_stats());
-  reduce_moe_stats(stats);
+  reduce_moe_stats(model_.read_moe_step_stats());
   if (cfg_.model.moe_gradient_scale) {
     for (MoELayer* layer : moe_layers_) layer->scale_expert_gradients();
   }

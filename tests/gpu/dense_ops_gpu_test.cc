@@ -375,7 +375,7 @@ TEST_CASE("swiglu_forward on the GPU matches the CPU, every dtype pair") {
   }
 }
 
-TEST_CASE("swiglu_backward on the GPU accumulates like the CPU, every dtype combination") {
+TEST_CASE("swiglu_backward on the GPU writes da and db like the CPU, every dtype combination") {
   require_gpu();
   // 3703 values: one at a time; 4096: 16-byte packs.
   for (const int64_t n : {int64_t{37 * 100 + 3}, int64_t{4096}}) {

@@ -143,14 +143,14 @@ TEST_CASE("matmul_forward on the GPU matches the CPU reference", "[gpu][gemm][ma
   }
 }
 
-TEST_CASE("matmul_backward on the GPU accumulates into dx and an f32 dw like the CPU reference",
+TEST_CASE("matmul_backward on the GPU adds to or writes dx, and adds to an f32 dw, like the CPU reference",
           "[gpu][gemm][matmul]") {
   for (const MatmulShape& s : kMatmulShapes) {
     for (Types t : kTypes) {
-      for (bool with_dx : {true, false}) {
+      for (const char* dx_mode : {"dx +=", "dx =", "no dx"}) {
+        const bool with_dx = std::string(dx_mode) != "no dx", write_dx = std::string(dx_mode) == "dx =";
         if (!with_dx && t.out == DType::kBF16) continue;  // dx dtype is moot without dx
-        const std::string what =
-            matmul_name("matmul_backward", s, t) + (with_dx ? " (dx, dw)" : " (dw only, dx empty)");
+        const std::string what = matmul_name("matmul_backward", s, t) + " (" + dx_mode + ", dw +=)";
         const auto x = make(s.N * s.I, 11, t.in), w = make(s.O * s.I, 12, t.in);
         const auto dout = make(s.N * s.O, 13, t.in);
         const auto dx0 = make(s.N * s.I, 14, t.out);  // prior gradients: the op adds to them
@@ -161,15 +161,16 @@ TEST_CASE("matmul_backward on the GPU accumulates into dx and an f32 dw like the
         DeviceTensor d_dx = moe::test::upload(dx0, {s.N, s.I}, t.out);
         DeviceTensor d_dw = moe::test::upload(dw0, {s.O, s.I}, DType::kF32);
         settle();
-        moe::ops::matmul_backward(with_dx ? d_dx.t : Tensor{}, d_dw.t, d_dout.t, d_x.t, d_w.t);
+        moe::ops::matmul_backward(with_dx ? d_dx.t : Tensor{}, d_dw.t, d_dout.t, d_x.t, d_w.t,
+                                  write_dx ? moe::ops::GradInto::kWrite : moe::ops::GradInto::kAdd);
         const auto got_dx = moe::test::download(d_dx.t);
         const auto got_dw = moe::test::download(d_dw.t);
 
-        std::vector<float> want_dx = dx0, want_dw = dw0;
+        std::vector<float> want_dx = write_dx ? std::vector<float>(dx0.size(), 0.0f) : dx0, want_dw = dw0;
         moe::cpu::matmul_backward(with_dx ? want_dx.data() : nullptr, want_dw.data(), dout.data(), x.data(), w.data(),
                                   s.N, s.I, s.O);
         const auto ax = abs_of(x), aw = abs_of(w), ad = abs_of(dout);
-        std::vector<double> mag_dx = abs_of(dx0), mag_dw = abs_of(dw0);
+        std::vector<double> mag_dx = abs_of(want_dx), mag_dw = abs_of(dw0);
         for (int64_t n = 0; n < s.N; ++n)
           for (int64_t o = 0; o < s.O; ++o)
             for (int64_t i = 0; i < s.I; ++i) {

@@ -154,13 +154,11 @@ TEST_CASE("same seed, same losses: bit-identical on CPU") {
     std::vector<double> out;
     for (int64_t step = 1; step <= 5; ++step) {
       run.params.zero_grads();
-      for (auto* layer : run.net.moe_layers()) layer->reset_step_stats();
+      run.net.reset_moe_step_stats();
       out.push_back(run.net.forward_backward(1.0f));
       opt.step(1e-2, 1.0, step);
-      for (auto* layer : run.net.moe_layers()) {
-        layer->read_step_stats();
-        layer->update_bias(1e-3);
-      }
+      run.net.read_moe_step_stats();
+      for (auto* layer : run.net.moe_layers()) layer->update_bias(1e-3);
     }
     return out;
   };
@@ -195,8 +193,9 @@ TEST_CASE("the sigmoid router's bias moves against each expert's load, once per 
   TinyRun run(m, 2, 5, 21);
   run.net.forward_backward(1.0f);
   run.net.forward_backward(1.0f);  // two micro-batches: loads are counted over both
+  run.net.read_moe_step_stats();
   for (auto* layer : run.net.moe_layers()) {
-    const auto& counts = layer->read_step_stats().routed_per_expert;
+    const auto& counts = layer->step_stats().routed_per_expert;
     int64_t total = 0;
     for (int64_t c : counts) total += c;
     REQUIRE(total == 2 * 10 * 1);  // 2 micro-batches x 10 tokens x top-1
@@ -224,8 +223,9 @@ TEST_CASE("moe_gradient_scale multiplies each expert's gradient by clamp(mean lo
   TinyRun run(m, 2, 5, 5);
   run.params.zero_grads();
   run.net.forward_backward(1.0f);
+  run.net.read_moe_step_stats();
   for (auto* layer : run.net.moe_layers()) {
-    const auto& kept = layer->read_step_stats().kept_per_expert;
+    const auto& kept = layer->step_stats().kept_per_expert;
     const std::string prefix = "model.layers.0.block_sparse_moe.experts.";
     if (layer != run.net.moe_layers().front()) continue;
     const moe::Param& w1 = run.params[prefix + "w1"];
@@ -242,4 +242,34 @@ TEST_CASE("moe_gradient_scale multiplies each expert's gradient by clamp(mean lo
       }
     }
   }
+}
+
+TEST_CASE("every MoE layer's step counters share one buffer: one zero, one download") {
+  moe::TensorPool pool;
+  const int64_t E = 3;
+  moe::MoEStepCounters counters(pool, 2, E);
+  const auto first = counters.claim(), second = counters.claim();
+  CHECK_THROWS_WITH(counters.claim(), Catch::Contains("room for 2 MoE layers"));
+  // Each layer writes its own cells (the kernels do this on a GPU).
+  for (int64_t e = 0; e < E; ++e) {
+    first.routed_E.i32()[e] = static_cast<int32_t>(10 + e);
+    first.kept_E.i32()[e] = static_cast<int32_t>(20 + e);
+    second.routed_E.i32()[e] = static_cast<int32_t>(30 + e);
+    second.kept_E.i32()[e] = static_cast<int32_t>(40 + e);
+  }
+  CHECK(first.aux_3.dtype == moe::DType::kF32);
+  first.aux_3.f32()[2] = 0.5f;
+  second.aux_3.f32()[0] = -1.25f;
+  counters.download();
+  CHECK(counters.routed(0) == std::vector<int64_t>{10, 11, 12});
+  CHECK(counters.kept(0) == std::vector<int64_t>{20, 21, 22});
+  CHECK(counters.routed(1) == std::vector<int64_t>{30, 31, 32});
+  CHECK(counters.kept(1) == std::vector<int64_t>{40, 41, 42});
+  CHECK(counters.aux(0, 2) == 0.5f);
+  CHECK(counters.aux(1, 0) == -1.25f);
+  CHECK(counters.aux(1, 1) == 0.0f);
+  counters.zero();
+  counters.download();
+  CHECK(counters.routed(1) == std::vector<int64_t>{0, 0, 0});
+  CHECK(counters.aux(0, 2) == 0.0f);
 }

@@ -54,6 +54,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         int64_t G, int64_t Dh);
 
 // ---- SwiGLU gate: out = silu(a) * b, elementwise over n values ------------
+// The backward WRITES da and db.
 void swiglu_forward(float* out, const float* a, const float* b, int64_t n);
 void swiglu_backward(float* da, float* db, const float* dout, const float* a, const float* b, int64_t n);
 

@@ -19,8 +19,8 @@ void swiglu_forward(float* out, const float* a, const float* b, int64_t n) {
 void swiglu_backward(float* da, float* db, const float* dout, const float* a, const float* b, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float sig = sigmoid(a[i]);
-    da[i] += dout[i] * b[i] * sig * (1.0f + a[i] * (1.0f - sig));
-    db[i] += dout[i] * a[i] * sig;
+    da[i] = dout[i] * b[i] * sig * (1.0f + a[i] * (1.0f - sig));
+    db[i] = dout[i] * a[i] * sig;
   }
 }
 

@@ -55,7 +55,7 @@ void reserve_rmsnorm_backward(int64_t N, int64_t D);
 void rope_forward(const Tensor& x_BTHDh, float theta);
 void rope_backward(const Tensor& dx_BTHDh, float theta);
 
-// swiglu.cu. out = silu(a) * b. a and b one act dtype, da and db one act dtype,
+// swiglu.cu. out = silu(a) * b; the backward WRITES da and db. a and b one act dtype, da and db one act dtype,
 // out and dout act.
 void swiglu_forward(const Tensor& out, const Tensor& a, const Tensor& b);
 void swiglu_backward(const Tensor& da, const Tensor& db, const Tensor& dout, const Tensor& a, const Tensor& b);
@@ -187,14 +187,15 @@ void reserve_attention(int64_t B, int64_t T, int64_t H);
 // ---- GEMMs: matmul.cu (cuBLASLt), grouped_matmul.cu (own kernels) ----------
 // Semantics as in ops.h. Inputs (x, w, dout) share one dtype, BF16 or F32;
 // outputs out and dx are F32, or BF16 when the inputs are BF16; dw is always
-// F32. Products accumulate in fp32. Backward ACCUMULATES (+=) into dx and dw;
+// F32. Products accumulate in fp32. Backward ACCUMULATES (+=) into dx and dw
+// (matmul_backward's dx: unless accumulate_dx is false, then it is written);
 // dx may be an empty Tensor (no input gradient) in both ops.
 //
 // matmul: out_NO = x_NI w_OI^T through cuBLASLt, one plan (descriptors and
 // heuristic) per distinct shape, cached for the process.
 void matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI);
 void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dout_NO, const Tensor& x_NI,
-                     const Tensor& w_OI);
+                     const Tensor& w_OI, bool accumulate_dx);
 
 // grouped_matmul: rows [offsets[e], offsets[e+1]) of x times w_EIO[e] ([I, O]
 // row-major), for every expert in ONE kernel launch per product. offsets_E1

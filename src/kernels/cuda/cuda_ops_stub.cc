@@ -108,7 +108,7 @@ void reserve_attention(int64_t, int64_t, int64_t) { no_cuda("reserve_attention")
 
 void matmul_forward(const Tensor&, const Tensor&, const Tensor&) { no_cuda("matmul_forward"); }
 
-void matmul_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) {
+void matmul_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool) {
   no_cuda("matmul_backward");
 }
 

@@ -220,7 +220,7 @@ void matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI
 }
 
 void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dout_NO, const Tensor& x_NI,
-                     const Tensor& w_OI) {
+                     const Tensor& w_OI, bool accumulate_dx) {
   const int64_t N = rows_of(x_NI), I = w_OI.size(1), O = w_OI.size(0);
   const auto shapes = [&] {
     return "dx " + (dx_NI.data ? describe(dx_NI) : std::string("(none)")) + ", dw " + describe(dw_OI) + ", dout " +
@@ -237,8 +237,11 @@ void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dou
   }
   if (N == 0 || I == 0 || O == 0) return;
   if (dx_NI.data != nullptr) {
-    gemm([&] { return "matmul_backward (dx += dout W) " + shapes(); }, false, false, I, N, O, w_OI.data, I,
-         dout_NO.data, O, x_NI.dtype, dx_NI.data, I, dx_NI.dtype, /*accumulate=*/true);
+    gemm(
+        [&] {
+          return (accumulate_dx ? "matmul_backward (dx += dout W) " : "matmul_backward (dx = dout W) ") + shapes();
+        },
+        false, false, I, N, O, w_OI.data, I, dout_NO.data, O, x_NI.dtype, dx_NI.data, I, dx_NI.dtype, accumulate_dx);
   }
   gemm([&] { return "matmul_backward (dw += dout^T x) " + shapes(); }, false, true, I, O, N, x_NI.data, I, dout_NO.data,
        O, x_NI.dtype, dw_OI.data, I, DType::kF32, /*accumulate=*/true);

@@ -15,12 +15,12 @@ __device__ __forceinline__ float sigmoid(float a) { return 1.0f / (1.0f + expf(-
 
 __device__ __forceinline__ float swiglu(float a, float b) { return a * sigmoid(a) * b; }
 
-// d silu(a)/da = sigmoid(a) * (1 + a * (1 - sigmoid(a))): adds the gradients of
-// a and b, given g = dout, to da and db.
+// d silu(a)/da = sigmoid(a) * (1 + a * (1 - sigmoid(a))): the gradients of a
+// and b, given g = dout.
 __device__ __forceinline__ void swiglu_grad(float g, float a, float b, float& da, float& db) {
   const float sig = sigmoid(a);
-  da += g * b * sig * (1.0f + a * (1.0f - sig));
-  db += g * a * sig;
+  da = g * b * sig * (1.0f + a * (1.0f - sig));
+  db = g * a * sig;
 }
 
 // `packed`: every tensor 16-byte aligned and n a multiple of kPack (packable).
@@ -40,7 +40,7 @@ __global__ void swiglu_forward_kernel(TO* out, const TA* a, const TA* b, int64_t
   for (int64_t i = global_index(); i < n; i += grid_stride()) out[i] = from_f32<TO>(swiglu(to_f32(a[i]), to_f32(b[i])));
 }
 
-// Accumulates into da and db.
+// Writes da and db.
 template <typename TD, typename TDO, typename TA>
 __global__ void swiglu_backward_kernel(TD* da, TD* db, const TDO* dout, const TA* a, const TA* b, int64_t n,
                                        bool packed) {
@@ -50,8 +50,6 @@ __global__ void swiglu_backward_kernel(TD* da, TD* db, const TDO* dout, const TA
       load_pack(dout, i, g);
       load_pack(a, i, av);
       load_pack(b, i, bv);
-      load_pack(da, i, dav);
-      load_pack(db, i, dbv);
 #pragma unroll
       for (int k = 0; k < kPack; ++k) swiglu_grad(g[k], av[k], bv[k], dav[k], dbv[k]);
       store_pack(da, i, dav);
@@ -60,7 +58,7 @@ __global__ void swiglu_backward_kernel(TD* da, TD* db, const TDO* dout, const TA
     return;
   }
   for (int64_t i = global_index(); i < n; i += grid_stride()) {
-    float dav = to_f32(da[i]), dbv = to_f32(db[i]);
+    float dav, dbv;
     swiglu_grad(to_f32(dout[i]), to_f32(a[i]), to_f32(b[i]), dav, dbv);
     da[i] = from_f32<TD>(dav);
     db[i] = from_f32<TD>(dbv);
