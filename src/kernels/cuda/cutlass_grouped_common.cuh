@@ -25,6 +25,7 @@
 #include "src/core/cuda_stream.h"
 #include "src/core/tensor.h"
 #include "src/kernels/cuda/cuda_check.h"
+#include "src/kernels/cuda/cutlass_grouped_arch.h"
 
 namespace moe::cuda::cutlass_grouped {
 
@@ -79,11 +80,11 @@ inline LeadingDims leading_dims(Product product, int64_t I, int64_t O) {
 // whose run(offsets, M, a, b, d, what) fills the groups and launches. Plans
 // are never moved once built, so CUDA graphs captured after stay valid.
 template <class ForwardPlan, class InputGradPlan, class WeightGradPlan>
-class GroupedGemms {
+class GroupedGemms : public ArchGemms {
  public:
   // Builds the plans of [E, I, O] on the current device, once. Building
   // allocates and copies, which a graph capture in progress forbids.
-  void prepare(int64_t E, int64_t I, int64_t O) {
+  void prepare(int64_t E, int64_t I, int64_t O) override {
     const Key key = key_of(E, I, O);
     std::lock_guard<std::mutex> lock(mutex_);
     if (plans_.count(key)) return;
@@ -101,13 +102,13 @@ class GroupedGemms {
     plans_.emplace(key, std::move(plans));
   }
 
-  void forward(const Tensor& out_MO, const Tensor& x_MI, const Tensor& w_EIO, const Tensor& offsets_E1) {
+  void forward(const Tensor& out_MO, const Tensor& x_MI, const Tensor& w_EIO, const Tensor& offsets_E1) override {
     plans_of(w_EIO).forward->run(offsets_E1.i32(), x_MI.size(0), bf16(x_MI), bf16(w_EIO), mutable_bf16(out_MO),
                                  "grouped_matmul_forward (CUTLASS)");
   }
 
   void backward(const Tensor& dx_MI, const Tensor& dw_EIO, const Tensor& dout_MO, const Tensor& x_MI,
-                const Tensor& w_EIO, const Tensor& offsets_E1) {
+                const Tensor& w_EIO, const Tensor& offsets_E1) override {
     Plans& plans = plans_of(w_EIO);
     const int64_t M = x_MI.size(0);
     if (dx_MI.data != nullptr) {

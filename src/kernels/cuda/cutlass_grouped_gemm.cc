@@ -15,51 +15,45 @@
 namespace moe::cuda::cutlass_grouped {
 namespace {
 
-enum class Generation { kSm80, kSm90 };
 constexpr int kMaxDevices = 64;
 
-Generation generation_of(int device) {
+ArchGemms& gemms_of(int device) {
   int major = 0, minor = 0;
   check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "CUTLASS grouped GEMM");
   check(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device), "CUTLASS grouped GEMM");
-  if (major == 9 && minor == 0) return Generation::kSm90;
-  if (major == 8) return Generation::kSm80;
+  if (major == 9 && minor == 0) return sm90_gemms();
+  if (major == 8) return sm80_gemms();
   throw std::runtime_error("sm_" + std::to_string(major * 10 + minor) +
                            ": the CUTLASS kernels are built for sm_80 (sm_8x) and sm_90a");
 }
 
-// Asked on every call, so remembered per device (0: not asked yet).
-Generation current_generation() {
-  static std::atomic<int> known[kMaxDevices] = {};
+// Asked on every call, so remembered per device.
+ArchGemms& current_gemms() {
+  static std::atomic<ArchGemms*> known[kMaxDevices] = {};
   int device = 0;
   check(cudaGetDevice(&device), "CUTLASS grouped GEMM");
-  if (device < 0 || device >= kMaxDevices) return generation_of(device);
-  int g = known[device].load(std::memory_order_relaxed);
-  if (g == 0) {
-    g = static_cast<int>(generation_of(device)) + 1;
-    known[device].store(g, std::memory_order_relaxed);
+  if (device < 0 || device >= kMaxDevices) return gemms_of(device);
+  ArchGemms* gemms = known[device].load(std::memory_order_relaxed);
+  if (gemms == nullptr) {
+    gemms = &gemms_of(device);
+    known[device].store(gemms, std::memory_order_relaxed);
   }
-  return static_cast<Generation>(g - 1);
+  return *gemms;
 }
 
 }  // namespace
 
 bool in_build() { return true; }
 
-void prepare(int64_t E, int64_t I, int64_t O) {
-  if (current_generation() == Generation::kSm90) return sm90::prepare(E, I, O);
-  sm80::prepare(E, I, O);
-}
+void prepare(int64_t E, int64_t I, int64_t O) { current_gemms().prepare(E, I, O); }
 
 void forward(const Tensor& out_MO, const Tensor& x_MI, const Tensor& w_EIO, const Tensor& offsets_E1) {
-  if (current_generation() == Generation::kSm90) return sm90::forward(out_MO, x_MI, w_EIO, offsets_E1);
-  sm80::forward(out_MO, x_MI, w_EIO, offsets_E1);
+  current_gemms().forward(out_MO, x_MI, w_EIO, offsets_E1);
 }
 
 void backward(const Tensor& dx_MI, const Tensor& dw_EIO, const Tensor& dout_MO, const Tensor& x_MI, const Tensor& w_EIO,
               const Tensor& offsets_E1) {
-  if (current_generation() == Generation::kSm90) return sm90::backward(dx_MI, dw_EIO, dout_MO, x_MI, w_EIO, offsets_E1);
-  sm80::backward(dx_MI, dw_EIO, dout_MO, x_MI, w_EIO, offsets_E1);
+  current_gemms().backward(dx_MI, dw_EIO, dout_MO, x_MI, w_EIO, offsets_E1);
 }
 
 }  // namespace moe::cuda::cutlass_grouped

@@ -23,7 +23,7 @@
 #include "src/kernels/cuda/cutlass_grouped_arch.h"
 #include "src/kernels/cuda/cutlass_grouped_common.cuh"
 
-namespace moe::cuda::cutlass_grouped::sm90 {
+namespace moe::cuda::cutlass_grouped {
 namespace {
 
 using ProblemShape = cutlass::gemm::GroupProblemShape<cute::Shape<int, int, int>>;
@@ -165,22 +165,11 @@ class Plan {
   typename G::Gemm gemm_;
 };
 
-GroupedGemms<Plan<Forward>, Plan<InputGrad>, Plan<WeightGrad>>& gemms() {
-  static GroupedGemms<Plan<Forward>, Plan<InputGrad>, Plan<WeightGrad>> g;
-  return g;
-}
-
 }  // namespace
 
-void prepare(int64_t E, int64_t I, int64_t O) { gemms().prepare(E, I, O); }
-
-void forward(const Tensor& out_MO, const Tensor& x_MI, const Tensor& w_EIO, const Tensor& offsets_E1) {
-  gemms().forward(out_MO, x_MI, w_EIO, offsets_E1);
+ArchGemms& sm90_gemms() {
+  static GroupedGemms<Plan<Forward>, Plan<InputGrad>, Plan<WeightGrad>> gemms;
+  return gemms;
 }
 
-void backward(const Tensor& dx_MI, const Tensor& dw_EIO, const Tensor& dout_MO, const Tensor& x_MI, const Tensor& w_EIO,
-              const Tensor& offsets_E1) {
-  gemms().backward(dx_MI, dw_EIO, dout_MO, x_MI, w_EIO, offsets_E1);
-}
-
-}  // namespace moe::cuda::cutlass_grouped::sm90
+}  // namespace moe::cuda::cutlass_grouped
