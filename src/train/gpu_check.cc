@@ -218,6 +218,23 @@ std::map<std::string, std::string> vendor_failures(const std::vector<GpuCheckRow
   return failed;
 }
 
+std::vector<GpuCheckRow> rerun_without_vendors(const std::vector<std::string>& families_on,
+                                               const std::function<GpuCheckRow(const std::vector<std::string>&)>& rerun,
+                                               std::vector<std::string>& replaced) {
+  replaced.clear();
+  std::vector<GpuCheckRow> reruns;
+  std::vector<std::string> off;
+  for (const std::string& family : families_on) {
+    off.push_back(family);
+    reruns.push_back(rerun(off));
+    if (reruns.back().passed) {
+      replaced = off;
+      break;
+    }
+  }
+  return reruns;
+}
+
 JobConfig shrink_for_check(const JobConfig& cfg) {
   JobConfig c = cfg;
   ModelConfig& m = c.model;
@@ -273,11 +290,42 @@ GpuCheckReport check_gpu(const JobConfig& cfg, int device) {
     check_ops_where([&](const GpuCheckRow& r) { return cases.count(r.op + " " + r.shape + " " + r.dtype) > 0; });
   }
 
+  // A whole-model row that fails while vendor kernels run: again without
+  // them, family by family (rerun_without_vendors); the families that had to
+  // go are replaced, and the builtin run's row decides.
+  const auto add_model_row = [&](const std::function<GpuCheckRow()>& run) {
+    GpuCheckRow r = run();
+    std::vector<std::string> on;  // vendor families that ran in the op rows and are still on
+    for (const char* family : kernels::kVendorFamilies) {
+      const bool ran = std::any_of(report.rows.begin(), report.rows.end(), [&](const GpuCheckRow& op_row) {
+        return op_row.vendor && kernels::vendor_family(op_row.op) == family;
+      });
+      if (ran && !report.fallbacks.count(family)) on.push_back(family);
+    }
+    if (r.passed || on.empty()) return report.rows.push_back(r);
+    std::vector<std::string> replaced;
+    const std::string why = fmt::format("{} {} {}: {}", r.op, r.shape, r.dtype, r.detail);
+    std::vector<GpuCheckRow> reruns = rerun_without_vendors(
+        on,
+        [&](const std::vector<std::string>& off) {
+          for (const std::string& family : off) kernels::disable_vendor(family, why);
+          GpuCheckRow again = run();
+          again.op += " (builtin)";
+          return again;
+        },
+        replaced);
+    r.replaced = !replaced.empty();
+    report.rows.push_back(r);
+    if (r.replaced) {
+      for (const std::string& family : replaced) report.fallbacks[family] = why;
+      report.rows.push_back(reruns.back());
+    }
+  };
   const JobConfig small = shrink_for_check(cfg);
   const ScratchDir data;
   const TokenDataset tokens = TokenDataset::open(data.path + "/train", "*.npy", small.model.vocab_size);
   const BatchSampler sampler(tokens, small.train.seq_len, small.train.batch_size, small.train.seed);
-  report.rows.push_back(graph_vs_eager(small, sampler));
+  add_model_row([&] { return graph_vs_eager(small, sampler); });
   std::vector<double> cpu;
   GpuCheckRow cpu_row = row("training, 5 steps on the CPU", model_text(small), "f32");
   guarded(cpu_row, [&] { cpu = train_losses(small, sampler, Placement{}, 5); });
@@ -285,7 +333,7 @@ GpuCheckReport check_gpu(const JobConfig& cfg, int device) {
     report.rows.push_back(cpu_row);  // the reference itself failed: nothing to compare with
   } else {
     for (DType compute : {DType::kF32, DType::kBF16}) {
-      report.rows.push_back(training_vs_cpu(small, sampler, cpu, compute, report.device));
+      add_model_row([&] { return training_vs_cpu(small, sampler, cpu, compute, report.device); });
     }
   }
   report.seconds = ms_since(start) / 1000;

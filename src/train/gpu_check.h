@@ -11,10 +11,13 @@
 // An op family whose vendor kernel (cuDNN's attention) fails its rows is
 // switched to the builtin kernel for the process (src/kernels/kernel_choice.h)
 // and checked again: the check passes with a warning if the builtin kernel
-// does. A passed check is cached (gpu_check_cache.h) for this build, GPU
-// model, driver and CUDA runtime, with its fallbacks.
+// does. A whole-model row (graph replay, training) that fails while vendor
+// kernels run is run again with them switched off, family by family, until it
+// passes; the families that had to go are replaced the same way. A passed check is cached (gpu_check_cache.h) for this
+// build, GPU model, driver and CUDA runtime, with its fallbacks.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -48,6 +51,17 @@ GpuCheckReport check_gpu(const JobConfig& cfg, int device);
 // gives 0.25"). Rows of builtin kernels never count: their failure is the GPU's
 // or this build's, and fails the check.
 std::map<std::string, std::string> vendor_failures(const std::vector<GpuCheckRow>& rows);
+
+// A whole-model row, `failed`, failed while the vendor kernels of `families_on`
+// ran. rerun(off) runs it again with the families `off` switched to the
+// builtin kernels; they are switched off one more at a time, in the order
+// given, until the row passes. Returns the rerun rows, the last of which
+// passed when `replaced` (set to the families that were switched off) is not
+// empty; empty `replaced`: the builtin kernels fail it too, or no vendor
+// kernel ran, and `failed` stands.
+std::vector<GpuCheckRow> rerun_without_vendors(const std::vector<std::string>& families_on,
+                                               const std::function<GpuCheckRow(const std::vector<std::string>&)>& rerun,
+                                               std::vector<std::string>& replaced);
 
 // 6 steps of `cfg`'s model on the current GPU in bf16, one micro-batch each:
 // the loss and the gradient norm of each, in order. With `graph`, the first

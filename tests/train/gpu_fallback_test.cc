@@ -1,8 +1,10 @@
 // check-gpu's fallback decision, without a GPU: which op families' vendor
-// kernels a table of results replaces with the builtin ones, that a replaced
-// row does not fail the check while any builtin row does, and that a passed
-// check remembers its fallbacks for the next run.
+// kernels a table of results replaces with the builtin ones, which a failed
+// whole-model row replaces when it is run again without them, that a
+// replaced row does not fail the check while any builtin row does, and that a
+// passed check remembers its fallbacks for the next run.
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -76,4 +78,43 @@ TEST_CASE("a passed check remembers the vendor kernels it replaced") {
   CHECK(moe::gpu_check_summary(report).find("the builtin kernel replaces the vendor's for attention, expert GEMMs") !=
         std::string::npos);
   std::filesystem::remove_all(cache);
+}
+
+TEST_CASE("a whole-model row that fails with vendor kernels runs again without them, family by family") {
+  const std::vector<std::string> on = {"attention", "expert GEMMs"};
+  // rerun(off): passes once every family in `culprits` is off.
+  const auto rerun_passing_without = [](std::vector<std::string> culprits) {
+    return [culprits](const std::vector<std::string>& off) {
+      moe::GpuCheckRow r = row("CUDA graph replay vs eager (builtin)", false, true);
+      for (const std::string& c : culprits)
+        if (std::find(off.begin(), off.end(), c) == off.end()) r.passed = false;
+      return r;
+    };
+  };
+  std::vector<std::string> replaced;
+
+  SECTION("the first family was the cause: one rerun, the second family stays") {
+    const auto reruns = moe::rerun_without_vendors(on, rerun_passing_without({"attention"}), replaced);
+    CHECK(reruns.size() == 1);
+    CHECK(reruns.back().passed);
+    CHECK(replaced == std::vector<std::string>{"attention"});
+  }
+  SECTION("the second family was the cause: both go, since the first was switched off on the way") {
+    const auto reruns = moe::rerun_without_vendors(on, rerun_passing_without({"expert GEMMs"}), replaced);
+    CHECK(reruns.size() == 2);
+    CHECK(reruns.back().passed);
+    CHECK(replaced == on);
+  }
+  SECTION("the builtin kernels fail too: nothing is replaced and the row stands") {
+    const auto reruns =
+        moe::rerun_without_vendors(on, rerun_passing_without({"attention", "no such family"}), replaced);
+    CHECK(reruns.size() == 2);
+    CHECK_FALSE(reruns.back().passed);
+    CHECK(replaced.empty());
+  }
+  SECTION("no vendor kernel ran: no rerun") {
+    const auto reruns = moe::rerun_without_vendors({}, rerun_passing_without({}), replaced);
+    CHECK(reruns.empty());
+    CHECK(replaced.empty());
+  }
 }
