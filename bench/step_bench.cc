@@ -32,6 +32,7 @@
 #include "src/train/cpu_peak.h"
 #include "src/train/dry_run.h"
 #include "src/train/optimizer.h"
+#include "src/train/placement.h"
 #include "src/train/step_runner.h"
 
 namespace {
@@ -96,7 +97,7 @@ int main(int argc, char** argv) {
   const bool gpu = where.device == moe::Device::kCuda;
   const int device_index = gpu ? moe::select_cuda_device(0) : -1;
   // train.kernels and train.deterministic, as training applies them (compare with --train.kernels=builtin).
-  moe::kernels::configure({moe::kernels::parse_kernel_source(t.kernels), t.deterministic});
+  moe::kernels::configure(moe::kernel_settings_of(t));
   moe::TensorPool pool(where.device);
   moe::ParamStore params(cfg.model, pool, moe::Layout{}, moe::MeshCoord{}, where.compute);
   params.init(cfg.model, 1);

@@ -10,6 +10,7 @@
 #include "src/kernels/kernel_choice.h"
 #include "src/model/param_spec.h"
 #include "src/parallel/param_sharding.h"
+#include "src/train/placement.h"
 
 namespace moe {
 namespace {
@@ -172,8 +173,7 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
         cfg.train.batch_size, cfg.train.seq_len, H, G, head_dim(m), bf16 ? DType::kBF16 : DType::kF32};
     // The plan cannot see the GPU: it assumes one where cuDNN's attention runs (sm_90, cuDNN 9).
     const kernels::VendorFacts hopper{90, 90000, true};
-    const kernels::Choice choice = kernels::choose_attention(
-        p, hopper, {kernels::parse_kernel_source(cfg.train.kernels), cfg.train.deterministic});
+    const kernels::Choice choice = kernels::choose_attention(p, hopper, kernel_settings_of(cfg.train));
     r.attention_kernel = choice.vendor ? "cuDNN fused SDPA" : kernels::kBuiltinAttention;
     r.attention_workspace_bytes =
         choice.vendor ? kernels::cudnn_attention_workspace_bytes(p, cfg.train.deterministic) : 4 * p.B * p.H * p.T;

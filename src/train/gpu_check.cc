@@ -22,6 +22,7 @@
 #include "src/model/transformer.h"
 #include "src/parallel/mesh.h"
 #include "src/train/optimizer.h"
+#include "src/train/placement.h"
 #include "src/train/step_runner.h"
 
 namespace moe {
@@ -265,7 +266,7 @@ GpuCheckReport check_gpu(const JobConfig& cfg, int device) {
   GpuCheckReport report;
   report.device = select_cuda_device(device);
   report.gpu = cuda_device_description(report.device);
-  kernels::configure({kernels::parse_kernel_source(cfg.train.kernels), cfg.train.deterministic});
+  kernels::configure(kernel_settings_of(cfg.train));
   const auto check_ops_where = [&](const std::function<bool(const GpuCheckRow&)>& keep) {
     for (const op_check::Shapes& shapes : {op_check::Shapes{}, config_shapes(cfg)}) {
       for (DType act : {DType::kF32, DType::kBF16}) {

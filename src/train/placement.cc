@@ -11,4 +11,8 @@ Placement placement_of(const TrainConfig& t) {
   return p;
 }
 
+kernels::KernelSettings kernel_settings_of(const TrainConfig& t) {
+  return {kernels::parse_kernel_source(t.kernels), t.deterministic};
+}
+
 }  // namespace moe

@@ -5,6 +5,7 @@
 
 #include "src/config/job_config.h"
 #include "src/core/tensor.h"
+#include "src/kernels/kernel_choice.h"
 
 namespace moe {
 
@@ -15,5 +16,9 @@ struct Placement {
 };
 
 Placement placement_of(const TrainConfig& t);
+
+// Which kernels a GPU run may take (train.kernels, train.deterministic), as
+// the kernel choice reads them (src/kernels/kernel_choice.h).
+kernels::KernelSettings kernel_settings_of(const TrainConfig& t);
 
 }  // namespace moe

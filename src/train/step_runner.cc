@@ -24,7 +24,7 @@ std::unique_ptr<Fsdp> make_fsdp(ParamStore& params, Mesh& mesh, TensorPool& pool
 Placement select_placement(const TrainConfig& t, std::optional<Placement> forced) {
   Placement p = forced ? *forced : placement_of(t);
   if (p.device != Device::kCuda) return p;
-  kernels::configure({kernels::parse_kernel_source(t.kernels), t.deterministic});
+  kernels::configure(kernel_settings_of(t));
   // With several ranks the mesh's groups must move device tensors (NCCL,
   // HostDeviceCommunicator: the trainer's make_world), and the trainer has
   // already selected this GPU (NCCL binds to it); selecting again is a no-op.
