@@ -140,4 +140,24 @@ __device__ __forceinline__ void store_pack(T* p, int64_t i, const float (&v)[kPa
   for (int w = 0; w < PackWords<T>::kWords; ++w) dst[w] = pack.word[w];
 }
 
+// A grid-stride loop of out[i] = f(a[i], b[i]) over n values: in packs where
+// `packed` (every pointer 16-byte aligned, n a multiple of kPack: packable()),
+// else one value at a time; the same f, so the same bits either way. out may
+// be a or b: each element is read before the same thread writes it.
+template <typename TO, typename TA, typename TB, typename F>
+__device__ __forceinline__ void map_binary(TO* out, const TA* a, const TB* b, int64_t n, bool packed, F f) {
+  if (packed) {
+    for (int64_t i = global_index(); i < n / kPack; i += grid_stride()) {
+      float av[kPack], bv[kPack];
+      load_pack(a, i, av);
+      load_pack(b, i, bv);
+#pragma unroll
+      for (int k = 0; k < kPack; ++k) av[k] = f(av[k], bv[k]);
+      store_pack(out, i, av);
+    }
+    return;
+  }
+  for (int64_t i = global_index(); i < n; i += grid_stride()) out[i] = from_f32<TO>(f(to_f32(a[i]), to_f32(b[i])));
+}
+
 }  // namespace moe::cuda::dense

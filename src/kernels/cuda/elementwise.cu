@@ -22,24 +22,12 @@ constexpr int kThreads = 256;
 constexpr int kMaxPartials = 1024;
 constexpr int64_t kItemsPerThread = 8;
 
-// `packed`: every tensor 16-byte aligned and n a multiple of kPack (packable).
-// out may be a or b: each element is read before the same thread writes it.
 template <typename TO, typename TA, typename TB>
 __global__ void add_kernel(TO* out, const TA* a, const TB* b, int64_t n, bool packed) {
-  if (packed) {
-    for (int64_t i = global_index(); i < n / kPack; i += grid_stride()) {
-      float av[kPack], bv[kPack];
-      load_pack(a, i, av);
-      load_pack(b, i, bv);
-#pragma unroll
-      for (int k = 0; k < kPack; ++k) av[k] += bv[k];
-      store_pack(out, i, av);
-    }
-    return;
-  }
-  for (int64_t i = global_index(); i < n; i += grid_stride()) out[i] = from_f32<TO>(to_f32(a[i]) + to_f32(b[i]));
+  map_binary(out, a, b, n, packed, [](float x, float y) { return x + y; });
 }
 
+// `packed`: x 16-byte aligned and n a multiple of kPack (packable).
 template <typename T>
 __global__ void scale_inplace_kernel(T* x, int64_t n, float factor, bool packed) {
   if (packed) {

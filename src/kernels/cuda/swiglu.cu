@@ -26,18 +26,7 @@ __device__ __forceinline__ void swiglu_grad(float g, float a, float b, float& da
 // `packed`: every tensor 16-byte aligned and n a multiple of kPack (packable).
 template <typename TO, typename TA>
 __global__ void swiglu_forward_kernel(TO* out, const TA* a, const TA* b, int64_t n, bool packed) {
-  if (packed) {
-    for (int64_t i = global_index(); i < n / kPack; i += grid_stride()) {
-      float av[kPack], bv[kPack];
-      load_pack(a, i, av);
-      load_pack(b, i, bv);
-#pragma unroll
-      for (int k = 0; k < kPack; ++k) av[k] = swiglu(av[k], bv[k]);
-      store_pack(out, i, av);
-    }
-    return;
-  }
-  for (int64_t i = global_index(); i < n; i += grid_stride()) out[i] = from_f32<TO>(swiglu(to_f32(a[i]), to_f32(b[i])));
+  map_binary(out, a, b, n, packed, [](float av, float bv) { return swiglu(av, bv); });
 }
 
 // Writes da and db.
