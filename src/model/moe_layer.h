@@ -54,11 +54,10 @@ class MoELayer {
   // This rank's statistics of the step so far. The per-expert counts and aux
   // sums accumulate where the routing runs (on the GPU for device tensors), in
   // the model's MoEStepCounters; read_step_stats() takes them into the
-  // returned stats from the counters' last download(), which the model makes
-  // once per step for all layers (Transformer::read_moe_step_stats). The
-  // trainer then sums them over the data-parallel group before the two calls
-  // below read them.
-  // Call it after the counters' download(); the model's read_moe_step_stats() does both.
+  // returned stats from the counters' last download(), so call the model's
+  // read_moe_step_stats(), which downloads once for all layers and then calls
+  // this. The trainer then sums them over the data-parallel group before the
+  // two calls below read them.
   MoEStepStats& read_step_stats();
   // The host's part of a training micro-batch's statistics (pairs, micro-batch
   // count), outside forward so that a replayed forward counts too.
