@@ -26,9 +26,7 @@ Transformer::Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_
       head_(m.tie_embeddings ? params["model.embed_tokens.weight"] : params["lm_head.weight"]),
       scratch_(pool) {
   // Activations in the parameters' compute dtype (bf16 under mixed precision).
-  int64_t moe_blocks = 0;
-  for (int64_t l = 0; l < m.n_layers; ++l) moe_blocks += is_moe_block(m, l) ? 1 : 0;
-  if (moe_blocks > 0) moe_counters_ = std::make_unique<MoEStepCounters>(pool, moe_blocks, m.num_experts);
+  if (num_moe_blocks(m) > 0) moe_counters_ = std::make_unique<MoEStepCounters>(pool, num_moe_blocks(m), m.num_experts);
   const LayerContext ctx{m, B, T, pool, params, parallel_, scratch_, params.compute_dtype(), moe_counters_.get()};
   for (int64_t l = 0; l < m.n_layers; ++l) {
     blocks_.push_back(std::make_unique<Block>(ctx, l));

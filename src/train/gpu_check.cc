@@ -150,6 +150,10 @@ GpuCheckRow training_vs_cpu(const JobConfig& small, const BatchSampler& sampler,
   return r;
 }
 
+// What a failed row says, as a replacement's reason: "attention_backward q
+// [2, 32, 4, 16] bf16: dq[3] = 0.5, the CPU gives 0.25".
+std::string failure_of(const GpuCheckRow& r) { return fmt::format("{} {} {}: {}", r.op, r.shape, r.dtype, r.detail); }
+
 // A micro-batch replayed as a CUDA graph computes what the eager pass does:
 // 6 steps (eager, capture, replays), losses and gradient norms bit for bit.
 // With train.deterministic = false a vendor kernel may sum in another order
@@ -214,7 +218,7 @@ std::map<std::string, std::string> vendor_failures(const std::vector<GpuCheckRow
   for (const GpuCheckRow& r : rows) {
     const std::string family = kernels::vendor_family(r.op);
     if (r.passed || !r.vendor || family.empty() || failed.count(family)) continue;
-    failed[family] = fmt::format("{} {} {}: {}", r.op, r.shape, r.dtype, r.detail);
+    failed[family] = failure_of(r);
   }
   return failed;
 }
@@ -305,7 +309,7 @@ GpuCheckReport check_gpu(const JobConfig& cfg, int device) {
     }
     if (r.passed || on.empty()) return report.rows.push_back(r);
     std::vector<std::string> replaced;
-    const std::string why = fmt::format("{} {} {}: {}", r.op, r.shape, r.dtype, r.detail);
+    const std::string why = failure_of(r);
     std::vector<GpuCheckRow> reruns = rerun_without_vendors(
         on,
         [&](const std::vector<std::string>& off) {

@@ -565,8 +565,9 @@ TEST_CASE("adamw_step_many on the GPU follows the CPU over several steps, all te
   const float grad_scale = 0.5f;
   std::vector<int64_t> sizes = list_sizes(300, 33);  // apex's multi_tensor_apply takes 110 per launch
   // Pieces at any float offset update one element at a time; with sizes of
-  // whole 16-byte words every piece is aligned and updates four at a time
-  // (the last, kChunk + 1, ends with one single element).
+  // whole 16-byte words every piece is aligned and updates eight at a time,
+  // then its last < 8 elements one by one (the last piece, kChunk + 1, ends
+  // with one single element).
   const bool aligned = GENERATE(false, true);
   INFO((aligned ? "16-byte aligned pieces" : "pieces at any offset"));
   if (aligned) {

@@ -24,7 +24,7 @@ using namespace dense;
 constexpr int kThreads = 256;
 // adamw_step_many: blocks of one launch; past this each block takes several chunks.
 constexpr int64_t kMaxManyBlocks = int64_t{1} << 20;
-static_assert(multi_tensor::kChunk % 4 == 0, "adamw_many_kernel's quads start at chunk starts");
+static_assert(multi_tensor::kChunk % kPack == 0, "adamw_many_kernel's packs start at chunk starts");
 
 // What every element of one step shares (the decay factor is per tensor).
 struct AdamWScalars {
@@ -69,31 +69,24 @@ __device__ __forceinline__ void adamw_element(float* param, const float* grad, f
   if (compute) compute[i] = __float2bfloat16_rn(p);
 }
 
-// Four f32 values as one 16-byte word.
-union Quad {
-  uint4 word;
-  float value[4];
-};
-
-// Elements [i, i + 4) of one tensor whose arrays are 16-byte aligned there:
-// the same operations per element as adamw_element, with each of param, grad,
-// m and v read and written as one 16-byte word (AdamW is bound by those four
-// streams).
-__device__ __forceinline__ void adamw_quad(float* param, const float* grad, float* m, float* v, __nv_bfloat16* compute,
+// Pack i of one tensor (elements [8i, 8i + 8)), its arrays 16-byte aligned:
+// the same operations per element as adamw_element, with param, grad, m and
+// v moved in 16-byte words (AdamW is bound by those four streams).
+__device__ __forceinline__ void adamw_pack(float* param, const float* grad, float* m, float* v, __nv_bfloat16* compute,
                                            int64_t i, const AdamWScalars& s, float decay) {
-  Quad p, g, mq, vq;
-  p.word = *reinterpret_cast<const uint4*>(param + i);
-  g.word = *reinterpret_cast<const uint4*>(grad + i);
-  mq.word = *reinterpret_cast<const uint4*>(m + i);
-  vq.word = *reinterpret_cast<const uint4*>(v + i);
+  float p[kPack], g[kPack], mv[kPack], vv[kPack];
+  load_pack(param, i, p);
+  load_pack(grad, i, g);
+  load_pack(m, i, mv);
+  load_pack(v, i, vv);
 #pragma unroll
-  for (int k = 0; k < 4; ++k) adamw_value(p.value[k], g.value[k], mq.value[k], vq.value[k], s, decay);
-  *reinterpret_cast<uint4*>(m + i) = mq.word;
-  *reinterpret_cast<uint4*>(v + i) = vq.word;
-  *reinterpret_cast<uint4*>(param + i) = p.word;
+  for (int k = 0; k < kPack; ++k) adamw_value(p[k], g[k], mv[k], vv[k], s, decay);
+  store_pack(m, i, mv);
+  store_pack(v, i, vv);
+  store_pack(param, i, p);
   if (compute) {
 #pragma unroll
-    for (int k = 0; k < 4; ++k) compute[i + k] = __float2bfloat16_rn(p.value[k]);
+    for (int k = 0; k < kPack; ++k) compute[i * kPack + k] = __float2bfloat16_rn(p[k]);
   }
 }
 
@@ -111,12 +104,12 @@ struct AdamWEntry {
   __nv_bfloat16* compute;  // null: no bf16 copy
   int64_t n, first_chunk;
   float weight_decay;
-  bool quads;  // param, grad, m and v 16-byte aligned: elements move four at a time
+  bool packed;  // param, grad, m and v 16-byte aligned: elements move kPack at a time
 
   // NaN never compares equal: such a list is re-uploaded each call, still correct.
   bool operator==(const AdamWEntry& o) const {
     return param == o.param && grad == o.grad && m == o.m && v == o.v && compute == o.compute && n == o.n &&
-           first_chunk == o.first_chunk && weight_decay == o.weight_decay && quads == o.quads;
+           first_chunk == o.first_chunk && weight_decay == o.weight_decay && packed == o.packed;
   }
 };
 
@@ -130,14 +123,14 @@ __global__ void __launch_bounds__(kThreads)
     // wd, not the decay: lr moves every step and the table then stays as it is).
     const float decay = __fsub_rn(1.0f, __fmul_rn(lr, e.weight_decay));
     // A chunk starts at a multiple of kChunk elements, so with aligned arrays
-    // its quads are aligned too; a tensor's last < 4 elements go one by one.
+    // its packs are aligned too; a tensor's last < kPack elements go one by one.
     int64_t tail = r.begin;
-    if (e.quads) {
-      const int64_t quads = (r.end - r.begin) / 4;
-      for (int64_t q = threadIdx.x; q < quads; q += blockDim.x) {
-        adamw_quad(e.param, e.grad, e.m, e.v, e.compute, r.begin + 4 * q, s, decay);
+    if (e.packed) {
+      const int64_t packs = (r.end - r.begin) / kPack;
+      for (int64_t q = threadIdx.x; q < packs; q += blockDim.x) {
+        adamw_pack(e.param, e.grad, e.m, e.v, e.compute, r.begin / kPack + q, s, decay);
       }
-      tail = r.begin + 4 * quads;
+      tail = r.begin + kPack * packs;
     }
     for (int64_t i = tail + threadIdx.x; i < r.end; i += blockDim.x) {
       adamw_element(e.param, e.grad, e.m, e.v, e.compute, i, s, decay);

@@ -20,7 +20,9 @@
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <vector>
 
+#include "cutlass/cutlass.h"
 #include "cutlass/numeric_types.h"
 #include "src/core/cuda_stream.h"
 #include "src/core/tensor.h"
@@ -73,6 +75,73 @@ inline LeadingDims leading_dims(Product product, int64_t I, int64_t O) {
   }
   return {};
 }
+
+// Each group's problem and operand pointers from the device offsets, one
+// thread per expert: what makes the launch sync-free. Shape is the kernel's
+// problem type, built from {m, n, k}; PtrAB and PtrC its operand pointer types
+// (CUTLASS 2 takes non-const A, B and C, and only reads them).
+template <class Shape, class PtrAB, class PtrC, class ElementD>
+__global__ void fill_groups(Product product, const int32_t* offsets, int experts, int64_t M, int64_t I, int64_t O,
+                            const cutlass::bfloat16_t* a_base, const cutlass::bfloat16_t* b_base, ElementD* d_base,
+                            Shape* shapes, PtrAB* a, PtrAB* b, PtrC* c, ElementD** d) {
+  const int e = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (e >= experts) return;
+  const GroupSlice s = group_slice(product, offsets, e, M, I, O);
+  shapes[e] = Shape{s.m, s.n, s.k};
+  a[e] = const_cast<PtrAB>(a_base + s.a);
+  b[e] = const_cast<PtrAB>(b_base + s.b);
+  d[e] = d_base + s.d;
+  c[e] = d[e];
+}
+
+// `experts` copies of `value` in device memory: a per-group array whose entries
+// are all the same (leading dimensions, strides), uploaded once.
+template <class T>
+T* upload_copies(const T& value, int experts, const std::string& what) {
+  const std::vector<T> host(static_cast<size_t>(experts), value);
+  T* device = nullptr;
+  check(cudaMalloc(&device, host.size() * sizeof(T)), what);
+  check(cudaMemcpy(device, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice), what);
+  return device;
+}
+
+// The device arrays of one product's plan, which its CUTLASS kernel reads:
+// each group's problem and its A, B, C and D pointers, refilled on the device
+// before every launch. Allocated once; they never move, so a CUDA graph that
+// captured a launch stays valid.
+template <class Shape, class PtrAB, class PtrC, class ElementD>
+struct GroupArrays {
+  GroupArrays(Product product, int experts, int64_t I, int64_t O) : product(product), experts(experts), I(I), O(O) {
+    const std::string what = "CUTLASS grouped GEMM plan";
+    const size_t E = static_cast<size_t>(experts);
+    check(cudaMalloc(&shapes, E * sizeof(Shape)), what);
+    check(cudaMalloc(&a, E * sizeof(PtrAB)), what);
+    check(cudaMalloc(&b, E * sizeof(PtrAB)), what);
+    check(cudaMalloc(&c, E * sizeof(PtrC)), what);
+    check(cudaMalloc(&d, E * sizeof(ElementD*)), what);
+  }
+
+  // Fills the arrays for this call's offsets and operands, then runs
+  // launch() -> cutlass::Status, the kernel on them.
+  template <class Launch>
+  void fill_then(const int32_t* offsets, int64_t M, const cutlass::bfloat16_t* a_base,
+                 const cutlass::bfloat16_t* b_base, ElementD* d_base, const std::string& what, Launch&& launch) {
+    fill_groups<Shape, PtrAB, PtrC, ElementD><<<(experts + 127) / 128, 128, 0, stream()>>>(
+        product, offsets, experts, M, I, O, a_base, b_base, d_base, shapes, a, b, c, d);
+    check(cudaGetLastError(), what + " (groups)");
+    if (launch() != cutlass::Status::kSuccess) throw std::runtime_error(what + ": CUTLASS launch failed");
+    check(cudaGetLastError(), what);
+  }
+
+  Product product;
+  int experts;
+  int64_t I, O;
+  Shape* shapes = nullptr;
+  PtrAB* a = nullptr;
+  PtrAB* b = nullptr;
+  PtrC* c = nullptr;
+  ElementD** d = nullptr;
+};
 
 // The three products of every expert weight shape [E, I, O] on every device,
 // each a plan of one architecture's kernel: a class constructed as

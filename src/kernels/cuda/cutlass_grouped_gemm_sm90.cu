@@ -5,12 +5,11 @@
 // (src/kernels/kernel_choice.h) sends only sm_90 GPUs here.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
-#include <memory>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
-#include <vector>
 
 #include "cute/tensor.hpp"
 #include "cutlass/cutlass.h"
@@ -72,41 +71,19 @@ Stride packed_stride(int64_t ld) {
   return s;
 }
 
-// Each group's problem and pointers from the device offsets, one thread per
-// expert: what makes the launch sync-free.
-template <class ElementD>
-__global__ void fill_groups(Product product, const int32_t* offsets, int experts, int64_t M, int64_t I, int64_t O,
-                            const Bf16* a_base, const Bf16* b_base, ElementD* d_base, Shape3* shapes, const Bf16** a,
-                            const Bf16** b, const ElementD** c, ElementD** d) {
-  const int e = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
-  if (e >= experts) return;
-  const GroupSlice s = group_slice(product, offsets, e, M, I, O);
-  shapes[e] = Shape3{s.m, s.n, s.k};
-  a[e] = a_base + s.a;
-  b[e] = b_base + s.b;
-  d[e] = d_base + s.d;
-  c[e] = d[e];
-}
-
-// The device arrays of one product at one shape and the CUTLASS kernel
+// One product's plan at one shape: its group arrays and the CUTLASS kernel
 // initialised on them, once; each call refills the arrays and launches.
 template <class G>
 class Plan {
  public:
-  Plan(Product product, int experts, int64_t I, int64_t O) : product_(product), experts_(experts), I_(I), O_(O) {
+  Plan(Product product, int experts, int64_t I, int64_t O) : groups_(product, experts, I, O) {
     const std::string what = "CUTLASS grouped GEMM plan";
-    const size_t E = static_cast<size_t>(experts);
-    check(cudaMalloc(&shapes_, E * sizeof(Shape3)), what);
-    check(cudaMalloc(&a_, E * sizeof(void*)), what);
-    check(cudaMalloc(&b_, E * sizeof(void*)), what);
-    check(cudaMalloc(&c_, E * sizeof(void*)), what);
-    check(cudaMalloc(&d_, E * sizeof(void*)), what);
     // Leading dimensions, the same for every group: upload once.
     const LeadingDims ld = leading_dims(product, I, O);
-    upload_strides(&stride_a_, packed_stride<typename G::StrideA>(ld.a), what);
-    upload_strides(&stride_b_, packed_stride<typename G::StrideB>(ld.b), what);
-    upload_strides(&stride_c_, packed_stride<typename G::StrideC>(ld.d), what);
-    upload_strides(&stride_d_, packed_stride<typename G::StrideD>(ld.d), what);
+    stride_a_ = upload_copies(packed_stride<typename G::StrideA>(ld.a), experts, what);
+    stride_b_ = upload_copies(packed_stride<typename G::StrideB>(ld.b), experts, what);
+    stride_c_ = upload_copies(packed_stride<typename G::StrideC>(ld.d), experts, what);
+    stride_d_ = upload_copies(packed_stride<typename G::StrideD>(ld.d), experts, what);
 
     typename G::Gemm::Arguments args;
     int device = 0;
@@ -118,9 +95,9 @@ class Plan {
     fusion.alpha_ptr = nullptr;
     fusion.beta_ptr = nullptr;
     args = typename G::Gemm::Arguments{cutlass::gemm::GemmUniversalMode::kGrouped,
-                                       {experts, shapes_, nullptr},  // shapes on the device only
-                                       {a_, stride_a_, b_, stride_b_},
-                                       {fusion, c_, stride_c_, d_, stride_d_},
+                                       {experts, groups_.shapes, nullptr},  // shapes on the device only
+                                       {groups_.a, stride_a_, groups_.b, stride_b_},
+                                       {fusion, groups_.c, stride_c_, groups_.d, stride_d_},
                                        hw};
     if (gemm_.can_implement(args) != cutlass::Status::kSuccess) {
       throw std::runtime_error("CUTLASS grouped GEMM cannot run I=" + std::to_string(I) + " O=" + std::to_string(O));
@@ -134,29 +111,11 @@ class Plan {
 
   void run(const int32_t* offsets, int64_t M, const Bf16* a_base, const Bf16* b_base, typename G::D* d_base,
            const std::string& what) {
-    fill_groups<typename G::D><<<(experts_ + 127) / 128, 128, 0, stream()>>>(
-        product_, offsets, experts_, M, I_, O_, a_base, b_base, d_base, shapes_, a_, b_, c_, d_);
-    check(cudaGetLastError(), what + " (groups)");
-    if (gemm_.run(stream()) != cutlass::Status::kSuccess) throw std::runtime_error(what + ": CUTLASS launch failed");
-    check(cudaGetLastError(), what);
+    groups_.fill_then(offsets, M, a_base, b_base, d_base, what, [&] { return gemm_.run(stream()); });
   }
 
  private:
-  template <class S>
-  void upload_strides(S** dst, const S& s, const std::string& what) {
-    const std::vector<S> host(static_cast<size_t>(experts_), s);
-    check(cudaMalloc(dst, host.size() * sizeof(S)), what);
-    check(cudaMemcpy(*dst, host.data(), host.size() * sizeof(S), cudaMemcpyHostToDevice), what);
-  }
-
-  Product product_;
-  int experts_;
-  int64_t I_, O_;
-  Shape3* shapes_ = nullptr;
-  const Bf16** a_ = nullptr;
-  const Bf16** b_ = nullptr;
-  const typename G::D** c_ = nullptr;
-  typename G::D** d_ = nullptr;
+  GroupArrays<Shape3, const Bf16*, const typename G::D*, typename G::D> groups_;
   typename G::StrideA* stride_a_ = nullptr;
   typename G::StrideB* stride_b_ = nullptr;
   typename G::StrideC* stride_c_ = nullptr;
