@@ -31,6 +31,7 @@
 #include "src/parallel/communicator.h"
 #include "src/parallel/launch_env.h"
 #include "src/data/prepare.h"
+#include "src/linked_libraries.h"
 #include "src/model/params.h"
 #include "src/train/checkpoint_lock.h"
 #include "src/train/dry_run.h"
@@ -67,7 +68,7 @@ const char* kUsage =
     "                        there starts afresh, and nothing is deleted\n"
     "  --log-all-ranks       info-level logs from every rank, not only rank 0\n"
     "  --skip-gpu-check      train on CUDA without first checking the GPU (see check-gpu)\n"
-    "  --version             version, commit, and the CUDA libraries built with and found\n"
+    "  --version             version, commit, and the libraries built with and loaded (CUDA, MPI, BLAS)\n"
     "  -h, --help            this text\n"
     "\n"
     "       moe_train prepare --output=DIR [--val-fraction=0.01] TEXT_FILE...\n"
@@ -428,7 +429,7 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
       return 0;
     }
     if (cl.version) {
-      out << version_text();
+      out << version_text() << linked_library_lines();
       return 0;
     }
     enter_bazel_workspace();

@@ -13,6 +13,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/check.sh"  # check NAME CONDITION..., $fa
 needed=$(readelf -d "$BIN" | grep NEEDED)
 check "no CUDA library among the binary's NEEDED entries" bash -c '! grep -qE "libcuda|libcublas|libnccl|libcudnn" <<<"$0"' "$needed"
 check "no RUNPATH into the toolkit" bash -c '! readelf -d "$0" | grep -E "RPATH|RUNPATH" | grep -q cuda' "$BIN"
+check "relocatable: the only RUNPATH is \$ORIGIN/../lib" \
+  bash -c '[[ $(readelf -d "$0" | grep -E "\((RPATH|RUNPATH)\)" | sed "s/.*\[\(.*\)\]/\1/") == "\$ORIGIN/../lib" ]]' "$BIN"
 
 if [[ $(id -u) -ne 0 ]] || ! unshare -m true 2>/dev/null; then
   echo "SKIP the hidden-library runs: they need root and mount namespaces (unshare -m)"
@@ -47,6 +49,8 @@ done
 check "--help prints the usage" grep -q "usage: moe_train" "$tmp/help.out"
 check "--version says they are not found" grep -q "^cublas_found none" "$tmp/version.out"
 check "--version says cuDNN is not found either" grep -q "^cudnn_found none" "$tmp/version.out"
+check "--version names the MPI library it loaded, and its file" grep -q "^mpi_found .* (/.*libmpi[^ ]*)$" "$tmp/version.out"
+check "--version names the BLAS library it loaded, and its file" grep -q "^blas_found .* (/.*blas[^ ]*)$" "$tmp/version.out"
 check "--dry-run prints the plan" grep -q "active per token" "$tmp/dry_run.out"
 check "CPU training runs its steps" grep -q "step 2/2 | loss" "$tmp/train.out" "$tmp/train.err"
 for step in cuda check_gpu; do

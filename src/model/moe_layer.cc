@@ -34,9 +34,9 @@ MoELayer::MoELayer(const LayerContext& ctx, const std::string& prefix)
       w1_(ctx.params[prefix + "block_sparse_moe.experts.w1"]),
       w3_(ctx.params[prefix + "block_sparse_moe.experts.w3"]),
       w2_(ctx.params[prefix + "block_sparse_moe.experts.w2"]),
-      counters_(ctx.moe_counters),
       routed_(ctx, "routed_experts", moe_max_local_rows(ctx.model, ctx.N(), ctx.parallel.ep->size()),
-              expert_hidden(ctx.model), local_experts_) {
+              expert_hidden(ctx.model), local_experts_),
+      counters_(ctx.moe_counters) {
   TensorPool& pool = ctx.pool;
   const int64_t F = expert_hidden(ctx.model);
   if (ctx.parallel.ep->size() > 1) {

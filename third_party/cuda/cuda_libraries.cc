@@ -1,7 +1,9 @@
 #include "third_party/cuda/cuda_libraries.h"
 
 #include <cublasLt.h>
+#if MOE_TRAIN_HAS_CUDNN
 #include <cudnn.h>
+#endif
 #include <dlfcn.h>
 #include <link.h>
 #include <nccl.h>
@@ -31,8 +33,9 @@ std::vector<std::string> candidates(const Library& lib) {
       out.push_back(std::string(dir) + "/lib/" + lib.soname);
     }
   }
-  out.push_back(lib.soname);  // the loader's search: LD_LIBRARY_PATH, ldconfig
-  out.push_back(std::string(MOE_TRAIN_CUDA_BUILD_LIBDIR) + "/" + lib.soname);
+  out.push_back(lib.soname);  // the loader's search: LD_LIBRARY_PATH, RUNPATH, ldconfig
+  // Last, the toolkit's default place. Nothing of the build machine is baked in.
+  out.push_back("/usr/local/cuda/lib64/" + lib.soname);
   std::vector<std::string> unique;
   for (const std::string& c : out)
     if (std::find(unique.begin(), unique.end(), c) == unique.end()) unique.push_back(c);
@@ -194,6 +197,9 @@ const char* ncclGetLastError(ncclComm_t comm){NC(ncclGetLastError, (comm))} nccl
 }
 
 // ---- cuDNN (the calls of cuDNN's frontend, src/kernels/cuda/cudnn_attention.cc) ----
+// Only where the build found cuDNN's headers; without them the attention path
+// is not compiled and nothing calls these.
+#if MOE_TRAIN_HAS_CUDNN
 #define DNN(name, args)                                                                                    \
   static const auto fn =                                                                                   \
       reinterpret_cast<decltype(&name)>(moe::cuda_libraries::symbol(moe::cuda_libraries::cudnn(), #name)); \
@@ -221,3 +227,4 @@ cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const d, cudnnBa
 cudnnStatus_t cudnnBackendExecute(cudnnHandle_t h, cudnnBackendDescriptor_t plan, cudnnBackendDescriptor_t pack) {
   DNN(cudnnBackendExecute, (h, plan, pack));
 }
+#endif  // MOE_TRAIN_HAS_CUDNN
