@@ -3,7 +3,8 @@
 # scripts/slurm/{multinode,singlenode}.sh against fake srun, scontrol, mpirun
 # and moe_train executables (first on PATH, in a scratch folder) that record
 # their arguments: refusals, the launch command line, the preflight dry-run,
-# the environment defaults, pmix detection and the mpirun fallback, and the
+# the environment defaults, the three launch modes (srun --mpi=pmix, srun
+# --mpi=pmi2, mpirun) and how each is detected, and the
 # exit codes (75 -> scontrol requeue and exit 0; others passed through).
 #   bash tests/slurm_scripts_test.sh [SCRIPTS_DIR_OR_ONE_SCRIPT]
 # The scripts come from the argument, else Bazel's runfiles, else
@@ -90,6 +91,10 @@ exit "${FAKE_SCONTROL_RC:-0}"
 EOF
 cat >"$TRAINER_DIR/moe_train" <<'EOF'
 #!/usr/bin/env bash
+if [[ $* == --version ]]; then  # what the launcher choice reads; not logged
+  echo "mpi_found ${FAKE_MPI:-Open MPI v4.1.4} (/opt/mpi/lib/libmpi.so.40)"
+  exit 0
+fi
 echo "moe_train $(printf '%q ' "$@")" >>"$FAKE_LOG"
 for a in "$@"; do [[ $a == --dry-run ]] && exit "${FAKE_DRYRUN_RC:-0}"; done
 if [[ $1 == check-gpu ]]; then  # FAKE_CHECK_FAIL_NODE fails on that node, FAKE_CHECK_RC on every node
@@ -110,6 +115,7 @@ BIN=$TRAINER_DIR/moe_train
 PMIX_OLD='srun: MPI types are...\nsrun: none\nsrun: pmi2\nsrun: pmix\nsrun: pmix_v3\n'
 PMIX_NEW='MPI plugin types are...\n\tnone\n\tcray_shasta\n\tpmi2\n\tpmix\nspecific pmix plugin versions available: pmix_v4\n'
 NO_PMIX='srun: MPI types are...\nsrun: none\nsrun: pmi2\nsrun: cray_shasta\n'
+NO_PMI='srun: MPI types are...\nsrun: none\nsrun: cray_shasta\n'
 SLURM=(SLURM_JOB_ID=4242 SLURM_NTASKS=16 SLURM_JOB_NUM_NODES=2 "SLURM_JOB_NODELIST=node[01-02]"
   "SLURM_TASKS_PER_NODE=8(x2)" SLURM_CPUS_PER_TASK=16 "SLURM_SUBMIT_DIR=$REPO" "FAKE_HOSTS=node01 node02"
   "FAKE_MPI_LIST=$PMIX_OLD" "MOE_TRAIN_BIN=$BIN")
@@ -298,6 +304,30 @@ run $MULTI "${SLURM[@]}" MOE_TRAIN_LAUNCHER=mpirun -- $CFG
 check "MOE_TRAIN_LAUNCHER=mpirun forces mpirun" has "$calls" "mpirun $(q -np 16)"
 run $MULTI "${SLURM[@]}" SLURM_NTASKS=3 "SLURM_TASKS_PER_NODE=2,1" "FAKE_HOSTS=a b" FAKE_MPI_LIST="$NO_PMIX" -- $CFG
 check "no pmix, uneven tasks per node: --host a:2,b:1" has "$calls" "mpirun $(q -np 3 --host a:2,b:1)"
+
+# --- the three launch modes, and why each was chosen (printed)
+run $MULTI "${SLURM[@]}" -- $CFG
+check "mode pmix: the choice and its reason are printed" grep -q "launcher pmix (srun --mpi=list offers pmix)" "$TMP/stdout"
+run $MULTI "${SLURM[@]}" FAKE_MPI_LIST="$NO_PMIX" "FAKE_MPI=MPICH Version: 4.1.2" -- $CFG "${OVR[@]}"
+check "mode pmi2: Slurm without pmix, MPICH: srun --mpi=pmi2 BIN CONFIG OVERRIDES" \
+  has "$calls" "srun $(q --mpi=pmi2 "$BIN" $CFG "${OVR[@]}")"
+check "mode pmi2: mpirun not used" lacks "$calls" "mpirun"
+check "mode pmi2: the reason names the MPI" grep -q "launcher pmi2 (.*pmi2 but not pmix, and the MPI is MPICH Version: 4.1.2)" "$TMP/stdout"
+run $MULTI "${SLURM[@]}" FAKE_MPI_LIST="$NO_PMIX" -- $CFG
+check "mode mpirun: Slurm without pmix, Open MPI: mpirun" has "$calls" "mpirun $(q -np 16)"
+check "mode mpirun: the reason says Open MPI needs pmix or mpirun" grep -q "launcher mpirun (.*Open MPI starts from pmix or its own mpirun)" "$TMP/stdout"
+run $MULTI "${SLURM[@]}" FAKE_MPI_LIST="$NO_PMI" "FAKE_MPI=MPICH Version: 4.1.2" -- $CFG
+check "mode mpirun: Slurm with neither pmix nor pmi2" has "$calls" "mpirun $(q -np 16)"
+check "mode mpirun: that reason is printed" grep -q "launcher mpirun (srun --mpi=list offers neither pmix nor pmi2)" "$TMP/stdout"
+run $MULTI "${SLURM[@]}" MOE_TRAIN_LAUNCHER=pmi2 -- $CFG
+check "MOE_TRAIN_LAUNCHER=pmi2 forces srun --mpi=pmi2" has "$calls" "srun $(q --mpi=pmi2 "$BIN" $CFG)"
+check "MOE_TRAIN_LAUNCHER=pmi2: printed as forced" grep -q "launcher pmi2 (MOE_TRAIN_LAUNCHER=pmi2)" "$TMP/stdout"
+run $MULTI "${SLURM[@]}" MOE_TRAIN_LAUNCHER=pmix FAKE_MPI_LIST="$NO_PMI" -- $CFG
+check "MOE_TRAIN_LAUNCHER=pmix forces srun --mpi=pmix" has "$calls" "srun $(q --mpi=pmix "$BIN" $CFG)"
+run $MULTI "${SLURM[@]}" MOE_TRAIN_LAUNCHER=orterun -- $CFG
+check "MOE_TRAIN_LAUNCHER=orterun: exits 2" test $rc -eq 2
+check "MOE_TRAIN_LAUNCHER=orterun: one line naming the choices" bash -c '[[ $(wc -l <<<"$0") -eq 1 && $0 == *"must be pmix, pmi2 or mpirun"* ]]' "$err"
+check "MOE_TRAIN_LAUNCHER=orterun: nothing launched" bash -c '[[ $0 != *"srun --mpi"* && $0 != *mpirun* ]]' "$calls"
 
 # --- sbatch runs a copy of the script from its spool folder
 mkdir -p "$TMP/spool" && cp "$REPO/$MULTI" "$TMP/spool/slurm_script"

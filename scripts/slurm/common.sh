@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Shared by multinode.sh and singlenode.sh (sourced, never run): finds the
 # binary, checks the arguments, sets environment defaults, picks the launcher
-# (srun --mpi=pmix, else OpenMPI's mpirun), launches one rank per task and
+# (srun --mpi=pmix, srun --mpi=pmi2 or Open MPI's mpirun), launches one rank per task and
 # turns the trainer's "preempted, checkpoint saved" exit code into a requeue.
 # The caller sets MOE_SCRIPT (its name, for messages) before calling a
 # moe_main_* function.
@@ -126,17 +126,39 @@ moe_expand_tasks_per_node() {
   echo "${out[*]}"
 }
 
-# srun --mpi=pmix where Slurm has the PMIx plugin (MOE_TRAIN_LAUNCHER=srun or
-# mpirun forces one). Older Slurm prints the list on stderr, newer on stdout.
+# The launcher, by what the site offers, as "LAUNCHER WHY":
+#   pmix    srun --mpi=pmix, where Slurm has its PMIx plugin (Open MPI 4 and
+#           5 built with PMIx, MPICH 4, recent Intel MPI);
+#   pmi2    srun --mpi=pmi2, where Slurm has PMI-2 but not PMIx and the
+#           binary's MPI is not Open MPI (MPICH, MVAPICH and Intel MPI start
+#           from PMI-2; Open MPI only when built --with-pmi, which few are);
+#   mpirun  Open MPI's mpirun with the allocation's hosts, otherwise.
+# MOE_TRAIN_LAUNCHER=pmix|pmi2|mpirun forces one ("srun" is pmix). Older
+# Slurm prints `srun --mpi=list` on stderr, newer on stdout.
 moe_pick_launcher() {
   case ${MOE_TRAIN_LAUNCHER:-} in
-    srun | mpirun) echo "$MOE_TRAIN_LAUNCHER"; return ;;
+    pmix | srun) echo "pmix MOE_TRAIN_LAUNCHER=$MOE_TRAIN_LAUNCHER"; return ;;
+    pmi2 | mpirun) echo "$MOE_TRAIN_LAUNCHER MOE_TRAIN_LAUNCHER=$MOE_TRAIN_LAUNCHER"; return ;;
     "") ;;
-    *) moe_die "MOE_TRAIN_LAUNCHER=$MOE_TRAIN_LAUNCHER: must be srun or mpirun (or unset to detect)" ;;
+    *) moe_die "MOE_TRAIN_LAUNCHER=$MOE_TRAIN_LAUNCHER: must be pmix, pmi2 or mpirun (or unset to detect)" ;;
   esac
-  local plugins
+  local plugins mpi
   plugins=$(srun --mpi=list 2>&1) || true
-  if grep -Eq '(^|[[:space:]])pmix([[:space:]]|_v[0-9]|$)' <<<"$plugins"; then echo srun; else echo mpirun; fi
+  if grep -Eq '(^|[[:space:]])pmix([[:space:]]|_v[0-9]|$)' <<<"$plugins"; then
+    echo "pmix srun --mpi=list offers pmix"
+    return
+  fi
+  # The MPI library the binary loads here (moe_train --version: mpi_found).
+  mpi=$("$MOE_BIN" --version 2>/dev/null | sed -n 's/^mpi_found //p' | head -1) || true
+  if grep -Eq '(^|[[:space:]])pmi2([[:space:]]|$)' <<<"$plugins"; then
+    if [[ -n $mpi && $mpi != *"Open MPI"* ]]; then
+      echo "pmi2 srun --mpi=list offers pmi2 but not pmix, and the MPI is ${mpi%% (*}"
+    else
+      echo "mpirun srun --mpi=list offers pmi2 but not pmix, and Open MPI starts from pmix or its own mpirun"
+    fi
+    return
+  fi
+  echo "mpirun srun --mpi=list offers neither pmix nor pmi2"
 }
 
 # Inside a Slurm allocation: one rank per task of the job.
@@ -153,9 +175,11 @@ moe_main_slurm() {
   moe_env_defaults "${SLURM_CPUS_PER_TASK:-1}"
   # Slurm >= 22.05: srun no longer inherits --cpus-per-task from sbatch.
   if [[ -n ${SLURM_CPUS_PER_TASK:-} ]]; then export SRUN_CPUS_PER_TASK=${SRUN_CPUS_PER_TASK:-$SLURM_CPUS_PER_TASK}; fi
-  local launcher
-  launcher=$(moe_pick_launcher) || exit
-  moe_log "job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}): $nodes node(s), $world rank(s), launcher $launcher, binary $MOE_BIN"
+  local pick launcher
+  pick=$(moe_pick_launcher) || exit
+  launcher=${pick%% *}
+  moe_log "job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}): $nodes node(s), $world rank(s), binary $MOE_BIN"
+  moe_log "launcher $launcher (${pick#* })"
 
   # Check the layout against the rank count (and log sizes and memory per
   # rank) in one process before starting all of them.
@@ -180,8 +204,8 @@ moe_main_slurm() {
   fi
 
   local -a cmd
-  if [[ $launcher == srun ]]; then
-    cmd=(srun --mpi=pmix "$MOE_BIN" "${MOE_ARGS[@]}")
+  if [[ $launcher != mpirun ]]; then
+    cmd=(srun "--mpi=$launcher" "$MOE_BIN" "${MOE_ARGS[@]}")
   else
     # OpenMPI's mpirun with the allocation's hosts and slots.
     local -a hosts counts pass_env=()
@@ -203,7 +227,7 @@ moe_main_slurm() {
   fi
   moe_log "+ ${cmd[*]}"
   local rc=0
-  if [[ $launcher == srun ]]; then
+  if [[ $launcher != mpirun ]]; then
     "${cmd[@]}" || rc=$?
   else
     moe_launch_forwarding_signals "${cmd[@]}"
