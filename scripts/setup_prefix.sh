@@ -12,7 +12,9 @@
 #   - Bazel, where none is on PATH: the pinned release binary, checked
 #     against its SHA-256;
 #   - the two NVIDIA header packages (scripts/fetch_vendor_headers.sh), in
-#     DIR/vendor unless MOE_TRAIN_VENDOR_DIR says otherwise.
+#     DIR/vendor unless MOE_TRAIN_VENDOR_DIR says otherwise;
+#   - the text of Debian's fortunes, the default training corpus, in
+#     DIR/share/games/fortunes where /usr/share/games/fortunes is absent.
 # It writes DIR/env.sh, which sets MOE_TRAIN_PREFIX, MOE_TRAIN_VENDOR_DIR and
 # PATH for the build; source it (after `module load ...`) before `bazel`.
 # It ends with one line per dependency still missing, naming what provides it,
@@ -99,6 +101,38 @@ for entry in "${HEADER_PACKAGES[@]}"; do
   say "$name: headers in $prefix/include"
 done
 
+# --- the default corpus: the text of Debian's fortunes ---------------------------------
+# Training without data.dataset_path reads PREFIX/share/games/fortunes (the
+# binary looks there through MOE_TRAIN_PREFIX) or /usr/share/games/fortunes.
+FORTUNE_PACKAGES=(
+  "pool/main/f/fortune-mod/fortunes-min_1.99.1-7.3_all.deb|9eed5b45064e41133dae0967cf3a17588ad77c014fcc7bf1527fa3ea48e44d07"
+  "pool/main/f/fortune-mod/fortunes_1.99.1-7.3_all.deb|41d0551dc0ff52f875a2ecef7c39da2f672ab468c37e170119f7e0245a9d63c5"
+)
+if [[ -f /usr/share/games/fortunes/fortunes ]]; then
+  say "fortunes: found in /usr/share/games/fortunes"
+elif [[ -f $prefix/share/games/fortunes/fortunes ]]; then
+  say "fortunes: found in $prefix/share/games/fortunes"
+else
+  work=$(mktemp -d)
+  for entry in "${FORTUNE_PACKAGES[@]}"; do
+    IFS='|' read -r path sha <<<"$entry"
+    deb="$work/$(basename "$path")"
+    say "fortunes: fetching $(basename "$path")"
+    if download "$DEBIAN/$path" "$deb" "$sha"; then
+      (cd "$work" && ar x "$deb" && tar -xf data.tar.* ./usr/share/games/fortunes && rm -f data.tar.* control.tar.* debian-binary)
+    fi
+  done
+  if [[ -f $work/usr/share/games/fortunes/fortunes ]]; then
+    mkdir -p "$prefix/share/games"
+    rm -rf "$prefix/share/games/fortunes"
+    cp -a "$work/usr/share/games/fortunes" "$prefix/share/games/"
+    say "fortunes: text in $prefix/share/games/fortunes"
+  else
+    missing+=("fortunes (the default training corpus): could not download it from $DEBIAN; set data.dataset_path to a prepared dataset instead")
+  fi
+  rm -rf "$work"
+fi
+
 # --- Bazel -----------------------------------------------------------------------------
 if command -v bazel >/dev/null; then
   say "bazel: $(command -v bazel) ($(bazel --version 2>/dev/null | head -1))"
@@ -151,6 +185,14 @@ if [[ -n $blas ]]; then
   say "blas: cblas.h in $blas"
 else
   missing+=("OpenBLAS: load the cluster's OpenBLAS module, or set OPENBLAS_HOME to a prefix with include/cblas.h and lib/libopenblas.so")
+fi
+
+# Only the fuzz test (tests/fuzz) needs clang's libFuzzer; without it, the rest builds and tests.
+if echo 'extern "C" int LLVMFuzzerTestOneInput(const char*, unsigned long) { return 0; }' |
+  clang++ -x c++ -fsanitize=fuzzer - -o /dev/null 2>/dev/null; then
+  say "clang++ with libFuzzer: $(command -v clang++) (for tests/fuzz)"
+else
+  say "clang++ with libFuzzer: not found; load a clang module for tests/fuzz, or test with: bazel test -- //... -//tests/fuzz/..."
 fi
 
 if [[ -n ${CUDA_HOME:-} ]]; then

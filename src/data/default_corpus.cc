@@ -66,6 +66,20 @@ std::vector<std::string> split_fortune_entries(const std::string& text) {
   return entries;
 }
 
+std::string find_fortunes_dir(const char* prefix_list) {
+  const std::string list = prefix_list ? prefix_list : "";
+  for (size_t begin = 0; begin <= list.size();) {
+    size_t end = list.find(':', begin);
+    if (end == std::string::npos) end = list.size();
+    const std::string prefix = list.substr(begin, end - begin);
+    std::error_code ec;
+    const fs::path dir = fs::path(prefix) / "share" / "games" / "fortunes";
+    if (!prefix.empty() && fs::is_directory(dir, ec)) return dir.string();
+    begin = end + 1;
+  }
+  return kFortunesDir;
+}
+
 std::string ensure_default_corpus(const std::string& cache_dir, const std::string& fortunes_dir) {
   const std::string root = (fs::path(cache_dir) / "fortunes").string();
   std::error_code ec;
@@ -76,7 +90,8 @@ std::string ensure_default_corpus(const std::string& cache_dir, const std::strin
   if (!fs::is_directory(fortunes_dir, ec)) {
     throw UserError(
         fmt::format("default corpus: {} does not exist (no data.dataset_path is set, so training uses the "
-                    "text of the Debian package fortunes); run ./scripts/setup.sh, or set data.dataset_path",
+                    "text of the Debian package fortunes); run ./scripts/setup.sh (or scripts/setup.sh "
+                    "--prefix=DIR and source DIR/env.sh), or set data.dataset_path",
                     fortunes_dir));
   }
   std::vector<std::string> documents;

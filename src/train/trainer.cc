@@ -235,9 +235,10 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
   std::string data_path = cfg.data.dataset_path, pattern = cfg.data.file_pattern;
   if (data_path.empty()) {
     std::string corpus;
-    if (rank0) corpus = ensure_default_corpus(cache_dir());
+    const std::string fortunes = find_fortunes_dir(std::getenv("MOE_TRAIN_PREFIX"));
+    if (rank0) corpus = ensure_default_corpus(cache_dir(), fortunes);
     mesh.world().barrier();
-    if (!rank0) corpus = ensure_default_corpus(cache_dir());  // prepared by now: only found
+    if (!rank0) corpus = ensure_default_corpus(cache_dir(), fortunes);  // prepared by now: only found
     data_path = corpus + "/train";
     pattern = "*.npy";
     spdlog::info("data.dataset_path is empty: training on the built-in corpus ({})", data_path);

@@ -154,3 +154,14 @@ TEST_CASE("a fortune directory without text is a UserError") {
   CHECK_THAT(user_error_of([&] { moe::ensure_default_corpus(dir + "/cache", dir); }),
              Contains("holds no fortune text"));
 }
+
+TEST_CASE("the fortunes are looked for in each prefix of MOE_TRAIN_PREFIX, then in Debian's folder") {
+  const std::string dir = fresh_dir("fortune_prefixes");
+  fs::create_directories(dir + "/b/share/games/fortunes");
+  fs::create_directories(dir + "/c/share/games/fortunes");
+  const std::string list = dir + "/a:" + dir + "/b:" + dir + "/c";  // a has none: skipped
+  CHECK(moe::find_fortunes_dir(list.c_str()) == dir + "/b/share/games/fortunes");
+  CHECK(moe::find_fortunes_dir((dir + "/a").c_str()) == moe::kFortunesDir);
+  CHECK(moe::find_fortunes_dir("") == moe::kFortunesDir);
+  CHECK(moe::find_fortunes_dir(nullptr) == moe::kFortunesDir);
+}
