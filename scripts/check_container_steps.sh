@@ -3,7 +3,7 @@
 # inside a local Ubuntu root made with debootstrap: the check of the container
 # recipes where no registry (and so no nvidia/cuda image) can be reached.
 # Needs root (chroot, mount namespaces) and debootstrap. Run by hand; about
-# 30 minutes on two cores, most of it the build and tests inside.
+# 15 minutes on two cores, most of it the build and tests inside.
 #
 #   scripts/check_container_steps.sh [WORK_DIR]
 #
