@@ -58,14 +58,10 @@ commands_of() { grep -oE '(scripts/setup\.sh|bazel|install -D) [^&\\]*' | sed 's
 section "$def" post | join_lines >"$work/post.sh"
 sh -n "$work/post.sh" || die "$def: %post does not parse as a shell script"
 docker_runs=$(printf '%s\n' "${instructions[@]}" | sed -n 's/^RUN //p')
-if ! diff <(packages_of <<<"$docker_runs") <(packages_of <"$work/post.sh") >/dev/null; then
-  diff <(packages_of <<<"$docker_runs") <(packages_of <"$work/post.sh") >&2 || true
+diff >&2 <(packages_of <<<"$docker_runs") <(packages_of <"$work/post.sh") ||
   die "$def installs other packages than $dockerfile (< Dockerfile, > %post)"
-fi
-if ! diff <(commands_of <<<"$docker_runs") <(commands_of <"$work/post.sh") >/dev/null; then
-  diff <(commands_of <<<"$docker_runs") <(commands_of <"$work/post.sh") >&2 || true
+diff >&2 <(commands_of <<<"$docker_runs") <(commands_of <"$work/post.sh") ||
   die "$def runs other build commands than $dockerfile (< Dockerfile, > %post)"
-fi
 rm -f "$work/post.sh"
 say "$def: %post parses and installs and runs what $dockerfile does"
 

@@ -72,6 +72,18 @@ download() {  # URL FILE SHA256
   [[ $got == "$sha" ]] || { rm -f "$file"; die "$(basename "$url"): SHA-256 $got, expected $sha; refusing an unpinned file"; }
 }
 
+# FOLDER (a path in the package, like ./usr/include) of the Debian package at
+# POOL_PATH, pinned by SHA-256, unpacked into WORK with ar and tar (no dpkg).
+# Returns 1 when the package cannot be downloaded.
+unpack_debian_folder() {  # POOL_PATH SHA256 FOLDER WORK
+  local path=$1 sha=$2 folder=$3 work=$4 deb
+  command -v ar >/dev/null || die "ar (binutils) is needed to unpack Debian's $(basename "$path"); load or install binutils"
+  deb="$work/$(basename "$path")"
+  download "$DEBIAN/$path" "$deb" "$sha" || return 1
+  (cd "$work" && ar x "$deb" && tar -xf data.tar.* "$folder" && rm -f "$deb" data.tar.* control.tar.* debian-binary) ||
+    die "$(basename "$path"): could not unpack $folder from it"
+}
+
 # --- header-only libraries -------------------------------------------------------
 export MOE_TRAIN_PREFIX="$prefix${MOE_TRAIN_PREFIX:+:$MOE_TRAIN_PREFIX}"
 for entry in "${HEADER_PACKAGES[@]}"; do
@@ -80,20 +92,14 @@ for entry in "${HEADER_PACKAGES[@]}"; do
     say "$name: found in $where"
     continue
   fi
-  command -v ar >/dev/null || die "ar (binutils) is needed to unpack Debian's $name package; load or install binutils"
   work=$(mktemp -d)
-  deb="$work/$(basename "$path")"
   say "$name: fetching $(basename "$path")"
-  if ! download "$DEBIAN/$path" "$deb" "$sha"; then
+  # Only the headers: Debian's usr/include becomes DIR/include.
+  if ! unpack_debian_folder "$path" "$sha" ./usr/include "$work"; then
     rm -rf "$work"
     missing+=("$name: could not download $DEBIAN/$path; put its headers under a prefix and set $var to it")
     continue
   fi
-  (cd "$work" && ar x "$(basename "$deb")")
-  data=$(ls "$work"/data.tar.* 2>/dev/null | head -1)
-  [[ -n $data ]] || die "$(basename "$deb") holds no data.tar.*"
-  # Only the headers: Debian's usr/include becomes DIR/include.
-  tar -xf "$data" -C "$work" ./usr/include
   mkdir -p "$prefix/include"
   cp -a "$work/usr/include/." "$prefix/include/"
   rm -rf "$work"
@@ -114,15 +120,13 @@ elif [[ -f $prefix/share/games/fortunes/fortunes ]]; then
   say "fortunes: found in $prefix/share/games/fortunes"
 else
   work=$(mktemp -d)
+  fetched=1  # both packages, or the corpus would differ from Debian's
   for entry in "${FORTUNE_PACKAGES[@]}"; do
     IFS='|' read -r path sha <<<"$entry"
-    deb="$work/$(basename "$path")"
     say "fortunes: fetching $(basename "$path")"
-    if download "$DEBIAN/$path" "$deb" "$sha"; then
-      (cd "$work" && ar x "$deb" && tar -xf data.tar.* ./usr/share/games/fortunes && rm -f data.tar.* control.tar.* debian-binary)
-    fi
+    unpack_debian_folder "$path" "$sha" ./usr/share/games/fortunes "$work" || fetched=0
   done
-  if [[ -f $work/usr/share/games/fortunes/fortunes ]]; then
+  if ((fetched)); then
     mkdir -p "$prefix/share/games"
     rm -rf "$prefix/share/games/fortunes"
     cp -a "$work/usr/share/games/fortunes" "$prefix/share/games/"
