@@ -49,6 +49,7 @@ packages=(
   clang                  # builds the libFuzzer target over the checkpoint readers (tests/fuzz)
   libclang-rt-14-dev     # libFuzzer and the sanitizer runtimes for clang 14
   python3-pip            # only as the download client of the two pinned NVIDIA header packages
+  python3-matplotlib     # `moe_train plot` draws its PNG with it (nothing else uses Python)
 )
 
 if ! command -v dpkg-query >/dev/null; then

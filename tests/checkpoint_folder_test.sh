@@ -139,8 +139,18 @@ check "--archive-checkpoints: exit 0, saying where they went" \
 check "--archive-checkpoints: moved, not deleted (latest and the step folders)" \
   bash -c '[ -f "$0/latest" ] && [ -f "$0/step_20/metadata.json" ] && [ -f "$0/step_19/metadata.json" ] &&
            [ -z "$(ls -d "$1"/step_* 2>/dev/null)" ] && [ ! -e "$1/latest" ]' "$archived" "$R4"
+check "--archive-checkpoints: the run's metrics.jsonl goes with its checkpoints" \
+  bash -c 'grep -q "\"step\":12," "$0/metrics.jsonl" && [ ! -e "$1/metrics.jsonl" ]' "$archived" "$R4"
 "$BIN" "${C[@]}" --train.max_steps=2 --checkpoint.resume=never --checkpoint.dir="$R4" >/dev/null 2>&1; rc=$?
 check "after archiving, a fresh start in the folder is allowed" \
   bash -c '[ "$0" -eq 0 ] && [ "$(cat "$1/latest")" = step_2 ] && [ -f "$2/step_20/metadata.json" ]' "$rc" "$R4" "$archived"
+check "the fresh start's metrics.jsonl holds its own steps only" \
+  bash -c '[ "$(grep -c "train/loss" "$0/metrics.jsonl")" -eq 2 ]' "$R4"
+
+# --- auto-resume meets a checkpoint of another model: how to start afresh
+err=$("$BIN" "${C[@]}" --model.num_experts 8 --train.max_steps=3 --checkpoint.dir "$R4" 2>&1 >/dev/null); rc=$?
+check "another model's checkpoint found by auto-resume: exit 2, one line naming both ways to start afresh" \
+  bash -c '[ "$1" -eq 2 ] && [ "$(grep -c "^moe_train: error" <<<"$0")" -eq 1 ] && grep -q "checkpoint.resume = \"auto\" found it" <<<"$0" &&
+           grep -q -- "--checkpoint.dir=$2_2" <<<"$0" && grep -q -- "--archive-checkpoints" <<<"$0"' "$err" "$rc" "$R4"
 
 exit $fail

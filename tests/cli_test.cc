@@ -32,6 +32,28 @@ TEST_CASE("--print-config prints the resolved config as JSON") {
   CHECK(j["scheduler"]["decay_steps"].is_null());
 }
 
+TEST_CASE("--key value means --key=value, for overrides and valued options") {
+  Result r = run({"configs/train/debug_moe.toml", "--print-config", "--optimizer.lr", "-1e-3", "--world-size", "8",
+                  "--distributed.ep", "2", "--metrics.tensorboard_dir", "tb/run 1"});
+  // -1e-3 is the value, not an option: the config is then refused for it.
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Contains("optimizer.lr = -0.001"));
+  r = run({"configs/train/debug_moe.toml", "--print-config", "--optimizer.lr", "1e-3", "--world-size", "8",
+           "--distributed.ep", "2", "--metrics.enable_tensorboard", "true", "--metrics.tensorboard_dir", "tb/run 1"});
+  REQUIRE(r.code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j["optimizer"]["lr"] == 1e-3);
+  CHECK(j["distributed"]["dp_shard"] == 4);
+  CHECK(j["metrics"]["enable_tensorboard"] == true);
+  CHECK(j["metrics"]["tensorboard_dir"] == "tb/run 1");
+  // A flag takes no value: the next argument stays what it is.
+  CHECK(moe::parse_command_line({"--dry-run", "x.toml"}).config_path == "x.toml");
+  // KempnerForge's W&B keys are accepted on the command line, as in the file.
+  CHECK(run({"configs/train/debug_moe.toml", "--print-config", "--metrics.wandb_project=p",
+             "--metrics.enable_wandb=true"})
+            .code == 0);
+}
+
 TEST_CASE("--world-size resolves dp_shard = -1") {
   Result r = run({"configs/train/debug_moe.toml", "--print-config", "--world-size=8", "--distributed.ep=2"});
   REQUIRE(r.code == 0);

@@ -99,12 +99,12 @@ compile_model = false
 num_workers = 4
 pin_memory = true
 [metrics]
-enable_wandb = false
+wandb_project = "kempnerforge"
 [profiling]
 enabled = true
 )",
                                  "kf.toml", {});
-  CHECK(loaded.ignored_keys == std::vector<std::string>{"data.num_workers", "data.pin_memory", "metrics.enable_wandb",
+  CHECK(loaded.ignored_keys == std::vector<std::string>{"data.num_workers", "data.pin_memory", "metrics.wandb_project",
                                                         "[profiling]", "train.compile_model"});
 }
 

@@ -128,7 +128,13 @@ struct CheckpointConfig {
 
 struct MetricsConfig {
   int64_t log_interval = 10;
-  std::string jsonl_path;  // ours: one JSON object per logged step; empty = console only
+  // ours: one JSON object per logged step, in jsonl_path (empty: metrics.jsonl
+  // in checkpoint.dir, the run's folder); enable_jsonl = false writes none.
+  bool enable_jsonl = true;
+  std::string jsonl_path;
+  bool enable_tensorboard = false;         // KempnerForge's keys: event files in tensorboard_dir
+  std::string tensorboard_dir = "tb_logs";
+  bool enable_wandb = false;  // accepted for KempnerForge configs: W&B is not supported (one warning)
 };
 
 struct JobConfig {

@@ -153,13 +153,19 @@ void split_override(const std::string& text, std::string& section, std::string& 
   value = text.substr(eq + 1);
 }
 
-void apply_override(std::vector<Section>& schema, const std::string& text) {
+// An override of a key that only a PyTorch trainer reads is accepted and
+// named in `ignored`, as the same key in the file is.
+void apply_override(std::vector<Section>& schema, const std::string& text, std::vector<std::string>& ignored) {
   std::string section_name, key, value;
   split_override(text, section_name, key, value);
   const std::string at = "command line";
   const Section* section = find_section(schema, section_name);
   if (!section) unknown_section(schema, section_name, at);
   const Field* field = find_field(*section, key);
+  if (!field && std::find(section->ignored.begin(), section->ignored.end(), key) != section->ignored.end()) {
+    ignored.push_back(section_name + "." + key);
+    return;
+  }
   if (!field) unknown_key(schema, *section, key, at);
 
   // The value is read as TOML, so 3e-4, true, [0.9, 0.95] and "x" mean what
@@ -229,7 +235,7 @@ LoadedConfig load_config_text(const std::string& toml_text, const std::string& s
     }
   }
 
-  for (const auto& o : overrides) apply_override(schema, o);
+  for (const auto& o : overrides) apply_override(schema, o, out.ignored_keys);
   return out;
 }
 

@@ -119,9 +119,13 @@ std::vector<Section> describe(JobConfig& c) {
       {"metrics",
        {
            {"log_interval", &c.metrics.log_interval, {}},
+           {"enable_jsonl", &c.metrics.enable_jsonl, {}},
            {"jsonl_path", &c.metrics.jsonl_path, {}},
+           {"enable_tensorboard", &c.metrics.enable_tensorboard, {}},
+           {"tensorboard_dir", &c.metrics.tensorboard_dir, {}},
+           {"enable_wandb", &c.metrics.enable_wandb, {}},
        },
-       {"enable_wandb", "enable_tensorboard", "wandb_project", "wandb_run_name", "tensorboard_dir"}},
+       {"wandb_project", "wandb_run_name"}},
   };
 }
 

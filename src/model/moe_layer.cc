@@ -96,15 +96,11 @@ ExpertWeights MoELayer::shared_weights(size_t s) const {
           w1.grad.rows(i, 1),  w3.grad.rows(i, 1),  w2.grad.rows(i, 1)};
 }
 
-void MoELayer::reset_step_stats() {
-  stats_ = MoEStepStats{};
-  stats_.routed_per_expert.assign(static_cast<size_t>(E_), 0);
-  stats_.kept_per_expert.assign(static_cast<size_t>(E_), 0);
-}
+void MoELayer::reset_step_stats() { pairs_ = micro_batches_ = 0; }
 
 void MoELayer::count_micro_batch() {
-  stats_.pairs += N_ * K_;
-  stats_.micro_batches += 1;
+  pairs_ += N_ * K_;
+  micro_batches_ += 1;
 }
 
 double MoELayer::last_aux_loss() const {
@@ -113,16 +109,19 @@ double MoELayer::last_aux_loss() const {
   return w_lb_ * aux[0] + w_z_ * aux[1] + w_seq_ * aux[2];
 }
 
-MoEStepStats& MoELayer::read_step_stats() {
-  stats_.routed_per_expert = counters_->routed(counters_index_);
-  stats_.kept_per_expert = counters_->kept(counters_index_);
+MoEStepStats MoELayer::step_stats() const {
+  MoEStepStats s;
+  s.routed_per_expert = counters_->routed(counters_index_);
+  s.kept_per_expert = counters_->kept(counters_index_);
+  s.pairs = pairs_;
   int64_t kept = 0;
-  for (int64_t c : stats_.kept_per_expert) kept += c;
-  stats_.dropped = stats_.pairs - kept;
-  stats_.load_balance = counters_->aux(counters_index_, 0);
-  stats_.z_loss = counters_->aux(counters_index_, 1);
-  stats_.sequence_balance = counters_->aux(counters_index_, 2);
-  return stats_;
+  for (int64_t c : s.kept_per_expert) kept += c;
+  s.dropped = s.pairs - kept;
+  s.load_balance = counters_->aux(counters_index_, 0);
+  s.z_loss = counters_->aux(counters_index_, 1);
+  s.sequence_balance = counters_->aux(counters_index_, 2);
+  s.micro_batches = micro_batches_;
+  return s;
 }
 
 void MoELayer::forward(const Tensor& out_ND, const Tensor& x_ND, bool training, float grad_scale) {
@@ -187,8 +186,8 @@ void MoELayer::backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor
   ops::matmul_backward(dx_ND, router_.grad, dlogits, x_ND, router_.value);
 }
 
-void MoELayer::scale_expert_gradients() {
-  const double mean = mean_of(stats_.kept_per_expert);
+void MoELayer::scale_expert_gradients(const MoEStepStats& step) {
+  const double mean = mean_of(step.kept_per_expert);
   // This rank's shard holds elements [shard_begin, shard_begin + shard_valid)
   // of its local experts, flattened; local expert r (global expert
   // local_offset[0] + r) is elements [r * per_expert, (r + 1) * per_expert).
@@ -199,7 +198,7 @@ void MoELayer::scale_expert_gradients() {
     const int64_t lo = std::max(begin, r * per_expert), hi = std::min(end, (r + 1) * per_expert);
     if (lo >= hi) continue;
     const int64_t e = place.local_offset[0] + r;
-    const auto load = static_cast<double>(stats_.kept_per_expert[static_cast<size_t>(e)]);
+    const auto load = static_cast<double>(step.kept_per_expert[static_cast<size_t>(e)]);
     const float factor = static_cast<float>(load > 0 ? std::clamp(mean / load, 0.1, 10.0) : 10.0);
     for (Param* p : {&w1_, &w3_, &w2_}) {
       const Tensor flat = p->shard_grad.reshaped({p->shard_grad.numel()});
@@ -208,13 +207,13 @@ void MoELayer::scale_expert_gradients() {
   }
 }
 
-void MoELayer::update_bias(double rate) {
+void MoELayer::update_bias(double rate, const MoEStepStats& step) {
   if (kind_ != ops::RouterKind::kSigmoidTopK) return;
-  const double mean = mean_of(stats_.routed_per_expert);
+  const double mean = mean_of(step.routed_per_expert);
   std::vector<float> bias(static_cast<size_t>(E_));
   download(bias.data(), bias_E_);
   for (int64_t e = 0; e < E_; ++e) {
-    const double load = static_cast<double>(stats_.routed_per_expert[static_cast<size_t>(e)]);
+    const double load = static_cast<double>(step.routed_per_expert[static_cast<size_t>(e)]);
     const double sign = load < mean ? 1.0 : (load > mean ? -1.0 : 0.0);
     bias[static_cast<size_t>(e)] = static_cast<float>(bias[static_cast<size_t>(e)] + rate * sign);
   }

@@ -53,16 +53,14 @@ class MoELayer {
 
   // This rank's statistics of the step so far. The per-expert counts and aux
   // sums accumulate where the routing runs (on the GPU for device tensors), in
-  // the model's MoEStepCounters; read_step_stats() takes them into the
-  // returned stats from the counters' last download(), so call the model's
-  // read_moe_step_stats(), which downloads once for all layers and then calls
-  // this. The trainer then sums them over the data-parallel group before the
-  // two calls below read them.
-  MoEStepStats& read_step_stats();
+  // the model's MoEStepCounters; step_stats() reads them as of the counters'
+  // last download(), so call the model's read_moe_step_stats(), which
+  // downloads once for all layers. The trainer sums them over the
+  // data-parallel group and passes the sums to the two calls below.
+  MoEStepStats step_stats() const;
   // The host's part of a training micro-batch's statistics (pairs, micro-batch
   // count), outside forward so that a replayed forward counts too.
   void count_micro_batch();
-  const MoEStepStats& step_stats() const { return stats_; }  // as of the last read_step_stats()
   // The host's part of a new step's statistics; the model zeroes the device
   // counters of every layer at once (Transformer::reset_moe_step_stats).
   void reset_step_stats();
@@ -70,13 +68,13 @@ class MoELayer {
   // HOST SYNC; the gradient checks of the tests read it, training does not).
   double last_aux_loss() const;
   // moe_gradient_scale: expert e's weight gradients *= clamp(mean_load / load_e, 0.1, 10),
-  // loads = rows computed over the step (as of the last read_step_stats()). Scales the shard gradients of this rank's
-  // experts.
-  void scale_expert_gradients();
-  // sigmoid_topk: bias_e += rate * sign(mean_load - load_e), loads = routed pairs over the step
-  // (as of the last read_step_stats()). The bias is E floats: read, updated and written back (a host sync for device
-  // tensors).
-  void update_bias(double rate);
+  // loads = the rows each expert computed over the step (`step`, summed over
+  // the data-parallel ranks). Scales the shard gradients of this rank's experts.
+  void scale_expert_gradients(const MoEStepStats& step);
+  // sigmoid_topk: bias_e += rate * sign(mean_load - load_e), loads = routed
+  // pairs over the step (`step`, summed over the data-parallel ranks). The bias
+  // is E floats: read, updated and written back (a host sync for device tensors).
+  void update_bias(double rate, const MoEStepStats& step);
   const Tensor& bias() const { return bias_E_; }
   const std::string& router_name() const { return router_.spec.name; }  // "...block_sparse_moe.gate.weight"
 
@@ -110,7 +108,7 @@ class MoELayer {
   Tensor routed_counts_E_, kept_counts_E_;
   Tensor aux_step_3_;
 
-  MoEStepStats stats_;
+  int64_t pairs_ = 0, micro_batches_ = 0;  // the host's part of the step's statistics
 
   ExpertWeights routed_weights() const;
   ExpertWeights shared_weights(size_t s) const;

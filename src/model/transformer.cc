@@ -30,7 +30,9 @@ Transformer::Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_
   const LayerContext ctx{m, B, T, pool, params, parallel_, scratch_, params.compute_dtype(), moe_counters_.get()};
   for (int64_t l = 0; l < m.n_layers; ++l) {
     blocks_.push_back(std::make_unique<Block>(ctx, l));
-    if (blocks_.back()->moe()) moe_layers_.push_back(blocks_.back()->moe());
+    if (!blocks_.back()->moe()) continue;
+    moe_layers_.push_back(blocks_.back()->moe());
+    moe_block_indices_.push_back(l);
   }
   inputs_ = pool.alloc({B, T}, DType::kI32);
   targets_ = pool.alloc({B, T}, DType::kI32);
@@ -51,11 +53,11 @@ void Transformer::reset_moe_step_stats() {
   for (MoELayer* layer : moe_layers_) layer->reset_step_stats();
 }
 
-std::vector<MoEStepStats*> Transformer::read_moe_step_stats() {
-  std::vector<MoEStepStats*> stats;
+std::vector<MoEStepStats> Transformer::read_moe_step_stats() {
+  std::vector<MoEStepStats> stats;
   if (!moe_counters_) return stats;
   moe_counters_->download();
-  for (MoELayer* layer : moe_layers_) stats.push_back(&layer->read_step_stats());
+  for (const MoELayer* layer : moe_layers_) stats.push_back(layer->step_stats());
   return stats;
 }
 

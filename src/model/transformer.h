@@ -53,9 +53,13 @@ class Transformer {
   // A new optimizer step's MoE statistics: every layer's device counters
   // zeroed at once, and their host parts reset.
   void reset_moe_step_stats();
-  // Every MoE layer's statistics of the step so far (MoELayer::read_step_stats),
-  // from one download of all their counters: the step's one HOST SYNC for them.
-  std::vector<MoEStepStats*> read_moe_step_stats();
+  // Every MoE layer's statistics of the step so far on this rank (MoELayer::step_stats),
+  // in the order of moe_layers(), from one download of all their counters: the
+  // step's one HOST SYNC for them.
+  std::vector<MoEStepStats> read_moe_step_stats();
+  // The block index of each MoE layer, in the order of moe_layers() (the
+  // "layer" of the per-layer metrics).
+  const std::vector<int64_t>& moe_block_indices() const { return moe_block_indices_; }
   int64_t tokens_per_micro_batch() const { return B_ * T_; }
 
  private:
@@ -73,6 +77,7 @@ class Transformer {
   std::unique_ptr<MoEStepCounters> moe_counters_;  // null without MoE layers
   std::vector<std::unique_ptr<Block>> blocks_;
   std::vector<MoELayer*> moe_layers_;  // the MoE layers of blocks_, in order
+  std::vector<int64_t> moe_block_indices_;
   Tensor inputs_, targets_;
   std::vector<Tensor> resid_;  // resid_[l] is block l's input; resid_[L] the last block's output
   Tensor final_out_, final_rstd_, logits_, loss_n_;

@@ -308,6 +308,8 @@ std::string archive_checkpoints(const std::string& dir) {
   // `latest` first: a kill part-way leaves no `latest` naming a moved folder.
   if (has_latest) fs::rename(fs::path(dir) / "latest", to / "latest");
   for (const CheckpointEntry& c : complete) fs::rename(c.path, to / fs::path(c.path).filename());
+  // The run's own metrics (the default metrics.jsonl) go with its checkpoints.
+  if (fs::exists(fs::path(dir) / "metrics.jsonl")) fs::rename(fs::path(dir) / "metrics.jsonl", to / "metrics.jsonl");
   sync_directory(dir);
   return to.string();
 }

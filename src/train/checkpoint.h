@@ -67,7 +67,7 @@ std::vector<CheckpointEntry> list_checkpoints(const std::string& dir);
 std::string save_checkpoint(const JobConfig& cfg, const TrainPosition& at, const std::vector<StateTensor>& state,
                             Communicator& world);
 
-// Moves every complete checkpoint of `dir` and its `latest` into
+// Moves every complete checkpoint of `dir`, its `latest` and its metrics.jsonl into
 // <dir>/archive/<UTC time>/ (renames: nothing is copied or deleted), so that a
 // run in `dir` starts afresh. Returns that folder, or "" when there was
 // nothing to move. The caller holds the folder's lock.

@@ -30,9 +30,51 @@ std::string human_rate(double r) {
   return fmt::format("{:.0f}", r);
 }
 
+std::string moe_layer_tag(int64_t layer) { return fmt::format("moe/layer_{}", layer); }
+
+// The step's scalars under their tags: the same in the JSONL file and in TensorBoard.
+std::vector<TensorBoardScalar> tagged_scalars(const StepMetrics& m) {
+  std::vector<TensorBoardScalar> s = {
+      {"train/loss", m.loss},
+      {"train/lr", m.lr},
+      {"train/grad_norm", m.grad_norm},
+      {"train/tokens_per_sec", m.tokens_per_sec},
+      {"train/mfu", m.mfu},
+      {"train/step_time_sec", m.step_time_sec},
+      {"mem/peak_bytes", static_cast<double>(m.peak_bytes)},
+  };
+  if (m.skipped) s.push_back({"train/skipped", 1.0});
+  if (!m.has_moe) return s;
+  s.insert(s.end(), {{"moe/aux_loss", m.aux_loss},
+                     {"moe/router_z_loss", m.router_z_loss},
+                     {"moe/expert_balance", m.expert_balance},
+                     {"moe/dropped_frac", m.dropped_frac}});
+  for (const MoELayerMetrics& l : m.moe_layers) {
+    const std::string layer = moe_layer_tag(l.layer);
+    s.insert(s.end(), {{layer + "/aux_loss", l.aux_loss},
+                       {layer + "/router_z_loss", l.router_z_loss},
+                       {layer + "/expert_balance", l.expert_balance},
+                       {layer + "/dropped_frac", l.dropped_frac}});
+  }
+  return s;
+}
+
 }  // namespace
 
-MetricsLog::MetricsLog(const std::string& jsonl_path) {
+MetricsFiles metrics_files_of(const JobConfig& cfg) {
+  const MetricsConfig& m = cfg.metrics;
+  MetricsFiles files;
+  if (m.enable_jsonl) {
+    files.jsonl_path =
+        m.jsonl_path.empty() ? (std::filesystem::path(cfg.checkpoint.dir) / "metrics.jsonl").string() : m.jsonl_path;
+  }
+  if (m.enable_tensorboard) files.tensorboard_dir = m.tensorboard_dir;
+  return files;
+}
+
+MetricsLog::MetricsLog(const MetricsFiles& files) {
+  if (!files.tensorboard_dir.empty()) tensorboard_ = std::make_unique<TensorBoardWriter>(files.tensorboard_dir);
+  const std::string& jsonl_path = files.jsonl_path;
   if (jsonl_path.empty()) return;
   const auto folder = std::filesystem::path(jsonl_path).parent_path();
   std::error_code ec;
@@ -40,7 +82,8 @@ MetricsLog::MetricsLog(const std::string& jsonl_path) {
   jsonl_.open(jsonl_path, std::ios::out | std::ios::app);
   if (!jsonl_) {
     throw UserError("metrics.jsonl_path = \"" + jsonl_path +
-                    "\": cannot be opened for writing; point it at a writable file");
+                    "\": cannot be opened for writing; point it at a writable file (or set "
+                    "metrics.enable_jsonl = false)");
   }
 }
 
@@ -59,23 +102,28 @@ std::string format_console_line(const StepMetrics& m) {
 
 void MetricsLog::write(const StepMetrics& m) {
   spdlog::info("{}", format_console_line(m));
+  const std::vector<TensorBoardScalar> scalars = tagged_scalars(m);
+  if (tensorboard_) {
+    std::vector<TensorBoardCounts> loads;
+    for (const MoELayerMetrics& l : m.moe_layers)
+      loads.push_back({moe_layer_tag(l.layer) + "/expert_load", l.expert_counts});
+    tensorboard_->write(m.step, scalars, loads);
+  }
   if (!jsonl_.is_open()) return;
   nlohmann::ordered_json j;
   j["step"] = m.step;
-  j["train/loss"] = m.loss;
-  j["train/lr"] = m.lr;
-  j["train/grad_norm"] = m.grad_norm;
-  j["train/tokens_per_sec"] = m.tokens_per_sec;
-  j["train/mfu"] = m.mfu;
-  j["train/step_time_sec"] = m.step_time_sec;
-  j["mem/peak_bytes"] = m.peak_bytes;
-  if (m.skipped) j["train/skipped"] = true;
+  for (const TensorBoardScalar& s : scalars) {
+    if (s.tag == "mem/peak_bytes") {
+      j[s.tag] = m.peak_bytes;  // exact
+    } else if (s.tag == "train/skipped") {
+      j[s.tag] = true;
+    } else {
+      j[s.tag] = s.value;
+    }
+  }
   if (m.has_moe) {
-    j["moe/aux_loss"] = m.aux_loss;
-    j["moe/router_z_loss"] = m.router_z_loss;
-    j["moe/expert_balance"] = m.expert_balance;
-    j["moe/dropped_frac"] = m.dropped_frac;
     j["moe/expert_counts"] = m.expert_counts;
+    for (const MoELayerMetrics& l : m.moe_layers) j[moe_layer_tag(l.layer) + "/expert_counts"] = l.expert_counts;
   }
   jsonl_ << j.dump() << "\n";
   jsonl_.flush();
@@ -83,6 +131,7 @@ void MetricsLog::write(const StepMetrics& m) {
 
 void MetricsLog::write_eval(int64_t step, double loss) {
   spdlog::info("eval step {} | loss {:.4f} | perplexity {:.2f}", step, loss, std::exp(loss));
+  if (tensorboard_) tensorboard_->write(step, {{"eval/loss", loss}, {"eval/perplexity", std::exp(loss)}});
   if (!jsonl_.is_open()) return;
   nlohmann::ordered_json j;
   j["step"] = step;

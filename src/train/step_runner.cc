@@ -1,7 +1,6 @@
 #include "src/train/step_runner.h"
 
 #include <algorithm>
-#include <climits>
 #include <cmath>
 
 #include <fmt/format.h>
@@ -11,6 +10,7 @@
 #include "src/kernels/ops.h"
 #include "src/parallel/launch_env.h"
 #include "src/train/lr_schedule.h"
+#include "src/train/moe_metrics.h"
 
 namespace moe {
 namespace {
@@ -99,9 +99,9 @@ StepMetrics StepRunner::step(int64_t step, const BatchSampler& sampler) {
     upload(g.reshaped({g.numel()}).rows(0, 1), &nan);
   }
   reduce_gradients();
-  reduce_moe_stats(model_.read_moe_step_stats());
+  const std::vector<MoEStepStats> moe_stats = sum_over_ranks(dp, model_.read_moe_step_stats());
   if (cfg_.model.moe_gradient_scale) {
-    for (MoELayer* layer : moe_layers_) layer->scale_expert_gradients();
+    for (size_t i = 0; i < moe_layers_.size(); ++i) moe_layers_[i]->scale_expert_gradients(moe_stats[i]);
   }
 
   StepMetrics m;
@@ -110,14 +110,14 @@ StepMetrics StepRunner::step(int64_t step, const BatchSampler& sampler) {
   m.loss = loss;
   m.grad_norm = optimizer_.grad_norm(mesh_.world());
   m.lr = cfg_.optimizer.lr * lr_factor(cfg_.scheduler, t.max_steps, step);
-  fill_moe_metrics(m);
+  add_moe_metrics(m, moe_stats, model_.moe_block_indices());
   if (!std::isfinite(m.loss) || !std::isfinite(m.grad_norm)) {
     m.skipped = true;  // the parameters, moments and biases stay as they were
     return m;
   }
   optimizer_.step(m.lr, clip_scale(m.grad_norm, t.grad_clip_norm), step);
   const double bias_rate = bias_update_rate(cfg_.model, t.max_steps, step);
-  for (MoELayer* layer : moe_layers_) layer->update_bias(bias_rate);
+  for (size_t i = 0; i < moe_layers_.size(); ++i) moe_layers_[i]->update_bias(bias_rate, moe_stats[i]);
   return m;
 }
 
@@ -140,60 +140,6 @@ void StepRunner::reduce_gradients() {
   }
   const float inv_d = 1.0f / static_cast<float>(D);
   for (Param& p : params_.all()) ops::scale_inplace(p.shard_grad, inv_d);
-}
-
-void StepRunner::reduce_moe_stats(const std::vector<MoEStepStats*>& stats) {
-  Communicator& dp = mesh_.data_parallel();
-  if (dp.size() == 1 || stats.empty()) return;
-  // One i32 and one f32 all-reduce for all layers: counts exactly, loss sums in fp32.
-  std::vector<int32_t> counts;
-  std::vector<float> sums;
-  for (const MoEStepStats* layer_stats : stats) {
-    const MoEStepStats& s = *layer_stats;
-    for (int64_t c : s.routed_per_expert) counts.push_back(static_cast<int32_t>(c));
-    for (int64_t c : s.kept_per_expert) counts.push_back(static_cast<int32_t>(c));
-    counts.push_back(static_cast<int32_t>(s.pairs));
-    counts.push_back(static_cast<int32_t>(s.dropped));
-    counts.push_back(static_cast<int32_t>(s.micro_batches));
-    sums.push_back(static_cast<float>(s.load_balance));
-    sums.push_back(static_cast<float>(s.z_loss));
-    sums.push_back(static_cast<float>(s.sequence_balance));
-  }
-  dp.all_reduce(view_of(counts.data(), {static_cast<int64_t>(counts.size())}, DType::kI32), ReduceOp::kSum);
-  dp.all_reduce(view_of(sums.data(), {static_cast<int64_t>(sums.size())}), ReduceOp::kSum);
-  size_t ci = 0, si = 0;
-  for (MoEStepStats* layer_stats : stats) {
-    MoEStepStats& s = *layer_stats;
-    for (int64_t& v : s.routed_per_expert) v = counts[ci++];
-    for (int64_t& v : s.kept_per_expert) v = counts[ci++];
-    s.pairs = counts[ci++];
-    s.dropped = counts[ci++];
-    s.micro_batches = counts[ci++];
-    s.load_balance = sums[si++];
-    s.z_loss = sums[si++];
-    s.sequence_balance = sums[si++];
-  }
-}
-
-void StepRunner::fill_moe_metrics(StepMetrics& m) const {
-  if (moe_layers_.empty()) return;
-  m.has_moe = true;
-  int64_t lo = INT64_MAX, hi = 0, pairs = 0, dropped = 0;
-  for (const MoELayer* layer : moe_layers_) {
-    const MoEStepStats& s = layer->step_stats();
-    const double micro = static_cast<double>(std::max<int64_t>(1, s.micro_batches));
-    m.aux_loss += s.load_balance / micro;
-    m.router_z_loss += s.z_loss / micro;
-    m.expert_counts.push_back(s.routed_per_expert);
-    for (int64_t c : s.routed_per_expert) {
-      lo = std::min(lo, c);
-      hi = std::max(hi, c);
-    }
-    pairs += s.pairs;
-    dropped += s.dropped;
-  }
-  m.expert_balance = hi > 0 ? static_cast<double>(lo) / static_cast<double>(hi) : 0.0;
-  m.dropped_frac = pairs > 0 ? static_cast<double>(dropped) / static_cast<double>(pairs) : 0.0;
 }
 
 double StepRunner::evaluate(const BatchSampler& sampler, int64_t steps) {

@@ -83,8 +83,6 @@ class StepRunner {
 
  private:
   void reduce_gradients();
-  void reduce_moe_stats(const std::vector<MoEStepStats*>& stats);
-  void fill_moe_metrics(StepMetrics& m) const;
   // The sampler's token ids for (step, micro) into the model's input tensors.
   void load_batch(const BatchSampler& sampler, int64_t step_index, int64_t micro, int64_t micros);
 

@@ -297,7 +297,12 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
         layout.dp_replicate, layout.dp_shard, layout.ep, layout.tp, layout.world(), mesh.data_parallel().size(),
         static_cast<double>(runner.persistent_state_bytes()) / (1 << 20));
   }
-  MetricsLog log(rank0 ? cfg.metrics.jsonl_path : std::string());
+  if (rank0 && cfg.metrics.enable_wandb) {
+    spdlog::warn(
+        "metrics.enable_wandb = true: Weights & Biases is not supported; the metrics go to the JSONL file and, "
+        "with metrics.enable_tensorboard = true, to TensorBoard event files");
+  }
+  MetricsLog log(rank0 ? metrics_files_of(cfg) : MetricsFiles{});
 
   const int64_t tokens_per_step = t.batch_size * t.seq_len * t.grad_accum_steps * mesh.data_parallel().size();
   const std::vector<StateTensor> state = runner.state_tensors();
@@ -310,7 +315,17 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
                       "router it was trained with, or train this one in another checkpoint.dir",
                       from, router, m.moe_router));
     }
-    at = runner.load_checkpoint(from);
+    try {
+      at = runner.load_checkpoint(from);
+    } catch (const UserError& e) {
+      if (!cfg.checkpoint.load_path.empty()) throw;
+      // Found by auto-resume: the user may not know a checkpoint was there.
+      throw UserError(fmt::format(
+          "{}; checkpoint.resume = \"auto\" found it in checkpoint.dir = \"{}\": to start this config afresh, give "
+          "it another folder (--checkpoint.dir={}_2), or move the old checkpoints aside first with `moe_train "
+          "CONFIG --archive-checkpoints` (nothing is deleted)",
+          e.what(), cfg.checkpoint.dir, cfg.checkpoint.dir));
+    }
     spdlog::info("resumed from {} at step {} ({} tokens seen)", from, at.step, at.tokens_seen);
     if (at.step >= t.max_steps) {
       spdlog::warn(

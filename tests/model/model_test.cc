@@ -157,8 +157,8 @@ TEST_CASE("same seed, same losses: bit-identical on CPU") {
       run.net.reset_moe_step_stats();
       out.push_back(run.net.forward_backward(1.0f));
       opt.step(1e-2, 1.0, step);
-      run.net.read_moe_step_stats();
-      for (auto* layer : run.net.moe_layers()) layer->update_bias(1e-3);
+      const auto stats = run.net.read_moe_step_stats();
+      for (size_t i = 0; i < stats.size(); ++i) run.net.moe_layers()[i]->update_bias(1e-3, stats[i]);
     }
     return out;
   };
@@ -193,13 +193,14 @@ TEST_CASE("the sigmoid router's bias moves against each expert's load, once per 
   TinyRun run(m, 2, 5, 21);
   run.net.forward_backward(1.0f);
   run.net.forward_backward(1.0f);  // two micro-batches: loads are counted over both
-  run.net.read_moe_step_stats();
-  for (auto* layer : run.net.moe_layers()) {
-    const auto& counts = layer->step_stats().routed_per_expert;
+  const auto stats = run.net.read_moe_step_stats();
+  for (size_t i = 0; i < stats.size(); ++i) {
+    moe::MoELayer* layer = run.net.moe_layers()[i];
+    const auto& counts = stats[i].routed_per_expert;
     int64_t total = 0;
     for (int64_t c : counts) total += c;
     REQUIRE(total == 2 * 10 * 1);  // 2 micro-batches x 10 tokens x top-1
-    layer->update_bias(0.25);
+    layer->update_bias(0.25, stats[i]);
     const double mean = total / 4.0;
     for (size_t e = 0; e < 4; ++e) {
       const double expected = counts[e] < mean ? 0.25 : (counts[e] > mean ? -0.25 : 0.0);
@@ -212,8 +213,10 @@ TEST_CASE("softmax_topk never moves a bias") {
   moe::ModelConfig m = tiny_model({"model.num_experts=4", "model.moe_frequency=1"});
   TinyRun run(m, 2, 5, 21);
   run.net.forward_backward(1.0f);
-  for (auto* layer : run.net.moe_layers()) {
-    layer->update_bias(0.25);
+  const auto stats = run.net.read_moe_step_stats();
+  for (size_t i = 0; i < stats.size(); ++i) {
+    moe::MoELayer* layer = run.net.moe_layers()[i];
+    layer->update_bias(0.25, stats[i]);
     for (int64_t e = 0; e < 4; ++e) CHECK(layer->bias().f32()[e] == 0.0f);
   }
 }
@@ -223,15 +226,16 @@ TEST_CASE("moe_gradient_scale multiplies each expert's gradient by clamp(mean lo
   TinyRun run(m, 2, 5, 5);
   run.params.zero_grads();
   run.net.forward_backward(1.0f);
-  run.net.read_moe_step_stats();
-  for (auto* layer : run.net.moe_layers()) {
-    const auto& kept = layer->step_stats().kept_per_expert;
+  const auto stats = run.net.read_moe_step_stats();
+  for (size_t i = 0; i < stats.size(); ++i) {
+    moe::MoELayer* layer = run.net.moe_layers()[i];
+    const auto& kept = stats[i].kept_per_expert;
     const std::string prefix = "model.layers.0.block_sparse_moe.experts.";
     if (layer != run.net.moe_layers().front()) continue;
     const moe::Param& w1 = run.params[prefix + "w1"];
     const int64_t per_expert = w1.grad.numel() / 4;
     std::vector<float> before(w1.grad.f32(), w1.grad.f32() + w1.grad.numel());
-    layer->scale_expert_gradients();
+    layer->scale_expert_gradients(stats[i]);
     double mean = 0;
     for (int64_t c : kept) mean += c / 4.0;
     for (int64_t e = 0; e < 4; ++e) {

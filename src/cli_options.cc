@@ -1,0 +1,49 @@
+#include "src/cli_options.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "src/core/user_error.h"
+
+namespace moe {
+
+std::vector<std::string> join_option_values(const std::vector<std::string>& args) {
+  static const std::vector<std::string> kValued = {"--world-size", "--export-hf",    "--init-from-hf",
+                                                   "--output",     "--val-fraction", "--device"};
+  std::vector<std::string> out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    const bool takes_value = a.rfind("--", 0) == 0 && a.find('=') == std::string::npos &&
+                             (a.find('.') != std::string::npos || std::count(kValued.begin(), kValued.end(), a) > 0);
+    if (takes_value && i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0) {
+      out.push_back(a + "=" + args[++i]);
+    } else {
+      out.push_back(a);
+    }
+  }
+  return out;
+}
+
+bool is_override(const std::string& a) {
+  return a.rfind("--", 0) == 0 && a.find('.') != std::string::npos && a.find('=') != std::string::npos &&
+         a.find('.') < a.find('=');
+}
+
+int64_t parse_world_size(const std::string& v) {
+  char* end = nullptr;
+  long long n = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || n <= 0) {
+    throw UserError("--world-size=" + v + ": must be a positive integer rank count, e.g. --world-size=32");
+  }
+  return n;
+}
+
+void enter_bazel_workspace() {
+  if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY"); ws && *ws && chdir(ws) != 0) {
+    throw UserError(std::string("BUILD_WORKSPACE_DIRECTORY = ") + ws + ": cannot enter it; run from the workspace");
+  }
+}
+
+}  // namespace moe

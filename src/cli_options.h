@@ -1,0 +1,24 @@
+// Pieces of the command line that every moe_train command shares.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moe {
+
+// `--key value` as well as `--key=value`: an option that takes a value (a
+// config override --section.key, or one of the commands' valued options)
+// followed by an argument that is not an option becomes one `--key=value`.
+std::vector<std::string> join_option_values(const std::vector<std::string>& args);
+
+// --section.key=value
+bool is_override(const std::string& a);
+
+// --world-size's value: a positive rank count, else a UserError.
+int64_t parse_world_size(const std::string& v);
+
+// Under `bazel run`, relative paths mean the workspace, not Bazel's runfiles tree.
+void enter_bazel_workspace();
+
+}  // namespace moe
