@@ -46,6 +46,12 @@ const char* kUsage =
     "Turns text files into a byte-level token dataset (DIR/train, DIR/val; vocab 257:\n"
     "256 bytes + end of document) to train on with data.dataset_path = \"DIR/train\".\n"
     "\n"
+    "       moe_train plot RUN_DIR_OR_METRICS_JSONL [--output=PNG]\n"
+    "\n"
+    "Draws a run's metrics.jsonl as one PNG (beside it unless --output): train and eval\n"
+    "loss, learning rate, gradient norm, tokens/s, and each MoE layer's expert load over\n"
+    "the steps. Needs Python 3 with matplotlib (python3-matplotlib; MOE_TRAIN_PYTHON).\n"
+    "\n"
     "       moe_train check-gpu [CONFIG.toml] [--section.key=value ...] [--device=N]\n"
     "                           [--world-size=N] [--for-training]\n"
     "\n"
@@ -83,10 +89,11 @@ int run_cli(const std::vector<std::string>& given, std::ostream& out, std::ostre
     const std::vector<std::string> args = join_option_values(given);
     const std::string command = args.empty() ? "" : args[0];
     const std::vector<std::string> rest(args.begin() + (args.empty() ? 0 : 1), args.end());
-    if (command == "check-gpu" || command == "prepare") {
+    if (command == "check-gpu" || command == "prepare" || command == "plot") {
       init_logging(static_cast<int>(env.rank));
       enter_bazel_workspace();
-      return command == "check-gpu" ? run_check_gpu(rest, out, err) : run_prepare(rest);
+      if (command == "check-gpu") return run_check_gpu(rest, out, err);
+      return command == "prepare" ? run_prepare(rest) : run_plot(rest, out);
     }
     const CommandLine cl = parse_command_line(args);
     init_logging(static_cast<int>(env.rank), cl.log_all_ranks);
