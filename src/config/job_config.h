@@ -135,6 +135,9 @@ struct MetricsConfig {
   bool enable_tensorboard = false;         // KempnerForge's keys: event files in tensorboard_dir
   std::string tensorboard_dir = "tb_logs";
   bool enable_wandb = false;  // accepted for KempnerForge configs: W&B is not supported (one warning)
+  // ours: the peak (TFLOP/s per rank) MFU is divided by; 0 = the GPU's bf16
+  // spec, or the CPU's sgemm rate measured once per machine
+  double peak_tflops = 0;
 };
 
 struct JobConfig {

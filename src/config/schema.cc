@@ -124,6 +124,7 @@ std::vector<Section> describe(JobConfig& c) {
            {"enable_tensorboard", &c.metrics.enable_tensorboard, {}},
            {"tensorboard_dir", &c.metrics.tensorboard_dir, {}},
            {"enable_wandb", &c.metrics.enable_wandb, {}},
+           {"peak_tflops", &c.metrics.peak_tflops, {}},
        },
        {"wandb_project", "wandb_run_name"}},
   };

@@ -102,6 +102,7 @@ void check_sizes(const JobConfig& c) {
   positive("eval.steps", c.eval.steps);
   positive("checkpoint.interval", c.checkpoint.interval);
   positive("metrics.log_interval", c.metrics.log_interval);
+  non_negative("metrics.peak_tflops", c.metrics.peak_tflops);
 }
 
 // Sizes far beyond any model trained today, so that every count and byte

@@ -197,115 +197,98 @@ std::string how_to_go_on(const JobConfig& cfg) {
       healthy, cfg.optimizer.lr);
 }
 
-}  // namespace
-
-TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOptions& options) {
-  const std::string& init_from_hf = options.init_from_hf;
-  const ModelConfig& m = cfg.model;
-  const TrainConfig& t = cfg.train;
-  spdlog::info("moe_train {}", version_line());
-  Mesh mesh(layout, make_world(layout, placement_of(t)), static_cast<double>(cfg.distributed.nccl_timeout_sec));
-  const bool rank0 = mesh.world().rank() == 0;
-  if (options.check_gpu && placement_of(t).device == Device::kCuda) check_gpus_before_training(cfg, mesh.world());
-  // One run at a time in a checkpoint folder (rank 0 holds the lock; every rank stops if it cannot).
+// One run at a time in a checkpoint folder: rank 0 holds the lock, and every
+// rank stops if it cannot be taken.
+std::unique_ptr<CheckpointLock> lock_checkpoint_dir(const CheckpointConfig& c, Communicator& world) {
   std::unique_ptr<CheckpointLock> lock;
   std::string lock_error;
-  if (rank0) {
+  if (world.rank() == 0) {
     try {
-      lock = std::make_unique<CheckpointLock>(cfg.checkpoint.dir);
+      lock = std::make_unique<CheckpointLock>(c.dir);
     } catch (const UserError& e) {
       lock_error = e.what();
     }
   }
-  if (any_rank(mesh.world(), !lock_error.empty())) {
+  if (any_rank(world, !lock_error.empty())) {
     throw UserError(lock_error.empty() ? "checkpoint.dir is in use by another run (rank 0 says which)" : lock_error);
   }
-  if (!init_from_hf.empty() && !cfg.checkpoint.initial_load_path.empty()) {
-    throw UserError(
-        fmt::format("--init-from-hf={} and checkpoint.initial_load_path = \"{}\" both give the initial "
-                    "weights: use one of them",
-                    init_from_hf, cfg.checkpoint.initial_load_path));
-  }
-  // What to resume from, decided before anything is built.
-  const std::string from = checkpoint_to_load(cfg.checkpoint);
-  if (from.empty()) refuse_fresh_start_beside(cfg.checkpoint);
+  return lock;
+}
 
-  // Data: the configured dataset, else the built-in corpus (real text,
-  // prepared once, by rank 0 while the others wait).
-  std::string data_path = cfg.data.dataset_path, pattern = cfg.data.file_pattern;
-  if (data_path.empty()) {
-    std::string corpus;
-    const std::string fortunes = find_fortunes_dir(std::getenv("MOE_TRAIN_PREFIX"));
-    if (rank0) corpus = ensure_default_corpus(cache_dir(), fortunes);
-    mesh.world().barrier();
-    if (!rank0) corpus = ensure_default_corpus(cache_dir(), fortunes);  // prepared by now: only found
-    data_path = corpus + "/train";
-    pattern = "*.npy";
-    spdlog::info("data.dataset_path is empty: training on the built-in corpus ({})", data_path);
+// The data a run reads: the configured dataset, else the built-in corpus
+// (real text, prepared once, by rank 0 while the others wait), its sampler,
+// and the evaluation data when enabled.
+struct DataSource {
+  std::string path, pattern;
+};
+
+DataSource train_data_source(const JobConfig& cfg, Communicator& world) {
+  if (!cfg.data.dataset_path.empty()) return {cfg.data.dataset_path, cfg.data.file_pattern};
+  const bool rank0 = world.rank() == 0;
+  std::string corpus;
+  const std::string fortunes = find_fortunes_dir(std::getenv("MOE_TRAIN_PREFIX"));
+  if (rank0) corpus = ensure_default_corpus(cache_dir(), fortunes);
+  world.barrier();
+  if (!rank0) corpus = ensure_default_corpus(cache_dir(), fortunes);  // prepared by now: only found
+  spdlog::info("data.dataset_path is empty: training on the built-in corpus ({}/train)", corpus);
+  return {corpus + "/train", "*.npy"};
+}
+
+struct RunData {
+  RunData(const JobConfig& cfg, Communicator& world)
+      : source(train_data_source(cfg, world)),
+        train(TokenDataset::open(source.path, source.pattern, cfg.model.vocab_size)),
+        sampler(train, cfg.train.seq_len, cfg.train.batch_size, cfg.train.seed) {
+    spdlog::info("train data: {}", train.describe());
+    if (world.rank() == 0) {  // reads up to 16M tokens: rank 0 alone, so an error here must stop the others
+      const double entropy =
+          stop_all_ranks_on_error(world, [&] { return unigram_entropy(train, cfg.model.vocab_size); });
+      spdlog::info("train data unigram entropy: {:.4f} nats per token (the loss of a model that ignores context)",
+                   entropy);
+    }
+    if (!cfg.eval.enabled) return;
+    eval = std::make_unique<TokenDataset>(
+        TokenDataset::open(cfg.eval.dataset_path, cfg.eval.file_pattern, cfg.model.vocab_size, "eval"));
+    eval_sampler = std::make_unique<BatchSampler>(*eval, cfg.train.seq_len, cfg.train.batch_size, cfg.train.seed);
+    spdlog::info("eval data: {}", eval->describe());
   }
-  const TokenDataset train_data = TokenDataset::open(data_path, pattern, m.vocab_size);
-  spdlog::info("train data: {}", train_data.describe());
-  if (rank0) {  // reads up to 16M tokens: rank 0 alone, so an error here must stop the others
-    const double entropy =
-        stop_all_ranks_on_error(mesh.world(), [&] { return unigram_entropy(train_data, m.vocab_size); });
-    spdlog::info("train data unigram entropy: {:.4f} nats per token (the loss of a model that ignores context)",
-                 entropy);
-  }
-  const BatchSampler sampler(train_data, t.seq_len, t.batch_size, t.seed);
-  std::unique_ptr<TokenDataset> eval_data;
+  const DataSource source;
+  const TokenDataset train;
+  const BatchSampler sampler;
+  std::unique_ptr<TokenDataset> eval;
   std::unique_ptr<BatchSampler> eval_sampler;
-  if (cfg.eval.enabled) {
-    eval_data = std::make_unique<TokenDataset>(
-        TokenDataset::open(cfg.eval.dataset_path, cfg.eval.file_pattern, m.vocab_size, "eval"));
-    eval_sampler = std::make_unique<BatchSampler>(*eval_data, t.seq_len, t.batch_size, t.seed);
-    spdlog::info("eval data: {}", eval_data->describe());
-  }
+};
 
-  // The plan must fit this rank's memory (host RAM or its GPU) before
-  // anything is allocated; if it does not on any rank, every rank stops.
-  const DryRunReport sizes = estimate_dry_run(cfg, layout);
-  {
-    const bool gpu_run = placement_of(t).device == Device::kCuda;
-    std::string fit;
-    if (auto budget = memory_budget(gpu_run, gpu_run ? select_cuda_device(read_launch_env().local_rank) : -1)) {
-      fit = memory_fit_problem(gpu_run ? sizes.gpu_total_bytes : sizes.total_bytes, *budget);
-    }
-    if (any_rank(mesh.world(), !fit.empty())) {
-      throw UserError(fit.empty() ? "the plan does not fit another rank's memory (its log says why)" : fit);
-    }
+// The plan must fit this rank's memory (host RAM or its GPU) before anything
+// is allocated; if it does not on any rank, every rank stops.
+void require_memory_fit(const TrainConfig& t, const DryRunReport& sizes, Communicator& world) {
+  const bool gpu_run = placement_of(t).device == Device::kCuda;
+  std::string fit;
+  if (auto budget = memory_budget(gpu_run, gpu_run ? select_cuda_device(read_launch_env().local_rank) : -1)) {
+    fit = memory_fit_problem(gpu_run ? sizes.gpu_total_bytes : sizes.total_bytes, *budget);
   }
-  // This rank's part of the model, planned once for the micro-batch shape.
-  StepRunner runner(cfg, mesh);
-  const bool on_gpu = runner.placement().device == Device::kCuda;
-  // MFU's denominator: the GPU's bf16 tensor-core peak, or the CPU's measured sgemm rate.
-  const double peak_flops = on_gpu ? cuda_peak_bf16_flops(runner.placement().gpu) : measure_cpu_peak_flops();
-  if (on_gpu) {
-    spdlog::info("device: GPU {} ({}), computing in {} with fp32 master weights; bf16 peak {:.0f} TFLOP/s",
-                 runner.placement().gpu, cuda_device_description(runner.placement().gpu),
-                 dtype_name(runner.placement().compute), peak_flops / 1e12);
+  if (any_rank(world, !fit.empty())) {
+    throw UserError(fit.empty() ? "the plan does not fit another rank's memory (its log says why)" : fit);
   }
-  if (on_gpu) {
-    for (const std::string& line : kernels::gpu_kernel_lines()) spdlog::info("kernel: {}", line);
-  }
-  spdlog::info("model: {} parameters ({} active per token), {:.3g} FLOPs per token; {} peak {:.1f} GFLOP/s",
-               sizes.total_params, sizes.active_params, sizes.flops_per_token, on_gpu ? "GPU" : "CPU measured",
-               peak_flops / 1e9);
-  if (layout.world() > 1) {
-    spdlog::info(
-        "layout: dp_replicate={} dp_shard={} ep={} tp={} ({} ranks, {} read different data); "
-        "parameters, gradients and AdamW states: {:.1f} MiB on this rank",
-        layout.dp_replicate, layout.dp_shard, layout.ep, layout.tp, layout.world(), mesh.data_parallel().size(),
-        static_cast<double>(runner.persistent_state_bytes()) / (1 << 20));
-  }
-  if (rank0 && cfg.metrics.enable_wandb) {
-    spdlog::warn(
-        "metrics.enable_wandb = true: Weights & Biases is not supported; the metrics go to the JSONL file and, "
-        "with metrics.enable_tensorboard = true, to TensorBoard event files");
-  }
-  MetricsLog log(rank0 ? metrics_files_of(cfg) : MetricsFiles{});
+}
 
-  const int64_t tokens_per_step = t.batch_size * t.seq_len * t.grad_accum_steps * mesh.data_parallel().size();
-  const std::vector<StateTensor> state = runner.state_tensors();
+// MFU's denominator per rank, and where it comes from: metrics.peak_tflops,
+// else the GPU's bf16 tensor-core peak, else the CPU's sgemm rate measured
+// once per machine (rank 0 alone logs MFU, so only it needs the figure).
+std::pair<double, std::string> mfu_peak(const MetricsConfig& m, const Placement& place, bool rank0) {
+  if (m.peak_tflops > 0) return {m.peak_tflops * 1e12, "metrics.peak_tflops"};
+  if (place.device == Device::kCuda) return {cuda_peak_bf16_flops(place.gpu), "the GPU's bf16 spec"};
+  if (!rank0) return {0.0, ""};
+  const CpuPeak cpu = cpu_peak_flops();
+  return {cpu.flops, "the CPU's sgemm rate, " + cpu.source};
+}
+
+// Where a run starts: the checkpoint `from` (its weights, moments and
+// position), else step 0 with the initial weights, or those of
+// --init-from-hf or checkpoint.initial_load_path.
+TrainPosition starting_position(const JobConfig& cfg, const TrainOptions& options, const std::string& from,
+                                StepRunner& runner, Communicator& world) {
+  const ModelConfig& m = cfg.model;
   TrainPosition at;
   if (!from.empty()) {
     if (const std::string router = checkpoint_router(from);
@@ -327,25 +310,25 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
           e.what(), cfg.checkpoint.dir, cfg.checkpoint.dir));
     }
     spdlog::info("resumed from {} at step {} ({} tokens seen)", from, at.step, at.tokens_seen);
-    if (at.step >= t.max_steps) {
+    if (at.step >= cfg.train.max_steps) {
       spdlog::warn(
           "train.max_steps = {}: nothing left to train (raise it to go on, or start afresh in another "
           "checkpoint.dir)",
-          t.max_steps);
+          cfg.train.max_steps);
     }
-    if (!init_from_hf.empty()) {
+    if (!options.init_from_hf.empty()) {
       spdlog::info(
           "--init-from-hf={}: not used, the run resumes from {} (start afresh in another checkpoint.dir "
           "to use it)",
-          init_from_hf, from);
+          options.init_from_hf, from);
     }
   }
   // The lineage rotation keeps to: the loaded checkpoint's, else a new one
   // (drawn by rank 0, the same on every rank).
-  if (at.lineage.empty()) at.lineage = shared_new_lineage(mesh.world());
-  if (from.empty() && !init_from_hf.empty()) {
-    import_hf(m, init_from_hf, runner.params());
-    spdlog::info("initial weights from the Hugging Face checkpoint {}", init_from_hf);
+  if (at.lineage.empty()) at.lineage = shared_new_lineage(world);
+  if (from.empty() && !options.init_from_hf.empty()) {
+    import_hf(m, options.init_from_hf, runner.params());
+    spdlog::info("initial weights from the Hugging Face checkpoint {}", options.init_from_hf);
   }
   if (const std::string& initial = cfg.checkpoint.initial_load_path; !initial.empty()) {
     if (from.empty()) {
@@ -355,90 +338,207 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
       spdlog::info("checkpoint.initial_load_path = \"{}\": not used, the run resumes from {}", initial, from);
     }
   }
+  return at;
+}
+
+std::string human_count(double n) {
+  if (n >= 1e9) return fmt::format("{:.2f}B", n / 1e9);
+  if (n >= 1e6) return fmt::format("{:.2f}M", n / 1e6);
+  if (n >= 1e3) return fmt::format("{:.1f}k", n / 1e3);
+  return fmt::format("{:.0f}", n);
+}
+
+std::string human_seconds(double sec) {
+  const auto s = static_cast<int64_t>(std::llround(std::max(0.0, sec)));
+  if (s >= 3600) return fmt::format("{}h{:02}m{:02}s", s / 3600, (s / 60) % 60, s % 60);
+  if (s >= 60) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  return fmt::format("{:.1f}s", sec);
+}
+
+// Everything a run reads and writes, as the step loop needs it.
+struct Run {
+  const JobConfig& cfg;
+  const Layout& layout;
+  Mesh& mesh;
+  StepRunner& runner;
+  const RunData& data;
+  const DryRunReport& sizes;
+  MetricsLog& log;
+  const MetricsFiles& files;
+  double peak_flops;
+  int64_t tokens_per_step;
+  TrainPosition at;  // the last saved (or loaded) position
+};
+
+// The run's folders and shape, before step 1.
+void log_banner(const Run& r, const std::string& from, const std::string& peak_source) {
+  const TrainConfig& t = r.cfg.train;
+  const Placement& place = r.runner.placement();
+  const int64_t dp = r.mesh.data_parallel().size();
+  spdlog::info("run folder: {} (checkpoints{}), {}", r.cfg.checkpoint.dir,
+               r.files.jsonl_path.empty() ? "" : ", metrics " + r.files.jsonl_path,
+               from.empty() ? "a new run" : fmt::format("resuming {} at step {}", from, r.at.step));
+  if (!r.log.tensorboard_file().empty()) spdlog::info("TensorBoard: {}", r.log.tensorboard_file());
+  spdlog::info(
+      "global batch: {} sequences x {} tokens = {} tokens per step (train.batch_size {} x grad_accum_steps {} x {} "
+      "data-parallel rank{}); {} steps to train.max_steps = {}",
+      t.batch_size * t.grad_accum_steps * dp, t.seq_len, r.tokens_per_step, t.batch_size, t.grad_accum_steps, dp,
+      dp == 1 ? "" : "s", std::max<int64_t>(0, t.max_steps - r.at.step), t.max_steps);
+  spdlog::info("model: {} parameters ({} active per token), {:.3g} FLOPs per token", human_count(r.sizes.total_params),
+               human_count(r.sizes.active_params), r.sizes.flops_per_token);
+  spdlog::info(
+      "layout: {} rank{} (dp_replicate={} dp_shard={} ep={} tp={}); parameters, gradients and AdamW states: "
+      "{:.1f} MiB on this rank",
+      r.layout.world(), r.layout.world() == 1 ? "" : "s", r.layout.dp_replicate, r.layout.dp_shard, r.layout.ep,
+      r.layout.tp, static_cast<double>(r.runner.persistent_state_bytes()) / (1 << 20));
+  if (place.device == Device::kCuda) {
+    spdlog::info("device: GPU {} ({}), computing in {} with fp32 master weights", place.gpu,
+                 cuda_device_description(place.gpu), dtype_name(place.compute));
+    for (const std::string& line : kernels::gpu_kernel_lines()) spdlog::info("kernel: {}", line);
+  } else {
+    spdlog::info("device: CPU, computing in fp32");
+  }
+  if (r.peak_flops > 0) {
+    spdlog::info("MFU peak: {} per rank ({})",
+                 r.peak_flops >= 1e12 ? fmt::format("{:.1f} TFLOP/s", r.peak_flops / 1e12)
+                                      : fmt::format("{:.1f} GFLOP/s", r.peak_flops / 1e9),
+                 peak_source);
+  }
+}
+
+// What a start of the run did, for its summary.
+struct RunSpan {
+  int64_t first_step = 0, last_step = 0;
+  double wall_sec = 0;
+  double timed_sec = 0;  // steps first_step + 1 .. last_step (the first one warms up)
+  double last_loss = 0, last_eval_loss = NAN;
+};
+
+// How the run ended, with where its results are.
+void log_summary(const Run& r, const RunSpan& s, const std::string& checkpoint) {
+  const int64_t steps = std::max<int64_t>(0, s.last_step - s.first_step + 1);
+  std::string line =
+      fmt::format("done: {} step{} ({} to {}) in {}, {} tokens ({} in all)", steps, steps == 1 ? "" : "s", s.first_step,
+                  s.last_step, human_seconds(s.wall_sec), human_count(static_cast<double>(steps * r.tokens_per_step)),
+                  human_count(static_cast<double>(r.at.tokens_seen)));
+  if (steps > 0) line += fmt::format("; final train loss {:.4f}", s.last_loss);
+  if (!std::isnan(s.last_eval_loss)) line += fmt::format(", eval loss {:.4f}", s.last_eval_loss);
+  spdlog::info("{}", line);
+  if (s.last_step > s.first_step && s.timed_sec > 0 && r.peak_flops > 0) {
+    const double tokens_per_sec =
+        static_cast<double>(r.tokens_per_step) * static_cast<double>(s.last_step - s.first_step) / s.timed_sec;
+    const double mfu =
+        r.sizes.flops_per_token * tokens_per_sec / (r.peak_flops * static_cast<double>(r.layout.world()));
+    spdlog::info("speed: {} tokens/s, MFU {:.1f}% (mean over steps {} to {}; step {} warms up)",
+                 human_count(tokens_per_sec), 100.0 * mfu, s.first_step + 1, s.last_step, s.first_step);
+  }
+  if (!checkpoint.empty()) spdlog::info("checkpoint: {}", checkpoint);
+  if (!r.files.jsonl_path.empty()) {
+    spdlog::info("metrics: {} (draw it: moe_train plot {})", r.files.jsonl_path, r.files.jsonl_path);
+  }
+  if (!r.log.tensorboard_file().empty()) spdlog::info("TensorBoard: tensorboard --logdir {}", r.files.tensorboard_dir);
+}
+
+// This step's tokens first, before the step changes anything: a data error on
+// any rank (a file changed under the run, an id outside the vocabulary) stops
+// every rank here, after saving the last finished step.
+void read_step_tokens_or_stop(Run& r, int64_t step, const DivergenceWatch& watch) {
+  std::string data_error;
+  try {
+    r.runner.read_step_tokens(step, r.data.sampler);
+  } catch (const UserError& e) {
+    data_error = e.what();
+  }
+  Communicator& world = r.mesh.world();
+  const std::string ranks = ranks_where(world, !data_error.empty());
+  if (ranks.empty()) return;
+  std::string saved;
+  if (r.at.step < step - 1) {
+    r.at = {step - 1, r.at.tokens_seen + r.tokens_per_step * (step - 1 - r.at.step), r.at.lineage, watch.history()};
+    saved = "; saved " + save_checkpoint(r.cfg, r.at, r.runner.state_tensors(), world) +
+            " (the last finished step) to resume from";
+  }
+  // One line: rank 0's own error (the command line prints it), else the
+  // first failing rank's, and from rank 0 a pointer to it.
+  const std::string first = ranks.substr(0, ranks.find(','));
+  const bool rank0_failed = first == "0";
+  if (!rank0_failed && std::to_string(world.rank()) == first) {
+    std::fprintf(stderr, "moe_train: error: rank %s: %s%s\n", first.c_str(), data_error.c_str(), saved.c_str());
+    std::fflush(stderr);
+  }
+  throw UserError(rank0_failed ? data_error + saved
+                               : fmt::format("a data error on rank {} stopped the run (rank {}'s line above){}", ranks,
+                                             first, saved));
+}
+
+// The steps from the one after r.at to train.max_steps (or a preemption).
+TrainOutcome train_steps(Run& r, const std::string& from) {
+  const TrainConfig& t = r.cfg.train;
+  Communicator& world = r.mesh.world();
+  const bool rank0 = world.rank() == 0;
+  const bool on_gpu = r.runner.placement().device == Device::kCuda;
   install_preemption_handlers();
   // Test hook (documented in docs/training.md): a NaN gradient at this step.
   if (const char* nan_at = std::getenv("MOE_TRAIN_INJECT_NAN_AT_STEP"); nan_at && *nan_at) {
-    runner.inject_nan_gradient_at(std::atoll(nan_at));
+    r.runner.inject_nan_gradient_at(std::atoll(nan_at));
   }
   // Divergence: each step is judged, and judges the checkpoint before it
   // (provisional until then; a loaded one that is not healthy is judged again).
-  DivergenceWatch watch(t.spike_factor, t.max_skipped, at.losses);
-  std::string provisional;
-  if (!from.empty() && at.health != CheckpointHealth::kHealthy && in_checkpoint_dir(from, cfg.checkpoint)) {
+  DivergenceWatch watch(t.spike_factor, t.max_skipped, r.at.losses);
+  std::string provisional, last_saved;
+  if (!from.empty() && r.at.health != CheckpointHealth::kHealthy && in_checkpoint_dir(from, r.cfg.checkpoint)) {
     provisional = from;
   }
 
   TrainOutcome outcome;
-  double time_sum = 0;
-  const int64_t first_step = at.step + 1;
+  double time_sum = 0, last_eval = NAN;
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t first_step = r.at.step + 1;
+  int64_t last_step = r.at.step;
   for (int64_t step = first_step; step <= t.max_steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
-    // This step's tokens first, before the step changes anything: a data
-    // error on any rank (a file changed under the run, an id outside the
-    // vocabulary) stops every rank here, after saving the last finished step.
-    std::string data_error;
-    try {
-      runner.read_step_tokens(step, sampler);
-    } catch (const UserError& e) {
-      data_error = e.what();
-    }
-    if (const std::string ranks = ranks_where(mesh.world(), !data_error.empty()); !ranks.empty()) {
-      std::string saved;
-      if (at.step < step - 1) {
-        at = {step - 1, at.tokens_seen + tokens_per_step * (step - 1 - at.step), at.lineage, watch.history()};
-        saved = "; saved " + save_checkpoint(cfg, at, state, mesh.world()) + " (the last finished step) to resume from";
-      }
-      // One line: rank 0's own error (the command line prints it), else the
-      // first failing rank's, and from rank 0 a pointer to it.
-      const std::string first = ranks.substr(0, ranks.find(','));
-      const bool rank0_failed = first == "0";
-      if (!rank0_failed && std::to_string(mesh.world().rank()) == first) {
-        std::fprintf(stderr, "moe_train: error: rank %s: %s%s\n", first.c_str(), data_error.c_str(), saved.c_str());
-        std::fflush(stderr);
-      }
-      throw UserError(rank0_failed ? data_error + saved
-                                   : fmt::format("a data error on rank {} stopped the run (rank {}'s line above){}",
-                                                 ranks, first, saved));
-    }
-    StepMetrics sm = stop_all_ranks_on_error(mesh.world(), [&] { return runner.step(step, sampler); });
+    read_step_tokens_or_stop(r, step, watch);
+    StepMetrics sm = stop_all_ranks_on_error(world, [&] { return r.runner.step(step, r.data.sampler); });
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (step > first_step) time_sum += sec;  // the first step carries one-off warm-up costs
     outcome.last_loss = sm.loss;
+    last_step = step;
     // The loss is global: every rank reaches the same verdict; rank 0 records it.
     const std::string unhealthy = watch.judge(step, sm.loss, sm.grad_norm);
     if (!unhealthy.empty() && !sm.skipped) spdlog::warn("{}", unhealthy);
-    if (rank0 && !provisional.empty()) record_checkpoint_health(cfg.checkpoint, provisional, unhealthy, at.lineage);
+    if (rank0 && !provisional.empty()) record_checkpoint_health(r.cfg.checkpoint, provisional, unhealthy, r.at.lineage);
     provisional.clear();
     if (sm.skipped && t.nan_policy == "abort") {
       throw NumericalFault(fmt::format("{} (train.nan_policy = \"abort\"); this step's update was not applied; {}",
-                                       unhealthy, how_to_go_on(cfg)));
+                                       unhealthy, how_to_go_on(r.cfg)));
     }
     if (watch.diverged()) {
       throw NumericalFault(
           fmt::format("{}; {} steps in a row skipped or spiking, more than train.max_skipped = {}: "
                       "the run has diverged; {}",
-                      unhealthy, watch.unhealthy_in_a_row(), t.max_skipped, how_to_go_on(cfg)));
+                      unhealthy, watch.unhealthy_in_a_row(), t.max_skipped, how_to_go_on(r.cfg)));
     }
-    if (step == first_step || step % cfg.metrics.log_interval == 0 || step == t.max_steps || sm.skipped) {
+    if (step == first_step || step % r.cfg.metrics.log_interval == 0 || step == t.max_steps || sm.skipped) {
       sm.step_time_sec = sec;
-      sm.tokens_per_sec = static_cast<double>(tokens_per_step) / sec;
-      sm.mfu = peak_flops > 0
-                   ? sizes.flops_per_token * sm.tokens_per_sec / (peak_flops * static_cast<double>(layout.world()))
-                   : 0.0;
+      sm.tokens_per_sec = static_cast<double>(r.tokens_per_step) / sec;
+      sm.mfu = r.peak_flops > 0 ? r.sizes.flops_per_token * sm.tokens_per_sec /
+                                      (r.peak_flops * static_cast<double>(r.layout.world()))
+                                : 0.0;
       const double mean_step = step > first_step ? time_sum / static_cast<double>(step - first_step) : sec;
       sm.eta_sec = mean_step * static_cast<double>(t.max_steps - step);
       sm.peak_bytes = on_gpu ? device_memory_stats().peak_in_use : peak_rss_bytes();
-      log.write(sm);
+      r.log.write(sm);
     }
-    if (eval_sampler && step % cfg.eval.interval == 0) {
-      log.write_eval(
-          step, stop_all_ranks_on_error(mesh.world(), [&] { return runner.evaluate(*eval_sampler, cfg.eval.steps); }));
+    if (r.data.eval_sampler && step % r.cfg.eval.interval == 0) {
+      last_eval =
+          stop_all_ranks_on_error(world, [&] { return r.runner.evaluate(*r.data.eval_sampler, r.cfg.eval.steps); });
+      r.log.write_eval(step, last_eval);
     }
 
-    const bool preempted = preemption_requested(mesh.world());
-    if (preempted || step % cfg.checkpoint.interval == 0 || step == t.max_steps) {
-      at = {step, at.tokens_seen + tokens_per_step * (step - at.step), at.lineage, watch.history()};
-      provisional = save_checkpoint(cfg, at, state, mesh.world());
+    const bool preempted = preemption_requested(world);
+    if (preempted || step % r.cfg.checkpoint.interval == 0 || step == t.max_steps) {
+      r.at = {step, r.at.tokens_seen + r.tokens_per_step * (step - r.at.step), r.at.lineage, watch.history()};
+      provisional = last_saved = save_checkpoint(r.cfg, r.at, r.runner.state_tensors(), world);
       spdlog::info("checkpoint saved: {}", provisional);
     }
     if (preempted) {
@@ -448,7 +548,56 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
       break;
     }
   }
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  log_summary(r, {first_step, last_step, wall, time_sum, outcome.last_loss, last_eval},
+              last_saved.empty() ? from : last_saved);
   return outcome;
+}
+
+}  // namespace
+
+TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOptions& options) {
+  spdlog::info("moe_train {}", version_line());
+  Mesh mesh(layout, make_world(layout, placement_of(cfg.train)), static_cast<double>(cfg.distributed.nccl_timeout_sec));
+  Communicator& world = mesh.world();
+  if (options.check_gpu && placement_of(cfg.train).device == Device::kCuda) check_gpus_before_training(cfg, world);
+  const std::unique_ptr<CheckpointLock> lock = lock_checkpoint_dir(cfg.checkpoint, world);
+  if (!options.init_from_hf.empty() && !cfg.checkpoint.initial_load_path.empty()) {
+    throw UserError(
+        fmt::format("--init-from-hf={} and checkpoint.initial_load_path = \"{}\" both give the initial "
+                    "weights: use one of them",
+                    options.init_from_hf, cfg.checkpoint.initial_load_path));
+  }
+  // What to resume from, decided before anything is built.
+  const std::string from = checkpoint_to_load(cfg.checkpoint);
+  if (from.empty()) refuse_fresh_start_beside(cfg.checkpoint);
+  const RunData data(cfg, world);
+  const DryRunReport sizes = estimate_dry_run(cfg, layout);
+  require_memory_fit(cfg.train, sizes, world);
+  // This rank's part of the model, planned once for the micro-batch shape.
+  StepRunner runner(cfg, mesh);
+  const auto [peak_flops, peak_source] = mfu_peak(cfg.metrics, runner.placement(), world.rank() == 0);
+  if (world.rank() == 0 && cfg.metrics.enable_wandb) {
+    spdlog::warn(
+        "metrics.enable_wandb = true: Weights & Biases is not supported; the metrics go to the JSONL file and, "
+        "with metrics.enable_tensorboard = true, to TensorBoard event files");
+  }
+  const MetricsFiles files = world.rank() == 0 ? metrics_files_of(cfg) : MetricsFiles{};
+  MetricsLog log(files);
+  const TrainConfig& t = cfg.train;
+  Run run{cfg,
+          layout,
+          mesh,
+          runner,
+          data,
+          sizes,
+          log,
+          files,
+          peak_flops,
+          t.batch_size * t.seq_len * t.grad_accum_steps * mesh.data_parallel().size(),
+          starting_position(cfg, options, from, runner, world)};
+  log_banner(run, from, peak_source);
+  return train_steps(run, from);
 }
 
 const char* auto_device() { return cuda_device_count() > 0 ? "cuda" : "cpu"; }
