@@ -46,6 +46,13 @@ const char* kUsage =
     "Turns text files into a byte-level token dataset (DIR/train, DIR/val; vocab 257:\n"
     "256 bytes + end of document) to train on with data.dataset_path = \"DIR/train\".\n"
     "\n"
+    "       moe_train eval CONFIG.toml [--checkpoint=PATH] [--section.key=value ...]\n"
+    "\n"
+    "Loss and perplexity of a checkpoint (--checkpoint: a step folder or a checkpoint\n"
+    "folder; default checkpoint.load_path, else the latest in checkpoint.dir) on\n"
+    "eval.steps batches of eval.dataset_path (default: the built-in corpus's validation\n"
+    "split), under any layout (mpirun -np N moe_train eval ...).\n"
+    "\n"
     "       moe_train plot RUN_DIR_OR_METRICS_JSONL [--output=PNG]\n"
     "\n"
     "Draws a run's metrics.jsonl as one PNG (beside it unless --output): train and eval\n"
@@ -89,10 +96,11 @@ int run_cli(const std::vector<std::string>& given, std::ostream& out, std::ostre
     const std::vector<std::string> args = join_option_values(given);
     const std::string command = args.empty() ? "" : args[0];
     const std::vector<std::string> rest(args.begin() + (args.empty() ? 0 : 1), args.end());
-    if (command == "check-gpu" || command == "prepare" || command == "plot") {
+    if (command == "check-gpu" || command == "prepare" || command == "plot" || command == "eval") {
       init_logging(static_cast<int>(env.rank));
       enter_bazel_workspace();
       if (command == "check-gpu") return run_check_gpu(rest, out, err);
+      if (command == "eval") return run_eval(rest, out);
       return command == "prepare" ? run_prepare(rest) : run_plot(rest, out);
     }
     const CommandLine cl = parse_command_line(args);

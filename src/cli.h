@@ -3,6 +3,7 @@
 //   moe_train CONFIG.toml [--section.key=value ...] [--print-config] [--dry-run]
 //             [--world-size=N] [--export-hf=DIR] [--init-from-hf=DIR] [--log-all-ranks]
 //   moe_train prepare --output=DIR [--val-fraction=F] TEXT_FILE...
+//   moe_train eval CONFIG.toml [--checkpoint=PATH] [--section.key=value ...]
 //   moe_train plot RUN_DIR_OR_METRICS_JSONL [--output=PNG]
 //   moe_train check-gpu [CONFIG.toml] [--section.key=value ...] [--device=N]
 //   moe_train --version

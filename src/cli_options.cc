@@ -5,13 +5,18 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include <spdlog/spdlog.h>
+
+#include "src/config/derived.h"
+#include "src/config/load.h"
+#include "src/config/validate.h"
 #include "src/core/user_error.h"
 
 namespace moe {
 
 std::vector<std::string> join_option_values(const std::vector<std::string>& args) {
-  static const std::vector<std::string> kValued = {"--world-size", "--export-hf",    "--init-from-hf",
-                                                   "--output",     "--val-fraction", "--device"};
+  static const std::vector<std::string> kValued = {"--world-size",   "--export-hf", "--init-from-hf", "--output",
+                                                   "--val-fraction", "--device",    "--checkpoint"};
   std::vector<std::string> out;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -44,6 +49,20 @@ void enter_bazel_workspace() {
   if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY"); ws && *ws && chdir(ws) != 0) {
     throw UserError(std::string("BUILD_WORKSPACE_DIRECTORY = ") + ws + ": cannot enter it; run from the workspace");
   }
+}
+
+// The config as the command line gives it: loaded with its overrides,
+// checked against the rules, and with its derived defaults filled in.
+JobConfig load_checked_config(const std::string& path, const std::vector<std::string>& overrides) {
+  LoadedConfig loaded = load_config_file(path, overrides);
+  if (!loaded.ignored_keys.empty()) {
+    std::string keys;
+    for (const auto& k : loaded.ignored_keys) keys += (keys.empty() ? "" : ", ") + k;
+    spdlog::info("ignored (PyTorch-trainer settings with no meaning here): {}", keys);
+  }
+  validate_config(loaded.cfg);
+  fill_derived_defaults(loaded.cfg);
+  return loaded.cfg;
 }
 
 }  // namespace moe

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "src/config/job_config.h"
+
 namespace moe {
 
 // `--key value` as well as `--key=value`: an option that takes a value (a
@@ -17,6 +19,10 @@ bool is_override(const std::string& a);
 
 // --world-size's value: a positive rank count, else a UserError.
 int64_t parse_world_size(const std::string& v);
+
+// The config as the command line gives it: loaded with its overrides
+// ("section.key=value"), checked against the rules, its derived defaults filled in.
+JobConfig load_checked_config(const std::string& path, const std::vector<std::string>& overrides);
 
 // Under `bazel run`, relative paths mean the workspace, not Bazel's runfiles tree.
 void enter_bazel_workspace();

@@ -29,20 +29,6 @@ const std::vector<std::string> kFlags = {
     "--print-config",  "--dry-run", "--world-size", "--export-hf",      "--init-from-hf",
     "--log-all-ranks", "--help",    "--version",    "--skip-gpu-check", "--archive-checkpoints"};
 
-// The config as the command line gives it: loaded with its overrides,
-// checked against the rules, and with its derived defaults filled in.
-JobConfig load_checked_config(const CommandLine& cl) {
-  LoadedConfig loaded = load_config_file(cl.config_path, cl.overrides);
-  if (!loaded.ignored_keys.empty()) {
-    std::string keys;
-    for (const auto& k : loaded.ignored_keys) keys += (keys.empty() ? "" : ", ") + k;
-    spdlog::info("ignored (PyTorch-trainer settings with no meaning here): {}", keys);
-  }
-  validate_config(loaded.cfg);
-  fill_derived_defaults(loaded.cfg);
-  return loaded.cfg;
-}
-
 // --print-config and --dry-run: the resolved config, and the plan with
 // whether it fits this machine's memory (host RAM or the GPU).
 int print_config_and_plan(JobConfig& cfg, const CommandLine& cl, std::ostream& out) {
@@ -167,7 +153,7 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
 }
 
 int run_train_command(const CommandLine& cl, std::ostream& out) {
-  JobConfig cfg = load_checked_config(cl);
+  JobConfig cfg = load_checked_config(cl.config_path, cl.overrides);
   if (cl.print_config || cl.dry_run) return print_config_and_plan(cfg, cl, out);
   if (cl.archive_checkpoints) return archive_command(cfg, out);
   if (!cl.export_hf_dir.empty()) return export_command(cfg, cl);

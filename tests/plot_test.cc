@@ -7,7 +7,7 @@
 #include <iterator>
 #include <string>
 
-#include "tests/test_support.h"
+#include "tests/cli_run.h"
 
 using Catch::Matchers::Contains;
 
@@ -15,11 +15,7 @@ namespace {
 
 using moe::test::fresh_dir;
 
-moe::test::CliResult run(const std::vector<std::string>& args) {
-  auto r = moe::test::run_cli_captured(args);
-  if (r.code != 0) UNSCOPED_INFO(r.err);
-  return r;
-}
+moe::test::CliResult run(const std::vector<std::string>& args) { return moe::test::run_cli_reporting(args); }
 
 // A PNG's width and height from its IHDR chunk; {0, 0} if it is not a PNG.
 std::pair<uint32_t, uint32_t> png_size(const std::string& path) {

@@ -224,12 +224,7 @@ struct DataSource {
 
 DataSource train_data_source(const JobConfig& cfg, Communicator& world) {
   if (!cfg.data.dataset_path.empty()) return {cfg.data.dataset_path, cfg.data.file_pattern};
-  const bool rank0 = world.rank() == 0;
-  std::string corpus;
-  const std::string fortunes = find_fortunes_dir(std::getenv("MOE_TRAIN_PREFIX"));
-  if (rank0) corpus = ensure_default_corpus(cache_dir(), fortunes);
-  world.barrier();
-  if (!rank0) corpus = ensure_default_corpus(cache_dir(), fortunes);  // prepared by now: only found
+  const std::string corpus = built_in_corpus(world);
   spdlog::info("data.dataset_path is empty: training on the built-in corpus ({}/train)", corpus);
   return {corpus + "/train", "*.npy"};
 }
@@ -598,6 +593,16 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
           starting_position(cfg, options, from, runner, world)};
   log_banner(run, from, peak_source);
   return train_steps(run, from);
+}
+
+std::string built_in_corpus(Communicator& world) {
+  const bool rank0 = world.rank() == 0;
+  std::string corpus;
+  const std::string fortunes = find_fortunes_dir(std::getenv("MOE_TRAIN_PREFIX"));
+  if (rank0) corpus = ensure_default_corpus(cache_dir(), fortunes);
+  world.barrier();
+  if (!rank0) corpus = ensure_default_corpus(cache_dir(), fortunes);  // prepared by now: only found
+  return corpus;
 }
 
 const char* auto_device() { return cuda_device_count() > 0 ? "cuda" : "cpu"; }

@@ -8,6 +8,7 @@
 
 #include "src/config/derived.h"
 #include "src/config/job_config.h"
+#include "src/parallel/communicator.h"
 
 namespace moe {
 
@@ -39,6 +40,10 @@ struct TrainOptions {
 // every checkpoint.interval steps, at the end, and on preemption. On CUDA,
 // a failed GPU check stops the run before step 1 (a UserError naming the op).
 TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOptions& options = {});
+
+// The built-in corpus's folder (train/ and val/ of the Debian fortunes text):
+// prepared once, by rank 0 while the other ranks of `world` wait.
+std::string built_in_corpus(Communicator& world);
 
 // What train.device = "auto" picks: "cuda" where a GPU is visible, else "cpu".
 const char* auto_device();

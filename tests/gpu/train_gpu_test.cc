@@ -4,7 +4,8 @@
 // - a micro-batch replayed as a CUDA graph computes what the eager pass does,
 //   bit for bit;
 // - a step allocates no device memory once warm;
-// - a checkpoint taken on the GPU resumes bit for bit.
+// - a checkpoint taken on the GPU resumes bit for bit;
+// - `moe_train eval` of a checkpoint on the GPU gives the CPU's loss.
 // loss_curve_gpu_test follows the full-size model over 50 steps.
 #include <catch2/catch.hpp>
 
@@ -15,6 +16,7 @@
 #include "src/core/cuda_device.h"
 #include "src/core/device_allocator.h"
 #include "src/train/checkpoint.h"
+#include "src/train/evaluate.h"
 #include "src/train/gpu_check.h"
 #include "tests/gpu/train_gpu_util.h"
 
@@ -107,4 +109,27 @@ TEST_CASE("a checkpoint saved on the GPU resumes bit for bit", "[gpu][train][che
     for (int64_t s = 6; s <= 8; ++s) resumed.push_back(runner.step(s, sampler).loss);
   }
   CHECK(resumed == straight);
+}
+
+TEST_CASE("eval of a checkpoint on the GPU gives the CPU's loss", "[gpu][train][eval]") {
+  REQUIRE(moe::cuda_device_count() > 0);
+  const Corpus corpus("train_gpu_eval", kSmall);
+  moe::JobConfig cpu = corpus.cfg;
+  cpu.checkpoint.dir = moe::test::fresh_dir("train_gpu_eval_ckpt");
+  cpu.eval.dataset_path = corpus.path;
+  cpu.eval.steps = 2;
+  {
+    moe::Mesh mesh(moe::Layout{}, moe::single_process_world());
+    moe::StepRunner runner(cpu, mesh);
+    for (int64_t s = 1; s <= 3; ++s) runner.step(s, corpus.sampler);
+    moe::save_checkpoint(cpu, {3, 0}, runner.state_tensors(), mesh.world());
+  }
+  moe::JobConfig gpu = debug_moe(corpus.path, "cuda", "fp32", kSmall);
+  gpu.checkpoint = cpu.checkpoint;
+  gpu.eval = cpu.eval;
+  const moe::EvalResult on_cpu = moe::evaluate_checkpoint(cpu, moe::Layout{}, "");
+  const moe::EvalResult on_gpu = moe::evaluate_checkpoint(gpu, moe::Layout{}, "");
+  std::printf("eval of step %ld: cpu %.6f  gpu fp32 %.6f\n", static_cast<long>(on_gpu.step), on_cpu.loss, on_gpu.loss);
+  CHECK(on_gpu.step == 3);
+  CHECK(relative(on_gpu.loss, on_cpu.loss) < 1e-4);
 }
