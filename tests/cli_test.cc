@@ -73,6 +73,33 @@ TEST_CASE("--dry-run prints the calculator's table") {
   CHECK_THAT(r.out, Contains("routed-expert share of total"));
 }
 
+TEST_CASE("--dry-run --world-size plans each collective's bytes and time, and the compute beside them") {
+  Result r = run({"configs/train/moe_ep_32gpu.toml", "--dry-run", "--world-size", "32"});
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.out, Contains("network: 4 ranks per node"));  // the config's gpus_per_node
+  // tp = 4 fills a node of 4; ep and dp_shard are outer axes, so they cross nodes.
+  CHECK(std::regex_search(r.out, std::regex("TP all-reduce of the activations +tp +4 ranks in a node +48 launches")));
+  CHECK(std::regex_search(r.out,
+                          std::regex("EP all-to-all of the routed tokens +ep +2 ranks across nodes +120 launches")));
+  CHECK(std::regex_search(r.out, std::regex("FSDP all-gather of the weights +dp_shard +4 ranks across nodes")));
+  CHECK_THAT(r.out, Contains("FSDP reduce-scatter of the gradients"));
+  CHECK_THAT(r.out, Contains("all-reduce of the other gradients"));
+  CHECK(std::regex_search(r.out, std::regex("total +[0-9.]+ GiB +[0-9.]+ ms")));
+  CHECK_THAT(r.out, Contains("at 40% MFU of 989 TFLOP/s"));
+  // A faster network shortens the time; one rank has nothing to plan.
+  Result fast = run({"configs/train/moe_ep_32gpu.toml", "--dry-run", "--world-size=32",
+                     "--distributed.inter_node_gb_s=450", "--metrics.planned_mfu=0.5"});
+  REQUIRE(fast.code == 0);
+  CHECK_THAT(fast.out, Contains("at 50% MFU"));
+  std::smatch a, b;
+  REQUIRE(std::regex_search(r.out, a, std::regex("total +[0-9.]+ GiB +([0-9.]+) ms")));
+  REQUIRE(std::regex_search(fast.out, b, std::regex("total +[0-9.]+ GiB +([0-9.]+) ms")));
+  CHECK(std::stod(b[1]) < std::stod(a[1]));
+  Result one = run({"configs/train/debug_moe.toml", "--dry-run", "--train.device=cpu", "--world-size=1"});
+  REQUIRE(one.code == 0);
+  CHECK_THAT(one.out, Contains("communication per step and rank: none"));
+}
+
 TEST_CASE("command-line mistakes exit 2 with one line") {
   Result none = run({});
   CHECK(none.code == 2);

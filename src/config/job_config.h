@@ -102,6 +102,15 @@ struct DistributedConfig {
   int64_t pp = 1;
   int64_t cp = 1;
   int64_t nccl_timeout_sec = 1800;
+  // ours: the network --dry-run plans the collectives' time on (alpha-beta:
+  // a collective of S bytes over p ranks takes latency + (p-1)/p x S / bandwidth,
+  // twice that for an all-reduce). Defaults: H100 SXM nodes of 8 GPUs, NVLink
+  // and one 400 Gb/s InfiniBand NIC per GPU, at NCCL's measured bus bandwidths.
+  int64_t gpus_per_node = 8;
+  double intra_node_gb_s = 360;
+  double inter_node_gb_s = 45;
+  double intra_node_latency_us = 10;
+  double inter_node_latency_us = 20;
 };
 
 struct DataConfig {
@@ -138,6 +147,7 @@ struct MetricsConfig {
   // ours: the peak (TFLOP/s per rank) MFU is divided by; 0 = the GPU's bf16
   // spec, or the CPU's sgemm rate measured once per machine
   double peak_tflops = 0;
+  double planned_mfu = 0.4;  // ours: the MFU --dry-run plans the compute time at
 };
 
 struct JobConfig {

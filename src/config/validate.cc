@@ -97,12 +97,19 @@ void check_sizes(const JobConfig& c) {
   positive("distributed.pp", d.pp);
   positive("distributed.cp", d.cp);
   positive("distributed.nccl_timeout_sec", d.nccl_timeout_sec);
+  positive("distributed.gpus_per_node", d.gpus_per_node);
+  positive("distributed.intra_node_gb_s", d.intra_node_gb_s);
+  positive("distributed.inter_node_gb_s", d.inter_node_gb_s);
+  non_negative("distributed.intra_node_latency_us", d.intra_node_latency_us);
+  non_negative("distributed.inter_node_latency_us", d.inter_node_latency_us);
 
   positive("eval.interval", c.eval.interval);
   positive("eval.steps", c.eval.steps);
   positive("checkpoint.interval", c.checkpoint.interval);
   positive("metrics.log_interval", c.metrics.log_interval);
   non_negative("metrics.peak_tflops", c.metrics.peak_tflops);
+  positive("metrics.planned_mfu", c.metrics.planned_mfu);
+  in_unit_interval("metrics.planned_mfu", c.metrics.planned_mfu, true);
 }
 
 // Sizes far beyond any model trained today, so that every count and byte

@@ -43,17 +43,24 @@ Mesh::Mesh(const Layout& layout, std::unique_ptr<Communicator> world, double col
   dp_replicate_ = world_->split(color({0, c.dp_shard, c.ep, c.tp}), key);
   data_parallel_ = world_->split(color({0, 0, 0, c.tp}), key);
   non_expert_replicas_ = world_->split(color({0, c.dp_shard, 0, c.tp}), key);
-  if (collective_timeout_s > 0 && world_->size() > 1) {
-    const std::pair<std::unique_ptr<Communicator>*, const char*> groups[] = {
-        {&world_, "world"},
-        {&tp_, "tp"},
-        {&ep_, "ep"},
-        {&dp_shard_, "dp_shard"},
-        {&dp_replicate_, "dp_replicate"},
-        {&data_parallel_, "data_parallel"},
-        {&non_expert_replicas_, "non_expert_replicas"}};
-    for (const auto& [group, name] : groups)
-      *group = with_collective_timeout(std::move(*group), collective_timeout_s, name);
+  struct Group {
+    std::unique_ptr<Communicator>* comm;
+    const char* name;
+    GroupTraffic* traffic;
+  };
+  MeshTraffic& t = *traffic_;
+  const Group groups[] = {{&world_, "world", &t.world},
+                          {&tp_, "tp", &t.tp},
+                          {&ep_, "ep", &t.ep},
+                          {&dp_shard_, "dp_shard", &t.dp_shard},
+                          {&dp_replicate_, "dp_replicate", &t.dp_replicate},
+                          {&data_parallel_, "data_parallel", &t.data_parallel},
+                          {&non_expert_replicas_, "non_expert_replicas", &t.non_expert_replicas}};
+  for (const Group& g : groups) {
+    if (collective_timeout_s > 0 && world_->size() > 1) {
+      *g.comm = with_collective_timeout(std::move(*g.comm), collective_timeout_s, g.name);
+    }
+    *g.comm = with_traffic_count(std::move(*g.comm), g.traffic);
   }
 }
 

@@ -14,6 +14,7 @@
 
 #include "src/config/derived.h"
 #include "src/parallel/communicator.h"
+#include "src/parallel/traffic_count.h"
 
 namespace moe {
 
@@ -26,6 +27,11 @@ MeshCoord mesh_coord(const Layout& layout, int64_t rank);
 int64_t mesh_rank(const Layout& layout, const MeshCoord& c);
 // This rank's index within the data-parallel group (which slice of the global batch it reads).
 int64_t data_parallel_index(const Layout& layout, const MeshCoord& c);
+
+// What each group moved since the mesh was built (or reset_traffic()).
+struct MeshTraffic {
+  GroupTraffic world, tp, ep, dp_shard, dp_replicate, data_parallel, non_expert_replicas;
+};
 
 class Mesh {
  public:
@@ -44,10 +50,13 @@ class Mesh {
   Communicator& dp_replicate() { return *dp_replicate_; }
   Communicator& data_parallel() { return *data_parallel_; }
   Communicator& non_expert_replicas() { return *non_expert_replicas_; }
+  const MeshTraffic& traffic() const { return *traffic_; }
+  void reset_traffic() { *traffic_ = MeshTraffic{}; }
 
  private:
   Layout layout_;
   MeshCoord coord_;
+  std::unique_ptr<MeshTraffic> traffic_ = std::make_unique<MeshTraffic>();  // stays put if the mesh moves
   std::unique_ptr<Communicator> world_, tp_, ep_, dp_shard_, dp_replicate_, data_parallel_, non_expert_replicas_;
 };
 

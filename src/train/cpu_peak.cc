@@ -67,14 +67,17 @@ double measure_cpu_peak_flops() {
 
 std::string cpu_peak_cache_path() { return fmt::format("{}/cpu_peak/{:016x}.txt", cache_dir(), fnv1a(identity())); }
 
+std::optional<double> cached_cpu_peak_flops() {
+  std::ifstream in(cpu_peak_cache_path());
+  std::string word;
+  double flops = 0;
+  if (in >> word >> flops && word == "flops" && flops > 0) return flops;
+  return std::nullopt;
+}
+
 CpuPeak cpu_peak_flops() {
   const std::string path = cpu_peak_cache_path();
-  {
-    std::ifstream in(path);
-    std::string word;
-    double flops = 0;
-    if (in >> word >> flops && word == "flops" && flops > 0) return {flops, "measured before, " + path};
-  }
+  if (const auto cached = cached_cpu_peak_flops()) return {*cached, "measured before, " + path};
   // Rounded as the file keeps it, so that this run and the next report alike.
   const double flops = std::stod(fmt::format("{:.6e}", measure_cpu_peak_flops()));
   try {

@@ -5,6 +5,7 @@
 // every start moved with whatever else the machine was doing.
 #pragma once
 
+#include <optional>
 #include <string>
 
 namespace moe {
@@ -17,6 +18,9 @@ struct CpuPeak {
 // The cached figure for this machine (CPU model, the CPUs this process may
 // use, the BLAS library and its threads), or a new measurement, cached.
 CpuPeak cpu_peak_flops();
+
+// The figure kept for this machine, if a run measured it (nothing is measured).
+std::optional<double> cached_cpu_peak_flops();
 
 // FLOP/s of sgemm on 1024 x 1024 x 1024, best of 5 runs after a warm-up (~0.1 s).
 double measure_cpu_peak_flops();

@@ -10,6 +10,7 @@
 #include "src/kernels/kernel_choice.h"
 #include "src/model/param_spec.h"
 #include "src/parallel/param_sharding.h"
+#include "src/train/comm_plan.h"
 #include "src/train/placement.h"
 
 namespace moe {
@@ -263,6 +264,9 @@ std::string format_dry_run(const DryRunReport& r, const JobConfig& cfg, const st
                                                 (cfg.train.deterministic ? "" : ", not deterministic") + ")");
     line("total on a GPU", bytes(r.gpu_total_bytes));
   }
+  const CommPlan comm =
+      plan_communication(cfg, l, r.compute_dtype == "bf16" ? 2 : 4, r.flops_per_token, cfg.train.device != "cpu");
+  out += format_comm_plan(comm, cfg);
   return out;
 }
 
