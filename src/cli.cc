@@ -53,6 +53,13 @@ const char* kUsage =
     "eval.steps batches of eval.dataset_path (default: the built-in corpus's validation\n"
     "split), under any layout (mpirun -np N moe_train eval ...).\n"
     "\n"
+    "       moe_train generate CONFIG.toml --prompt=TEXT [--max-new-tokens=200] [--temperature=1.0]\n"
+    "                          [--top-k=0] [--top-p=1.0] [--seed=0] [--checkpoint=PATH]\n"
+    "\n"
+    "Samples text from a checkpoint (as eval picks it) with a KV cache, on the CPU or\n"
+    "a GPU (train.device): the prompt's bytes start a new document, and sampling stops\n"
+    "at the end of the document or after --max-new-tokens (temperature 0: greedy).\n"
+    "\n"
     "       moe_train plot RUN_DIR_OR_METRICS_JSONL [--output=PNG]\n"
     "\n"
     "Draws a run's metrics.jsonl as one PNG (beside it unless --output): train and eval\n"
@@ -96,11 +103,13 @@ int run_cli(const std::vector<std::string>& given, std::ostream& out, std::ostre
     const std::vector<std::string> args = join_option_values(given);
     const std::string command = args.empty() ? "" : args[0];
     const std::vector<std::string> rest(args.begin() + (args.empty() ? 0 : 1), args.end());
-    if (command == "check-gpu" || command == "prepare" || command == "plot" || command == "eval") {
+    if (command == "check-gpu" || command == "prepare" || command == "plot" || command == "eval" ||
+        command == "generate") {
       init_logging(static_cast<int>(env.rank));
       enter_bazel_workspace();
       if (command == "check-gpu") return run_check_gpu(rest, out, err);
       if (command == "eval") return run_eval(rest, out);
+      if (command == "generate") return run_generate(rest, out);
       return command == "prepare" ? run_prepare(rest) : run_plot(rest, out);
     }
     const CommandLine cl = parse_command_line(args);

@@ -4,6 +4,7 @@
 //             [--world-size=N] [--export-hf=DIR] [--init-from-hf=DIR] [--log-all-ranks]
 //   moe_train prepare --output=DIR [--val-fraction=F] TEXT_FILE...
 //   moe_train eval CONFIG.toml [--checkpoint=PATH] [--section.key=value ...]
+//   moe_train generate CONFIG.toml --prompt=TEXT [--max-new-tokens=N --temperature=T --top-k=K --top-p=P --seed=S]
 //   moe_train plot RUN_DIR_OR_METRICS_JSONL [--output=PNG]
 //   moe_train check-gpu [CONFIG.toml] [--section.key=value ...] [--device=N]
 //   moe_train --version

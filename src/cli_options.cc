@@ -15,8 +15,9 @@
 namespace moe {
 
 std::vector<std::string> join_option_values(const std::vector<std::string>& args) {
-  static const std::vector<std::string> kValued = {"--world-size",   "--export-hf", "--init-from-hf", "--output",
-                                                   "--val-fraction", "--device",    "--checkpoint"};
+  static const std::vector<std::string> kValued = {
+      "--world-size", "--export-hf",      "--init-from-hf", "--output", "--val-fraction", "--device", "--checkpoint",
+      "--prompt",     "--max-new-tokens", "--temperature",  "--top-k",  "--top-p",        "--seed"};
   std::vector<std::string> out;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];

@@ -1,5 +1,5 @@
 // The commands of the moe_train binary, one file each (cli_train.cc,
-// cli_prepare.cc, cli_eval.cc, cli_plot.cc, cli_check_gpu.cc). run_cli (cli.cc) picks one and turns
+// cli_prepare.cc, cli_eval.cc, cli_generate.cc, cli_plot.cc, cli_check_gpu.cc). run_cli (cli.cc) picks one and turns
 // its errors into exit codes; each returns the exit code of a normal end.
 #pragma once
 
@@ -20,6 +20,9 @@ int run_prepare(const std::vector<std::string>& args);
 
 // moe_train eval CONFIG.toml [--checkpoint=PATH] [--section.key=value ...]
 int run_eval(const std::vector<std::string>& args, std::ostream& out);
+
+// moe_train generate CONFIG.toml --prompt=TEXT [sampling options] [--checkpoint=PATH] [--section.key=value ...]
+int run_generate(const std::vector<std::string>& args, std::ostream& out);
 
 // moe_train plot RUN_DIR_OR_METRICS_JSONL [--output=PNG]
 int run_plot(const std::vector<std::string>& args, std::ostream& out);

@@ -225,4 +225,11 @@ for change in truncate rewrite mpirun-truncate; do
   check "$change under a run: no SIGBUS, no crash" bash -c '! grep -qiE "bus error|core dumped|terminate called|signal" "$0"' "$tmp/chg.log"
 done
 
+# KempnerForge's W&B switch: accepted, with one warning that points to what works.
+out=$("$BIN" configs/train/debug_moe.toml --train.device=cpu --model.dim=32 --model.n_layers=2 --train.seq_len=16 \
+      --train.max_steps=1 --metrics.enable_wandb=true --metrics.wandb_project=kf --checkpoint.dir="$tmp/ckpt_wandb" 2>&1); rc=$?
+check "enable_wandb = true: trains (exit 0)" test "$rc" -eq 0
+check "enable_wandb = true: one warning naming JSONL and TensorBoard" \
+  bash -c '[ "$(grep -c "Weights & Biases is not supported" <<<"$0")" -eq 1 ] && grep -q "JSONL file and, with metrics.enable_tensorboard = true, to TensorBoard" <<<"$0"' "$out"
+
 exit $fail

@@ -438,8 +438,21 @@ std::vector<Case> cases(const Shapes& sh) {
                    s.output("x", x, s.tol(A, f32_5));
                  }});
   }
+  // Generation rotates one row at its position.
+  c.push_back({"rope_forward", dims({1, 1, H, Dh}) + " at position " + std::to_string(T - 1), true, [=](Side& s) {
+                 const Tensor x = s.randn({1, 1, H, Dh}, A);
+                 s.run([&] { ops::rope_forward(x, 10000.0f, T - 1); });
+                 s.output("x", x, s.tol(A, f32_5));
+               }});
   // Attention: atol a fraction of the largest value (attention_gpu_test's rule).
   const Tol att{1e-4, 1e-4, true}, att_bf16{2e-2, 2e-2, true};
+  c.push_back({"attention_decode", "q " + dims({H, Dh}) + ", cache " + dims({T, G, Dh}), true, [=](Side& s) {
+                 const Tol tol = s.act() == DType::kBF16 ? att_bf16 : att;
+                 const Tensor out = s.zeros({H, Dh}, A), q = s.randn({H, Dh}, A);
+                 const Tensor k = s.randn({T, G, Dh}, A), v = s.randn({T, G, Dh}, A);
+                 s.run([&] { ops::attention_decode(out, q, k, v, T); });
+                 s.output("out", out, tol);
+               }});
   c.push_back(
       {"attention_forward", "q " + dims({B, T, H, Dh}) + ", kv " + dims({B, T, G, Dh}), true, [=](Side& s) {
          const Tol tol = s.act() == DType::kBF16 ? att_bf16 : att;

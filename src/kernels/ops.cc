@@ -230,12 +230,15 @@ void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dou
                        rows_of(x_NI), w_OI.size(1), w_OI.size(0));
 }
 
-void rope_forward(const Tensor& x_BTHDh, float theta) {
+void rope_forward(const Tensor& x_BTHDh, float theta, int64_t first_position) {
   const OpCall call("rope_forward", Placement(x_BTHDh));
-  call.expect(x_BTHDh.ndim == 4, [&] { return "x must be [B, T, heads, Dh], is " + x_BTHDh.shape_string(); });
-  if (call.on_device()) return cuda::rope_forward(x_BTHDh, theta);
+  call.expect(x_BTHDh.ndim == 4 && first_position >= 0, [&] {
+    return "x must be [B, T, heads, Dh] at a position >= 0, is " + x_BTHDh.shape_string() + " at " +
+           std::to_string(first_position);
+  });
+  if (call.on_device()) return cuda::rope_forward(x_BTHDh, theta, first_position);
   cpu::rope_forward(write_f32(x_BTHDh), x_BTHDh.size(0) * x_BTHDh.size(1), x_BTHDh.size(1), x_BTHDh.size(2),
-                    x_BTHDh.size(3), theta);
+                    x_BTHDh.size(3), theta, first_position);
 }
 
 void rope_backward(const Tensor& dx_BTHDh, float theta) {
@@ -261,6 +264,23 @@ void attention_forward(const Tensor& out, const Tensor& lse_BHT, const Tensor& q
   }
   cpu::attention_forward(write_f32(out), write_f32(lse_BHT), read_f32(q), read_f32(k), read_f32(v), q.size(0),
                          q.size(1), q.size(2), k.size(2), q.size(3));
+}
+
+void attention_decode(const Tensor& out_HDh, const Tensor& q_HDh, const Tensor& k_cache_TGDh,
+                      const Tensor& v_cache_TGDh, int64_t length) {
+  const OpCall call("attention_decode", Placement(out_HDh, q_HDh, k_cache_TGDh, v_cache_TGDh));
+  call.expect(
+      q_HDh.ndim == 2 && same_shape(out_HDh, q_HDh) && k_cache_TGDh.ndim == 3 &&
+          same_shape(k_cache_TGDh, v_cache_TGDh) && k_cache_TGDh.size(1) > 0 &&
+          q_HDh.size(0) % k_cache_TGDh.size(1) == 0 && k_cache_TGDh.size(2) == q_HDh.size(1) && length > 0 &&
+          length <= k_cache_TGDh.size(0),
+      [&] {
+        return shapes({{"out", &out_HDh}, {"q", &q_HDh}, {"k_cache", &k_cache_TGDh}, {"v_cache", &v_cache_TGDh}}) +
+               ", length " + std::to_string(length);
+      });
+  if (call.on_device()) return cuda::attention_decode(out_HDh, q_HDh, k_cache_TGDh, v_cache_TGDh, length);
+  cpu::attention_decode(write_f32(out_HDh), read_f32(q_HDh), read_f32(k_cache_TGDh), read_f32(v_cache_TGDh), length,
+                        q_HDh.size(0), k_cache_TGDh.size(1), q_HDh.size(1));
 }
 
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,

@@ -47,8 +47,9 @@ void matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI
 void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dout_NO, const Tensor& x_NI,
                      const Tensor& w_OI, GradInto dx_into = GradInto::kAdd);
 
-// x: [B, T, heads, Dh], rotated in place.
-void rope_forward(const Tensor& x_BTHDh, float theta);
+// x: [B, T, heads, Dh], rotated in place; row t of a sequence sits at
+// position first_position + t (generation rotates one new row at its place).
+void rope_forward(const Tensor& x_BTHDh, float theta, int64_t first_position = 0);
 void rope_backward(const Tensor& dx_BTHDh, float theta);
 
 // q, out: [B, T, H, Dh]; k, v: [B, T, G, Dh]; lse: [B, H, T]. The backward
@@ -57,6 +58,13 @@ void rope_backward(const Tensor& dx_BTHDh, float theta);
 void attention_forward(const Tensor& out, const Tensor& lse_BHT, const Tensor& q, const Tensor& k, const Tensor& v);
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse_BHT);
+
+// One query row against a KV cache (generation): q, out [H, Dh]; k_cache,
+// v_cache [T_max, G, Dh], of which the first `length` rows are read. The
+// causal attention of the last of `length` tokens: the same scale and
+// softmax as attention_forward.
+void attention_decode(const Tensor& out_HDh, const Tensor& q_HDh, const Tensor& k_cache_TGDh,
+                      const Tensor& v_cache_TGDh, int64_t length);
 
 // out = silu(a) * b. The backward WRITES da and db.
 void swiglu_forward(const Tensor& out, const Tensor& a, const Tensor& b);

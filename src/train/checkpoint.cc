@@ -382,6 +382,20 @@ std::string resolve_step_folder(const std::string& path) {
   return path;
 }
 
+std::string checkpoint_to_read(const CheckpointConfig& c, const std::string& given, const std::string& command,
+                               const std::string& purpose) {
+  if (!given.empty()) return resolve_step_folder(given);
+  if (!c.load_path.empty()) return resolve_step_folder(c.load_path);
+  const std::string latest = latest_checkpoint(c.dir);
+  if (latest.empty()) {
+    throw UserError(
+        fmt::format("{}: checkpoint.dir = \"{}\" holds no checkpoint to {}: train first, or give one "
+                    "with --checkpoint=STEP_FOLDER",
+                    command, c.dir, purpose));
+  }
+  return latest;
+}
+
 std::string checkpoint_router(const std::string& path) {
   std::ifstream in(resolve_step_folder(path) + "/metadata.json", std::ios::binary);
   try {

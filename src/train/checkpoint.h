@@ -93,6 +93,12 @@ std::string newest_healthy_checkpoint(const std::string& dir);
 // A step folder as given, or the one a checkpoint folder's `latest` names.
 std::string resolve_step_folder(const std::string& path);
 
+// The checkpoint a command reads (`eval`, `generate`): `given` (a step folder
+// or a checkpoint folder), else checkpoint.load_path, else the latest in
+// checkpoint.dir. None is a UserError: "<command>: ... holds no checkpoint to <purpose> ...".
+std::string checkpoint_to_read(const CheckpointConfig& c, const std::string& given, const std::string& command,
+                               const std::string& purpose);
+
 // The model.moe_router the checkpoint at `path` (a step folder, or a folder
 // with `latest`) was trained with, from its metadata.json ("" when it does not
 // say). Router kinds share their tensors, so only this tells them apart.

@@ -14,22 +14,6 @@
 #include "src/train/world.h"
 
 namespace moe {
-namespace {
-
-std::string checkpoint_to_evaluate(const JobConfig& cfg, const std::string& given) {
-  if (!given.empty()) return resolve_step_folder(given);
-  if (!cfg.checkpoint.load_path.empty()) return resolve_step_folder(cfg.checkpoint.load_path);
-  const std::string latest = latest_checkpoint(cfg.checkpoint.dir);
-  if (latest.empty()) {
-    throw UserError(
-        fmt::format("eval: checkpoint.dir = \"{}\" holds no checkpoint to evaluate: train first, or give "
-                    "one with --checkpoint=STEP_FOLDER",
-                    cfg.checkpoint.dir));
-  }
-  return latest;
-}
-
-}  // namespace
 
 EvalResult evaluate_checkpoint(const JobConfig& cfg, const Layout& layout, const std::string& checkpoint) {
   spdlog::info("moe_train {}", version_line());
@@ -47,7 +31,7 @@ EvalResult evaluate_checkpoint(const JobConfig& cfg, const Layout& layout, const
     result.data = built_in_corpus(mesh.world()) + "/val";
     pattern = "*.npy";
   }
-  result.checkpoint = checkpoint_to_evaluate(cfg, checkpoint);
+  result.checkpoint = checkpoint_to_read(cfg.checkpoint, checkpoint, "eval", "evaluate");
   const TokenDataset data = TokenDataset::open(result.data, pattern, cfg.model.vocab_size, "eval");
   spdlog::info("eval data: {}", data.describe());
   const BatchSampler sampler(data, cfg.train.seq_len, cfg.train.batch_size, cfg.train.seed);

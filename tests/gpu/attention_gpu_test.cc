@@ -11,6 +11,7 @@
 // - lse is F32 for both (fp32 softmax statistics): rtol 1e-4, atol 1e-4
 //   (F32) or 1e-3 (BF16: the scores come from tensor-core fp32 sums).
 #include <algorithm>
+#include <array>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
@@ -211,5 +212,42 @@ TEST_CASE("GPU attention refuses what it does not support, naming the op and the
                        lse = device_tensor({1, 1, 8}, DType::kF32);
     REQUIRE_THROWS_WITH(moe::ops::attention_forward(out.t, lse.t, q.t, k.t, v.t),
                         Contains("attention_forward") && Contains("lse"));
+  }
+}
+
+TEST_CASE("GPU attention_decode and RoPE at a position match the CPU, F32 and BF16") {
+  REQUIRE(moe::cuda_device_count() > 0);
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    for (const auto& [T, length, H, G, Dh] :
+         std::vector<std::array<int64_t, 5>>{{16, 1, 4, 2, 64}, {40, 37, 8, 2, 128}, {64, 64, 2, 2, 32}}) {
+      DYNAMIC_SECTION(moe::dtype_name(dtype) << " length " << length << " H " << H << " G " << G << " Dh " << Dh) {
+        const bool bf16 = dtype == DType::kBF16;
+        auto values = [&](size_t n, uint32_t seed) {
+          auto v = moe::test::random_vector(n, seed);
+          return bf16 ? moe::test::bf16_rounded(v) : v;
+        };
+        const auto q = values(static_cast<size_t>(H * Dh), 1);
+        const auto k = values(static_cast<size_t>(T * G * Dh), 2), v = values(static_cast<size_t>(T * G * Dh), 3);
+        std::vector<float> want(q.size());
+        moe::cpu::attention_decode(want.data(), q.data(), k.data(), v.data(), length, H, G, Dh);
+        const auto dq = moe::test::upload(q, {H, Dh}, dtype);
+        const auto dk = moe::test::upload(k, {T, G, Dh}, dtype), dv = moe::test::upload(v, {T, G, Dh}, dtype);
+        const auto dout = moe::test::device_tensor({H, Dh}, dtype);
+        moe::ops::attention_decode(dout.t, dq.t, dk.t, dv.t, length);
+        const auto got = moe::test::download(dout.t);
+        for (size_t i = 0; i < want.size(); ++i) {
+          INFO("element " << i);
+          CHECK(std::abs(got[i] - want[i]) <= (bf16 ? 1e-2 : 1e-5) * (1 + std::abs(want[i])));
+        }
+        // RoPE of one row at position length - 1.
+        std::vector<float> r = q;
+        moe::cpu::rope_forward(r.data(), 1, 1, H, Dh, 10000.0f, length - 1);
+        const auto dr = moe::test::upload(q, {1, 1, H, Dh}, dtype);
+        moe::ops::rope_forward(dr.t, 10000.0f, length - 1);
+        const auto rot = moe::test::download(dr.t);
+        for (size_t i = 0; i < r.size(); ++i)
+          CHECK(std::abs(rot[i] - r[i]) <= (bf16 ? 1e-2 : 1e-5) * (1 + std::abs(r[i])));
+      }
+    }
   }
 }

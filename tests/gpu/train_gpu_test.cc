@@ -5,7 +5,8 @@
 //   bit for bit;
 // - a step allocates no device memory once warm;
 // - a checkpoint taken on the GPU resumes bit for bit;
-// - `moe_train eval` of a checkpoint on the GPU gives the CPU's loss.
+// - `moe_train eval` of a checkpoint on the GPU gives the CPU's loss;
+// - generation's KV-cache decoder on the GPU gives the CPU's logits.
 // loss_curve_gpu_test follows the full-size model over 50 steps.
 #include <catch2/catch.hpp>
 
@@ -17,6 +18,8 @@
 #include "src/core/device_allocator.h"
 #include "src/train/checkpoint.h"
 #include "src/train/evaluate.h"
+#include "src/train/generate.h"
+#include "src/model/decoder.h"
 #include "src/train/gpu_check.h"
 #include "tests/gpu/train_gpu_util.h"
 
@@ -27,6 +30,14 @@ using moe::test::relative;
 namespace {
 constexpr bool kSmall = true;
 constexpr int64_t kFirstSteps = 8;
+
+// `steps` steps of `cfg` on one process, then a checkpoint in cfg.checkpoint.dir.
+void train_and_save(const moe::JobConfig& cfg, const moe::BatchSampler& sampler, int64_t steps) {
+  moe::Mesh mesh(moe::Layout{}, moe::single_process_world());
+  moe::StepRunner runner(cfg, mesh);
+  for (int64_t s = 1; s <= steps; ++s) runner.step(s, sampler);
+  moe::save_checkpoint(cfg, {steps, 0}, runner.state_tensors(), mesh.world());
+}
 }  // namespace
 
 // Tolerances on the loss relative to the CPU's, as in loss_curve_gpu_test for
@@ -118,12 +129,7 @@ TEST_CASE("eval of a checkpoint on the GPU gives the CPU's loss", "[gpu][train][
   cpu.checkpoint.dir = moe::test::fresh_dir("train_gpu_eval_ckpt");
   cpu.eval.dataset_path = corpus.path;
   cpu.eval.steps = 2;
-  {
-    moe::Mesh mesh(moe::Layout{}, moe::single_process_world());
-    moe::StepRunner runner(cpu, mesh);
-    for (int64_t s = 1; s <= 3; ++s) runner.step(s, corpus.sampler);
-    moe::save_checkpoint(cpu, {3, 0}, runner.state_tensors(), mesh.world());
-  }
+  train_and_save(cpu, corpus.sampler, 3);
   moe::JobConfig gpu = debug_moe(corpus.path, "cuda", "fp32", kSmall);
   gpu.checkpoint = cpu.checkpoint;
   gpu.eval = cpu.eval;
@@ -132,4 +138,41 @@ TEST_CASE("eval of a checkpoint on the GPU gives the CPU's loss", "[gpu][train][
   std::printf("eval of step %ld: cpu %.6f  gpu fp32 %.6f\n", static_cast<long>(on_gpu.step), on_cpu.loss, on_gpu.loss);
   CHECK(on_gpu.step == 3);
   CHECK(relative(on_gpu.loss, on_cpu.loss) < 1e-4);
+}
+
+TEST_CASE("generation's decoder on the GPU gives the CPU's logits, and generate runs there", "[gpu][generate]") {
+  REQUIRE(moe::cuda_device_count() > 0);
+  const Corpus corpus("train_gpu_generate", kSmall);
+  moe::JobConfig cpu = corpus.cfg;
+  cpu.checkpoint.dir = moe::test::fresh_dir("train_gpu_generate_ckpt");
+  train_and_save(cpu, corpus.sampler, 3);
+  moe::JobConfig gpu = debug_moe(corpus.path, "cuda", "fp32", kSmall);
+  gpu.checkpoint = cpu.checkpoint;
+  auto logits_of = [&](const moe::JobConfig& cfg) {
+    moe::Mesh mesh(moe::Layout{}, moe::single_process_world());
+    moe::StepRunner runner(cfg, mesh);
+    runner.load_checkpoint(cfg.checkpoint.dir);
+    moe::TensorPool pool(runner.placement().device);
+    moe::Decoder decoder(cfg.model, runner.params(), {}, 12, pool);
+    std::vector<std::vector<float>> out;
+    for (int64_t t = 0; t < 12; ++t) out.push_back(decoder.step(static_cast<int32_t>((t * 37 + 5) % 200), t));
+    return out;
+  };
+  const auto on_cpu = logits_of(cpu), on_gpu = logits_of(gpu);
+  for (size_t t = 0; t < on_cpu.size(); ++t) {
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < on_cpu[t].size(); ++i) {
+      worst = std::max(worst, std::abs(static_cast<double>(on_gpu[t][i]) - on_cpu[t][i]));
+      scale = std::max(scale, std::abs(static_cast<double>(on_cpu[t][i])));
+    }
+    INFO("position " << t << ": largest difference " << worst << " of logits up to " << scale);
+    CHECK(worst <= 1e-4 * std::max(scale, 1.0));
+  }
+  moe::GenerateOptions options;
+  options.prompt = "the ";
+  options.max_new_tokens = 8;
+  options.sampling.temperature = 0;
+  const moe::GenerateResult r = moe::generate_text(gpu, options, [](const std::string&) {});
+  CHECK(r.step == 3);
+  CHECK((r.tokens.size() == 8 || r.ended));
 }

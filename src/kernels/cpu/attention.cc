@@ -141,3 +141,34 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 }
 
 }  // namespace moe::cpu
+
+namespace moe::cpu {
+
+void attention_decode(float* out_HDh, const float* q_HDh, const float* k_TGDh, const float* v_TGDh, int64_t length,
+                      int64_t H, int64_t G, int64_t Dh) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
+  std::vector<float> p(static_cast<size_t>(length));
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t g = h / (H / G);
+    const float* q = q_HDh + h * Dh;
+    float max = -INFINITY;
+    for (int64_t t = 0; t < length; ++t) {
+      const float* k = k_TGDh + (t * G + g) * Dh;
+      float s = 0;
+      for (int64_t d = 0; d < Dh; ++d) s += q[d] * k[d];
+      p[static_cast<size_t>(t)] = scale * s;
+      max = std::max(max, scale * s);
+    }
+    float sum = 0;
+    for (int64_t t = 0; t < length; ++t) sum += p[static_cast<size_t>(t)] = std::exp(p[static_cast<size_t>(t)] - max);
+    float* out = out_HDh + h * Dh;
+    for (int64_t d = 0; d < Dh; ++d) out[d] = 0;
+    for (int64_t t = 0; t < length; ++t) {
+      const float w = p[static_cast<size_t>(t)] / sum;
+      const float* v = v_TGDh + (t * G + g) * Dh;
+      for (int64_t d = 0; d < Dh; ++d) out[d] += w * v[d];
+    }
+  }
+}
+
+}  // namespace moe::cpu

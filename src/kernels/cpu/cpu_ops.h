@@ -40,7 +40,7 @@ void matmul_backward(float* dx_NI, float* dw_OI, const float* dout_NO, const flo
 // Channel pairs (i, i + Dh/2) rotate by angle pos * theta^(-2i/Dh).
 // Both work in place (backward OVERWRITES, not +=): it rotates the gradient
 // by the opposite angle.
-void rope_forward(float* x_NHDh, int64_t N, int64_t T, int64_t H, int64_t Dh, float theta);
+void rope_forward(float* x_NHDh, int64_t N, int64_t T, int64_t H, int64_t Dh, float theta, int64_t first_position = 0);
 void rope_backward(float* dx_NHDh, int64_t N, int64_t T, int64_t H, int64_t Dh, float theta);
 
 // ---- causal attention with grouped KV heads ---------------------------------
@@ -49,6 +49,10 @@ void rope_backward(float* dx_NHDh, int64_t N, int64_t T, int64_t H, int64_t Dh, 
 // backward recomputes the probabilities from it (no T x T matrix is kept).
 void attention_forward(float* out, float* lse_BHT, const float* q, const float* k, const float* v, int64_t B, int64_t T,
                        int64_t H, int64_t G, int64_t Dh);
+// One query row per head against the first `length` rows of a KV cache:
+// q, out [H, Dh]; k, v [T_max, G, Dh].
+void attention_decode(float* out_HDh, const float* q_HDh, const float* k_TGDh, const float* v_TGDh, int64_t length,
+                      int64_t H, int64_t G, int64_t Dh);
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse_BHT, int64_t B, int64_t T, int64_t H,
                         int64_t G, int64_t Dh);

@@ -11,10 +11,10 @@ namespace {
 // inv_freq and the angle are fp32, as HF computes them, so cos/sin match its cache.
 // Each (position, frequency) pair is evaluated once and applied to all H heads,
 // so no cos/sin table needs to be stored.
-void rotate(float* x_NHDh, int64_t N, int64_t T, int64_t H, int64_t Dh, float theta, float sign) {
+void rotate(float* x_NHDh, int64_t N, int64_t T, int64_t H, int64_t Dh, float theta, float sign, int64_t first) {
   const int64_t half = Dh / 2;
   for (int64_t n = 0; n < N; ++n) {
-    const auto pos = static_cast<float>(n % T);
+    const auto pos = static_cast<float>(first + n % T);
     float* row_HDh = x_NHDh + n * H * Dh;
     for (int64_t i = 0; i < half; ++i) {
       const float inv_freq = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(Dh));
@@ -34,14 +34,14 @@ void rotate(float* x_NHDh, int64_t N, int64_t T, int64_t H, int64_t Dh, float th
 
 }  // namespace
 
-void rope_forward(float* x_NHDh, int64_t N, int64_t T, int64_t H, int64_t Dh, float theta) {
-  rotate(x_NHDh, N, T, H, Dh, theta, 1.0f);
+void rope_forward(float* x_NHDh, int64_t N, int64_t T, int64_t H, int64_t Dh, float theta, int64_t first_position) {
+  rotate(x_NHDh, N, T, H, Dh, theta, 1.0f, first_position);
 }
 
 // The rotation is orthogonal, so its transpose (the gradient map) is the
 // rotation by the opposite angle.
 void rope_backward(float* dx_NHDh, int64_t N, int64_t T, int64_t H, int64_t Dh, float theta) {
-  rotate(dx_NHDh, N, T, H, Dh, theta, -1.0f);
+  rotate(dx_NHDh, N, T, H, Dh, theta, -1.0f, 0);
 }
 
 }  // namespace moe::cpu

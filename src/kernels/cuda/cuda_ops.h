@@ -52,7 +52,7 @@ void reserve_rmsnorm_backward(int64_t N, int64_t D);
 
 // rope.cu. x [B, T, heads, Dh] act, in place; Dh even and at most 1024.
 // Backward OVERWRITES (rotates the gradient back), as on the CPU.
-void rope_forward(const Tensor& x_BTHDh, float theta);
+void rope_forward(const Tensor& x_BTHDh, float theta, int64_t first_position);
 void rope_backward(const Tensor& dx_BTHDh, float theta);
 
 // swiglu.cu. out = silu(a) * b; the backward WRITES da and db. a and b one act dtype, da and db one act dtype,
@@ -183,6 +183,12 @@ void attention_forward(const Tensor& out, const Tensor& lse_BHT, const Tensor& q
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse_BHT);
 void reserve_attention(int64_t B, int64_t T, int64_t H);
+
+// attention_decode.cu. One query row per head against the first `length` rows
+// of a KV cache (generation): q, out [H, Dh]; k_cache, v_cache [T_max, G, Dh];
+// F32 or BF16, all alike; length at most 8192 (the scores stay in shared memory).
+void attention_decode(const Tensor& out_HDh, const Tensor& q_HDh, const Tensor& k_cache_TGDh,
+                      const Tensor& v_cache_TGDh, int64_t length);
 
 // ---- GEMMs: matmul.cu (cuBLASLt), grouped_matmul.cu (own kernels) ----------
 // Semantics as in ops.h. Inputs (x, w, dout) share one dtype, BF16 or F32;

@@ -31,7 +31,7 @@ void rmsnorm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&
 
 void reserve_rmsnorm_backward(int64_t, int64_t) { no_cuda("reserve_rmsnorm_backward"); }
 
-void rope_forward(const Tensor&, float) { no_cuda("rope_forward"); }
+void rope_forward(const Tensor&, float, int64_t) { no_cuda("rope_forward"); }
 
 void rope_backward(const Tensor&, float) { no_cuda("rope_backward"); }
 
@@ -105,6 +105,9 @@ void attention_backward(const Tensor&, const Tensor&, const Tensor&, const Tenso
 }
 
 void reserve_attention(int64_t, int64_t, int64_t) { no_cuda("reserve_attention"); }
+void attention_decode(const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t) {
+  no_cuda("attention_decode");
+}
 
 void matmul_forward(const Tensor&, const Tensor&, const Tensor&) { no_cuda("matmul_forward"); }
 

@@ -64,4 +64,23 @@ __device__ T block_sum(T v, T* shared) {
   return total;
 }
 
+// Max over the block, as block_sum.
+__device__ inline float block_max(float v, float* shared) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  v = warp_max(v);
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    const int warps = static_cast<int>(blockDim.x >> 5);
+    float w = lane < warps ? shared[lane] : -INFINITY;
+    w = warp_max(w);
+    if (lane == 0) shared[0] = w;
+  }
+  __syncthreads();
+  const float total = shared[0];
+  __syncthreads();
+  return total;
+}
+
 }  // namespace moe::cuda

@@ -26,8 +26,8 @@ struct InvFreq {
 
 // One thread per (row n, pair i), applied to all H heads with one sincos.
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    rope_kernel(T* x_NHDh, int64_t N, int64_t T_len, int64_t H, int64_t Dh, const InvFreq inv_freq, float sign) {
+__global__ void __launch_bounds__(kThreads) rope_kernel(T* x_NHDh, int64_t N, int64_t T_len, int64_t H, int64_t Dh,
+                                                        const InvFreq inv_freq, float sign, int64_t first) {
   __shared__ float freq[kMaxHalf];
   const int64_t half = Dh / 2;
   for (int64_t i = threadIdx.x; i < half; i += blockDim.x) freq[i] = inv_freq.v[i];
@@ -35,7 +35,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t idx = global_index(); idx < N * half; idx += grid_stride()) {
     const int64_t n = idx / half;
     const int64_t i = idx - n * half;
-    const float angle = static_cast<float>(n % T_len) * freq[i];
+    const float angle = static_cast<float>(first + n % T_len) * freq[i];
     float s, c;
     sincosf(angle, &s, &c);
     s *= sign;
@@ -50,7 +50,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-void rope(const char* op, const Tensor& x, float theta, float sign) {
+void rope(const char* op, const Tensor& x, float theta, float sign, int64_t first) {
   require_dtypes(is_float_type(x.dtype), op, {{"x", x}}, "x f32|bf16");
   require_shapes(x.ndim == 4 && x.size(3) % 2 == 0 && x.size(3) <= 2 * kMaxHalf, op,
                  "x must be [B, T, heads, Dh] with Dh even and at most " + std::to_string(2 * kMaxHalf), {{"x", x}});
@@ -66,16 +66,18 @@ void rope(const char* op, const Tensor& x, float theta, float sign) {
   const unsigned blocks = grid_for(N * half, kThreads, 4096);
   with_float_type(x.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    rope_kernel<T><<<blocks, kThreads, 0, stream()>>>(static_cast<T*>(x.data), N, T_len, H, Dh, inv_freq, sign);
+    rope_kernel<T><<<blocks, kThreads, 0, stream()>>>(static_cast<T*>(x.data), N, T_len, H, Dh, inv_freq, sign, first);
   });
   check_launch(op, {{"x", x}});
 }
 
 }  // namespace
 
-void rope_forward(const Tensor& x_BTHDh, float theta) { rope("rope_forward", x_BTHDh, theta, 1.0f); }
+void rope_forward(const Tensor& x_BTHDh, float theta, int64_t first_position) {
+  rope("rope_forward", x_BTHDh, theta, 1.0f, first_position);
+}
 
 // The rotation is orthogonal: the gradient map rotates by the opposite angle.
-void rope_backward(const Tensor& dx_BTHDh, float theta) { rope("rope_backward", dx_BTHDh, theta, -1.0f); }
+void rope_backward(const Tensor& dx_BTHDh, float theta) { rope("rope_backward", dx_BTHDh, theta, -1.0f, 0); }
 
 }  // namespace moe::cuda
