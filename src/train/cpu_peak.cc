@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "src/core/cache_dir.h"
-#include "src/train/durable_file.h"
+#include "src/checkpoint/durable_file.h"
 
 namespace moe {
 namespace {

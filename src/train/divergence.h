@@ -16,15 +16,10 @@
 #include <cstdint>
 #include <string>
 
+#include "src/checkpoint/loss_history.h"
+
 namespace moe {
 
-// The healthy losses so far, as a running mean (the mean of all of them,
-// then an exponential average over about 100 steps). Checkpoints carry it, so
-// a resumed run judges spikes as the uninterrupted one would.
-struct LossHistory {
-  double mean = 0;
-  int64_t count = 0;
-};
 
 class DivergenceWatch {
  public:

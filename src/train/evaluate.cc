@@ -8,7 +8,7 @@
 #include "src/data/batch_sampler.h"
 #include "src/data/token_dataset.h"
 #include "src/parallel/mesh.h"
-#include "src/train/checkpoint.h"
+#include "src/checkpoint/checkpoint.h"
 #include "src/train/step_runner.h"
 #include "src/train/trainer.h"
 #include "src/train/world.h"

@@ -13,7 +13,7 @@
 #include "src/data/prepare.h"
 #include "src/model/decoder.h"
 #include "src/parallel/mesh.h"
-#include "src/train/checkpoint.h"
+#include "src/checkpoint/checkpoint.h"
 #include "src/train/step_runner.h"
 #include "src/train/world.h"
 

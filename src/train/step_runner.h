@@ -25,11 +25,11 @@
 #include "src/model/params.h"
 #include "src/model/transformer.h"
 #include "src/parallel/mesh.h"
-#include "src/train/checkpoint.h"
+#include "src/checkpoint/checkpoint.h"
 #include "src/train/metrics.h"
 #include "src/train/optimizer.h"
 #include "src/train/placement.h"
-#include "src/train/state_tensor.h"
+#include "src/checkpoint/state_tensor.h"
 
 namespace moe {
 

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "src/core/user_error.h"
-#include "src/train/checkpoint_metadata.h"
-#include "src/train/safetensors.h"
+#include "src/checkpoint/checkpoint_metadata.h"
+#include "src/checkpoint/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;

@@ -16,7 +16,7 @@
 
 #include "src/core/cuda_device.h"
 #include "src/core/device_allocator.h"
-#include "src/train/checkpoint.h"
+#include "src/checkpoint/checkpoint.h"
 #include "src/train/evaluate.h"
 #include "src/train/generate.h"
 #include "src/model/decoder.h"

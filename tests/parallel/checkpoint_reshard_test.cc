@@ -21,7 +21,7 @@
 #include "src/data/token_dataset.h"
 #include "src/parallel/communicator.h"
 #include "src/parallel/mesh.h"
-#include "src/train/checkpoint.h"
+#include "src/checkpoint/checkpoint.h"
 #include "src/train/step_runner.h"
 #include "src/train/world.h"
 #include "tests/data/test_files.h"

@@ -15,8 +15,8 @@
 #include "src/core/build_info.h"
 #include "src/core/tensor_pool.h"
 #include "src/parallel/communicator.h"
-#include "src/train/checkpoint.h"
-#include "src/train/safetensors.h"
+#include "src/checkpoint/checkpoint.h"
+#include "src/checkpoint/safetensors.h"
 #include "tests/data/test_files.h"
 #include "tests/test_support.h"
 

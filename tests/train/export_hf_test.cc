@@ -12,8 +12,8 @@
 #include "src/config/load.h"
 #include "src/config/validate.h"
 #include "src/core/user_error.h"
-#include "src/train/export_hf.h"
-#include "src/train/safetensors.h"
+#include "src/interop/export_hf.h"
+#include "src/checkpoint/safetensors.h"
 #include "tests/train/small_model.h"
 #include "tests/test_support.h"
 

@@ -19,9 +19,9 @@
 #include "src/core/bf16.h"
 #include "src/core/user_error.h"
 #include "src/parallel/mesh.h"
-#include "src/train/export_hf.h"
-#include "src/train/import_hf.h"
-#include "src/train/safetensors.h"
+#include "src/interop/export_hf.h"
+#include "src/interop/import_hf.h"
+#include "src/checkpoint/safetensors.h"
 #include "tests/train/small_model.h"
 #include "tests/scratch_dir.h"
 

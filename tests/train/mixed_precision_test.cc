@@ -17,7 +17,7 @@
 #include "src/data/token_dataset.h"
 #include "src/kernels/ops.h"
 #include "src/parallel/mesh.h"
-#include "src/train/checkpoint.h"
+#include "src/checkpoint/checkpoint.h"
 #include "src/train/step_runner.h"
 #include "tests/data/test_files.h"
 

@@ -16,7 +16,7 @@
 #include "src/data/batch_sampler.h"
 #include "src/data/token_dataset.h"
 #include "src/parallel/mesh.h"
-#include "src/train/checkpoint.h"
+#include "src/checkpoint/checkpoint.h"
 #include "src/train/step_runner.h"
 #include "tests/data/test_files.h"
 #include "tests/test_support.h"

@@ -1,4 +1,4 @@
-#include "src/train/durable_file.h"
+#include "src/checkpoint/durable_file.h"
 
 #include <fcntl.h>
 #include <unistd.h>

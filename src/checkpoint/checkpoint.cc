@@ -1,4 +1,4 @@
-#include "src/train/checkpoint.h"
+#include "src/checkpoint/checkpoint.h"
 
 #include <fmt/format.h>
 
@@ -19,8 +19,8 @@
 #include "src/core/tensor_pool.h"
 #include "src/core/user_error.h"
 #include "src/core/build_info.h"
-#include "src/train/checkpoint_metadata.h"
-#include "src/train/safetensors.h"
+#include "src/checkpoint/checkpoint_metadata.h"
+#include "src/checkpoint/safetensors.h"
 
 namespace moe {
 namespace fs = std::filesystem;

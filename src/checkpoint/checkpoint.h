@@ -35,8 +35,8 @@
 
 #include "src/config/job_config.h"
 #include "src/parallel/communicator.h"
-#include "src/train/divergence.h"
-#include "src/train/state_tensor.h"
+#include "src/checkpoint/loss_history.h"
+#include "src/checkpoint/state_tensor.h"
 
 namespace moe {
 

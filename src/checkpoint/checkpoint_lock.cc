@@ -1,4 +1,4 @@
-#include "src/train/checkpoint_lock.h"
+#include "src/checkpoint/checkpoint_lock.h"
 
 #include <fcntl.h>
 #include <fmt/format.h>

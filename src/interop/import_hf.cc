@@ -1,4 +1,4 @@
-#include "src/train/import_hf.h"
+#include "src/interop/import_hf.h"
 
 #include <spdlog/spdlog.h>
 
@@ -10,9 +10,9 @@
 #include <set>
 
 #include "src/core/user_error.h"
-#include "src/train/hf_config_check.h"
-#include "src/train/hf_format.h"
-#include "src/train/safetensors.h"
+#include "src/interop/hf_config_check.h"
+#include "src/interop/hf_format.h"
+#include "src/checkpoint/safetensors.h"
 
 namespace moe {
 namespace fs = std::filesystem;

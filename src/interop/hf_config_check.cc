@@ -1,9 +1,9 @@
-#include "src/train/hf_config_check.h"
+#include "src/interop/hf_config_check.h"
 
 #include <vector>
 
 #include "src/core/user_error.h"
-#include "src/train/hf_format.h"
+#include "src/interop/hf_format.h"
 
 namespace moe {
 namespace {

@@ -7,7 +7,7 @@
 
 #include "src/config/job_config.h"
 #include "src/model/params.h"
-#include "src/train/hf_format.h"
+#include "src/interop/hf_format.h"
 
 namespace moe {
 

@@ -1,4 +1,4 @@
-#include "src/train/checkpoint_metadata.h"
+#include "src/checkpoint/checkpoint_metadata.h"
 
 #include <cmath>
 #include <nlohmann/json.hpp>

@@ -1,4 +1,4 @@
-#include "src/train/hf_format.h"
+#include "src/interop/hf_format.h"
 
 #include <map>
 

@@ -1,10 +1,10 @@
-#include "src/train/export_hf.h"
+#include "src/interop/export_hf.h"
 
 #include <filesystem>
 #include <fstream>
 
 #include "src/core/user_error.h"
-#include "src/train/safetensors.h"
+#include "src/checkpoint/safetensors.h"
 
 namespace moe {
 namespace {

@@ -1,4 +1,4 @@
-#include "src/train/safetensors.h"
+#include "src/checkpoint/safetensors.h"
 
 #include <cstdio>
 #include <cstring>
