@@ -9,4 +9,8 @@ namespace moe {
 
 std::string cache_dir();
 
+// <cache_dir>/<folder>/<16 hex digits>.txt, the digits a hash (FNV-1a) of
+// `identity`: one file per set of conditions (a machine, a GPU and driver).
+std::string cache_file_for(const std::string& folder, const std::string& identity);
+
 }  // namespace moe

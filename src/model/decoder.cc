@@ -15,8 +15,7 @@ std::string layer_name(int64_t l, const std::string& rest) { return "model.layer
 
 Decoder::Decoder(const ModelConfig& m, ParamStore& params, std::vector<Tensor> router_biases, int64_t max_len,
                  TensorPool& pool)
-    : m_(m),
-      D_(m.dim),
+    : D_(m.dim),
       H_(m.n_heads),
       G_(kv_heads(m)),
       Dh_(head_dim(m)),
@@ -29,6 +28,7 @@ Decoder::Decoder(const ModelConfig& m, ParamStore& params, std::vector<Tensor> r
       max_len_(max_len),
       eps_(static_cast<float>(m.norm_eps)),
       theta_(static_cast<float>(m.rope_theta)),
+      router_kind_(m.moe_router == "sigmoid_topk" ? ops::RouterKind::kSigmoidTopK : ops::RouterKind::kSoftmaxTopK),
       embed_(&params["model.embed_tokens.weight"]),
       final_norm_(&params["model.norm.weight"]),
       head_(m.tie_embeddings ? &params["model.embed_tokens.weight"] : &params["lm_head.weight"]) {
@@ -116,8 +116,7 @@ void Decoder::dense_mlp(const Layer& l) {
 
 void Decoder::moe(const Layer& l) {
   ops::matmul_forward(logits_E_, ln_, l.router->value);
-  ops::router_forward(topk_idx_, topk_w_, scores_E_, logits_E_, l.bias,
-                      m_.moe_router == "sigmoid_topk" ? ops::RouterKind::kSigmoidTopK : ops::RouterKind::kSoftmaxTopK);
+  ops::router_forward(topk_idx_, topk_w_, scores_E_, logits_E_, l.bias, router_kind_);
   ops::moe_plan(offsets_, row_pair_, pair_row_, topk_idx_, /*capacity=*/0);
   ops::moe_permute(xs_, ln_, pair_row_);
   ops::grouped_matmul_forward(ea_, xs_, l.w1->value, offsets_);

@@ -13,6 +13,7 @@
 
 #include "src/config/job_config.h"
 #include "src/core/tensor_pool.h"
+#include "src/kernels/ops.h"
 #include "src/model/params.h"
 
 namespace moe {
@@ -43,9 +44,9 @@ class Decoder {
   void dense_mlp(const Layer& l);
   void moe(const Layer& l);
 
-  const ModelConfig& m_;
   int64_t D_, H_, G_, Dh_, V_, F_, Fe_, E_, K_, S_, max_len_;
   float eps_, theta_;
+  ops::RouterKind router_kind_;
   std::vector<Layer> layers_;
   const Param *embed_, *final_norm_, *head_;
   Tensor token_, x_, h_, ln_, rstd_, q_, k_, v_, att_, o_, ffn_;

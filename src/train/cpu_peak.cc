@@ -44,12 +44,6 @@ std::string identity() {
   return id;
 }
 
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
-  return h;
-}
-
 }  // namespace
 
 double measure_cpu_peak_flops() {
@@ -65,7 +59,7 @@ double measure_cpu_peak_flops() {
   return best;
 }
 
-std::string cpu_peak_cache_path() { return fmt::format("{}/cpu_peak/{:016x}.txt", cache_dir(), fnv1a(identity())); }
+std::string cpu_peak_cache_path() { return cache_file_for("cpu_peak", identity()); }
 
 std::optional<double> cached_cpu_peak_flops() {
   std::ifstream in(cpu_peak_cache_path());

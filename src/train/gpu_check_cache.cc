@@ -42,17 +42,9 @@ std::string identity(int device) {
 // A line of the file per vendor kernel the check replaced: "fallback attention: <what failed>".
 constexpr const char* kFallback = "fallback ";
 
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
-  return h;
-}
-
 }  // namespace
 
-std::string gpu_check_cache_path(int device) {
-  return fmt::format("{}/gpu_check/{:016x}.txt", cache_dir(), fnv1a(identity(device)));
-}
+std::string gpu_check_cache_path(int device) { return cache_file_for("gpu_check", identity(device)); }
 
 bool gpu_check_passed_before(int device) { return std::filesystem::exists(gpu_check_cache_path(device)); }
 

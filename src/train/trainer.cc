@@ -365,6 +365,12 @@ struct Run {
   TrainPosition at;  // the last saved (or loaded) position
 };
 
+// Model FLOPs utilisation at `tokens_per_sec` over the whole job (0 without a peak).
+double mfu_at(const Run& r, double tokens_per_sec) {
+  if (r.peak_flops <= 0) return 0.0;
+  return r.sizes.flops_per_token * tokens_per_sec / (r.peak_flops * static_cast<double>(r.layout.world()));
+}
+
 // The run's folders and shape, before step 1.
 void log_banner(const Run& r, const std::string& from, const std::string& peak_source) {
   const TrainConfig& t = r.cfg.train;
@@ -422,8 +428,7 @@ void log_summary(const Run& r, const RunSpan& s, const std::string& checkpoint) 
   if (s.last_step > s.first_step && s.timed_sec > 0 && r.peak_flops > 0) {
     const double tokens_per_sec =
         static_cast<double>(r.tokens_per_step) * static_cast<double>(s.last_step - s.first_step) / s.timed_sec;
-    const double mfu =
-        r.sizes.flops_per_token * tokens_per_sec / (r.peak_flops * static_cast<double>(r.layout.world()));
+    const double mfu = mfu_at(r, tokens_per_sec);
     spdlog::info("speed: {} tokens/s, MFU {:.1f}% (mean over steps {} to {}; step {} warms up)",
                  human_count(tokens_per_sec), 100.0 * mfu, s.first_step + 1, s.last_step, s.first_step);
   }
@@ -516,9 +521,7 @@ TrainOutcome train_steps(Run& r, const std::string& from) {
     if (step == first_step || step % r.cfg.metrics.log_interval == 0 || step == t.max_steps || sm.skipped) {
       sm.step_time_sec = sec;
       sm.tokens_per_sec = static_cast<double>(r.tokens_per_step) / sec;
-      sm.mfu = r.peak_flops > 0 ? r.sizes.flops_per_token * sm.tokens_per_sec /
-                                      (r.peak_flops * static_cast<double>(r.layout.world()))
-                                : 0.0;
+      sm.mfu = mfu_at(r, sm.tokens_per_sec);
       const double mean_step = step > first_step ? time_sum / static_cast<double>(step - first_step) : sec;
       sm.eta_sec = mean_step * static_cast<double>(t.max_steps - step);
       sm.peak_bytes = on_gpu ? device_memory_stats().peak_in_use : peak_rss_bytes();
