@@ -4,6 +4,7 @@
 // each layer's expert-load histogram.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -118,6 +119,19 @@ TEST_CASE("a run with enable_tensorboard writes the JSONL's tags, per-layer MoE 
     CHECK(j["moe/expert_counts"].size() == 2);
   }
   CHECK(events.back().scalars.at("moe/layer_1/expert_balance") <= 1.0f);
+}
+
+TEST_CASE("a TensorBoard folder that cannot be written is one line and exit 2") {
+  const std::string dir = fresh_dir("tb_bad");
+  std::ofstream(dir + "/a_file") << "not a folder";
+  const auto r = moe::test::run_cli_captured(moe::test::with(
+      kTinyMoE, {"--train.max_steps=1", "--metrics.enable_tensorboard=true",
+                 "--metrics.tensorboard_dir=" + dir + "/a_file/tb", "--checkpoint.dir=" + dir + "/run"}));
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Matchers::Contains("metrics.tensorboard_dir = \"" + dir +
+                                              "/a_file/tb\": cannot create an "
+                                              "event file there"));
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
 }
 
 TEST_CASE("metrics.enable_jsonl = false writes no metrics file") {
