@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "src/core/tensor.h"  // numel_of
-#include "src/checkpoint/durable_file.h"
+#include "src/core/durable_file.h"
 
 namespace moe {
 

@@ -1,5 +1,7 @@
 #include "src/config/schema.h"
 
+#include "src/config/router_names.h"
+
 namespace moe {
 
 std::vector<Section> describe(JobConfig& c) {
@@ -29,7 +31,7 @@ std::vector<Section> describe(JobConfig& c) {
            {"model_type", &m.model_type, {"transformer"}},
            {"num_experts", &m.num_experts, {}},
            {"moe_top_k", &m.moe_top_k, {}},
-           {"moe_router", &m.moe_router, {"softmax_topk", "sigmoid_topk"}},
+           {"moe_router", &m.moe_router, router_names()},
            {"moe_frequency", &m.moe_frequency, {}},
            {"moe_aux_loss_weight", &m.moe_aux_loss_weight, {}},
            {"moe_router_z_loss_weight", &m.moe_router_z_loss_weight, {}},

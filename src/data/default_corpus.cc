@@ -9,7 +9,7 @@
 #include <iterator>
 
 #include "src/core/user_error.h"
-#include "src/data/atomic_file.h"
+#include "src/core/durable_file.h"
 #include "src/data/prepare.h"
 
 namespace moe {
@@ -108,8 +108,8 @@ std::string ensure_default_corpus(const std::string& cache_dir, const std::strin
   const std::string source = fmt::format("{} entries of {} fortune files in {} (Debian package fortunes)",
                                          documents.size(), files.size(), fortunes_dir);
   prepare_documents_dataset(documents, root, kDefaultCorpusValFraction, source);
-  write_file_atomically((fs::path(root) / kCompleteMarker).string(),
-                        [&](std::ostream& out) { out << "complete: " << source << "\n"; });
+  write_file_durably((fs::path(root) / kCompleteMarker).string(),
+                     [&](std::ostream& out) { out << "complete: " << source << "\n"; });
   return root;
 }
 

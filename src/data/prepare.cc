@@ -10,7 +10,7 @@
 #include <limits>
 
 #include "src/core/user_error.h"
-#include "src/data/atomic_file.h"
+#include "src/core/durable_file.h"
 #include "src/data/npy_writer.h"
 
 namespace moe {
@@ -37,7 +37,7 @@ void write_tokens(std::ostream& out, const std::string& text) {
 int64_t write_split(const DocumentSource& source, size_t first, size_t last, const std::string& path) {
   int64_t num_tokens = 0;
   for (size_t d = first; d < last; ++d) num_tokens += source.byte_sizes[d] + 1;
-  write_file_atomically(path, [&](std::ostream& out) {
+  write_file_durably(path, [&](std::ostream& out) {
     out << npy_uint16_header(num_tokens);
     for (size_t d = first; d < last; ++d) {
       const std::string text = source.load(d);
@@ -76,7 +76,7 @@ PreparedDataset prepare(const DocumentSource& source, const std::string& out_dir
   result.val_documents = static_cast<int64_t>(num_docs - split);
   result.train_tokens = write_split(source, 0, split, out_dir + "/train/tokens.npy");
   result.val_tokens = write_split(source, split, num_docs, out_dir + "/val/tokens.npy");
-  write_file_atomically(out_dir + "/README.txt", [&](std::ostream& out) {
+  write_file_durably(out_dir + "/README.txt", [&](std::ostream& out) {
     out << "Byte-level token dataset written by moe_train.\n"
         << "Source: " << source.description << "\n"
         << "Tokens: ids 0..255 are the bytes of the text, " << kEndOfDocumentToken

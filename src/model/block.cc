@@ -2,24 +2,20 @@
 
 #include "src/config/derived.h"
 #include "src/kernels/ops.h"
+#include "src/model/param_names.h"
 
 namespace moe {
-namespace {
-
-std::string block_prefix(int64_t layer) { return "model.layers." + std::to_string(layer) + "."; }
-
-}  // namespace
 
 Block::Block(const LayerContext& ctx, int64_t layer)
     : eps_(static_cast<float>(ctx.model.norm_eps)),
       tp_(*ctx.parallel.tp),
-      ln1_(ctx.params[block_prefix(layer) + "input_layernorm.weight"]),
-      ln2_(ctx.params[block_prefix(layer) + "post_attention_layernorm.weight"]),
-      attn_(ctx, block_prefix(layer)) {
+      ln1_(ctx.params[param_name::block(layer) + "input_layernorm.weight"]),
+      ln2_(ctx.params[param_name::block(layer) + "post_attention_layernorm.weight"]),
+      attn_(ctx, param_name::block(layer)) {
   if (is_moe_block(ctx.model, layer)) {
-    moe_ = std::make_unique<MoELayer>(ctx, block_prefix(layer));
+    moe_ = std::make_unique<MoELayer>(ctx, layer);
   } else {
-    mlp_ = std::make_unique<DenseMLP>(ctx, block_prefix(layer));
+    mlp_ = std::make_unique<DenseMLP>(ctx, param_name::block(layer));
   }
   const int64_t N = ctx.N(), D = ctx.model.dim;
   for (Tensor* t : {&ln1_out_, &h_, &ln2_out_}) *t = ctx.alloc_act({N, D});  // saved for backward

@@ -14,7 +14,7 @@
 #include "src/model/attention.h"
 #include "src/model/ffn.h"
 #include "src/model/layer_common.h"
-#include "src/model/moe_layer.h"
+#include "src/model/moe/moe_layer.h"
 
 namespace moe {
 

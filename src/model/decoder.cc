@@ -2,16 +2,15 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "src/config/derived.h"
 #include "src/kernels/ops.h"
+#include "src/model/moe/routers.h"
+#include "src/model/param_names.h"
 
 namespace moe {
-namespace {
-
-std::string layer_name(int64_t l, const std::string& rest) { return "model.layers." + std::to_string(l) + "." + rest; }
-
-}  // namespace
+namespace {}  // namespace
 
 Decoder::Decoder(const ModelConfig& m, ParamStore& params, std::vector<Tensor> router_biases, int64_t max_len,
                  TensorPool& pool)
@@ -28,41 +27,40 @@ Decoder::Decoder(const ModelConfig& m, ParamStore& params, std::vector<Tensor> r
       max_len_(max_len),
       eps_(static_cast<float>(m.norm_eps)),
       theta_(static_cast<float>(m.rope_theta)),
-      router_kind_(m.moe_router == "sigmoid_topk" ? ops::RouterKind::kSigmoidTopK : ops::RouterKind::kSoftmaxTopK),
-      embed_(&params["model.embed_tokens.weight"]),
-      final_norm_(&params["model.norm.weight"]),
-      head_(m.tie_embeddings ? &params["model.embed_tokens.weight"] : &params["lm_head.weight"]) {
+      scratch_(pool),
+      embed_(&params[param_name::embedding()]),
+      final_norm_(&params[param_name::final_norm()]),
+      head_(m.tie_embeddings ? &params[param_name::embedding()] : &params[param_name::lm_head()]) {
   const DType act = params.compute_dtype();
   size_t moe_index = 0;
   for (int64_t l = 0; l < m.n_layers; ++l) {
     Layer layer{};
-    layer.ln1 = &params[layer_name(l, "input_layernorm.weight")];
-    layer.ln2 = &params[layer_name(l, "post_attention_layernorm.weight")];
-    layer.wq = &params[layer_name(l, "self_attn.q_proj.weight")];
-    layer.wk = &params[layer_name(l, "self_attn.k_proj.weight")];
-    layer.wv = &params[layer_name(l, "self_attn.v_proj.weight")];
-    layer.wo = &params[layer_name(l, "self_attn.o_proj.weight")];
+    layer.ln1 = &params[param_name::in_block(l, "input_layernorm.weight")];
+    layer.ln2 = &params[param_name::in_block(l, "post_attention_layernorm.weight")];
+    layer.wq = &params[param_name::in_block(l, "self_attn.q_proj.weight")];
+    layer.wk = &params[param_name::in_block(l, "self_attn.k_proj.weight")];
+    layer.wv = &params[param_name::in_block(l, "self_attn.v_proj.weight")];
+    layer.wo = &params[param_name::in_block(l, "self_attn.o_proj.weight")];
     if (is_moe_block(m, l)) {
-      const std::string moe = "block_sparse_moe.";
-      layer.router = &params[layer_name(l, moe + "gate.weight")];
-      layer.w1 = &params[layer_name(l, moe + "experts.w1")];
-      layer.w3 = &params[layer_name(l, moe + "experts.w3")];
-      layer.w2 = &params[layer_name(l, moe + "experts.w2")];
+      layer.router = make_router(m.moe_router, {m, params[param_name::router_gate(l)], 1, 1, pool, scratch_, act});
+      layer.w1 = &params[param_name::routed_experts(l, "w1")];
+      layer.w3 = &params[param_name::routed_experts(l, "w3")];
+      layer.w2 = &params[param_name::routed_experts(l, "w2")];
       if (S_ > 0) {
-        layer.shared_w1 = &params[layer_name(l, moe + "shared_experts.w1")];
-        layer.shared_w3 = &params[layer_name(l, moe + "shared_experts.w3")];
-        layer.shared_w2 = &params[layer_name(l, moe + "shared_experts.w2")];
+        layer.shared_w1 = &params[param_name::shared_experts(l, "w1")];
+        layer.shared_w3 = &params[param_name::shared_experts(l, "w3")];
+        layer.shared_w2 = &params[param_name::shared_experts(l, "w2")];
       }
-      if (moe_index < router_biases.size()) layer.bias = router_biases[moe_index];
+      if (moe_index < router_biases.size()) copy_tensor(layer.router->bias(), router_biases[moe_index]);
       ++moe_index;
     } else {
-      layer.w1 = &params[layer_name(l, "mlp.gate_proj.weight")];
-      layer.w3 = &params[layer_name(l, "mlp.up_proj.weight")];
-      layer.w2 = &params[layer_name(l, "mlp.down_proj.weight")];
+      layer.w1 = &params[param_name::in_block(l, "mlp.gate_proj.weight")];
+      layer.w3 = &params[param_name::in_block(l, "mlp.up_proj.weight")];
+      layer.w2 = &params[param_name::in_block(l, "mlp.down_proj.weight")];
     }
     layer.k_cache = pool.alloc({max_len, G_, Dh_}, act);
     layer.v_cache = pool.alloc({max_len, G_, Dh_}, act);
-    layers_.push_back(layer);
+    layers_.push_back(std::move(layer));
   }
   token_ = pool.alloc({1}, DType::kI32);
   for (Tensor* t : {&x_, &h_, &ln_, &o_, &ffn_}) *t = pool.alloc({1, D_}, act);
@@ -73,10 +71,6 @@ Decoder::Decoder(const ModelConfig& m, ParamStore& params, std::vector<Tensor> r
   att_ = pool.alloc({H_, Dh_}, act);
   for (Tensor* t : {&a_, &b_, &g_}) *t = pool.alloc({1, F_}, act);
   if (E_ > 0) {
-    logits_E_ = pool.alloc({1, E_});
-    scores_E_ = pool.alloc({1, E_});
-    topk_idx_ = pool.alloc({1, K_}, DType::kI32);
-    topk_w_ = pool.alloc({1, K_});
     offsets_ = pool.alloc({E_ + 1}, DType::kI32);
     row_pair_ = pool.alloc({K_}, DType::kI32);
     pair_row_ = pool.alloc({1, K_}, DType::kI32);
@@ -115,16 +109,15 @@ void Decoder::dense_mlp(const Layer& l) {
 }
 
 void Decoder::moe(const Layer& l) {
-  ops::matmul_forward(logits_E_, ln_, l.router->value);
-  ops::router_forward(topk_idx_, topk_w_, scores_E_, logits_E_, l.bias, router_kind_);
-  ops::moe_plan(offsets_, row_pair_, pair_row_, topk_idx_, /*capacity=*/0);
+  l.router->forward(ln_, /*grad_scale=*/0.0f);
+  ops::moe_plan(offsets_, row_pair_, pair_row_, l.router->topk_idx(), /*capacity=*/0);
   ops::moe_permute(xs_, ln_, pair_row_);
   ops::grouped_matmul_forward(ea_, xs_, l.w1->value, offsets_);
   ops::grouped_matmul_forward(eb_, xs_, l.w3->value, offsets_);
   ops::swiglu_forward(eg_, ea_, eb_);
   ops::grouped_matmul_forward(ys_, eg_, l.w2->value, offsets_);
   zero(ffn_);
-  ops::moe_unpermute(ffn_, ys_, topk_w_, pair_row_);
+  ops::moe_unpermute(ffn_, ys_, l.router->topk_w(), pair_row_);
   for (int64_t s = 0; s < S_; ++s) {
     const Tensor a = ea_.rows(0, 1), b = eb_.rows(0, 1), g = eg_.rows(0, 1);
     ops::grouped_matmul_forward(a, ln_, l.shared_w1->value.rows(s, 1), one_group_);

@@ -2,6 +2,7 @@
 
 #include "src/config/derived.h"
 #include "src/core/tensor.h"
+#include "src/model/param_names.h"
 
 namespace moe {
 
@@ -20,9 +21,9 @@ std::vector<ParamSpec> model_param_specs(const ModelConfig& m) {
   // experts (the tp ranks of an MoE block compute the same tokens; expert
   // parallelism splits experts instead).
   std::vector<ParamSpec> p;
-  p.push_back({"model.embed_tokens.weight", {m.vocab_size, d}, K::kEmbedding, -1, -1, false});
+  p.push_back({param_name::embedding(), {m.vocab_size, d}, K::kEmbedding, -1, -1, false});
   for (int64_t i = 0; i < m.n_layers; ++i) {
-    const std::string b = "model.layers." + std::to_string(i) + ".";
+    const std::string b = param_name::block(i);
     p.push_back({b + "input_layernorm.weight", {d}, K::kNorm, i, -1, false});
     p.push_back({b + "self_attn.q_proj.weight", {q, d}, K::kAttention, i, 0, false});
     p.push_back({b + "self_attn.k_proj.weight", {kv, d}, K::kAttention, i, 0, false});
@@ -30,15 +31,14 @@ std::vector<ParamSpec> model_param_specs(const ModelConfig& m) {
     p.push_back({b + "self_attn.o_proj.weight", {d, q}, K::kAttention, i, 1, false});
     p.push_back({b + "post_attention_layernorm.weight", {d}, K::kNorm, i, -1, false});
     if (is_moe_block(m, i)) {
-      const std::string e = b + "block_sparse_moe.";
-      p.push_back({e + "gate.weight", {E, d}, K::kRouter, i, -1, false});
-      p.push_back({e + "experts.w1", {E, d, eh}, K::kRoutedExpert, i, -1, true});
-      p.push_back({e + "experts.w3", {E, d, eh}, K::kRoutedExpert, i, -1, true});
-      p.push_back({e + "experts.w2", {E, eh, d}, K::kRoutedExpert, i, -1, true});
+      p.push_back({param_name::router_gate(i), {E, d}, K::kRouter, i, -1, false});
+      p.push_back({param_name::routed_experts(i, "w1"), {E, d, eh}, K::kRoutedExpert, i, -1, true});
+      p.push_back({param_name::routed_experts(i, "w3"), {E, d, eh}, K::kRoutedExpert, i, -1, true});
+      p.push_back({param_name::routed_experts(i, "w2"), {E, eh, d}, K::kRoutedExpert, i, -1, true});
       if (S > 0) {
-        p.push_back({e + "shared_experts.w1", {S, d, eh}, K::kSharedExpert, i, -1, false});
-        p.push_back({e + "shared_experts.w3", {S, d, eh}, K::kSharedExpert, i, -1, false});
-        p.push_back({e + "shared_experts.w2", {S, eh, d}, K::kSharedExpert, i, -1, false});
+        p.push_back({param_name::shared_experts(i, "w1"), {S, d, eh}, K::kSharedExpert, i, -1, false});
+        p.push_back({param_name::shared_experts(i, "w3"), {S, d, eh}, K::kSharedExpert, i, -1, false});
+        p.push_back({param_name::shared_experts(i, "w2"), {S, eh, d}, K::kSharedExpert, i, -1, false});
       }
     } else {
       p.push_back({b + "mlp.gate_proj.weight", {ffn, d}, K::kDenseMlp, i, 0, false});
@@ -46,8 +46,8 @@ std::vector<ParamSpec> model_param_specs(const ModelConfig& m) {
       p.push_back({b + "mlp.down_proj.weight", {d, ffn}, K::kDenseMlp, i, 1, false});
     }
   }
-  p.push_back({"model.norm.weight", {d}, K::kNorm, -1, -1, false});
-  if (!m.tie_embeddings) p.push_back({"lm_head.weight", {m.vocab_size, d}, K::kLmHead, -1, -1, false});
+  p.push_back({param_name::final_norm(), {d}, K::kNorm, -1, -1, false});
+  if (!m.tie_embeddings) p.push_back({param_name::lm_head(), {m.vocab_size, d}, K::kLmHead, -1, -1, false});
   return p;
 }
 

@@ -6,6 +6,7 @@
 
 #include "src/config/derived.h"
 #include "src/kernels/ops.h"
+#include "src/model/param_names.h"
 #include "src/model/fsdp.h"
 
 namespace moe {
@@ -21,9 +22,9 @@ Transformer::Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_
       V_(m.vocab_size),
       chunk_(lm_head_chunk_rows(ce_chunk_rows, B * T, m.vocab_size)),
       params_(params),
-      embed_(params["model.embed_tokens.weight"]),
-      final_norm_(params["model.norm.weight"]),
-      head_(m.tie_embeddings ? params["model.embed_tokens.weight"] : params["lm_head.weight"]),
+      embed_(params[param_name::embedding()]),
+      final_norm_(params[param_name::final_norm()]),
+      head_(m.tie_embeddings ? params[param_name::embedding()] : params[param_name::lm_head()]),
       scratch_(pool) {
   // Activations in the parameters' compute dtype (bf16 under mixed precision).
   if (num_moe_blocks(m) > 0) moe_counters_ = std::make_unique<MoEStepCounters>(pool, num_moe_blocks(m), m.num_experts);

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "src/core/cache_dir.h"
-#include "src/checkpoint/durable_file.h"
+#include "src/core/durable_file.h"
 
 namespace moe {
 namespace {

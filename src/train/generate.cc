@@ -82,13 +82,8 @@ GenerateResult generate_text(const JobConfig& given, const GenerateOptions& opti
   Mesh mesh(Layout{}, single_process_world());
   StepRunner runner(cfg, mesh);
   result.step = runner.load_checkpoint(result.checkpoint).step;
-  std::vector<Tensor> biases;
-  const std::string bias_suffix = "gate.e_score_correction_bias";  // the sigmoid routers' biases, in block order
-  for (const StateTensor& s : runner.state_tensors()) {
-    const std::string& n = s.name;
-    if (n.size() > bias_suffix.size() && n.compare(n.size() - bias_suffix.size(), bias_suffix.size(), bias_suffix) == 0)
-      biases.push_back(s.piece);
-  }
+  std::vector<Tensor> biases;  // the routers' selection biases, as the checkpoint left them
+  for (MoELayer* layer : runner.model().moe_layers()) biases.push_back(layer->router().bias());
   TensorPool pool(runner.placement().device);
   Decoder decoder(m, runner.params(), biases, length, pool);
   spdlog::info("generating from {} (step {}) on the {}", result.checkpoint, result.step,

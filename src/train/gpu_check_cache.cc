@@ -11,7 +11,7 @@
 #include "src/core/build_info.h"
 #include "src/core/cache_dir.h"
 #include "src/core/cuda_device.h"
-#include "src/checkpoint/durable_file.h"
+#include "src/core/durable_file.h"
 
 namespace moe {
 namespace {

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "src/model/moe_layer.h"
+#include "src/model/moe/moe_layer.h"
 #include "src/parallel/communicator.h"
 #include "src/train/metrics.h"
 

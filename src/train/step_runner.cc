@@ -8,8 +8,10 @@
 #include "src/core/cuda_device.h"
 #include "src/kernels/kernel_choice.h"
 #include "src/kernels/ops.h"
+#include "src/model/param_names.h"
 #include "src/parallel/launch_env.h"
 #include "src/train/lr_schedule.h"
+#include "src/train/moe_gradient_scale.h"
 #include "src/train/moe_metrics.h"
 
 namespace moe {
@@ -101,7 +103,8 @@ StepMetrics StepRunner::step(int64_t step, const BatchSampler& sampler) {
   reduce_gradients();
   const std::vector<MoEStepStats> moe_stats = sum_over_ranks(dp, model_.read_moe_step_stats());
   if (cfg_.model.moe_gradient_scale) {
-    for (size_t i = 0; i < moe_layers_.size(); ++i) moe_layers_[i]->scale_expert_gradients(moe_stats[i]);
+    for (size_t i = 0; i < moe_layers_.size(); ++i)
+      scale_expert_gradients(params_, moe_layers_[i]->layer(), moe_stats[i]);
   }
 
   StepMetrics m;
@@ -117,7 +120,7 @@ StepMetrics StepRunner::step(int64_t step, const BatchSampler& sampler) {
   }
   optimizer_.step(m.lr, clip_scale(m.grad_norm, t.grad_clip_norm), step);
   const double bias_rate = bias_update_rate(cfg_.model, t.max_steps, step);
-  for (size_t i = 0; i < moe_layers_.size(); ++i) moe_layers_[i]->update_bias(bias_rate, moe_stats[i]);
+  for (size_t i = 0; i < moe_layers_.size(); ++i) moe_layers_[i]->router().end_step(moe_stats[i], bias_rate);
   return m;
 }
 
@@ -163,13 +166,11 @@ std::vector<StateTensor> StepRunner::state_tensors() {
     out.push_back({p.spec.name + ".exp_avg", p.place, optimizer_.exp_avg(i), writes});
     out.push_back({p.spec.name + ".exp_avg_sq", p.place, optimizer_.exp_avg_sq(i), writes});
   }
-  // Balance biases: replicated on every rank, written by rank 0.
+  // The routers' selection biases: replicated on every rank, written by rank 0.
   for (MoELayer* layer : moe_layers_) {
-    const Tensor& bias = layer->bias();
+    const Tensor& bias = layer->router().bias();
     const ParamPlacement whole = place_parameter({bias.numel()}, -1, false, Layout{}, MeshCoord{});
-    const std::string gate = layer->router_name();
-    const std::string prefix = gate.substr(0, gate.size() - std::string("weight").size());
-    out.push_back({prefix + "e_score_correction_bias", whole, bias, mesh_.world().rank() == 0});
+    out.push_back({param_name::router_bias(layer->layer()), whole, bias, mesh_.world().rank() == 0});
   }
   return out;
 }

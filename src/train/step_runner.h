@@ -62,6 +62,7 @@ class StepRunner {
   double evaluate(const BatchSampler& sampler, int64_t steps);
 
   ParamStore& params() { return params_; }
+  Transformer& model() { return model_; }
   const Placement& placement() const { return placement_; }
   // Everything this rank allocated for training (what --dry-run plans).
   const TensorPool& pool() const { return pool_; }

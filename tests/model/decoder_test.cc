@@ -44,8 +44,8 @@ void check_decoder_matches_forward(const moe::ModelConfig& m) {
   for (moe::MoELayer* layer : net.moe_layers()) {
     std::vector<float> bias(static_cast<size_t>(m.num_experts));
     for (size_t e = 0; e < bias.size(); ++e) bias[e] = 0.05f * static_cast<float>(e % 3) - 0.04f;
-    if (m.moe_router == "sigmoid_topk") moe::upload(layer->bias(), bias.data());
-    biases.push_back(layer->bias());
+    if (m.moe_router == "sigmoid_topk") moe::upload(layer->router().bias(), bias.data());
+    biases.push_back(layer->router().bias());
   }
   const double want = net.evaluate();
 

@@ -13,6 +13,7 @@
 #include "src/kernels/ops.h"
 #include "src/model/params.h"
 #include "src/model/transformer.h"
+#include "src/train/moe_gradient_scale.h"
 #include "src/train/optimizer.h"
 
 namespace {
@@ -62,7 +63,7 @@ void check_model_gradient(const moe::ModelConfig& m) {
   TinyRun run(m, 2, 5, 7);
   for (auto* layer : run.net.moe_layers()) {
     // A non-zero balance bias must change choices but never the gradient.
-    const moe::Tensor& b = layer->bias();
+    const moe::Tensor& b = layer->router().bias();
     for (int64_t e = 0; e < b.numel(); ++e) b.f32()[e] = 0.05f * static_cast<float>(e % 3) - 0.05f;
   }
   run.params.zero_grads();
@@ -158,7 +159,7 @@ TEST_CASE("same seed, same losses: bit-identical on CPU") {
       out.push_back(run.net.forward_backward(1.0f));
       opt.step(1e-2, 1.0, step);
       const auto stats = run.net.read_moe_step_stats();
-      for (size_t i = 0; i < stats.size(); ++i) run.net.moe_layers()[i]->update_bias(1e-3, stats[i]);
+      for (size_t i = 0; i < stats.size(); ++i) run.net.moe_layers()[i]->router().end_step(stats[i], 1e-3);
     }
     return out;
   };
@@ -200,11 +201,11 @@ TEST_CASE("the sigmoid router's bias moves against each expert's load, once per 
     int64_t total = 0;
     for (int64_t c : counts) total += c;
     REQUIRE(total == 2 * 10 * 1);  // 2 micro-batches x 10 tokens x top-1
-    layer->update_bias(0.25, stats[i]);
+    layer->router().end_step(stats[i], 0.25);
     const double mean = total / 4.0;
     for (size_t e = 0; e < 4; ++e) {
       const double expected = counts[e] < mean ? 0.25 : (counts[e] > mean ? -0.25 : 0.0);
-      CHECK(layer->bias().f32()[e] == static_cast<float>(expected));
+      CHECK(layer->router().bias().f32()[e] == static_cast<float>(expected));
     }
   }
 }
@@ -216,8 +217,8 @@ TEST_CASE("softmax_topk never moves a bias") {
   const auto stats = run.net.read_moe_step_stats();
   for (size_t i = 0; i < stats.size(); ++i) {
     moe::MoELayer* layer = run.net.moe_layers()[i];
-    layer->update_bias(0.25, stats[i]);
-    for (int64_t e = 0; e < 4; ++e) CHECK(layer->bias().f32()[e] == 0.0f);
+    layer->router().end_step(stats[i], 0.25);
+    for (int64_t e = 0; e < 4; ++e) CHECK(layer->router().bias().f32()[e] == 0.0f);
   }
 }
 
@@ -235,7 +236,7 @@ TEST_CASE("moe_gradient_scale multiplies each expert's gradient by clamp(mean lo
     const moe::Param& w1 = run.params[prefix + "w1"];
     const int64_t per_expert = w1.grad.numel() / 4;
     std::vector<float> before(w1.grad.f32(), w1.grad.f32() + w1.grad.numel());
-    layer->scale_expert_gradients(stats[i]);
+    moe::scale_expert_gradients(run.params, layer->layer(), stats[i]);
     double mean = 0;
     for (int64_t c : kept) mean += c / 4.0;
     for (int64_t e = 0; e < 4; ++e) {

@@ -54,6 +54,7 @@ std::vector<Case> layouts_for(int ranks) {
             {"tp=2 x ep=2", L(1, 1, 2, 2)},
             {"dp_shard=2 x ep=2", L(1, 2, 2, 1)},
             {"dp_replicate=2 x dp_shard=2", L(2, 2, 1, 1)}};
+  if (ranks == 8) return {{"tp=2 x ep=2 x dp_shard=2", L(1, 2, 2, 2)}};  // three axes at once
   return {};
 }
 

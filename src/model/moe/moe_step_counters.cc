@@ -1,4 +1,4 @@
-#include "src/model/moe_step_counters.h"
+#include "src/model/moe/moe_step_counters.h"
 
 #include <cstring>
 #include <stdexcept>

@@ -1,0 +1,51 @@
+#include "src/model/moe/router.h"
+
+namespace moe {
+
+Router::Router(const RouterSetup& s)
+    : N_(s.N),
+      T_(s.T),
+      E_(s.model.num_experts),
+      K_(s.model.moe_top_k),
+      gate_(s.gate),
+      w_lb_(static_cast<float>(s.model.moe_aux_loss_weight)),
+      w_z_(static_cast<float>(s.model.moe_router_z_loss_weight)),
+      w_seq_(static_cast<float>(s.model.moe_sequence_aux_loss_weight)) {
+  TensorPool& pool = s.pool;
+  ops::reserve_router_aux_losses(pool.device(), N_, T_, E_);
+  logits_NE_ = pool.alloc({N_, E_});
+  scores_NE_ = pool.alloc({N_, E_});
+  topk_idx_NK_ = pool.alloc({N_, K_}, DType::kI32);
+  topk_w_NK_ = pool.alloc({N_, K_});
+  bias_E_ = pool.alloc({E_});
+  aux_3_ = pool.alloc({3});
+  daux_logits_NE_ = pool.alloc({N_, E_});
+  dlogits_NE_ = s.scratch.get("moe.dlogits", {N_, E_}, DType::kF32);
+  if (s.act != DType::kF32) dlogits_act_NE_ = s.scratch.get("moe.dlogits_act", {N_, E_}, s.act);
+}
+
+void Router::forward(const Tensor& x_ND, float grad_scale) {
+  ops::matmul_forward(logits_NE_, x_ND, gate_.value);
+  select();
+  ops::router_aux_losses(aux_3_, daux_logits_NE_, logits_NE_, scores_NE_, topk_idx_NK_, T_, balance_scores(), w_lb_,
+                         w_z_, w_seq_, grad_scale);
+}
+
+void Router::backward(const Tensor& dx_ND, const Tensor& dtopk_w_NK, const Tensor& x_ND) {
+  copy_tensor(dlogits_NE_, daux_logits_NE_);
+  select_backward(dlogits_NE_, dtopk_w_NK);
+  // The router's math is fp32; its GEMM takes the gradient in the activation dtype.
+  const Tensor dlogits = dlogits_act_NE_.data ? dlogits_act_NE_ : dlogits_NE_;
+  if (dlogits.data != dlogits_NE_.data) ops::cast(dlogits, dlogits_NE_);
+  ops::matmul_backward(dx_ND, gate_.grad, dlogits, x_ND, gate_.value);
+}
+
+double Router::last_weighted_aux_loss() const {
+  float aux[3];
+  download(aux, aux_3_);
+  return w_lb_ * aux[0] + w_z_ * aux[1] + w_seq_ * aux[2];
+}
+
+void Router::end_step(const MoEStepStats& /*step*/, double /*bias_rate*/) {}
+
+}  // namespace moe

@@ -1,0 +1,87 @@
+// The router of an MoE block (Megatron's TopKRouter role): from the tokens x
+// it computes the gate's logits (x Wr^T, fp32), picks each token's K experts
+// and their weights, and the auxiliary losses (load balance, router z-loss,
+// sequence balance) whose gradient it adds in backward.
+//
+// What differs between routers is only the selection: how scores, the top-k
+// and the weights come from the logits, their gradient, and what (if
+// anything) the router learns from a step's token counts. A router is a
+// subclass that says those; the gate GEMM, the aux losses and the backward
+// of the GEMM are here, shared. To add one: a file in this folder with the
+// subclass and its factory, and one line in routers.cc (see routers.h).
+// Legend: N tokens, D dim, E experts, K top-k.
+#pragma once
+
+#include <cstdint>
+
+#include "src/config/job_config.h"
+#include "src/core/tensor_pool.h"
+#include "src/kernels/ops.h"
+#include "src/model/moe/moe_step_stats.h"
+#include "src/model/params.h"
+#include "src/model/shared_scratch.h"
+
+namespace moe {
+
+// What a router is built with.
+struct RouterSetup {
+  const ModelConfig& model;
+  Param& gate;             // [E, D]
+  int64_t N, T;            // tokens routed per call, as sequences of T (the sequence balance loss)
+  TensorPool& pool;        // its buffers, on the device the routing runs on
+  SharedScratch& scratch;  // backward buffers shared with every other router
+  DType act;               // the dtype of x and dx (bf16 under mixed precision); the routing is fp32
+};
+
+class Router {
+ public:
+  explicit Router(const RouterSetup& setup);
+  virtual ~Router() = default;
+  Router(const Router&) = delete;
+  Router& operator=(const Router&) = delete;
+
+  // Routes x_ND: topk_idx() and topk_w(), and the aux losses, left on the
+  // device in aux_losses() with their gradient saved for backward (grad_scale
+  // multiplies it: 1 / grad_accum_steps).
+  void forward(const Tensor& x_ND, float grad_scale);
+  // dx_ND += the router's input gradient and gate.grad = its weight gradient,
+  // from dtopk_w_NK (d loss / d weights) and the saved aux gradient.
+  void backward(const Tensor& dx_ND, const Tensor& dtopk_w_NK, const Tensor& x_ND);
+
+  const Tensor& topk_idx() const { return topk_idx_NK_; }  // I32 [N, K], distinct experts per token
+  const Tensor& topk_w() const { return topk_w_NK_; }      // F32 [N, K]
+  // F32 [3], unweighted: load balance, z-loss, sequence balance of the last forward.
+  const Tensor& aux_losses() const { return aux_3_; }
+  // w_lb * LB + w_z * Z + w_seq * SEQ of the last forward (a HOST SYNC).
+  double last_weighted_aux_loss() const;
+
+  // Once per optimizer step, after the optimizer: `step` holds the step's
+  // statistics summed over the data-parallel ranks; `bias_rate` is the
+  // balance-bias rate of this step (moe_bias_update_rate under its schedule).
+  virtual void end_step(const MoEStepStats& step, double bias_rate);
+  // The selection bias: E floats added to the scores for the choice only
+  // (zero and unused unless the router learns one). Checkpoints keep it.
+  const Tensor& bias() const { return bias_E_; }
+
+ protected:
+  // scores_NE_, topk_idx_NK_ and topk_w_NK_ from logits_NE_ (fp32, on the routing's device).
+  virtual void select() = 0;
+  // dlogits_NE += d(topk_w)/d(logits)^T dtopk_w_NK, for the last select().
+  virtual void select_backward(const Tensor& dlogits_NE, const Tensor& dtopk_w_NK) = 0;
+  // Which normalised scores the balance losses use: softmax probabilities, or
+  // sigmoid scores over their row sum.
+  virtual ops::RouterKind balance_scores() const = 0;
+
+  int64_t N_, T_, E_, K_;
+  Tensor logits_NE_, scores_NE_, topk_idx_NK_, topk_w_NK_;
+  Tensor bias_E_;
+
+ private:
+  Param& gate_;
+  float w_lb_, w_z_, w_seq_;
+  Tensor aux_3_, daux_logits_NE_;
+  Tensor dlogits_NE_;      // backward scratch (F32)
+  Tensor dlogits_act_NE_;  // the same in the activation dtype, for the GEMM (bf16 only)
+};
+
+}  // namespace moe

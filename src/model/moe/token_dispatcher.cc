@@ -1,0 +1,73 @@
+#include "src/model/moe/token_dispatcher.h"
+
+#include "src/config/derived.h"
+#include "src/kernels/ops.h"
+
+namespace moe {
+
+TokenDispatcher::TokenDispatcher(const LayerContext& ctx, int64_t capacity, int64_t local_experts)
+    : capacity_(capacity) {
+  TensorPool& pool = ctx.pool;
+  const int64_t N = ctx.N(), D = ctx.model.dim, E = ctx.model.num_experts, K = ctx.model.moe_top_k;
+  Communicator& ep = *ctx.parallel.ep;
+  if (ep.size() > 1) {
+    const int64_t R = moe_max_local_rows(ctx.model, N, ep.size());
+    exchange_ = std::make_unique<ExpertExchange>(ep, local_experts, R, D, pool, ctx.act);
+    ex_x_RD_ = ctx.alloc_act({R, D});  // saved: the local experts' input rows
+    ex_y_RD_ = ctx.scratch_act("moe.ex_y", {R, D});
+    ex_dx_RD_ = ctx.scratch_act("moe.ex_dx", {R, D});
+    ex_dy_RD_ = ctx.scratch_act("moe.ex_dy", {R, D});
+  }
+  offsets_E1_ = pool.alloc({E + 1}, DType::kI32);
+  row_pair_M_ = pool.alloc({N * K}, DType::kI32);
+  pair_row_NK_ = pool.alloc({N, K}, DType::kI32);
+  for (Tensor* t : {&xs_MD_, &ys_MD_}) *t = ctx.alloc_act({N * K, D});  // saved for backward
+  dxs_MD_ = ctx.scratch_act("moe.dxs", {N * K, D});
+  dys_MD_ = ctx.scratch_act("moe.dys", {N * K, D});
+}
+
+ExpertRows TokenDispatcher::dispatch(const Tensor& x_ND, const Tensor& topk_idx_NK) {
+  ops::moe_plan(offsets_E1_, row_pair_M_, pair_row_NK_, topk_idx_NK, capacity_);
+  ops::moe_permute(xs_MD_, x_ND, pair_row_NK_);
+  // One process: the rows past offsets[E] are not computed.
+  if (!exchange_) return {xs_MD_, ys_MD_, offsets_E1_};
+  exchange_->plan(offsets_E1_);  // reads the offsets back: the all-to-all sizes live on the host
+  const int64_t M = exchange_->routed_rows(), R = exchange_->local_rows();
+  exchange_->dispatch(xs_MD_.rows(0, M));  // into peer-major order
+  ops::gather_rows(ex_x_RD_, exchange_->peer_major(), exchange_->expert_from_peer());
+  return {ex_x_RD_.rows(0, R), ex_y_RD_.rows(0, R), exchange_->local_offsets()};
+}
+
+void TokenDispatcher::combine(const Tensor& out_ND, const Tensor& topk_w_NK) {
+  if (exchange_) {
+    ops::gather_rows(exchange_->peer_major(), ex_y_RD_, exchange_->peer_from_expert());
+    exchange_->combine(ys_MD_.rows(0, exchange_->routed_rows()));
+  }
+  zero(out_ND);
+  ops::moe_unpermute(out_ND, ys_MD_, topk_w_NK, pair_row_NK_);
+}
+
+ExpertGradRows TokenDispatcher::combine_backward(const Tensor& dtopk_w_NK, const Tensor& dout_ND,
+                                                 const Tensor& topk_w_NK) {
+  ops::moe_unpermute_backward(dys_MD_, dtopk_w_NK, dout_ND, ys_MD_, topk_w_NK, pair_row_NK_);
+  if (!exchange_) {
+    zero(dxs_MD_);
+    return {dys_MD_, dxs_MD_, xs_MD_, offsets_E1_};
+  }
+  const int64_t M = exchange_->routed_rows(), R = exchange_->local_rows();
+  exchange_->dispatch(dys_MD_.rows(0, M));
+  ops::gather_rows(ex_dy_RD_, exchange_->peer_major(), exchange_->expert_from_peer());
+  const Tensor ex_dx = ex_dx_RD_.rows(0, R);
+  zero(ex_dx);
+  return {ex_dy_RD_.rows(0, R), ex_dx, ex_x_RD_.rows(0, R), exchange_->local_offsets()};
+}
+
+void TokenDispatcher::dispatch_backward(const Tensor& dx_ND) {
+  if (exchange_) {
+    ops::gather_rows(exchange_->peer_major(), ex_dx_RD_, exchange_->peer_from_expert());
+    exchange_->combine(dxs_MD_.rows(0, exchange_->routed_rows()));
+  }
+  ops::moe_permute_backward(dx_ND, dxs_MD_, pair_row_NK_);
+}
+
+}  // namespace moe
