@@ -20,6 +20,7 @@
 #include "src/config/derived.h"
 #include "src/config/load.h"
 #include "src/config/validate.h"
+#include "src/core/child_process.h"
 #include "src/core/cuda_device.h"
 #include "src/core/user_error.h"
 #include "src/parallel/launch_env.h"
@@ -126,18 +127,11 @@ int print_gpu_check(const GpuCheckReport& report, std::ostream& out, std::ostrea
   return kUserErrorExitCode;
 }
 
-// The last line of a child's output (its summary or its error).
-std::string last_line(const std::string& text) {
-  const std::string trimmed = text.substr(0, text.find_last_not_of('\n') + 1);
-  return trimmed.substr(trimmed.find_last_of('\n') + 1);
-}
-
 }  // namespace
 
 // moe_train check-gpu [CONFIG] [--section.key=value ...] [--world-size=N] [--device=N]
 int run_check_gpu(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  std::string config_path;
-  std::vector<std::string> overrides;
+  ConfigArguments given;
   int device = -1;
   int64_t world_size = 0;
   bool for_training = false;
@@ -154,21 +148,15 @@ int run_check_gpu(const std::vector<std::string>& args, std::ostream& out, std::
       device = static_cast<int>(d);
     } else if (a.rfind("--world-size=", 0) == 0) {
       world_size = parse_world_size(a.substr(13));
-    } else if (is_override(a)) {
-      overrides.push_back(a.substr(2));
-    } else if (a.rfind("-", 0) == 0) {
-      throw UserError("check-gpu: unknown option " + a +
-                      "; usage: moe_train check-gpu [CONFIG.toml] [--section.key=value ...] [--device=N]");
-    } else if (config_path.empty()) {
-      config_path = a;
     } else {
-      throw UserError("check-gpu: unexpected argument " + a + " (the config is already " + config_path + ")");
+      given.take(a, "check-gpu", "usage: moe_train check-gpu [CONFIG.toml] [--section.key=value ...] [--device=N]");
     }
   }
-  if (config_path.empty() && !overrides.empty()) {
-    throw UserError("check-gpu: --" + overrides[0] + " needs a config file to override; give CONFIG.toml first");
+  if (given.config_path.empty() && !given.overrides.empty()) {
+    throw UserError("check-gpu: --" + given.overrides[0] + " needs a config file to override; give CONFIG.toml first");
   }
-  JobConfig cfg = config_path.empty() ? check_gpu_default_config() : load_config_file(config_path, overrides).cfg;
+  JobConfig cfg =
+      given.config_path.empty() ? check_gpu_default_config() : load_config_file(given.config_path, given.overrides).cfg;
   // The refusals training makes, so that a config training would refuse never passes the check.
   validate_config(cfg);
   fill_derived_defaults(cfg);

@@ -16,24 +16,17 @@ namespace moe {
 int run_eval(const std::vector<std::string>& args, std::ostream& out) {
   const char* usage =
       "usage: moe_train eval CONFIG.toml [--checkpoint=STEP_OR_CHECKPOINT_FOLDER] [--section.key=value ...]";
-  std::string config_path, checkpoint;
-  std::vector<std::string> overrides;
+  std::string checkpoint;
+  ConfigArguments given;
   for (const std::string& a : args) {
     if (a.rfind("--checkpoint=", 0) == 0 && a.size() > 13) {
       checkpoint = a.substr(13);
-    } else if (is_override(a)) {
-      overrides.push_back(a.substr(2));
-    } else if (a.rfind("-", 0) == 0) {
-      throw UserError(fmt::format("eval: unknown option {}; {}", a, usage));
-    } else if (config_path.empty()) {
-      config_path = a;
     } else {
-      throw UserError(
-          fmt::format("eval: unexpected argument {} (the config is already {}); {}", a, config_path, usage));
+      given.take(a, "eval", usage);
     }
   }
-  if (config_path.empty()) throw UserError(fmt::format("eval: no config file given; {}", usage));
-  JobConfig cfg = load_checked_config(config_path, overrides);
+  if (given.config_path.empty()) throw UserError(fmt::format("eval: no config file given; {}", usage));
+  JobConfig cfg = load_checked_config(given.config_path, given.overrides);
   const LaunchEnv env = read_launch_env();
   const Layout layout = resolve_layout(cfg.distributed, env.world_size);
   require_built_features(cfg, layout);

@@ -38,8 +38,7 @@ int64_t whole(const std::string& option, const std::string& text, int64_t lo) {
 }  // namespace
 
 int run_generate(const std::vector<std::string>& args, std::ostream& out) {
-  std::string config_path;
-  std::vector<std::string> overrides;
+  ConfigArguments given;
   GenerateOptions o;
   bool has_prompt = false;
   for (const std::string& a : args) {
@@ -60,21 +59,14 @@ int run_generate(const std::vector<std::string>& args, std::ostream& out) {
       o.sampling.seed = static_cast<uint64_t>(whole(key, value, 0));
     } else if (key == "--checkpoint" && !value.empty()) {
       o.checkpoint = value;
-    } else if (is_override(a)) {
-      overrides.push_back(a.substr(2));
-    } else if (a.rfind("-", 0) == 0) {
-      throw UserError(fmt::format("generate: unknown option {}; {}", a, kGenerateUsage));
-    } else if (config_path.empty()) {
-      config_path = a;
     } else {
-      throw UserError(fmt::format("generate: unexpected argument {} (the config is already {}); {}", a, config_path,
-                                  kGenerateUsage));
+      given.take(a, "generate", kGenerateUsage);
     }
   }
-  if (config_path.empty() || !has_prompt) {
+  if (given.config_path.empty() || !has_prompt) {
     throw UserError(fmt::format("generate: needs a config file and --prompt; {}", kGenerateUsage));
   }
-  JobConfig cfg = load_checked_config(config_path, overrides);
+  JobConfig cfg = load_checked_config(given.config_path, given.overrides);
   resolve_device(cfg.train);
   out << o.prompt << std::flush;
   const GenerateResult r = generate_text(cfg, o, [&out](const std::string& text) { out << text << std::flush; });

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "src/config/derived.h"
@@ -35,6 +36,19 @@ std::vector<std::string> join_option_values(const std::vector<std::string>& args
 bool is_override(const std::string& a) {
   return a.rfind("--", 0) == 0 && a.find('.') != std::string::npos && a.find('=') != std::string::npos &&
          a.find('.') < a.find('=');
+}
+
+void ConfigArguments::take(const std::string& a, const std::string& command, const std::string& usage) {
+  if (is_override(a)) {
+    overrides.push_back(a.substr(2));
+  } else if (a.rfind("-", 0) == 0) {
+    throw UserError(fmt::format("{}: unknown option {}; {}", command, a, usage));
+  } else if (config_path.empty()) {
+    config_path = a;
+  } else {
+    throw UserError(
+        fmt::format("{}: unexpected argument {} (the config is already {}); {}", command, a, config_path, usage));
+  }
 }
 
 int64_t parse_world_size(const std::string& v) {

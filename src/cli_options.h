@@ -17,6 +17,18 @@ std::vector<std::string> join_option_values(const std::vector<std::string>& args
 // --section.key=value
 bool is_override(const std::string& a);
 
+// What every command takes besides its own options: one config file and
+// --section.key=value overrides.
+struct ConfigArguments {
+  std::string config_path;
+  std::vector<std::string> overrides;  // "section.key=value"
+
+  // An argument none of the command's own options took: an override, else
+  // the config file; another option or a second file is a UserError naming
+  // `command` and ending with its `usage`.
+  void take(const std::string& a, const std::string& command, const std::string& usage);
+};
+
 // --world-size's value: a positive rank count, else a UserError.
 int64_t parse_world_size(const std::string& v);
 

@@ -2,6 +2,7 @@
 #include <spdlog/spdlog.h>
 
 #include <optional>
+#include <utility>
 
 #include "src/cli_options.h"
 #include "src/commands.h"
@@ -111,21 +112,23 @@ int train_command(JobConfig& cfg, const CommandLine& cl) {
 
 CommandLine parse_command_line(const std::vector<std::string>& args) {
   CommandLine cl;
+  const std::pair<const char*, bool*> switches[] = {
+      {"-h", &cl.help},
+      {"--help", &cl.help},
+      {"--version", &cl.version},
+      {"--print-config", &cl.print_config},
+      {"--dry-run", &cl.dry_run},
+      {"--log-all-ranks", &cl.log_all_ranks},
+      {"--skip-gpu-check", &cl.skip_gpu_check},
+      {"--archive-checkpoints", &cl.archive_checkpoints},
+  };
   for (const std::string& a : args) {
-    if (a == "-h" || a == "--help") {
-      cl.help = true;
-    } else if (a == "--version") {
-      cl.version = true;
-    } else if (a == "--print-config") {
-      cl.print_config = true;
-    } else if (a == "--dry-run") {
-      cl.dry_run = true;
-    } else if (a == "--log-all-ranks") {
-      cl.log_all_ranks = true;
-    } else if (a == "--skip-gpu-check") {
-      cl.skip_gpu_check = true;
-    } else if (a == "--archive-checkpoints") {
-      cl.archive_checkpoints = true;
+    bool* on = nullptr;
+    for (const auto& [name, flag] : switches) {
+      if (a == name) on = flag;
+    }
+    if (on != nullptr) {
+      *on = true;
     } else if (a.rfind("--world-size=", 0) == 0) {
       cl.world_size = parse_world_size(a.substr(13));
     } else if (a.rfind("--export-hf=", 0) == 0 && a.size() > 12) {

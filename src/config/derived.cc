@@ -74,17 +74,23 @@ void fill_derived_defaults(JobConfig& cfg) {
   cfg.model.ffn_hidden_dim = ffn_hidden(cfg.model);
 }
 
-int64_t moe_capacity(const ModelConfig& m, int64_t tokens) {
-  if (m.moe_capacity_factor <= 0) return 0;
-  return static_cast<int64_t>(std::ceil(m.moe_capacity_factor * static_cast<double>(tokens * m.moe_top_k) /
-                                        static_cast<double>(m.num_experts)));
+int64_t moe_capacity(const ModelConfig& m, int64_t tokens, bool training) {
+  const double cf = training || m.moe_eval_capacity_factor == -1.0 ? m.moe_capacity_factor : m.moe_eval_capacity_factor;
+  if (cf <= 0 || !m.moe_drop_tokens) return 0;
+  return static_cast<int64_t>(
+      std::ceil(cf * static_cast<double>(tokens * m.moe_top_k) / static_cast<double>(m.num_experts)));
 }
 
 int64_t moe_max_local_rows(const ModelConfig& m, int64_t tokens, int64_t ep) {
-  const int64_t pairs = tokens * m.moe_top_k, capacity = moe_capacity(m, tokens);
+  const int64_t pairs = tokens * m.moe_top_k;
   if (ep == 1) return pairs;
   const int64_t local_experts = m.num_experts / ep;
-  return capacity > 0 ? std::min(ep * pairs, ep * local_experts * capacity) : ep * pairs;
+  int64_t rows = 0;
+  for (bool training : {true, false}) {
+    const int64_t capacity = moe_capacity(m, tokens, training);
+    rows = std::max(rows, capacity > 0 ? std::min(ep * pairs, ep * local_experts * capacity) : ep * pairs);
+  }
+  return rows;
 }
 
 int64_t lm_head_chunk_rows(int64_t ce_chunk_size, int64_t tokens, int64_t vocab) {

@@ -18,12 +18,15 @@ int64_t expert_hidden(const ModelConfig& m);
 bool is_moe_block(const ModelConfig& m, int64_t layer);  // (layer+1) % moe_frequency == 0
 int64_t num_moe_blocks(const ModelConfig& m);
 // Pairs each expert may keep from a micro-batch of `tokens`: ceil(cf * tokens
-// * k / E), or 0 (no limit) when moe_capacity_factor <= 0.
-int64_t moe_capacity(const ModelConfig& m, int64_t tokens);
+// * k / E), or 0 (no limit) when cf <= 0 or moe_drop_tokens is false. cf is
+// moe_capacity_factor in training, moe_eval_capacity_factor (when not -1) in
+// evaluation.
+int64_t moe_capacity(const ModelConfig& m, int64_t tokens, bool training = true);
 // Rows the local experts of one rank may compute in a micro-batch under
-// expert parallelism `ep`: each of the ep ranks sends at most capacity rows
-// per local expert, and never more than all its tokens*k pairs (the dropless
-// worst case: every pair to one rank). tokens*k without ep.
+// expert parallelism `ep`, in training or evaluation, whichever is more: each
+// of the ep ranks sends at most capacity rows per local expert, and never
+// more than all its tokens*k pairs (the dropless worst case: every pair to
+// one rank). tokens*k without ep.
 int64_t moe_max_local_rows(const ModelConfig& m, int64_t tokens, int64_t ep);
 // Rows of logits per LM-head chunk: ce_chunk_size when set (at most tokens),
 // else 2^27 logits' worth (256 MiB in bf16, 512 MiB in fp32): about 4096 rows

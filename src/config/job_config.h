@@ -41,6 +41,10 @@ struct ModelConfig {
   double moe_router_z_loss_weight = 0.0;
   double moe_sequence_aux_loss_weight = 0.0;
   double moe_capacity_factor = 0.0;  // 0: no capacity limit (dropless)
+  // The capacity factor of evaluation (DeepSpeed's eval_capacity_factor);
+  // -1: the training one.
+  double moe_eval_capacity_factor = -1.0;
+  bool moe_drop_tokens = true;  // false: dropless whatever the capacity factors (DeepSpeed's drop_tokens)
   int64_t moe_shared_experts = 0;
   // Ours: true. Experts are always stored packed ([E, dim, hidden]) and run as
   // one grouped matmul; `false` is accepted for KempnerForge files and changes
@@ -141,7 +145,7 @@ struct MetricsConfig {
   // in checkpoint.dir, the run's folder); enable_jsonl = false writes none.
   bool enable_jsonl = true;
   std::string jsonl_path;
-  bool enable_tensorboard = false;         // KempnerForge's keys: event files in tensorboard_dir
+  bool enable_tensorboard = false;  // KempnerForge's keys: event files in tensorboard_dir
   std::string tensorboard_dir = "tb_logs";
   bool enable_wandb = false;  // accepted for KempnerForge configs: W&B is not supported (one warning)
   // ours: the peak (TFLOP/s per rank) MFU is divided by; 0 = the GPU's bf16

@@ -57,6 +57,13 @@ void check_sizes(const JobConfig& c) {
   positive("model.moe_frequency", m.moe_frequency);
   non_negative("model.moe_shared_experts", m.moe_shared_experts);
   non_negative("model.moe_capacity_factor", m.moe_capacity_factor);
+  if (m.moe_eval_capacity_factor != -1.0) {
+    if (!(m.moe_eval_capacity_factor >= 0) || std::isinf(m.moe_eval_capacity_factor)) {
+      reject("model.moe_eval_capacity_factor", m.moe_eval_capacity_factor,
+             "must be -1 (the training capacity factor), 0 (dropless) or a positive finite number",
+             "set it to -1, 0 or more");
+    }
+  }
   positive("model.moe_expert_ffn_multiplier", m.moe_expert_ffn_multiplier);
   non_negative("model.moe_bias_update_rate", m.moe_bias_update_rate);
   non_negative("model.moe_aux_loss_weight", m.moe_aux_loss_weight);
@@ -134,6 +141,7 @@ void check_limits(const JobConfig& c) {
   at_most("model.moe_shared_experts", m.moe_shared_experts, int64_t{1} << 10);
   at_most("model.moe_frequency", m.moe_frequency, int64_t{1} << 12);
   at_most("model.moe_capacity_factor", m.moe_capacity_factor, 1024.0);
+  at_most("model.moe_eval_capacity_factor", m.moe_eval_capacity_factor, 1024.0);
   at_most("model.moe_expert_ffn_multiplier", m.moe_expert_ffn_multiplier, 64.0);
   const auto& t = c.train;
   at_most("train.batch_size", t.batch_size, int64_t{1} << 24);

@@ -23,6 +23,7 @@ const char* dtype_name(DType t) {
 }
 
 int64_t Tensor::numel() const {
+  if (ndim == 0) return 0;  // an empty Tensor{}: no memory, no elements (there are no 0-d tensors)
   int64_t n = 1;
   for (int i = 0; i < ndim; ++i) n *= shape[i];
   return n;

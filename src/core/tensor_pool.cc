@@ -101,33 +101,29 @@ void copy_tensor(const Tensor& dst, const Tensor& src) {
   std::memcpy(dst.data, src.data, static_cast<size_t>(src.bytes()));
 }
 
-void upload(const Tensor& dst, const void* src) {
-  if (dst.device == Device::kCuda) {
+namespace {
+
+// Between a host buffer and a tensor, synchronously: the host buffer may go
+// away when this returns. `tensor` is the side that may live on the GPU.
+void copy_with_host(void* dst, const void* src, const Tensor& tensor, bool to_tensor, const std::string& what) {
+  if (tensor.device == Device::kCuda) {
 #if MOE_TRAIN_HAS_CUDA
-    // Synchronous: the host buffer may go away when this returns.
-    check_cuda(cudaMemcpyAsync(dst.data, src, static_cast<size_t>(dst.bytes()), cudaMemcpyHostToDevice, cuda::stream()),
-               "upload " + dst.shape_string());
-    check_cuda(cudaStreamSynchronize(cuda::stream()), "upload " + dst.shape_string());
+    const cudaMemcpyKind kind = to_tensor ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost;
+    check_cuda(cudaMemcpyAsync(dst, src, static_cast<size_t>(tensor.bytes()), kind, cuda::stream()),
+               what + " " + tensor.shape_string());
+    check_cuda(cudaStreamSynchronize(cuda::stream()), what + " " + tensor.shape_string());
     return;
 #else
-    no_cuda("upload");
+    no_cuda(what.c_str());
 #endif
   }
-  if (dst.bytes() > 0) std::memcpy(dst.data, src, static_cast<size_t>(dst.bytes()));
+  if (tensor.bytes() > 0) std::memcpy(dst, src, static_cast<size_t>(tensor.bytes()));
 }
 
-void download(void* dst, const Tensor& src) {
-  if (src.device == Device::kCuda) {
-#if MOE_TRAIN_HAS_CUDA
-    check_cuda(cudaMemcpyAsync(dst, src.data, static_cast<size_t>(src.bytes()), cudaMemcpyDeviceToHost, cuda::stream()),
-               "download " + src.shape_string());
-    check_cuda(cudaStreamSynchronize(cuda::stream()), "download " + src.shape_string());
-    return;
-#else
-    no_cuda("download");
-#endif
-  }
-  if (src.bytes() > 0) std::memcpy(dst, src.data, static_cast<size_t>(src.bytes()));
-}
+}  // namespace
+
+void upload(const Tensor& dst, const void* src) { copy_with_host(dst.data, src, dst, true, "upload"); }
+
+void download(void* dst, const Tensor& src) { copy_with_host(dst, src.data, src, false, "download"); }
 
 }  // namespace moe

@@ -5,8 +5,6 @@
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 
 #include "src/core/user_error.h"
 #include "src/core/durable_file.h"
@@ -36,12 +34,6 @@ std::vector<std::string> fortune_files(const std::string& dir) {
     throw UserError(fmt::format("default corpus: cannot list {} ({}); run ./scripts/setup.sh", dir, ec.message()));
   std::sort(files.begin(), files.end());
   return files;
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw UserError("default corpus: cannot read " + path + "; run ./scripts/setup.sh to reinstall fortunes");
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 }  // namespace
@@ -97,7 +89,9 @@ std::string ensure_default_corpus(const std::string& cache_dir, const std::strin
   std::vector<std::string> documents;
   const std::vector<std::string> files = fortune_files(fortunes_dir);
   for (const std::string& file : files) {
-    for (std::string& entry : split_fortune_entries(read_text(file))) documents.push_back(std::move(entry));
+    for (std::string& entry :
+         split_fortune_entries(read_text_file(file, "default corpus", "run ./scripts/setup.sh to reinstall fortunes")))
+      documents.push_back(std::move(entry));
   }
   if (documents.empty()) {
     throw UserError(

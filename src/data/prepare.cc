@@ -90,12 +90,6 @@ PreparedDataset prepare(const DocumentSource& source, const std::string& out_dir
   return result;
 }
 
-std::string read_whole_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw UserError("prepare: cannot read " + path + "; check that the file exists and is readable");
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 }  // namespace
 
 int64_t count_val_documents(const std::vector<int64_t>& document_tokens, double val_fraction) {
@@ -121,6 +115,12 @@ int64_t count_val_documents(const std::vector<int64_t>& document_tokens, double 
   return best;
 }
 
+std::string read_text_file(const std::string& path, const std::string& who, const std::string& fix) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw UserError(who + ": cannot read " + path + "; " + fix);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
 PreparedDataset prepare_text_dataset(const std::vector<std::string>& input_files, const std::string& out_dir,
                                      double val_fraction) {
   if (input_files.empty()) throw UserError("prepare: no input files; give one or more text files, one document each");
@@ -134,7 +134,9 @@ PreparedDataset prepare_text_dataset(const std::vector<std::string>& input_files
     }
     source.byte_sizes.push_back(static_cast<int64_t>(size));
   }
-  source.load = [&input_files](size_t d) { return read_whole_file(input_files[d]); };
+  source.load = [&input_files](size_t d) {
+    return read_text_file(input_files[d], "prepare", "check that the file exists and is readable");
+  };
   source.description = input_files.size() == 1 ? input_files.front()
                                                : fmt::format("{} text files ({} ... {})", input_files.size(),
                                                              input_files.front(), input_files.back());

@@ -36,6 +36,9 @@ PreparedDataset prepare_documents_dataset(const std::vector<std::string>& docume
 
 // How many of the last documents form the val split (rule above), given each
 // document's token count.
+// The whole file as bytes; a UserError "<who>: cannot read PATH; <fix>" when it cannot be opened.
+std::string read_text_file(const std::string& path, const std::string& who, const std::string& fix);
+
 int64_t count_val_documents(const std::vector<int64_t>& document_tokens, double val_fraction);
 
 }  // namespace moe

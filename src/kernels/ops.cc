@@ -401,8 +401,9 @@ double sum_squares_many(const std::vector<Tensor>& xs) {
   const OpCall call("sum_squares_many", where);
   for (size_t i = 0; i < xs.size(); ++i) {
     const Tensor& x = xs[i];
-    // A tensor with elements but no data (e.g. Tensor{}, which has numel 1) is a caller's bug.
-    call.expect(x.dtype == DType::kF32 && (x.data != nullptr || x.numel() == 0), [&] {
+    // A shaped tensor without elements needs no data; anything else without data
+    // (Tensor{}, no tensor at all) is a caller's bug.
+    call.expect(x.dtype == DType::kF32 && (x.data != nullptr || (x.ndim > 0 && x.numel() == 0)), [&] {
       return "tensor " + std::to_string(i) + " " + x.shape_string() + " " + dtype_name(x.dtype) +
              (x.data ? "" : " without data") + "; wants f32, with data unless empty";
     });

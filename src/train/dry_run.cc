@@ -227,6 +227,12 @@ std::string format_dry_run(const DryRunReport& r, const JobConfig& cfg, const st
   if (m.num_experts > 0) {
     out += fmt::format("{} experts top-{} in {} of {} blocks, expert hidden {}\n", m.num_experts, m.moe_top_k,
                        num_moe_blocks(m), m.n_layers, expert_hidden(m));
+    const int64_t tokens = cfg.train.batch_size * cfg.train.seq_len;
+    auto capacity = [&](bool training) {
+      const int64_t c = moe_capacity(m, tokens, training);
+      return c > 0 ? fmt::format("at most {} pairs per expert and micro-batch", c) : std::string("dropless");
+    };
+    out += fmt::format("routing: {}; training {}, evaluation {}\n", m.moe_router, capacity(true), capacity(false));
   } else {
     out += fmt::format("dense, ffn hidden {}\n", ffn_hidden(m));
   }

@@ -8,27 +8,10 @@
 #include <nlohmann/json.hpp>
 
 #include "src/core/user_error.h"
+#include "src/train/human_units.h"
 
 namespace moe {
 namespace {
-
-std::string human_bytes(int64_t b) {
-  const double x = static_cast<double>(b);
-  if (x >= 1024.0 * 1024 * 1024) return fmt::format("{:.2f} GiB", x / (1024.0 * 1024 * 1024));
-  return fmt::format("{:.0f} MiB", x / (1024.0 * 1024));
-}
-
-std::string human_duration(double sec) {
-  const auto s = static_cast<int64_t>(std::llround(std::max(0.0, sec)));
-  if (s >= 3600) return fmt::format("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60);
-  return fmt::format("{}:{:02}", s / 60, s % 60);
-}
-
-std::string human_rate(double r) {
-  if (r >= 1e6) return fmt::format("{:.2f}M", r / 1e6);
-  if (r >= 1e3) return fmt::format("{:.1f}k", r / 1e3);
-  return fmt::format("{:.0f}", r);
-}
 
 std::string moe_layer_tag(int64_t layer) { return fmt::format("moe/layer_{}", layer); }
 
@@ -94,7 +77,7 @@ std::string format_console_line(const StepMetrics& m) {
     line += fmt::format(" | aux {:.4f} | balance {:.2f} | dropped {:.1f}%", m.aux_loss, m.expert_balance,
                         100.0 * m.dropped_frac);
   }
-  line += fmt::format(" | {} tok/s | MFU {:.1f}% | mem {} | {:.2f} s/step | ETA {}", human_rate(m.tokens_per_sec),
+  line += fmt::format(" | {} tok/s | MFU {:.1f}% | mem {} | {:.2f} s/step | ETA {}", human_count(m.tokens_per_sec),
                       100.0 * m.mfu, human_bytes(m.peak_bytes), m.step_time_sec, human_duration(m.eta_sec));
   if (m.skipped) line += " | SKIPPED: non-finite loss or gradient norm, update not applied";
   return line;

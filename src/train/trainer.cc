@@ -26,6 +26,7 @@
 #include "src/parallel/mesh.h"
 #include "src/train/cpu_peak.h"
 #include "src/train/dry_run.h"
+#include "src/train/human_units.h"
 #include "src/kernels/gpu_kernels.h"
 #include "src/kernels/kernel_choice.h"
 #include "src/train/gpu_check.h"
@@ -334,20 +335,6 @@ TrainPosition starting_position(const JobConfig& cfg, const TrainOptions& option
     }
   }
   return at;
-}
-
-std::string human_count(double n) {
-  if (n >= 1e9) return fmt::format("{:.2f}B", n / 1e9);
-  if (n >= 1e6) return fmt::format("{:.2f}M", n / 1e6);
-  if (n >= 1e3) return fmt::format("{:.1f}k", n / 1e3);
-  return fmt::format("{:.0f}", n);
-}
-
-std::string human_seconds(double sec) {
-  const auto s = static_cast<int64_t>(std::llround(std::max(0.0, sec)));
-  if (s >= 3600) return fmt::format("{}h{:02}m{:02}s", s / 3600, (s / 60) % 60, s % 60);
-  if (s >= 60) return fmt::format("{}m{:02}s", s / 60, s % 60);
-  return fmt::format("{:.1f}s", sec);
 }
 
 // Everything a run reads and writes, as the step loop needs it.

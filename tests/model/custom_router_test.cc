@@ -8,7 +8,6 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -17,6 +16,7 @@
 #include "src/core/user_error.h"
 #include "src/model/moe/routers.h"
 #include "src/model/transformer.h"
+#include "tests/model/tiny_run.h"
 
 namespace {
 
@@ -46,38 +46,16 @@ std::unique_ptr<moe::Router> make_halved(const moe::RouterSetup& s) { return std
 const bool registered = (moe::register_router("halved_softmax_topk", make_halved), true);
 
 moe::ModelConfig tiny_moe(const std::string& router) {
-  moe::JobConfig cfg =
-      moe::load_config_text(
-          "", "tiny",
-          {"model.dim=16", "model.n_layers=2", "model.n_heads=2", "model.n_kv_heads=1", "model.vocab_size=29",
-           "model.ffn_hidden_dim=24", "model.max_seq_len=8", "model.init_std=0.3", "model.num_experts=4",
-           "model.moe_top_k=2", "model.moe_aux_loss_weight=0.05", "model.moe_router_z_loss_weight=0.01",
-           "model.moe_router=" + router, "train.seq_len=6"})
-          .cfg;
-  moe::validate_config(cfg);
-  return cfg.model;
+  return moe::test::model_of({"model.dim=16", "model.n_layers=2", "model.n_heads=2", "model.n_kv_heads=1",
+                              "model.vocab_size=29", "model.ffn_hidden_dim=24", "model.max_seq_len=8",
+                              "model.init_std=0.3", "model.num_experts=4", "model.moe_top_k=2",
+                              "model.moe_aux_loss_weight=0.05", "model.moe_router_z_loss_weight=0.01",
+                              "model.moe_router=" + router, "train.seq_len=6"});
 }
 
-struct Run {
-  moe::ModelConfig model;
-  moe::TensorPool pool;
-  moe::ParamStore params;
-  moe::Transformer net;
-
-  explicit Run(const std::string& router)
-      : model(tiny_moe(router)), params(model, pool), net(model, 2, 6, 0, pool, params) {
-    params.init(model, 11);
-    std::mt19937 gen(5);
-    std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(model.vocab_size - 1));
-    for (int64_t i = 0; i < 12; ++i) {
-      net.inputs().i32()[i] = token(gen);
-      net.targets().i32()[i] = token(gen);
-    }
-  }
-  double loss() {
-    params.zero_grads();
-    return net.forward_backward(1.0f) + net.last_aux_loss();
-  }
+struct Run : moe::test::TinyRun {
+  explicit Run(const std::string& router) : TinyRun(tiny_moe(router), 2, 6, 11, 5) {}
+  double loss() { return train_loss() + net.last_aux_loss(); }
 };
 
 std::vector<float> values(const moe::Tensor& t) { return {t.f32(), t.f32() + t.numel()}; }

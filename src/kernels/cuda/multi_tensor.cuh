@@ -68,9 +68,11 @@ inline unsigned blocks_for(int64_t chunks, int64_t max_blocks) {
   return static_cast<unsigned>(blocks < 1 ? 1 : blocks);
 }
 
-// Whether a list op can take t: F32 on the device, or empty (nothing is read).
+// Whether a list op can take t: F32 on the device, or shaped without elements
+// (nothing is read); Tensor{} is no tensor.
 inline bool f32_on_device(const Tensor& t) {
-  return t.dtype == DType::kF32 && (t.numel() == 0 || (t.data != nullptr && t.device == Device::kCuda));
+  return t.dtype == DType::kF32 &&
+         ((t.ndim > 0 && t.numel() == 0) || (t.data != nullptr && t.device == Device::kCuda));
 }
 
 // "[3, 4] bf16 on the device", for messages about a list's tensors.

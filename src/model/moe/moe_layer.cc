@@ -27,7 +27,7 @@ MoELayer::MoELayer(const LayerContext& ctx, int64_t layer)
       shared_w2_(optional_param(ctx.params, param_name::shared_experts(layer, "w2"), ctx.model.moe_shared_experts > 0)),
       router_(make_router(ctx.model.moe_router, {ctx.model, ctx.params[param_name::router_gate(layer)], ctx.N(), ctx.T,
                                                  ctx.pool, ctx.scratch, ctx.act})),
-      dispatcher_(ctx, moe_capacity(ctx.model, ctx.N()), w1_.place.local_shape[0]),
+      dispatcher_(ctx, w1_.place.local_shape[0]),
       routed_(ctx, "routed_experts", moe_max_local_rows(ctx.model, ctx.N(), ctx.parallel.ep->size()),
               expert_hidden(ctx.model), w1_.place.local_shape[0]),
       counters_(ctx.moe_counters) {
@@ -86,7 +86,7 @@ MoEStepStats MoELayer::step_stats() const {
 
 void MoELayer::forward(const Tensor& out_ND, const Tensor& x_ND, bool training, float grad_scale) {
   router_->forward(x_ND, grad_scale);
-  const ExpertRows rows = dispatcher_.dispatch(x_ND, router_->topk_idx());
+  const ExpertRows rows = dispatcher_.dispatch(x_ND, router_->topk_idx(), training);
   routed_.forward(rows.y_RD, rows.x_RD, routed_weights(), rows.offsets);
   dispatcher_.combine(out_ND, router_->topk_w());
 

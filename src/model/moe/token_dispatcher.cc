@@ -5,8 +5,8 @@
 
 namespace moe {
 
-TokenDispatcher::TokenDispatcher(const LayerContext& ctx, int64_t capacity, int64_t local_experts)
-    : capacity_(capacity) {
+TokenDispatcher::TokenDispatcher(const LayerContext& ctx, int64_t local_experts)
+    : train_capacity_(moe_capacity(ctx.model, ctx.N(), true)), eval_capacity_(moe_capacity(ctx.model, ctx.N(), false)) {
   TensorPool& pool = ctx.pool;
   const int64_t N = ctx.N(), D = ctx.model.dim, E = ctx.model.num_experts, K = ctx.model.moe_top_k;
   Communicator& ep = *ctx.parallel.ep;
@@ -26,8 +26,8 @@ TokenDispatcher::TokenDispatcher(const LayerContext& ctx, int64_t capacity, int6
   dys_MD_ = ctx.scratch_act("moe.dys", {N * K, D});
 }
 
-ExpertRows TokenDispatcher::dispatch(const Tensor& x_ND, const Tensor& topk_idx_NK) {
-  ops::moe_plan(offsets_E1_, row_pair_M_, pair_row_NK_, topk_idx_NK, capacity_);
+ExpertRows TokenDispatcher::dispatch(const Tensor& x_ND, const Tensor& topk_idx_NK, bool training) {
+  ops::moe_plan(offsets_E1_, row_pair_M_, pair_row_NK_, topk_idx_NK, training ? train_capacity_ : eval_capacity_);
   ops::moe_permute(xs_MD_, x_ND, pair_row_NK_);
   // One process: the rows past offsets[E] are not computed.
   if (!exchange_) return {xs_MD_, ys_MD_, offsets_E1_};

@@ -37,10 +37,11 @@ struct ExpertGradRows {
 
 class TokenDispatcher {
  public:
-  // capacity: rows each expert keeps per micro-batch (0: dropless); local_experts: El.
-  TokenDispatcher(const LayerContext& ctx, int64_t capacity, int64_t local_experts);
+  // local_experts: El. The capacities (rows each expert keeps per
+  // micro-batch; 0: dropless) of training and of evaluation come from the config.
+  TokenDispatcher(const LayerContext& ctx, int64_t local_experts);
 
-  ExpertRows dispatch(const Tensor& x_ND, const Tensor& topk_idx_NK);
+  ExpertRows dispatch(const Tensor& x_ND, const Tensor& topk_idx_NK, bool training);
   // out_ND = the weighted sum of each token's expert outputs (overwritten).
   void combine(const Tensor& out_ND, const Tensor& topk_w_NK);
 
@@ -54,7 +55,7 @@ class TokenDispatcher {
   const Tensor& offsets() const { return offsets_E1_; }
 
  private:
-  int64_t capacity_;
+  int64_t train_capacity_, eval_capacity_;
   Tensor offsets_E1_, row_pair_M_, pair_row_NK_;    // the plan of the last dispatch
   Tensor xs_MD_, ys_MD_;                            // a row for every pair; the first offsets[E] are the kept ones
   Tensor dxs_MD_, dys_MD_;                          // backward scratch
