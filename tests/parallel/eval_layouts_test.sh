@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `moe_train eval` of one checkpoint under other layouts on 2 CPU ranks
-# (tp 2, ep 2, dp_shard 2) prints the loss one process prints: the weights are
-# resharded on load, and the ranks share the same validation batches.
+# (tp 2, ep 2, dp_shard 2) prints the loss one process prints, with
+# evaluation's own capacity too (ep 2): the weights are resharded on load, and
+# the ranks share the same validation batches.
 set -u
 BIN="$1"
 source "$(dirname "${BASH_SOURCE[0]}")/../check.sh"  # check NAME CONDITION..., $fail
@@ -31,4 +32,13 @@ for layout in "--distributed.tp=2 --eval.steps=2" "--distributed.ep=2 --eval.ste
   check "2 ranks, $layout: loss $got = one process's $one (1e-5)" \
     awk -v a="$got" -v b="$one" 'BEGIN { d = a - b; exit !(a != "" && d < 1e-5 && d > -1e-5) }'
 done
+# Evaluation's own capacity (moe_eval_capacity_factor) under expert
+# parallelism: each rank caps its own micro-batch, as one process does.
+C=(--model.moe_eval_capacity_factor=0.5)
+one_capped=$(loss "$("$BIN" eval "${M[@]}" "${C[@]}" --eval.steps=2 2>/dev/null)")
+check "a smaller evaluation capacity drops pairs: loss $one_capped, not $one" \
+  awk -v a="$one_capped" -v b="$one" 'BEGIN { exit !(a != "" && a != b) }'
+got=$(loss "$("${MPIRUN[@]}" "$BIN" eval "${M[@]}" "${C[@]}" --distributed.ep=2 --eval.steps=1 2>/dev/null)")
+check "2 ranks, ep=2, evaluation capacity 0.5: loss $got = one process's $one_capped (1e-5)" \
+  awk -v a="$got" -v b="$one_capped" 'BEGIN { d = a - b; exit !(a != "" && d < 1e-5 && d > -1e-5) }'
 exit $fail
