@@ -1,7 +1,7 @@
 // The names model.moe_router accepts, in the order messages list them.
 //
-// Defined by the model's router table (src/model/moe/routers.cc, library
-// //src/model:routers), which is the one list of routers: validation checks
+// Defined by the model's router table (src/model/moe/routers.cc, in the
+// library //src/model, linked whole), which is the one list of routers: validation checks
 // the name against it without knowing what a router is, so adding a router
 // never touches the config. A program that reads configs links that library.
 #pragma once

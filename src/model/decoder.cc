@@ -10,8 +10,6 @@
 #include "src/model/param_names.h"
 
 namespace moe {
-namespace {}  // namespace
-
 Decoder::Decoder(const ModelConfig& m, ParamStore& params, std::vector<Tensor> router_biases, int64_t max_len,
                  TensorPool& pool)
     : D_(m.dim),
@@ -109,7 +107,7 @@ void Decoder::dense_mlp(const Layer& l) {
 }
 
 void Decoder::moe(const Layer& l) {
-  l.router->forward(ln_, /*grad_scale=*/0.0f);
+  l.router->forward(ln_, /*training=*/false, /*grad_scale=*/0.0f);
   ops::moe_plan(offsets_, row_pair_, pair_row_, l.router->topk_idx(), /*capacity=*/0);
   ops::moe_permute(xs_, ln_, pair_row_);
   ops::grouped_matmul_forward(ea_, xs_, l.w1->value, offsets_);

@@ -90,7 +90,7 @@ CommPlan plan_communication(const JobConfig& cfg, const Layout& l, int64_t c, do
     const int64_t counts = m.num_experts * 4, rows = N * m.moe_top_k;
     add("EP all-to-all of the routed tokens", "ep", l.ep, {0, 0, 1, 0}, accum * moe_blocks * 5,
         accum * moe_blocks * (counts + 4 * rows * D * c), false);
-    plan.collectives.back().upper_bound = moe_capacity(m, 1, true) > 0;
+    plan.collectives.back().upper_bound = moe_capacity(m, N, true) > 0;  // capacity caps the rows
   }
   // Per step: the fp32 gradient shards, summed over their replicas.
   add("all-reduce of the expert gradients", "dp_replicate", l.dp_replicate, {1, 0, 0, 0}, 1, p.expert_shard * 4, true);

@@ -9,9 +9,7 @@
 namespace moe {
 
 void scale_expert_gradients(ParamStore& params, int64_t layer, const MoEStepStats& step) {
-  double mean = 0;
-  for (int64_t load : step.kept_per_expert) mean += static_cast<double>(load);
-  mean /= static_cast<double>(step.kept_per_expert.size());
+  const double mean = mean_load(step.kept_per_expert);
   Param* experts[3] = {&params[param_name::routed_experts(layer, "w1")],
                        &params[param_name::routed_experts(layer, "w3")],
                        &params[param_name::routed_experts(layer, "w2")]};

@@ -85,7 +85,7 @@ MoEStepStats MoELayer::step_stats() const {
 }
 
 void MoELayer::forward(const Tensor& out_ND, const Tensor& x_ND, bool training, float grad_scale) {
-  router_->forward(x_ND, grad_scale);
+  router_->forward(x_ND, training, grad_scale);
   const ExpertRows rows = dispatcher_.dispatch(x_ND, router_->topk_idx(), training);
   routed_.forward(rows.y_RD, rows.x_RD, routed_weights(), rows.offsets);
   dispatcher_.combine(out_ND, router_->topk_w());

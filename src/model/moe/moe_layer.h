@@ -53,7 +53,7 @@ class MoELayer {
   // The host's part of a new step's statistics; the model zeroes the device
   // counters of every layer at once (Transformer::reset_moe_step_stats).
   void reset_step_stats();
-  // The weighted aux loss of the last forward (a HOST SYNC; the gradient
+  // The weighted aux loss of the last training forward (a HOST SYNC; the gradient
   // checks of the tests read it, training does not).
   double last_aux_loss() const { return router_->last_weighted_aux_loss(); }
 

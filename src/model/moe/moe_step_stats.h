@@ -21,4 +21,12 @@ struct MoEStepStats {
   int64_t micro_batches = 0;
 };
 
+// The mean of per-expert counts (the balance target of the bias update and
+// of moe_gradient_scale).
+inline double mean_load(const std::vector<int64_t>& per_expert) {
+  double sum = 0;
+  for (int64_t c : per_expert) sum += static_cast<double>(c);
+  return per_expert.empty() ? 0.0 : sum / static_cast<double>(per_expert.size());
+}
+
 }  // namespace moe

@@ -24,9 +24,10 @@ Router::Router(const RouterSetup& s)
   if (s.act != DType::kF32) dlogits_act_NE_ = s.scratch.get("moe.dlogits_act", {N_, E_}, s.act);
 }
 
-void Router::forward(const Tensor& x_ND, float grad_scale) {
+void Router::forward(const Tensor& x_ND, bool training, float grad_scale) {
   ops::matmul_forward(logits_NE_, x_ND, gate_.value);
   select();
+  if (!training) return;
   ops::router_aux_losses(aux_3_, daux_logits_NE_, logits_NE_, scores_NE_, topk_idx_NK_, T_, balance_scores(), w_lb_,
                          w_z_, w_seq_, grad_scale);
 }

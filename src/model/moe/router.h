@@ -1,7 +1,7 @@
 // The router of an MoE block (Megatron's TopKRouter role): from the tokens x
 // it computes the gate's logits (x Wr^T, fp32), picks each token's K experts
-// and their weights, and the auxiliary losses (load balance, router z-loss,
-// sequence balance) whose gradient it adds in backward.
+// and their weights, and in training the auxiliary losses (load balance,
+// router z-loss, sequence balance) whose gradient it adds in backward.
 //
 // What differs between routers is only the selection: how scores, the top-k
 // and the weights come from the logits, their gradient, and what (if
@@ -40,19 +40,20 @@ class Router {
   Router(const Router&) = delete;
   Router& operator=(const Router&) = delete;
 
-  // Routes x_ND: topk_idx() and topk_w(), and the aux losses, left on the
-  // device in aux_losses() with their gradient saved for backward (grad_scale
-  // multiplies it: 1 / grad_accum_steps).
-  void forward(const Tensor& x_ND, float grad_scale);
+  // Routes x_ND: topk_idx() and topk_w(). In training also the aux losses,
+  // left on the device in aux_losses() with their gradient saved for backward
+  // (grad_scale multiplies it: 1 / grad_accum_steps); evaluation and
+  // generation, which never run backward, skip them.
+  void forward(const Tensor& x_ND, bool training, float grad_scale);
   // dx_ND += the router's input gradient and gate.grad = its weight gradient,
   // from dtopk_w_NK (d loss / d weights) and the saved aux gradient.
   void backward(const Tensor& dx_ND, const Tensor& dtopk_w_NK, const Tensor& x_ND);
 
   const Tensor& topk_idx() const { return topk_idx_NK_; }  // I32 [N, K], distinct experts per token
   const Tensor& topk_w() const { return topk_w_NK_; }      // F32 [N, K]
-  // F32 [3], unweighted: load balance, z-loss, sequence balance of the last forward.
+  // F32 [3], unweighted: load balance, z-loss, sequence balance of the last training forward.
   const Tensor& aux_losses() const { return aux_3_; }
-  // w_lb * LB + w_z * Z + w_seq * SEQ of the last forward (a HOST SYNC).
+  // w_lb * LB + w_z * Z + w_seq * SEQ of the last training forward (a HOST SYNC).
   double last_weighted_aux_loss() const;
 
   // Once per optimizer step, after the optimizer: `step` holds the step's

@@ -16,9 +16,7 @@ class SigmoidTopK : public Router {
   using Router::Router;
 
   void end_step(const MoEStepStats& step, double bias_rate) override {
-    double mean = 0;
-    for (int64_t load : step.routed_per_expert) mean += static_cast<double>(load);
-    mean /= static_cast<double>(E_);
+    const double mean = mean_load(step.routed_per_expert);
     std::vector<float> bias(static_cast<size_t>(E_));
     download(bias.data(), bias_E_);  // a host sync for device tensors: E floats, once per step
     for (size_t e = 0; e < bias.size(); ++e) {
