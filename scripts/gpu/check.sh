@@ -26,7 +26,7 @@ export LD_LIBRARY_PATH="$PWD/.gpu_bundle/lib:${cuda_libs}:${LD_LIBRARY_PATH:-}"
 nvidia-smi -L | tee "$logs/gpu.txt"
 git log -1 --format='commit %h %s' 2>/dev/null | tee -a "$logs/gpu.txt"
 
-op_tests=(cast_gpu_test device_memory_gpu_test dense_ops_gpu_test gemm_gpu_test moe_ops_gpu_test attention_gpu_test)
+op_tests=(op_table_gpu_test device_memory_gpu_test dense_ops_gpu_test gemm_gpu_test moe_ops_gpu_test attention_gpu_test)
 status=0
 run() {  # name, log file, command...
   local name=$1 log=$2
@@ -63,7 +63,7 @@ case "$phase" in
         compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 "$bin/$t"
     done
     for t in "${picked[@]}"; do
-      case "$t" in moe_ops_gpu_test|attention_gpu_test|dense_ops_gpu_test) ;; *) continue ;; esac
+      case "$t" in op_table_gpu_test|moe_ops_gpu_test|attention_gpu_test|dense_ops_gpu_test) ;; *) continue ;; esac
       run "racecheck $t" "$logs/sanitize.log" timeout "${SANITIZE_LIMIT:-150}" \
         compute-sanitizer --tool racecheck --error-exitcode 9 "$bin/$t"
     done ;;

@@ -1,18 +1,17 @@
-// Every op of ops.h on the current GPU, held against the CPU reference on the
-// same inputs: the table that `moe_train check-gpu` runs on the user's device
-// (src/train/gpu_check.h). Each op is written once, as a function of a `Side`:
-// it runs on a host Side (the CPU reference, fp32, widening bf16 inputs) and
-// on a device Side, with the same seeds, so both see the same numbers; then
-// each output is compared element by element:
-//   |got - want| <= atol + rtol |want|
-// with the tolerances the GPU tests use: exact for copies and integers; for
-// F32 outputs rtol 1e-5 to 1e-4 (another summation order); for BF16 outputs
-// rtol 1e-2 (one bf16 rounding is at most 2^-9; a value on a boundary may
-// round to its neighbour, 2^-8); attention as its test says (bf16 P and dS for
-// the tensor cores: 2e-2 of the largest value).
+// The op table (op_table.h) run three ways:
+// - check_ops: every op on the current GPU against the CPU reference on the
+//   same inputs, with the activations' dtype; what `moe_train check-gpu` runs
+//   on the user's device (src/train/gpu_check.h);
+// - check_ops_every_dtype: the same in every F32/BF16 mix an op accepts, and
+//   twice for the ops that promise the same bits run to run (the GPU tests);
+// - check_gradients: on the CPU, each backward against central finite
+//   differences of its forward (the CPU tests).
+// Each output is compared element by element, |got - want| <= atol + rtol
+// |want|, with the tolerances of op_table.cc.
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,6 +32,11 @@ struct Shapes {
   // "B=2 T=32 D=64 H=4/2x16 V=96 E=4 K=2"
   std::string text() const;
 };
+
+// Shapes from, in order: B, T, dim, heads, kv_heads, head_dim, hidden, vocab,
+// experts, top_k, expert_hidden (the capacity factor stays 1.25).
+Shapes shapes_of(int64_t B, int64_t T, int64_t D, int64_t H, int64_t G, int64_t Dh, int64_t F, int64_t V, int64_t E,
+                 int64_t K, int64_t Fe);
 
 struct Result {
   std::string op;
@@ -56,5 +60,18 @@ struct Result {
 // (the optimizer's, integer plans) run only with act = F32. Never throws for
 // a failing op: its Result says why.
 std::vector<Result> check_ops(const Shapes& shapes, DType act);
+
+// Every op at `shapes` in every F32/BF16 combination of its activation-dtype
+// tensors (`dtype` names them in order, "bf16/f32/f32"); the ops that promise
+// the same bits run to run run twice on the device. `only`: just these ops.
+std::vector<Result> check_ops_every_dtype(const Shapes& shapes, const std::set<std::string>& only = {});
+
+// Each backward op at `shapes` on the CPU in F32, against central finite
+// differences (step 1e-2) of its forward at 16 evenly spread elements of each
+// input: |analytic - numeric| <= 1e-3 + 1e-2 |numeric|. With inputs of order 1
+// a float forward carries ~1e-7 relative error, so the difference carries
+// ~1e-5 |L| of noise, and the truncation error is O(h^2) ~ 1e-4. `worst` and
+// `detail` as for check_ops; ms is 0.
+std::vector<Result> check_gradients(const Shapes& shapes);
 
 }  // namespace moe::op_check

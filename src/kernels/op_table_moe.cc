@@ -1,0 +1,158 @@
+// The op table's MoE rows (op_table.h): the routers, their aux losses, the
+// dispatch plan, permute/unpermute and the grouped expert GEMMs.
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "src/kernels/cpu/cpu_ops.h"
+#include "src/kernels/op_table.h"
+#include "src/kernels/ops.h"
+
+namespace moe::op_check {
+namespace {
+
+// The routing of a case's tokens, computed on the host (the same on both
+// sides) so that the MoE ops downstream of the router get identical inputs.
+struct Routing {
+  std::vector<float> logits, scores, topk_w;
+  std::vector<int32_t> topk_idx, offsets, row_pair, pair_row;
+  int64_t M = 0;
+};
+
+Routing route(Side& s, const Shapes& sh, cpu::RouterKind kind) {
+  const int64_t N = sh.N(), E = sh.experts, K = sh.top_k;
+  Routing r;
+  r.logits = s.gaussian(N * E, 1.0f);
+  r.scores.resize(static_cast<size_t>(N * E));
+  r.topk_w.resize(static_cast<size_t>(N * K));
+  r.topk_idx.resize(static_cast<size_t>(N * K));
+  cpu::router_forward(r.topk_idx.data(), r.topk_w.data(), r.scores.data(), r.logits.data(), nullptr, N, E, K, kind);
+  r.offsets.resize(static_cast<size_t>(E + 1));
+  r.row_pair.resize(static_cast<size_t>(N * K));
+  r.pair_row.resize(static_cast<size_t>(N * K));
+  const int64_t capacity = static_cast<int64_t>(std::ceil(sh.capacity_factor * N * K / E));
+  cpu::moe_plan(r.offsets.data(), r.row_pair.data(), r.pair_row.data(), r.topk_idx.data(), N, E, K, capacity);
+  r.M = r.offsets.back();
+  return r;
+}
+
+// The router and the MoE dispatch: routing from the host (route()), so every
+// op sees the same plan on both sides.
+}  // namespace
+
+std::vector<Case> moe_cases(const Shapes& sh) {
+  const int64_t N = sh.N(), D = sh.dim, E = sh.experts, K = sh.top_k, Fe = sh.expert_hidden, T = sh.T;
+  const Kind A = Kind::kAct, F32 = Kind::kF32;
+  const Tol f32_5{1e-5, 1e-5}, router{1e-5, 1e-6};
+  const std::string ne = dims({N, E}) + " top-" + std::to_string(K);
+  std::vector<Case> c;
+  for (const cpu::RouterKind kind : {cpu::RouterKind::kSoftmaxTopK, cpu::RouterKind::kSigmoidTopK}) {
+    const std::string which = kind == cpu::RouterKind::kSoftmaxTopK ? " softmax" : " sigmoid";
+    c.push_back(
+        {"router_forward", ne + which, 0, [=](Side& s) {
+           const Tensor idx = s.zeros({N, K}, Kind::kI32), w = s.zeros({N, K}, F32), scores = s.zeros({N, E}, F32);
+           const Tensor logits = s.randn({N, E}, F32);
+           const Tensor bias = kind == cpu::RouterKind::kSigmoidTopK ? s.randn({E}, F32, 0.01f) : Tensor{};
+           s.run([&] { ops::router_forward(idx, w, scores, logits, bias, kind); });
+           s.output("topk_idx", idx, kExact);
+           s.output("topk_w", w, router);
+           s.output("scores", scores, router);
+         }});
+    c.push_back({"router_backward", ne + which, 0, [=](Side& s) {
+                   const Routing r = route(s, sh, kind);
+                   const Tensor dlogits = s.randn({N, E}, F32), dw = s.randn({N, K}, F32);
+                   const Tensor idx = s.i32({N, K}, r.topk_idx), w = s.tensor({N, K}, F32, r.topk_w);
+                   const Tensor scores = s.tensor({N, E}, F32, r.scores);
+                   s.run([&] { ops::router_backward(dlogits, dw, idx, w, scores, kind); });
+                   s.output("dlogits", dlogits, router);
+                 }});
+    c.push_back(
+        {"router_aux_losses", ne + which + ", T=" + std::to_string(T), 0, [=](Side& s) {
+           const Routing r = route(s, sh, kind);
+           const Tensor aux = s.zeros({3}, F32), daux = s.zeros({N, E}, F32);
+           const Tensor logits = s.tensor({N, E}, F32, r.logits), scores = s.tensor({N, E}, F32, r.scores);
+           const Tensor idx = s.i32({N, K}, r.topk_idx);
+           s.run([&] { ops::router_aux_losses(aux, daux, logits, scores, idx, T, kind, 0.01f, 0.001f, 0.001f, 1.0f); });
+           s.output("aux", aux, router);
+           s.output("daux_logits", daux, Tol{1e-5, 1e-9});
+         }});
+  }
+  c.push_back({"moe_plan", ne + ", capacity " + std::to_string(sh.capacity_factor), 0, [=](Side& s) {
+                 const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
+                 const int64_t capacity = static_cast<int64_t>(std::ceil(sh.capacity_factor * N * K / E));
+                 const Tensor offsets = s.zeros({E + 1}, Kind::kI32), row_pair = s.zeros({N * K}, Kind::kI32);
+                 const Tensor pair_row = s.zeros({N, K}, Kind::kI32), idx = s.i32({N, K}, r.topk_idx);
+                 s.run([&] { ops::moe_plan(offsets, row_pair, pair_row, idx, capacity); });
+                 s.output("offsets", offsets, kExact);
+                 s.output("pair_row", pair_row, kExact);  // row_pair past M is scratch on the GPU
+               }});
+  c.push_back({"moe_count_experts", ne, 0, [=](Side& s) {
+                 const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
+                 const Tensor routed = s.i32({E}, std::vector<int32_t>(static_cast<size_t>(E), 3));
+                 const Tensor kept = s.i32({E}, std::vector<int32_t>(static_cast<size_t>(E), 5));
+                 const Tensor idx = s.i32({N, K}, r.topk_idx), offsets = s.i32({E + 1}, r.offsets);
+                 s.run([&] { ops::moe_count_experts(routed, kept, idx, offsets); });
+                 s.output("routed", routed, kExact);
+                 s.output("kept", kept, kExact);
+               }});
+  const std::string nd = dims({N, D}) + " top-" + std::to_string(K) + " of " + std::to_string(E);
+  c.push_back({"moe_permute", nd, 1, [=](Side& s) {
+                 const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
+                 const Tensor xs = s.zeros({N * K, D}, A), x = s.randn({N, D}, A), pr = s.i32({N, K}, r.pair_row);
+                 s.run([&] { ops::moe_permute(xs, x, pr); });
+                 s.output("xs", xs, kExact);
+               }});
+  c.push_back({"moe_permute_backward", nd, 1, [=](Side& s) {
+                 const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
+                 const Tensor dx = s.randn({N, D}, A), dxs = s.randn({N * K, D}, A), pr = s.i32({N, K}, r.pair_row);
+                 s.run([&] { ops::moe_permute_backward(dx, dxs, pr); });
+                 s.output("dx", dx, s.tol(A, Tol{1e-6, 1e-6}));
+               }});
+  c.push_back({"gather_rows", dims({N * K, D}), 1, [=](Side& s) {
+                 std::vector<int32_t> index(static_cast<size_t>(N * K));
+                 std::iota(index.begin(), index.end(), 0);
+                 std::mt19937 gen(7);
+                 std::shuffle(index.begin(), index.end(), gen);
+                 const Tensor dst = s.zeros({N * K, D}, A), src = s.randn({N * K, D}, A), idx = s.i32({N * K}, index);
+                 s.run([&] { ops::gather_rows(dst, src, idx); });
+                 s.output("dst", dst, kExact);
+               }});
+  c.push_back({"moe_unpermute", nd, 1, [=](Side& s) {
+                 const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
+                 const Tensor out = s.zeros({N, D}, A), ys = s.randn({N * K, D}, A);
+                 const Tensor w = s.tensor({N, K}, F32, r.topk_w), pr = s.i32({N, K}, r.pair_row);
+                 s.run([&] { ops::moe_unpermute(out, ys, w, pr); });
+                 s.output("out", out, s.tol(A, f32_5));
+               }});
+  c.push_back({"moe_unpermute_backward", nd, 1, [=](Side& s) {
+                 const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
+                 const Tensor dys = s.zeros({N * K, D}, A), dw = s.randn({N, K}, F32), dout = s.randn({N, D}, A);
+                 const Tensor ys = s.randn({N * K, D}, A), w = s.tensor({N, K}, F32, r.topk_w);
+                 const Tensor pr = s.i32({N, K}, r.pair_row);
+                 s.run([&] { ops::moe_unpermute_backward(dys, dw, dout, ys, w, pr); });
+                 s.output("dys", dys, s.tol(A, f32_5));
+                 s.output("dtopk_w", dw, Tol{1e-4, 1e-4});
+               }});
+  const std::string gm = std::to_string(E) + " x " + dims({D, Fe}) + ", " + std::to_string(N * K) + " rows";
+  const float w_scale = 1.0f / std::sqrt(static_cast<float>(D));
+  c.push_back({"grouped_matmul_forward", gm, 1, [=](Side& s) {
+                 const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
+                 const Tensor out = s.zeros({N * K, Fe}, A), x = s.randn({N * K, D}, A);
+                 const Tensor w = s.randn({E, D, Fe}, A, w_scale), offsets = s.i32({E + 1}, r.offsets);
+                 s.run([&] { ops::grouped_matmul_forward(out, x, w, offsets); });
+                 s.output("out", out, s.tol(A, Tol{1e-4, 1e-5}));
+               }});
+  c.push_back(
+      {"grouped_matmul_backward", gm, 1, [=](Side& s) {
+         const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
+         const Tensor dx = s.randn({N * K, D}, A), dw = s.randn({E, D, Fe}, F32), dout = s.randn({N * K, Fe}, A);
+         const Tensor x = s.randn({N * K, D}, A), w = s.randn({E, D, Fe}, A, w_scale);
+         const Tensor offsets = s.i32({E + 1}, r.offsets);
+         s.run([&] { ops::grouped_matmul_backward(dx, dw, dout, x, w, offsets); });
+         s.output("dx", dx, s.tol(A, Tol{1e-4, 1e-5}));
+         s.output("dw", dw, Tol{1e-4, 1e-4 * std::sqrt(static_cast<double>(N))});
+       }});
+  return c;
+}
+
+}  // namespace moe::op_check

@@ -1,0 +1,68 @@
+// The op table on the GPU (op_check::check_ops_every_dtype): every op of
+// ops.h against the CPU reference on the same inputs, in every F32/BF16 mix
+// of its tensors, the deterministic ones twice for the same bits, at shapes
+// that reach each kernel's paths:
+// - the check's own small shapes;
+// - odd sizes (one value per lane access, no 16-byte packs; head dim 20 for
+//   the zero-padded attention kernels, one KV group for three heads);
+// - 16-byte packs, head dim 64 and 128 attention over 130 tokens;
+// - single tokens (attention over one key);
+// - many rows: the embedding's id scan in several passes, rmsnorm's dw in
+//   its capped number of row chunks;
+// - a 32001-word vocabulary for the loss, and long norm rows (4099).
+// Tolerances are the table's (op_table.cc).
+#include <catch2/catch.hpp>
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "src/core/cuda_device.h"
+#include "src/kernels/op_check.h"
+
+namespace {
+
+using moe::op_check::Result;
+using moe::op_check::Shapes;
+
+using moe::op_check::shapes_of;
+
+void check_all(const Shapes& s, const std::set<std::string>& only = {}) {
+  REQUIRE(moe::cuda_device_count() > 0);
+  const std::vector<Result> results = moe::op_check::check_ops_every_dtype(s, only);
+  REQUIRE(!results.empty());
+  for (const Result& r : results) {
+    INFO(s.text() << ": " << r.op << " " << r.shape << " " << r.dtype << ": " << r.detail << " (worst " << r.worst
+                  << " of " << r.tolerance << ")");
+    CHECK(r.passed);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("every op on the GPU equals the CPU at the check's shapes, in every dtype mix") { check_all(Shapes{}); }
+
+TEST_CASE("every op on the GPU equals the CPU at odd sizes") {
+  check_all(shapes_of(1, 37, 100, 3, 1, 20, 150, 1000, 5, 2, 36));
+}
+
+TEST_CASE("every op on the GPU equals the CPU with 16-byte packs and head dims 64 and 128") {
+  check_all(shapes_of(1, 130, 256, 4, 1, 128, 512, 64, 8, 2, 64));
+  check_all(shapes_of(2, 37, 64, 4, 2, 64, 128, 96, 4, 1, 32));
+}
+
+TEST_CASE("every op on the GPU equals the CPU for single tokens") {
+  check_all(shapes_of(9, 1, 40, 2, 1, 16, 24, 50, 4, 2, 16));
+}
+
+TEST_CASE("the row-parallel ops on the GPU equal the CPU over many rows") {
+  // 3001 tokens: the embedding's id scan in several passes; 20000 rows:
+  // rmsnorm's dw in its capped number of row chunks.
+  check_all(shapes_of(3001, 1, 72, 2, 1, 16, 24, 50, 4, 2, 16), {"embedding_forward", "embedding_backward"});
+  check_all(shapes_of(20000, 1, 40, 2, 1, 16, 24, 50, 4, 2, 16), {"rmsnorm_forward", "rmsnorm_backward"});
+}
+
+TEST_CASE("every op on the GPU equals the CPU with a 32001-word vocabulary, and with rows of 4099") {
+  check_all(shapes_of(1, 5, 24, 2, 2, 16, 64, 32001, 4, 2, 16));
+  check_all(shapes_of(1, 5, 4099, 2, 2, 16, 64, 50, 4, 2, 16));
+}
