@@ -129,40 +129,50 @@ void attention_cases(std::vector<Case>& c, const Shapes& sh) {
   // The floor: where the exact gradient is 0 (T = 1: one key, so dS = P (dP -
   // D) cancels), both sides keep the fp32 rounding of dP and D, about 1e-6.
   const Tol att{1e-4, 1e-4, true, 4e-6}, att_bf16{2e-2, 2e-2, true, 4e-6};
-  c.push_back({"attention_decode", "q " + dims({H, Dh}) + ", cache " + dims({T, G, Dh}), 1, [=](Side& s) {
-                 const Tol tol = s.act() == DType::kBF16 ? att_bf16 : att;
-                 const Tensor out = s.zeros({H, Dh}, A), q = s.randn({H, Dh}, A);
-                 const Tensor k = s.randn({T, G, Dh}, A), v = s.randn({T, G, Dh}, A);
-                 s.run([&] { ops::attention_decode(out, q, k, v, T); });
-                 s.output("out", out, tol);
-               }});
+  // The first `length` positions of the cache: all of it, and about half.
+  for (const int64_t length : T > 1 ? std::vector<int64_t>{T, (T + 1) / 2} : std::vector<int64_t>{T}) {
+    const std::string what =
+        "q " + dims({H, Dh}) + ", cache " + dims({T, G, Dh}) + (length < T ? ", first " + std::to_string(length) : "");
+    c.push_back({"attention_decode", what, 1, [=](Side& s) {
+                   const Tol tol = s.act() == DType::kBF16 ? att_bf16 : att;
+                   const Tensor out = s.randn({H, Dh}, A), q = s.randn({H, Dh}, A);
+                   const Tensor k = s.randn({T, G, Dh}, A), v = s.randn({T, G, Dh}, A);
+                   s.run([&] { ops::attention_decode(out, q, k, v, length); });
+                   s.output("out", out, tol);
+                 }});
+  }
   c.push_back({"attention_forward", "q " + dims({B, T, H, Dh}) + ", kv " + dims({B, T, G, Dh}), 1, [=](Side& s) {
                  const Tol tol = s.act() == DType::kBF16 ? att_bf16 : att;
-                 const Tensor out = s.zeros({B, T, H, Dh}, A), lse = s.zeros({B, H, T}, F32);
+                 // Garbage in the outputs: the op must write every element.
+                 const Tensor out = s.tensor({B, T, H, Dh}, A, std::vector<float>(B * T * H * Dh, 1e4f));
+                 const Tensor lse = s.tensor({B, H, T}, F32, std::vector<float>(B * H * T, -1e4f));
                  const Tensor q = s.randn({B, T, H, Dh}, A), k = s.randn({B, T, G, Dh}, A);
                  const Tensor v = s.randn({B, T, G, Dh}, A);
                  s.run([&] { ops::attention_forward(out, lse, q, k, v); });
                  s.output("out", out, tol);
                  s.output("lse", lse, Tol{1e-4, s.act() == DType::kBF16 ? 1e-3 : 1e-4});
                }});
-  c.push_back(
-      {"attention_backward", "q " + dims({B, T, H, Dh}) + ", kv " + dims({B, T, G, Dh}), 1, [=](Side& s) {
-         const Tol tol = s.act() == DType::kBF16 ? att_bf16 : att;
-         // out and lse from the CPU's forward on the stored inputs: the same on both sides.
-         const std::vector<float> q = s.stored(A, s.gaussian(B * T * H * Dh, 1.0f));
-         const std::vector<float> k = s.stored(A, s.gaussian(B * T * G * Dh, 1.0f));
-         const std::vector<float> v = s.stored(A, s.gaussian(B * T * G * Dh, 1.0f));
-         std::vector<float> out(q.size()), lse(static_cast<size_t>(B * H * T));
-         cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), B, T, H, G, Dh);
-         const Tensor tq = s.tensor({B, T, H, Dh}, A, q), tk = s.tensor({B, T, G, Dh}, A, k);
-         const Tensor tv = s.tensor({B, T, G, Dh}, A, v), tout = s.tensor({B, T, H, Dh}, A, out);
-         const Tensor tlse = s.tensor({B, H, T}, F32, lse), dout = s.randn({B, T, H, Dh}, A);
-         const Tensor dq = s.zeros({B, T, H, Dh}, A), dk = s.zeros({B, T, G, Dh}, A), dv = s.zeros({B, T, G, Dh}, A);
-         s.run([&] { ops::attention_backward(dq, dk, dv, dout, tq, tk, tv, tout, tlse); });
-         s.output("dq", dq, tol);
-         s.output("dk", dk, tol);
-         s.output("dv", dv, tol);
-       }});
+  c.push_back({"attention_backward", "q " + dims({B, T, H, Dh}) + ", kv " + dims({B, T, G, Dh}), 1,
+               [=](Side& s) {
+                 const Tol tol = s.act() == DType::kBF16 ? att_bf16 : att;
+                 // out and lse from the CPU's forward on the stored inputs: the same on both sides.
+                 const std::vector<float> q = s.stored(A, s.gaussian(B * T * H * Dh, 1.0f));
+                 const std::vector<float> k = s.stored(A, s.gaussian(B * T * G * Dh, 1.0f));
+                 const std::vector<float> v = s.stored(A, s.gaussian(B * T * G * Dh, 1.0f));
+                 std::vector<float> out(q.size()), lse(static_cast<size_t>(B * H * T));
+                 cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), B, T, H, G, Dh);
+                 const Tensor tq = s.tensor({B, T, H, Dh}, A, q), tk = s.tensor({B, T, G, Dh}, A, k);
+                 const Tensor tv = s.tensor({B, T, G, Dh}, A, v), tout = s.tensor({B, T, H, Dh}, A, out);
+                 const Tensor tlse = s.tensor({B, H, T}, F32, lse), dout = s.randn({B, T, H, Dh}, A);
+                 // dq, dk, dv are written over what they held; the same bits run to run.
+                 const Tensor dq = s.randn({B, T, H, Dh}, A, 0.5f), dk = s.randn({B, T, G, Dh}, A, 0.5f);
+                 const Tensor dv = s.randn({B, T, G, Dh}, A, 0.5f);
+                 s.run([&] { ops::attention_backward(dq, dk, dv, dout, tq, tk, tv, tout, tlse); });
+                 s.output("dq", dq, tol);
+                 s.output("dk", dk, tol);
+                 s.output("dv", dv, tol);
+               },
+               true});
 }
 
 void elementwise_cases(std::vector<Case>& c, const Shapes& sh) {

@@ -51,6 +51,16 @@ TEST_CASE("every op on the GPU equals the CPU with 16-byte packs and head dims 6
   check_all(shapes_of(2, 37, 64, 4, 2, 64, 128, 96, 4, 1, 32));
 }
 
+TEST_CASE("attention on the GPU equals the CPU for head dims 40 to 128, 1 to 130 tokens, 1 to 4 KV groups") {
+  const std::set<std::string> attention = {"attention_forward", "attention_backward", "attention_decode"};
+  for (const int64_t Dh : {64, 128})
+    for (const int64_t T : {1, 37, 130})
+      for (const int64_t G : {4, 2, 1}) check_all(shapes_of(2, T, 64, 4, G, Dh, 64, 64, 4, 2, 16), attention);
+  // Head dims the kernels zero-pad.
+  for (const int64_t Dh : {40, 96})
+    for (const int64_t T : {37, 130}) check_all(shapes_of(2, T, 64, 4, 2, Dh, 64, 64, 4, 2, 16), attention);
+}
+
 TEST_CASE("every op on the GPU equals the CPU for single tokens") {
   check_all(shapes_of(9, 1, 40, 2, 1, 16, 24, 50, 4, 2, 16));
 }
