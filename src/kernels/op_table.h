@@ -69,9 +69,16 @@ class Side {
     Tensor t;
     Tol tol;
     std::vector<double> scalar;  // for ops that return a value
+    std::vector<double> scale;   // per element: atol is tol.atol times this (plus tol.floor)
   };
-  void output(const std::string& name, const Tensor& t, Tol tol) { outputs_.push_back({name, t, tol, {}}); }
-  void output(const std::string& name, double value, Tol tol) { outputs_.push_back({name, Tensor{}, tol, {value}}); }
+  void output(const std::string& name, const Tensor& t, Tol tol) { outputs_.push_back({name, t, tol, {}, {}}); }
+  void output(const std::string& name, double value, Tol tol) {
+    outputs_.push_back({name, Tensor{}, tol, {value}, {}});
+  }
+  // With an absolute tolerance per element: tol.atol * scale[i].
+  void output(const std::string& name, const Tensor& t, Tol tol, std::vector<double> scale) {
+    outputs_.push_back({name, t, tol, {}, std::move(scale)});
+  }
   const std::vector<Output>& outputs() const { return outputs_; }
   double ms() const { return ms_; }
   // An output's values as doubles (a host sync for device tensors).
@@ -117,6 +124,8 @@ struct Case {
   // The device gives the same bits when the case runs twice (no atomics in
   // another order): checked by the full sweep.
   bool deterministic = false;
+  // The slot dtypes the op supports; empty: every combination.
+  std::function<bool(const std::vector<DType>&)> accepts;
 };
 
 std::string dims(std::initializer_list<int64_t> d);

@@ -1,5 +1,8 @@
-// The GEMM family on the GPU (matmul through cuBLASLt, grouped_matmul's own
-// kernels) against the CPU reference (src/kernels/cpu/) on the same inputs:
+// The GEMM family on the GPU beyond the op table's rows (tests/gpu:
+// op_table_gpu_test holds matmul against the CPU in every dtype and shape):
+// matmul on unaligned views and its refusals, grouped_matmul's own kernels
+// over hand-made expert offsets, and both in a captured CUDA graph; against
+// the CPU reference (src/kernels/cpu/) on the same inputs:
 // BF16 inputs are rounded to bf16 before the CPU sees them, so only the
 // arithmetic differs. Calls go through moe::ops (the dispatch the model uses).
 //
@@ -95,98 +98,10 @@ std::vector<double> abs_of(const std::vector<float>& v) {
 
 // ---- matmul: out = x W^T, W [O, I] -------------------------------------------------------------------------------
 
-struct MatmulShape {
-  int64_t N, I, O;
-};
-const MatmulShape kMatmulShapes[] = {
-    {64, 128, 256},  // tile-friendly
-    {37, 100, 48},   // odd row count; I = 100 is not a multiple of 8 bf16 elements
-    {130, 48, 100},  // O = 100
-    {1, 7, 5},       // tiny, odd leading dimensions
-    {33, 17, 3},     // odd everything
-    {4, 0, 6},       // I = 0: out must be zeros
-    {0, 16, 8},      // no rows: nothing to do
-};
-
 struct Types {
   DType in, out;
 };
 const Types kTypes[] = {{DType::kF32, DType::kF32}, {DType::kBF16, DType::kBF16}, {DType::kBF16, DType::kF32}};
-
-std::string matmul_name(const char* op, const MatmulShape& s, Types t) {
-  return std::string(op) + " N=" + std::to_string(s.N) + " I=" + std::to_string(s.I) + " O=" + std::to_string(s.O) +
-         " in " + name_of(t.in) + " out " + name_of(t.out);
-}
-
-TEST_CASE("matmul_forward on the GPU matches the CPU reference", "[gpu][gemm][matmul]") {
-  for (const MatmulShape& s : kMatmulShapes) {
-    for (Types t : kTypes) {
-      const std::string what = matmul_name("matmul_forward", s, t);
-      const auto x = make(s.N * s.I, 1, t.in), w = make(s.O * s.I, 2, t.in);
-      const auto prior = make(s.N * s.O, 3, t.out);  // overwritten
-      DeviceTensor dx = moe::test::upload(x, {s.N, s.I}, t.in);
-      DeviceTensor dw = moe::test::upload(w, {s.O, s.I}, t.in);
-      DeviceTensor dout = moe::test::upload(prior, {s.N, s.O}, t.out);
-      settle();
-      moe::ops::matmul_forward(dout.t, dx.t, dw.t);
-      const auto got = moe::test::download(dout.t);
-
-      std::vector<float> want = prior;
-      moe::cpu::matmul_forward(want.data(), x.data(), w.data(), s.N, s.I, s.O);
-      std::vector<double> mag(want.size(), 0.0);
-      const auto ax = abs_of(x), aw = abs_of(w);
-      for (int64_t n = 0; n < s.N; ++n)
-        for (int64_t o = 0; o < s.O; ++o)
-          for (int64_t i = 0; i < s.I; ++i) mag[n * s.O + o] += ax[n * s.I + i] * aw[o * s.I + i];
-      check_gemm(got, want, mag, tol_for(t.in, t.out), what);
-    }
-  }
-}
-
-TEST_CASE("matmul_backward on the GPU adds to or writes dx, and adds to an f32 dw, like the CPU reference",
-          "[gpu][gemm][matmul]") {
-  for (const MatmulShape& s : kMatmulShapes) {
-    for (Types t : kTypes) {
-      for (const char* dx_mode : {"dx +=", "dx =", "no dx"}) {
-        const bool with_dx = std::string(dx_mode) != "no dx", write_dx = std::string(dx_mode) == "dx =";
-        if (!with_dx && t.out == DType::kBF16) continue;  // dx dtype is moot without dx
-        const std::string what = matmul_name("matmul_backward", s, t) + " (" + dx_mode + ", dw +=)";
-        const auto x = make(s.N * s.I, 11, t.in), w = make(s.O * s.I, 12, t.in);
-        const auto dout = make(s.N * s.O, 13, t.in);
-        const auto dx0 = make(s.N * s.I, 14, t.out);  // prior gradients: the op adds to them
-        const auto dw0 = make(s.O * s.I, 15, DType::kF32);
-        DeviceTensor d_x = moe::test::upload(x, {s.N, s.I}, t.in);
-        DeviceTensor d_w = moe::test::upload(w, {s.O, s.I}, t.in);
-        DeviceTensor d_dout = moe::test::upload(dout, {s.N, s.O}, t.in);
-        DeviceTensor d_dx = moe::test::upload(dx0, {s.N, s.I}, t.out);
-        DeviceTensor d_dw = moe::test::upload(dw0, {s.O, s.I}, DType::kF32);
-        settle();
-        moe::ops::matmul_backward(with_dx ? d_dx.t : Tensor{}, d_dw.t, d_dout.t, d_x.t, d_w.t,
-                                  write_dx ? moe::ops::GradInto::kWrite : moe::ops::GradInto::kAdd);
-        const auto got_dx = moe::test::download(d_dx.t);
-        const auto got_dw = moe::test::download(d_dw.t);
-
-        std::vector<float> want_dx = write_dx ? std::vector<float>(dx0.size(), 0.0f) : dx0, want_dw = dw0;
-        moe::cpu::matmul_backward(with_dx ? want_dx.data() : nullptr, want_dw.data(), dout.data(), x.data(), w.data(),
-                                  s.N, s.I, s.O);
-        const auto ax = abs_of(x), aw = abs_of(w), ad = abs_of(dout);
-        std::vector<double> mag_dx = abs_of(want_dx), mag_dw = abs_of(dw0);
-        for (int64_t n = 0; n < s.N; ++n)
-          for (int64_t o = 0; o < s.O; ++o)
-            for (int64_t i = 0; i < s.I; ++i) {
-              mag_dx[n * s.I + i] += ad[n * s.O + o] * aw[o * s.I + i];
-              mag_dw[o * s.I + i] += ad[n * s.O + o] * ax[n * s.I + i];
-            }
-        if (with_dx) {
-          check_gemm(got_dx, want_dx, mag_dx, tol_for(t.in, t.out), what + ": dx");
-        } else {
-          CHECK(got_dx == dx0);  // untouched
-        }
-        check_gemm(got_dw, want_dw, mag_dw, tol_for(t.in, DType::kF32), what + ": dw");
-      }
-    }
-  }
-}
 
 TEST_CASE("matmul on unaligned row views, called twice (one cached plan per shape and alignment)",
           "[gpu][gemm][matmul]") {

@@ -61,6 +61,17 @@ TEST_CASE("attention on the GPU equals the CPU for head dims 40 to 128, 1 to 130
     for (const int64_t T : {37, 130}) check_all(shapes_of(2, T, 64, 4, 2, Dh, 64, 64, 4, 2, 16), attention);
 }
 
+TEST_CASE("matmul on the GPU equals the CPU for tile-friendly, odd, tiny and empty shapes") {
+  struct Gemm {
+    int64_t N, I, O;
+  };
+  // Odd leading dimensions (I = 100 is no multiple of 8 bf16 values), I = 0
+  // (out must be zeros), no rows (nothing to do).
+  for (const Gemm g : {Gemm{64, 128, 256}, Gemm{37, 100, 48}, Gemm{130, 48, 100}, Gemm{1, 7, 5}, Gemm{33, 17, 3},
+                       Gemm{4, 0, 6}, Gemm{0, 16, 8}})
+    check_all(shapes_of(g.N, 1, g.I, 2, 1, 16, g.O, 50, 4, 2, 16), {"matmul_forward", "matmul_backward"});
+}
+
 TEST_CASE("every op on the GPU equals the CPU for single tokens") {
   check_all(shapes_of(9, 1, 40, 2, 1, 16, 24, 50, 4, 2, 16));
 }
