@@ -27,6 +27,9 @@ struct Shapes {
   int64_t vocab = 96;
   int64_t experts = 4, top_k = 2, expert_hidden = 64;
   double capacity_factor = 1.25;
+  // The grouped GEMMs' rows per expert as offsets (experts + 1 of them, the
+  // last at most N * top_k); empty: the routing's plan.
+  std::vector<int32_t> expert_offsets;
 
   int64_t N() const { return B * T; }
   // "B=2 T=32 D=64 H=4/2x16 V=96 E=4 K=2"

@@ -90,36 +90,6 @@ void embedding_and_norm_cases(std::vector<Case>& c, const Shapes& sh) {
   }
 }
 
-// sum_k |a(r, k)| |b(k, c)| for every (r, c) of an R x C product with K
-// terms, the operands read through strides: the scale of a GEMM element's
-// fp32 round-off, whatever the order of its sum.
-std::vector<double> abs_products(const std::vector<float>& a, const std::vector<float>& b, int64_t R, int64_t C,
-                                 int64_t K, int64_t a_r, int64_t a_k, int64_t b_k, int64_t b_c) {
-  std::vector<double> m(static_cast<size_t>(R * C), 0.0);
-  for (int64_t r = 0; r < R; ++r)
-    for (int64_t col = 0; col < C; ++col)
-      for (int64_t k = 0; k < K; ++k)
-        m[r * C + col] += std::fabs(a[r * a_r + k * a_k]) * std::fabs(b[k * b_k + col * b_c]);
-  return m;
-}
-
-// |prior| added to a magnitude, for outputs the op adds to.
-std::vector<double> plus_abs(std::vector<double> m, const std::vector<float>& prior) {
-  for (size_t i = 0; i < m.size(); ++i) m[i] += std::fabs(prior[i]);
-  return m;
-}
-
-// GEMMs: |got - want| <= rel_out |want| + rel_mag * magnitude. fp32: only
-// the order of the sum differs (rel_mag 1e-5); bf16 inputs: tensor cores do
-// not round to nearest (1e-4); bf16 outputs: one more rounding (rel_out 1e-2).
-Tol gemm_tol(DType in, DType out) {
-  if (out == DType::kBF16) return {1e-2, 1e-4};
-  return {0, in == DType::kBF16 ? 1e-4 : 1e-5};
-}
-
-// cuBLASLt has no f32-in, bf16-out kernel.
-bool gemm_dtypes(const std::vector<DType>& d) { return !(d[0] == DType::kF32 && d[1] == DType::kBF16); }
-
 // out = x W^T; the backward adds to dW (f32) and adds to, writes, or skips dx.
 // Inputs in slot 0, out and dx in slot 1.
 void matmul_cases(std::vector<Case>& c, const Shapes& sh) {
@@ -130,7 +100,8 @@ void matmul_cases(std::vector<Case>& c, const Shapes& sh) {
                  const std::vector<float> w = s.stored(A, s.gaussian(O * I, 1.0f));
                  const Tensor out = s.randn({N, O}, A1), tx = s.tensor({N, I}, A, x), tw = s.tensor({O, I}, A, w);
                  s.run([&] { ops::matmul_forward(out, tx, tw); });
-                 s.output("out", out, gemm_tol(s.dtype(A), s.dtype(A1)), abs_products(x, w, N, O, I, I, 1, 1, I));
+                 s.output("out", out, gemm_tol(s.dtype(A), s.dtype(A1)),
+                          abs_products(x.data(), w.data(), N, O, I, I, 1, 1, I));
                },
                false, gemm_dtypes});
   for (const std::string mode : {"dx +=", "dx =", "no dx"}) {
@@ -148,12 +119,12 @@ void matmul_cases(std::vector<Case>& c, const Shapes& sh) {
            const ops::GradInto into = mode == "dx =" ? ops::GradInto::kWrite : ops::GradInto::kAdd;
            s.run([&] { ops::matmul_backward(dx, dw, tdout, tx, tw, into); });
            if (with_dx) {
-             std::vector<double> mag = abs_products(dout, w, N, I, O, O, 1, I, 1);
+             std::vector<double> mag = abs_products(dout.data(), w.data(), N, I, O, O, 1, I, 1);
              if (into == ops::GradInto::kAdd) mag = plus_abs(std::move(mag), dx0);
              s.output("dx", dx, gemm_tol(s.dtype(A), s.dtype(A1)), mag);
            }
            s.output("dw", dw, gemm_tol(s.dtype(A), DType::kF32),
-                    plus_abs(abs_products(dout, x, O, I, N, 1, O, I, 1), dw0));
+                    plus_abs(abs_products(dout.data(), x.data(), O, I, N, 1, O, I, 1), dw0));
          },
          false, with_dx ? std::function<bool(const std::vector<DType>&)>(gemm_dtypes) : nullptr});
   }
@@ -348,6 +319,27 @@ void optimizer_cases(std::vector<Case>& c, const Shapes& sh) {
 }
 
 }  // namespace
+std::vector<double> abs_products(const float* a, const float* b, int64_t R, int64_t C, int64_t K, int64_t a_r,
+                                 int64_t a_k, int64_t b_k, int64_t b_c) {
+  std::vector<double> m(static_cast<size_t>(R * C), 0.0);
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t col = 0; col < C; ++col)
+      for (int64_t k = 0; k < K; ++k)
+        m[r * C + col] += std::fabs(a[r * a_r + k * a_k]) * std::fabs(b[k * b_k + col * b_c]);
+  return m;
+}
+
+std::vector<double> plus_abs(std::vector<double> m, const std::vector<float>& prior) {
+  for (size_t i = 0; i < m.size(); ++i) m[i] += std::fabs(prior[i]);
+  return m;
+}
+
+Tol gemm_tol(DType in, DType out) {
+  if (out == DType::kBF16) return {1e-2, 1e-4};
+  return {0, in == DType::kBF16 ? 1e-4 : 1e-5};
+}
+
+bool gemm_dtypes(const std::vector<DType>& d) { return !(d[0] == DType::kF32 && d[1] == DType::kBF16); }
 
 std::vector<Case> dense_cases(const Shapes& shapes) {
   std::vector<Case> c;

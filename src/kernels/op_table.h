@@ -130,6 +130,25 @@ struct Case {
 
 std::string dims(std::initializer_list<int64_t> d);
 
+// GEMM outputs are held to |got - want| <= rel_out |want| + rel_mag *
+// magnitude, the magnitude of an element being sum_k |a_k b_k| over its sum
+// (plus |prior| where the op adds): the scale of its fp32 round-off whatever
+// the order of the sum, so elements that cancel to ~0 are not held to a
+// relative bound.
+// sum_k |a(r, k)| |b(k, c)| for every (r, c) of an R x C product with K
+// terms, the operands read through strides.
+std::vector<double> abs_products(const float* a, const float* b, int64_t R, int64_t C, int64_t K, int64_t a_r,
+                                 int64_t a_k, int64_t b_k, int64_t b_c);
+// m + |prior|, element by element.
+std::vector<double> plus_abs(std::vector<double> m, const std::vector<float>& prior);
+// fp32: only the order of the sum differs (rel_mag 1e-5); bf16 inputs: tensor
+// cores do not round to nearest (1e-4); bf16 outputs: one more rounding
+// (rel_out 1e-2). As a Tol: {rel_out, rel_mag}, with the magnitude as scale.
+Tol gemm_tol(DType in, DType out);
+// The input/output slot pairs the GEMMs support: cuBLASLt has no f32-in,
+// bf16-out kernel.
+bool gemm_dtypes(const std::vector<DType>& slots);
+
 // Every comparison case at `shapes`: the dense ops and the optimizer's
 // (op_table.cc), the router and the MoE dispatch (op_table_moe.cc).
 std::vector<Case> cases(const Shapes& shapes);

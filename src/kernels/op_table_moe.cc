@@ -1,6 +1,8 @@
 // The op table's MoE rows (op_table.h): the routers, their aux losses, the
 // dispatch plan, permute/unpermute and the grouped expert GEMMs.
+#include <algorithm>
 #include <cmath>
+#include <stdexcept>
 #include <numeric>
 #include <random>
 
@@ -38,11 +40,17 @@ Routing route(Side& s, const Shapes& sh, cpu::RouterKind kind) {
 
 // The router and the MoE dispatch: routing from the host (route()), so every
 // op sees the same plan on both sides.
+std::string offsets_text(const std::vector<int32_t>& off) {
+  std::string s;
+  for (int32_t o : off) s += (s.empty() ? "" : " ") + std::to_string(o);
+  return s;
+}
+
 }  // namespace
 
 std::vector<Case> moe_cases(const Shapes& sh) {
   const int64_t N = sh.N(), D = sh.dim, E = sh.experts, K = sh.top_k, Fe = sh.expert_hidden, T = sh.T;
-  const Kind A = Kind::kAct, F32 = Kind::kF32;
+  const Kind A = Kind::kAct, A1 = Kind::kAct1, F32 = Kind::kF32;
   const Tol f32_5{1e-5, 1e-5}, router{1e-5, 1e-6};
   const std::string ne = dims({N, E}) + " top-" + std::to_string(K);
   std::vector<Case> c;
@@ -133,25 +141,66 @@ std::vector<Case> moe_cases(const Shapes& sh) {
                  s.output("dys", dys, s.tol(A, f32_5));
                  s.output("dtopk_w", dw, Tol{1e-4, 1e-4});
                }});
-  const std::string gm = std::to_string(E) + " x " + dims({D, Fe}) + ", " + std::to_string(N * K) + " rows";
-  const float w_scale = 1.0f / std::sqrt(static_cast<float>(D));
-  c.push_back({"grouped_matmul_forward", gm, 1, [=](Side& s) {
-                 const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
-                 const Tensor out = s.zeros({N * K, Fe}, A), x = s.randn({N * K, D}, A);
-                 const Tensor w = s.randn({E, D, Fe}, A, w_scale), offsets = s.i32({E + 1}, r.offsets);
-                 s.run([&] { ops::grouped_matmul_forward(out, x, w, offsets); });
-                 s.output("out", out, s.tol(A, Tol{1e-4, 1e-5}));
-               }});
-  c.push_back(
-      {"grouped_matmul_backward", gm, 1, [=](Side& s) {
-         const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
-         const Tensor dx = s.randn({N * K, D}, A), dw = s.randn({E, D, Fe}, F32), dout = s.randn({N * K, Fe}, A);
-         const Tensor x = s.randn({N * K, D}, A), w = s.randn({E, D, Fe}, A, w_scale);
-         const Tensor offsets = s.i32({E + 1}, r.offsets);
-         s.run([&] { ops::grouped_matmul_backward(dx, dw, dout, x, w, offsets); });
-         s.output("dx", dx, s.tol(A, Tol{1e-4, 1e-5}));
-         s.output("dw", dw, Tol{1e-4, 1e-4 * std::sqrt(static_cast<double>(N))});
-       }});
+  const std::string gm = std::to_string(E) + " x " + dims({D, Fe}) + ", " + std::to_string(N * K) + " rows" +
+                         (sh.expert_offsets.empty() ? "" : " at offsets " + offsets_text(sh.expert_offsets));
+  const int64_t M = N * K, I = D, O = Fe;
+  // Each expert's rows times its weights, the offsets on the device; rows
+  // outside every expert (capacity drops, or before the first offset) and
+  // the dW of an expert without rows keep what they held. Inputs in slot 0,
+  // out and dx in slot 1.
+  const auto offsets_of = [=](Side& s) {
+    if (sh.expert_offsets.empty()) return route(s, sh, cpu::RouterKind::kSoftmaxTopK).offsets;
+    if (static_cast<int64_t>(sh.expert_offsets.size()) != E + 1 || sh.expert_offsets.back() > M)
+      throw std::logic_error("op_check: expert offsets " + offsets_text(sh.expert_offsets) + " for " +
+                             std::to_string(E) + " experts and " + std::to_string(M) + " rows");
+    return sh.expert_offsets;
+  };
+  c.push_back({"grouped_matmul_forward", gm, 2,
+               [=](Side& s) {
+                 const std::vector<int32_t> off = offsets_of(s);
+                 const std::vector<float> x = s.stored(A, s.gaussian(M * I, 1.0f));
+                 const std::vector<float> w = s.stored(A, s.gaussian(E * I * O, 1.0f));
+                 const Tensor out = s.randn({M, O}, A1), tx = s.tensor({M, I}, A, x), tw = s.tensor({E, I, O}, A, w);
+                 const Tensor offsets = s.i32({E + 1}, off);
+                 s.run([&] { ops::grouped_matmul_forward(out, tx, tw, offsets); });
+                 std::vector<double> mag(static_cast<size_t>(M * O), 0.0);
+                 for (int64_t e = 0; e < E; ++e) {
+                   const int64_t r0 = off[e], rows = off[e + 1] - off[e];
+                   const std::vector<double> m =
+                       abs_products(x.data() + r0 * I, w.data() + e * I * O, rows, O, I, I, 1, O, 1);
+                   std::copy(m.begin(), m.end(), mag.begin() + r0 * O);
+                 }
+                 s.output("out", out, gemm_tol(s.dtype(A), s.dtype(A1)), mag);
+               },
+               false, gemm_dtypes});
+  for (const bool with_dx : {true, false}) {
+    c.push_back(
+        {"grouped_matmul_backward", gm + (with_dx ? " (dx +=, dW +=)" : " (dW += only)"), with_dx ? 2 : 1,
+         [=](Side& s) {
+           const std::vector<int32_t> off = offsets_of(s);
+           const std::vector<float> x = s.stored(A, s.gaussian(M * I, 1.0f));
+           const std::vector<float> w = s.stored(A, s.gaussian(E * I * O, 1.0f));
+           const std::vector<float> dout = s.stored(A, s.gaussian(M * O, 1.0f));
+           const std::vector<float> dx0 = s.stored(A1, s.gaussian(M * I, 1.0f)), dw0 = s.gaussian(E * I * O, 1.0f);
+           const Tensor tx = s.tensor({M, I}, A, x), tw = s.tensor({E, I, O}, A, w), tdout = s.tensor({M, O}, A, dout);
+           const Tensor dx = with_dx ? s.tensor({M, I}, A1, dx0) : Tensor{}, dw = s.tensor({E, I, O}, F32, dw0);
+           const Tensor offsets = s.i32({E + 1}, off);
+           s.run([&] { ops::grouped_matmul_backward(dx, dw, tdout, tx, tw, offsets); });
+           std::vector<double> mag_dx(static_cast<size_t>(M * I), 0.0), mag_dw(static_cast<size_t>(E * I * O), 0.0);
+           for (int64_t e = 0; e < E; ++e) {
+             const int64_t r0 = off[e], rows = off[e + 1] - off[e];
+             const std::vector<double> mx =
+                 abs_products(dout.data() + r0 * O, w.data() + e * I * O, rows, I, O, O, 1, 1, O);
+             std::copy(mx.begin(), mx.end(), mag_dx.begin() + r0 * I);
+             const std::vector<double> mw =
+                 abs_products(x.data() + r0 * I, dout.data() + r0 * O, I, O, rows, 1, I, O, 1);
+             std::copy(mw.begin(), mw.end(), mag_dw.begin() + e * I * O);
+           }
+           if (with_dx) s.output("dx", dx, gemm_tol(s.dtype(A), s.dtype(A1)), plus_abs(std::move(mag_dx), dx0));
+           s.output("dw", dw, gemm_tol(s.dtype(A), DType::kF32), plus_abs(std::move(mag_dw), dw0));
+         },
+         false, with_dx ? std::function<bool(const std::vector<DType>&)>(gemm_dtypes) : nullptr});
+  }
   return c;
 }
 

@@ -146,7 +146,7 @@ void moe_unpermute(const Tensor& out_ND, const Tensor& ys_MD, const Tensor& topk
 void moe_unpermute_backward(const Tensor& dys_MD, const Tensor& dtopk_w_NK, const Tensor& dout_ND, const Tensor& ys_MD,
                             const Tensor& topk_w_NK, const Tensor& pair_row_NK);
 // W: [E, I, O]; rows of expert e are [offsets[e], offsets[e+1]). For device
-// tensors the offsets stay on the device (no host sync) and dx may be empty.
+// tensors the offsets stay on the device (no host sync). dx may be empty.
 void grouped_matmul_forward(const Tensor& out_MO, const Tensor& x_MI, const Tensor& w_EIO, const Tensor& offsets_E1);
 void grouped_matmul_backward(const Tensor& dx_MI, const Tensor& dw_EIO, const Tensor& dout_MO, const Tensor& x_MI,
                              const Tensor& w_EIO, const Tensor& offsets_E1);

@@ -72,6 +72,28 @@ TEST_CASE("matmul on the GPU equals the CPU for tile-friendly, odd, tiny and emp
     check_all(shapes_of(g.N, 1, g.I, 2, 1, 16, g.O, 50, 4, 2, 16), {"matmul_forward", "matmul_backward"});
 }
 
+TEST_CASE("the grouped GEMMs on the GPU equal the CPU over hand-made expert offsets") {
+  struct Grouped {
+    int64_t I, O, rows;
+    std::vector<int32_t> offsets;
+  };
+  // 40 experts (the tile scan walks them 32 at a time), 0 to 11 rows each, several empty.
+  std::vector<int32_t> forty{0};
+  for (int e = 0; e < 40; ++e) forty.push_back(forty.back() + (e % 7 == 3 ? 0 : (e * 5 + 3) % 12));
+  const std::vector<Grouped> cases = {
+      {100, 48, 150, {0, 37, 37, 110, 140}},  // an expert without rows, 73 rows (two row tiles), 10 rows after
+      {64, 128, 210, {5, 5, 70, 71, 200}},    // rows before the first expert, 1- and 129-row experts, aligned
+      {17, 33, 129, {0, 1, 65, 129}},         // odd I and O, a full buffer, experts on tile boundaries
+      {16, 24, 8, {0, 0, 0}},                 // no rows at all: nothing written
+      {48, 100, forty.back() + 3, forty},
+  };
+  for (const Grouped& g : cases) {
+    Shapes s = shapes_of(g.rows, 1, g.I, 2, 1, 16, 24, 50, static_cast<int64_t>(g.offsets.size()) - 1, 1, g.O);
+    s.expert_offsets = g.offsets;
+    check_all(s, {"grouped_matmul_forward", "grouped_matmul_backward"});
+  }
+}
+
 TEST_CASE("every op on the GPU equals the CPU for single tokens") {
   check_all(shapes_of(9, 1, 40, 2, 1, 16, 24, 50, 4, 2, 16));
 }

@@ -153,7 +153,7 @@ void moe_count_experts(int32_t* routed_E, int32_t* kept_E, const int32_t* topk_i
 // ---- MoE: grouped matmul over the rows of each expert ---------------------------
 // For each expert e, rows [offsets[e], offsets[e+1]): out = x W[e], W [E, I, O].
 // Experts with no rows are skipped (their dW stays as it was). Forward WRITES
-// out; backward accumulates and needs a non-null dx_MI.
+// out; backward accumulates, and skips dx where dx_MI is null.
 void grouped_matmul_forward(float* out_MO, const float* x_MI, const float* w_EIO, const int32_t* offsets_E1, int64_t E,
                             int64_t I, int64_t O);
 void grouped_matmul_backward(float* dx_MI, float* dw_EIO, const float* dout_MO, const float* x_MI, const float* w_EIO,
