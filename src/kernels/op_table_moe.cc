@@ -38,8 +38,35 @@ Routing route(Side& s, const Shapes& sh, cpu::RouterKind kind) {
   return r;
 }
 
-// The router and the MoE dispatch: routing from the host (route()), so every
-// op sees the same plan on both sides.
+// Gaussian logits with exact ties planted where they decide the choice
+// (equal logits give equal scores bit for bit on both backends; the bias of
+// biased_router() is equal on experts with the same e % 3):
+//   row 0: every logit equal;
+//   row 1: experts 1, 4, 7, 37, 40, 97 (those < E) tie for first: other
+//          lanes, and the same lane (1, 97) at another place of its mask;
+//   row 2: expert 0 first, then 3 and 6 tie at the second place;
+//   row 3: experts E-4 and E-1 tie for first.
+// Ties go to the lower index on both backends.
+std::vector<float> tied_logits(Side& s, int64_t N, int64_t E) {
+  std::vector<float> l = s.gaussian(N * E, 1.0f);
+  if (N < 4 || E < 8) return l;
+  std::fill(l.begin(), l.begin() + E, 0.25f);
+  for (int64_t e : {1, 4, 7, 37, 40, 97})
+    if (e < E) l[E + e] = 7.0f;
+  l[2 * E + 0] = 8.0f;
+  l[2 * E + 3] = l[2 * E + 6] = 6.0f;
+  l[3 * E + E - 4] = l[3 * E + E - 1] = 7.5f;
+  return l;
+}
+
+// bias_e = 0.001 * (e % 3): too small to lift a Gaussian logit over the
+// planted ties, and equal on each set of tied experts.
+std::vector<float> balance_bias(int64_t E) {
+  std::vector<float> b(static_cast<size_t>(E));
+  for (int64_t e = 0; e < E; ++e) b[e] = 0.001f * static_cast<float>(e % 3);
+  return b;
+}
+
 std::string offsets_text(const std::vector<int32_t>& off) {
   std::string s;
   for (int32_t o : off) s += (s.empty() ? "" : " ") + std::to_string(o);
@@ -51,39 +78,59 @@ std::string offsets_text(const std::vector<int32_t>& off) {
 std::vector<Case> moe_cases(const Shapes& sh) {
   const int64_t N = sh.N(), D = sh.dim, E = sh.experts, K = sh.top_k, Fe = sh.expert_hidden, T = sh.T;
   const Kind A = Kind::kAct, A1 = Kind::kAct1, F32 = Kind::kF32;
-  const Tol f32_5{1e-5, 1e-5}, router{1e-5, 1e-6};
+  // Scores and weights are computed in double and rounded to float on both
+  // backends; only exp/log and the order of a double sum differ, which can
+  // move a result by one float ulp at most: 3e-7 relative covers 2 ulps. The
+  // router's backward: the same double operations in the same order, one
+  // float rounding, one float add (1e-6). Aux losses and their gradient:
+  // double sums in another order, rounded to float once (1e-6).
+  const Tol scores_tol{3e-7, 1e-30}, router_grad{1e-6, 1e-7}, aux_tol{1e-6, 1e-12};
+  // One bf16 rounding of a result is at most 2^-9 of it: 2^-8 leaves room.
+  const auto copy_tol = [](Side& s, Kind k, Tol f32) {
+    return s.dtype(k) == DType::kBF16 ? Tol{1.0 / 256, f32.atol} : f32;
+  };
   const std::string ne = dims({N, E}) + " top-" + std::to_string(K);
   std::vector<Case> c;
   for (const cpu::RouterKind kind : {cpu::RouterKind::kSoftmaxTopK, cpu::RouterKind::kSigmoidTopK}) {
     const std::string which = kind == cpu::RouterKind::kSoftmaxTopK ? " softmax" : " sigmoid";
-    c.push_back(
-        {"router_forward", ne + which, 0, [=](Side& s) {
-           const Tensor idx = s.zeros({N, K}, Kind::kI32), w = s.zeros({N, K}, F32), scores = s.zeros({N, E}, F32);
-           const Tensor logits = s.randn({N, E}, F32);
-           const Tensor bias = kind == cpu::RouterKind::kSigmoidTopK ? s.randn({E}, F32, 0.01f) : Tensor{};
-           s.run([&] { ops::router_forward(idx, w, scores, logits, bias, kind); });
-           s.output("topk_idx", idx, kExact);
-           s.output("topk_w", w, router);
-           s.output("scores", scores, router);
-         }});
+    // softmax_topk ignores a balance bias on both backends; passing one checks that.
+    for (const bool with_bias : {false, true}) {
+      c.push_back({"router_forward", ne + which + (with_bias ? ", biased" : ""), 0, [=](Side& s) {
+                     const Tensor idx = s.i32({N, K}, std::vector<int32_t>(N * K, -7));
+                     const Tensor w = s.tensor({N, K}, F32, std::vector<float>(N * K, 7.0f));
+                     const Tensor scores = s.tensor({N, E}, F32, std::vector<float>(N * E, 7.0f));
+                     const Tensor logits = s.tensor({N, E}, F32, tied_logits(s, N, E));
+                     const Tensor bias = with_bias ? s.tensor({E}, F32, balance_bias(E)) : Tensor{};
+                     s.run([&] { ops::router_forward(idx, w, scores, logits, bias, kind); });
+                     s.output("topk_idx", idx, kExact);
+                     s.output("topk_w", w, scores_tol);
+                     s.output("scores", scores, scores_tol);
+                   }});
+    }
     c.push_back({"router_backward", ne + which, 0, [=](Side& s) {
                    const Routing r = route(s, sh, kind);
                    const Tensor dlogits = s.randn({N, E}, F32), dw = s.randn({N, K}, F32);
                    const Tensor idx = s.i32({N, K}, r.topk_idx), w = s.tensor({N, K}, F32, r.topk_w);
                    const Tensor scores = s.tensor({N, E}, F32, r.scores);
                    s.run([&] { ops::router_backward(dlogits, dw, idx, w, scores, kind); });
-                   s.output("dlogits", dlogits, router);
+                   s.output("dlogits", dlogits, router_grad);  // adds; unpicked logits keep their values
                  }});
-    c.push_back(
-        {"router_aux_losses", ne + which + ", T=" + std::to_string(T), 0, [=](Side& s) {
-           const Routing r = route(s, sh, kind);
-           const Tensor aux = s.zeros({3}, F32), daux = s.zeros({N, E}, F32);
-           const Tensor logits = s.tensor({N, E}, F32, r.logits), scores = s.tensor({N, E}, F32, r.scores);
-           const Tensor idx = s.i32({N, K}, r.topk_idx);
-           s.run([&] { ops::router_aux_losses(aux, daux, logits, scores, idx, T, kind, 0.01f, 0.001f, 0.001f, 1.0f); });
-           s.output("aux", aux, router);
-           s.output("daux_logits", daux, Tol{1e-5, 1e-9});
-         }});
+    // The gradient is written over what daux held; without daux, the losses alone.
+    for (const bool with_grad : {true, false}) {
+      c.push_back(
+          {"router_aux_losses", ne + which + ", T=" + std::to_string(T) + (with_grad ? "" : ", no gradient"), 0,
+           [=](Side& s) {
+             const Routing r = route(s, sh, kind);
+             const Tensor aux = s.tensor({3}, F32, {7.0f, 7.0f, 7.0f});
+             const Tensor daux = with_grad ? s.tensor({N, E}, F32, std::vector<float>(N * E, 7.0f)) : Tensor{};
+             const Tensor logits = s.tensor({N, E}, F32, r.logits), scores = s.tensor({N, E}, F32, r.scores);
+             const Tensor idx = s.i32({N, K}, r.topk_idx);
+             s.run([&] { ops::router_aux_losses(aux, daux, logits, scores, idx, T, kind, 0.7f, 0.3f, 0.5f, 1.5f); });
+             s.output("aux", aux, Tol{1e-6, 0});
+             if (with_grad) s.output("daux_logits", daux, aux_tol);
+           },
+           true});
+    }
   }
   c.push_back({"moe_plan", ne + ", capacity " + std::to_string(sh.capacity_factor), 0, [=](Side& s) {
                  const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
@@ -104,17 +151,20 @@ std::vector<Case> moe_cases(const Shapes& sh) {
                  s.output("kept", kept, kExact);
                }});
   const std::string nd = dims({N, D}) + " top-" + std::to_string(K) + " of " + std::to_string(E);
-  c.push_back({"moe_permute", nd, 1, [=](Side& s) {
+  // xs (slot 1) from x (slot 0): a copy of the kept rows; rows past M keep what they held.
+  c.push_back({"moe_permute", nd, 2, [=](Side& s) {
                  const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
-                 const Tensor xs = s.zeros({N * K, D}, A), x = s.randn({N, D}, A), pr = s.i32({N, K}, r.pair_row);
+                 const Tensor xs = s.tensor({N * K, D}, A1, std::vector<float>(N * K * D, 7.0f));
+                 const Tensor x = s.randn({N, D}, A), pr = s.i32({N, K}, r.pair_row);
                  s.run([&] { ops::moe_permute(xs, x, pr); });
                  s.output("xs", xs, kExact);
                }});
-  c.push_back({"moe_permute_backward", nd, 1, [=](Side& s) {
+  // dx (slot 0) += a token's rows of dxs (slot 1), in ascending row order as the CPU adds them.
+  c.push_back({"moe_permute_backward", nd, 2, [=](Side& s) {
                  const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
-                 const Tensor dx = s.randn({N, D}, A), dxs = s.randn({N * K, D}, A), pr = s.i32({N, K}, r.pair_row);
+                 const Tensor dx = s.randn({N, D}, A), dxs = s.randn({N * K, D}, A1), pr = s.i32({N, K}, r.pair_row);
                  s.run([&] { ops::moe_permute_backward(dx, dxs, pr); });
-                 s.output("dx", dx, s.tol(A, Tol{1e-6, 1e-6}));
+                 s.output("dx", dx, copy_tol(s, A, Tol{1e-6, 1e-6}));
                }});
   c.push_back({"gather_rows", dims({N * K, D}), 1, [=](Side& s) {
                  std::vector<int32_t> index(static_cast<size_t>(N * K));
@@ -125,21 +175,25 @@ std::vector<Case> moe_cases(const Shapes& sh) {
                  s.run([&] { ops::gather_rows(dst, src, idx); });
                  s.output("dst", dst, kExact);
                }});
-  c.push_back({"moe_unpermute", nd, 1, [=](Side& s) {
+  // out (slot 0) += the weighted rows of ys (slot 1); dropped pairs add nothing.
+  c.push_back({"moe_unpermute", nd, 2, [=](Side& s) {
                  const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
-                 const Tensor out = s.zeros({N, D}, A), ys = s.randn({N * K, D}, A);
+                 const Tensor out = s.randn({N, D}, A), ys = s.randn({N * K, D}, A1);
                  const Tensor w = s.tensor({N, K}, F32, r.topk_w), pr = s.i32({N, K}, r.pair_row);
                  s.run([&] { ops::moe_unpermute(out, ys, w, pr); });
-                 s.output("out", out, s.tol(A, f32_5));
+                 s.output("out", out, copy_tol(s, A, Tol{1e-6, 1e-6}));
                }});
+  // dys = w dout and dtopk_w = a D-term dot product (fp32 on the GPU, double
+  // on the CPU), both written; 0 for dropped pairs.
   c.push_back({"moe_unpermute_backward", nd, 1, [=](Side& s) {
                  const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
-                 const Tensor dys = s.zeros({N * K, D}, A), dw = s.randn({N, K}, F32), dout = s.randn({N, D}, A);
+                 const Tensor dys = s.tensor({N * K, D}, A, std::vector<float>(N * K * D, 7.0f));
+                 const Tensor dw = s.tensor({N, K}, F32, std::vector<float>(N * K, 7.0f)), dout = s.randn({N, D}, A);
                  const Tensor ys = s.randn({N * K, D}, A), w = s.tensor({N, K}, F32, r.topk_w);
                  const Tensor pr = s.i32({N, K}, r.pair_row);
                  s.run([&] { ops::moe_unpermute_backward(dys, dw, dout, ys, w, pr); });
-                 s.output("dys", dys, s.tol(A, f32_5));
-                 s.output("dtopk_w", dw, Tol{1e-4, 1e-4});
+                 s.output("dys", dys, copy_tol(s, A, Tol{1e-6, 1e-7}));
+                 s.output("dtopk_w", dw, Tol{1e-5, 1e-4});
                }});
   const std::string gm = std::to_string(E) + " x " + dims({D, Fe}) + ", " + std::to_string(N * K) + " rows" +
                          (sh.expert_offsets.empty() ? "" : " at offsets " + offsets_text(sh.expert_offsets));

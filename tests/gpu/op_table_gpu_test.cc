@@ -94,6 +94,27 @@ TEST_CASE("the grouped GEMMs on the GPU equal the CPU over hand-made expert offs
   }
 }
 
+TEST_CASE("the router and the dispatch on the GPU equal the CPU from 8 to 2048 experts, top-2 to top-32") {
+  const std::set<std::string> router = {"router_forward", "router_backward", "router_aux_losses"};
+  struct Routing {
+    int64_t B, T, E, K;
+  };
+  for (const Routing r : {Routing{1, 37, 8, 2}, Routing{2, 37, 64, 4}, Routing{1, 9, 256, 8}, Routing{1, 6, 2048, 32},
+                          Routing{4, 300, 64, 4}, Routing{1, 4096, 8, 2}, Routing{3, 16, 2048, 32}})
+    check_all(shapes_of(r.B, r.T, 16, 2, 1, 16, 24, 50, r.E, r.K, 16), router);
+  // Dropless (capacity factor 0), and one that drops; rows of 64 values
+  // (16-byte copies), 30 (4-byte words in bf16) and 31 (2-byte words).
+  const std::set<std::string> dispatch = {
+      "moe_plan",      "moe_count_experts",      "moe_permute", "moe_permute_backward",
+      "moe_unpermute", "moe_unpermute_backward", "gather_rows"};
+  for (const double capacity_factor : {0.0, 0.5})
+    for (const int64_t D : {30, 31, 64}) {
+      Shapes s = shapes_of(1, 37, D, 2, 1, 16, 24, 50, 8, 2, 16);
+      s.capacity_factor = capacity_factor;
+      check_all(s, dispatch);
+    }
+}
+
 TEST_CASE("every op on the GPU equals the CPU for single tokens") {
   check_all(shapes_of(9, 1, 40, 2, 1, 16, 24, 50, 4, 2, 16));
 }
