@@ -189,6 +189,7 @@ std::vector<Result> check_gradient_cases(const std::vector<Case>& cases) {
       const Side::Gradient& g = side.declared_gradient();
       if (g.inputs.empty()) throw std::logic_error("op_check: " + c.op + " declares no gradient");
       g.forward();
+      for (const Side::Wrt& in : g.inputs) zero(in.grad);
       g.backward();
       r.tolerance = tol_text({g.rtol, g.atol});
       for (const Side::Wrt& in : g.inputs) {

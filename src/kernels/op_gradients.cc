@@ -2,8 +2,8 @@
 // backward declared against its forward, for check_gradients to hold to
 // central finite differences on the CPU. Inputs are F32 host tensors; a
 // forward recomputes its outputs from them every time it is called, and a
-// backward writes each input's gradient of L = sum dot(dout, out) (into
-// zeroed buffers where the op adds).
+// backward writes or adds each input's gradient of L = sum dot(dout, out)
+// into its buffer, which the check zeroes first.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -42,10 +42,7 @@ void dense_gradients(std::vector<Case>& c, const Shapes& sh) {
                  s.gradient({{{"table", table, dtable}},
                              {{out, dout}},
                              [=] { ops::embedding_forward(out, tokens, table); },
-                             [=] {
-                               zero(dtable);
-                               ops::embedding_backward(dtable, dout, tokens);
-                             }});
+                             [=] { ops::embedding_backward(dtable, dout, tokens); }});
                }});
   c.push_back({"rmsnorm_backward", dims({N, D}), 0, [=](Side& s) {
                  const Tensor x = s.randn({N, D}, F32), w = s.randn({D}, F32), out = s.zeros({N, D}, F32);
@@ -54,10 +51,7 @@ void dense_gradients(std::vector<Case>& c, const Shapes& sh) {
                  s.gradient({{{"x", x, dx}, {"w", w, dw}},
                              {{out, dout}},
                              [=] { ops::rmsnorm_forward(out, rstd, x, w, 1e-5f); },
-                             [=] {
-                               zero(dw);
-                               ops::rmsnorm_backward(dx, dw, dout, x, w, rstd, Tensor{});
-                             }});
+                             [=] { ops::rmsnorm_backward(dx, dw, dout, x, w, rstd, Tensor{}); }});
                }});
   // The fused add and norm: both addends get the residual's gradient plus the norm's.
   c.push_back({"rmsnorm_backward", dims({N, D}) + " after add_rmsnorm_forward", 0, [=](Side& s) {
@@ -69,7 +63,6 @@ void dense_gradients(std::vector<Case>& c, const Shapes& sh) {
                              {{sum, dsum}, {out, dout}},
                              [=] { ops::add_rmsnorm_forward(sum, out, rstd, x, y, w, 1e-5f); },
                              [=] {
-                               zero(dw);
                                ops::rmsnorm_backward(dx, dw, dout, sum, w, rstd, dsum);
                                copy(dy, dx);
                              }});
@@ -80,10 +73,7 @@ void dense_gradients(std::vector<Case>& c, const Shapes& sh) {
                  s.gradient({{{"x", x, dx}, {"w", w, dw}},
                              {{out, dout}},
                              [=] { ops::matmul_forward(out, x, w); },
-                             [=] {
-                               zero(dw);
-                               ops::matmul_backward(dx, dw, dout, x, w, ops::GradInto::kWrite);
-                             }});
+                             [=] { ops::matmul_backward(dx, dw, dout, x, w, ops::GradInto::kWrite); }});
                }});
   c.push_back({"rope_backward", dims({B, T, H, Dh}), 0, [=](Side& s) {
                  const Tensor x = s.randn({B, T, H, Dh}, F32), out = s.zeros({B, T, H, Dh}, F32);
@@ -145,10 +135,7 @@ void moe_gradients(std::vector<Case>& c, const Shapes& sh) {
                    s.gradient({{{"logits", logits, dlogits}},
                                {{w, dw}},
                                [=] { ops::router_forward(idx, w, scores, logits, Tensor{}, kind); },
-                               [=] {
-                                 zero(dlogits);
-                                 ops::router_backward(dlogits, dw, idx, w, scores, kind);
-                               }});
+                               [=] { ops::router_backward(dlogits, dw, idx, w, scores, kind); }});
                  }});
     // The balance counts come from the choice, which L keeps fixed: no gradient flows through them.
     c.push_back(
@@ -189,10 +176,7 @@ void moe_gradients(std::vector<Case>& c, const Shapes& sh) {
                  s.gradient({{{"x", x, dx}},
                              {{xs, dxs}},
                              [=] { ops::moe_permute(xs, x, pr); },
-                             [=] {
-                               zero(dx);
-                               ops::moe_permute_backward(dx, dxs, pr);
-                             }});
+                             [=] { ops::moe_permute_backward(dx, dxs, pr); }});
                }});
   c.push_back({"moe_unpermute_backward", nd, 0, [=](Side& s) {
                  Tensor w, pr;
@@ -216,11 +200,7 @@ void moe_gradients(std::vector<Case>& c, const Shapes& sh) {
                  s.gradient({{{"x", x, dx}, {"w", w, dw}},
                              {{out, dout}},
                              [=] { ops::grouped_matmul_forward(out, x, w, offsets); },
-                             [=] {
-                               zero(dx);
-                               zero(dw);
-                               ops::grouped_matmul_backward(dx, dw, dout, x, w, offsets);
-                             }});
+                             [=] { ops::grouped_matmul_backward(dx, dw, dout, x, w, offsets); }});
                }});
 }
 

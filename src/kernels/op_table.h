@@ -86,7 +86,8 @@ class Side {
 
   // A gradient declaration (host sides only): L = sum over `seen` of
   // dot(dout, out). `forward` writes the outs from the inputs; `backward`
-  // writes (or adds to zeroed) grads of L for each input.
+  // writes or adds each input's gradient of L into its grad, which the check
+  // zeroes first.
   struct Wrt {
     std::string name;
     Tensor x, grad;
