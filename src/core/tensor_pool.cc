@@ -1,5 +1,7 @@
 #include "src/core/tensor_pool.h"
 
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -26,9 +28,18 @@ void check_cuda(cudaError_t status, const std::string& what) {
 
 }  // namespace
 
+TensorPool::TensorPool(Device device, Backing backing) : device_(device), backing_(backing) {
+  if (backing == Backing::kAddressSpace && device != Device::kCpu) {
+    throw std::logic_error("TensorPool: only host pools can be address space alone");
+  }
+}
+
 TensorPool::~TensorPool() {
-  for (void* p : blocks_) {
-    if (device_ == Device::kCpu) {
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    void* p = blocks_[i];
+    if (backing_ == Backing::kAddressSpace) {
+      munmap(p, reserved_[i]);
+    } else if (device_ == Device::kCpu) {
       std::free(p);
     } else {
       device_free(p);  // back to the cache; in-flight kernels on the stream finish first (stream order)
@@ -59,6 +70,16 @@ Tensor TensorPool::alloc_shape(const std::vector<int64_t>& shape, DType dtype) {
   }
   // 64-byte alignment for vector loads; at least one byte so empty tensors get a distinct pointer.
   const size_t padded = (bytes + 63) / 64 * 64 + 64;
+  if (backing_ == Backing::kAddressSpace) {
+    // Anonymous pages are zeros until written; NORESERVE commits no memory for them.
+    void* p = mmap(nullptr, padded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    blocks_.push_back(p);
+    reserved_.push_back(padded);
+    bytes_ += static_cast<int64_t>(padded);
+    t.data = p;
+    return t;
+  }
   void* p = std::aligned_alloc(64, padded);
   if (!p) throw std::bad_alloc();
   std::memset(p, 0, padded);

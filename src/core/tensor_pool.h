@@ -8,7 +8,6 @@
 
 #include <cstdint>
 #include <initializer_list>
-#include <memory>
 #include <vector>
 
 #include "src/core/tensor.h"
@@ -17,7 +16,12 @@ namespace moe {
 
 class TensorPool {
  public:
-  explicit TensorPool(Device device = Device::kCpu) : device_(device) {}
+  // kAddressSpace (host only): tensors are address space, reserved but not
+  // committed; they read as zeros and take memory only where written.
+  // --dry-run builds the real model in such a pool to count what it
+  // allocates, at any size.
+  enum class Backing { kMemory, kAddressSpace };
+  explicit TensorPool(Device device = Device::kCpu, Backing backing = Backing::kMemory);
   TensorPool(const TensorPool&) = delete;
   TensorPool& operator=(const TensorPool&) = delete;
   ~TensorPool();
@@ -34,7 +38,9 @@ class TensorPool {
 
  private:
   Device device_;
+  Backing backing_;
   std::vector<void*> blocks_;
+  std::vector<size_t> reserved_;  // kAddressSpace: each block's length, for munmap
   int64_t bytes_ = 0;
   int64_t requested_ = 0;
 };

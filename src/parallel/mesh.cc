@@ -2,10 +2,41 @@
 
 #include "src/parallel/collective_timeout.h"
 
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace moe {
+namespace {
+
+// A group of a planning mesh: its size and this rank's place, nothing more.
+class PlanningCommunicator final : public Communicator {
+ public:
+  PlanningCommunicator(std::string group, int64_t rank, int64_t size)
+      : group_(std::move(group)), rank_(static_cast<int>(rank)), size_(static_cast<int>(size)) {}
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  void all_reduce(const Tensor&, ReduceOp) override { refuse("all_reduce"); }
+  void all_gather(const Tensor&, const Tensor&) override { refuse("all_gather"); }
+  void reduce_scatter(const Tensor&, const Tensor&, ReduceOp) override { refuse("reduce_scatter"); }
+  void broadcast(const Tensor&, int) override { refuse("broadcast"); }
+  void all_to_all_v(const Tensor&, const std::vector<int64_t>&, const Tensor&, const std::vector<int64_t>&) override {
+    refuse("all_to_all_v");
+  }
+  void barrier() override { refuse("barrier"); }
+  std::unique_ptr<Communicator> split(int, int) override { refuse("split"); }
+
+ private:
+  [[noreturn]] void refuse(const char* what) const {
+    throw std::logic_error(std::string(what) + " on the " + group_ + " group of a planning mesh, which only plans");
+  }
+  std::string group_;
+  int rank_, size_;
+};
+
+}  // namespace
 
 MeshCoord mesh_coord(const Layout& l, int64_t rank) {
   MeshCoord c;
@@ -62,6 +93,23 @@ Mesh::Mesh(const Layout& layout, std::unique_ptr<Communicator> world, double col
     }
     *g.comm = with_traffic_count(std::move(*g.comm), g.traffic);
   }
+}
+
+Mesh Mesh::for_planning(const Layout& l, int64_t rank) {
+  Mesh m(l);
+  m.coord_ = mesh_coord(l, rank);
+  const MeshCoord& c = m.coord_;
+  const auto group = [](const char* name, int64_t r, int64_t size) {
+    return std::make_unique<PlanningCommunicator>(name, r, size);
+  };
+  m.world_ = group("world", rank, l.world());
+  m.tp_ = group("tp", c.tp, l.tp);
+  m.ep_ = group("ep", c.ep, l.ep);
+  m.dp_shard_ = group("dp_shard", c.dp_shard, l.dp_shard);
+  m.dp_replicate_ = group("dp_replicate", c.dp_replicate, l.dp_replicate);
+  m.data_parallel_ = group("data_parallel", data_parallel_index(l, c), l.dp_replicate * l.dp_shard * l.ep);
+  m.non_expert_replicas_ = group("non_expert_replicas", c.dp_replicate * l.ep + c.ep, l.dp_replicate * l.ep);
+  return m;
 }
 
 }  // namespace moe

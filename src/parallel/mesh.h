@@ -40,6 +40,10 @@ class Mesh {
   // every group's collectives are timed (collective_timeout.h) and named in
   // the message when one hangs.
   Mesh(const Layout& layout, std::unique_ptr<Communicator> world, double collective_timeout_s = 0);
+  // A mesh that only plans (--dry-run): `rank`'s place in the layout and
+  // every group's size, without any other rank. A collective on it is a bug
+  // (std::logic_error naming the group).
+  static Mesh for_planning(const Layout& layout, int64_t rank = 0);
 
   const Layout& layout() const { return layout_; }
   const MeshCoord& coord() const { return coord_; }
@@ -54,6 +58,8 @@ class Mesh {
   void reset_traffic() { *traffic_ = MeshTraffic{}; }
 
  private:
+  explicit Mesh(const Layout& layout) : layout_(layout) {}
+
   Layout layout_;
   MeshCoord coord_;
   std::unique_ptr<MeshTraffic> traffic_ = std::make_unique<MeshTraffic>();  // stays put if the mesh moves

@@ -11,7 +11,9 @@
 #include "src/model/param_spec.h"
 #include "src/parallel/param_sharding.h"
 #include "src/train/comm_plan.h"
+#include "src/parallel/mesh.h"
 #include "src/train/placement.h"
+#include "src/train/step_runner.h"
 
 namespace moe {
 namespace {
@@ -35,63 +37,6 @@ LocalHeads local_heads(const ModelConfig& m, const Layout& layout) {
           local_rows_of(m, "model.layers.0.self_attn.k_proj.weight", layout) / Dh};
 }
 
-// Every buffer the model allocates for one micro-batch of B x T tokens (the
-// constructors of Transformer, Block, Attention, DenseMLP, MoELayer,
-// GroupedSwiGLU and ExpertExchange), c bytes per activation element. What a
-// layer saves for its backward is counted per layer; its own pass's scratch
-// (SharedScratch) once for all layers.
-int64_t activation_bytes(const JobConfig& cfg, const Layout& layout, int64_t c) {
-  const ModelConfig& m = cfg.model;
-  const int64_t B = cfg.train.batch_size, T = cfg.train.seq_len, N = B * T, D = m.dim, V = m.vocab_size;
-  const int64_t L = m.n_layers, Dh = head_dim(m);
-  // Transformer: token ids, residual stream per block boundary, final norm,
-  // one chunk of logits, per-token losses, three gradient buffers.
-  const int64_t chunk = lm_head_chunk_rows(cfg.train.ce_chunk_size, N, V);
-  int64_t saved = 2 * 4 * N + (L + 1) * N * D * c + N * D * c + 4 * N + chunk * V * c + 4 * N + 3 * N * D * c;
-  // Every block: its norms' inputs and rstd, attention's q, k, v, output and
-  // lse (this rank's heads); scratch: attention and FFN outputs, dln, dh, dq,
-  // datt, dk, dv.
-  const auto [H, G] = local_heads(m, layout);
-  saved += L * (3 * N * D * c + 2 * 4 * N + 2 * N * H * Dh * c + 2 * N * G * Dh * c + 4 * B * H * T);
-  int64_t scratch = L > 0 ? 4 * N * D * c + 2 * N * H * Dh * c + 2 * N * G * Dh * c : 0;
-  // Dense blocks: a, b, g saved; da, db, dg scratch.
-  const int64_t dense = L - num_moe_blocks(m);
-  if (dense > 0) {
-    const int64_t F = local_rows_of(m, "model.layers.0.mlp.gate_proj.weight", layout);
-    saved += dense * 3 * N * F * c;
-    scratch += 3 * N * F * c;
-  }
-  // MoE blocks.
-  const int64_t moe = num_moe_blocks(m);
-  if (moe > 0) {
-    const int64_t E = m.num_experts, K = m.moe_top_k, Fe = expert_hidden(m), S = m.moe_shared_experts;
-    const int64_t R = moe_max_local_rows(m, N, layout.ep);
-    int64_t per_layer = 3 * R * Fe * c;  // routed experts' a, b, g
-    scratch += 3 * R * Fe * c;           //   and their gradients
-    if (layout.ep > 1) {
-      per_layer += R * D * c + R * D * c + 4 * (E / layout.ep + 1) + 2 * 4 * R;  // local input rows; the exchange's
-                                                                                 // rows, offsets and row maps
-      scratch += 3 * R * D * c;                                                  // local outputs and both gradients
-    }
-    per_layer += S * 3 * N * Fe * c;  // shared experts' a, b, g
-    if (S > 0) scratch += 3 * N * Fe * c;
-    per_layer += 4 * E;                        // balance bias
-    per_layer += 3 * 4 * N * E;                // logits, scores, aux gradient (fp32)
-    scratch += 4 * N * E;                      // router gradient
-    if (c != 4) scratch += N * E * c;          //   in bf16, for its GEMM
-    per_layer += 2 * 4 * N * K;                // top-k ids, weights
-    scratch += 4 * N * K;                      //   and the weights' gradient
-    per_layer += 4 * (E + 1) + 2 * 4 * N * K;  // plan: offsets, row_pair, pair_row
-    per_layer += 2 * N * K * D * c;            // a row per pair: xs, ys
-    scratch += 2 * N * K * D * c;              //   and their gradients
-    per_layer += 2 * 4;                        // shared experts' offsets
-    scratch += N * D * c;                      //   and output
-    per_layer += 2 * 4 * E + 2 * 3 * 4;        // step counts, aux losses and their sums
-    saved += moe * per_layer;
-  }
-  return saved + scratch;
-}
-
 }  // namespace
 
 DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
@@ -105,9 +50,7 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
   DryRunReport r;
   r.layout = layout;
 
-  std::map<int64_t, int64_t> unsharded_per_block;  // tp/ep-local elements gathered at once by FSDP
   int64_t skipped_expert_params = 0;
-  std::map<int64_t, int64_t> shards_per_block;  // this rank's shard elements per FSDP unit
   for (const ParamSpec& p : model_param_specs(m)) {
     const int64_t n = p.numel();
     r.total_params += n;
@@ -128,9 +71,7 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
 
     // Rank 0's placement (the same sizes as every rank's): its flat FSDP shard.
     const ParamPlacement place = place_parameter(p.shape, p.tp_dim, p.expert_parallel, layout, MeshCoord{});
-    unsharded_per_block[p.block] += place.gathered_numel();
     r.params_per_rank += place.shards > 1 ? place.shard_numel : place.local_numel();
-    shards_per_block[p.block] += place.shards > 1 ? place.shard_numel : place.local_numel();
   }
   // A tied embedding also serves as the LM head matmul.
   if (m.tie_embeddings) r.matmul_params_per_token += m.vocab_size * m.dim;
@@ -148,26 +89,18 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
   const bool bf16 = cfg.train.mixed_precision == "bf16" && cfg.train.device != "cpu";
   const int64_t c = bf16 ? 2 : 4;  // bytes of a compute-dtype element
   r.compute_dtype = bf16 ? "bf16" : "fp32";
+  // What training allocates, counted: this rank's state built by the
+  // trainer's own constructors, in address space only.
+  Mesh mesh = Mesh::for_planning(layout);
+  const StepRunner::Allocations built =
+      StepRunner::for_planning(cfg, mesh, bf16 ? DType::kBF16 : DType::kF32)->allocations();
   r.master_weight_bytes = 4 * r.params_per_rank;
   r.compute_copy_bytes = bf16 ? 2 * r.params_per_rank : 0;
-  r.gradient_bytes = 4 * r.params_per_rank;
-  r.optimizer_bytes = 8 * r.params_per_rank;
-  if (layout.dp_shard > 1) {
-    // One buffer for every block (the largest) and one for the outer unit
-    // (embedding, final norm, LM head: kept for the whole micro-batch),
-    // weights and gradients, plus the shards of the largest unit for its
-    // batched reduce-scatter.
-    int64_t largest_block = 0, largest_unit_shards = 0;
-    for (const auto& [block, n] : unsharded_per_block) {
-      if (block >= 0) largest_block = std::max(largest_block, n);
-    }
-    for (const auto& [block, n] : shards_per_block) largest_unit_shards = std::max(largest_unit_shards, n);
-    const int64_t gathered = std::max<int64_t>(largest_block, 1) + std::max<int64_t>(unsharded_per_block[-1], 1);
-    r.fsdp_buffer_bytes = (c + 4) * gathered + 4 * std::max<int64_t>(largest_unit_shards, 1);
-  }
-  r.activation_bytes = activation_bytes(cfg, layout, c);
-  r.total_bytes = r.master_weight_bytes + r.compute_copy_bytes + r.gradient_bytes + r.optimizer_bytes +
-                  r.fsdp_buffer_bytes + r.activation_bytes;
+  r.gradient_bytes = built.params - r.master_weight_bytes - r.compute_copy_bytes;
+  r.optimizer_bytes = built.optimizer;
+  r.fsdp_buffer_bytes = built.fsdp;
+  r.activation_bytes = built.model;
+  r.total_bytes = built.params + built.fsdp + built.model + built.optimizer;
   if (cfg.train.device != "cpu") {
     const auto [H, G] = local_heads(m, layout);
     const kernels::AttentionProblem p{

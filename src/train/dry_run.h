@@ -52,6 +52,10 @@ struct DryRunReport {
                                     // the largest block plus the outer unit, and a reduce-scatter shard
   int64_t activation_bytes = 0;     // activations and their gradients, kept for the whole micro-batch,
                                     // with the MoE buffers sized for the worst routing (capacity or dropless)
+  // The masters and compute copies are 4 and 2 bytes per parameter held; the
+  // rest (gradients, optimizer, FSDP buffers, activations) and the total are
+  // counted from rank 0's state as the trainer builds it
+  // (StepRunner::for_planning).
   int64_t total_bytes = 0;
 
   // A GPU's kernel workspace beyond the tensors above: attention's buffer,

@@ -38,10 +38,26 @@ Placement select_placement(const TrainConfig& t, std::optional<Placement> forced
 }  // namespace
 
 StepRunner::StepRunner(const JobConfig& cfg, Mesh& mesh, std::optional<Placement> placement)
+    : StepRunner(cfg, mesh, select_placement(cfg.train, placement), TensorPool::Backing::kMemory) {
+  params_.init(cfg.model, static_cast<uint64_t>(cfg.train.seed));
+  // On one GPU (no collective inside a micro-batch) each micro-batch's
+  // forward and backward replay as one CUDA graph: no launch per kernel.
+  if (placement_.device == Device::kCuda && !model_.micro_batch_has_collectives()) {
+    model_.replay_micro_batches_as_graph();
+  }
+}
+
+std::unique_ptr<StepRunner> StepRunner::for_planning(const JobConfig& cfg, Mesh& mesh, DType compute) {
+  // Every part allocates the same on either device.
+  const Placement host{Device::kCpu, compute, -1};
+  return std::unique_ptr<StepRunner>(new StepRunner(cfg, mesh, host, TensorPool::Backing::kAddressSpace));
+}
+
+StepRunner::StepRunner(const JobConfig& cfg, Mesh& mesh, Placement placement, TensorPool::Backing backing)
     : cfg_(cfg),
       mesh_(mesh),
-      placement_(select_placement(cfg.train, placement)),
-      pool_(placement_.device),
+      placement_(placement),
+      pool_(placement_.device, backing),
       params_(cfg.model, pool_, mesh.layout(), mesh.coord(), placement_.compute),
       fsdp_(make_fsdp(params_, mesh, pool_)),
       parallel_{&mesh.tp(), &mesh.ep(), fsdp_.get()},
@@ -49,13 +65,11 @@ StepRunner::StepRunner(const JobConfig& cfg, Mesh& mesh, std::optional<Placement
       optimizer_(cfg.optimizer, params_, pool_),
       moe_layers_(model_.moe_layers()),
       inputs_host_(static_cast<size_t>(model_.tokens_per_micro_batch())),
-      targets_host_(static_cast<size_t>(model_.tokens_per_micro_batch())) {
-  params_.init(cfg.model, static_cast<uint64_t>(cfg.train.seed));
-  // On one GPU (no collective inside a micro-batch) each micro-batch's
-  // forward and backward replay as one CUDA graph: no launch per kernel.
-  if (placement_.device == Device::kCuda && !model_.micro_batch_has_collectives()) {
-    model_.replay_micro_batches_as_graph();
-  }
+      targets_host_(static_cast<size_t>(model_.tokens_per_micro_batch())) {}
+
+StepRunner::Allocations StepRunner::allocations() const {
+  return {after_params_, after_fsdp_ - after_params_, after_model_ - after_fsdp_,
+          pool_.bytes_requested() - after_model_};
 }
 
 void StepRunner::load_batch(const BatchSampler& sampler, int64_t step_index, int64_t micro, int64_t micros) {

@@ -41,6 +41,22 @@ class StepRunner {
   // the CPU with it (ops.h widens bf16 host tensors for the fp32 reference).
   StepRunner(const JobConfig& cfg, Mesh& mesh, std::optional<Placement> placement = std::nullopt);
 
+  // What --dry-run counts: this rank's training state built as training
+  // builds it, in address space only (TensorPool::Backing::kAddressSpace), on
+  // the host in `compute` (the dtype the configured device computes in), with
+  // nothing initialised, run or sent (a planning mesh, Mesh::for_planning,
+  // will do).
+  static std::unique_ptr<StepRunner> for_planning(const JobConfig& cfg, Mesh& mesh, DType compute);
+
+  // What the pool holds, by the part that asked for it.
+  struct Allocations {
+    int64_t params = 0;     // parameter shards, their compute copies and gradients
+    int64_t fsdp = 0;       // FSDP's gather buffers
+    int64_t model = 0;      // activations and the layers' scratch, for one micro-batch
+    int64_t optimizer = 0;  // AdamW's moments
+  };
+  Allocations allocations() const;
+
   // One optimizer step (1-based). Fills loss, lr, grad_norm and the MoE
   // metrics, all global (the same on every rank). A non-finite loss or
   // gradient norm (seen by every rank at the same step, as both are global)
@@ -87,14 +103,21 @@ class StepRunner {
   // The sampler's token ids for (step, micro) into the model's input tensors.
   void load_batch(const BatchSampler& sampler, int64_t step_index, int64_t micro, int64_t micros);
 
+  StepRunner(const JobConfig& cfg, Mesh& mesh, Placement placement, TensorPool::Backing backing);
+
   const JobConfig& cfg_;
   Mesh& mesh_;
   Placement placement_;
   TensorPool pool_;
+  // The pool's count after each part is built (allocations()): they are
+  // built in this order.
   ParamStore params_;
+  int64_t after_params_ = pool_.bytes_requested();
   std::unique_ptr<Fsdp> fsdp_;
+  int64_t after_fsdp_ = pool_.bytes_requested();
   ModelParallel parallel_;
   Transformer model_;
+  int64_t after_model_ = pool_.bytes_requested();
   Optimizer optimizer_;
   std::vector<MoELayer*> moe_layers_;
   std::vector<int32_t> inputs_host_, targets_host_;  // staging for the token ids (one micro-batch)

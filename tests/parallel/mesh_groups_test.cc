@@ -70,3 +70,22 @@ TEST_CASE("a rank's place in its groups follows its coordinates") {
   CHECK(mesh->dp_shard().rank() == c.dp_shard);
   CHECK(mesh->data_parallel().rank() == moe::data_parallel_index(mesh->layout(), c));
 }
+
+TEST_CASE("a planning mesh gives each group the size and this rank the place that the real mesh does") {
+  moe::Mesh plan = moe::Mesh::for_planning(mesh->layout(), mesh->world().rank());
+  CHECK(plan.coord().tp == mesh->coord().tp);
+  CHECK(plan.coord().ep == mesh->coord().ep);
+  CHECK(plan.coord().dp_shard == mesh->coord().dp_shard);
+  const std::pair<moe::Communicator*, moe::Communicator*> groups[] = {
+      {&plan.world(), &mesh->world()},
+      {&plan.tp(), &mesh->tp()},
+      {&plan.ep(), &mesh->ep()},
+      {&plan.dp_shard(), &mesh->dp_shard()},
+      {&plan.dp_replicate(), &mesh->dp_replicate()},
+      {&plan.data_parallel(), &mesh->data_parallel()},
+      {&plan.non_expert_replicas(), &mesh->non_expert_replicas()}};
+  for (const auto& [planned, real] : groups) {
+    CHECK(planned->size() == real->size());
+    CHECK(planned->rank() == real->rank());
+  }
+}

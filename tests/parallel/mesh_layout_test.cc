@@ -24,3 +24,15 @@ TEST_CASE("rank <-> coordinates, tp innermost") {
   CHECK(moe::data_parallel_index(l, moe::mesh_coord(l, 4)) == 1);
   CHECK(moe::data_parallel_index(l, moe::mesh_coord(l, 47)) == 11);
 }
+
+TEST_CASE("a planning mesh sends nothing: a collective on it names the group") {
+  moe::Layout l;
+  l.ep = 2;
+  l.tp = 2;
+  moe::Mesh plan = moe::Mesh::for_planning(l, 3);
+  CHECK(plan.world().size() == 4);
+  CHECK(plan.ep().rank() == 1);
+  CHECK(plan.tp().rank() == 1);
+  CHECK_THROWS_WITH(plan.ep().barrier(), Catch::Contains("barrier on the ep group of a planning mesh"));
+  CHECK_THROWS_WITH(plan.world().split(0, 0), Catch::Contains("split on the world group"));
+}
