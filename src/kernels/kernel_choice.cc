@@ -25,9 +25,9 @@ const char* const kCutlassExpertGemmSm80 = "CUTLASS 4.2 grouped GEMM (sm_80: cp.
 const char* const kCutlassExpertGemmSm90 = "CUTLASS 4.2 grouped GEMM (sm_90a: TMA, wgmma)";
 
 KernelSource parse_kernel_source(const std::string& name) {
-  if (name == "auto") return KernelSource::kAuto;
-  if (name == "builtin") return KernelSource::kBuiltin;
-  throw std::invalid_argument("train.kernels = \"" + name + "\": must be \"auto\" or \"builtin\"");
+  if (const auto source = moe::Choice<KernelSource>::find(name)) return *source;
+  throw std::invalid_argument("train.kernels = \"" + name + "\": must be one of " +
+                              moe::Choice<KernelSource>::names_text());
 }
 
 void configure(const KernelSettings& settings) {

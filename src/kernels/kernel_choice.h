@@ -11,14 +11,16 @@
 #include <cstdint>
 #include <string>
 
+#include "src/config/enums.h"
 #include "src/core/tensor.h"
 
 namespace moe::kernels {
 
-// train.kernels: "auto" takes a vendor kernel where it applies; "builtin"
-// forces the project's own kernels everywhere.
-enum class KernelSource { kAuto, kBuiltin };
-KernelSource parse_kernel_source(const std::string& name);  // "auto" | "builtin"
+// train.kernels: its enum is the config's (src/config/enums.h), which parses
+// the key. This reads a name from elsewhere; an unknown one is a
+// std::invalid_argument naming the key and the names it takes.
+using moe::KernelSource;
+KernelSource parse_kernel_source(const std::string& name);
 
 struct KernelSettings {
   KernelSource source = KernelSource::kAuto;

@@ -145,9 +145,9 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
   r.tokens_per_step = cfg.train.batch_size * cfg.train.seq_len * cfg.train.grad_accum_steps * layout.dp_replicate *
                       layout.dp_shard * layout.ep;
 
-  const bool bf16 = cfg.train.mixed_precision == "bf16" && cfg.train.device != "cpu";
+  const bool bf16 = cfg.train.mixed_precision == Precision::kBf16 && cfg.train.device != TrainDevice::kCpu;
   const int64_t c = bf16 ? 2 : 4;  // bytes of a compute-dtype element
-  r.compute_dtype = bf16 ? "bf16" : "fp32";
+  r.compute_dtype = bf16 ? Precision::kBf16 : Precision::kFp32;
   r.master_weight_bytes = 4 * r.params_per_rank;
   r.compute_copy_bytes = bf16 ? 2 * r.params_per_rank : 0;
   r.gradient_bytes = 4 * r.params_per_rank;
@@ -168,7 +168,7 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
   r.activation_bytes = activation_bytes(cfg, layout, c);
   r.total_bytes = r.master_weight_bytes + r.compute_copy_bytes + r.gradient_bytes + r.optimizer_bytes +
                   r.fsdp_buffer_bytes + r.activation_bytes;
-  if (cfg.train.device != "cpu") {
+  if (cfg.train.device != TrainDevice::kCpu) {
     const auto [H, G] = local_heads(m, layout);
     const kernels::AttentionProblem p{
         cfg.train.batch_size, cfg.train.seq_len, H, G, head_dim(m), bf16 ? DType::kBF16 : DType::kF32};
@@ -256,7 +256,7 @@ std::string format_dry_run(const DryRunReport& r, const JobConfig& cfg, const st
   line("FLOPs per optimizer step",
        fmt::format("{:>15.4g}", r.flops_per_token * static_cast<double>(r.tokens_per_step)));
 
-  out += fmt::format("\nmemory per rank (computing in {})\n", r.compute_dtype);
+  out += fmt::format("\nmemory per rank (computing in {})\n", r.compute_dtype.name());
   line("parameters held (shard)", count(r.params_per_rank));
   line("fp32 master weights", bytes(r.master_weight_bytes));
   if (r.compute_copy_bytes > 0) line("bf16 copy of the weights", bytes(r.compute_copy_bytes));
@@ -270,8 +270,8 @@ std::string format_dry_run(const DryRunReport& r, const JobConfig& cfg, const st
                                                 (cfg.train.deterministic ? "" : ", not deterministic") + ")");
     line("total on a GPU", bytes(r.gpu_total_bytes));
   }
-  const CommPlan comm =
-      plan_communication(cfg, l, r.compute_dtype == "bf16" ? 2 : 4, r.flops_per_token, cfg.train.device != "cpu");
+  const CommPlan comm = plan_communication(cfg, l, r.compute_dtype == Precision::kBf16 ? 2 : 4, r.flops_per_token,
+                                           cfg.train.device != TrainDevice::kCpu);
   out += format_comm_plan(comm, cfg);
   return out;
 }
