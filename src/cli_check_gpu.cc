@@ -167,7 +167,7 @@ int run_check_gpu(const std::vector<std::string>& args, std::ostream& out, std::
     // As training will place the run: "cuda" without a GPU is refused, and
     // a run that will train on the CPU has no GPU to check.
     resolve_device(cfg.train);
-    if (cfg.train.device == "cpu") {
+    if (cfg.train.device == TrainDevice::kCpu) {
       out << "check-gpu: train.device resolves to \"cpu\" here: no GPU to check\n";
       return 0;
     }

@@ -40,10 +40,10 @@ int print_config_and_plan(JobConfig& cfg, const CommandLine& cl, std::ostream& o
   if (cl.print_config) out << config_to_json(cfg).dump(2) << "\n";
   if (!cl.dry_run) return 0;
   // "auto" plans for the device a run would train on here.
-  if (cfg.train.device == "auto") cfg.train.device = auto_device();
+  if (cfg.train.device == TrainDevice::kAuto) cfg.train.device = auto_device();
   const DryRunReport report = estimate_dry_run(cfg, layout);
   out << format_dry_run(report, cfg, cl.config_path);
-  const bool on_gpu = cfg.train.device == "cuda";
+  const bool on_gpu = cfg.train.device == TrainDevice::kCuda;
   if (on_gpu && cuda_device_count() == 0) {
     out << "  no GPU here to compare the plan with: run --dry-run on a GPU node to see whether it fits\n";
   } else if (const auto budget = memory_budget(on_gpu, 0)) {
@@ -99,7 +99,7 @@ int train_command(JobConfig& cfg, const CommandLine& cl) {
   const Layout layout = resolve_layout(cfg.distributed, read_launch_env().world_size);
   require_built_features(cfg, layout);
   resolve_device(cfg.train);
-  if (cfg.train.device == "cpu" && cfg.train.mixed_precision == "bf16") {
+  if (cfg.train.device == TrainDevice::kCpu && cfg.train.mixed_precision == Precision::kBf16) {
     spdlog::info("train.mixed_precision = \"bf16\": the CPU backend computes in fp32 (bf16 applies on GPU)");
   }
   TrainOptions options;

@@ -2,15 +2,17 @@
 //
 // Section and key names follow KempnerForge's configs so that its users' files
 // load unchanged where the keys apply; defaults are KempnerForge's unless a
-// comment gives the reason for ours. Which keys exist, their types and allowed
-// values are declared once, in schema.cc; the rules that tie keys together are
-// in validate.cc.
+// comment gives the reason for ours. Which keys exist and their types are
+// declared once, in schema.cc; the allowed values of the keys with a fixed set
+// are enums, in enums.h; the rules that tie keys together are in validate.cc.
 #pragma once
 
 #include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
+
+#include "src/config/enums.h"
 
 namespace moe {
 
@@ -22,15 +24,15 @@ struct ModelConfig {
   int64_t vocab_size = 32000;
   double ffn_dim_multiplier = 1.0;
   std::optional<int64_t> ffn_hidden_dim;  // unset: 256*ceil(int(4*dim*2/3*ffn_dim_multiplier)/256)
-  std::string norm_type = "rmsnorm";
-  std::string activation = "silu";
+  Choice<NormType> norm_type = NormType::kRmsNorm;
+  Choice<Activation> activation = Activation::kSilu;
   bool qk_norm = false;
   double norm_eps = 1e-5;
   double rope_theta = 10000.0;
   int64_t max_seq_len = 2048;
   bool tie_embeddings = false;
   double init_std = 0.02;
-  std::string model_type = "transformer";
+  Choice<ModelType> model_type = ModelType::kTransformer;
 
   // Mixture of experts. num_experts = 0 is a dense model.
   int64_t num_experts = 0;
@@ -52,8 +54,8 @@ struct ModelConfig {
   bool moe_packed_experts = true;
   bool moe_gradient_scale = false;
   double moe_expert_ffn_multiplier = 1.0;
-  double moe_bias_update_rate = 1e-3;          // DeepSeek-V3's gamma
-  std::string moe_bias_schedule = "constant";  // constant | cosine_decay | linear_warmup
+  double moe_bias_update_rate = 1e-3;  // DeepSeek-V3's gamma
+  Choice<BiasSchedule> moe_bias_schedule = BiasSchedule::kConstant;
 };
 
 struct TrainConfig {
@@ -63,19 +65,19 @@ struct TrainConfig {
   int64_t grad_accum_steps = 1;
   double grad_clip_norm = 1.0;
   int64_t seed = 42;
-  std::string mixed_precision = "bf16";           // fp32 | bf16 | fp8
-  std::string activation_checkpointing = "none";  // none | full | selective
-  int64_t ce_chunk_size = 0;                      // tokens per cross-entropy chunk; 0 = auto
-  std::string device = "auto";                    // ours: auto | cpu | cuda
+  Choice<Precision> mixed_precision = Precision::kBf16;
+  Choice<ActivationCheckpointing> activation_checkpointing = ActivationCheckpointing::kNone;
+  int64_t ce_chunk_size = 0;                        // tokens per cross-entropy chunk; 0 = auto
+  Choice<TrainDevice> device = TrainDevice::kAuto;  // ours
   // Numerical faults (ours): a non-finite loss or gradient norm either skips
   // the update ("skip") or ends the run ("abort"). More than max_skipped skipped or
   // spiking steps in a row end it as diverged (src/train/divergence.h).
-  std::string nan_policy = "skip";
+  Choice<NanPolicy> nan_policy = NanPolicy::kSkip;
   int64_t max_skipped = 5;
   double spike_factor = 3.0;  // a loss above this times the healthy running mean is a spike; 0 = off
   // GPU kernels (ours): "auto" runs a vendor library's kernel where one
   // applies (cuDNN's fused attention), "builtin" the project's own everywhere.
-  std::string kernels = "auto";
+  Choice<TrainKernels> kernels = TrainKernels::kAuto;
   // Vendor kernels must be bitwise deterministic (cuDNN's deterministic
   // attention backward), as the builtin ones are: bit-exact resume and graph
   // replay need it. false allows faster non-deterministic ones.
@@ -83,7 +85,7 @@ struct TrainConfig {
 };
 
 struct OptimizerConfig {
-  std::string name = "adamw";
+  Choice<OptimizerType> name = OptimizerType::kAdamW;
   double lr = 3e-4;
   double weight_decay = 0.1;
   std::array<double, 2> betas = {0.9, 0.95};
@@ -91,7 +93,7 @@ struct OptimizerConfig {
 };
 
 struct SchedulerConfig {
-  std::string name = "cosine";  // cosine | linear | wsd | constant
+  Choice<LrSchedule> name = LrSchedule::kCosine;
   int64_t warmup_steps = 2000;
   std::optional<int64_t> decay_steps;  // unset: decay over the steps left after warm-up
   double min_lr_ratio = 0.1;
@@ -136,7 +138,7 @@ struct CheckpointConfig {
   int64_t keep_last_n = 3;        // <= 0 keeps all
   std::string load_path;          // a step folder, or a checkpoint folder (its `latest`), to start from
   std::string initial_load_path;  // a new run's weights: those this checkpoint shares with the model, by name
-  std::string resume = "auto";    // "auto": continue from <dir>/latest when it exists; "never"
+  Choice<ResumePolicy> resume = ResumePolicy::kAuto;  // auto: continue from <dir>/latest when it exists
 };
 
 struct MetricsConfig {

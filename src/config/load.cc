@@ -48,7 +48,7 @@ std::string join(const std::vector<std::string>& items, const std::string& sep) 
                   "; fix the value's type in the config");
 }
 
-// Stores `node` into the field, checking type and allowed values.
+// Stores `node` into the field, checking its type and, for a choice, that it is one of the names.
 void assign(const Field& field, const std::string& dotted, const std::string& at, const toml::node& node) {
   struct Assigner {
     const Field& field;
@@ -74,13 +74,17 @@ void assign(const Field& field, const std::string& dotted, const std::string& at
     }
     void operator()(std::string* p) const {
       if (!node.is_string()) wrong_type(dotted, at, node, field.ref);
-      std::string v = *node.value<std::string>();
-      const auto& ch = field.choices;
-      if (!ch.empty() && std::find(ch.begin(), ch.end(), v) == ch.end()) {
-        throw UserError(dotted + " = \"" + v + "\" (" + at + "): must be one of " + join(ch, " | ") +
+      *p = *node.value<std::string>();
+    }
+    void operator()(const ChoiceRef& choice) const {
+      if (!node.is_string()) wrong_type(dotted, at, node, field.ref);
+      const std::string v = *node.value<std::string>();
+      const auto& names = choice.names;
+      if (std::find(names.begin(), names.end(), v) == names.end()) {
+        throw UserError(dotted + " = \"" + v + "\" (" + at + "): must be one of " + join(names, " | ") +
                         "; pick one of those");
       }
-      *p = v;
+      choice.set(v);
     }
     void operator()(std::array<double, 2>* p) const {
       const auto* arr = node.as_array();
@@ -177,7 +181,8 @@ void apply_override(std::vector<Section>& schema, const std::string& text, std::
   } catch (const toml::parse_error&) {
     ok = false;
   }
-  const bool is_string_field = std::holds_alternative<std::string*>(field->ref);
+  const bool is_string_field =
+      std::holds_alternative<std::string*>(field->ref) || std::holds_alternative<ChoiceRef>(field->ref);
   if (is_string_field && (!ok || !parsed["v"].is_string())) {
     toml::value<std::string> raw(value);
     assign(*field, section_name + "." + key, at, raw);

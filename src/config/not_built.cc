@@ -18,19 +18,18 @@ template <typename T>
 void require_built_features(const JobConfig& c, const Layout& l) {
   if (l.pp > 1) not_built("distributed.pp", l.pp, "pipeline parallelism", "set distributed.pp = 1");
   if (l.cp > 1) not_built("distributed.cp", l.cp, "context parallelism", "set distributed.cp = 1");
-  if (c.train.mixed_precision == "fp8") {
-    not_built("train.mixed_precision", "\"fp8\"", "FP8 training", "use \"bf16\" or \"fp32\"");
+  if (c.train.mixed_precision == Precision::kFp8) {
+    not_built("train.mixed_precision", quoted(c.train.mixed_precision), "FP8 training", "use \"bf16\" or \"fp32\"");
   }
-  if (c.model.norm_type != "rmsnorm") {
-    not_built("model.norm_type", "\"" + c.model.norm_type + "\"", "LayerNorm", "use \"rmsnorm\"");
+  if (c.model.norm_type != NormType::kRmsNorm) {
+    not_built("model.norm_type", quoted(c.model.norm_type), "LayerNorm", "use \"rmsnorm\"");
   }
-  if (c.model.activation != "silu") {
-    not_built("model.activation", "\"" + c.model.activation + "\"", "an FFN activation other than SwiGLU",
-              "use \"silu\"");
+  if (c.model.activation != Activation::kSilu) {
+    not_built("model.activation", quoted(c.model.activation), "an FFN activation other than SwiGLU", "use \"silu\"");
   }
-  if (c.train.activation_checkpointing != "none") {
-    not_built("train.activation_checkpointing", "\"" + c.train.activation_checkpointing + "\"",
-              "activation checkpointing", "set it to \"none\"");
+  if (c.train.activation_checkpointing != ActivationCheckpointing::kNone) {
+    not_built("train.activation_checkpointing", quoted(c.train.activation_checkpointing), "activation checkpointing",
+              "set it to \"none\"");
   }
   if (c.model.qk_norm) not_built("model.qk_norm", "true", "QK-norm", "set model.qk_norm = false");
 }

@@ -1,10 +1,12 @@
 // The one description of every config key: its section, name, C++ field,
-// and (for enumerations) its allowed values. TOML loading, CLI overrides,
-// --print-config and "did you mean" all read this table; none keeps its own.
+// and (for enumerations) its allowed values, the names of its enum. TOML
+// loading, CLI overrides, --print-config and "did you mean" all read this
+// table; none keeps its own.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <variant>
@@ -14,12 +16,32 @@
 
 namespace moe {
 
-using FieldRef = std::variant<int64_t*, double*, bool*, std::string*, std::optional<int64_t>*, std::array<double, 2>*>;
+// A key whose value is one name of a list, seen through the names: the enum
+// fields (Choice<E>), and string fields checked against a list known only at
+// run time (model.moe_router: the table of routers).
+struct ChoiceRef {
+  // Implicit, so that the schema binds an enum field as it binds any other: &field.
+  template <typename E>
+  ChoiceRef(Choice<E>* field)
+      : names(Choice<E>::names()),
+        get([field] { return std::string(field->name()); }),
+        set([field](const std::string& name) { *field = name; }) {}
+  ChoiceRef(std::string* field, std::vector<std::string> allowed)
+      : names(std::move(allowed)),
+        get([field] { return *field; }),
+        set([field](const std::string& name) { *field = name; }) {}
+
+  std::vector<std::string> names;
+  std::function<std::string()> get;
+  std::function<void(const std::string&)> set;  // the name must be one of names
+};
+
+using FieldRef =
+    std::variant<int64_t*, double*, bool*, std::string*, std::optional<int64_t>*, std::array<double, 2>*, ChoiceRef>;
 
 struct Field {
   std::string key;
   FieldRef ref;
-  std::vector<std::string> choices;  // non-empty: the value must be one of these strings
 };
 
 struct Section {

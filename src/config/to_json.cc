@@ -3,6 +3,18 @@
 #include "src/config/schema.h"
 
 namespace moe {
+namespace {
+
+nlohmann::ordered_json value_of(const std::optional<int64_t>* p) {
+  return *p ? nlohmann::ordered_json(**p) : nlohmann::ordered_json(nullptr);
+}
+nlohmann::ordered_json value_of(const ChoiceRef& choice) { return choice.get(); }
+template <typename T>
+nlohmann::ordered_json value_of(const T* p) {
+  return *p;
+}
+
+}  // namespace
 
 nlohmann::ordered_json config_to_json(const JobConfig& cfg) {
   JobConfig copy = cfg;  // describe() binds to mutable fields; we only read
@@ -10,16 +22,7 @@ nlohmann::ordered_json config_to_json(const JobConfig& cfg) {
   for (const auto& section : describe(copy)) {
     auto& obj = out[section.name] = nlohmann::ordered_json::object();
     for (const auto& field : section.fields) {
-      std::visit(
-          [&](auto* p) {
-            using T = std::decay_t<decltype(*p)>;
-            if constexpr (std::is_same_v<T, std::optional<int64_t>>) {
-              obj[field.key] = *p ? nlohmann::ordered_json(**p) : nlohmann::ordered_json(nullptr);
-            } else {
-              obj[field.key] = *p;
-            }
-          },
-          field.ref);
+      std::visit([&](const auto& ref) { obj[field.key] = value_of(ref); }, field.ref);
     }
   }
   return out;

@@ -222,8 +222,8 @@ void check_parallel(const JobConfig& c) {
     reject("distributed.pp", d.pp, "MoE models cannot use pipeline parallelism",
            "set distributed.pp = 1 and use ep/tp/dp_shard to split the model");
   }
-  if (c.train.mixed_precision == "fp8" && d.tp > 1) {
-    reject("train.mixed_precision", "\"fp8\"",
+  if (c.train.mixed_precision == Precision::kFp8 && d.tp > 1) {
+    reject("train.mixed_precision", quoted(c.train.mixed_precision),
            fmt::format("cannot be combined with tensor parallelism (tp = {})", d.tp),
            "use bf16 with tp > 1, or set distributed.tp = 1 for fp8");
   }

@@ -20,10 +20,10 @@ Attention::Attention(const LayerContext& ctx, const std::string& prefix)
   for (Tensor* t : {&q_, &att_}) *t = ctx.alloc_act({B_, T_, H_, Dh_});
   for (Tensor* t : {&k_, &v_}) *t = ctx.alloc_act({B_, T_, G_, Dh_});
   lse_ = ctx.pool.alloc({B_, H_, T_});
-  dq_ = ctx.scratch_act("attention.dq", {B_, T_, H_, Dh_});
-  datt_ = ctx.scratch_act("attention.datt", {B_, T_, H_, Dh_});
-  dk_ = ctx.scratch_act("attention.dk", {B_, T_, G_, Dh_});
-  dv_ = ctx.scratch_act("attention.dv", {B_, T_, G_, Dh_});
+  dq_ = ctx.scratch_act(ScratchRole::kAttentionDq, {B_, T_, H_, Dh_});
+  datt_ = ctx.scratch_act(ScratchRole::kAttentionDatt, {B_, T_, H_, Dh_});
+  dk_ = ctx.scratch_act(ScratchRole::kAttentionDk, {B_, T_, G_, Dh_});
+  dv_ = ctx.scratch_act(ScratchRole::kAttentionDv, {B_, T_, G_, Dh_});
   ops::reserve_attention(ctx.pool.device(), B_, T_, H_, G_, Dh_, q_.dtype);
 }
 

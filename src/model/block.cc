@@ -19,10 +19,10 @@ Block::Block(const LayerContext& ctx, int64_t layer)
   }
   const int64_t N = ctx.N(), D = ctx.model.dim;
   for (Tensor* t : {&ln1_out_, &h_, &ln2_out_}) *t = ctx.alloc_act({N, D});  // saved for backward
-  attn_out_ = ctx.scratch_act("block.attn_out", {N, D});
-  ffn_out_ = ctx.scratch_act("block.ffn_out", {N, D});
-  dln_ = ctx.scratch_act("block.dln", {N, D});
-  dh_ = ctx.scratch_act("block.dh", {N, D});
+  attn_out_ = ctx.scratch_act(ScratchRole::kBlockAttnOut, {N, D});
+  ffn_out_ = ctx.scratch_act(ScratchRole::kBlockFfnOut, {N, D});
+  dln_ = ctx.scratch_act(ScratchRole::kBlockDln, {N, D});
+  dh_ = ctx.scratch_act(ScratchRole::kBlockDh, {N, D});
   ln1_rstd_ = ctx.pool.alloc({N});
   ln2_rstd_ = ctx.pool.alloc({N});
   ops::reserve_rmsnorm_backward(ctx.pool.device(), N, D);

@@ -11,9 +11,9 @@ DenseMLP::DenseMLP(const LayerContext& ctx, const std::string& prefix)
       w2_(ctx.params[prefix + "mlp.down_proj.weight"]) {
   const int64_t N = ctx.N(), F = w1_.place.local_shape[0];  // ffn_hidden / tp under tensor parallelism
   for (Tensor* t : {&a_, &b_, &g_}) *t = ctx.alloc_act({N, F});
-  da_ = ctx.scratch_act("mlp.da", {N, F});
-  db_ = ctx.scratch_act("mlp.db", {N, F});
-  dg_ = ctx.scratch_act("mlp.dg", {N, F});
+  da_ = ctx.scratch_act(ScratchRole::kMlpDa, {N, F});
+  db_ = ctx.scratch_act(ScratchRole::kMlpDb, {N, F});
+  dg_ = ctx.scratch_act(ScratchRole::kMlpDg, {N, F});
 }
 
 void DenseMLP::forward(const Tensor& out_ND, const Tensor& x_ND) {
@@ -30,15 +30,15 @@ void DenseMLP::backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor
   ops::matmul_backward(dx_ND, w3_.grad, db_, x_ND, w3_.value);
 }
 
-GroupedSwiGLU::GroupedSwiGLU(const LayerContext& ctx, const std::string& role, int64_t max_rows, int64_t F,
+GroupedSwiGLU::GroupedSwiGLU(const LayerContext& ctx, const SwiGLUScratch& scratch, int64_t max_rows, int64_t F,
                              int64_t experts) {
   const int64_t D = ctx.model.dim;
   ops::reserve_grouped_matmul(ctx.pool.device(), experts, D, F, ctx.act);  // w1, w3
   ops::reserve_grouped_matmul(ctx.pool.device(), experts, F, D, ctx.act);  // w2
   for (Tensor* t : {&a_, &b_, &g_}) *t = ctx.pool.alloc({max_rows, F}, ctx.act);
-  da_ = ctx.scratch_act(role + ".da", {max_rows, F});
-  db_ = ctx.scratch_act(role + ".db", {max_rows, F});
-  dg_ = ctx.scratch_act(role + ".dg", {max_rows, F});
+  da_ = ctx.scratch_act(scratch.da, {max_rows, F});
+  db_ = ctx.scratch_act(scratch.db, {max_rows, F});
+  dg_ = ctx.scratch_act(scratch.dg, {max_rows, F});
 }
 
 void GroupedSwiGLU::forward(const Tensor& out_MD, const Tensor& x_MD, const ExpertWeights& w,

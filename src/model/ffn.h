@@ -34,11 +34,20 @@ struct ExpertWeights {
   Tensor dw1, dw3, dw2;  // same shapes
 };
 
+// The roles of a group of experts' backward scratch, shared with every other
+// GroupedSwiGLU of that group (routed or shared experts) in the model.
+struct SwiGLUScratch {
+  ScratchRole da, db, dg;
+};
+inline constexpr SwiGLUScratch kRoutedExpertsScratch{ScratchRole::kRoutedExpertsDa, ScratchRole::kRoutedExpertsDb,
+                                                     ScratchRole::kRoutedExpertsDg};
+inline constexpr SwiGLUScratch kSharedExpertsScratch{ScratchRole::kSharedExpertsDa, ScratchRole::kSharedExpertsDb,
+                                                     ScratchRole::kSharedExpertsDg};
+
 class GroupedSwiGLU {
  public:
-  // role names its backward scratch, shared with every other GroupedSwiGLU of that role;
   // `experts` weights [experts, D, F] and [experts, F, D] will come with each call.
-  GroupedSwiGLU(const LayerContext& ctx, const std::string& role, int64_t max_rows, int64_t F, int64_t experts);
+  GroupedSwiGLU(const LayerContext& ctx, const SwiGLUScratch& scratch, int64_t max_rows, int64_t F, int64_t experts);
   // x_MD, out_MD: the first M rows (views); offsets_E1 holds E+1 row offsets with offsets[E] == M.
   void forward(const Tensor& out_MD, const Tensor& x_MD, const ExpertWeights& w, const Tensor& offsets_E1);
   void backward(const Tensor& dx_MD, const Tensor& dout_MD, const Tensor& x_MD, const ExpertWeights& w,

@@ -47,7 +47,7 @@ struct LayerContext {
 
   int64_t N() const { return B * T; }
   Tensor alloc_act(std::initializer_list<int64_t> shape) const { return pool.alloc(shape, act); }
-  Tensor scratch_act(const std::string& role, std::initializer_list<int64_t> shape) const {
+  Tensor scratch_act(ScratchRole role, std::initializer_list<int64_t> shape) const {
     return scratch.get(role, shape, act);
   }
 };

@@ -9,11 +9,49 @@
 
 #include <initializer_list>
 #include <map>
-#include <string>
 
 #include "src/core/tensor_pool.h"
 
 namespace moe {
+
+// Every buffer SharedScratch holds, one per role whatever the layer.
+enum class ScratchRole {
+  // Block: its sublayers' outputs before the residual, and their gradients.
+  kBlockAttnOut,
+  kBlockFfnOut,
+  kBlockDln,
+  kBlockDh,
+  // Attention's backward.
+  kAttentionDq,
+  kAttentionDatt,
+  kAttentionDk,
+  kAttentionDv,
+  // The SwiGLU FFNs' backward: the dense MLP, the routed experts, the shared experts.
+  kMlpDa,
+  kMlpDb,
+  kMlpDg,
+  kRoutedExpertsDa,
+  kRoutedExpertsDb,
+  kRoutedExpertsDg,
+  kSharedExpertsDa,
+  kSharedExpertsDb,
+  kSharedExpertsDg,
+  // The MoE layer: the expert-parallel exchange, the permuted tokens'
+  // gradients, the routing weights' gradient, the shared experts' output,
+  // and the router's logits' gradient (fp32, and in the activation dtype for its GEMM).
+  kMoeExY,
+  kMoeExDx,
+  kMoeExDy,
+  kMoeDxs,
+  kMoeDys,
+  kMoeDtopkW,
+  kMoeSharedOut,
+  kMoeDlogits,
+  kMoeDlogitsAct,
+};
+
+// "attention.dq", for messages.
+const char* scratch_role_name(ScratchRole role);
 
 class SharedScratch {
  public:
@@ -21,12 +59,12 @@ class SharedScratch {
   SharedScratch(const SharedScratch&) = delete;
   SharedScratch& operator=(const SharedScratch&) = delete;
 
-  // The buffer of `role` ("attention.dq", ...), allocated on first use.
-  Tensor get(const std::string& role, std::initializer_list<int64_t> shape, DType dtype);
+  // The buffer of `role`, allocated on first use.
+  Tensor get(ScratchRole role, std::initializer_list<int64_t> shape, DType dtype);
 
  private:
   TensorPool& pool_;
-  std::map<std::string, Tensor> buffers_;
+  std::map<ScratchRole, Tensor> buffers_;
 };
 
 }  // namespace moe

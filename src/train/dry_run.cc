@@ -2,16 +2,13 @@
 
 #include <fmt/format.h>
 
-#include <algorithm>
-#include <map>
-
 #include "src/config/derived.h"
 #include "src/core/user_error.h"
 #include "src/kernels/kernel_choice.h"
 #include "src/model/param_spec.h"
+#include "src/parallel/mesh.h"
 #include "src/parallel/param_sharding.h"
 #include "src/train/comm_plan.h"
-#include "src/parallel/mesh.h"
 #include "src/train/placement.h"
 #include "src/train/step_runner.h"
 
@@ -86,9 +83,8 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
   r.tokens_per_step = cfg.train.batch_size * cfg.train.seq_len * cfg.train.grad_accum_steps * layout.dp_replicate *
                       layout.dp_shard * layout.ep;
 
-  const bool bf16 = cfg.train.mixed_precision == "bf16" && cfg.train.device != "cpu";
-  const int64_t c = bf16 ? 2 : 4;  // bytes of a compute-dtype element
-  r.compute_dtype = bf16 ? "bf16" : "fp32";
+  const bool bf16 = cfg.train.mixed_precision == Precision::kBf16 && cfg.train.device != TrainDevice::kCpu;
+  r.compute_dtype = bf16 ? Precision::kBf16 : Precision::kFp32;
   // What training allocates, counted: this rank's state built by the
   // trainer's own constructors, in address space only.
   Mesh mesh = Mesh::for_planning(layout);
@@ -101,7 +97,7 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
   r.fsdp_buffer_bytes = built.fsdp;
   r.activation_bytes = built.model;
   r.total_bytes = built.params + built.fsdp + built.model + built.optimizer;
-  if (cfg.train.device != "cpu") {
+  if (cfg.train.device != TrainDevice::kCpu) {
     const auto [H, G] = local_heads(m, layout);
     const kernels::AttentionProblem p{
         cfg.train.batch_size, cfg.train.seq_len, H, G, head_dim(m), bf16 ? DType::kBF16 : DType::kF32};
@@ -189,7 +185,7 @@ std::string format_dry_run(const DryRunReport& r, const JobConfig& cfg, const st
   line("FLOPs per optimizer step",
        fmt::format("{:>15.4g}", r.flops_per_token * static_cast<double>(r.tokens_per_step)));
 
-  out += fmt::format("\nmemory per rank (computing in {})\n", r.compute_dtype);
+  out += fmt::format("\nmemory per rank (computing in {})\n", r.compute_dtype.name());
   line("parameters held (shard)", count(r.params_per_rank));
   line("fp32 master weights", bytes(r.master_weight_bytes));
   if (r.compute_copy_bytes > 0) line("bf16 copy of the weights", bytes(r.compute_copy_bytes));
@@ -203,8 +199,8 @@ std::string format_dry_run(const DryRunReport& r, const JobConfig& cfg, const st
                                                 (cfg.train.deterministic ? "" : ", not deterministic") + ")");
     line("total on a GPU", bytes(r.gpu_total_bytes));
   }
-  const CommPlan comm =
-      plan_communication(cfg, l, r.compute_dtype == "bf16" ? 2 : 4, r.flops_per_token, cfg.train.device != "cpu");
+  const CommPlan comm = plan_communication(cfg, l, r.compute_dtype == Precision::kBf16 ? 2 : 4, r.flops_per_token,
+                                           cfg.train.device != TrainDevice::kCpu);
   out += format_comm_plan(comm, cfg);
   return out;
 }

@@ -42,7 +42,7 @@ struct DryRunReport {
   // checks it across layouts). FSDP shards every parameter over dp_shard;
   // tensor parallelism splits the tensors marked in the registry; expert
   // parallelism splits the routed experts.
-  std::string compute_dtype;  // "bf16" or "fp32": weight copies and activations
+  Choice<Precision> compute_dtype = Precision::kFp32;  // bf16 or fp32: weight copies and activations
   int64_t params_per_rank = 0;
   int64_t master_weight_bytes = 0;  // fp32 master weights
   int64_t compute_copy_bytes = 0;   // the bf16 copy of the master shards (0 in fp32)

@@ -259,7 +259,7 @@ JobConfig shrink_for_check(const JobConfig& cfg) {
   c.train.batch_size = 2;
   c.train.grad_accum_steps = 1;
   c.train.ce_chunk_size = 0;
-  c.train.nan_policy = "skip";
+  c.train.nan_policy = NanPolicy::kSkip;
   c.distributed = DistributedConfig{};
   c.distributed.dp_shard = 1;
   return c;

@@ -4,15 +4,17 @@ namespace moe {
 
 Placement placement_of(const TrainConfig& t) {
   Placement p;
-  if (t.device == "cuda") {
+  if (t.device == TrainDevice::kCuda) {
     p.device = Device::kCuda;
-    p.compute = t.mixed_precision == "bf16" ? DType::kBF16 : DType::kF32;
+    p.compute = t.mixed_precision == Precision::kBf16 ? DType::kBF16 : DType::kF32;
   }
   return p;
 }
 
 kernels::KernelSettings kernel_settings_of(const TrainConfig& t) {
-  return {kernels::parse_kernel_source(t.kernels), t.deterministic};
+  const kernels::KernelSource source =
+      t.kernels == TrainKernels::kBuiltin ? kernels::KernelSource::kBuiltin : kernels::KernelSource::kAuto;
+  return {source, t.deterministic};
 }
 
 }  // namespace moe

@@ -154,7 +154,7 @@ void refuse_fresh_start_beside(const CheckpointConfig& c) {
                   "checkpoint.resume = \"{}\" would start a new run beside them: give this run another "
                   "checkpoint.dir, or move them aside with `moe_train CONFIG --archive-checkpoints` "
                   "(checkpoint.resume = \"auto\" continues them)",
-                  c.dir, steps, c.resume));
+                  c.dir, steps, c.resume.name()));
 }
 
 // A new lineage id (16 hex digits), drawn by rank 0 and the same on every rank.
@@ -171,7 +171,7 @@ std::string shared_new_lineage(Communicator& world) {
 // Where to start from: an explicit load_path, else (resume = "auto") the latest checkpoint in dir.
 std::string checkpoint_to_load(const CheckpointConfig& c) {
   if (!c.load_path.empty()) return resolve_step_folder(c.load_path);
-  if (c.resume == "auto") return latest_checkpoint(c.dir);
+  if (c.resume == ResumePolicy::kAuto) return latest_checkpoint(c.dir);
   return "";
 }
 
@@ -495,7 +495,7 @@ TrainOutcome train_steps(Run& r, const std::string& from) {
     if (!unhealthy.empty() && !sm.skipped) spdlog::warn("{}", unhealthy);
     if (rank0 && !provisional.empty()) record_checkpoint_health(r.cfg.checkpoint, provisional, unhealthy, r.at.lineage);
     provisional.clear();
-    if (sm.skipped && t.nan_policy == "abort") {
+    if (sm.skipped && t.nan_policy == NanPolicy::kAbort) {
       throw NumericalFault(fmt::format("{} (train.nan_policy = \"abort\"); this step's update was not applied; {}",
                                        unhealthy, how_to_go_on(r.cfg)));
     }
@@ -595,12 +595,12 @@ std::string built_in_corpus(Communicator& world) {
   return corpus;
 }
 
-const char* auto_device() { return cuda_device_count() > 0 ? "cuda" : "cpu"; }
+TrainDevice auto_device() { return cuda_device_count() > 0 ? TrainDevice::kCuda : TrainDevice::kCpu; }
 
 void resolve_device(TrainConfig& t) {
-  const bool automatic = t.device == "auto";
+  const bool automatic = t.device == TrainDevice::kAuto;
   if (automatic) t.device = auto_device();
-  if (t.device != "cuda") return;
+  if (t.device != TrainDevice::kCuda) return;
   const std::string key = automatic ? "train.device = \"auto\" found a GPU" : "train.device = \"cuda\"";
   if (const std::string missing = cuda_libraries_missing(); !missing.empty()) throw UserError(key + ", but " + missing);
   if (cuda_device_count() == 0) {

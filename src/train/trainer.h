@@ -46,7 +46,7 @@ TrainOutcome train(const JobConfig& cfg, const Layout& layout, const TrainOption
 std::string built_in_corpus(Communicator& world);
 
 // What train.device = "auto" picks: "cuda" where a GPU is visible, else "cpu".
-const char* auto_device();
+TrainDevice auto_device();
 // Resolves "auto" (auto_device()); for "cuda", refuses a machine where no GPU
 // or no CUDA library can be used.
 void resolve_device(TrainConfig& t);

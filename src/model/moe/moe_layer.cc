@@ -28,18 +28,18 @@ MoELayer::MoELayer(const LayerContext& ctx, int64_t layer)
       router_(make_router(ctx.model.moe_router, {ctx.model, ctx.params[param_name::router_gate(layer)], ctx.N(), ctx.T,
                                                  ctx.pool, ctx.scratch, ctx.act})),
       dispatcher_(ctx, w1_.place.local_shape[0]),
-      routed_(ctx, "routed_experts", moe_max_local_rows(ctx.model, ctx.N(), ctx.parallel.ep->size()),
+      routed_(ctx, kRoutedExpertsScratch, moe_max_local_rows(ctx.model, ctx.N(), ctx.parallel.ep->size()),
               expert_hidden(ctx.model), w1_.place.local_shape[0]),
       counters_(ctx.moe_counters) {
   TensorPool& pool = ctx.pool;
   for (int64_t s = 0; s < ctx.model.moe_shared_experts; ++s) {
-    shared_.push_back(std::make_unique<GroupedSwiGLU>(ctx, "shared_experts", N_, expert_hidden(ctx.model), 1));
+    shared_.push_back(std::make_unique<GroupedSwiGLU>(ctx, kSharedExpertsScratch, N_, expert_hidden(ctx.model), 1));
   }
-  dtopk_w_NK_ = ctx.scratch.get("moe.dtopk_w", {N_, K_}, DType::kF32);
+  dtopk_w_NK_ = ctx.scratch.get(ScratchRole::kMoeDtopkW, {N_, K_}, DType::kF32);
   shared_offsets_ = pool.alloc({2}, DType::kI32);
   const int32_t all_rows[2] = {0, static_cast<int32_t>(N_)};  // one group: every token
   upload(shared_offsets_, all_rows);
-  shared_out_ND_ = ctx.scratch_act("moe.shared_out", {N_, ctx.model.dim});
+  shared_out_ND_ = ctx.scratch_act(ScratchRole::kMoeSharedOut, {N_, ctx.model.dim});
   if (counters_ == nullptr) {
     throw std::logic_error("MoELayer " + param_name::moe(layer) + ": built without MoEStepCounters");
   }

@@ -20,8 +20,8 @@ Router::Router(const RouterSetup& s)
   bias_E_ = pool.alloc({E_});
   aux_3_ = pool.alloc({3});
   daux_logits_NE_ = pool.alloc({N_, E_});
-  dlogits_NE_ = s.scratch.get("moe.dlogits", {N_, E_}, DType::kF32);
-  if (s.act != DType::kF32) dlogits_act_NE_ = s.scratch.get("moe.dlogits_act", {N_, E_}, s.act);
+  dlogits_NE_ = s.scratch.get(ScratchRole::kMoeDlogits, {N_, E_}, DType::kF32);
+  if (s.act != DType::kF32) dlogits_act_NE_ = s.scratch.get(ScratchRole::kMoeDlogitsAct, {N_, E_}, s.act);
 }
 
 void Router::forward(const Tensor& x_ND, bool training, float grad_scale) {

@@ -14,16 +14,16 @@ TokenDispatcher::TokenDispatcher(const LayerContext& ctx, int64_t local_experts)
     const int64_t R = moe_max_local_rows(ctx.model, N, ep.size());
     exchange_ = std::make_unique<ExpertExchange>(ep, local_experts, R, D, pool, ctx.act);
     ex_x_RD_ = ctx.alloc_act({R, D});  // saved: the local experts' input rows
-    ex_y_RD_ = ctx.scratch_act("moe.ex_y", {R, D});
-    ex_dx_RD_ = ctx.scratch_act("moe.ex_dx", {R, D});
-    ex_dy_RD_ = ctx.scratch_act("moe.ex_dy", {R, D});
+    ex_y_RD_ = ctx.scratch_act(ScratchRole::kMoeExY, {R, D});
+    ex_dx_RD_ = ctx.scratch_act(ScratchRole::kMoeExDx, {R, D});
+    ex_dy_RD_ = ctx.scratch_act(ScratchRole::kMoeExDy, {R, D});
   }
   offsets_E1_ = pool.alloc({E + 1}, DType::kI32);
   row_pair_M_ = pool.alloc({N * K}, DType::kI32);
   pair_row_NK_ = pool.alloc({N, K}, DType::kI32);
   for (Tensor* t : {&xs_MD_, &ys_MD_}) *t = ctx.alloc_act({N * K, D});  // saved for backward
-  dxs_MD_ = ctx.scratch_act("moe.dxs", {N * K, D});
-  dys_MD_ = ctx.scratch_act("moe.dys", {N * K, D});
+  dxs_MD_ = ctx.scratch_act(ScratchRole::kMoeDxs, {N * K, D});
+  dys_MD_ = ctx.scratch_act(ScratchRole::kMoeDys, {N * K, D});
 }
 
 ExpertRows TokenDispatcher::dispatch(const Tensor& x_ND, const Tensor& topk_idx_NK, bool training) {
