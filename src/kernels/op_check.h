@@ -26,7 +26,10 @@ struct Shapes {
   int64_t hidden = 128;  // a dense FFN's
   int64_t vocab = 96;
   int64_t experts = 4, top_k = 2, expert_hidden = 64;
-  double capacity_factor = 1.25;
+  double capacity_factor = 1.25;  // 0: dropless
+  // The share of tokens whose logits put expert 0 first, to overflow its
+  // capacity (the routing of the MoE rows).
+  double routing_skew = 0;
   // The grouped GEMMs' rows per expert as offsets (experts + 1 of them, the
   // last at most N * top_k); empty: the routing's plan.
   std::vector<int32_t> expert_offsets;

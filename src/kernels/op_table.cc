@@ -104,6 +104,21 @@ void matmul_cases(std::vector<Case>& c, const Shapes& sh) {
                           abs_products(x.data(), w.data(), N, O, I, I, 1, 1, I));
                },
                false, gemm_dtypes});
+  // On rows 1.. of buffers a row longer: pointers aligned only to their
+  // dtype, another cuBLASLt plan; row 0 keeps what it held.
+  c.push_back({"matmul_forward", dims({N, I}) + " x " + dims({O, I}) + "^T on row views", 2,
+               [=](Side& s) {
+                 const std::vector<float> x = s.stored(A, s.gaussian((N + 1) * I, 1.0f));
+                 const std::vector<float> w = s.stored(A, s.gaussian(O * I, 1.0f));
+                 const Tensor out = s.randn({N + 1, O}, A1), tx = s.tensor({N + 1, I}, A, x);
+                 const Tensor tw = s.tensor({O, I}, A, w);
+                 s.run([&] { ops::matmul_forward(out.rows(1, N), tx.rows(1, N), tw); });
+                 std::vector<double> mag(static_cast<size_t>(O), 0.0);  // row 0: exact
+                 const std::vector<double> rows = abs_products(x.data() + I, w.data(), N, O, I, I, 1, 1, I);
+                 mag.insert(mag.end(), rows.begin(), rows.end());
+                 s.output("out", out, gemm_tol(s.dtype(A), s.dtype(A1)), mag);
+               },
+               true, gemm_dtypes});
   for (const std::string mode : {"dx +=", "dx =", "no dx"}) {
     const bool with_dx = mode != "no dx";
     c.push_back(

@@ -21,10 +21,20 @@ struct Routing {
   int64_t M = 0;
 };
 
+// Pairs each expert keeps: capacity_factor x N x K / E, rounded up (0: all).
+int64_t capacity_of(const Shapes& sh) {
+  return static_cast<int64_t>(std::ceil(sh.capacity_factor * sh.N() * sh.top_k / sh.experts));
+}
+
 Routing route(Side& s, const Shapes& sh, cpu::RouterKind kind) {
   const int64_t N = sh.N(), E = sh.experts, K = sh.top_k;
   Routing r;
   r.logits = s.gaussian(N * E, 1.0f);
+  if (sh.routing_skew > 0) {
+    const std::vector<float> coin = s.uniform(N, 0.0f, 1.0f);
+    for (int64_t n = 0; n < N; ++n)
+      if (coin[n] < sh.routing_skew) r.logits[n * E] = 10.0f;
+  }
   r.scores.resize(static_cast<size_t>(N * E));
   r.topk_w.resize(static_cast<size_t>(N * K));
   r.topk_idx.resize(static_cast<size_t>(N * K));
@@ -32,15 +42,14 @@ Routing route(Side& s, const Shapes& sh, cpu::RouterKind kind) {
   r.offsets.resize(static_cast<size_t>(E + 1));
   r.row_pair.resize(static_cast<size_t>(N * K));
   r.pair_row.resize(static_cast<size_t>(N * K));
-  const int64_t capacity = static_cast<int64_t>(std::ceil(sh.capacity_factor * N * K / E));
-  cpu::moe_plan(r.offsets.data(), r.row_pair.data(), r.pair_row.data(), r.topk_idx.data(), N, E, K, capacity);
+  cpu::moe_plan(r.offsets.data(), r.row_pair.data(), r.pair_row.data(), r.topk_idx.data(), N, E, K, capacity_of(sh));
   r.M = r.offsets.back();
   return r;
 }
 
 // Gaussian logits with exact ties planted where they decide the choice
 // (equal logits give equal scores bit for bit on both backends; the bias of
-// biased_router() is equal on experts with the same e % 3):
+// balance_bias() is equal on experts with the same e % 3):
 //   row 0: every logit equal;
 //   row 1: experts 1, 4, 7, 37, 40, 97 (those < E) tie for first: other
 //          lanes, and the same lane (1, 97) at another place of its mask;
@@ -132,15 +141,23 @@ std::vector<Case> moe_cases(const Shapes& sh) {
            true});
     }
   }
-  c.push_back({"moe_plan", ne + ", capacity " + std::to_string(sh.capacity_factor), 0, [=](Side& s) {
-                 const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
-                 const int64_t capacity = static_cast<int64_t>(std::ceil(sh.capacity_factor * N * K / E));
-                 const Tensor offsets = s.zeros({E + 1}, Kind::kI32), row_pair = s.zeros({N * K}, Kind::kI32);
-                 const Tensor pair_row = s.zeros({N, K}, Kind::kI32), idx = s.i32({N, K}, r.topk_idx);
-                 s.run([&] { ops::moe_plan(offsets, row_pair, pair_row, idx, capacity); });
-                 s.output("offsets", offsets, kExact);
-                 s.output("pair_row", pair_row, kExact);  // row_pair past M is scratch on the GPU
-               }});
+  // Pairs sorted by expert in token order, the overflow dropped in token
+  // order; the outputs start as garbage. row_pair past M is the GPU's scratch.
+  const int64_t capacity = capacity_of(sh);
+  c.push_back(
+      {"moe_plan",
+       ne + ", capacity " + std::to_string(capacity) +
+           (sh.routing_skew > 0 ? ", skew " + std::to_string(sh.routing_skew) : ""),
+       0, [=](Side& s) {
+         const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
+         const Tensor offsets = s.i32({E + 1}, std::vector<int32_t>(E + 1, -7));
+         const Tensor row_pair = s.i32({N * K}, std::vector<int32_t>(N * K, -7));
+         const Tensor pair_row = s.i32({N, K}, std::vector<int32_t>(N * K, -7)), idx = s.i32({N, K}, r.topk_idx);
+         s.run([&] { ops::moe_plan(offsets, row_pair, pair_row, idx, capacity); });
+         s.output("offsets", offsets, kExact);
+         s.output("pair_row", pair_row, kExact);
+         s.output("row_pair", row_pair.rows(0, r.M), kExact);
+       }});
   c.push_back({"moe_count_experts", ne, 0, [=](Side& s) {
                  const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
                  const Tensor routed = s.i32({E}, std::vector<int32_t>(static_cast<size_t>(E), 3));

@@ -115,6 +115,42 @@ TEST_CASE("the router and the dispatch on the GPU equal the CPU from 8 to 2048 e
     }
 }
 
+TEST_CASE("the dispatch plan on the GPU equals the CPU under skewed routing, at every capacity, over many chunks") {
+  struct Plan {
+    int64_t N, E, K;
+    double skew;
+    std::vector<double> capacity_factors;  // 0: dropless; a tiny one: capacity 1
+  };
+  // Fewer pairs than experts; expert 0 in about 90% of the tokens; N x K over
+  // 1024 pairs splits them over 10 to 22 chunks (cross-chunk bases, and the
+  // scratch in row_pair).
+  const std::vector<Plan> plans = {{1, 8, 2, 0.0, {0, 1e-9}},
+                                   {37, 8, 2, 0.0, {0, 0.55, 1.0, 8.0}},
+                                   {37, 8, 2, 0.9, {0, 0.33, 2.2}},
+                                   {5000, 8, 2, 0.0, {0, 0.88, 1.0}},
+                                   {3000, 64, 4, 0.5, {0, 1.0, 1e-9}},
+                                   {700, 2048, 32, 0.0, {0, 0.9}},
+                                   {0, 8, 2, 0.0, {0}}};
+  for (const Plan& p : plans)
+    for (const double capacity_factor : p.capacity_factors) {
+      Shapes s = shapes_of(p.N, 1, 16, 2, 1, 16, 24, 50, p.E, p.K, 16);
+      s.capacity_factor = capacity_factor;
+      s.routing_skew = p.skew;
+      check_all(s, {"moe_plan", "moe_count_experts"});
+    }
+}
+
+TEST_CASE("RoPE over 1000 positions and odd head dims, and sums of squares up to 5 million values") {
+  // Dh = 100: pairs not a multiple of a warp; 1000 positions: angles up to ~1000 rad; Dh = 2: one pair.
+  const std::set<std::string> rope = {"rope_forward", "rope_backward"};
+  check_all(shapes_of(2, 19, 16, 3, 1, 100, 24, 50, 4, 2, 16), rope);
+  check_all(shapes_of(1, 1000, 16, 2, 1, 64, 24, 50, 4, 2, 16), rope);
+  check_all(shapes_of(3, 7, 16, 1, 1, 2, 24, 50, 4, 2, 16), rope);
+  // One value; 49 partial blocks; the cap of 1024 blocks, grid-stride.
+  for (const int64_t n : {1, 100003, 5000011})
+    check_all(shapes_of(n, 1, 1, 2, 1, 16, 24, 50, 4, 2, 16), {"sum_squares"});
+}
+
 TEST_CASE("every op on the GPU equals the CPU for single tokens") {
   check_all(shapes_of(9, 1, 40, 2, 1, 16, 24, 50, 4, 2, 16));
 }
