@@ -4,12 +4,11 @@
 
 #include "src/config/derived.h"
 #include "src/core/user_error.h"
+#include "src/model/param_names.h"
 #include "src/model/param_spec.h"
 
 namespace moe {
 namespace {
-
-std::string block(int64_t i) { return "model.layers." + std::to_string(i) + "."; }
 
 nlohmann::ordered_json common_config(const ModelConfig& m, const std::string& arch, const std::string& type) {
   nlohmann::ordered_json c;
@@ -96,9 +95,11 @@ std::vector<HfTensor> hf_tensors(const ModelConfig& m) {
   };
   auto same = [&](const std::string& name) { whole(name, name); };
 
-  same("model.embed_tokens.weight");
+  // Our names are Hugging Face's (param_names.h) but for the packed experts
+  // and, in Qwen2-MoE, the MoE block's prefix.
+  same(param_name::embedding());
   for (int64_t i = 0; i < m.n_layers; ++i) {
-    const std::string b = block(i);
+    const std::string b = param_name::block(i);
     for (const char* n : {"input_layernorm.weight", "post_attention_layernorm.weight", "self_attn.q_proj.weight",
                           "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight"}) {
       same(b + n);
@@ -113,15 +114,17 @@ std::vector<HfTensor> hf_tensors(const ModelConfig& m) {
       for (const char* n : {"mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"}) same(b + n);
       continue;
     }
-    const std::string moe = b + "block_sparse_moe.";
-    const std::string out = qwen ? b + "mlp." : moe;
-    whole(moe + "gate.weight", out + "gate.weight");
+    const std::string out = qwen ? b + "mlp." : param_name::moe(i);
+    whole(param_name::router_gate(i), out + "gate.weight");
     // Ours packed: w1, w3 [E, D, F] and w2 [E, F, D]; HF per expert [out, in]: w1, w3 [F, D] and w2 [D, F].
     for (int64_t e = 0; e < m.num_experts; ++e) {
       const std::string x = out + "experts." + std::to_string(e) + ".";
-      t.push_back({x + (qwen ? "gate_proj.weight" : "w1.weight"), {F, D}, S::kExpert, moe + "experts.w1", e});
-      t.push_back({x + (qwen ? "up_proj.weight" : "w3.weight"), {F, D}, S::kExpert, moe + "experts.w3", e});
-      t.push_back({x + (qwen ? "down_proj.weight" : "w2.weight"), {D, F}, S::kExpert, moe + "experts.w2", e});
+      t.push_back(
+          {x + (qwen ? "gate_proj.weight" : "w1.weight"), {F, D}, S::kExpert, param_name::routed_experts(i, "w1"), e});
+      t.push_back(
+          {x + (qwen ? "up_proj.weight" : "w3.weight"), {F, D}, S::kExpert, param_name::routed_experts(i, "w3"), e});
+      t.push_back(
+          {x + (qwen ? "down_proj.weight" : "w2.weight"), {D, F}, S::kExpert, param_name::routed_experts(i, "w2"), e});
     }
     if (qwen) {
       // The architecture's mandatory shared expert (intermediate size 1), made to add exactly 0.
@@ -131,8 +134,8 @@ std::vector<HfTensor> hf_tensors(const ModelConfig& m) {
       t.push_back({out + "shared_expert_gate.weight", {1, D}, S::kUnused, ""});
     }
   }
-  same("model.norm.weight");
-  if (!m.tie_embeddings) same("lm_head.weight");
+  same(param_name::final_norm());
+  if (!m.tie_embeddings) same(param_name::lm_head());
   return t;
 }
 
