@@ -17,8 +17,6 @@ namespace {
 
 const Kind F32 = Kind::kF32;
 
-void copy(const Tensor& dst, const Tensor& src) { std::copy_n(src.f32(), src.numel(), dst.f32()); }
-
 // Logits whose top-k choice a step of the finite difference cannot change:
 // each row a shuffle of values 0.25 apart.
 std::vector<float> separated_logits(Side& s, int64_t N, int64_t E) {
@@ -64,7 +62,7 @@ void dense_gradients(std::vector<Case>& c, const Shapes& sh) {
                              [=] { ops::add_rmsnorm_forward(sum, out, rstd, x, y, w, 1e-5f); },
                              [=] {
                                ops::rmsnorm_backward(dx, dw, dout, sum, w, rstd, dsum);
-                               copy(dy, dx);
+                               copy_tensor(dy, dx);
                              }});
                }});
   c.push_back({"matmul_backward", dims({N, F}) + " -> " + dims({N, D}) + ", " + dims({F, D}), 0, [=](Side& s) {
@@ -81,11 +79,11 @@ void dense_gradients(std::vector<Case>& c, const Shapes& sh) {
                  s.gradient({{{"x", x, dx}},
                              {{out, dout}},
                              [=] {
-                               copy(out, x);
+                               copy_tensor(out, x);
                                ops::rope_forward(out, 10000.0f);
                              },
                              [=] {
-                               copy(dx, dout);
+                               copy_tensor(dx, dout);
                                ops::rope_backward(dx, 10000.0f);
                              }});
                }});
