@@ -27,10 +27,6 @@ void require_built_features(const JobConfig& c, const Layout& l) {
   if (c.model.activation != Activation::kSilu) {
     not_built("model.activation", quoted(c.model.activation), "an FFN activation other than SwiGLU", "use \"silu\"");
   }
-  if (c.train.activation_checkpointing != ActivationCheckpointing::kNone) {
-    not_built("train.activation_checkpointing", quoted(c.train.activation_checkpointing), "activation checkpointing",
-              "set it to \"none\"");
-  }
   if (c.model.qk_norm) not_built("model.qk_norm", "true", "QK-norm", "set model.qk_norm = false");
 }
 

@@ -17,9 +17,9 @@ Attention::Attention(const LayerContext& ctx, const std::string& prefix)
       wk_(ctx.params[prefix + "self_attn.k_proj.weight"]),
       wv_(ctx.params[prefix + "self_attn.v_proj.weight"]),
       wo_(ctx.params[prefix + "self_attn.o_proj.weight"]) {
-  for (Tensor* t : {&q_, &att_}) *t = ctx.alloc_act({B_, T_, H_, Dh_});
-  for (Tensor* t : {&k_, &v_}) *t = ctx.alloc_act({B_, T_, G_, Dh_});
-  lse_ = ctx.pool.alloc({B_, H_, T_});
+  for (Tensor* t : {&q_, &att_}) *t = ctx.save_act(SavedKind::kProduct, {B_, T_, H_, Dh_});
+  for (Tensor* t : {&k_, &v_}) *t = ctx.save_act(SavedKind::kProduct, {B_, T_, G_, Dh_});
+  lse_ = ctx.save(SavedKind::kProduct, {B_, H_, T_}, DType::kF32);
   dq_ = ctx.scratch_act(ScratchRole::kAttentionDq, {B_, T_, H_, Dh_});
   datt_ = ctx.scratch_act(ScratchRole::kAttentionDatt, {B_, T_, H_, Dh_});
   dk_ = ctx.scratch_act(ScratchRole::kAttentionDk, {B_, T_, G_, Dh_});

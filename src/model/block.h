@@ -23,7 +23,12 @@ class Block {
   Block(const LayerContext& ctx, int64_t layer);
 
   // x_in_ND must stay unchanged until backward.
-  void forward(const Tensor& out_ND, const Tensor& x_in_ND, bool training, float grad_scale);
+  void forward(const Tensor& out_ND, const Tensor& x_in_ND, ForwardPass pass, float grad_scale);
+  // Right before backward, under activation checkpointing: writes again what
+  // the blocks share (saved_activations.h) from x_in_ND and what this block
+  // kept. Under "full" it is the training forward again, out_ND included (the
+  // same values); under "none" it does nothing.
+  void recompute(const Tensor& out_ND, const Tensor& x_in_ND, float grad_scale);
   // dx_in_ND is WRITTEN (not accumulated).
   void backward(const Tensor& dx_in_ND, const Tensor& dout_ND, const Tensor& x_in_ND);
 
@@ -31,6 +36,7 @@ class Block {
 
  private:
   float eps_;
+  ActivationCheckpointing checkpointing_;
   Communicator& tp_;
   Param &ln1_, &ln2_;
   Attention attn_;

@@ -26,6 +26,7 @@ Decoder::Decoder(const ModelConfig& m, ParamStore& params, std::vector<Tensor> r
       eps_(static_cast<float>(m.norm_eps)),
       theta_(static_cast<float>(m.rope_theta)),
       scratch_(pool),
+      saved_(pool, ActivationCheckpointing::kNone),
       embed_(&params[param_name::embedding()]),
       final_norm_(&params[param_name::final_norm()]),
       head_(m.tie_embeddings ? &params[param_name::embedding()] : &params[param_name::lm_head()]) {
@@ -40,7 +41,8 @@ Decoder::Decoder(const ModelConfig& m, ParamStore& params, std::vector<Tensor> r
     layer.wv = &params[param_name::in_block(l, "self_attn.v_proj.weight")];
     layer.wo = &params[param_name::in_block(l, "self_attn.o_proj.weight")];
     if (is_moe_block(m, l)) {
-      layer.router = make_router(m.moe_router, {m, params[param_name::router_gate(l)], 1, 1, pool, scratch_, act});
+      layer.router =
+          make_router(m.moe_router, {m, params[param_name::router_gate(l)], 1, 1, pool, scratch_, saved_, act});
       layer.w1 = &params[param_name::routed_experts(l, "w1")];
       layer.w3 = &params[param_name::routed_experts(l, "w3")];
       layer.w2 = &params[param_name::routed_experts(l, "w2")];

@@ -18,6 +18,7 @@
 #include "src/kernels/ops.h"
 #include "src/model/moe/router.h"
 #include "src/model/params.h"
+#include "src/model/saved_activations.h"
 #include "src/model/shared_scratch.h"
 
 namespace moe {
@@ -50,7 +51,8 @@ class Decoder {
 
   int64_t D_, H_, G_, Dh_, V_, F_, Fe_, E_, K_, S_, max_len_;
   float eps_, theta_;
-  SharedScratch scratch_;  // the routers' (unused) backward buffers
+  SharedScratch scratch_;   // the routers' (unused) backward buffers
+  SavedActivations saved_;  // and their routing buffers
   std::vector<Layer> layers_;
   const Param *embed_, *final_norm_, *head_;
   Tensor token_, x_, h_, ln_, rstd_, q_, k_, v_, att_, o_, ffn_;

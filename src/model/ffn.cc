@@ -10,7 +10,8 @@ DenseMLP::DenseMLP(const LayerContext& ctx, const std::string& prefix)
       w3_(ctx.params[prefix + "mlp.up_proj.weight"]),
       w2_(ctx.params[prefix + "mlp.down_proj.weight"]) {
   const int64_t N = ctx.N(), F = w1_.place.local_shape[0];  // ffn_hidden / tp under tensor parallelism
-  for (Tensor* t : {&a_, &b_, &g_}) *t = ctx.alloc_act({N, F});
+  for (Tensor* t : {&a_, &b_}) *t = ctx.save_act(SavedKind::kProduct, {N, F});
+  g_ = ctx.save_act(SavedKind::kElementwise, {N, F});
   da_ = ctx.scratch_act(ScratchRole::kMlpDa, {N, F});
   db_ = ctx.scratch_act(ScratchRole::kMlpDb, {N, F});
   dg_ = ctx.scratch_act(ScratchRole::kMlpDg, {N, F});
@@ -22,6 +23,8 @@ void DenseMLP::forward(const Tensor& out_ND, const Tensor& x_ND) {
   ops::swiglu_forward(g_, a_, b_);
   ops::matmul_forward(out_ND, g_, w2_.value);
 }
+
+void DenseMLP::recompute_elementwise() { ops::swiglu_forward(g_, a_, b_); }
 
 void DenseMLP::backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor& x_ND) {
   ops::matmul_backward(dg_, w2_.grad, dout_ND, g_, w2_.value, ops::GradInto::kWrite);
@@ -35,7 +38,8 @@ GroupedSwiGLU::GroupedSwiGLU(const LayerContext& ctx, const SwiGLUScratch& scrat
   const int64_t D = ctx.model.dim;
   ops::reserve_grouped_matmul(ctx.pool.device(), experts, D, F, ctx.act);  // w1, w3
   ops::reserve_grouped_matmul(ctx.pool.device(), experts, F, D, ctx.act);  // w2
-  for (Tensor* t : {&a_, &b_, &g_}) *t = ctx.pool.alloc({max_rows, F}, ctx.act);
+  for (Tensor* t : {&a_, &b_}) *t = ctx.save_act(SavedKind::kProduct, {max_rows, F});
+  g_ = ctx.save_act(SavedKind::kElementwise, {max_rows, F});
   da_ = ctx.scratch_act(scratch.da, {max_rows, F});
   db_ = ctx.scratch_act(scratch.db, {max_rows, F});
   dg_ = ctx.scratch_act(scratch.dg, {max_rows, F});
@@ -43,12 +47,16 @@ GroupedSwiGLU::GroupedSwiGLU(const LayerContext& ctx, const SwiGLUScratch& scrat
 
 void GroupedSwiGLU::forward(const Tensor& out_MD, const Tensor& x_MD, const ExpertWeights& w,
                             const Tensor& offsets_E1) {
-  const int64_t M = x_MD.size(0);
+  const int64_t M = rows_ = x_MD.size(0);
   const Tensor a = a_.rows(0, M), b = b_.rows(0, M), g = g_.rows(0, M);
   ops::grouped_matmul_forward(a, x_MD, w.w1, offsets_E1);
   ops::grouped_matmul_forward(b, x_MD, w.w3, offsets_E1);
   ops::swiglu_forward(g, a, b);
   ops::grouped_matmul_forward(out_MD, g, w.w2, offsets_E1);
+}
+
+void GroupedSwiGLU::recompute_elementwise() {
+  ops::swiglu_forward(g_.rows(0, rows_), a_.rows(0, rows_), b_.rows(0, rows_));
 }
 
 void GroupedSwiGLU::backward(const Tensor& dx_MD, const Tensor& dout_MD, const Tensor& x_MD, const ExpertWeights& w,

@@ -20,6 +20,8 @@ class DenseMLP {
  public:
   DenseMLP(const LayerContext& ctx, const std::string& prefix);
   void forward(const Tensor& out_ND, const Tensor& x_ND);
+  // The SwiGLU product again from the kept GEMM outputs (selective checkpointing).
+  void recompute_elementwise();
   void backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor& x_ND);
 
  private:
@@ -50,11 +52,14 @@ class GroupedSwiGLU {
   GroupedSwiGLU(const LayerContext& ctx, const SwiGLUScratch& scratch, int64_t max_rows, int64_t F, int64_t experts);
   // x_MD, out_MD: the first M rows (views); offsets_E1 holds E+1 row offsets with offsets[E] == M.
   void forward(const Tensor& out_MD, const Tensor& x_MD, const ExpertWeights& w, const Tensor& offsets_E1);
+  // The SwiGLU product of the last forward's rows again (selective checkpointing).
+  void recompute_elementwise();
   void backward(const Tensor& dx_MD, const Tensor& dout_MD, const Tensor& x_MD, const ExpertWeights& w,
                 const Tensor& offsets_E1);
 
  private:
   Tensor a_, b_, g_, da_, db_, dg_;  // [max_rows, F]; each call uses the first M rows; d* shared by all layers
+  int64_t rows_ = 0;                 // M of the last forward
 };
 
 }  // namespace moe

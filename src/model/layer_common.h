@@ -9,6 +9,7 @@
 #include "src/config/job_config.h"
 #include "src/core/tensor_pool.h"
 #include "src/model/params.h"
+#include "src/model/saved_activations.h"
 #include "src/model/shared_scratch.h"
 #include "src/parallel/communicator.h"
 
@@ -16,6 +17,12 @@ namespace moe {
 
 class Fsdp;
 class MoEStepCounters;
+
+// Why a layer's forward runs: a training micro-batch (which counts the MoE
+// statistics), a checkpointed block's recompute in its backward (the same
+// numbers again, counted once already), or evaluation and generation (no aux
+// losses, the evaluation capacity).
+enum class ForwardPass { kTrain, kRecompute, kEval };
 
 // The model's view of the parallel layout: tensor-parallel and
 // expert-parallel groups (one-rank groups in a single process) and, with
@@ -37,7 +44,8 @@ struct LayerContext {
   TensorPool& pool;
   ParamStore& params;
   const ModelParallel& parallel;
-  SharedScratch& scratch;  // buffers of a layer's own pass, one per role for all layers
+  SharedScratch& scratch;   // buffers of a layer's own pass, one per role for all layers
+  SavedActivations& saved;  // what forward saves for backward, per block or shared under checkpointing
   // Activations and their gradients: f32, or bf16 under mixed precision on a
   // GPU. Router math, norms' rstd, attention's lse and losses stay f32 whatever this is.
   DType act = DType::kF32;
@@ -50,6 +58,10 @@ struct LayerContext {
   Tensor scratch_act(ScratchRole role, std::initializer_list<int64_t> shape) const {
     return scratch.get(role, shape, act);
   }
+  Tensor save(SavedKind kind, std::initializer_list<int64_t> shape, DType dtype) const {
+    return saved.get(kind, shape, dtype);
+  }
+  Tensor save_act(SavedKind kind, std::initializer_list<int64_t> shape) const { return saved.get(kind, shape, act); }
 };
 
 }  // namespace moe

@@ -12,7 +12,7 @@
 namespace moe {
 
 Transformer::Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_chunk_rows, TensorPool& pool,
-                         ParamStore& params, const ModelParallel& parallel)
+                         ParamStore& params, const ModelParallel& parallel, ActivationCheckpointing checkpointing)
     : model_(m),
       parallel_(parallel),
       B_(B),
@@ -25,11 +25,14 @@ Transformer::Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_
       embed_(params[param_name::embedding()]),
       final_norm_(params[param_name::final_norm()]),
       head_(m.tie_embeddings ? params[param_name::embedding()] : params[param_name::lm_head()]),
-      scratch_(pool) {
+      scratch_(pool),
+      saved_(pool, checkpointing) {
   // Activations in the parameters' compute dtype (bf16 under mixed precision).
   if (num_moe_blocks(m) > 0) moe_counters_ = std::make_unique<MoEStepCounters>(pool, num_moe_blocks(m), m.num_experts);
-  const LayerContext ctx{m, B, T, pool, params, parallel_, scratch_, params.compute_dtype(), moe_counters_.get()};
+  const LayerContext ctx{
+      m, B, T, pool, params, parallel_, scratch_, saved_, params.compute_dtype(), moe_counters_.get()};
   for (int64_t l = 0; l < m.n_layers; ++l) {
+    saved_.begin_block();
     blocks_.push_back(std::make_unique<Block>(ctx, l));
     if (!blocks_.back()->moe()) continue;
     moe_layers_.push_back(blocks_.back()->moe());
@@ -62,14 +65,15 @@ std::vector<MoEStepStats> Transformer::read_moe_step_stats() {
   return stats;
 }
 
-void Transformer::forward(bool training, float loss_scale) {
+void Transformer::forward(ForwardPass pass, float loss_scale) {
+  const bool training = pass == ForwardPass::kTrain;
   Fsdp* fsdp = parallel_.fsdp;
   const Tensor tokens = inputs_.reshaped({N_});
   if (fsdp) fsdp->gather(Fsdp::kOuter, training);  // kept until the end of backward
   ops::embedding_forward(resid_[0], tokens, embed_.value);
   for (size_t l = 0; l < blocks_.size(); ++l) {
     if (fsdp) fsdp->gather(static_cast<int64_t>(l), false);
-    blocks_[l]->forward(resid_[l + 1], resid_[l], training, loss_scale);
+    blocks_[l]->forward(resid_[l + 1], resid_[l], pass, loss_scale);
   }
   ops::rmsnorm_forward(final_out_, final_rstd_, resid_.back(), final_norm_.value, static_cast<float>(model_.norm_eps));
   head_and_loss(training, loss_scale);
@@ -129,13 +133,16 @@ double Transformer::forward_backward(float loss_scale) {
 }
 
 void Transformer::forward_and_backward(float loss_scale) {
-  forward(true, loss_scale);
+  forward(ForwardPass::kTrain, loss_scale);
   ops::rmsnorm_backward(dresid_a_, final_norm_.grad, dfinal_, resid_.back(), final_norm_.value, final_rstd_,
                         /*dresidual=*/Tensor{});
   Tensor dout = dresid_a_, dx = dresid_b_;
   Fsdp* fsdp = parallel_.fsdp;
   for (size_t l = blocks_.size(); l-- > 0;) {
     if (fsdp) fsdp->gather(static_cast<int64_t>(l), true);
+    // resid_[l + 1] is free now (block l + 1's backward is done): a full
+    // recompute writes the same values to it again.
+    blocks_[l]->recompute(resid_[l + 1], resid_[l], loss_scale);
     blocks_[l]->backward(dx, dout, resid_[l]);
     if (fsdp) fsdp->reduce_grads(static_cast<int64_t>(l));
     std::swap(dout, dx);
@@ -145,7 +152,7 @@ void Transformer::forward_and_backward(float loss_scale) {
 }
 
 double Transformer::evaluate() {
-  forward(false, 0.0f);
+  forward(ForwardPass::kEval, 0.0f);
   return read_loss();
 }
 

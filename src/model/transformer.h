@@ -6,6 +6,8 @@
 // Every buffer is allocated here, once; a step allocates nothing.
 // With FSDP, each block's weights are gathered before its forward and again
 // before its backward, and its gradients reduce-scattered right after.
+// Under activation checkpointing (saved_activations.h) each block recomputes
+// what it did not keep right before its backward.
 #pragma once
 
 #include <memory>
@@ -22,7 +24,8 @@ class Transformer {
   // ce_chunk_rows: rows of logits per LM-head chunk (0 = automatic).
   // parallel: the groups and FSDP units of this rank; it must outlive the model.
   Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_chunk_rows, TensorPool& pool, ParamStore& params,
-              const ModelParallel& parallel = ModelParallel::single_process());
+              const ModelParallel& parallel = ModelParallel::single_process(),
+              ActivationCheckpointing checkpointing = ActivationCheckpointing::kNone);
 
   // The micro-batch's token ids, [B, T] I32 each, on the model's device:
   // upload() to these, then call a pass.
@@ -63,7 +66,7 @@ class Transformer {
   int64_t tokens_per_micro_batch() const { return B_ * T_; }
 
  private:
-  void forward(bool training, float loss_scale);
+  void forward(ForwardPass pass, float loss_scale);
   void forward_and_backward(float loss_scale);
   void head_and_loss(bool with_grad, float loss_scale);
   double read_loss();
@@ -74,6 +77,7 @@ class Transformer {
   ParamStore& params_;
   Param &embed_, &final_norm_, &head_;
   SharedScratch scratch_;                          // before blocks_: the layers hold its buffers
+  SavedActivations saved_;                         // the same
   std::unique_ptr<MoEStepCounters> moe_counters_;  // null without MoE layers
   std::vector<std::unique_ptr<Block>> blocks_;
   std::vector<MoELayer*> moe_layers_;  // the MoE layers of blocks_, in order

@@ -57,6 +57,9 @@ CommPlan plan_communication(const JobConfig& cfg, const Layout& l, int64_t c, do
   const DistributedConfig& d = cfg.distributed;
   const int64_t accum = cfg.train.grad_accum_steps, N = cfg.train.batch_size * cfg.train.seq_len, D = m.dim;
   const int64_t L = m.n_layers, moe_blocks = num_moe_blocks(m), dense = L - moe_blocks;
+  // Full activation checkpointing runs each block's forward, collectives
+  // included, again before its backward (selective recomputes no collective).
+  const int64_t again = cfg.train.activation_checkpointing == ActivationCheckpointing::kFull ? 1 : 0;
   const ParamSizes p = param_sizes(m, l);
   CommPlan plan;
   auto add = [&](const char* what, const char* group, int64_t ranks, MeshCoord axes, int64_t launches, int64_t bytes,
@@ -77,19 +80,20 @@ CommPlan plan_communication(const JobConfig& cfg, const Layout& l, int64_t c, do
   add("FSDP reduce-scatter of the gradients", "dp_shard", l.dp_shard, {0, 1, 0, 0}, accum * (1 + L),
       accum * (p.outer_gathered + p.blocks_gathered) * 4, false);
   // TP, per micro-batch: attention's output and its input gradient in every
-  // block, the dense MLP's likewise (N x D activations each).
-  add("TP all-reduce of the activations", "tp", l.tp, {0, 0, 0, 1}, accum * (2 * L + 2 * dense),
-      accum * (2 * L + 2 * dense) * N * D * c, true);
+  // block, the dense MLP's likewise (N x D activations each), and the outputs
+  // again in a full recompute.
+  const int64_t tp_launches = accum * ((2 + again) * L + (2 + again) * dense);
+  add("TP all-reduce of the activations", "tp", l.tp, {0, 0, 0, 1}, tp_launches, tp_launches * N * D * c, true);
   // EP, per MoE block and micro-batch: the per-expert row counts (int32),
   // then the kept (token, slot) rows out to the experts' ranks and back, in
   // the forward and again in the backward. A rank sends its own kept rows out
   // and the rows it received back: dropless, the group sends 2 x ep x N x
   // top_k rows each time, so a rank N x top_k rows out and, at balanced
-  // routing, as many back.
+  // routing, as many back. A full recompute sends the forward's three again.
   if (moe_blocks > 0 && l.ep > 1) {
     const int64_t counts = m.num_experts * 4, rows = N * m.moe_top_k;
-    add("EP all-to-all of the routed tokens", "ep", l.ep, {0, 0, 1, 0}, accum * moe_blocks * 5,
-        accum * moe_blocks * (counts + 4 * rows * D * c), false);
+    add("EP all-to-all of the routed tokens", "ep", l.ep, {0, 0, 1, 0}, accum * moe_blocks * (5 + 3 * again),
+        accum * moe_blocks * ((1 + again) * counts + (4 + 2 * again) * rows * D * c), false);
     plan.collectives.back().upper_bound = moe_capacity(m, N, true) > 0;  // capacity caps the rows
   }
   // Per step: the fp32 gradient shards, summed over their replicas.

@@ -192,7 +192,11 @@ std::string format_dry_run(const DryRunReport& r, const JobConfig& cfg, const st
   line("fp32 gradients", bytes(r.gradient_bytes));
   line("AdamW moments (fp32 m, v)", bytes(r.optimizer_bytes));
   if (l.dp_shard > 1) line("FSDP gather buffers (block + outer)", bytes(r.fsdp_buffer_bytes));
-  line(fmt::format("activations ({} x {} tokens)", cfg.train.batch_size, cfg.train.seq_len), bytes(r.activation_bytes));
+  const std::string checkpointing = cfg.train.activation_checkpointing == ActivationCheckpointing::kNone
+                                        ? ""
+                                        : fmt::format(", {} checkpointing", cfg.train.activation_checkpointing.name());
+  line(fmt::format("activations ({} x {} tokens{})", cfg.train.batch_size, cfg.train.seq_len, checkpointing),
+       bytes(r.activation_bytes));
   line("total", bytes(r.total_bytes));
   if (r.attention_workspace_bytes > 0) {
     line("on a GPU, attention's workspace", bytes(r.attention_workspace_bytes) + "  (" + r.attention_kernel +

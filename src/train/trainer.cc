@@ -386,6 +386,15 @@ void log_banner(const Run& r, const std::string& from, const std::string& peak_s
   } else {
     spdlog::info("device: CPU, computing in fp32");
   }
+  if (t.activation_checkpointing == ActivationCheckpointing::kFull) {
+    spdlog::info(
+        "activation checkpointing: full (each block keeps its input and runs its forward again before its "
+        "backward)");
+  } else if (t.activation_checkpointing == ActivationCheckpointing::kSelective) {
+    spdlog::info(
+        "activation checkpointing: selective (norm outputs, SwiGLU products and permuted tokens are "
+        "computed again before each block's backward)");
+  }
   if (r.peak_flops > 0) {
     spdlog::info("MFU peak: {} per rank ({})",
                  r.peak_flops >= 1e12 ? fmt::format("{:.1f} TFLOP/s", r.peak_flops / 1e12)

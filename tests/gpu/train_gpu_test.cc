@@ -77,6 +77,21 @@ TEST_CASE("a micro-batch replayed as a CUDA graph computes what the eager pass d
   CHECK(graph == eager);
 }
 
+TEST_CASE("activation checkpointing on the GPU gives the losses without it, bit for bit, replayed as a CUDA graph",
+          "[gpu][train][checkpointing]") {
+  REQUIRE(moe::cuda_device_count() > 0);
+  const Corpus corpus("train_gpu_checkpointing", kSmall);
+  moe::JobConfig cfg = debug_moe(corpus.path, "cuda", "bf16", kSmall);
+  moe::select_cuda_device(0);
+  const std::vector<double> none = moe::micro_batch_losses(cfg, corpus.sampler, false);
+  for (const moe::ActivationCheckpointing mode :
+       {moe::ActivationCheckpointing::kSelective, moe::ActivationCheckpointing::kFull}) {
+    cfg.train.activation_checkpointing = mode;
+    INFO("activation_checkpointing = " << cfg.train.activation_checkpointing);
+    CHECK(moe::micro_batch_losses(cfg, corpus.sampler, true) == none);
+  }
+}
+
 TEST_CASE("a warm GPU step allocates no device memory", "[gpu][train][memory]") {
   REQUIRE(moe::cuda_device_count() > 0);
   const Corpus corpus("train_gpu_memory", kSmall);

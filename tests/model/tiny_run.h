@@ -25,9 +25,13 @@ struct TinyRun {
   ParamStore params;
   Transformer net;
 
-  // B sequences of T tokens; weights from `seed`, tokens and targets from `token_seed`.
-  TinyRun(const ModelConfig& m, int64_t B, int64_t T, uint64_t seed, unsigned token_seed)
-      : model(m), params(model, pool), net(model, B, T, 0, pool, params) {
+  // B sequences of T tokens; weights from `seed`, tokens and targets from
+  // `token_seed`; activations in `compute` (f32, or bf16 copies of fp32 masters).
+  TinyRun(const ModelConfig& m, int64_t B, int64_t T, uint64_t seed, unsigned token_seed,
+          ActivationCheckpointing checkpointing = ActivationCheckpointing::kNone, DType compute = DType::kF32)
+      : model(m),
+        params(model, pool, Layout{}, MeshCoord{}, compute),
+        net(model, B, T, 0, pool, params, ModelParallel::single_process(), checkpointing) {
     params.init(model, seed);
     std::mt19937 gen(token_seed);
     std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(model.vocab_size - 1));

@@ -2,7 +2,8 @@
 // bytes the communicator really moved: on 4 CPU ranks (under mpirun), one
 // training step of a tiny MoE model (2 micro-batches, dropless routing, a shared expert) under
 // layouts that use every group, counted by the mesh's traffic counters, in
-// fp32 and in bf16 (the bf16 path runs on the CPU through ops.h).
+// fp32 and in bf16 (the bf16 path runs on the CPU through ops.h), and with
+// full activation checkpointing, whose recompute repeats the forward's collectives.
 #include <catch2/catch.hpp>
 
 #include <string>
@@ -27,7 +28,7 @@ namespace {
 
 std::string data_dir;
 
-moe::JobConfig tiny(const moe::Layout& layout, bool bf16) {
+moe::JobConfig tiny(const moe::Layout& layout, bool bf16, const std::string& checkpointing) {
   moe::JobConfig cfg =
       moe::load_config_text(
           "", "tiny",
@@ -35,7 +36,7 @@ moe::JobConfig tiny(const moe::Layout& layout, bool bf16) {
            "model.ffn_hidden_dim=64", "model.max_seq_len=16", "model.num_experts=4", "model.moe_top_k=2",
            "model.moe_frequency=2", "model.moe_shared_experts=1", "train.seq_len=8", "train.batch_size=2",
            "train.grad_accum_steps=2", std::string("train.mixed_precision=") + (bf16 ? "bf16" : "fp32"),
-           "data.dataset_path=" + data_dir})
+           "train.activation_checkpointing=" + checkpointing, "data.dataset_path=" + data_dir})
           .cfg;
   moe::test::set_layout(cfg.distributed, layout);
   moe::validate_config(cfg);
@@ -58,9 +59,10 @@ int64_t group_sum(moe::Communicator& group, int64_t mine) {
   return static_cast<int64_t>(moe::all_reduce_value(group, static_cast<double>(mine), moe::ReduceOp::kSum));
 }
 
-void check_layout(const std::string& name, const moe::Layout& layout, bool bf16) {
-  DYNAMIC_SECTION(name << (bf16 ? " in bf16" : " in fp32")) {
-    const moe::JobConfig cfg = tiny(layout, bf16);
+void check_layout(const std::string& name, const moe::Layout& layout, bool bf16,
+                  const std::string& checkpointing = "none") {
+  DYNAMIC_SECTION(name << (bf16 ? " in bf16" : " in fp32") << ", activation_checkpointing = " << checkpointing) {
+    const moe::JobConfig cfg = tiny(layout, bf16, checkpointing);
     const moe::Placement where{moe::Device::kCpu, bf16 ? moe::DType::kBF16 : moe::DType::kF32};
     moe::Mesh mesh(layout, moe::make_world(layout, where));
     const moe::TokenDataset data = moe::TokenDataset::open(data_dir, "*.npy", cfg.model.vocab_size);
@@ -82,7 +84,11 @@ void check_layout(const std::string& name, const moe::Layout& layout, bool bf16)
     // Every group the layout uses moved something, so the checks above compare real traffic.
     if (layout.dp_shard > 1) CHECK(t.dp_shard.all_gather.bytes > 0);
     if (layout.tp > 1) CHECK(t.tp.all_reduce.bytes > 0);
-    if (layout.ep > 1) CHECK(t.ep.all_to_all.bytes > 0);
+    if (layout.ep > 1) {
+      CHECK(t.ep.all_to_all.bytes > 0);
+      CHECK(t.ep.all_to_all.calls == find(plan, "ep", "all-to-all")->launches);
+    }
+    if (layout.tp > 1) CHECK(t.tp.all_reduce.calls == find(plan, "tp", "all-reduce")->launches);
     if (layout.dp_replicate * layout.ep > 1) CHECK(t.non_expert_replicas.all_reduce.bytes > 0);
     if (layout.dp_replicate > 1) CHECK(t.dp_replicate.all_reduce.bytes > 0);
   }
@@ -105,4 +111,7 @@ TEST_CASE("the planned bytes of every collective are the bytes moved") {
     check_layout("dp_replicate=2 x ep=2", L(2, 1, 2, 1), bf16);
     check_layout("tp=2 x ep=2", L(1, 1, 2, 2), bf16);
   }
+  check_layout("tp=2 x ep=2", L(1, 1, 2, 2), false, "full");
+  check_layout("tp=2 x dp_shard=2", L(1, 2, 1, 2), false, "full");
+  check_layout("tp=2 x ep=2", L(1, 1, 2, 2), false, "selective");
 }

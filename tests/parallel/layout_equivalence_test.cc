@@ -10,7 +10,8 @@
 // grad norm by up to ~5e-4 in 10 steps (measured) and can flip a near-tied routing choice, so expert counts are
 // compared in fp32 only. tp sums bf16 partial outputs: losses to 2e-2. On GPUs (hidden cases, tag [gpu]: one GPU per
 // rank, NCCL for the device tensors; the CI runs them on the CUDA emulator), the same checks hold the N-rank GPU run to
-// a one-process GPU run.
+// a one-process GPU run. Activation checkpointing ("full", "selective") changes no
+// number at any layout: every step's figures are bit for bit those without.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -151,6 +152,30 @@ void check_layout(const Case& c, const moe::Placement& where) {
   }
 }
 
+void check_checkpointing(const Case& c, const moe::Placement& where, const std::string& router, bool capacity) {
+  const bool bf16 = where.compute == moe::DType::kBF16;
+  DYNAMIC_SECTION(c.name << (bf16 ? " in bf16" : "") << ", " << router << ", capacity " << (capacity ? "on" : "off")) {
+    moe::JobConfig cfg = tiny_config(router, capacity, c.layout, 2);
+    moe::Mesh mesh(c.layout, moe::make_world(c.layout, where));
+    const std::vector<moe::StepMetrics> want = train(cfg, mesh, where);
+    for (const moe::ActivationCheckpointing mode :
+         {moe::ActivationCheckpointing::kSelective, moe::ActivationCheckpointing::kFull}) {
+      cfg.train.activation_checkpointing = mode;
+      INFO("activation_checkpointing = " << cfg.train.activation_checkpointing);
+      const std::vector<moe::StepMetrics> got = train(cfg, mesh, where);
+      for (int64_t s = 0; s < kSteps; ++s) {
+        INFO("step " << s + 1);
+        CHECK(got[s].loss == want[s].loss);
+        CHECK(got[s].aux_loss == want[s].aux_loss);
+        CHECK(got[s].router_z_loss == want[s].router_z_loss);
+        CHECK(got[s].grad_norm == want[s].grad_norm);
+        CHECK(got[s].expert_counts == want[s].expert_counts);
+        CHECK(got[s].dropped_frac == want[s].dropped_frac);
+      }
+    }
+  }
+}
+
 // A token stream with structure to learn: a few interleaved counting patterns.
 void write_dataset() {
   std::vector<uint16_t> tokens(16384);
@@ -178,6 +203,18 @@ TEST_CASE("every layout of this many ranks matches one process in bf16") {
   const std::vector<Case> cases = layouts_for(test_world().size());
   REQUIRE(!cases.empty());
   for (const Case& c : cases) check_layout(c, moe::Placement{moe::Device::kCpu, moe::DType::kBF16});
+}
+
+TEST_CASE("activation checkpointing changes no number at any layout of this many ranks") {
+  if (data_dir.empty()) write_dataset();
+  const std::vector<Case> cases = layouts_for(test_world().size());
+  REQUIRE(!cases.empty());
+  const moe::Placement fp32{moe::Device::kCpu, moe::DType::kF32}, bf16{moe::Device::kCpu, moe::DType::kBF16};
+  for (const Case& c : cases) {
+    check_checkpointing(c, fp32, "softmax_topk", false);
+    check_checkpointing(c, fp32, "sigmoid_topk", true);
+    check_checkpointing(c, bf16, "sigmoid_topk", true);
+  }
 }
 
 #if MOE_TRAIN_HAS_CUDA

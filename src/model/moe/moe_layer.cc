@@ -26,7 +26,7 @@ MoELayer::MoELayer(const LayerContext& ctx, int64_t layer)
       shared_w3_(optional_param(ctx.params, param_name::shared_experts(layer, "w3"), ctx.model.moe_shared_experts > 0)),
       shared_w2_(optional_param(ctx.params, param_name::shared_experts(layer, "w2"), ctx.model.moe_shared_experts > 0)),
       router_(make_router(ctx.model.moe_router, {ctx.model, ctx.params[param_name::router_gate(layer)], ctx.N(), ctx.T,
-                                                 ctx.pool, ctx.scratch, ctx.act})),
+                                                 ctx.pool, ctx.scratch, ctx.saved, ctx.act})),
       dispatcher_(ctx, w1_.place.local_shape[0]),
       routed_(ctx, kRoutedExpertsScratch, moe_max_local_rows(ctx.model, ctx.N(), ctx.parallel.ep->size()),
               expert_hidden(ctx.model), w1_.place.local_shape[0]),
@@ -84,7 +84,8 @@ MoEStepStats MoELayer::step_stats() const {
   return s;
 }
 
-void MoELayer::forward(const Tensor& out_ND, const Tensor& x_ND, bool training, float grad_scale) {
+void MoELayer::forward(const Tensor& out_ND, const Tensor& x_ND, ForwardPass pass, float grad_scale) {
+  const bool training = pass != ForwardPass::kEval;
   router_->forward(x_ND, training, grad_scale);
   const ExpertRows rows = dispatcher_.dispatch(x_ND, router_->topk_idx(), training);
   routed_.forward(rows.y_RD, rows.x_RD, routed_weights(), rows.offsets);
@@ -95,10 +96,16 @@ void MoELayer::forward(const Tensor& out_ND, const Tensor& x_ND, bool training, 
     ops::add(out_ND, out_ND, shared_out_ND_);
   }
 
-  if (training) {
+  if (pass == ForwardPass::kTrain) {
     ops::moe_count_experts(routed_counts_E_, kept_counts_E_, router_->topk_idx(), dispatcher_.offsets());
     ops::add(aux_step_3_, aux_step_3_, router_->aux_losses());
   }
+}
+
+void MoELayer::recompute_elementwise(const Tensor& x_ND) {
+  dispatcher_.recompute_permute(x_ND);
+  routed_.recompute_elementwise();
+  for (const auto& shared : shared_) shared->recompute_elementwise();
 }
 
 void MoELayer::backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor& x_ND) {

@@ -33,12 +33,16 @@ class MoELayer {
  public:
   MoELayer(const LayerContext& ctx, int64_t layer);
 
-  // training: count statistics (evaluation must not). grad_scale multiplies the
+  // Training counts the statistics (a recompute and evaluation must not);
+  // evaluation skips the aux losses. grad_scale multiplies the
   // aux losses' gradient (1 / grad_accum_steps). Without expert parallelism
   // nothing here reads a device value on the host: the routing (offsets, kept
   // rows, aux losses, counts) stays where it was computed. With it, the
   // exchange plan reads the offsets (the all-to-all sizes live on the host).
-  void forward(const Tensor& out_ND, const Tensor& x_ND, bool training, float grad_scale);
+  void forward(const Tensor& out_ND, const Tensor& x_ND, ForwardPass pass, float grad_scale);
+  // The permuted tokens and the SwiGLU products again (selective
+  // checkpointing), from x_ND and what the last training forward kept.
+  void recompute_elementwise(const Tensor& x_ND);
   void backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor& x_ND);
 
   // This rank's statistics of the step so far. The per-expert counts and aux

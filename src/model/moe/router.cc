@@ -13,13 +13,15 @@ Router::Router(const RouterSetup& s)
       w_seq_(static_cast<float>(s.model.moe_sequence_aux_loss_weight)) {
   TensorPool& pool = s.pool;
   ops::reserve_router_aux_losses(pool.device(), N_, T_, E_);
-  logits_NE_ = pool.alloc({N_, E_});
-  scores_NE_ = pool.alloc({N_, E_});
-  topk_idx_NK_ = pool.alloc({N_, K_}, DType::kI32);
-  topk_w_NK_ = pool.alloc({N_, K_});
-  bias_E_ = pool.alloc({E_});
+  // A recompute routes again with the same logits (and the same bias: it
+  // moves only at the end of a step), so the routing is saved as a product.
+  logits_NE_ = s.saved.get(SavedKind::kProduct, {N_, E_}, DType::kF32);
+  scores_NE_ = s.saved.get(SavedKind::kProduct, {N_, E_}, DType::kF32);
+  topk_idx_NK_ = s.saved.get(SavedKind::kProduct, {N_, K_}, DType::kI32);
+  topk_w_NK_ = s.saved.get(SavedKind::kProduct, {N_, K_}, DType::kF32);
+  daux_logits_NE_ = s.saved.get(SavedKind::kProduct, {N_, E_}, DType::kF32);
+  bias_E_ = pool.alloc({E_});  // learned state, and aux_3_ read after the pass: the layer's own
   aux_3_ = pool.alloc({3});
-  daux_logits_NE_ = pool.alloc({N_, E_});
   dlogits_NE_ = s.scratch.get(ScratchRole::kMoeDlogits, {N_, E_}, DType::kF32);
   if (s.act != DType::kF32) dlogits_act_NE_ = s.scratch.get(ScratchRole::kMoeDlogitsAct, {N_, E_}, s.act);
 }

@@ -19,6 +19,7 @@
 #include "src/kernels/ops.h"
 #include "src/model/moe/moe_step_stats.h"
 #include "src/model/params.h"
+#include "src/model/saved_activations.h"
 #include "src/model/shared_scratch.h"
 
 namespace moe {
@@ -26,11 +27,12 @@ namespace moe {
 // What a router is built with.
 struct RouterSetup {
   const ModelConfig& model;
-  Param& gate;             // [E, D]
-  int64_t N, T;            // tokens routed per call, as sequences of T (the sequence balance loss)
-  TensorPool& pool;        // its buffers, on the device the routing runs on
-  SharedScratch& scratch;  // backward buffers shared with every other router
-  DType act;               // the dtype of x and dx (bf16 under mixed precision); the routing is fp32
+  Param& gate;              // [E, D]
+  int64_t N, T;             // tokens routed per call, as sequences of T (the sequence balance loss)
+  TensorPool& pool;         // its buffers, on the device the routing runs on
+  SharedScratch& scratch;   // backward buffers shared with every other router
+  SavedActivations& saved;  // the routing and the aux gradient, kept for backward
+  DType act;                // the dtype of x and dx (bf16 under mixed precision); the routing is fp32
 };
 
 class Router {

@@ -13,17 +13,23 @@ TokenDispatcher::TokenDispatcher(const LayerContext& ctx, int64_t local_experts)
   if (ep.size() > 1) {
     const int64_t R = moe_max_local_rows(ctx.model, N, ep.size());
     exchange_ = std::make_unique<ExpertExchange>(ep, local_experts, R, D, pool, ctx.act);
-    ex_x_RD_ = ctx.alloc_act({R, D});  // saved: the local experts' input rows
+    ex_x_RD_ = ctx.save_act(SavedKind::kProduct, {R, D});  // the local experts' input rows, after the exchange
     ex_y_RD_ = ctx.scratch_act(ScratchRole::kMoeExY, {R, D});
     ex_dx_RD_ = ctx.scratch_act(ScratchRole::kMoeExDx, {R, D});
     ex_dy_RD_ = ctx.scratch_act(ScratchRole::kMoeExDy, {R, D});
   }
-  offsets_E1_ = pool.alloc({E + 1}, DType::kI32);
-  row_pair_M_ = pool.alloc({N * K}, DType::kI32);
-  pair_row_NK_ = pool.alloc({N, K}, DType::kI32);
-  for (Tensor* t : {&xs_MD_, &ys_MD_}) *t = ctx.alloc_act({N * K, D});  // saved for backward
+  offsets_E1_ = ctx.save(SavedKind::kProduct, {E + 1}, DType::kI32);
+  row_pair_M_ = ctx.save(SavedKind::kProduct, {N * K}, DType::kI32);
+  pair_row_NK_ = ctx.save(SavedKind::kProduct, {N, K}, DType::kI32);
+  xs_MD_ = ctx.save_act(SavedKind::kElementwise, {N * K, D});
+  ys_MD_ = ctx.save_act(SavedKind::kProduct, {N * K, D});
   dxs_MD_ = ctx.scratch_act(ScratchRole::kMoeDxs, {N * K, D});
   dys_MD_ = ctx.scratch_act(ScratchRole::kMoeDys, {N * K, D});
+}
+
+void TokenDispatcher::recompute_permute(const Tensor& x_ND) {
+  // Under expert parallelism backward reads the exchanged rows, which are kept.
+  if (!exchange_) ops::moe_permute(xs_MD_, x_ND, pair_row_NK_);
 }
 
 ExpertRows TokenDispatcher::dispatch(const Tensor& x_ND, const Tensor& topk_idx_NK, bool training) {

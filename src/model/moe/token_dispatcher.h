@@ -42,6 +42,8 @@ class TokenDispatcher {
   TokenDispatcher(const LayerContext& ctx, int64_t local_experts);
 
   ExpertRows dispatch(const Tensor& x_ND, const Tensor& topk_idx_NK, bool training);
+  // The tokens' permuted copies again, through the kept plan (selective checkpointing).
+  void recompute_permute(const Tensor& x_ND);
   // out_ND = the weighted sum of each token's expert outputs (overwritten).
   void combine(const Tensor& out_ND, const Tensor& topk_w_NK);
 
