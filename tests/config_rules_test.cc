@@ -144,10 +144,13 @@ TEST_CASE("train.device = cuda where no GPU can be used exits 2 saying why") {
       {});
 }
 
-TEST_CASE("non-finite hyperparameters are refused") {
+TEST_CASE("non-finite and out-of-range hyperparameters are refused") {
   expect_rejected({"debug_moe.toml", {"optimizer.lr=inf"}, {"optimizer.lr = inf", "positive finite number"}}, {});
   expect_rejected({"debug_moe.toml", {"optimizer.lr=nan"}, {"optimizer.lr = nan", "positive finite number"}}, {});
   expect_rejected({"debug_moe.toml", {"optimizer.weight_decay=inf"}, {"optimizer.weight_decay = inf", "finite"}}, {});
+  expect_rejected({"debug_moe.toml", {"model.moe_router_jitter=1"}, {"model.moe_router_jitter = 1", "[0, 1)"}}, {});
+  expect_rejected({"debug_moe.toml", {"model.moe_router_jitter=nan"}, {"model.moe_router_jitter = nan"}}, {});
+  expect_rejected({"debug_moe.toml", {"model.moe_router_jitter=-0.1"}, {"model.moe_router_jitter = -0.1"}}, {});
 }
 
 TEST_CASE("tensor parallelism needs a dense MLP width it divides") {

@@ -47,6 +47,9 @@ struct ModelConfig {
   // -1: the training one.
   double moe_eval_capacity_factor = -1.0;
   bool moe_drop_tokens = true;  // false: dropless whatever the capacity factors (DeepSpeed's drop_tokens)
+  // Switch's multiplicative router jitter (Megatron's moe_input_jitter_eps): in
+  // training the router sees x * u, u uniform in (1 - eps, 1 + eps) per element; 0: off.
+  double moe_router_jitter = 0.0;
   int64_t moe_shared_experts = 0;
   // Ours: true. Experts are always stored packed ([E, dim, hidden]) and run as
   // one grouped matmul; `false` is accepted for KempnerForge files and changes

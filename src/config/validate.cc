@@ -64,6 +64,11 @@ void check_sizes(const JobConfig& c) {
              "set it to -1, 0 or more");
     }
   }
+  if (!(m.moe_router_jitter >= 0 && m.moe_router_jitter < 1)) {
+    reject("model.moe_router_jitter", m.moe_router_jitter,
+           "must be in [0, 1): the router sees x times a factor in (1 - eps, 1 + eps)",
+           "set it to 0 (off) or a small value such as 0.01");
+  }
   positive("model.moe_expert_ffn_multiplier", m.moe_expert_ffn_multiplier);
   non_negative("model.moe_bias_update_rate", m.moe_bias_update_rate);
   non_negative("model.moe_aux_loss_weight", m.moe_aux_loss_weight);

@@ -252,6 +252,22 @@ void elementwise_cases(std::vector<Case>& c, const Shapes& sh) {
                  s.run([&] { ops::scale_inplace(x, 0.375f); });
                  s.output("x", x, kExact);
                }});
+  // Counter-based noise: a micro-batch far into the run (64-bit element
+  // indices), the same bits for the uniform and keep draws (one fmaf), the
+  // normal's log and cos to rounding; in place too.
+  const std::pair<const char*, noise::Distribution> draws[] = {{"uniform", {noise::Kind::kUniform, 0.9f, 1.1f}},
+                                                               {"normal", {noise::Kind::kNormal, 0, 0}},
+                                                               {"keep", {noise::Kind::kKeep, 0.75f, 0}}};
+  for (const auto& [name, d] : draws) {
+    for (const bool in_place : {false, true}) {
+      c.push_back({"multiply_noise", dims({N, D}) + " " + name + (in_place ? " in place" : ""), 2, [=](Side& s) {
+                     const Tensor x = s.randn({N, D}, A1), out = in_place ? x : s.zeros({N, D}, A);
+                     const Tensor key = s.i32({noise::kKeyWords}, {-7, 12345, 3, 400000});
+                     s.run([&] { ops::multiply_noise(out, x, key, 17, d); });
+                     s.output("out", out, d.kind == noise::Kind::kNormal ? s.tol(A, f32_5) : kExact);
+                   }});
+    }
+  }
   // Round to nearest even, with infinities, signed zeros, a tie, the largest
   // float and the smallest denormal among the values.
   c.push_back({"cast", dims({N, D}) + " f32 -> bf16 -> f32", 0, [=](Side& s) {

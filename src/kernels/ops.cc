@@ -374,6 +374,16 @@ void scale_inplace(const Tensor& x, float factor) {
   cpu::scale_inplace(write_f32(x), x.numel(), factor);
 }
 
+void multiply_noise(const Tensor& out, const Tensor& x, const Tensor& key_4, uint64_t stream,
+                    const noise::Distribution& d) {
+  const OpCall call("multiply_noise", Placement(out, x, key_4));
+  call.expect(out.numel() == x.numel() && key_4.dtype == DType::kI32 && key_4.numel() == noise::kKeyWords, [&] {
+    return shapes({{"out", &out}, {"x", &x}, {"key (I32 [4])", &key_4}});
+  });
+  if (call.on_device()) return cuda::multiply_noise(out, x, key_4, stream, d);
+  cpu::multiply_noise(write_f32(out), read_f32(x), x.numel(), key_4.i32(), stream, d);
+}
+
 // ---- optimizer ---------------------------------------------------------------
 
 void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamW& h, int64_t step,

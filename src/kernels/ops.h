@@ -86,6 +86,12 @@ void cast(const Tensor& dst, const Tensor& src);
 // out = a + b, elementwise, rounded to out's dtype; out may be a or b.
 void add(const Tensor& out, const Tensor& a, const Tensor& b);
 void scale_inplace(const Tensor& x, float factor);
+// out = x * noise i of `stream` (counter_noise.h), elementwise, for the draw
+// keyed by key_4 (I32 [4]: seed, step, global micro-batch, on x's device);
+// element i of the micro-batch is noise i + micro-batch x numel. out may be x.
+// Its own backward: dx = dout times the same noise, the same call on dout.
+void multiply_noise(const Tensor& out, const Tensor& x, const Tensor& key_4, uint64_t stream,
+                    const noise::Distribution& d);
 
 // ---- fused multi-tensor optimizer ops: every parameter in one call ----------
 // Host tensors run the per-tensor CPU reference in list order, so the numbers

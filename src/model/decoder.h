@@ -53,6 +53,7 @@ class Decoder {
   float eps_, theta_;
   SharedScratch scratch_;   // the routers' (unused) backward buffers
   SavedActivations saved_;  // and their routing buffers
+  Tensor no_noise_;         // generation draws no router jitter
   std::vector<Layer> layers_;
   const Param *embed_, *final_norm_, *head_;
   Tensor token_, x_, h_, ln_, rstd_, q_, k_, v_, att_, o_, ffn_;

@@ -24,6 +24,13 @@ class MoEStepCounters;
 // losses, the evaluation capacity).
 enum class ForwardPass { kTrain, kRecompute, kEval };
 
+// A block's noise streams (ops::multiply_noise), one per use, so that no two
+// uses draw the same numbers.
+enum class NoiseUse : uint64_t { kRouterJitter = 1 };
+inline uint64_t noise_stream(int64_t layer, NoiseUse use) {
+  return static_cast<uint64_t>(layer) << 8 | static_cast<uint64_t>(use);
+}
+
 // The model's view of the parallel layout: tensor-parallel and
 // expert-parallel groups (one-rank groups in a single process) and, with
 // dp_shard > 1, the FSDP units. The layer shapes themselves come from the
@@ -49,6 +56,9 @@ struct LayerContext {
   // Activations and their gradients: f32, or bf16 under mixed precision on a
   // GPU. Router math, norms' rstd, attention's lse and losses stay f32 whatever this is.
   DType act = DType::kF32;
+  // The key of the micro-batch's noise (I32 [4]: seed, step, global
+  // micro-batch; ops::multiply_noise), on the model's device.
+  const Tensor& noise_key;
   // Where the MoE layers keep their step statistics on the device (one buffer
   // for all of them: moe_step_counters.h); null in a model without MoE layers.
   MoEStepCounters* moe_counters = nullptr;

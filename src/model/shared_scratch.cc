@@ -34,6 +34,8 @@ const char* scratch_role_name(ScratchRole role) {
     case ScratchRole::kMoeSharedOut: return "moe.shared_out";
     case ScratchRole::kMoeDlogits: return "moe.dlogits";
     case ScratchRole::kMoeDlogitsAct: return "moe.dlogits_act";
+    case ScratchRole::kMoeRouterInput: return "moe.router_input";
+    case ScratchRole::kMoeRouterDx: return "moe.router_dx";
   }
   return "unknown scratch role";
 }

@@ -38,7 +38,7 @@ enum class ScratchRole {
   kSharedExpertsDg,
   // The MoE layer: the expert-parallel exchange, the permuted tokens'
   // gradients, the routing weights' gradient, the shared experts' output,
-  // and the router's logits' gradient (fp32, and in the activation dtype for its GEMM).
+  // the router's logits' gradient (fp32, and in the activation dtype for its GEMM).
   kMoeExY,
   kMoeExDx,
   kMoeExDy,
@@ -48,6 +48,9 @@ enum class ScratchRole {
   kMoeSharedOut,
   kMoeDlogits,
   kMoeDlogitsAct,
+  // The router's jittered input and its gradient before the jitter (moe_router_jitter).
+  kMoeRouterInput,
+  kMoeRouterDx,
 };
 
 // "attention.dq", for messages.

@@ -29,8 +29,9 @@ Transformer::Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_
       saved_(pool, checkpointing) {
   // Activations in the parameters' compute dtype (bf16 under mixed precision).
   if (num_moe_blocks(m) > 0) moe_counters_ = std::make_unique<MoEStepCounters>(pool, num_moe_blocks(m), m.num_experts);
+  noise_key_ = pool.alloc({noise::kKeyWords}, DType::kI32);
   const LayerContext ctx{
-      m, B, T, pool, params, parallel_, scratch_, saved_, params.compute_dtype(), moe_counters_.get()};
+      m, B, T, pool, params, parallel_, scratch_, saved_, params.compute_dtype(), noise_key_, moe_counters_.get()};
   for (int64_t l = 0; l < m.n_layers; ++l) {
     saved_.begin_block();
     blocks_.push_back(std::make_unique<Block>(ctx, l));
@@ -50,6 +51,12 @@ Transformer::Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_
   dresid_a_ = ctx.alloc_act({N_, D_});
   dresid_b_ = ctx.alloc_act({N_, D_});
   reset_moe_step_stats();
+}
+
+void Transformer::set_noise_key(uint64_t seed, int64_t step, int64_t global_micro_batch) {
+  const int32_t words[noise::kKeyWords] = {static_cast<int32_t>(seed & 0xFFFFFFFFu), static_cast<int32_t>(seed >> 32),
+                                           static_cast<int32_t>(step), static_cast<int32_t>(global_micro_batch)};
+  upload(noise_key_, words);
 }
 
 void Transformer::reset_moe_step_stats() {

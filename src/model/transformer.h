@@ -31,6 +31,11 @@ class Transformer {
   // upload() to these, then call a pass.
   const Tensor& inputs() const { return inputs_; }
   const Tensor& targets() const { return targets_; }
+  // The noise of the next training pass (router jitter): drawn from the run's
+  // seed, the step and the micro-batch's index in one process's numbering
+  // (data-parallel rank d's micro-batch m is m x D + d), so that every layout
+  // draws the same. Zero until set. An upload: a HOST SYNC on a GPU.
+  void set_noise_key(uint64_t seed, int64_t step, int64_t global_micro_batch);
 
   // Forward and backward: parameter gradients accumulate, scaled so that
   // loss_scale = 1/grad_accum_steps makes a step's gradient the mean over its
@@ -82,7 +87,7 @@ class Transformer {
   std::vector<std::unique_ptr<Block>> blocks_;
   std::vector<MoELayer*> moe_layers_;  // the MoE layers of blocks_, in order
   std::vector<int64_t> moe_block_indices_;
-  Tensor inputs_, targets_;
+  Tensor inputs_, targets_, noise_key_;
   std::vector<Tensor> resid_;  // resid_[l] is block l's input; resid_[L] the last block's output
   Tensor final_out_, final_rstd_, logits_, loss_n_;
   std::vector<float> loss_host_;        // loss_n_ read back

@@ -161,7 +161,10 @@ std::string format_dry_run(const DryRunReport& r, const JobConfig& cfg, const st
       const int64_t c = moe_capacity(m, tokens, training);
       return c > 0 ? fmt::format("at most {} pairs per expert and micro-batch", c) : std::string("dropless");
     };
-    out += fmt::format("routing: {}; training {}, evaluation {}\n", m.moe_router, capacity(true), capacity(false));
+    const std::string jitter =
+        m.moe_router_jitter > 0 ? fmt::format(" with input jitter {:g} in training", m.moe_router_jitter) : "";
+    out += fmt::format("routing: {}{}; training {}, evaluation {}\n", m.moe_router, jitter, capacity(true),
+                       capacity(false));
   } else {
     out += fmt::format("dense, ffn hidden {}\n", ffn_hidden(m));
   }

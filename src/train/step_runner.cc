@@ -107,6 +107,7 @@ StepMetrics StepRunner::step(int64_t step, const BatchSampler& sampler) {
   for (int64_t micro = 0; micro < t.grad_accum_steps; ++micro) {
     upload(model_.inputs(), step_inputs_.data() + micro * tokens);
     upload(model_.targets(), step_targets_.data() + micro * tokens);
+    model_.set_noise_key(static_cast<uint64_t>(t.seed), step, micro * dp.size() + dp.rank());
     loss += model_.forward_backward(loss_scale) / static_cast<double>(t.grad_accum_steps);
   }
   loss = all_reduce_value(dp, loss, ReduceOp::kAvg);

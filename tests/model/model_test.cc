@@ -128,6 +128,12 @@ TEST_CASE("sigmoid_topk MoE with bias, capacity, shared experts and all aux loss
                   "model.moe_expert_ffn_multiplier=0.5"}));
 }
 
+TEST_CASE("router jitter: gradient matches finite differences through the jittered router input") {
+  check_model_gradient(
+      tiny_model({"model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=1", "model.moe_router_jitter=0.3",
+                  "model.moe_aux_loss_weight=0.1", "model.moe_router_z_loss_weight=0.05"}));
+}
+
 TEST_CASE("a tiny MoE overfits one repeated batch") {
   moe::ModelConfig m = tiny_model({"model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=1",
                                    "model.init_std=0.02", "model.dim=32", "model.ffn_hidden_dim=64"});

@@ -17,6 +17,8 @@
 
 #include <cstdint>
 
+#include "src/kernels/cpu/counter_noise.h"  // noise::Distribution
+
 namespace moe::cpu {
 
 // ---- embedding ------------------------------------------------------------
@@ -80,6 +82,9 @@ void add(float* out, const float* a, const float* b, int64_t n);
 // Sum of squares in double (for the global gradient norm).
 double sum_squares(const float* x, int64_t n);
 void scale_inplace(float* x, int64_t n, float factor);
+// out = x * noise of `stream` for the micro-batch in key_words (counter_noise.h); out may be x.
+void multiply_noise(float* out, const float* x, int64_t n, const int32_t* key_words, uint64_t stream,
+                    const noise::Distribution& d);
 
 // ---- dtype casts: fp32 -> bf16 rounds to nearest even; bf16 -> fp32 is exact ----
 void cast_f32_to_bf16(uint16_t* out, const float* in, int64_t n);

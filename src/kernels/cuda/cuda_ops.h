@@ -67,6 +67,8 @@ void cast(const Tensor& dst, const Tensor& src);
 // elementwise.cu. out, a, b act (out may be a or b).
 void add(const Tensor& out, const Tensor& a, const Tensor& b);
 void scale_inplace(const Tensor& x, float factor);
+void multiply_noise(const Tensor& out, const Tensor& x, const Tensor& key_4, uint64_t stream,
+                    const noise::Distribution& d);
 // Sum of squares of x (act) accumulated in double, deterministic (fixed
 // partition and reduction order). HOST SYNC: it copies the result to the
 // host and waits for stream() (cudaStreamSynchronize) before returning.

@@ -46,6 +46,9 @@ void cast(const Tensor&, const Tensor&) { no_cuda("cast"); }
 void add(const Tensor&, const Tensor&, const Tensor&) { no_cuda("add"); }
 
 void scale_inplace(const Tensor&, float) { no_cuda("scale_inplace"); }
+void multiply_noise(const Tensor&, const Tensor&, const Tensor&, uint64_t, const noise::Distribution&) {
+  no_cuda("multiply_noise");
+}
 
 double sum_squares(const Tensor&) { no_cuda("sum_squares"); }
 

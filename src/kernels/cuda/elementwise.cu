@@ -43,6 +43,17 @@ __global__ void scale_inplace_kernel(T* x, int64_t n, float factor, bool packed)
   for (int64_t i = global_index(); i < n; i += grid_stride()) x[i] = from_f32<T>(to_f32(x[i]) * factor);
 }
 
+// out[i] = x[i] * noise first + i of the stream; the key words are read on
+// the device, so a replayed graph draws each micro-batch's own noise.
+template <typename TO, typename TX>
+__global__ void multiply_noise_kernel(TO* out, const TX* x, int64_t n, const int32_t* key_words, uint64_t noise_stream,
+                                      noise::Distribution d) {
+  const uint64_t key = noise::stream_key(key_words, noise_stream), first = noise::first_index(key_words, n);
+  for (int64_t i = global_index(); i < n; i += grid_stride()) {
+    out[i] = from_f32<TO>(to_f32(x[i]) * noise::value(d, key, first + static_cast<uint64_t>(i)));
+  }
+}
+
 // partials[block] = sum over the block's grid-stride share of x[i]^2, in double.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) sum_squares_partial_kernel(double* partials, const T* x, int64_t n) {
@@ -139,6 +150,27 @@ void scale_inplace(const Tensor& x, float factor) {
         static_cast<T*>(x.data), n, factor, packed);
   });
   check_launch(op, {{"x", x}});
+}
+
+void multiply_noise(const Tensor& out, const Tensor& x, const Tensor& key_4, uint64_t noise_stream,
+                    const noise::Distribution& d) {
+  const char* op = "multiply_noise";
+  const auto args = {Arg{"out", out}, Arg{"x", x}, Arg{"key", key_4}};
+  require_dtypes(is_float_type(out.dtype) && is_float_type(x.dtype) && key_4.dtype == DType::kI32, op, args,
+                 "out and x f32|bf16, key i32");
+  require_shapes(out.numel() == x.numel() && key_4.numel() == noise::kKeyWords, op, "want out and x alike, key [4]",
+                 args);
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  with_float_type(out.dtype, [&](auto out_tag) {
+    with_float_type(x.dtype, [&](auto x_tag) {
+      using TO = typename decltype(out_tag)::type;
+      using TX = typename decltype(x_tag)::type;
+      multiply_noise_kernel<TO, TX><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
+          static_cast<TO*>(out.data), static_cast<const TX*>(x.data), n, key_4.i32(), noise_stream, d);
+    });
+  });
+  check_launch(op, args);
 }
 
 // Two kernels (per-block partials, then one block over the partials), both in

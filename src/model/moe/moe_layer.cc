@@ -26,7 +26,7 @@ MoELayer::MoELayer(const LayerContext& ctx, int64_t layer)
       shared_w3_(optional_param(ctx.params, param_name::shared_experts(layer, "w3"), ctx.model.moe_shared_experts > 0)),
       shared_w2_(optional_param(ctx.params, param_name::shared_experts(layer, "w2"), ctx.model.moe_shared_experts > 0)),
       router_(make_router(ctx.model.moe_router, {ctx.model, ctx.params[param_name::router_gate(layer)], ctx.N(), ctx.T,
-                                                 ctx.pool, ctx.scratch, ctx.saved, ctx.act})),
+                                                 ctx.pool, ctx.scratch, ctx.saved, ctx.act, ctx.noise_key, layer})),
       dispatcher_(ctx, w1_.place.local_shape[0]),
       routed_(ctx, kRoutedExpertsScratch, moe_max_local_rows(ctx.model, ctx.N(), ctx.parallel.ep->size()),
               expert_hidden(ctx.model), w1_.place.local_shape[0]),

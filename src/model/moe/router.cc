@@ -1,5 +1,7 @@
 #include "src/model/moe/router.h"
 
+#include "src/model/layer_common.h"
+
 namespace moe {
 
 Router::Router(const RouterSetup& s)
@@ -10,7 +12,11 @@ Router::Router(const RouterSetup& s)
       gate_(s.gate),
       w_lb_(static_cast<float>(s.model.moe_aux_loss_weight)),
       w_z_(static_cast<float>(s.model.moe_router_z_loss_weight)),
-      w_seq_(static_cast<float>(s.model.moe_sequence_aux_loss_weight)) {
+      w_seq_(static_cast<float>(s.model.moe_sequence_aux_loss_weight)),
+      noise_key_(s.noise_key),
+      jitter_stream_(noise_stream(s.layer, NoiseUse::kRouterJitter)),
+      jitter_{noise::Kind::kUniform, static_cast<float>(1 - s.model.moe_router_jitter),
+              static_cast<float>(1 + s.model.moe_router_jitter)} {
   TensorPool& pool = s.pool;
   ops::reserve_router_aux_losses(pool.device(), N_, T_, E_);
   // A recompute routes again with the same logits (and the same bias: it
@@ -24,10 +30,21 @@ Router::Router(const RouterSetup& s)
   aux_3_ = pool.alloc({3});
   dlogits_NE_ = s.scratch.get(ScratchRole::kMoeDlogits, {N_, E_}, DType::kF32);
   if (s.act != DType::kF32) dlogits_act_NE_ = s.scratch.get(ScratchRole::kMoeDlogitsAct, {N_, E_}, s.act);
+  if (s.model.moe_router_jitter > 0) {
+    const int64_t D = s.model.dim;
+    jittered_x_ND_ = s.scratch.get(ScratchRole::kMoeRouterInput, {N_, D}, s.act);
+    djittered_x_ND_ = s.scratch.get(ScratchRole::kMoeRouterDx, {N_, D}, s.act);
+  }
+}
+
+const Tensor& Router::input(const Tensor& x_ND, bool training) {
+  if (!training || !jittered_x_ND_.data) return x_ND;
+  ops::multiply_noise(jittered_x_ND_, x_ND, noise_key_, jitter_stream_, jitter_);
+  return jittered_x_ND_;
 }
 
 void Router::forward(const Tensor& x_ND, bool training, float grad_scale) {
-  ops::matmul_forward(logits_NE_, x_ND, gate_.value);
+  ops::matmul_forward(logits_NE_, input(x_ND, training), gate_.value);
   select();
   if (!training) return;
   ops::router_aux_losses(aux_3_, daux_logits_NE_, logits_NE_, scores_NE_, topk_idx_NK_, T_, balance_scores(), w_lb_,
@@ -40,7 +57,13 @@ void Router::backward(const Tensor& dx_ND, const Tensor& dtopk_w_NK, const Tenso
   // The router's math is fp32; its GEMM takes the gradient in the activation dtype.
   const Tensor dlogits = dlogits_act_NE_.data ? dlogits_act_NE_ : dlogits_NE_;
   if (dlogits.data != dlogits_NE_.data) ops::cast(dlogits, dlogits_NE_);
-  ops::matmul_backward(dx_ND, gate_.grad, dlogits, x_ND, gate_.value);
+  if (!jittered_x_ND_.data) return ops::matmul_backward(dx_ND, gate_.grad, dlogits, x_ND, gate_.value);
+  // logits = (x * u) Wr^T: the gate's gradient from x * u (drawn again), and
+  // dx += (dlogits Wr) * u.
+  const Tensor& xu = input(x_ND, true);
+  ops::matmul_backward(djittered_x_ND_, gate_.grad, dlogits, xu, gate_.value, ops::GradInto::kWrite);
+  ops::multiply_noise(djittered_x_ND_, djittered_x_ND_, noise_key_, jitter_stream_, jitter_);
+  ops::add(dx_ND, dx_ND, djittered_x_ND_);
 }
 
 double Router::last_weighted_aux_loss() const {

@@ -33,6 +33,8 @@ struct RouterSetup {
   SharedScratch& scratch;   // backward buffers shared with every other router
   SavedActivations& saved;  // the routing and the aux gradient, kept for backward
   DType act;                // the dtype of x and dx (bf16 under mixed precision); the routing is fp32
+  const Tensor& noise_key;  // the micro-batch's noise key (ops::multiply_noise); unread without jitter
+  int64_t layer;            // the block index: the router's own noise streams
 };
 
 class Router {
@@ -42,7 +44,8 @@ class Router {
   Router(const Router&) = delete;
   Router& operator=(const Router&) = delete;
 
-  // Routes x_ND: topk_idx() and topk_w(). In training also the aux losses,
+  // Routes x_ND: topk_idx() and topk_w(). In training the router sees x_ND
+  // times its jitter (moe_router_jitter), and computes the aux losses,
   // left on the device in aux_losses() with their gradient saved for backward
   // (grad_scale multiplies it: 1 / grad_accum_steps); evaluation and
   // generation, which never run backward, skip them.
@@ -85,6 +88,15 @@ class Router {
   Tensor aux_3_, daux_logits_NE_;
   Tensor dlogits_NE_;      // backward scratch (F32)
   Tensor dlogits_act_NE_;  // the same in the activation dtype, for the GEMM (bf16 only)
+  // Jitter: x times uniform(1 - eps, 1 + eps), drawn again in backward rather
+  // than kept (shared scratch, unused without jitter).
+  const Tensor& noise_key_;
+  uint64_t jitter_stream_;
+  noise::Distribution jitter_;
+  Tensor jittered_x_ND_, djittered_x_ND_;
+
+  // The router's input in training: x itself, or x times the jitter.
+  const Tensor& input(const Tensor& x_ND, bool training);
 };
 
 }  // namespace moe

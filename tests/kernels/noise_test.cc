@@ -1,0 +1,94 @@
+// ops::multiply_noise against its definition (src/kernels/cpu/counter_noise.h):
+// each distribution's range and moments, the same draw for the same key and
+// another for another seed, step or stream, and the property that makes N
+// ranks equal one: micro-batch m of n elements draws elements m*n .. m*n+n-1
+// of the stream, so one tensor over micro-batches 0 and 1 holds micro-batch 1's draw.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <vector>
+
+#include "src/core/tensor_pool.h"
+#include "src/kernels/ops.h"
+
+namespace {
+
+using moe::noise::Distribution;
+using moe::noise::Kind;
+
+struct Draw {
+  moe::TensorPool pool;
+  moe::Tensor key = pool.alloc({moe::noise::kKeyWords}, moe::DType::kI32);
+
+  // noise * 1 for n elements of micro-batch `micro`.
+  std::vector<float> operator()(int64_t n, const Distribution& d, int32_t micro, int32_t step = 3, uint64_t stream = 5,
+                                int32_t seed = 42) {
+    const int32_t words[4] = {seed, 0, step, micro};
+    moe::upload(key, words);
+    const moe::Tensor ones = pool.alloc({n});
+    for (int64_t i = 0; i < n; ++i) ones.f32()[i] = 1.0f;
+    const moe::Tensor out = pool.alloc({n});
+    moe::ops::multiply_noise(out, ones, key, stream, d);
+    return {out.f32(), out.f32() + n};
+  }
+};
+
+double mean(const std::vector<float>& v) {
+  double s = 0;
+  for (float x : v) s += x;
+  return s / static_cast<double>(v.size());
+}
+
+double variance(const std::vector<float>& v) {
+  const double m = mean(v);
+  double s = 0;
+  for (float x : v) s += (x - m) * (x - m);
+  return s / static_cast<double>(v.size());
+}
+
+}  // namespace
+
+TEST_CASE("multiply_noise draws each distribution as defined") {
+  Draw draw;
+  const int64_t n = 200000;
+  const std::vector<float> u = draw(n, {Kind::kUniform, 0.9f, 1.1f}, 0);
+  for (float x : u) REQUIRE((x > 0.9f && x < 1.1f));
+  CHECK(std::abs(mean(u) - 1.0) < 1e-3);
+  CHECK(std::abs(variance(u) - 0.04 / 12) < 1e-4);  // (b - a)^2 / 12
+
+  const std::vector<float> keep = draw(n, {Kind::kKeep, 0.75f, 0}, 0);
+  int64_t kept = 0;
+  for (float x : keep) {
+    REQUIRE((x == 0.0f || x == 1.0f / 0.75f));
+    kept += x != 0.0f;
+  }
+  CHECK(std::abs(static_cast<double>(kept) / n - 0.75) < 5e-3);
+  CHECK(std::abs(mean(keep) - 1.0) < 1e-2);  // the kept values are scaled by 1 / keep
+
+  const std::vector<float> z = draw(n, {Kind::kNormal, 0, 0}, 0);
+  CHECK(std::abs(mean(z)) < 1e-2);
+  CHECK(std::abs(variance(z) - 1.0) < 2e-2);
+  for (float x : z) REQUIRE(std::isfinite(x));
+}
+
+TEST_CASE("multiply_noise is a pure function of seed, step, micro-batch, stream and element") {
+  Draw draw;
+  const Distribution d{Kind::kUniform, 0.5f, 1.5f};
+  const int64_t n = 1000;
+  CHECK(draw(n, d, 2) == draw(n, d, 2));
+  CHECK(draw(n, d, 2, 4) != draw(n, d, 2, 3));                // another step
+  CHECK(draw(n, d, 2, 3, 6) != draw(n, d, 2, 3, 5));          // another stream
+  CHECK(draw(n, d, 2, 3, 5, 43) != draw(n, d, 2, 3, 5, 42));  // another seed
+  // Micro-batch 1 of n elements is the second half of a draw of 2n at micro-batch 0.
+  const std::vector<float> both = draw(2 * n, d, 0), second = draw(n, d, 1);
+  CHECK(std::vector<float>(both.begin() + n, both.end()) == second);
+  // And it multiplies: out = x * noise, in place too.
+  moe::TensorPool pool;
+  const moe::Tensor key = pool.alloc({4}, moe::DType::kI32), x = pool.alloc({n});
+  const int32_t words[4] = {42, 0, 3, 0};
+  moe::upload(key, words);
+  for (int64_t i = 0; i < n; ++i) x.f32()[i] = static_cast<float>(i) - 400.0f;
+  const std::vector<float> noise = draw(n, d, 0);
+  moe::ops::multiply_noise(x, x, key, 5, d);
+  for (int64_t i = 0; i < n; ++i) REQUIRE(x.f32()[i] == (static_cast<float>(i) - 400.0f) * noise[i]);
+}
