@@ -37,7 +37,7 @@ struct ModelConfig {
   // Mixture of experts. num_experts = 0 is a dense model.
   int64_t num_experts = 0;
   int64_t moe_top_k = 2;
-  std::string moe_router = "softmax_topk";  // softmax_topk (Mixtral) | sigmoid_topk (DeepSeek-V3)
+  std::string moe_router = "softmax_topk";  // softmax_topk (Mixtral), sigmoid_topk (DeepSeek-V3), noisy_topk (Shazeer)
   int64_t moe_frequency = 1;                // block i is MoE when (i+1) % moe_frequency == 0
   double moe_aux_loss_weight = 0.01;
   double moe_router_z_loss_weight = 0.0;

@@ -13,4 +13,9 @@ namespace moe {
 
 std::vector<std::string> router_names();
 
+// The weights `router` learns beside its gate, each [num_experts, dim], by
+// name within the MoE block ("gate_noise.weight" for noisy_topk): the
+// parameter registry declares them for every MoE block. Empty for most routers.
+std::vector<std::string> router_extra_weights(const std::string& router);
+
 }  // namespace moe

@@ -36,9 +36,11 @@ nlohmann::ordered_json common_config(const ModelConfig& m, const std::string& ar
 std::string hf_architecture(const ModelConfig& m, const std::string& flag) {
   if (m.num_experts == 0) return "LlamaForCausalLM";
   if (m.moe_router != "softmax_topk") {
-    throw UserError(flag + ": model.moe_router = \"" + m.moe_router +
-                    "\" has no exact Hugging Face architecture (DeepSeek-V3's also changes attention); "
-                    "Hugging Face export and import are only for softmax_topk models");
+    const char* why = m.moe_router == "sigmoid_topk" ? " (DeepSeek-V3's also changes attention)"
+                      : m.moe_router == "noisy_topk" ? " (its noise gate has no Hugging Face tensor)"
+                                                     : "";
+    throw UserError(flag + ": model.moe_router = \"" + m.moe_router + "\" has no exact Hugging Face architecture" +
+                    why + "; Hugging Face export and import are only for softmax_topk models");
   }
   if (m.moe_shared_experts > 0) {
     throw UserError(flag + ": model.moe_shared_experts = " + std::to_string(m.moe_shared_experts) +

@@ -123,6 +123,28 @@ void dense_gradients(std::vector<Case>& c, const Shapes& sh) {
 void moe_gradients(std::vector<Case>& c, const Shapes& sh) {
   const int64_t T = sh.T, N = sh.N(), D = sh.dim, E = sh.experts, K = sh.top_k, Fe = sh.expert_hidden;
   const Kind I32 = Kind::kI32;
+  // Noise multiplies (its own backward) and noisy gating's learned noise.
+  c.push_back({"multiply_noise", dims({N, D}) + " uniform", 0, [=](Side& s) {
+                 const Tensor x = s.randn({N, D}, F32), out = s.zeros({N, D}, F32), dout = s.randn({N, D}, F32);
+                 const Tensor dx = s.zeros({N, D}, F32), key = s.i32({noise::kKeyWords}, {1, 2, 3, 4});
+                 const noise::Distribution u{noise::Kind::kUniform, 0.5f, 1.5f};
+                 s.gradient({{{"x", x, dx}},
+                             {{out, dout}},
+                             [=] { ops::multiply_noise(out, x, key, 7, u); },
+                             [=] { ops::multiply_noise(dx, dout, key, 7, u); }});
+               }});
+  c.push_back({"router_noise_backward", dims({N, E}), 0, [=](Side& s) {
+                 const Tensor clean = s.randn({N, E}, F32), noise_logits = s.randn({N, E}, F32, 2.0f);
+                 const Tensor logits = s.zeros({N, E}, F32), dlogits = s.randn({N, E}, F32);
+                 const Tensor dnoise = s.zeros({N, E}, F32), key = s.i32({noise::kKeyWords}, {1, 2, 3, 4});
+                 s.gradient({{{"noise_logits", noise_logits, dnoise}},
+                             {{logits, dlogits}},
+                             [=] {
+                               copy_tensor(logits, clean);
+                               ops::router_noise_forward(logits, noise_logits, key, 7);
+                             },
+                             [=] { ops::router_noise_backward(dnoise, dlogits, noise_logits, key, 7); }});
+               }});
   for (const cpu::RouterKind kind : {cpu::RouterKind::kSoftmaxTopK, cpu::RouterKind::kSigmoidTopK}) {
     const std::string which = kind == cpu::RouterKind::kSoftmaxTopK ? " softmax" : " sigmoid";
     const std::string ne = dims({N, E}) + " top-" + std::to_string(K) + which;

@@ -100,6 +100,22 @@ std::vector<Case> moe_cases(const Shapes& sh) {
   };
   const std::string ne = dims({N, E}) + " top-" + std::to_string(K);
   std::vector<Case> c;
+  // Noisy gating: the normal draw's log and cos, expf and log1pf may differ in
+  // the last bits between backends.
+  const Tol noise_tol{1e-5, 1e-6};
+  c.push_back({"router_noise_forward", dims({N, E}), 0, [=](Side& s) {
+                 const Tensor logits = s.randn({N, E}, F32), noise_logits = s.randn({N, E}, F32, 4.0f);
+                 const Tensor key = s.i32({noise::kKeyWords}, {5, -1, 9, 123457});
+                 s.run([&] { ops::router_noise_forward(logits, noise_logits, key, 3); });
+                 s.output("logits", logits, noise_tol);
+               }});
+  c.push_back({"router_noise_backward", dims({N, E}), 0, [=](Side& s) {
+                 const Tensor dnoise = s.randn({N, E}, F32), dlogits = s.randn({N, E}, F32);
+                 const Tensor noise_logits = s.randn({N, E}, F32, 4.0f);
+                 const Tensor key = s.i32({noise::kKeyWords}, {5, -1, 9, 123457});
+                 s.run([&] { ops::router_noise_backward(dnoise, dlogits, noise_logits, key, 3); });
+                 s.output("dnoise_logits", dnoise, noise_tol);  // written over what it held
+               }});
   for (const cpu::RouterKind kind : {cpu::RouterKind::kSoftmaxTopK, cpu::RouterKind::kSigmoidTopK}) {
     const std::string which = kind == cpu::RouterKind::kSoftmaxTopK ? " softmax" : " sigmoid";
     // softmax_topk ignores a balance bias on both backends; passing one checks that.

@@ -477,6 +477,36 @@ void router_forward(const Tensor& topk_idx_NK, const Tensor& topk_w_NK, const Te
                       read_f32(bias_E), rows_of(logits_NE), logits_NE.size(-1), topk_idx_NK.size(-1), kind);
 }
 
+void router_noise_forward(const Tensor& logits_NE, const Tensor& noise_logits_NE, const Tensor& key_4,
+                          uint64_t stream) {
+  const OpCall call("router_noise_forward", Placement(logits_NE, noise_logits_NE, key_4));
+  call.expect(
+      logits_NE.numel() == noise_logits_NE.numel() && key_4.numel() == noise::kKeyWords && key_4.dtype == DType::kI32,
+      [&] {
+        return shapes({{"logits", &logits_NE}, {"noise_logits", &noise_logits_NE}, {"key", &key_4}});
+      });
+  if (call.on_device()) return cuda::router_noise_forward(logits_NE, noise_logits_NE, key_4, stream);
+  cpu::router_noise_forward(write_f32(logits_NE), read_f32(noise_logits_NE), logits_NE.numel(), key_4.i32(), stream);
+}
+
+void router_noise_backward(const Tensor& dnoise_logits_NE, const Tensor& dlogits_NE, const Tensor& noise_logits_NE,
+                           const Tensor& key_4, uint64_t stream) {
+  const OpCall call("router_noise_backward", Placement(dnoise_logits_NE, dlogits_NE, noise_logits_NE, key_4));
+  call.expect(dnoise_logits_NE.numel() == dlogits_NE.numel() && dlogits_NE.numel() == noise_logits_NE.numel() &&
+                  key_4.numel() == noise::kKeyWords && key_4.dtype == DType::kI32,
+              [&] {
+                return shapes({{"dnoise_logits", &dnoise_logits_NE},
+                               {"dlogits", &dlogits_NE},
+                               {"noise_logits", &noise_logits_NE},
+                               {"key", &key_4}});
+              });
+  if (call.on_device()) {
+    return cuda::router_noise_backward(dnoise_logits_NE, dlogits_NE, noise_logits_NE, key_4, stream);
+  }
+  cpu::router_noise_backward(write_f32(dnoise_logits_NE), read_f32(dlogits_NE), read_f32(noise_logits_NE),
+                             dlogits_NE.numel(), key_4.i32(), stream);
+}
+
 void router_backward(const Tensor& dlogits_NE, const Tensor& dtopk_w_NK, const Tensor& topk_idx_NK,
                      const Tensor& topk_w_NK, const Tensor& scores_NE, RouterKind kind) {
   const OpCall call("router_backward", Placement(dlogits_NE, dtopk_w_NK, topk_idx_NK, topk_w_NK, scores_NE));

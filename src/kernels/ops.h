@@ -115,6 +115,13 @@ void adamw_step_many(const std::vector<AdamWSlot>& slots, const AdamWShared& hyp
 // bias_E may be an empty Tensor.
 void router_forward(const Tensor& topk_idx_NK, const Tensor& topk_w_NK, const Tensor& scores_NE,
                     const Tensor& logits_NE, const Tensor& bias_E, RouterKind kind);
+// Noisy top-k gating (Shazeer et al. 2017), F32: logits_NE += z * softplus(noise_logits_NE),
+// z standard normal drawn like multiply_noise's (stream, key_4: I32 [4]); and
+// its backward, dnoise_logits_NE = dlogits_NE * z * sigmoid(noise_logits_NE) (WRITTEN).
+void router_noise_forward(const Tensor& logits_NE, const Tensor& noise_logits_NE, const Tensor& key_4,
+                          uint64_t stream);
+void router_noise_backward(const Tensor& dnoise_logits_NE, const Tensor& dlogits_NE, const Tensor& noise_logits_NE,
+                           const Tensor& key_4, uint64_t stream);
 void router_backward(const Tensor& dlogits_NE, const Tensor& dtopk_w_NK, const Tensor& topk_idx_NK,
                      const Tensor& topk_w_NK, const Tensor& scores_NE, RouterKind kind);
 // aux_3 (F32 [3]) WRITTEN: the unweighted load-balance, z and sequence-

@@ -14,6 +14,9 @@ inline std::string in_block(int64_t layer, const std::string& rest) { return blo
 // An MoE block's tensors.
 inline std::string moe(int64_t layer) { return block(layer) + "block_sparse_moe."; }
 inline std::string router_gate(int64_t layer) { return moe(layer) + "gate.weight"; }
+// noisy_topk's noise gate [E, dim] (named within the MoE block, as router_extra_weights lists it).
+inline const char* const kRouterNoiseGate = "gate_noise.weight";
+inline std::string router_noise_gate(int64_t layer) { return moe(layer) + kRouterNoiseGate; }
 // The router's selection bias (sigmoid_topk; DeepSeek-V3's name), kept in checkpoints.
 inline std::string router_bias(int64_t layer) { return moe(layer) + "gate.e_score_correction_bias"; }
 // which: "w1", "w3" or "w2" of the packed routed experts [E, ...].

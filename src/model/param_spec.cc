@@ -2,6 +2,7 @@
 
 #include "src/config/derived.h"
 #include "src/core/tensor.h"
+#include "src/config/router_names.h"
 #include "src/model/param_names.h"
 
 namespace moe {
@@ -32,6 +33,9 @@ std::vector<ParamSpec> model_param_specs(const ModelConfig& m) {
     p.push_back({b + "post_attention_layernorm.weight", {d}, K::kNorm, i, -1, false});
     if (is_moe_block(m, i)) {
       p.push_back({param_name::router_gate(i), {E, d}, K::kRouter, i, -1, false});
+      for (const std::string& w : router_extra_weights(m.moe_router)) {
+        p.push_back({param_name::moe(i) + w, {E, d}, K::kRouter, i, -1, false});
+      }
       p.push_back({param_name::routed_experts(i, "w1"), {E, d, eh}, K::kRoutedExpert, i, -1, true});
       p.push_back({param_name::routed_experts(i, "w3"), {E, d, eh}, K::kRoutedExpert, i, -1, true});
       p.push_back({param_name::routed_experts(i, "w2"), {E, eh, d}, K::kRoutedExpert, i, -1, true});

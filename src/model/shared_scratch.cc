@@ -36,6 +36,8 @@ const char* scratch_role_name(ScratchRole role) {
     case ScratchRole::kMoeDlogitsAct: return "moe.dlogits_act";
     case ScratchRole::kMoeRouterInput: return "moe.router_input";
     case ScratchRole::kMoeRouterDx: return "moe.router_dx";
+    case ScratchRole::kMoeDnoiseLogits: return "moe.dnoise_logits";
+    case ScratchRole::kMoeDnoiseLogitsAct: return "moe.dnoise_logits_act";
   }
   return "unknown scratch role";
 }

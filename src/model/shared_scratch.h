@@ -51,6 +51,9 @@ enum class ScratchRole {
   // The router's jittered input and its gradient before the jitter (moe_router_jitter).
   kMoeRouterInput,
   kMoeRouterDx,
+  // noisy_topk: the gradient of its noise logits (fp32, and in the activation dtype for its GEMM).
+  kMoeDnoiseLogits,
+  kMoeDnoiseLogitsAct,
 };
 
 // "attention.dq", for messages.

@@ -95,7 +95,8 @@ TEST_CASE("full and selective checkpointing give the numbers of none, bit for bi
                                      {"softmax_topk dropless", tiny_moe("softmax_topk", "0")},
                                      {"softmax_topk capacity 1", tiny_moe("softmax_topk", "1.0")},
                                      {"sigmoid_topk capacity 1", tiny_moe("sigmoid_topk", "1.0")},
-                                     {"softmax_topk with router jitter", jittered}};
+                                     {"softmax_topk with router jitter", jittered},
+                                     {"noisy_topk", tiny_moe("noisy_topk", "1.0")}};
   for (const Model& m : models) {
     for (const moe::DType compute : {moe::DType::kF32, moe::DType::kBF16}) {
       DYNAMIC_SECTION(m.name << " in " << moe::dtype_name(compute)) {

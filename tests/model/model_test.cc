@@ -8,6 +8,7 @@
 #include <random>
 
 #include "src/config/load.h"
+#include "src/config/router_names.h"
 #include "src/config/validate.h"
 #include "src/core/rng.h"
 #include "src/kernels/ops.h"
@@ -134,22 +135,38 @@ TEST_CASE("router jitter: gradient matches finite differences through the jitter
                   "model.moe_aux_loss_weight=0.1", "model.moe_router_z_loss_weight=0.05"}));
 }
 
-TEST_CASE("a tiny MoE overfits one repeated batch") {
-  moe::ModelConfig m = tiny_model({"model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=1",
-                                   "model.init_std=0.02", "model.dim=32", "model.ffn_hidden_dim=64"});
-  TinyRun run(m, 2, 5, 3);
-  moe::OptimizerConfig oc;
-  oc.lr = 1e-2;
-  oc.weight_decay = 0.0;
-  moe::Optimizer opt(oc, run.params, run.pool);
-  double loss = 0;
-  for (int64_t step = 1; step <= 300; ++step) {
-    run.params.zero_grads();
-    loss = run.net.forward_backward(1.0f);
-    opt.step(oc.lr, moe::clip_scale(opt.grad_norm(*world), 1.0), step);
+TEST_CASE("noisy_topk with jitter: gradient matches through the noise gate's softplus and both GEMMs") {
+  check_model_gradient(
+      tiny_model({"model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=1", "model.moe_router=noisy_topk",
+                  "model.moe_router_jitter=0.2", "model.moe_capacity_factor=1.0", "model.moe_aux_loss_weight=0.1",
+                  "model.moe_router_z_loss_weight=0.05", "model.moe_sequence_aux_loss_weight=0.1"}));
+}
+
+TEST_CASE("a tiny MoE overfits one repeated batch with every router, and with router jitter") {
+  std::vector<std::vector<std::string>> routings;
+  for (const std::string& router : moe::router_names()) routings.push_back({"model.moe_router=" + router});
+  routings.push_back({"model.moe_router=softmax_topk", "model.moe_router_jitter=0.1"});
+  for (const std::vector<std::string>& routing : routings) {
+    DYNAMIC_SECTION(routing.back()) {
+      std::vector<std::string> o = {"model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=1",
+                                    "model.init_std=0.02", "model.dim=32",      "model.ffn_hidden_dim=64"};
+      o.insert(o.end(), routing.begin(), routing.end());
+      TinyRun run(tiny_model(o), 2, 5, 3);
+      moe::OptimizerConfig oc;
+      oc.lr = 1e-2;
+      oc.weight_decay = 0.0;
+      moe::Optimizer opt(oc, run.params, run.pool);
+      double loss = 0;
+      for (int64_t step = 1; step <= 300; ++step) {
+        run.params.zero_grads();
+        run.net.set_noise_key(7, step, 0);  // new noise every step, as training draws it
+        loss = run.net.forward_backward(1.0f);
+        opt.step(oc.lr, moe::clip_scale(opt.grad_norm(*world), 1.0), step);
+      }
+      INFO("final loss " << loss);
+      CHECK(loss < 0.05);
+    }
   }
-  INFO("final loss " << loss);
-  CHECK(loss < 0.05);
 }
 
 TEST_CASE("same seed, same losses: bit-identical on CPU") {

@@ -3,7 +3,8 @@
 // a shared expert) for 10 steps, and its per-step loss, aux loss, router
 // z-loss, global grad norm and expert counts match a single-process run of the
 // same global batch (grad_accum_steps x the data-parallel degree), to 1e-5
-// relative, with router jitter on (noise keyed by the global micro-batch). Every rank also allocates exactly what
+// relative, with router jitter on and with noisy_topk (noise keyed by the global micro-batch). Every rank also
+// allocates exactly what
 // --dry-run plans for it. Each layout runs with capacity on and off, for both routers. The same in bf16 (activations
 // and weight copies bf16, fp32 masters: the GPU's mixed precision, run on the CPU through ops.h's bf16 host path), to
 // 2e-3 without tp: a layout changes the order of fp32 gradient sums, whose round-off moves a bf16 weight copy by one
@@ -115,17 +116,25 @@ void check_close(double got, double want, const char* what, int64_t step, double
   CHECK(std::abs(got - want) <= rtol * std::max(std::abs(want), 1e-3));
 }
 
-void check_layout(const Case& c, const moe::Placement& where) {
+// gpu_pick: on GPUs, which one router case this layout runs (see below).
+void check_layout(const Case& c, const moe::Placement& where, size_t gpu_pick = 0) {
   const moe::DType compute = where.compute;
   const int64_t D = c.layout.dp_replicate * c.layout.dp_shard * c.layout.ep;
   const bool bf16 = compute == moe::DType::kBF16;
   const bool partial_sums = bf16 && c.layout.tp > 1;  // bf16 partial sums over tp round differently
   const double rtol = !bf16 ? 1e-5 : (partial_sums ? 2e-2 : 2e-3);
-  // On GPUs (slow on the CUDA emulator) each router once, one with capacity and one without.
+  // On GPUs (slow on the CUDA emulator) one case per layout and dtype, in
+  // turn softmax_topk with capacity and sigmoid_topk without: every layout
+  // meets both over the two dtypes. noisy_topk's ops are held to the CPU's on
+  // the GPU by the op table; its draws per layout are checked here on the CPU.
   const bool gpu = where.device == moe::Device::kCuda;
-  for (const std::string router : {"softmax_topk", "sigmoid_topk"}) {
+  for (const std::string router : {"softmax_topk", "sigmoid_topk", "noisy_topk"}) {
     for (bool capacity : {false, true}) {
-      if (gpu && capacity != (router == "softmax_topk")) continue;
+      if (gpu && (router == "noisy_topk" || capacity != (router == "softmax_topk") ||
+                  (router == "softmax_topk") != (gpu_pick % 2 == 0))) {
+        continue;
+      }
+      if (router == "noisy_topk" && capacity) continue;  // its noise, keyed like the jitter's, once per layout
       DYNAMIC_SECTION(c.name << (bf16 ? " in bf16" : "") << ", " << router << ", capacity "
                              << (capacity ? "on" : "off")) {
         const moe::JobConfig cfg = tiny_config(router, capacity, c.layout, 2);
@@ -226,7 +235,9 @@ TEST_CASE("every layout of this many ranks matches one process on GPUs, in fp32 
   const std::vector<Case> cases = layouts_for(test_world().size());
   REQUIRE(!cases.empty());
   for (const moe::DType compute : {moe::DType::kF32, moe::DType::kBF16}) {
-    for (const Case& c : cases) check_layout(c, moe::Placement{moe::Device::kCuda, compute});
+    for (size_t i = 0; i < cases.size(); ++i) {
+      check_layout(cases[i], moe::Placement{moe::Device::kCuda, compute}, i + (compute == moe::DType::kBF16));
+    }
   }
 }
 #endif

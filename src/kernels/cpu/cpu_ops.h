@@ -104,6 +104,13 @@ enum class RouterKind { kSoftmaxTopK, kSigmoidTopK };
 // bias is not in the weights). softmax_topk ignores bias_E.
 void router_forward(int32_t* topk_idx_NK, float* topk_w_NK, float* scores_NE, const float* logits_NE,
                     const float* bias_E, int64_t N, int64_t E, int64_t K, RouterKind kind);
+// Noisy top-k gating (Shazeer et al. 2017): logits += z * softplus(noise_logits),
+// z standard normal from the counter noise (counter_noise.h), n = N * E values;
+// its backward WRITES dnoise_logits = dlogits * z * sigmoid(noise_logits).
+void router_noise_forward(float* logits, const float* noise_logits, int64_t n, const int32_t* key_words,
+                          uint64_t stream);
+void router_noise_backward(float* dnoise_logits, const float* dlogits, const float* noise_logits, int64_t n,
+                           const int32_t* key_words, uint64_t stream);
 // dlogits_NE += d(topk_w)/d(logits)^T dtopk_w_NK.
 void router_backward(float* dlogits_NE, const float* dtopk_w_NK, const int32_t* topk_idx_NK, const float* topk_w_NK,
                      const float* scores_NE, int64_t N, int64_t E, int64_t K, RouterKind kind);

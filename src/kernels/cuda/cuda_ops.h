@@ -132,6 +132,10 @@ void router_forward(const Tensor& topk_idx_NK, const Tensor& topk_w_NK, const Te
                     const Tensor& logits_NE, const Tensor& bias_E, RouterKind kind);
 void router_backward(const Tensor& dlogits_NE, const Tensor& dtopk_w_NK, const Tensor& topk_idx_NK,
                      const Tensor& topk_w_NK, const Tensor& scores_NE, RouterKind kind);
+void router_noise_forward(const Tensor& logits_NE, const Tensor& noise_logits_NE, const Tensor& key_4,
+                          uint64_t noise_stream);
+void router_noise_backward(const Tensor& dnoise_logits_NE, const Tensor& dlogits_NE, const Tensor& noise_logits_NE,
+                           const Tensor& key_4, uint64_t noise_stream);
 // No host sync: the three losses (reduced in double, rounded to float once,
 // as on the CPU) are WRITTEN to aux_3 (F32 [3], device), like daux_logits_NE
 // (WRITTEN, may be empty). Scratch: a device workspace owned by this function

@@ -46,6 +46,10 @@ void cast(const Tensor&, const Tensor&) { no_cuda("cast"); }
 void add(const Tensor&, const Tensor&, const Tensor&) { no_cuda("add"); }
 
 void scale_inplace(const Tensor&, float) { no_cuda("scale_inplace"); }
+void router_noise_forward(const Tensor&, const Tensor&, const Tensor&, uint64_t) { no_cuda("router_noise_forward"); }
+void router_noise_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, uint64_t) {
+  no_cuda("router_noise_backward");
+}
 void multiply_noise(const Tensor&, const Tensor&, const Tensor&, uint64_t, const noise::Distribution&) {
   no_cuda("multiply_noise");
 }

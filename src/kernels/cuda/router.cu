@@ -131,6 +131,28 @@ void check_router_shapes(const char* op, const Tensor& idx_NK, const Tensor& w_N
              scores_NE.shape_string() + " for N = " + std::to_string(N) + ", E = " + std::to_string(E));
 }
 
+// logits += z * softplus(noise_logits), z standard normal from the counter noise.
+__global__ void router_noise_forward_kernel(float* logits, const float* noise_logits, int64_t n,
+                                            const int32_t* key_words, uint64_t noise_stream) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const uint64_t key = noise::stream_key(key_words, noise_stream), first = noise::first_index(key_words, n);
+  const float x = noise_logits[i];
+  const float softplus = fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x)));
+  logits[i] += noise::value({noise::Kind::kNormal, 0, 0}, key, first + static_cast<uint64_t>(i)) * softplus;
+}
+
+// dnoise_logits = dlogits * z * sigmoid(noise_logits) (softplus' = sigmoid).
+__global__ void router_noise_backward_kernel(float* dnoise_logits, const float* dlogits, const float* noise_logits,
+                                             int64_t n, const int32_t* key_words, uint64_t noise_stream) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const uint64_t key = noise::stream_key(key_words, noise_stream), first = noise::first_index(key_words, n);
+  const float sigmoid = 1.0f / (1.0f + expf(-noise_logits[i]));
+  dnoise_logits[i] =
+      dlogits[i] * noise::value({noise::Kind::kNormal, 0, 0}, key, first + static_cast<uint64_t>(i)) * sigmoid;
+}
+
 }  // namespace
 
 void router_forward(const Tensor& topk_idx_NK, const Tensor& topk_w_NK, const Tensor& scores_NE,
@@ -154,6 +176,41 @@ void router_forward(const Tensor& topk_idx_NK, const Tensor& topk_w_NK, const Te
       topk_idx_NK.i32(), topk_w_NK.f32(), scores_NE.f32(), logits_NE.f32(), bias, N, static_cast<int>(E),
       static_cast<int>(K), sigmoid);
   check_launch(op, "logits " + logits_NE.shape_string() + ", K = " + std::to_string(K));
+}
+
+void router_noise_forward(const Tensor& logits_NE, const Tensor& noise_logits_NE, const Tensor& key_4,
+                          uint64_t noise_stream) {
+  const char* op = "cuda::router_noise_forward";
+  expect_dtype(logits_NE, DType::kF32, op, "logits");
+  expect_dtype(noise_logits_NE, DType::kF32, op, "noise_logits");
+  expect_dtype(key_4, DType::kI32, op, "key");
+  expect(logits_NE.numel() == noise_logits_NE.numel() && key_4.numel() == noise::kKeyWords, op,
+         "logits " + logits_NE.shape_string() + ", noise_logits " + noise_logits_NE.shape_string() + ", key " +
+             key_4.shape_string());
+  const int64_t n = logits_NE.numel();
+  if (n == 0) return;
+  constexpr int kThreads = 256;
+  router_noise_forward_kernel<<<ceil_div(n, kThreads), kThreads, 0, stream()>>>(logits_NE.f32(), noise_logits_NE.f32(),
+                                                                                n, key_4.i32(), noise_stream);
+  check_launch(op, "logits " + logits_NE.shape_string());
+}
+
+void router_noise_backward(const Tensor& dnoise_logits_NE, const Tensor& dlogits_NE, const Tensor& noise_logits_NE,
+                           const Tensor& key_4, uint64_t noise_stream) {
+  const char* op = "cuda::router_noise_backward";
+  expect_dtype(dnoise_logits_NE, DType::kF32, op, "dnoise_logits");
+  expect_dtype(dlogits_NE, DType::kF32, op, "dlogits");
+  expect_dtype(noise_logits_NE, DType::kF32, op, "noise_logits");
+  expect_dtype(key_4, DType::kI32, op, "key");
+  expect(dnoise_logits_NE.numel() == dlogits_NE.numel() && dlogits_NE.numel() == noise_logits_NE.numel() &&
+             key_4.numel() == noise::kKeyWords,
+         op, "dnoise_logits " + dnoise_logits_NE.shape_string() + ", dlogits " + dlogits_NE.shape_string());
+  const int64_t n = dlogits_NE.numel();
+  if (n == 0) return;
+  constexpr int kThreads = 256;
+  router_noise_backward_kernel<<<ceil_div(n, kThreads), kThreads, 0, stream()>>>(
+      dnoise_logits_NE.f32(), dlogits_NE.f32(), noise_logits_NE.f32(), n, key_4.i32(), noise_stream);
+  check_launch(op, "dlogits " + dlogits_NE.shape_string());
 }
 
 void router_backward(const Tensor& dlogits_NE, const Tensor& dtopk_w_NK, const Tensor& topk_idx_NK,

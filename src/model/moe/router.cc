@@ -44,7 +44,9 @@ const Tensor& Router::input(const Tensor& x_ND, bool training) {
 }
 
 void Router::forward(const Tensor& x_ND, bool training, float grad_scale) {
-  ops::matmul_forward(logits_NE_, input(x_ND, training), gate_.value);
+  const Tensor& in = input(x_ND, training);
+  ops::matmul_forward(logits_NE_, in, gate_.value);
+  if (training) add_to_logits(in);
   select();
   if (!training) return;
   ops::router_aux_losses(aux_3_, daux_logits_NE_, logits_NE_, scores_NE_, topk_idx_NK_, T_, balance_scores(), w_lb_,
@@ -57,11 +59,16 @@ void Router::backward(const Tensor& dx_ND, const Tensor& dtopk_w_NK, const Tenso
   // The router's math is fp32; its GEMM takes the gradient in the activation dtype.
   const Tensor dlogits = dlogits_act_NE_.data ? dlogits_act_NE_ : dlogits_NE_;
   if (dlogits.data != dlogits_NE_.data) ops::cast(dlogits, dlogits_NE_);
-  if (!jittered_x_ND_.data) return ops::matmul_backward(dx_ND, gate_.grad, dlogits, x_ND, gate_.value);
+  if (!jittered_x_ND_.data) {
+    ops::matmul_backward(dx_ND, gate_.grad, dlogits, x_ND, gate_.value);
+    add_to_logits_backward(dx_ND, dlogits_NE_, x_ND);
+    return;
+  }
   // logits = (x * u) Wr^T: the gate's gradient from x * u (drawn again), and
   // dx += (dlogits Wr) * u.
   const Tensor& xu = input(x_ND, true);
   ops::matmul_backward(djittered_x_ND_, gate_.grad, dlogits, xu, gate_.value, ops::GradInto::kWrite);
+  add_to_logits_backward(djittered_x_ND_, dlogits_NE_, xu);
   ops::multiply_noise(djittered_x_ND_, djittered_x_ND_, noise_key_, jitter_stream_, jitter_);
   ops::add(dx_ND, dx_ND, djittered_x_ND_);
 }

@@ -3,12 +3,13 @@
 // and their weights, and in training the auxiliary losses (load balance,
 // router z-loss, sequence balance) whose gradient it adds in backward.
 //
-// What differs between routers is only the selection: how scores, the top-k
-// and the weights come from the logits, their gradient, and what (if
-// anything) the router learns from a step's token counts. A router is a
-// subclass that says those; the gate GEMM, the aux losses and the backward
-// of the GEMM are here, shared. To add one: a file in this folder with the
-// subclass and its factory, and one line in routers.cc (see routers.h).
+// What differs between routers is the selection: how scores, the top-k and
+// the weights come from the logits, their gradient, what (if anything) the
+// router learns from a step's token counts, and what it may add to the
+// logits in training (noisy gating). A router is a subclass that says those;
+// the gate GEMM, the input jitter, the aux losses and the backward of the GEMM
+// are here, shared. To add one: a file in this folder with the subclass and
+// its factory, and one line in routers.cc (see routers.h).
 // Legend: N tokens, D dim, E experts, K top-k.
 #pragma once
 
@@ -33,7 +34,8 @@ struct RouterSetup {
   SharedScratch& scratch;   // backward buffers shared with every other router
   SavedActivations& saved;  // the routing and the aux gradient, kept for backward
   DType act;                // the dtype of x and dx (bf16 under mixed precision); the routing is fp32
-  const Tensor& noise_key;  // the micro-batch's noise key (ops::multiply_noise); unread without jitter
+  const Tensor& noise_key;  // the micro-batch's noise key (ops::multiply_noise): jitter and noisy gating draw from it
+  ParamStore& params;       // where a router finds the weights it learns beside its gate (router_extra_weights)
   int64_t layer;            // the block index: the router's own noise streams
 };
 
@@ -77,6 +79,14 @@ class Router {
   // Which normalised scores the balance losses use: softmax probabilities, or
   // sigmoid scores over their row sum.
   virtual ops::RouterKind balance_scores() const = 0;
+  // In training only, before select(): what the router adds to logits_NE_ =
+  // input Wr^T (noisy_topk: its learned noise); the input is x, jittered where
+  // that is on. And its backward, right after the gate's: from dlogits_NE
+  // (F32, d loss / d logits) its own weights' gradients, and dinput_ND += the
+  // input's gradient through them. By default nothing.
+  virtual void add_to_logits(const Tensor& /*input_ND*/) {}
+  virtual void add_to_logits_backward(const Tensor& /*dinput_ND*/, const Tensor& /*dlogits_NE*/,
+                                      const Tensor& /*input_ND*/) {}
 
   int64_t N_, T_, E_, K_;
   Tensor logits_NE_, scores_NE_, topk_idx_NK_, topk_w_NK_;

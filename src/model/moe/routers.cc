@@ -5,14 +5,22 @@
 #include <vector>
 
 #include "src/config/router_names.h"
+#include "src/model/param_names.h"
 
 namespace moe {
 namespace {
 
-std::vector<std::pair<std::string, RouterFactory>>& registry() {
-  static std::vector<std::pair<std::string, RouterFactory>> routers = {
-      {"softmax_topk", make_softmax_topk_router},  // Mixtral: softmax, top-k, weights renormalised
-      {"sigmoid_topk", make_sigmoid_topk_router},  // DeepSeek-V3: sigmoid, a balance bias for the choice
+struct Entry {
+  std::string name;
+  RouterFactory make;
+  std::vector<std::string> extra_weights;  // [E, dim] each, named within the MoE block
+};
+
+std::vector<Entry>& registry() {
+  static std::vector<Entry> routers = {
+      {"softmax_topk", make_softmax_topk_router, {}},  // Mixtral: softmax, top-k, weights renormalised
+      {"sigmoid_topk", make_sigmoid_topk_router, {}},  // DeepSeek-V3: sigmoid, a balance bias for the choice
+      {"noisy_topk", make_noisy_topk_router, {param_name::kRouterNoiseGate}},  // Shazeer 2017: learned noise
   };
   return routers;
 }
@@ -20,23 +28,30 @@ std::vector<std::pair<std::string, RouterFactory>>& registry() {
 }  // namespace
 
 std::unique_ptr<Router> make_router(const std::string& name, const RouterSetup& setup) {
-  for (const auto& [known, make] : registry()) {
-    if (known == name) return make(setup);
+  for (const Entry& e : registry()) {
+    if (e.name == name) return e.make(setup);
   }
   throw std::logic_error("make_router: no router named \"" + name + "\"");
 }
 
-void register_router(const std::string& name, RouterFactory make) {
-  for (const auto& entry : registry()) {
-    if (entry.first == name) throw std::logic_error("register_router: \"" + name + "\" is already a router");
+void register_router(const std::string& name, RouterFactory make, std::vector<std::string> extra_weights) {
+  for (const Entry& e : registry()) {
+    if (e.name == name) throw std::logic_error("register_router: \"" + name + "\" is already a router");
   }
-  registry().emplace_back(name, make);
+  registry().push_back({name, make, std::move(extra_weights)});
 }
 
 std::vector<std::string> router_names() {
   std::vector<std::string> names;
-  for (const auto& entry : registry()) names.push_back(entry.first);
+  for (const Entry& e : registry()) names.push_back(e.name);
   return names;
+}
+
+std::vector<std::string> router_extra_weights(const std::string& router) {
+  for (const Entry& e : registry()) {
+    if (e.name == router) return e.extra_weights;
+  }
+  return {};
 }
 
 }  // namespace moe

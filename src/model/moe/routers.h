@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "src/model/moe/router.h"
 
@@ -18,11 +19,13 @@ using RouterFactory = std::unique_ptr<Router> (*)(const RouterSetup& setup);
 std::unique_ptr<Router> make_router(const std::string& name, const RouterSetup& setup);
 
 // Adds a router at run time, after the built-in ones (a program or a test
-// that brings its own); a name already taken is a std::logic_error.
-void register_router(const std::string& name, RouterFactory make);
+// that brings its own), with the [E, dim] weights it learns beside its gate
+// (router_extra_weights); a name already taken is a std::logic_error.
+void register_router(const std::string& name, RouterFactory make, std::vector<std::string> extra_weights = {});
 
 // The built-in routers' factories, each defined in its own file.
 std::unique_ptr<Router> make_softmax_topk_router(const RouterSetup& setup);
 std::unique_ptr<Router> make_sigmoid_topk_router(const RouterSetup& setup);
+std::unique_ptr<Router> make_noisy_topk_router(const RouterSetup& setup);
 
 }  // namespace moe
