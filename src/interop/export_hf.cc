@@ -3,6 +3,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <spdlog/spdlog.h>
+
 #include "src/core/user_error.h"
 #include "src/checkpoint/safetensors.h"
 
@@ -24,6 +26,11 @@ std::vector<float> transposed(const float* src, int64_t rows, int64_t cols) {
 void export_hf(const ModelConfig& m, const ParamStore& params, const std::string& dir) {
   using S = HfTensor::Source;
   hf_architecture(m);  // refuses what no architecture represents, before anything is written
+  if (m.moe_router == "noisy_topk") {
+    spdlog::info(
+        "--export-hf: noisy_topk's noise gates are training-only and not exported; the export routes "
+        "as this model evaluates (softmax top-k of the gate's logits)");
+  }
   std::vector<SafetensorsEntry> tensors;
   for (const HfTensor& t : hf_tensors(m)) {
     if (t.source == S::kZero || t.source == S::kUnused) {

@@ -35,12 +35,12 @@ nlohmann::ordered_json common_config(const ModelConfig& m, const std::string& ar
 
 std::string hf_architecture(const ModelConfig& m, const std::string& flag) {
   if (m.num_experts == 0) return "LlamaForCausalLM";
-  if (m.moe_router != "softmax_topk") {
-    const char* why = m.moe_router == "sigmoid_topk" ? " (DeepSeek-V3's also changes attention)"
-                      : m.moe_router == "noisy_topk" ? " (its noise gate has no Hugging Face tensor)"
-                                                     : "";
+  // noisy_topk routes as softmax_topk outside training: its noise gates are
+  // training-only, not exported, and kept as they are on import.
+  if (m.moe_router != "softmax_topk" && m.moe_router != "noisy_topk") {
+    const char* why = m.moe_router == "sigmoid_topk" ? " (DeepSeek-V3's also changes attention)" : "";
     throw UserError(flag + ": model.moe_router = \"" + m.moe_router + "\" has no exact Hugging Face architecture" +
-                    why + "; Hugging Face export and import are only for softmax_topk models");
+                    why + "; Hugging Face export and import are for softmax_topk and noisy_topk models");
   }
   if (m.moe_shared_experts > 0) {
     throw UserError(flag + ": model.moe_shared_experts = " + std::to_string(m.moe_shared_experts) +

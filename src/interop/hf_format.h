@@ -10,6 +10,8 @@
 //       decoder_sparse_step is the same rule; its mandatory gated shared expert
 //       has a zero down-projection, so it adds exactly 0, and its q/k/v biases
 //       are zeros)
+// noisy_topk is softmax_topk outside training: its noise gates (training-only)
+// have no HF tensor, are not exported, and keep their values on import.
 // Anything none of these represents exactly (sigmoid_topk, shared experts) is
 // refused with a one-line reason, never converted approximately.
 #pragma once

@@ -8,6 +8,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <stdexcept>
 
 #include "src/core/user_error.h"
 #include "src/interop/hf_config_check.h"
@@ -164,8 +165,14 @@ void import_hf(const ModelConfig& m, const std::string& dir, ParamStore& params)
   }
   std::vector<float> global, hf;
   for (Param& p : params.all()) {
+    const auto from = sources.find(p.spec.name);
+    if (from == sources.end()) {
+      // Only a router's training-only weights (noisy_topk's noise gates) have no HF tensor.
+      if (p.spec.kind != ParamKind::kRouter) throw std::logic_error("import_hf: no HF tensor for " + p.spec.name);
+      continue;
+    }
     global.assign(static_cast<size_t>(p.spec.numel()), 0.0f);
-    for (const HfTensor* t : sources.at(p.spec.name)) {
+    for (const HfTensor* t : from->second) {
       const SafetensorsFile& f = *files.holder.at(t->name);
       if (t->source == S::kParam) {
         f.read(t->name, global.data());

@@ -143,3 +143,16 @@ TEST_CASE("noisy_topk routes x Wg^T + z * softplus(x Wn^T) in training and x Wg^
     r.check_routes(false, clean);
   }
 }
+
+TEST_CASE("outside training noisy_topk is softmax_topk: the same weights evaluate to the same loss, bit for bit") {
+  std::vector<double> losses;
+  for (const std::string router : {"softmax_topk", "noisy_topk"}) {
+    moe::test::TinyRun run(moe::test::model_of({"model.dim=16", "model.n_layers=2", "model.n_heads=2",
+                                                "model.n_kv_heads=1", "model.vocab_size=29", "model.ffn_hidden_dim=24",
+                                                "model.max_seq_len=8", "model.init_std=0.3", "model.num_experts=4",
+                                                "model.moe_top_k=2", "model.moe_router=" + router, "train.seq_len=6"}),
+                           2, 6, 11, 5);
+    losses.push_back(run.net.evaluate());  // initial weights drawn by name: the gates and experts are the same
+  }
+  CHECK(losses[0] == losses[1]);
+}

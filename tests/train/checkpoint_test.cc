@@ -37,7 +37,8 @@ Run run(const std::vector<std::string>& args) {
   return {r.code, r.err};
 }
 
-// A structured token stream and the tiny MoE that trains on it.
+// A structured token stream and the tiny MoE that trains on it, with router
+// jitter: a resumed run draws the noise the uninterrupted one drew.
 std::vector<std::string> tiny_args(const std::string& dir) {
   const std::string data = dir + "/data";
   if (!fs::exists(data + "/tokens.npy")) {
@@ -46,10 +47,19 @@ std::vector<std::string> tiny_args(const std::string& dir) {
     for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<uint16_t>((i * 7 + i / 11) % 61);
     moe::test::write_token_npy(data + "/tokens.npy", tokens);
   }
-  return {"configs/train/debug_moe.toml", "--model.dim=32",           "--model.n_layers=2",
-          "--model.ffn_hidden_dim=64",    "--model.vocab_size=64",    "--model.moe_router=sigmoid_topk",
-          "--train.seq_len=16",           "--train.batch_size=2",     "--train.grad_accum_steps=2",
-          "--scheduler.warmup_steps=2",   "--metrics.log_interval=1", "--data.dataset_path=" + data};
+  return {"configs/train/debug_moe.toml",
+          "--model.dim=32",
+          "--model.n_layers=2",
+          "--model.ffn_hidden_dim=64",
+          "--model.vocab_size=64",
+          "--model.moe_router=sigmoid_topk",
+          "--train.seq_len=16",
+          "--train.batch_size=2",
+          "--train.grad_accum_steps=2",
+          "--scheduler.warmup_steps=2",
+          "--metrics.log_interval=1",
+          "--data.dataset_path=" + data,
+          "--model.moe_router_jitter=0.05"};
 }
 
 }  // namespace

@@ -142,6 +142,38 @@ std::string import_error(const moe::ModelConfig& m, const std::string& dir) {
 
 TEST_CASE("a Mixtral export imports back bit for bit, every expert") { round_trip(small_model(kMixtral)); }
 
+TEST_CASE("noisy_topk exports as Mixtral without its noise gates, and import keeps them as they were") {
+  std::vector<std::string> noisy = kMixtral;
+  noisy.push_back("model.moe_router=noisy_topk");
+  const moe::ModelConfig m = small_model(noisy);
+  const std::string dir = exported(m, 1);
+  for (const moe::SafetensorsEntry& e : moe::read_safetensors(dir + "/model.safetensors")) {
+    CHECK(e.name.find("gate_noise") == std::string::npos);
+  }
+  CHECK(moe::hf_architecture(m) == "MixtralForCausalLM");
+  moe::TensorPool pool;
+  moe::ParamStore exported_from(m, pool), before(m, pool), got(m, pool);
+  exported_from.init(m, 1);
+  before.init(m, 2);
+  got.init(m, 2);
+  moe::import_hf(m, dir, got);
+  int64_t noise_gates = 0;
+  for (size_t i = 0; i < got.all().size(); ++i) {
+    const moe::Param& p = got.all()[i];
+    INFO(p.spec.name);
+    const bool noise_gate = p.spec.name.find("gate_noise") != std::string::npos;
+    noise_gates += noise_gate;
+    const moe::Param& want = noise_gate ? before.all()[i] : exported_from.all()[i];
+    CHECK(same_bits(want.shard.f32(), p.shard.f32(), p.shard.numel()));
+  }
+  CHECK(noise_gates == m.n_layers);
+  // And a softmax_topk model of the same shape takes the same export.
+  moe::ParamStore plain(small_model(kMixtral), pool);
+  moe::import_hf(small_model(kMixtral), dir, plain);
+  CHECK(same_bits(plain.all().front().shard.f32(), exported_from.all().front().shard.f32(),
+                  plain.all().front().shard.numel()));
+}
+
 TEST_CASE("a Llama export imports back bit for bit, tied or not") {
   round_trip(small_model({}));
   round_trip(small_model({"model.tie_embeddings=true"}));
