@@ -50,6 +50,10 @@ struct ModelConfig {
   // Switch's multiplicative router jitter (Megatron's moe_input_jitter_eps): in
   // training the router sees x * u, u uniform in (1 - eps, 1 + eps) per element; 0: off.
   double moe_router_jitter = 0.0;
+  // Dropout inside the routed experts (Switch's expert dropout): in training
+  // each expert's hidden activation silu(x W1) * (x W3) is zeroed with this
+  // probability and the rest scaled by 1 / (1 - p); 0: off.
+  double moe_expert_dropout = 0.0;
   int64_t moe_shared_experts = 0;
   // Ours: true. Experts are always stored packed ([E, dim, hidden]) and run as
   // one grouped matmul; `false` is accepted for KempnerForge files and changes

@@ -40,6 +40,7 @@ std::vector<Section> describe(JobConfig& c) {
            {"moe_eval_capacity_factor", &m.moe_eval_capacity_factor},
            {"moe_drop_tokens", &m.moe_drop_tokens},
            {"moe_router_jitter", &m.moe_router_jitter},
+           {"moe_expert_dropout", &m.moe_expert_dropout},
            {"moe_shared_experts", &m.moe_shared_experts},
            {"moe_packed_experts", &m.moe_packed_experts},
            {"moe_gradient_scale", &m.moe_gradient_scale},

@@ -69,6 +69,11 @@ void check_sizes(const JobConfig& c) {
            "must be in [0, 1): the router sees x times a factor in (1 - eps, 1 + eps)",
            "set it to 0 (off) or a small value such as 0.01");
   }
+  if (!(m.moe_expert_dropout >= 0 && m.moe_expert_dropout < 1)) {
+    reject("model.moe_expert_dropout", m.moe_expert_dropout,
+           "must be in [0, 1): the probability of zeroing an expert's hidden activation",
+           "set it to 0 (off) or a rate such as 0.1");
+  }
   positive("model.moe_expert_ffn_multiplier", m.moe_expert_ffn_multiplier);
   non_negative("model.moe_bias_update_rate", m.moe_bias_update_rate);
   non_negative("model.moe_aux_loss_weight", m.moe_aux_loss_weight);

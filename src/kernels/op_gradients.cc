@@ -133,6 +133,18 @@ void moe_gradients(std::vector<Case>& c, const Shapes& sh) {
                              [=] { ops::multiply_noise(out, x, key, 7, u); },
                              [=] { ops::multiply_noise(dx, dout, key, 7, u); }});
                }});
+  c.push_back({"multiply_noise_rows", dims({N, D}) + " keep", 0, [=](Side& s) {
+                 const Tensor x = s.randn({N, D}, F32), out = s.zeros({N, D}, F32), dout = s.randn({N, D}, F32);
+                 const Tensor dx = s.zeros({N, D}, F32), key = s.i32({noise::kKeyWords}, {1, 2, 3, 4});
+                 std::vector<int32_t> order(static_cast<size_t>(N));
+                 for (int64_t r = 0; r < N; ++r) order[r] = static_cast<int32_t>(N - 1 - r);
+                 const Tensor row_of = s.i32({N}, order);
+                 const noise::Distribution keep{noise::Kind::kKeep, 0.6f, 0};
+                 s.gradient({{{"x", x, dx}},
+                             {{out, dout}},
+                             [=] { ops::multiply_noise_rows(out, x, row_of, N, key, 7, keep); },
+                             [=] { ops::multiply_noise_rows(dx, dout, row_of, N, key, 7, keep); }});
+               }});
   c.push_back({"router_noise_backward", dims({N, E}), 0, [=](Side& s) {
                  const Tensor clean = s.randn({N, E}, F32), noise_logits = s.randn({N, E}, F32, 2.0f);
                  const Tensor logits = s.zeros({N, E}, F32), dlogits = s.randn({N, E}, F32);

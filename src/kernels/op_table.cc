@@ -268,6 +268,15 @@ void elementwise_cases(std::vector<Case>& c, const Shapes& sh) {
                    }});
     }
   }
+  // The rows of a shuffled micro-batch: each row draws as its place.
+  c.push_back({"multiply_noise_rows", dims({N, D}) + " keep, rows shuffled", 2, [=](Side& s) {
+                 const Tensor x = s.randn({N, D}, A1), out = s.zeros({N, D}, A);
+                 std::vector<int32_t> order(static_cast<size_t>(N));
+                 for (int64_t r = 0; r < N; ++r) order[r] = static_cast<int32_t>((r * 7 + 3) % N);
+                 const Tensor row_of = s.i32({N}, order), key = s.i32({noise::kKeyWords}, {-7, 12345, 3, 400000});
+                 s.run([&] { ops::multiply_noise_rows(out, x, row_of, N, key, 17, {noise::Kind::kKeep, 0.75f, 0}); });
+                 s.output("out", out, kExact);
+               }});
   // Round to nearest even, with infinities, signed zeros, a tie, the largest
   // float and the smallest denormal among the values.
   c.push_back({"cast", dims({N, D}) + " f32 -> bf16 -> f32", 0, [=](Side& s) {

@@ -384,6 +384,22 @@ void multiply_noise(const Tensor& out, const Tensor& x, const Tensor& key_4, uin
   cpu::multiply_noise(write_f32(out), read_f32(x), x.numel(), key_4.i32(), stream, d);
 }
 
+void multiply_noise_rows(const Tensor& out_RC, const Tensor& x_RC, const Tensor& row_of_R, int64_t rows_per_micro_batch,
+                         const Tensor& key_4, uint64_t stream, const noise::Distribution& d) {
+  const OpCall call("multiply_noise_rows", Placement(out_RC, x_RC, row_of_R, key_4));
+  const int64_t R = row_of_R.numel();
+  call.expect(
+      out_RC.numel() == x_RC.numel() && x_RC.ndim == 2 && x_RC.size(0) == R && row_of_R.dtype == DType::kI32 &&
+          key_4.dtype == DType::kI32 && key_4.numel() == noise::kKeyWords && rows_per_micro_batch >= 0,
+      [&] {
+        return shapes({{"out", &out_RC}, {"x [R, C]", &x_RC}, {"row_of (I32 [R])", &row_of_R}, {"key", &key_4}});
+      });
+  if (call.on_device())
+    return cuda::multiply_noise_rows(out_RC, x_RC, row_of_R, rows_per_micro_batch, key_4, stream, d);
+  cpu::multiply_noise_rows(write_f32(out_RC), read_f32(x_RC), R, x_RC.size(1), row_of_R.i32(), rows_per_micro_batch,
+                           key_4.i32(), stream, d);
+}
+
 // ---- optimizer ---------------------------------------------------------------
 
 void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamW& h, int64_t step,

@@ -92,6 +92,12 @@ void scale_inplace(const Tensor& x, float factor);
 // Its own backward: dx = dout times the same noise, the same call on dout.
 void multiply_noise(const Tensor& out, const Tensor& x, const Tensor& key_4, uint64_t stream,
                     const noise::Distribution& d);
+// The same for rows that are a permutation of the micro-batch's (the experts'
+// rows, sorted by expert): row r of x [R, C] draws as row row_of_R[r] (I32) of
+// a micro-batch of rows_per_micro_batch rows, so its noise follows its token,
+// not its position. out may be x.
+void multiply_noise_rows(const Tensor& out_RC, const Tensor& x_RC, const Tensor& row_of_R, int64_t rows_per_micro_batch,
+                         const Tensor& key_4, uint64_t stream, const noise::Distribution& d);
 
 // ---- fused multi-tensor optimizer ops: every parameter in one call ----------
 // Host tensors run the per-tensor CPU reference in list order, so the numbers
@@ -118,8 +124,7 @@ void router_forward(const Tensor& topk_idx_NK, const Tensor& topk_w_NK, const Te
 // Noisy top-k gating (Shazeer et al. 2017), F32: logits_NE += z * softplus(noise_logits_NE),
 // z standard normal drawn like multiply_noise's (stream, key_4: I32 [4]); and
 // its backward, dnoise_logits_NE = dlogits_NE * z * sigmoid(noise_logits_NE) (WRITTEN).
-void router_noise_forward(const Tensor& logits_NE, const Tensor& noise_logits_NE, const Tensor& key_4,
-                          uint64_t stream);
+void router_noise_forward(const Tensor& logits_NE, const Tensor& noise_logits_NE, const Tensor& key_4, uint64_t stream);
 void router_noise_backward(const Tensor& dnoise_logits_NE, const Tensor& dlogits_NE, const Tensor& noise_logits_NE,
                            const Tensor& key_4, uint64_t stream);
 void router_backward(const Tensor& dlogits_NE, const Tensor& dtopk_w_NK, const Tensor& topk_idx_NK,

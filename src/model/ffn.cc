@@ -45,19 +45,25 @@ GroupedSwiGLU::GroupedSwiGLU(const LayerContext& ctx, const SwiGLUScratch& scrat
   dg_ = ctx.scratch_act(scratch.dg, {max_rows, F});
 }
 
-void GroupedSwiGLU::forward(const Tensor& out_MD, const Tensor& x_MD, const ExpertWeights& w,
-                            const Tensor& offsets_E1) {
-  const int64_t M = rows_ = x_MD.size(0);
-  const Tensor a = a_.rows(0, M), b = b_.rows(0, M), g = g_.rows(0, M);
-  ops::grouped_matmul_forward(a, x_MD, w.w1, offsets_E1);
-  ops::grouped_matmul_forward(b, x_MD, w.w3, offsets_E1);
-  ops::swiglu_forward(g, a, b);
-  ops::grouped_matmul_forward(out_MD, g, w.w2, offsets_E1);
+void GroupedSwiGLU::hidden(int64_t M) {
+  const Tensor g = g_.rows(0, M);
+  ops::swiglu_forward(g, a_.rows(0, M), b_.rows(0, M));
+  if (!dropout_) return;
+  const HiddenDropout& d = *dropout_;
+  ops::multiply_noise_rows(g, g, d.row_of.rows(0, M), d.rows_per_micro_batch, d.noise_key, d.stream, d.keep);
 }
 
-void GroupedSwiGLU::recompute_elementwise() {
-  ops::swiglu_forward(g_.rows(0, rows_), a_.rows(0, rows_), b_.rows(0, rows_));
+void GroupedSwiGLU::forward(const Tensor& out_MD, const Tensor& x_MD, const ExpertWeights& w, const Tensor& offsets_E1,
+                            const HiddenDropout* dropout) {
+  const int64_t M = rows_ = x_MD.size(0);
+  dropout_ = dropout;
+  ops::grouped_matmul_forward(a_.rows(0, M), x_MD, w.w1, offsets_E1);
+  ops::grouped_matmul_forward(b_.rows(0, M), x_MD, w.w3, offsets_E1);
+  hidden(M);
+  ops::grouped_matmul_forward(out_MD, g_.rows(0, M), w.w2, offsets_E1);
 }
+
+void GroupedSwiGLU::recompute_elementwise() { hidden(rows_); }
 
 void GroupedSwiGLU::backward(const Tensor& dx_MD, const Tensor& dout_MD, const Tensor& x_MD, const ExpertWeights& w,
                              const Tensor& offsets_E1) {
@@ -66,6 +72,10 @@ void GroupedSwiGLU::backward(const Tensor& dx_MD, const Tensor& dout_MD, const T
   const Tensor da = da_.rows(0, M), db = db_.rows(0, M), dg = dg_.rows(0, M);
   zero(dg);
   ops::grouped_matmul_backward(dg, w.dw2, dout_MD, g, w.w2, offsets_E1);
+  if (dropout_) {  // g = mask * silu(a) * b: the mask's rows again
+    const HiddenDropout& d = *dropout_;
+    ops::multiply_noise_rows(dg, dg, d.row_of.rows(0, M), d.rows_per_micro_batch, d.noise_key, d.stream, d.keep);
+  }
   ops::swiglu_backward(da, db, dg, a, b);
   ops::grouped_matmul_backward(dx_MD, w.dw1, da, x_MD, w.w1, offsets_E1);
   ops::grouped_matmul_backward(dx_MD, w.dw3, db, x_MD, w.w3, offsets_E1);

@@ -12,6 +12,7 @@
 
 #include <string>
 
+#include "src/kernels/cpu/counter_noise.h"
 #include "src/model/layer_common.h"
 
 namespace moe {
@@ -46,20 +47,38 @@ inline constexpr SwiGLUScratch kRoutedExpertsScratch{ScratchRole::kRoutedExperts
 inline constexpr SwiGLUScratch kSharedExpertsScratch{ScratchRole::kSharedExpertsDa, ScratchRole::kSharedExpertsDb,
                                                      ScratchRole::kSharedExpertsDg};
 
+// Dropout of the hidden activation, keyed per row by the row's place in the
+// micro-batch (row_of: I32, its (token, slot) pair), so a mask follows its
+// token whatever the experts' row order.
+struct HiddenDropout {
+  const Tensor& row_of;
+  int64_t rows_per_micro_batch;
+  const Tensor& noise_key;
+  uint64_t stream;
+  noise::Distribution keep;  // kKeep with a = 1 - p
+};
+
 class GroupedSwiGLU {
  public:
   // `experts` weights [experts, D, F] and [experts, F, D] will come with each call.
   GroupedSwiGLU(const LayerContext& ctx, const SwiGLUScratch& scratch, int64_t max_rows, int64_t F, int64_t experts);
   // x_MD, out_MD: the first M rows (views); offsets_E1 holds E+1 row offsets with offsets[E] == M.
-  void forward(const Tensor& out_MD, const Tensor& x_MD, const ExpertWeights& w, const Tensor& offsets_E1);
+  // With `dropout` (training), the hidden activation is masked; the same
+  // mask applies in backward and in a selective recompute.
+  void forward(const Tensor& out_MD, const Tensor& x_MD, const ExpertWeights& w, const Tensor& offsets_E1,
+               const HiddenDropout* dropout = nullptr);
   // The SwiGLU product of the last forward's rows again (selective checkpointing).
   void recompute_elementwise();
   void backward(const Tensor& dx_MD, const Tensor& dout_MD, const Tensor& x_MD, const ExpertWeights& w,
                 const Tensor& offsets_E1);
 
  private:
-  Tensor a_, b_, g_, da_, db_, dg_;  // [max_rows, F]; each call uses the first M rows; d* shared by all layers
-  int64_t rows_ = 0;                 // M of the last forward
+  Tensor a_, b_, g_, da_, db_, dg_;         // [max_rows, F]; each call uses the first M rows; d* shared by all layers
+  int64_t rows_ = 0;                        // M of the last forward
+  const HiddenDropout* dropout_ = nullptr;  // of the last forward
+
+  // g = silu(a) * b over the first M rows, masked by the last forward's dropout.
+  void hidden(int64_t M);
 };
 
 }  // namespace moe

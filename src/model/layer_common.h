@@ -26,7 +26,7 @@ enum class ForwardPass { kTrain, kRecompute, kEval };
 
 // A block's noise streams (ops::multiply_noise), one per use, so that no two
 // uses draw the same numbers.
-enum class NoiseUse : uint64_t { kRouterJitter = 1, kRouterNoise = 2 };
+enum class NoiseUse : uint64_t { kRouterJitter = 1, kRouterNoise = 2, kExpertDropout = 3 };
 inline uint64_t noise_stream(int64_t layer, NoiseUse use) {
   return static_cast<uint64_t>(layer) << 8 | static_cast<uint64_t>(use);
 }

@@ -161,8 +161,9 @@ std::string format_dry_run(const DryRunReport& r, const JobConfig& cfg, const st
       const int64_t c = moe_capacity(m, tokens, training);
       return c > 0 ? fmt::format("at most {} pairs per expert and micro-batch", c) : std::string("dropless");
     };
-    const std::string jitter =
+    std::string jitter =
         m.moe_router_jitter > 0 ? fmt::format(" with input jitter {:g} in training", m.moe_router_jitter) : "";
+    if (m.moe_expert_dropout > 0) jitter += fmt::format(", expert dropout {:g} in training", m.moe_expert_dropout);
     out += fmt::format("routing: {}{}; training {}, evaluation {}\n", m.moe_router, jitter, capacity(true),
                        capacity(false));
   } else {

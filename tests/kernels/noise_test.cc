@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <stdexcept>
 #include <vector>
 
 #include "src/core/tensor_pool.h"
@@ -69,6 +70,24 @@ TEST_CASE("multiply_noise draws each distribution as defined") {
   CHECK(std::abs(mean(z)) < 1e-2);
   CHECK(std::abs(variance(z) - 1.0) < 2e-2);
   for (float x : z) REQUIRE(std::isfinite(x));
+}
+
+TEST_CASE("multiply_noise_rows draws each row as its place in the micro-batch, whatever the row order") {
+  Draw draw;
+  const Distribution d{Kind::kKeep, 0.5f, 0};
+  const int64_t R = 5, C = 7;
+  const std::vector<float> flat = draw(R * C, d, 3);  // micro-batch 3, rows in order
+  const int32_t order[R] = {4, 0, 3, 1, 2};
+  const moe::Tensor row_of = draw.pool.alloc({R}, moe::DType::kI32), x = draw.pool.alloc({R, C});
+  moe::upload(row_of, order);
+  for (int64_t i = 0; i < R * C; ++i) x.f32()[i] = 1.0f;
+  moe::ops::multiply_noise_rows(x, x, row_of, R, draw.key, 5, d);  // the key of the last draw: micro-batch 3
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t c = 0; c < C; ++c) REQUIRE(x.f32()[r * C + c] == flat[order[r] * C + c]);
+  }
+  const int32_t outside[R] = {0, 1, 2, 3, 5};
+  moe::upload(row_of, outside);
+  CHECK_THROWS_AS(moe::ops::multiply_noise_rows(x, x, row_of, R, draw.key, 5, d), std::logic_error);
 }
 
 TEST_CASE("multiply_noise is a pure function of seed, step, micro-batch, stream and element") {

@@ -32,9 +32,9 @@ TEST_CASE("every backward op of the table matches finite differences of its forw
     }
     CHECK(ops == std::set<std::string>{"attention_backward", "cross_entropy_forward_backward", "embedding_backward",
                                        "grouped_matmul_backward", "matmul_backward", "moe_permute_backward",
-                                       "moe_unpermute_backward", "multiply_noise", "rmsnorm_backward", "rope_backward",
-                                       "router_aux_losses", "router_backward", "router_noise_backward",
-                                       "swiglu_backward"});
+                                       "moe_unpermute_backward", "multiply_noise", "multiply_noise_rows",
+                                       "rmsnorm_backward", "rope_backward", "router_aux_losses", "router_backward",
+                                       "router_noise_backward", "swiglu_backward"});
   }
 }
 

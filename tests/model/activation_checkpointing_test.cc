@@ -91,12 +91,15 @@ TEST_CASE("full and selective checkpointing give the numbers of none, bit for bi
   };
   moe::ModelConfig jittered = tiny_moe("softmax_topk", "1.0");
   jittered.moe_router_jitter = 0.2;  // a recompute draws the forward's noise again
+  moe::ModelConfig dropped = tiny_moe("softmax_topk", "1.0");
+  dropped.moe_expert_dropout = 0.25;  // a recompute masks with the forward's mask
   const std::vector<Model> models = {{"dense", tiny_dense()},
                                      {"softmax_topk dropless", tiny_moe("softmax_topk", "0")},
                                      {"softmax_topk capacity 1", tiny_moe("softmax_topk", "1.0")},
                                      {"sigmoid_topk capacity 1", tiny_moe("sigmoid_topk", "1.0")},
                                      {"softmax_topk with router jitter", jittered},
-                                     {"noisy_topk", tiny_moe("noisy_topk", "1.0")}};
+                                     {"noisy_topk", tiny_moe("noisy_topk", "1.0")},
+                                     {"softmax_topk with expert dropout", dropped}};
   for (const Model& m : models) {
     for (const moe::DType compute : {moe::DType::kF32, moe::DType::kBF16}) {
       DYNAMIC_SECTION(m.name << " in " << moe::dtype_name(compute)) {

@@ -142,6 +142,12 @@ TEST_CASE("noisy_topk with jitter: gradient matches through the noise gate's sof
                   "model.moe_router_z_loss_weight=0.05", "model.moe_sequence_aux_loss_weight=0.1"}));
 }
 
+TEST_CASE("expert dropout: gradient matches through the masked hidden activations, with capacity") {
+  check_model_gradient(
+      tiny_model({"model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=1", "model.moe_expert_dropout=0.3",
+                  "model.moe_capacity_factor=1.0", "model.moe_shared_experts=1", "model.moe_aux_loss_weight=0.1"}));
+}
+
 TEST_CASE("a tiny MoE overfits one repeated batch with every router, and with router jitter") {
   std::vector<std::vector<std::string>> routings;
   for (const std::string& router : moe::router_names()) routings.push_back({"model.moe_router=" + router});

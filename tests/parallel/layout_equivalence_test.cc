@@ -3,7 +3,8 @@
 // a shared expert) for 10 steps, and its per-step loss, aux loss, router
 // z-loss, global grad norm and expert counts match a single-process run of the
 // same global batch (grad_accum_steps x the data-parallel degree), to 1e-5
-// relative, with router jitter on and with noisy_topk (noise keyed by the global micro-batch). Every rank also
+// relative, with router jitter on, with noisy_topk, and with expert dropout where there is no expert parallelism
+// (noise keyed by the global micro-batch). Every rank also
 // allocates exactly what
 // --dry-run plans for it. Each layout runs with capacity on and off, for both routers. The same in bf16 (activations
 // and weight copies bf16, fp32 masters: the GPU's mixed precision, run on the CPU through ops.h's bf16 host path), to
@@ -60,7 +61,9 @@ std::vector<Case> layouts_for(int ranks) {
   return {};
 }
 
-moe::JobConfig tiny_config(const std::string& router, bool capacity, const moe::Layout& layout, int64_t accum) {
+// expert_dropout: on where it is built (layouts without expert parallelism), keyed like the jitter.
+moe::JobConfig tiny_config(const std::string& router, bool capacity, const moe::Layout& layout, int64_t accum,
+                           bool expert_dropout) {
   std::vector<std::string> o = {
       "model.dim=32",
       "model.n_layers=2",
@@ -89,6 +92,7 @@ moe::JobConfig tiny_config(const std::string& router, bool capacity, const moe::
       "scheduler.warmup_steps=2",
       "data.dataset_path=" + data_dir,
       "data.file_pattern=*.npy"};
+  if (expert_dropout) o.push_back("model.moe_expert_dropout=0.1");
   moe::JobConfig cfg = moe::load_config_text("", "tiny", o).cfg;
   moe::test::set_layout(cfg.distributed, layout);
   moe::validate_config(cfg);
@@ -137,11 +141,11 @@ void check_layout(const Case& c, const moe::Placement& where, size_t gpu_pick = 
       if (router == "noisy_topk" && capacity) continue;  // its noise, keyed like the jitter's, once per layout
       DYNAMIC_SECTION(c.name << (bf16 ? " in bf16" : "") << ", " << router << ", capacity "
                              << (capacity ? "on" : "off")) {
-        const moe::JobConfig cfg = tiny_config(router, capacity, c.layout, 2);
+        const moe::JobConfig cfg = tiny_config(router, capacity, c.layout, 2, c.layout.ep == 1);
         moe::Mesh mesh(c.layout, moe::make_world(c.layout, where));
         const std::vector<moe::StepMetrics> got = train(cfg, mesh, where);
 
-        const moe::JobConfig one_cfg = tiny_config(router, capacity, moe::Layout{}, 2 * D);
+        const moe::JobConfig one_cfg = tiny_config(router, capacity, moe::Layout{}, 2 * D, c.layout.ep == 1);
         moe::Mesh one(moe::Layout{}, moe::single_process_world());
         const std::vector<moe::StepMetrics> want = train(one_cfg, one, where);
 
@@ -167,7 +171,7 @@ void check_layout(const Case& c, const moe::Placement& where, size_t gpu_pick = 
 void check_checkpointing(const Case& c, const moe::Placement& where, const std::string& router, bool capacity) {
   const bool bf16 = where.compute == moe::DType::kBF16;
   DYNAMIC_SECTION(c.name << (bf16 ? " in bf16" : "") << ", " << router << ", capacity " << (capacity ? "on" : "off")) {
-    moe::JobConfig cfg = tiny_config(router, capacity, c.layout, 2);
+    moe::JobConfig cfg = tiny_config(router, capacity, c.layout, 2, c.layout.ep == 1);
     moe::Mesh mesh(c.layout, moe::make_world(c.layout, where));
     const std::vector<moe::StepMetrics> want = train(cfg, mesh, where);
     for (const moe::ActivationCheckpointing mode :

@@ -1,4 +1,6 @@
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 #include "src/kernels/cpu/counter_noise.h"
 #include "src/kernels/cpu/cpu_ops.h"
@@ -9,6 +11,24 @@ void multiply_noise(float* out, const float* x, int64_t n, const int32_t* key_wo
                     const noise::Distribution& d) {
   const uint64_t key = noise::stream_key(key_words, stream), first = noise::first_index(key_words, n);
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] * noise::value(d, key, first + static_cast<uint64_t>(i));
+}
+
+void multiply_noise_rows(float* out, const float* x, int64_t R, int64_t C, const int32_t* row_of_R,
+                         int64_t rows_per_micro_batch, const int32_t* key_words, uint64_t stream,
+                         const noise::Distribution& d) {
+  const uint64_t key = noise::stream_key(key_words, stream);
+  const uint64_t first = noise::first_index(key_words, rows_per_micro_batch * C);
+  for (int64_t r = 0; r < R; ++r) {
+    if (row_of_R[r] < 0 || row_of_R[r] >= rows_per_micro_batch) {
+      throw std::logic_error("multiply_noise_rows: row " + std::to_string(r) + " is draw row " +
+                             std::to_string(row_of_R[r]) + ", outside [0, " + std::to_string(rows_per_micro_batch) +
+                             ")");
+    }
+    const uint64_t row = first + static_cast<uint64_t>(row_of_R[r]) * static_cast<uint64_t>(C);
+    for (int64_t c = 0; c < C; ++c) {
+      out[r * C + c] = x[r * C + c] * noise::value(d, key, row + static_cast<uint64_t>(c));
+    }
+  }
 }
 
 void router_noise_forward(float* logits, const float* noise_logits, int64_t n, const int32_t* key_words,

@@ -50,6 +50,10 @@ void router_noise_forward(const Tensor&, const Tensor&, const Tensor&, uint64_t)
 void router_noise_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, uint64_t) {
   no_cuda("router_noise_backward");
 }
+void multiply_noise_rows(const Tensor&, const Tensor&, const Tensor&, int64_t, const Tensor&, uint64_t,
+                         const noise::Distribution&) {
+  no_cuda("multiply_noise_rows");
+}
 void multiply_noise(const Tensor&, const Tensor&, const Tensor&, uint64_t, const noise::Distribution&) {
   no_cuda("multiply_noise");
 }

@@ -33,6 +33,18 @@ MoELayer::MoELayer(const LayerContext& ctx, int64_t layer)
               expert_hidden(ctx.model), w1_.place.local_shape[0]),
       counters_(ctx.moe_counters) {
   TensorPool& pool = ctx.pool;
+  // Under expert parallelism the experts' rows come from other ranks, whose
+  // pairs this rank does not know: training refuses that config
+  // (config/not_built.cc); --dry-run's planning model builds without dropout,
+  // which holds no memory.
+  if (ctx.model.moe_expert_dropout > 0 && ctx.parallel.ep->size() == 1) {
+    const auto keep = static_cast<float>(1 - ctx.model.moe_expert_dropout);
+    expert_dropout_ = std::make_unique<HiddenDropout>(HiddenDropout{dispatcher_.row_pair(),
+                                                                    N_ * K_,
+                                                                    ctx.noise_key,
+                                                                    noise_stream(layer, NoiseUse::kExpertDropout),
+                                                                    {noise::Kind::kKeep, keep, 0}});
+  }
   for (int64_t s = 0; s < ctx.model.moe_shared_experts; ++s) {
     shared_.push_back(std::make_unique<GroupedSwiGLU>(ctx, kSharedExpertsScratch, N_, expert_hidden(ctx.model), 1));
   }
@@ -89,7 +101,7 @@ void MoELayer::forward(const Tensor& out_ND, const Tensor& x_ND, ForwardPass pas
   const bool training = pass != ForwardPass::kEval;
   router_->forward(x_ND, training, grad_scale);
   const ExpertRows rows = dispatcher_.dispatch(x_ND, router_->topk_idx(), training);
-  routed_.forward(rows.y_RD, rows.x_RD, routed_weights(), rows.offsets);
+  routed_.forward(rows.y_RD, rows.x_RD, routed_weights(), rows.offsets, training ? expert_dropout_.get() : nullptr);
   dispatcher_.combine(out_ND, router_->topk_w());
 
   for (size_t s = 0; s < shared_.size(); ++s) {

@@ -72,6 +72,7 @@ class MoELayer {
   TokenDispatcher dispatcher_;
   GroupedSwiGLU routed_;
   std::vector<std::unique_ptr<GroupedSwiGLU>> shared_;
+  std::unique_ptr<HiddenDropout> expert_dropout_;  // the routed experts' (moe_expert_dropout > 0)
   Tensor shared_offsets_, shared_out_ND_;
   Tensor dtopk_w_NK_;  // backward scratch
   // This layer's views of the model's MoEStepCounters: the step's counts

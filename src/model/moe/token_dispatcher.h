@@ -55,6 +55,10 @@ class TokenDispatcher {
   // E+1 offsets (I32, global experts) of the rows this rank routed in the
   // last dispatch: offsets[E] kept rows; the statistics count from them.
   const Tensor& offsets() const { return offsets_E1_; }
+  // I32 [N*K]: the (token, slot) pair n*K + k of each row of the last dispatch
+  // (the first offsets[E] rows; the rest hold earlier plans' pairs). Without
+  // expert parallelism these are the rows the experts compute.
+  const Tensor& row_pair() const { return row_pair_M_; }
 
  private:
   int64_t train_capacity_, eval_capacity_;
