@@ -4,13 +4,6 @@
 
 namespace moe {
 
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
 uint64_t stream_key(uint64_t seed, const std::string& name) {
   uint64_t h = 0xCBF29CE484222325ull;
   for (unsigned char c : name) {

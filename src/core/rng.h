@@ -7,9 +7,10 @@
 #include <cstdint>
 #include <string>
 
+#include "src/core/splitmix64.h"
+
 namespace moe {
 
-uint64_t splitmix64(uint64_t x);
 // A 64-bit key from a seed and a name (FNV-1a over the name, mixed with the seed).
 uint64_t stream_key(uint64_t seed, const std::string& name);
 // Uniform in (0, 1), never exactly 0 or 1.

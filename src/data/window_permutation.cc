@@ -3,23 +3,13 @@
 #include <stdexcept>
 #include <utility>
 
+#include "src/core/splitmix64.h"
+
 namespace moe {
-namespace {
-
-constexpr uint64_t kGoldenGamma = 0x9e3779b97f4a7c15ULL;
-
-// splitmix64's output function: a bijective 64-bit hash.
-uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-}  // namespace
 
 uint64_t SplitMix64::next() {
-  state_ += kGoldenGamma;
-  return mix64(state_);
+  state_ += kSplitMix64Gamma;
+  return splitmix64_mix(state_);
 }
 
 uint64_t SplitMix64::below(uint64_t bound) {
@@ -35,7 +25,7 @@ uint64_t SplitMix64::below(uint64_t bound) {
 std::vector<int64_t> window_permutation(int64_t num_windows, int64_t seed, int64_t epoch) {
   if (num_windows < 0 || epoch < 0) throw std::invalid_argument("window_permutation: negative size or epoch");
   // Hash the epoch before combining, so that nearby (seed, epoch) pairs give unrelated streams.
-  SplitMix64 rng(mix64(static_cast<uint64_t>(seed)) ^ mix64(static_cast<uint64_t>(epoch) + kGoldenGamma));
+  SplitMix64 rng(splitmix64_mix(static_cast<uint64_t>(seed)) ^ splitmix64(static_cast<uint64_t>(epoch)));
   std::vector<int64_t> order(static_cast<size_t>(num_windows));
   for (int64_t i = 0; i < num_windows; ++i) order[i] = i;
   for (int64_t i = num_windows - 1; i > 0; --i) {

@@ -82,7 +82,7 @@ CommPlan plan_communication(const JobConfig& cfg, const Layout& l, int64_t c, do
   // TP, per micro-batch: attention's output and its input gradient in every
   // block, the dense MLP's likewise (N x D activations each), and the outputs
   // again in a full recompute.
-  const int64_t tp_launches = accum * ((2 + again) * L + (2 + again) * dense);
+  const int64_t tp_launches = accum * (2 + again) * (L + dense);
   add("TP all-reduce of the activations", "tp", l.tp, {0, 0, 0, 1}, tp_launches, tp_launches * N * D * c, true);
   // EP, per MoE block and micro-batch: the per-expert row counts (int32),
   // then the kept (token, slot) rows out to the experts' ranks and back, in

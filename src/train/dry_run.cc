@@ -161,10 +161,10 @@ std::string format_dry_run(const DryRunReport& r, const JobConfig& cfg, const st
       const int64_t c = moe_capacity(m, tokens, training);
       return c > 0 ? fmt::format("at most {} pairs per expert and micro-batch", c) : std::string("dropless");
     };
-    std::string jitter =
+    std::string noise =
         m.moe_router_jitter > 0 ? fmt::format(" with input jitter {:g} in training", m.moe_router_jitter) : "";
-    if (m.moe_expert_dropout > 0) jitter += fmt::format(", expert dropout {:g} in training", m.moe_expert_dropout);
-    out += fmt::format("routing: {}{}; training {}, evaluation {}\n", m.moe_router, jitter, capacity(true),
+    if (m.moe_expert_dropout > 0) noise += fmt::format(", expert dropout {:g} in training", m.moe_expert_dropout);
+    out += fmt::format("routing: {}{}; training {}, evaluation {}\n", m.moe_router, noise, capacity(true),
                        capacity(false));
   } else {
     out += fmt::format("dense, ffn hidden {}\n", ffn_hidden(m));

@@ -1,6 +1,6 @@
 // The random numbers of training (router jitter, noisy gating, dropout), one
 // definition for the CPU and the GPU: noise i of a draw is a pure function of
-// (seed, step, micro-batch, stream, i), hashed with splitmix64, so that
+// (seed, step, micro-batch, stream, i), hashed with splitmix64 (core/splitmix64.h), so that
 //   - the ranks of any layout draw what one process draws: the micro-batch is
 //     the global one (data-parallel rank d's micro-batch m is micro-batch
 //     m x D + d of one process) and i the element's index in it;
@@ -13,6 +13,8 @@
 
 #include <cmath>
 #include <cstdint>
+
+#include "src/core/splitmix64.h"
 
 #if defined(__CUDACC__)
 #define MOE_NOISE_FN __host__ __device__ inline
@@ -37,19 +39,12 @@ struct Distribution {
 // A draw's key on the device: seed (two words), step, global micro-batch.
 constexpr int64_t kKeyWords = 4;
 
-MOE_NOISE_FN uint64_t mix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
 // The stream's key of one micro-batch.
 MOE_NOISE_FN uint64_t stream_key(const int32_t* key_words, uint64_t stream) {
   const uint64_t seed = static_cast<uint64_t>(static_cast<uint32_t>(key_words[0])) |
                         (static_cast<uint64_t>(static_cast<uint32_t>(key_words[1])) << 32);
   const auto step = static_cast<uint64_t>(static_cast<uint32_t>(key_words[2]));
-  return mix(mix(mix(seed) ^ step) ^ stream);
+  return splitmix64(splitmix64(splitmix64(seed) ^ step) ^ stream);
 }
 
 // The first element index of a micro-batch of n elements.
@@ -59,7 +54,7 @@ MOE_NOISE_FN uint64_t first_index(const int32_t* key_words, int64_t n) {
 
 // Uniform in (0, 1): the top 24 bits, centred in their bin (exact in float).
 MOE_NOISE_FN float uniform01(uint64_t key, uint64_t index, uint64_t salt = 0) {
-  const uint64_t bits = mix(key ^ mix(2 * index + salt));
+  const uint64_t bits = splitmix64(key ^ splitmix64(2 * index + salt));
   return (static_cast<float>(bits >> 40) + 0.5f) * (1.0f / 16777216.0f);
 }
 

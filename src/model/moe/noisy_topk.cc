@@ -3,21 +3,22 @@
 //   H = x Wg^T + z * softplus(x Wn^T),
 // z standard normal per token and expert (the micro-batch's counter noise,
 // drawn again in backward), Wn learned (the MoE block's gate_noise.weight);
-// each token takes its K largest H, weighted by the softmax over them
-// (softmax, top-k, renormalised, as Mixtral's router). The balance and z
+// each token takes its K largest H, weighted by the softmax over them: the
+// selection of softmax_topk (Mixtral's router), over H. The balance and z
 // losses see H, which is what routes. Evaluation and generation route the
 // clean logits x Wg^T: there noisy_topk is softmax_topk.
 #include "src/model/layer_common.h"
 #include "src/model/moe/routers.h"
+#include "src/model/moe/softmax_topk.h"
 #include "src/model/param_names.h"
 
 namespace moe {
 namespace {
 
-class NoisyTopK : public Router {
+class NoisyTopK : public SoftmaxTopK {
  public:
   explicit NoisyTopK(const RouterSetup& s)
-      : Router(s),
+      : SoftmaxTopK(s),
         noise_gate_(s.params[param_name::router_noise_gate(s.layer)]),
         noise_key_(s.noise_key),
         stream_(noise_stream(s.layer, NoiseUse::kRouterNoise)) {
@@ -33,18 +34,9 @@ class NoisyTopK : public Router {
   }
   void add_to_logits_backward(const Tensor& dinput_ND, const Tensor& dlogits_NE, const Tensor& input_ND) override {
     ops::router_noise_backward(dnoise_logits_NE_, dlogits_NE, noise_logits_NE_, noise_key_, stream_);
-    // The GEMM takes the gradient in the activation dtype, as the gate's does.
-    const Tensor dnoise = dnoise_logits_act_NE_.data ? dnoise_logits_act_NE_ : dnoise_logits_NE_;
-    if (dnoise.data != dnoise_logits_NE_.data) ops::cast(dnoise, dnoise_logits_NE_);
+    const Tensor dnoise = for_gemm(dnoise_logits_NE_, dnoise_logits_act_NE_);
     ops::matmul_backward(dinput_ND, noise_gate_.grad, dnoise, input_ND, noise_gate_.value);
   }
-  void select() override {
-    ops::router_forward(topk_idx_NK_, topk_w_NK_, scores_NE_, logits_NE_, Tensor{}, ops::RouterKind::kSoftmaxTopK);
-  }
-  void select_backward(const Tensor& dlogits_NE, const Tensor& dtopk_w_NK) override {
-    ops::router_backward(dlogits_NE, dtopk_w_NK, topk_idx_NK_, topk_w_NK_, scores_NE_, ops::RouterKind::kSoftmaxTopK);
-  }
-  ops::RouterKind balance_scores() const override { return ops::RouterKind::kSoftmaxTopK; }
 
  private:
   Param& noise_gate_;

@@ -56,9 +56,7 @@ void Router::forward(const Tensor& x_ND, bool training, float grad_scale) {
 void Router::backward(const Tensor& dx_ND, const Tensor& dtopk_w_NK, const Tensor& x_ND) {
   copy_tensor(dlogits_NE_, daux_logits_NE_);
   select_backward(dlogits_NE_, dtopk_w_NK);
-  // The router's math is fp32; its GEMM takes the gradient in the activation dtype.
-  const Tensor dlogits = dlogits_act_NE_.data ? dlogits_act_NE_ : dlogits_NE_;
-  if (dlogits.data != dlogits_NE_.data) ops::cast(dlogits, dlogits_NE_);
+  const Tensor dlogits = for_gemm(dlogits_NE_, dlogits_act_NE_);
   if (!jittered_x_ND_.data) {
     ops::matmul_backward(dx_ND, gate_.grad, dlogits, x_ND, gate_.value);
     add_to_logits_backward(dx_ND, dlogits_NE_, x_ND);
@@ -71,6 +69,12 @@ void Router::backward(const Tensor& dx_ND, const Tensor& dtopk_w_NK, const Tenso
   add_to_logits_backward(djittered_x_ND_, dlogits_NE_, xu);
   ops::multiply_noise(djittered_x_ND_, djittered_x_ND_, noise_key_, jitter_stream_, jitter_);
   ops::add(dx_ND, dx_ND, djittered_x_ND_);
+}
+
+Tensor Router::for_gemm(const Tensor& grad_f32, const Tensor& act_copy) {
+  if (!act_copy.data) return grad_f32;
+  ops::cast(act_copy, grad_f32);
+  return act_copy;
 }
 
 double Router::last_weighted_aux_loss() const {

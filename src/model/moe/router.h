@@ -88,6 +88,10 @@ class Router {
   virtual void add_to_logits_backward(const Tensor& /*dinput_ND*/, const Tensor& /*dlogits_NE*/,
                                       const Tensor& /*input_ND*/) {}
 
+  // The router's math is fp32; its GEMMs take a gradient in the activation
+  // dtype: grad_f32 itself, or (bf16) act_copy after a cast into it.
+  static Tensor for_gemm(const Tensor& grad_f32, const Tensor& act_copy);
+
   int64_t N_, T_, E_, K_;
   Tensor logits_NE_, scores_NE_, topk_idx_NK_, topk_w_NK_;
   Tensor bias_E_;

@@ -16,6 +16,15 @@ struct Entry {
   std::vector<std::string> extra_weights;  // [E, dim] each, named within the MoE block
 };
 
+std::vector<Entry>& registry();
+
+const Entry* find(const std::string& name) {
+  for (const Entry& e : registry()) {
+    if (e.name == name) return &e;
+  }
+  return nullptr;
+}
+
 std::vector<Entry>& registry() {
   static std::vector<Entry> routers = {
       {"softmax_topk", make_softmax_topk_router, {}},  // Mixtral: softmax, top-k, weights renormalised
@@ -28,16 +37,12 @@ std::vector<Entry>& registry() {
 }  // namespace
 
 std::unique_ptr<Router> make_router(const std::string& name, const RouterSetup& setup) {
-  for (const Entry& e : registry()) {
-    if (e.name == name) return e.make(setup);
-  }
+  if (const Entry* e = find(name)) return e->make(setup);
   throw std::logic_error("make_router: no router named \"" + name + "\"");
 }
 
 void register_router(const std::string& name, RouterFactory make, std::vector<std::string> extra_weights) {
-  for (const Entry& e : registry()) {
-    if (e.name == name) throw std::logic_error("register_router: \"" + name + "\" is already a router");
-  }
+  if (find(name)) throw std::logic_error("register_router: \"" + name + "\" is already a router");
   registry().push_back({name, make, std::move(extra_weights)});
 }
 
@@ -48,10 +53,8 @@ std::vector<std::string> router_names() {
 }
 
 std::vector<std::string> router_extra_weights(const std::string& router) {
-  for (const Entry& e : registry()) {
-    if (e.name == router) return e.extra_weights;
-  }
-  return {};
+  const Entry* e = find(router);
+  return e ? e->extra_weights : std::vector<std::string>{};
 }
 
 }  // namespace moe
