@@ -137,7 +137,9 @@ TEST_CASE("--version prints the version, the commit and the CUDA libraries") {
 
 TEST_CASE("check-gpu refuses what training refuses, with the same line, before looking for a GPU") {
   for (const std::vector<std::string>& bad :
-       {std::vector<std::string>{"--train.mixed_precision=fp8"}, {"--model.moe_top_k=9"}, {"--distributed.tp=3"}}) {
+       {std::vector<std::string>{"--train.mixed_precision=fp8", "--train.seq_len=101"},
+        {"--model.moe_top_k=9"},
+        {"--distributed.tp=3"}}) {
     std::vector<std::string> train_args = {"configs/train/debug_moe.toml"}, check_args = {"check-gpu"};
     train_args.insert(train_args.end(), bad.begin(), bad.end());
     check_args.insert(check_args.end(), train_args.begin(), train_args.end());

@@ -18,9 +18,6 @@ template <typename T>
 void require_built_features(const JobConfig& c, const Layout& l) {
   if (l.pp > 1) not_built("distributed.pp", l.pp, "pipeline parallelism", "set distributed.pp = 1");
   if (l.cp > 1) not_built("distributed.cp", l.cp, "context parallelism", "set distributed.cp = 1");
-  if (c.train.mixed_precision == Precision::kFp8) {
-    not_built("train.mixed_precision", quoted(c.train.mixed_precision), "FP8 training", "use \"bf16\" or \"fp32\"");
-  }
   if (c.model.norm_type != NormType::kRmsNorm) {
     not_built("model.norm_type", quoted(c.model.norm_type), "LayerNorm", "use \"rmsnorm\"");
   }

@@ -263,6 +263,28 @@ void check_parallel(const JobConfig& c) {
   }
 }
 
+// FP8's dense GEMMs (cuBLASLt's) take rows, in and out features in multiples
+// of 16; held on every device, so that a config that trains on the CPU also
+// trains on a GPU.
+void check_fp8(const JobConfig& c) {
+  if (c.train.mixed_precision != Precision::kFp8) return;
+  const ModelConfig& m = c.model;
+  const auto multiple_of_16 = [](const std::string& key, int64_t value, const std::string& what) {
+    if (value % 16 == 0) return;
+    reject(key, value,
+           fmt::format("{} must be a multiple of 16 under train.mixed_precision = \"fp8\" (FP8 GEMMs need it)", what),
+           "pick a multiple of 16, or use \"bf16\"");
+  };
+  multiple_of_16("model.dim", m.dim, "the model dimension");
+  multiple_of_16("model.n_kv_heads", kv_heads(m) * head_dim(m), "n_kv_heads x head_dim (the k and v projections)");
+  if (num_moe_blocks(m) < m.n_layers) {
+    multiple_of_16("model.ffn_hidden_dim", ffn_hidden(m), "the dense FFN's hidden size");
+  }
+  multiple_of_16(
+      "train.batch_size", c.train.batch_size * c.train.seq_len,
+      fmt::format("batch_size x seq_len ({} x {}, the tokens of a micro-batch)", c.train.batch_size, c.train.seq_len));
+}
+
 void check_run(const JobConfig& c) {
   if (c.train.seq_len > c.model.max_seq_len) {
     reject("train.seq_len", c.train.seq_len, fmt::format("must be <= model.max_seq_len ({})", c.model.max_seq_len),
@@ -287,6 +309,7 @@ void validate_config(const JobConfig& cfg) {
   check_architecture(cfg.model);
   check_moe(cfg.model);
   check_parallel(cfg);
+  check_fp8(cfg);
   check_run(cfg);
 }
 

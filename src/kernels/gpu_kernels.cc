@@ -87,6 +87,8 @@ Decisions<ExpertGemmProblem>& expert_gemm_decisions() {
 
 }  // namespace
 
+bool fp8_gemms_available() { return cuda_compute_capability(current_device()) >= 89; }
+
 const Choice& attention_choice(const AttentionProblem& p) {
   return attention_decisions().get(
       kAttentionFamily, p,

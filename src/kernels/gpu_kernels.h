@@ -20,6 +20,10 @@ const Choice& attention_choice(const AttentionProblem& p);
 // cannot run goes to the builtin kernel, with the reason.
 const Choice& expert_gemm_choice(const ExpertGemmProblem& p);
 
+// Whether the current CUDA device has FP8 GEMMs (cuBLASLt's, compute
+// capability 8.9 or newer: Ada, Hopper and later).
+bool fp8_gemms_available();
+
 // What runs each op family, one line each, for the start-up log and
 // check-gpu: the dense GEMMs' library, then every expert-GEMM and attention
 // decision made so far in this process ("attention B=8 T=2048 H=16/8 Dh=128

@@ -150,6 +150,7 @@ std::vector<Result> check_ops(const Shapes& shapes, DType act) {
   std::vector<Result> results;
   for (const Case& c : cases(shapes)) {
     if (c.dtype_slots == 0 && act != DType::kF32) continue;
+    if (c.needs_fp8_gemms && !kernels::fp8_gemms_available()) continue;
     results.push_back(
         run_case(c, shapes, std::vector<DType>(static_cast<size_t>(std::max(c.dtype_slots, 1)), act), false));
   }
@@ -160,6 +161,7 @@ std::vector<Result> check_ops_every_dtype(const Shapes& shapes, const std::set<s
   std::vector<Result> results;
   for (const Case& c : cases(shapes)) {
     if (!only.empty() && only.count(c.op) == 0) continue;
+    if (c.needs_fp8_gemms && !kernels::fp8_gemms_available()) continue;
     const int slots = std::max(c.dtype_slots, 1), combos = c.dtype_slots == 0 ? 1 : 1 << slots;
     for (int combo = 0; combo < combos; ++combo) {
       std::vector<DType> dtypes;

@@ -145,6 +145,55 @@ void matmul_cases(std::vector<Case>& c, const Shapes& sh) {
   }
 }
 
+// The FP8 linear layer: the device's FP8 GEMMs against the CPU's
+// quantise-dequantise (the same codes, summed in another order). Shapes
+// rounded up to multiples of 16, as cuBLASLt's FP8 GEMMs need. The magnitude
+// of the unquantised operands, widened by the largest rounding of E4M3 (2^-4)
+// and E5M2 (2^-3).
+int64_t multiple_of_16(int64_t n) { return (n + 15) / 16 * 16; }
+
+void fp8_matmul_cases(std::vector<Case>& c, const Shapes& sh) {
+  const int64_t N = multiple_of_16(sh.N()), I = multiple_of_16(sh.dim), O = multiple_of_16(sh.hidden);
+  const auto widened = [](std::vector<double> m) {
+    for (double& v : m) v *= 1.25;
+    return m;
+  };
+  c.push_back({"fp8_matmul_forward", dims({N, I}) + " x " + dims({O, I}) + "^T", 2,
+               [=](Side& s) {
+                 const std::vector<float> x = s.stored(A, s.gaussian(N * I, 1.0f));
+                 const std::vector<float> w = s.stored(A, s.gaussian(O * I, 0.05f));
+                 const Tensor out = s.randn({N, O}, A1), tx = s.tensor({N, I}, A, x), tw = s.tensor({O, I}, A, w);
+                 s.run([&] { ops::fp8_matmul_forward(out, tx, tw); });
+                 s.output("out", out, gemm_tol(DType::kF32, s.dtype(A1)),
+                          widened(abs_products(x.data(), w.data(), N, O, I, I, 1, 1, I)));
+               },
+               false, nullptr, true});
+  for (const std::string mode : {"dx +=", "dx =", "no dx"}) {
+    const bool with_dx = mode != "no dx";
+    c.push_back(
+        {"fp8_matmul_backward", dims({N, O}) + " -> " + dims({N, I}) + ", " + dims({O, I}) + " (" + mode + ", dw +=)",
+         with_dx ? 2 : 1,
+         [=](Side& s) {
+           const std::vector<float> x = s.stored(A, s.gaussian(N * I, 1.0f));
+           const std::vector<float> w = s.stored(A, s.gaussian(O * I, 0.05f));
+           const std::vector<float> dout = s.stored(A, s.gaussian(N * O, 1e-3f));
+           const std::vector<float> dx0 = s.stored(A1, s.gaussian(N * I, 1e-3f)), dw0 = s.gaussian(O * I, 1e-2f);
+           const Tensor tx = s.tensor({N, I}, A, x), tw = s.tensor({O, I}, A, w), tdout = s.tensor({N, O}, A, dout);
+           const Tensor dx = with_dx ? s.tensor({N, I}, A1, dx0) : Tensor{}, dw = s.tensor({O, I}, F32, dw0);
+           const ops::GradInto into = mode == "dx =" ? ops::GradInto::kWrite : ops::GradInto::kAdd;
+           s.run([&] { ops::fp8_matmul_backward(dx, dw, tdout, tx, tw, into); });
+           if (with_dx) {
+             std::vector<double> mag = widened(abs_products(dout.data(), w.data(), N, I, O, O, 1, I, 1));
+             if (into == ops::GradInto::kAdd) mag = plus_abs(std::move(mag), dx0);
+             s.output("dx", dx, gemm_tol(DType::kF32, s.dtype(A1)), mag);
+           }
+           s.output("dw", dw, gemm_tol(DType::kF32, DType::kF32),
+                    plus_abs(widened(abs_products(dout.data(), x.data(), O, I, N, 1, O, I, 1)), dw0));
+         },
+         false, nullptr, true});
+  }
+}
+
 void attention_cases(std::vector<Case>& c, const Shapes& sh) {
   const int64_t B = sh.B, T = sh.T, H = sh.heads, G = sh.kv_heads, Dh = sh.head_dim;
   for (const bool backward : {false, true}) {
@@ -385,6 +434,7 @@ std::vector<Case> dense_cases(const Shapes& shapes) {
   std::vector<Case> c;
   embedding_and_norm_cases(c, shapes);
   matmul_cases(c, shapes);
+  fp8_matmul_cases(c, shapes);
   attention_cases(c, shapes);
   elementwise_cases(c, shapes);
   optimizer_cases(c, shapes);

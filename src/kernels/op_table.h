@@ -127,6 +127,8 @@ struct Case {
   bool deterministic = false;
   // The slot dtypes the op supports; empty: every combination.
   std::function<bool(const std::vector<DType>&)> accepts;
+  // Runs on a device only where it has FP8 GEMMs (gpu_kernels.h), else skipped.
+  bool needs_fp8_gemms = false;
 };
 
 std::string dims(std::initializer_list<int64_t> d);

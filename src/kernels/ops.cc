@@ -230,6 +230,36 @@ void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dou
                        rows_of(x_NI), w_OI.size(1), w_OI.size(0));
 }
 
+void fp8_matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI) {
+  const OpCall call("fp8_matmul_forward", Placement(out_NO, x_NI, w_OI));
+  call.expect(w_OI.ndim == 2 && x_NI.size(-1) == w_OI.size(1) && out_NO.size(-1) == w_OI.size(0) &&
+                  rows_of(out_NO) == rows_of(x_NI),
+              [&] { return out_NO.shape_string() + " = " + x_NI.shape_string() + " x " + w_OI.shape_string() + "^T"; });
+  if (call.on_device()) return cuda::fp8_matmul_forward(out_NO, x_NI, w_OI);
+  cpu::fp8_matmul_forward(write_f32(out_NO), read_f32(x_NI), read_f32(w_OI), rows_of(x_NI), w_OI.size(1), w_OI.size(0));
+}
+
+void fp8_matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dout_NO, const Tensor& x_NI,
+                         const Tensor& w_OI, GradInto dx_into) {
+  const OpCall call("fp8_matmul_backward", Placement(dx_NI, dw_OI, dout_NO, x_NI, w_OI));
+  call.expect(w_OI.ndim == 2 && x_NI.size(-1) == w_OI.size(1) && dout_NO.size(-1) == w_OI.size(0) &&
+                  rows_of(dout_NO) == rows_of(x_NI) && dw_OI.numel() == w_OI.numel() &&
+                  (dx_NI.data == nullptr || (dx_NI.size(-1) == x_NI.size(-1) && rows_of(dx_NI) == rows_of(x_NI))),
+              [&] {
+                return shapes({{"dx", &dx_NI}, {"dw", &dw_OI}, {"dout", &dout_NO}, {"x", &x_NI}, {"w", &w_OI}});
+              });
+  if (call.on_device()) {
+    return cuda::fp8_matmul_backward(dx_NI, dw_OI, dout_NO, x_NI, w_OI, dx_into == GradInto::kAdd);
+  }
+  if (dx_into == GradInto::kWrite && dx_NI.data != nullptr) zero(dx_NI);  // the CPU reference accumulates
+  cpu::fp8_matmul_backward(write_f32(dx_NI), write_f32(dw_OI), read_f32(dout_NO), read_f32(x_NI), read_f32(w_OI),
+                           rows_of(x_NI), w_OI.size(1), w_OI.size(0));
+}
+
+void reserve_fp8_matmul(Device device, int64_t N, int64_t I, int64_t O) {
+  if (device == Device::kCuda) cuda::reserve_fp8_matmul(N, I, O);
+}
+
 void rope_forward(const Tensor& x_BTHDh, float theta, int64_t first_position) {
   const OpCall call("rope_forward", Placement(x_BTHDh));
   call.expect(x_BTHDh.ndim == 4 && first_position >= 0, [&] {

@@ -47,6 +47,19 @@ void matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI
 void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dout_NO, const Tensor& x_NI,
                      const Tensor& w_OI, GradInto dx_into = GradInto::kAdd);
 
+// matmul with FP8 numerics (train.mixed_precision = "fp8"): x and W in E4M3,
+// the output gradient in E5M2, each with the power-of-two scale of its own
+// amax (current per-tensor scaling, src/core/fp8.h); products summed in fp32.
+//   out = Q4(x) Q4(W)^T;  dx (+)= Q5(dout) Q4(W);  dW += Q5(dout)^T Q4(x)
+// On the CPU, quantise-dequantise and the fp32 GEMMs; on a GPU (compute
+// capability 8.9 or newer), cuBLASLt's FP8 GEMMs on the codes. N, I and O
+// must be multiples of 16 on a GPU. reserve_fp8_matmul sizes the GPU's codes
+// for the largest call (before any CUDA graph is captured).
+void fp8_matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI);
+void fp8_matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dout_NO, const Tensor& x_NI,
+                         const Tensor& w_OI, GradInto dx_into = GradInto::kAdd);
+void reserve_fp8_matmul(Device device, int64_t N, int64_t I, int64_t O);
+
 // x: [B, T, heads, Dh], rotated in place; row t of a sequence sits at
 // position first_position + t (generation rotates one new row at its place).
 void rope_forward(const Tensor& x_BTHDh, float theta, int64_t first_position = 0);

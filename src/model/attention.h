@@ -26,6 +26,7 @@ class Attention {
   int64_t B_, T_, H_, G_, Dh_;
   float rope_theta_;
   Param &wq_, &wk_, &wv_, &wo_;
+  DenseGemm gemm_;
   // Saved by forward: q and k after RoPE, v, the attention output and its log-sum-exp.
   Tensor q_, k_, v_, att_, lse_;
   // Backward scratch.

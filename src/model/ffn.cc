@@ -8,8 +8,11 @@ namespace moe {
 DenseMLP::DenseMLP(const LayerContext& ctx, const std::string& prefix)
     : w1_(ctx.params[prefix + "mlp.gate_proj.weight"]),
       w3_(ctx.params[prefix + "mlp.up_proj.weight"]),
-      w2_(ctx.params[prefix + "mlp.down_proj.weight"]) {
+      w2_(ctx.params[prefix + "mlp.down_proj.weight"]),
+      gemm_(ctx.dense_gemm) {
   const int64_t N = ctx.N(), F = w1_.place.local_shape[0];  // ffn_hidden / tp under tensor parallelism
+  reserve_dense(gemm_, ctx.pool.device(), N, ctx.model.dim, F);
+  reserve_dense(gemm_, ctx.pool.device(), N, F, ctx.model.dim);
   for (Tensor* t : {&a_, &b_}) *t = ctx.save_act(SavedKind::kProduct, {N, F});
   g_ = ctx.save_act(SavedKind::kElementwise, {N, F});
   da_ = ctx.scratch_act(ScratchRole::kMlpDa, {N, F});
@@ -18,19 +21,19 @@ DenseMLP::DenseMLP(const LayerContext& ctx, const std::string& prefix)
 }
 
 void DenseMLP::forward(const Tensor& out_ND, const Tensor& x_ND) {
-  ops::matmul_forward(a_, x_ND, w1_.value);
-  ops::matmul_forward(b_, x_ND, w3_.value);
+  dense_forward(gemm_, a_, x_ND, w1_);
+  dense_forward(gemm_, b_, x_ND, w3_);
   ops::swiglu_forward(g_, a_, b_);
-  ops::matmul_forward(out_ND, g_, w2_.value);
+  dense_forward(gemm_, out_ND, g_, w2_);
 }
 
 void DenseMLP::recompute_elementwise() { ops::swiglu_forward(g_, a_, b_); }
 
 void DenseMLP::backward(const Tensor& dx_ND, const Tensor& dout_ND, const Tensor& x_ND) {
-  ops::matmul_backward(dg_, w2_.grad, dout_ND, g_, w2_.value, ops::GradInto::kWrite);
+  dense_backward(gemm_, dg_, w2_, dout_ND, g_, ops::GradInto::kWrite);
   ops::swiglu_backward(da_, db_, dg_, a_, b_);
-  ops::matmul_backward(dx_ND, w1_.grad, da_, x_ND, w1_.value);
-  ops::matmul_backward(dx_ND, w3_.grad, db_, x_ND, w3_.value);
+  dense_backward(gemm_, dx_ND, w1_, da_, x_ND);
+  dense_backward(gemm_, dx_ND, w3_, db_, x_ND);
 }
 
 GroupedSwiGLU::GroupedSwiGLU(const LayerContext& ctx, const SwiGLUScratch& scratch, int64_t max_rows, int64_t F,

@@ -27,6 +27,7 @@ class DenseMLP {
 
  private:
   Param &w1_, &w3_, &w2_;
+  DenseGemm gemm_;
   Tensor a_, b_, g_;     // saved: x W1^T, x W3^T, silu(a) * b      [N, F]
   Tensor da_, db_, dg_;  // backward scratch (shared by all layers)  [N, F]
 };

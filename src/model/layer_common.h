@@ -8,6 +8,7 @@
 
 #include "src/config/job_config.h"
 #include "src/core/tensor_pool.h"
+#include "src/model/dense_linear.h"
 #include "src/model/params.h"
 #include "src/model/saved_activations.h"
 #include "src/model/shared_scratch.h"
@@ -62,6 +63,8 @@ struct LayerContext {
   // Where the MoE layers keep their step statistics on the device (one buffer
   // for all of them: moe_step_counters.h); null in a model without MoE layers.
   MoEStepCounters* moe_counters = nullptr;
+  // The numerics of the dense layers' GEMMs (dense_linear.h).
+  DenseGemm dense_gemm = DenseGemm::kActivationDtype;
 
   int64_t N() const { return B * T; }
   Tensor alloc_act(std::initializer_list<int64_t> shape) const { return pool.alloc(shape, act); }

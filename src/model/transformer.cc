@@ -12,7 +12,8 @@
 namespace moe {
 
 Transformer::Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_chunk_rows, TensorPool& pool,
-                         ParamStore& params, const ModelParallel& parallel, ActivationCheckpointing checkpointing)
+                         ParamStore& params, const ModelParallel& parallel, ActivationCheckpointing checkpointing,
+                         DenseGemm dense_gemm)
     : model_(m),
       parallel_(parallel),
       B_(B),
@@ -30,8 +31,9 @@ Transformer::Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_
   // Activations in the parameters' compute dtype (bf16 under mixed precision).
   if (num_moe_blocks(m) > 0) moe_counters_ = std::make_unique<MoEStepCounters>(pool, num_moe_blocks(m), m.num_experts);
   noise_key_ = pool.alloc({noise::kKeyWords}, DType::kI32);
-  const LayerContext ctx{
+  LayerContext ctx{
       m, B, T, pool, params, parallel_, scratch_, saved_, params.compute_dtype(), noise_key_, moe_counters_.get()};
+  ctx.dense_gemm = dense_gemm;
   for (int64_t l = 0; l < m.n_layers; ++l) {
     saved_.begin_block();
     blocks_.push_back(std::make_unique<Block>(ctx, l));

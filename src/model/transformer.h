@@ -25,7 +25,8 @@ class Transformer {
   // parallel: the groups and FSDP units of this rank; it must outlive the model.
   Transformer(const ModelConfig& m, int64_t B, int64_t T, int64_t ce_chunk_rows, TensorPool& pool, ParamStore& params,
               const ModelParallel& parallel = ModelParallel::single_process(),
-              ActivationCheckpointing checkpointing = ActivationCheckpointing::kNone);
+              ActivationCheckpointing checkpointing = ActivationCheckpointing::kNone,
+              DenseGemm dense_gemm = DenseGemm::kActivationDtype);
 
   // The micro-batch's token ids, [B, T] I32 each, on the model's device:
   // upload() to these, then call a pass.

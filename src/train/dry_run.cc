@@ -83,7 +83,7 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
   r.tokens_per_step = cfg.train.batch_size * cfg.train.seq_len * cfg.train.grad_accum_steps * layout.dp_replicate *
                       layout.dp_shard * layout.ep;
 
-  const bool bf16 = cfg.train.mixed_precision == Precision::kBf16 && cfg.train.device != TrainDevice::kCpu;
+  const bool bf16 = cfg.train.mixed_precision != Precision::kFp32 && cfg.train.device != TrainDevice::kCpu;
   r.compute_dtype = bf16 ? Precision::kBf16 : Precision::kFp32;
   // What training allocates, counted: this rank's state built by the
   // trainer's own constructors, in address space only.
@@ -189,7 +189,8 @@ std::string format_dry_run(const DryRunReport& r, const JobConfig& cfg, const st
   line("FLOPs per optimizer step",
        fmt::format("{:>15.4g}", r.flops_per_token * static_cast<double>(r.tokens_per_step)));
 
-  out += fmt::format("\nmemory per rank (computing in {})\n", r.compute_dtype.name());
+  out += fmt::format("\nmemory per rank (computing in {}{})\n", r.compute_dtype.name(),
+                     cfg.train.mixed_precision == Precision::kFp8 ? ", dense GEMMs in fp8" : "");
   line("parameters held (shard)", count(r.params_per_rank));
   line("fp32 master weights", bytes(r.master_weight_bytes));
   if (r.compute_copy_bytes > 0) line("bf16 copy of the weights", bytes(r.compute_copy_bytes));

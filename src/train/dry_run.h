@@ -70,7 +70,7 @@ struct DryRunReport {
 
 // `layout` normally comes from resolve_layout(cfg.distributed, world size or
 // nothing). Weights and activations are computed in bf16 when
-// train.mixed_precision = "bf16" and the run may use a GPU (train.device is
+// train.mixed_precision = "bf16" or "fp8" and the run may use a GPU (train.device is
 // not "cpu"); the CPU computes in fp32.
 DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout);
 

@@ -6,7 +6,8 @@ Placement placement_of(const TrainConfig& t) {
   Placement p;
   if (t.device == TrainDevice::kCuda) {
     p.device = Device::kCuda;
-    p.compute = t.mixed_precision == Precision::kBf16 ? DType::kBF16 : DType::kF32;
+    // fp8: bf16 activations and weight copies; the dense GEMMs quantise their operands.
+    p.compute = t.mixed_precision == Precision::kFp32 ? DType::kF32 : DType::kBF16;
   }
   return p;
 }

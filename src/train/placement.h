@@ -1,6 +1,7 @@
 // Where a run computes and in which dtype (train.device, train.mixed_precision):
 // the CPU always computes in fp32 (its reference kernels are fp32); a GPU
-// computes in bf16 with fp32 masters, or in fp32 for checking.
+// computes in bf16 with fp32 masters (also under "fp8", whose dense GEMMs
+// quantise their bf16 operands), or in fp32 for checking.
 #pragma once
 
 #include "src/config/job_config.h"

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "src/core/cuda_device.h"
+#include "src/core/user_error.h"
 #include "src/kernels/kernel_choice.h"
 #include "src/kernels/ops.h"
 #include "src/model/param_names.h"
@@ -32,6 +33,13 @@ Placement select_placement(const TrainConfig& t, std::optional<Placement> forced
   // already selected this GPU (NCCL binds to it); selecting again is a no-op.
   // A forced placement may name the GPU (check-gpu checks each in turn).
   p.gpu = select_cuda_device(forced && forced->gpu >= 0 ? forced->gpu : read_launch_env().local_rank);
+  const int sm = cuda_compute_capability(p.gpu);
+  if (t.mixed_precision == Precision::kFp8 && sm < 89) {
+    throw UserError(fmt::format(
+        "train.mixed_precision = \"fp8\": GPU {} ({}) has no FP8 tensor cores (compute capability {}.{}; FP8 needs "
+        "8.9 or newer: Ada, Hopper and later); use \"bf16\" on this GPU",
+        p.gpu, cuda_device_description(p.gpu), sm / 10, sm % 10));
+  }
   return p;
 }
 
@@ -62,7 +70,8 @@ StepRunner::StepRunner(const JobConfig& cfg, Mesh& mesh, Placement placement, Te
       fsdp_(make_fsdp(params_, mesh, pool_)),
       parallel_{&mesh.tp(), &mesh.ep(), fsdp_.get()},
       model_(cfg.model, cfg.train.batch_size, cfg.train.seq_len, cfg.train.ce_chunk_size, pool_, params_, parallel_,
-             cfg.train.activation_checkpointing),
+             cfg.train.activation_checkpointing,
+             cfg.train.mixed_precision == Precision::kFp8 ? DenseGemm::kFp8 : DenseGemm::kActivationDtype),
       optimizer_(cfg.optimizer, params_, pool_),
       moe_layers_(model_.moe_layers()),
       inputs_host_(static_cast<size_t>(model_.tokens_per_micro_batch())),

@@ -379,12 +379,16 @@ void log_banner(const Run& r, const std::string& from, const std::string& peak_s
       "{:.1f} MiB on this rank",
       r.layout.world(), r.layout.world() == 1 ? "" : "s", r.layout.dp_replicate, r.layout.dp_shard, r.layout.ep,
       r.layout.tp, static_cast<double>(r.runner.persistent_state_bytes()) / (1 << 20));
+  const std::string fp8_gemms =
+      t.mixed_precision == Precision::kFp8
+          ? "; dense GEMMs in FP8 (E4M3 weights and activations, E5M2 gradients, current per-tensor scaling)"
+          : "";
   if (place.device == Device::kCuda) {
-    spdlog::info("device: GPU {} ({}), computing in {} with fp32 master weights", place.gpu,
-                 cuda_device_description(place.gpu), dtype_name(place.compute));
+    spdlog::info("device: GPU {} ({}), computing in {} with fp32 master weights{}", place.gpu,
+                 cuda_device_description(place.gpu), dtype_name(place.compute), fp8_gemms);
     for (const std::string& line : kernels::gpu_kernel_lines()) spdlog::info("kernel: {}", line);
   } else {
-    spdlog::info("device: CPU, computing in fp32");
+    spdlog::info("device: CPU, computing in fp32{}", fp8_gemms);
   }
   if (t.activation_checkpointing == ActivationCheckpointing::kFull) {
     spdlog::info(

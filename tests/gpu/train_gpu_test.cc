@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -90,6 +91,34 @@ TEST_CASE("activation checkpointing on the GPU gives the losses without it, bit 
     INFO("activation_checkpointing = " << cfg.train.activation_checkpointing);
     CHECK(moe::micro_batch_losses(cfg, corpus.sampler, true) == none);
   }
+}
+
+// FP8 dense GEMMs: cuBLASLt's FP8 GEMMs on the device against the CPU's
+// quantise-dequantise, with bf16 activations on the device (so some operands
+// round to a neighbouring code): the bf16 tolerances. Then the same run
+// replayed as a CUDA graph, bit for bit (the codes' scratch and the amax
+// slots keep their addresses).
+TEST_CASE("fp8 on the GPU follows the CPU's quantise-dequantise, and replays as a CUDA graph bit for bit",
+          "[gpu][train][fp8]") {
+  REQUIRE(moe::cuda_device_count() > 0);
+  setenv("CUDA_EMU_COMPUTE_CAPABILITY", "90", 1);  // the emulator's GPU as a Hopper (real GPUs ignore it)
+  if (moe::cuda_compute_capability(0) < 89) {
+    WARN("GPU 0 has no FP8 tensor cores (sm_" << moe::cuda_compute_capability(0) << "): nothing to check");
+    return;
+  }
+  const Corpus corpus("train_gpu_fp8", kSmall);
+  const moe::test::Run cpu =
+      moe::test::train(debug_moe(corpus.path, "cpu", "fp8", kSmall), corpus.sampler, kFirstSteps);
+  const moe::JobConfig cfg = debug_moe(corpus.path, "cuda", "fp8", kSmall);
+  const moe::test::Run gpu = moe::test::train(cfg, corpus.sampler, kFirstSteps);
+  for (int64_t s = 0; s < kFirstSteps; ++s) {
+    const size_t i = static_cast<size_t>(s);
+    INFO("step " << s + 1 << ": cpu fp8 " << cpu.loss[i] << ", gpu fp8 " << gpu.loss[i]);
+    CHECK(relative(gpu.loss[i], cpu.loss[i]) < (s < 5 ? 2e-3 : 0.15));
+  }
+  CHECK(cpu.loss.back() < cpu.loss.front());
+  moe::select_cuda_device(0);
+  CHECK(moe::micro_batch_losses(cfg, corpus.sampler, true) == moe::micro_batch_losses(cfg, corpus.sampler, false));
 }
 
 TEST_CASE("a warm GPU step allocates no device memory", "[gpu][train][memory]") {

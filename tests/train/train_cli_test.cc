@@ -3,9 +3,11 @@
 // carries the names users chart.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "tests/test_support.h"
@@ -69,4 +71,44 @@ TEST_CASE("bad data is one line and exit 2") {
   const std::string dir = fresh_dir("bad_data");
   CHECK(run({"configs/train/debug_moe.toml", "--data.dataset_path=" + dir}) == 2);  // no *.npy in it
   CHECK(run({"configs/train/debug_moe.toml", "--data.dataset_path=" + dir + "/missing"}) == 2);
+}
+
+TEST_CASE("debug_dense trains in fp8 with falling loss, close to the same run without fp8") {
+  const std::string dir = fresh_dir("train_cli_fp8");
+  {
+    std::ofstream text(dir + "/a.txt");
+    for (int i = 0; i < 400; ++i) text << "sphinx of black quartz, judge my vow " << i % 11 << "\n";
+  }
+  REQUIRE(run({"prepare", "--output=" + dir + "/data", dir + "/a.txt"}) == 0);
+  std::map<std::string, std::vector<double>> losses;
+  for (const std::string precision : {"fp32", "fp8"}) {
+    const std::string metrics = dir + "/" + precision + ".jsonl";
+    const auto r = moe::test::run_cli_captured(
+        {"configs/train/debug_dense.toml", "--train.mixed_precision=" + precision, "--train.device=cpu",
+         "--train.seq_len=64", "--train.max_steps=40", "--metrics.log_interval=1",
+         "--data.dataset_path=" + dir + "/data/train", "--metrics.jsonl_path=" + metrics,
+         "--checkpoint.dir=" + dir + "/ckpt_" + precision});
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    std::ifstream in(metrics);
+    for (std::string line; std::getline(in, line);) {
+      const auto j = nlohmann::json::parse(line);
+      if (j.contains("train/loss")) losses[precision].push_back(j["train/loss"].get<double>());
+    }
+    REQUIRE(losses[precision].size() == 40);
+  }
+  const std::vector<double>&fp8 = losses["fp8"], &fp32 = losses["fp32"];
+  CHECK(fp8.back() < 0.6 * fp8.front());
+  // FP8 rounds the GEMMs' operands, not the weights: a curve of its own that
+  // stays near fp32's (within 5% of the starting loss at every step).
+  CHECK(fp8 != fp32);
+  double farthest = 0;
+  for (size_t i = 0; i < fp8.size(); ++i) farthest = std::max(farthest, std::fabs(fp8[i] - fp32[i]));
+  CHECK(farthest < 0.05 * fp32.front());
+  CHECK(farthest > 0);
+  // --dry-run says which GEMMs run in FP8.
+  const auto dry = moe::test::run_cli_captured(
+      {"configs/train/debug_dense.toml", "--train.mixed_precision=fp8", "--train.device=cpu", "--dry-run"});
+  CHECK(dry.code == 0);
+  CHECK(dry.out.find("dense GEMMs in fp8") != std::string::npos);
 }

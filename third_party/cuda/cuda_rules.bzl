@@ -111,6 +111,7 @@ def gpu_test(name, tags = [], **kwargs):
     else:
         kwargs.pop("size", None)
         kwargs.pop("timeout", None)
+        kwargs.pop("env", None)
         kwargs["testonly"] = True  # a test in all but name: it may use testonly helpers (gpu_test_util)
         native.cc_binary(name = name, tags = tags + ["gpu"], **kwargs)
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "src/core/fp8.h"
 #include "tools/cuda_emu/device_memory.h"
 #include "tools/cuda_emu/include/cublasLt.h"
 #include "tools/cuda_emu/include/cuda_bf16.h"
@@ -16,6 +17,8 @@ struct cublasLtMatmulDescOpaque_t {
   cublasComputeType_t compute;
   cudaDataType_t scale;
   cublasOperation_t transa = CUBLAS_OP_N, transb = CUBLAS_OP_N;
+  const float* a_scale = nullptr;  // device pointers, read when the GEMM runs
+  const float* b_scale = nullptr;
 };
 struct cublasLtMatrixLayoutOpaque_t {
   cudaDataType_t type;
@@ -31,7 +34,9 @@ cublasStatus_t invalid(const std::string& why) {
   return CUBLAS_STATUS_INVALID_VALUE;
 }
 
-size_t element_bytes(cudaDataType_t t) { return t == CUDA_R_16BF ? 2 : 4; }
+bool is_fp8(cudaDataType_t t) { return t == CUDA_R_8F_E4M3 || t == CUDA_R_8F_E5M2; }
+
+size_t element_bytes(cudaDataType_t t) { return is_fp8(t) ? 1 : t == CUDA_R_16BF ? 2 : 4; }
 
 // Bytes a column-major matrix spans from its first element.
 size_t span_bytes(const cublasLtMatrixLayoutOpaque_t& l) {
@@ -45,6 +50,10 @@ std::vector<float> widen(const void* p, const cublasLtMatrixLayoutOpaque_t& l) {
   std::vector<float> out(n);
   if (l.type == CUDA_R_32F) {
     std::memcpy(out.data(), p, n * 4);
+  } else if (is_fp8(l.type)) {
+    const auto f = l.type == CUDA_R_8F_E4M3 ? moe::fp8::Format::kE4M3 : moe::fp8::Format::kE5M2;
+    const auto* c = static_cast<const uint8_t*>(p);
+    for (size_t i = 0; i < n; ++i) out[i] = moe::fp8::decode(c[i], f);
   } else {
     const auto* h = static_cast<const __nv_bfloat16*>(p);
     for (size_t i = 0; i < n; ++i) out[i] = static_cast<float>(h[i]);
@@ -72,6 +81,16 @@ cublasStatus_t check_shapes(const cublasLtMatmulDescOpaque_t& desc, const cublas
   }
   if (desc.compute != CUBLAS_COMPUTE_32F && desc.compute != CUBLAS_COMPUTE_32F_FAST_TF32) {
     return invalid("compute type not emulated");
+  }
+  if (is_fp8(a.type) || is_fp8(b.type)) {
+    // FP8: sm_89 or newer, both operands FP8 but not both E5M2, A transposed and B not, k and
+    // the operands' leading dimensions multiples of 16; D bf16 or f32.
+    const bool ok = emu::compute_capability() >= 89 && is_fp8(a.type) && is_fp8(b.type) &&
+                    !(a.type == CUDA_R_8F_E5M2 && b.type == CUDA_R_8F_E5M2) && desc.transa == CUBLAS_OP_T &&
+                    desc.transb == CUBLAS_OP_N && k % 16 == 0 && a.ld % 16 == 0 && b.ld % 16 == 0 && c.type == d.type &&
+                    (d.type == CUDA_R_32F || d.type == CUDA_R_16BF) && desc.compute == CUBLAS_COMPUTE_32F &&
+                    desc.scale == CUDA_R_32F;
+    return ok ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_SUPPORTED;
   }
   const bool inputs_ok = a.type == b.type;
   const bool outputs_ok =
@@ -120,6 +139,11 @@ cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* desc, cublasComput
 
 cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr,
                                               const void* value, size_t bytes) {
+  if (attr == CUBLASLT_MATMUL_DESC_A_SCALE_POINTER || attr == CUBLASLT_MATMUL_DESC_B_SCALE_POINTER) {
+    if (bytes != sizeof(const float*)) return invalid("scale pointer attribute of the wrong size");
+    std::memcpy(attr == CUBLASLT_MATMUL_DESC_A_SCALE_POINTER ? &desc->a_scale : &desc->b_scale, value, bytes);
+    return CUBLAS_STATUS_SUCCESS;
+  }
   if (bytes != sizeof(cublasOperation_t)) return invalid("matmul desc attribute of the wrong size");
   cublasOperation_t op;
   std::memcpy(&op, value, sizeof op);
@@ -135,7 +159,7 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, cublasL
 
 cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* layout, cudaDataType_t type, uint64_t rows,
                                           uint64_t cols, int64_t ld) {
-  if (type != CUDA_R_32F && type != CUDA_R_16BF) return invalid("matrix type not emulated");
+  if (type != CUDA_R_32F && type != CUDA_R_16BF && !is_fp8(type)) return invalid("matrix type not emulated");
   *layout = new cublasLtMatrixLayoutOpaque_t{type, rows, cols, ld};
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -179,6 +203,14 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
     if (span_bytes(*l) > 0 && !emu::is_device_range(p, span_bytes(*l))) {
       return invalid("a matrix is not inside device memory: " + emu::describe_address(p, span_bytes(*l)));
     }
+    if (is_fp8(l->type) && reinterpret_cast<uintptr_t>(p) % 16 != 0) {
+      return invalid("an FP8 matrix is not 16-byte aligned: " + emu::describe_address(p, span_bytes(*l)));
+    }
+  }
+  for (const float* scale : {desc->a_scale, desc->b_scale}) {
+    if (scale != nullptr && !emu::is_device_range(scale, sizeof(float))) {
+      return invalid("a scale is not inside device memory: " + emu::describe_address(scale, sizeof(float)));
+    }
   }
   float al, be;
   std::memcpy(&al, alpha, 4);  // host scalars, read at the call as cuBLASLt does
@@ -200,9 +232,11 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
               out[static_cast<size_t>(j) * m + i] = be * cw[static_cast<size_t>(j) * lc.ld + i];
         }
         if (k > 0) {
+          // The scales as the GEMM runs (a kernel before it may have written them).
+          const float scaled_alpha = al * (ds.a_scale ? *ds.a_scale : 1.0f) * (ds.b_scale ? *ds.b_scale : 1.0f);
           const std::vector<float> aw = widen(A, la), bw = widen(B, lb);
           cblas_sgemm(CblasColMajor, ds.transa == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
-                      ds.transb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, al, aw.data(),
+                      ds.transb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, scaled_alpha, aw.data(),
                       static_cast<int>(la.ld), bw.data(), static_cast<int>(lb.ld), 1.0f, out.data(), m);
         }
         for (int j = 0; j < n; ++j)

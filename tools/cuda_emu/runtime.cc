@@ -87,6 +87,11 @@ int devices() {
 
 }  // namespace
 
+int compute_capability() {
+  const char* env = std::getenv("CUDA_EMU_COMPUTE_CAPABILITY");
+  return env ? std::atoi(env) : 80;
+}
+
 cudaError_t enqueue(CUstream_st* stream, std::function<void()> work, const char* what) {
   if (fatal_error != cudaSuccess) return fatal_error;
   if (stream == nullptr && capturing_stream != nullptr) {
@@ -166,14 +171,15 @@ cudaError_t cudaSetDevice(int device) {
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
   if (device < 0 || device >= emu::devices()) return fail(cudaErrorInvalidDevice, "cudaGetDeviceProperties");
   *p = cudaDeviceProp{};
-  std::snprintf(p->name, sizeof p->name, "cuda_emu (CPU emulation of an sm_80 GPU)");
+  const int cc = emu::compute_capability();
+  std::snprintf(p->name, sizeof p->name, "cuda_emu (CPU emulation of an sm_%d GPU)", cc);
   p->totalGlobalMem = emu::kDeviceBytes;
   p->sharedMemPerBlock = emu::kDefaultSharedLimit;
   p->sharedMemPerBlockOptin = emu::kOptinSharedLimit;
   p->warpSize = 32;
   p->maxThreadsPerBlock = 1024;
-  p->major = 8;
-  p->minor = 0;
+  p->major = cc / 10;
+  p->minor = cc % 10;
   p->multiProcessorCount = 108;
   return cudaSuccess;
 }

@@ -12,4 +12,8 @@ namespace emu {
 // in error messages.
 cudaError_t enqueue(CUstream_st* stream, std::function<void()> work, const char* what);
 
+// The compute capability every emulated device reports (major * 10 + minor):
+// CUDA_EMU_COMPUTE_CAPABILITY, 80 (an A100) by default.
+int compute_capability();
+
 }  // namespace emu

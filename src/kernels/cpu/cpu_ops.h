@@ -37,6 +37,18 @@ void matmul_forward(float* out_NO, const float* x_NI, const float* w_OI, int64_t
 void matmul_backward(float* dx_NI, float* dw_OI, const float* dout_NO, const float* x_NI, const float* w_OI, int64_t N,
                      int64_t I, int64_t O);
 
+// matmul with FP8 numerics (src/core/fp8.h): each operand quantised with the
+// power-of-two scale of its own amax and dequantised, then the fp32 GEMMs:
+//   out = Q4(x) Q4(W)^T;  dx += Q5(dout) Q4(W);  dW += Q5(dout)^T Q4(x)
+// (Q4 = E4M3, Q5 = E5M2). The backward is the straight-through gradient: the
+// rounding counts as the identity. dx may be null.
+void fp8_matmul_forward(float* out_NO, const float* x_NI, const float* w_OI, int64_t N, int64_t I, int64_t O);
+void fp8_matmul_backward(float* dx_NI, float* dw_OI, const float* dout_NO, const float* x_NI, const float* w_OI,
+                         int64_t N, int64_t I, int64_t O);
+// out[i] = Q(x[i]) in one format (fp8::Format as an int: 0 E4M3, 1 E5M2),
+// with the scale of x's own amax; out may be x.
+void fp8_quantize_dequantize(float* out, const float* x, int64_t n, int format);
+
 // ---- RoPE, rotate-half convention (HF Llama/Mixtral) ------------------------
 // x is [B, T, H, Dh] with N = B*T rows; the token in row n has position n % T.
 // Channel pairs (i, i + Dh/2) rotate by angle pos * theta^(-2i/Dh).

@@ -76,6 +76,15 @@ void multiply_noise_rows(const Tensor& out_RC, const Tensor& x_RC, const Tensor&
 // host and waits for stream() (cudaStreamSynchronize) before returning.
 double sum_squares(const Tensor& x);
 
+// fp8_matmul.cu. matmul with FP8 numerics (ops.h): x, w act, one dtype; out,
+// dout and dx act; dw F32 (+=). N, I and O multiples of 16. Needs a GPU of
+// compute capability 8.9 or newer (cuBLASLt's FP8 GEMMs). Its codes and
+// scales live in a device scratch buffer sized by reserve_fp8_matmul.
+void fp8_matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI);
+void fp8_matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dout_NO, const Tensor& x_NI,
+                         const Tensor& w_OI, bool accumulate_dx);
+void reserve_fp8_matmul(int64_t N, int64_t I, int64_t O);
+
 // adamw.cu. param, grad, m, v F32 (master weights and moments), the CPU's math
 // (cpu::adamw_step) with the same rounding steps.
 void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, float lr, float beta1,

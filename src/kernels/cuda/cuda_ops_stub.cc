@@ -89,6 +89,11 @@ void router_aux_losses(const Tensor&, const Tensor&, const Tensor&, const Tensor
 }
 
 void reserve_router_aux_losses(int64_t, int64_t, int64_t) { no_cuda("reserve_router_aux_losses"); }
+void fp8_matmul_forward(const Tensor&, const Tensor&, const Tensor&) { no_cuda("fp8_matmul_forward"); }
+void fp8_matmul_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool) {
+  no_cuda("fp8_matmul_backward");
+}
+void reserve_fp8_matmul(int64_t, int64_t, int64_t) { no_cuda("reserve_fp8_matmul"); }
 
 void moe_plan(const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t) { no_cuda("moe_plan"); }
 

@@ -1,8 +1,11 @@
 // The CUDA emulator's cuBLASLt: column-major D = alpha op(A) op(B) + beta C
 // for f32/bf16 matrices with fp32 accumulation, computed on the CPU (through
-// OpenBLAS's sgemm after widening to fp32). Checks what cuBLASLt checks: the
-// leading dimensions, the type combination, and that the matrices lie inside
-// device allocations. See cuda_runtime.h.
+// OpenBLAS's sgemm after widening to fp32), and for FP8 (E4M3/E5M2) ones
+// scaled by their A/B scale pointers (D = alpha sA sB op(A) op(B) + beta C).
+// Checks what cuBLASLt checks: the leading dimensions, the type combination,
+// FP8's rules (the "TN" form, not both E5M2, k and the leading dimensions of
+// A and B multiples of 16, 16-byte aligned pointers), and that the matrices
+// and scales lie inside device allocations. See cuda_runtime.h.
 #pragma once
 
 #include <cstddef>
@@ -13,7 +16,7 @@
 // The cuBLAS version the emulator stands for (major * 10000 + minor * 100 + patch).
 #define CUBLAS_VERSION 130100
 
-enum cudaDataType_t { CUDA_R_32F = 0, CUDA_R_16BF = 14 };
+enum cudaDataType_t { CUDA_R_32F = 0, CUDA_R_16BF = 14, CUDA_R_8F_E4M3 = 28, CUDA_R_8F_E5M2 = 29 };
 using cudaDataType = cudaDataType_t;
 
 enum cublasStatus_t {
@@ -28,6 +31,8 @@ enum cublasComputeType_t { CUBLAS_COMPUTE_32F = 68, CUBLAS_COMPUTE_32F_FAST_TF32
 enum cublasLtMatmulDescAttributes_t {
   CUBLASLT_MATMUL_DESC_TRANSA = 3,
   CUBLASLT_MATMUL_DESC_TRANSB = 4,
+  CUBLASLT_MATMUL_DESC_A_SCALE_POINTER = 17,
+  CUBLASLT_MATMUL_DESC_B_SCALE_POINTER = 18,
 };
 enum cublasLtMatmulPreferenceAttributes_t {
   CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES = 1,

@@ -181,6 +181,12 @@ T atomicAdd(T* address, T value) {
   return old;
 }
 
+inline unsigned atomicMax(unsigned* address, unsigned value) {
+  const unsigned old = *address;
+  if (value > old) *address = value;
+  return old;
+}
+
 // ---- launch --------------------------------------------------------------------
 struct CUstream_st;
 namespace emu {
