@@ -200,10 +200,6 @@ TEST_CASE("features not built yet say so instead of running something else") {
   setenv("OMPI_COMM_WORLD_RANK", "0", 1);
   expect_rejected({"debug_dense.toml", {"distributed.pp=2"}, {"pipeline parallelism is not built yet"}}, {});
   expect_rejected({"debug_dense.toml", {"distributed.cp=2"}, {"context parallelism is not built yet"}}, {});
-  expect_rejected({"debug_moe.toml",
-                   {"distributed.ep=2", "model.moe_expert_dropout=0.1"},
-                   {"model.moe_expert_dropout = 0.1", "expert dropout under expert parallelism", "not built yet"}},
-                  {});
   // Other ranks exit 2 as well, silently: only rank 0 prints.
   setenv("OMPI_COMM_WORLD_RANK", "1", 1);
   Result r = run({"configs/train/debug_moe.toml", "--distributed.ep=2"});

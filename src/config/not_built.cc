@@ -24,12 +24,6 @@ void require_built_features(const JobConfig& c, const Layout& l) {
   if (c.model.activation != Activation::kSilu) {
     not_built("model.activation", quoted(c.model.activation), "an FFN activation other than SwiGLU", "use \"silu\"");
   }
-  if (c.model.moe_expert_dropout > 0 && l.ep > 1) {
-    not_built("model.moe_expert_dropout", c.model.moe_expert_dropout,
-              "expert dropout under expert parallelism (the exchange would have to carry each row's token, which keys "
-              "its mask)",
-              "set distributed.ep = 1 or model.moe_expert_dropout = 0");
-  }
   if (c.model.qk_norm) not_built("model.qk_norm", "true", "QK-norm", "set model.qk_norm = false");
 }
 

@@ -136,9 +136,9 @@ void moe_gradients(std::vector<Case>& c, const Shapes& sh) {
   c.push_back({"multiply_noise_rows", dims({N, D}) + " keep", 0, [=](Side& s) {
                  const Tensor x = s.randn({N, D}, F32), out = s.zeros({N, D}, F32), dout = s.randn({N, D}, F32);
                  const Tensor dx = s.zeros({N, D}, F32), key = s.i32({noise::kKeyWords}, {1, 2, 3, 4});
-                 std::vector<int32_t> order(static_cast<size_t>(N));
-                 for (int64_t r = 0; r < N; ++r) order[r] = static_cast<int32_t>(N - 1 - r);
-                 const Tensor row_of = s.i32({N}, order);
+                 std::vector<int32_t> ids(static_cast<size_t>(2 * N));  // (micro-batch 4, rows reversed)
+                 for (int64_t r = 0; r < N; ++r) ids[2 * r] = 4, ids[2 * r + 1] = static_cast<int32_t>(N - 1 - r);
+                 const Tensor row_of = s.i32({N, 2}, ids);
                  const noise::Distribution keep{noise::Kind::kKeep, 0.6f, 0};
                  s.gradient({{{"x", x, dx}},
                              {{out, dout}},

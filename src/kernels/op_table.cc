@@ -317,14 +317,25 @@ void elementwise_cases(std::vector<Case>& c, const Shapes& sh) {
                    }});
     }
   }
-  // The rows of a shuffled micro-batch: each row draws as its place.
-  c.push_back({"multiply_noise_rows", dims({N, D}) + " keep, rows shuffled", 2, [=](Side& s) {
+  // The rows of shuffled micro-batches (three of them, as an expert's rows
+  // gathered from several ranks): each row draws as its place in its own.
+  c.push_back({"multiply_noise_rows", dims({N, D}) + " keep, rows of 3 micro-batches shuffled", 2, [=](Side& s) {
                  const Tensor x = s.randn({N, D}, A1), out = s.zeros({N, D}, A);
-                 std::vector<int32_t> order(static_cast<size_t>(N));
-                 for (int64_t r = 0; r < N; ++r) order[r] = static_cast<int32_t>((r * 7 + 3) % N);
-                 const Tensor row_of = s.i32({N}, order), key = s.i32({noise::kKeyWords}, {-7, 12345, 3, 400000});
-                 s.run([&] { ops::multiply_noise_rows(out, x, row_of, N, key, 17, {noise::Kind::kKeep, 0.75f, 0}); });
+                 std::vector<int32_t> ids(static_cast<size_t>(2 * N));
+                 for (int64_t r = 0; r < N; ++r) {
+                   ids[2 * r] = static_cast<int32_t>(400000 + r % 3);
+                   ids[2 * r + 1] = static_cast<int32_t>((r * 7 + 3) % N);
+                 }
+                 const Tensor row_id = s.i32({N, 2}, ids), key = s.i32({noise::kKeyWords}, {-7, 12345, 3, 9});
+                 s.run([&] { ops::multiply_noise_rows(out, x, row_id, N, key, 17, {noise::Kind::kKeep, 0.75f, 0}); });
                  s.output("out", out, kExact);
+               }});
+  c.push_back({"noise_row_ids", dims({N}), 0, [=](Side& s) {
+                 const Tensor ids = s.i32({N, 2}, std::vector<int32_t>(static_cast<size_t>(2 * N), -1));
+                 const Tensor rows = s.i32({N}, s.ids(N, static_cast<int32_t>(N)));
+                 const Tensor key = s.i32({noise::kKeyWords}, {1, 2, 3, 77});
+                 s.run([&] { ops::noise_row_ids(ids, rows, key); });
+                 s.output("ids", ids, kExact);
                }});
   // Round to nearest even, with infinities, signed zeros, a tie, the largest
   // float and the smallest denormal among the values.

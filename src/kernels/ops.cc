@@ -414,20 +414,34 @@ void multiply_noise(const Tensor& out, const Tensor& x, const Tensor& key_4, uin
   cpu::multiply_noise(write_f32(out), read_f32(x), x.numel(), key_4.i32(), stream, d);
 }
 
-void multiply_noise_rows(const Tensor& out_RC, const Tensor& x_RC, const Tensor& row_of_R, int64_t rows_per_micro_batch,
-                         const Tensor& key_4, uint64_t stream, const noise::Distribution& d) {
-  const OpCall call("multiply_noise_rows", Placement(out_RC, x_RC, row_of_R, key_4));
-  const int64_t R = row_of_R.numel();
+void multiply_noise_rows(const Tensor& out_RC, const Tensor& x_RC, const Tensor& row_id_R2,
+                         int64_t rows_per_micro_batch, const Tensor& key_4, uint64_t stream,
+                         const noise::Distribution& d) {
+  const OpCall call("multiply_noise_rows", Placement(out_RC, x_RC, row_id_R2, key_4));
+  const int64_t R = row_id_R2.numel() / 2;
   call.expect(
-      out_RC.numel() == x_RC.numel() && x_RC.ndim == 2 && x_RC.size(0) == R && row_of_R.dtype == DType::kI32 &&
-          key_4.dtype == DType::kI32 && key_4.numel() == noise::kKeyWords && rows_per_micro_batch >= 0,
+      out_RC.numel() == x_RC.numel() && x_RC.ndim == 2 && x_RC.size(0) == R && row_id_R2.ndim == 2 &&
+          row_id_R2.size(1) == 2 && row_id_R2.dtype == DType::kI32 && key_4.dtype == DType::kI32 &&
+          key_4.numel() == noise::kKeyWords && rows_per_micro_batch >= 0,
       [&] {
-        return shapes({{"out", &out_RC}, {"x [R, C]", &x_RC}, {"row_of (I32 [R])", &row_of_R}, {"key", &key_4}});
+        return shapes({{"out", &out_RC}, {"x [R, C]", &x_RC}, {"row_id (I32 [R, 2])", &row_id_R2}, {"key", &key_4}});
       });
   if (call.on_device())
-    return cuda::multiply_noise_rows(out_RC, x_RC, row_of_R, rows_per_micro_batch, key_4, stream, d);
-  cpu::multiply_noise_rows(write_f32(out_RC), read_f32(x_RC), R, x_RC.size(1), row_of_R.i32(), rows_per_micro_batch,
+    return cuda::multiply_noise_rows(out_RC, x_RC, row_id_R2, rows_per_micro_batch, key_4, stream, d);
+  cpu::multiply_noise_rows(write_f32(out_RC), read_f32(x_RC), R, x_RC.size(1), row_id_R2.i32(), rows_per_micro_batch,
                            key_4.i32(), stream, d);
+}
+
+void noise_row_ids(const Tensor& ids_R2, const Tensor& rows_R, const Tensor& key_4) {
+  const OpCall call("noise_row_ids", Placement(ids_R2, rows_R, key_4));
+  const int64_t R = rows_R.numel();
+  call.expect(ids_R2.dtype == DType::kI32 && rows_R.dtype == DType::kI32 && key_4.dtype == DType::kI32 &&
+                  ids_R2.numel() == 2 * R && key_4.numel() == noise::kKeyWords,
+              [&] {
+                return shapes({{"ids (I32 [R, 2])", &ids_R2}, {"rows (I32 [R])", &rows_R}, {"key", &key_4}});
+              });
+  if (call.on_device()) return cuda::noise_row_ids(ids_R2, rows_R, key_4);
+  cpu::noise_row_ids(ids_R2.i32(), rows_R.i32(), R, key_4.i32());
 }
 
 // ---- optimizer ---------------------------------------------------------------

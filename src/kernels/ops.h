@@ -105,12 +105,19 @@ void scale_inplace(const Tensor& x, float factor);
 // Its own backward: dx = dout times the same noise, the same call on dout.
 void multiply_noise(const Tensor& out, const Tensor& x, const Tensor& key_4, uint64_t stream,
                     const noise::Distribution& d);
-// The same for rows that are a permutation of the micro-batch's (the experts'
-// rows, sorted by expert): row r of x [R, C] draws as row row_of_R[r] (I32) of
-// a micro-batch of rows_per_micro_batch rows, so its noise follows its token,
-// not its position. out may be x.
-void multiply_noise_rows(const Tensor& out_RC, const Tensor& x_RC, const Tensor& row_of_R, int64_t rows_per_micro_batch,
-                         const Tensor& key_4, uint64_t stream, const noise::Distribution& d);
+// The same for rows that are a permutation of micro-batches' rows (the
+// experts' rows, sorted by expert, and under expert parallelism gathered from
+// other ranks' micro-batches): row r of x [R, C] draws as row row_id_R2[r][1]
+// of global micro-batch row_id_R2[r][0] (I32 [R, 2]), in micro-batches of
+// rows_per_micro_batch rows, so its noise follows its token, not its
+// position or its rank; the key's seed and step are read, not its micro-batch.
+// out may be x.
+void multiply_noise_rows(const Tensor& out_RC, const Tensor& x_RC, const Tensor& row_id_R2,
+                         int64_t rows_per_micro_batch, const Tensor& key_4, uint64_t stream,
+                         const noise::Distribution& d);
+// ids_R2 (I32 [R, 2]) = (the key's global micro-batch, rows_R[r]) for each
+// row: the ids multiply_noise_rows reads, for rows of this rank's micro-batch.
+void noise_row_ids(const Tensor& ids_R2, const Tensor& rows_R, const Tensor& key_4);
 
 // ---- fused multi-tensor optimizer ops: every parameter in one call ----------
 // Host tensors run the per-tensor CPU reference in list order, so the numbers

@@ -53,7 +53,7 @@ void GroupedSwiGLU::hidden(int64_t M) {
   ops::swiglu_forward(g, a_.rows(0, M), b_.rows(0, M));
   if (!dropout_) return;
   const HiddenDropout& d = *dropout_;
-  ops::multiply_noise_rows(g, g, d.row_of.rows(0, M), d.rows_per_micro_batch, d.noise_key, d.stream, d.keep);
+  ops::multiply_noise_rows(g, g, d.row_ids.rows(0, M), d.rows_per_micro_batch, d.noise_key, d.stream, d.keep);
 }
 
 void GroupedSwiGLU::forward(const Tensor& out_MD, const Tensor& x_MD, const ExpertWeights& w, const Tensor& offsets_E1,
@@ -77,7 +77,7 @@ void GroupedSwiGLU::backward(const Tensor& dx_MD, const Tensor& dout_MD, const T
   ops::grouped_matmul_backward(dg, w.dw2, dout_MD, g, w.w2, offsets_E1);
   if (dropout_) {  // g = mask * silu(a) * b: the mask's rows again
     const HiddenDropout& d = *dropout_;
-    ops::multiply_noise_rows(dg, dg, d.row_of.rows(0, M), d.rows_per_micro_batch, d.noise_key, d.stream, d.keep);
+    ops::multiply_noise_rows(dg, dg, d.row_ids.rows(0, M), d.rows_per_micro_batch, d.noise_key, d.stream, d.keep);
   }
   ops::swiglu_backward(da, db, dg, a, b);
   ops::grouped_matmul_backward(dx_MD, w.dw1, da, x_MD, w.w1, offsets_E1);

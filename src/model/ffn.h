@@ -52,7 +52,7 @@ inline constexpr SwiGLUScratch kSharedExpertsScratch{ScratchRole::kSharedExperts
 // micro-batch (row_of: I32, its (token, slot) pair), so a mask follows its
 // token whatever the experts' row order.
 struct HiddenDropout {
-  const Tensor& row_of;
+  Tensor row_ids;  // I32 [rows, 2]: each row's (global micro-batch, pair), set with each forward's rows
   int64_t rows_per_micro_batch;
   const Tensor& noise_key;
   uint64_t stream;

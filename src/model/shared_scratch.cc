@@ -28,6 +28,7 @@ const char* scratch_role_name(ScratchRole role) {
     case ScratchRole::kMoeExY: return "moe.ex_y";
     case ScratchRole::kMoeExDx: return "moe.ex_dx";
     case ScratchRole::kMoeExDy: return "moe.ex_dy";
+    case ScratchRole::kMoeExPeerIds: return "moe.ex_peer_ids";
     case ScratchRole::kMoeDxs: return "moe.dxs";
     case ScratchRole::kMoeDys: return "moe.dys";
     case ScratchRole::kMoeDtopkW: return "moe.dtopk_w";

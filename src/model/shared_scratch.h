@@ -42,6 +42,7 @@ enum class ScratchRole {
   kMoeExY,
   kMoeExDx,
   kMoeExDy,
+  kMoeExPeerIds,  // expert dropout's row ids as received (I32), before their expert-major gather
   kMoeDxs,
   kMoeDys,
   kMoeDtopkW,

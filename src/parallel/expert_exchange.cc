@@ -79,8 +79,10 @@ void ExpertExchange::plan(const Tensor& offsets_E1) {
   upload(peer_from_expert(), peer_from_expert_host_.data());
 }
 
-void ExpertExchange::dispatch(const Tensor& routed_MD) {
-  ep_.all_to_all_v(peer_major_.rows(0, local_rows_), recv_rows_, routed_MD, send_rows_);
+void ExpertExchange::dispatch(const Tensor& routed_MD) { dispatch(peer_major_, routed_MD); }
+
+void ExpertExchange::dispatch(const Tensor& out_peer_major, const Tensor& routed_M) const {
+  ep_.all_to_all_v(out_peer_major.rows(0, local_rows_), recv_rows_, routed_M, send_rows_);
 }
 
 void ExpertExchange::combine(const Tensor& routed_MD) {

@@ -50,6 +50,9 @@ class ExpertExchange {
 
   // peer_major() (first R rows) = the rows routed to this rank's experts (routed_MD: all M rows).
   void dispatch(const Tensor& routed_MD);
+  // The same exchange for another tensor of M rows (any dtype and width, on
+  // the rows' device): out's first R rows, peer-major (expert dropout's row ids).
+  void dispatch(const Tensor& out_peer_major, const Tensor& routed_M) const;
   // routed_MD (all M rows) = the first R rows of peer_major(), sent back to the ranks that routed them.
   void combine(const Tensor& routed_MD);
 

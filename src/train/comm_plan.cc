@@ -90,10 +90,14 @@ CommPlan plan_communication(const JobConfig& cfg, const Layout& l, int64_t c, do
   // and the rows it received back: dropless, the group sends 2 x ep x N x
   // top_k rows each time, so a rank N x top_k rows out and, at balanced
   // routing, as many back. A full recompute sends the forward's three again.
+  // Expert dropout sends each row's (micro-batch, pair) id with it in the
+  // forward (8 bytes a row), which keys its mask.
   if (moe_blocks > 0 && l.ep > 1) {
     const int64_t counts = m.num_experts * 4, rows = N * m.moe_top_k;
-    add("EP all-to-all of the routed tokens", "ep", l.ep, {0, 0, 1, 0}, accum * moe_blocks * (5 + 3 * again),
-        accum * moe_blocks * ((1 + again) * counts + (4 + 2 * again) * rows * D * c), false);
+    const int64_t ids = m.moe_expert_dropout > 0 ? 1 : 0;
+    add("EP all-to-all of the routed tokens", "ep", l.ep, {0, 0, 1, 0},
+        accum * moe_blocks * (5 + 3 * again + ids * (1 + again)),
+        accum * moe_blocks * ((1 + again) * (counts + ids * rows * 8) + (4 + 2 * again) * rows * D * c), false);
     plan.collectives.back().upper_bound = moe_capacity(m, N, true) > 0;  // capacity caps the rows
   }
   // Per step: the fp32 gradient shards, summed over their replicas.

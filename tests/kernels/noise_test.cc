@@ -72,22 +72,35 @@ TEST_CASE("multiply_noise draws each distribution as defined") {
   for (float x : z) REQUIRE(std::isfinite(x));
 }
 
-TEST_CASE("multiply_noise_rows draws each row as its place in the micro-batch, whatever the row order") {
+TEST_CASE("multiply_noise_rows draws each row as its place in its own micro-batch, whatever the row order") {
   Draw draw;
   const Distribution d{Kind::kKeep, 0.5f, 0};
   const int64_t R = 5, C = 7;
-  const std::vector<float> flat = draw(R * C, d, 3);  // micro-batch 3, rows in order
-  const int32_t order[R] = {4, 0, 3, 1, 2};
-  const moe::Tensor row_of = draw.pool.alloc({R}, moe::DType::kI32), x = draw.pool.alloc({R, C});
-  moe::upload(row_of, order);
+  const std::vector<float> micro1 = draw(R * C, d, 1);  // micro-batches 1 and 3, rows in order
+  const std::vector<float> micro3 = draw(R * C, d, 3);
+  // Rows of both micro-batches mixed and shuffled (an expert's rows gathered
+  // from two ranks), (micro-batch, row) each; the key is the last draw's, micro-batch 3.
+  const int32_t ids[2 * R] = {3, 4, 1, 0, 3, 3, 1, 1, 3, 2};
+  const moe::Tensor row_id = draw.pool.alloc({R, 2}, moe::DType::kI32), x = draw.pool.alloc({R, C});
+  moe::upload(row_id, ids);
   for (int64_t i = 0; i < R * C; ++i) x.f32()[i] = 1.0f;
-  moe::ops::multiply_noise_rows(x, x, row_of, R, draw.key, 5, d);  // the key of the last draw: micro-batch 3
+  moe::ops::multiply_noise_rows(x, x, row_id, R, draw.key, 5, d);
   for (int64_t r = 0; r < R; ++r) {
-    for (int64_t c = 0; c < C; ++c) REQUIRE(x.f32()[r * C + c] == flat[order[r] * C + c]);
+    const std::vector<float>& flat = ids[2 * r] == 1 ? micro1 : micro3;
+    for (int64_t c = 0; c < C; ++c) REQUIRE(x.f32()[r * C + c] == flat[ids[2 * r + 1] * C + c]);
   }
-  const int32_t outside[R] = {0, 1, 2, 3, 5};
-  moe::upload(row_of, outside);
-  CHECK_THROWS_AS(moe::ops::multiply_noise_rows(x, x, row_of, R, draw.key, 5, d), std::logic_error);
+  const int32_t outside[2 * R] = {3, 0, 3, 1, 3, 2, 3, 3, 3, 5};
+  moe::upload(row_id, outside);
+  CHECK_THROWS_AS(moe::ops::multiply_noise_rows(x, x, row_id, R, draw.key, 5, d), std::logic_error);
+  // noise_row_ids: this micro-batch's rows, tagged with the key's micro-batch.
+  const int32_t rows[R] = {4, 0, 3, 1, 2};
+  const moe::Tensor rows_t = draw.pool.alloc({R}, moe::DType::kI32), tagged = draw.pool.alloc({R, 2}, moe::DType::kI32);
+  moe::upload(rows_t, rows);
+  moe::ops::noise_row_ids(tagged, rows_t, draw.key);
+  for (int64_t r = 0; r < R; ++r) {
+    CHECK(tagged.i32()[2 * r] == 3);
+    CHECK(tagged.i32()[2 * r + 1] == rows[r]);
+  }
 }
 
 TEST_CASE("multiply_noise is a pure function of seed, step, micro-batch, stream and element") {

@@ -41,12 +41,12 @@ TEST_CASE("expert dropout masks each expert's hidden activation per (token, slot
   };
   const moe::Tensor x = random({M, D}), w1 = random({E, D, F}), w3 = random({E, D, F}), w2 = random({E, F, D});
   const moe::ExpertWeights w{w1, w3, w2, pool.alloc({E, D, F}), pool.alloc({E, D, F}), pool.alloc({E, F, D})};
-  const moe::Tensor offsets = pool.alloc({E + 1}, moe::DType::kI32), row_of = pool.alloc({M}, moe::DType::kI32);
+  const moe::Tensor offsets = pool.alloc({E + 1}, moe::DType::kI32), row_ids = pool.alloc({M, 2}, moe::DType::kI32);
   const int32_t off[E + 1] = {0, 4, 6}, pairs[M] = {5, 3, 0, 1, 2, 4};  // rows sorted by expert, pairs shuffled
   moe::upload(offsets, off);
-  moe::upload(row_of, pairs);
+  for (int64_t r = 0; r < M; ++r) row_ids.i32()[2 * r] = 2, row_ids.i32()[2 * r + 1] = pairs[r];  // micro-batch 2
   const float p = 0.5f;
-  const moe::HiddenDropout dropout{row_of, M, key, 77, {moe::noise::Kind::kKeep, 1 - p, 0}};
+  const moe::HiddenDropout dropout{row_ids, M, key, 77, {moe::noise::Kind::kKeep, 1 - p, 0}};
   const moe::Tensor out = pool.alloc({M, D});
   experts.forward(out, x, w, offsets, &dropout);
 

@@ -3,7 +3,8 @@
 // training step of a tiny MoE model (2 micro-batches, dropless routing, a shared expert) under
 // layouts that use every group, counted by the mesh's traffic counters, in
 // fp32 and in bf16 (the bf16 path runs on the CPU through ops.h), and with
-// full activation checkpointing, whose recompute repeats the forward's collectives.
+// full activation checkpointing, whose recompute repeats the forward's collectives,
+// and with expert dropout, whose row ids travel with the rows.
 #include <catch2/catch.hpp>
 
 #include <string>
@@ -28,7 +29,7 @@ namespace {
 
 std::string data_dir;
 
-moe::JobConfig tiny(const moe::Layout& layout, bool bf16, const std::string& checkpointing) {
+moe::JobConfig tiny(const moe::Layout& layout, bool bf16, const std::string& checkpointing, bool expert_dropout) {
   moe::JobConfig cfg =
       moe::load_config_text(
           "", "tiny",
@@ -36,7 +37,8 @@ moe::JobConfig tiny(const moe::Layout& layout, bool bf16, const std::string& che
            "model.ffn_hidden_dim=64", "model.max_seq_len=16", "model.num_experts=4", "model.moe_top_k=2",
            "model.moe_frequency=2", "model.moe_shared_experts=1", "train.seq_len=8", "train.batch_size=2",
            "train.grad_accum_steps=2", std::string("train.mixed_precision=") + (bf16 ? "bf16" : "fp32"),
-           "train.activation_checkpointing=" + checkpointing, "data.dataset_path=" + data_dir})
+           "train.activation_checkpointing=" + checkpointing, "data.dataset_path=" + data_dir,
+           std::string("model.moe_expert_dropout=") + (expert_dropout ? "0.1" : "0")})
           .cfg;
   moe::test::set_layout(cfg.distributed, layout);
   moe::validate_config(cfg);
@@ -60,9 +62,10 @@ int64_t group_sum(moe::Communicator& group, int64_t mine) {
 }
 
 void check_layout(const std::string& name, const moe::Layout& layout, bool bf16,
-                  const std::string& checkpointing = "none") {
-  DYNAMIC_SECTION(name << (bf16 ? " in bf16" : " in fp32") << ", activation_checkpointing = " << checkpointing) {
-    const moe::JobConfig cfg = tiny(layout, bf16, checkpointing);
+                  const std::string& checkpointing = "none", bool expert_dropout = false) {
+  DYNAMIC_SECTION(name << (bf16 ? " in bf16" : " in fp32") << ", activation_checkpointing = " << checkpointing
+                       << (expert_dropout ? ", expert dropout (row ids sent with the rows)" : "")) {
+    const moe::JobConfig cfg = tiny(layout, bf16, checkpointing, expert_dropout);
     const moe::Placement where{moe::Device::kCpu, bf16 ? moe::DType::kBF16 : moe::DType::kF32};
     moe::Mesh mesh(layout, moe::make_world(layout, where));
     const moe::TokenDataset data = moe::TokenDataset::open(data_dir, "*.npy", cfg.model.vocab_size);
@@ -114,4 +117,6 @@ TEST_CASE("the planned bytes of every collective are the bytes moved") {
   check_layout("tp=2 x ep=2", L(1, 1, 2, 2), false, "full");
   check_layout("tp=2 x dp_shard=2", L(1, 2, 1, 2), false, "full");
   check_layout("tp=2 x ep=2", L(1, 1, 2, 2), false, "selective");
+  check_layout("ep=2 x dp_shard=2", L(1, 2, 2, 1), false, "none", true);
+  check_layout("tp=2 x ep=2", L(1, 1, 2, 2), true, "full", true);
 }

@@ -61,9 +61,9 @@ std::vector<Case> layouts_for(int ranks) {
   return {};
 }
 
-// expert_dropout: on where it is built (layouts without expert parallelism), keyed like the jitter.
-moe::JobConfig tiny_config(const std::string& router, bool capacity, const moe::Layout& layout, int64_t accum,
-                           bool expert_dropout) {
+// Expert dropout is on at every layout, keyed like the jitter: under expert
+// parallelism each row's id travels with it to its expert's rank.
+moe::JobConfig tiny_config(const std::string& router, bool capacity, const moe::Layout& layout, int64_t accum) {
   std::vector<std::string> o = {
       "model.dim=32",
       "model.n_layers=2",
@@ -80,6 +80,7 @@ moe::JobConfig tiny_config(const std::string& router, bool capacity, const moe::
       "model.moe_router_z_loss_weight=0.001",
       "model.moe_sequence_aux_loss_weight=0.001",
       "model.moe_router_jitter=0.05",  // each rank draws one process's noise for its tokens
+      "model.moe_expert_dropout=0.1",
       std::string("model.moe_capacity_factor=") + (capacity ? "1.0" : "0"),
       std::string("model.moe_gradient_scale=") + (router == "sigmoid_topk" ? "true" : "false"),
       "train.seq_len=8",
@@ -92,7 +93,6 @@ moe::JobConfig tiny_config(const std::string& router, bool capacity, const moe::
       "scheduler.warmup_steps=2",
       "data.dataset_path=" + data_dir,
       "data.file_pattern=*.npy"};
-  if (expert_dropout) o.push_back("model.moe_expert_dropout=0.1");
   moe::JobConfig cfg = moe::load_config_text("", "tiny", o).cfg;
   moe::test::set_layout(cfg.distributed, layout);
   moe::validate_config(cfg);
@@ -141,11 +141,11 @@ void check_layout(const Case& c, const moe::Placement& where, size_t gpu_pick = 
       if (router == "noisy_topk" && capacity) continue;  // its noise, keyed like the jitter's, once per layout
       DYNAMIC_SECTION(c.name << (bf16 ? " in bf16" : "") << ", " << router << ", capacity "
                              << (capacity ? "on" : "off")) {
-        const moe::JobConfig cfg = tiny_config(router, capacity, c.layout, 2, c.layout.ep == 1);
+        const moe::JobConfig cfg = tiny_config(router, capacity, c.layout, 2);
         moe::Mesh mesh(c.layout, moe::make_world(c.layout, where));
         const std::vector<moe::StepMetrics> got = train(cfg, mesh, where);
 
-        const moe::JobConfig one_cfg = tiny_config(router, capacity, moe::Layout{}, 2 * D, c.layout.ep == 1);
+        const moe::JobConfig one_cfg = tiny_config(router, capacity, moe::Layout{}, 2 * D);
         moe::Mesh one(moe::Layout{}, moe::single_process_world());
         const std::vector<moe::StepMetrics> want = train(one_cfg, one, where);
 
@@ -171,7 +171,7 @@ void check_layout(const Case& c, const moe::Placement& where, size_t gpu_pick = 
 void check_checkpointing(const Case& c, const moe::Placement& where, const std::string& router, bool capacity) {
   const bool bf16 = where.compute == moe::DType::kBF16;
   DYNAMIC_SECTION(c.name << (bf16 ? " in bf16" : "") << ", " << router << ", capacity " << (capacity ? "on" : "off")) {
-    moe::JobConfig cfg = tiny_config(router, capacity, c.layout, 2, c.layout.ep == 1);
+    moe::JobConfig cfg = tiny_config(router, capacity, c.layout, 2);
     moe::Mesh mesh(c.layout, moe::make_world(c.layout, where));
     const std::vector<moe::StepMetrics> want = train(cfg, mesh, where);
     for (const moe::ActivationCheckpointing mode :

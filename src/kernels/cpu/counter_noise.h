@@ -52,6 +52,15 @@ MOE_NOISE_FN uint64_t first_index(const int32_t* key_words, int64_t n) {
   return static_cast<uint64_t>(static_cast<uint32_t>(key_words[3])) * static_cast<uint64_t>(n);
 }
 
+// The first element index of row `row` of global micro-batch `micro`, in
+// micro-batches of rows_per_micro_batch rows of C elements: what
+// first_index gives that micro-batch, plus the row's offset.
+MOE_NOISE_FN uint64_t row_first_index(int32_t micro, int32_t row, int64_t rows_per_micro_batch, int64_t C) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(micro)) * static_cast<uint64_t>(rows_per_micro_batch) +
+          static_cast<uint64_t>(static_cast<uint32_t>(row))) *
+         static_cast<uint64_t>(C);
+}
+
 // Uniform in (0, 1): the top 24 bits, centred in their bin (exact in float).
 MOE_NOISE_FN float uniform01(uint64_t key, uint64_t index, uint64_t salt = 0) {
   const uint64_t bits = splitmix64(key ^ splitmix64(2 * index + salt));

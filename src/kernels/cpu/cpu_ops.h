@@ -97,11 +97,16 @@ void scale_inplace(float* x, int64_t n, float factor);
 // out = x * noise of `stream` for the micro-batch in key_words (counter_noise.h); out may be x.
 void multiply_noise(float* out, const float* x, int64_t n, const int32_t* key_words, uint64_t stream,
                     const noise::Distribution& d);
-// The same over R rows of C values, row r drawing as row row_of_R[r] of a
-// micro-batch of rows_per_micro_batch rows (an index outside throws std::logic_error).
-void multiply_noise_rows(float* out, const float* x, int64_t R, int64_t C, const int32_t* row_of_R,
+// The same over R rows of C values, row r drawing as row row_id_R2[r][1] of
+// global micro-batch row_id_R2[r][0], in micro-batches of
+// rows_per_micro_batch rows (the key's own micro-batch is not read; a row
+// outside throws std::logic_error).
+void multiply_noise_rows(float* out, const float* x, int64_t R, int64_t C, const int32_t* row_id_R2,
                          int64_t rows_per_micro_batch, const int32_t* key_words, uint64_t stream,
                          const noise::Distribution& d);
+// ids_R2[r] = (the key's global micro-batch, rows_R[r]): the row ids of
+// multiply_noise_rows for rows of this micro-batch.
+void noise_row_ids(int32_t* ids_R2, const int32_t* rows_R, int64_t R, const int32_t* key_words);
 
 // ---- dtype casts: fp32 -> bf16 rounds to nearest even; bf16 -> fp32 is exact ----
 void cast_f32_to_bf16(uint16_t* out, const float* in, int64_t n);

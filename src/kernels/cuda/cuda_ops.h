@@ -69,8 +69,10 @@ void add(const Tensor& out, const Tensor& a, const Tensor& b);
 void scale_inplace(const Tensor& x, float factor);
 void multiply_noise(const Tensor& out, const Tensor& x, const Tensor& key_4, uint64_t stream,
                     const noise::Distribution& d);
-void multiply_noise_rows(const Tensor& out_RC, const Tensor& x_RC, const Tensor& row_of_R, int64_t rows_per_micro_batch,
-                         const Tensor& key_4, uint64_t stream, const noise::Distribution& d);
+void multiply_noise_rows(const Tensor& out_RC, const Tensor& x_RC, const Tensor& row_id_R2,
+                         int64_t rows_per_micro_batch, const Tensor& key_4, uint64_t stream,
+                         const noise::Distribution& d);
+void noise_row_ids(const Tensor& ids_R2, const Tensor& rows_R, const Tensor& key_4);
 // Sum of squares of x (act) accumulated in double, deterministic (fixed
 // partition and reduction order). HOST SYNC: it copies the result to the
 // host and waits for stream() (cudaStreamSynchronize) before returning.

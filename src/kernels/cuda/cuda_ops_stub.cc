@@ -54,6 +54,7 @@ void multiply_noise_rows(const Tensor&, const Tensor&, const Tensor&, int64_t, c
                          const noise::Distribution&) {
   no_cuda("multiply_noise_rows");
 }
+void noise_row_ids(const Tensor&, const Tensor&, const Tensor&) { no_cuda("noise_row_ids"); }
 void multiply_noise(const Tensor&, const Tensor&, const Tensor&, uint64_t, const noise::Distribution&) {
   no_cuda("multiply_noise");
 }

@@ -54,18 +54,25 @@ __global__ void multiply_noise_kernel(TO* out, const TX* x, int64_t n, const int
   }
 }
 
-// Row r of [R, C] draws as row row_of[r] of a micro-batch of rows_per_micro_batch rows.
+// Row r of [R, C] draws as row row_id[r][1] of global micro-batch row_id[r][0].
 template <typename TO, typename TX>
-__global__ void multiply_noise_rows_kernel(TO* out, const TX* x, int64_t R, int64_t C, const int32_t* row_of,
+__global__ void multiply_noise_rows_kernel(TO* out, const TX* x, int64_t R, int64_t C, const int32_t* row_id,
                                            int64_t rows_per_micro_batch, const int32_t* key_words,
                                            uint64_t noise_stream, noise::Distribution d) {
   const uint64_t key = noise::stream_key(key_words, noise_stream);
-  const uint64_t first = noise::first_index(key_words, rows_per_micro_batch * C);
   for (int64_t i = global_index(); i < R * C; i += grid_stride()) {
     const int64_t r = i / C, c = i % C;
     const uint64_t index =
-        first + static_cast<uint64_t>(row_of[r]) * static_cast<uint64_t>(C) + static_cast<uint64_t>(c);
+        noise::row_first_index(row_id[2 * r], row_id[2 * r + 1], rows_per_micro_batch, C) + static_cast<uint64_t>(c);
     out[i] = from_f32<TO>(to_f32(x[i]) * noise::value(d, key, index));
+  }
+}
+
+// ids[r] = (the key's global micro-batch, rows[r]).
+__global__ void noise_row_ids_kernel(int32_t* ids, const int32_t* rows, int64_t R, const int32_t* key_words) {
+  for (int64_t r = global_index(); r < R; r += grid_stride()) {
+    ids[2 * r] = key_words[3];
+    ids[2 * r + 1] = rows[r];
   }
 }
 
@@ -188,17 +195,18 @@ void multiply_noise(const Tensor& out, const Tensor& x, const Tensor& key_4, uin
   check_launch(op, args);
 }
 
-void multiply_noise_rows(const Tensor& out_RC, const Tensor& x_RC, const Tensor& row_of_R, int64_t rows_per_micro_batch,
-                         const Tensor& key_4, uint64_t noise_stream, const noise::Distribution& d) {
+void multiply_noise_rows(const Tensor& out_RC, const Tensor& x_RC, const Tensor& row_id_R2,
+                         int64_t rows_per_micro_batch, const Tensor& key_4, uint64_t noise_stream,
+                         const noise::Distribution& d) {
   const char* op = "multiply_noise_rows";
-  const auto args = {Arg{"out", out_RC}, Arg{"x", x_RC}, Arg{"row_of", row_of_R}, Arg{"key", key_4}};
-  require_dtypes(is_float_type(out_RC.dtype) && is_float_type(x_RC.dtype) && row_of_R.dtype == DType::kI32 &&
+  const auto args = {Arg{"out", out_RC}, Arg{"x", x_RC}, Arg{"row_id", row_id_R2}, Arg{"key", key_4}};
+  require_dtypes(is_float_type(out_RC.dtype) && is_float_type(x_RC.dtype) && row_id_R2.dtype == DType::kI32 &&
                      key_4.dtype == DType::kI32,
-                 op, args, "out and x f32|bf16, row_of and key i32");
-  const int64_t R = row_of_R.numel();
-  require_shapes(
-      x_RC.ndim == 2 && x_RC.size(0) == R && out_RC.numel() == x_RC.numel() && key_4.numel() == noise::kKeyWords, op,
-      "want x and out [R, C], row_of [R], key [4]", args);
+                 op, args, "out and x f32|bf16, row_id and key i32");
+  const int64_t R = row_id_R2.numel() / 2;
+  require_shapes(x_RC.ndim == 2 && x_RC.size(0) == R && row_id_R2.numel() == 2 * R && out_RC.numel() == x_RC.numel() &&
+                     key_4.numel() == noise::kKeyWords,
+                 op, "want x and out [R, C], row_id [R, 2], key [4]", args);
   const int64_t C = x_RC.size(1);
   if (R * C == 0) return;
   with_float_type(out_RC.dtype, [&](auto out_tag) {
@@ -206,10 +214,23 @@ void multiply_noise_rows(const Tensor& out_RC, const Tensor& x_RC, const Tensor&
       using TO = typename decltype(out_tag)::type;
       using TX = typename decltype(x_tag)::type;
       multiply_noise_rows_kernel<TO, TX><<<grid_for(R * C, kThreads), kThreads, 0, stream()>>>(
-          static_cast<TO*>(out_RC.data), static_cast<const TX*>(x_RC.data), R, C, row_of_R.i32(), rows_per_micro_batch,
+          static_cast<TO*>(out_RC.data), static_cast<const TX*>(x_RC.data), R, C, row_id_R2.i32(), rows_per_micro_batch,
           key_4.i32(), noise_stream, d);
     });
   });
+  check_launch(op, args);
+}
+
+void noise_row_ids(const Tensor& ids_R2, const Tensor& rows_R, const Tensor& key_4) {
+  const char* op = "noise_row_ids";
+  const auto args = {Arg{"ids", ids_R2}, Arg{"rows", rows_R}, Arg{"key", key_4}};
+  require_dtypes(ids_R2.dtype == DType::kI32 && rows_R.dtype == DType::kI32 && key_4.dtype == DType::kI32, op, args,
+                 "ids, rows and key i32");
+  const int64_t R = rows_R.numel();
+  require_shapes(ids_R2.numel() == 2 * R && key_4.numel() == noise::kKeyWords, op, "want ids [R, 2], rows [R], key [4]",
+                 args);
+  if (R == 0) return;
+  noise_row_ids_kernel<<<grid_for(R, kThreads), kThreads, 0, stream()>>>(ids_R2.i32(), rows_R.i32(), R, key_4.i32());
   check_launch(op, args);
 }
 

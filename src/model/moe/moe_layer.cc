@@ -28,18 +28,16 @@ MoELayer::MoELayer(const LayerContext& ctx, int64_t layer)
       router_(make_router(ctx.model.moe_router,
                           {ctx.model, ctx.params[param_name::router_gate(layer)], ctx.N(), ctx.T, ctx.pool, ctx.scratch,
                            ctx.saved, ctx.act, ctx.noise_key, ctx.params, layer})),
-      dispatcher_(ctx, w1_.place.local_shape[0]),
+      dispatcher_(ctx, w1_.place.local_shape[0], ctx.model.moe_expert_dropout > 0),
       routed_(ctx, kRoutedExpertsScratch, moe_max_local_rows(ctx.model, ctx.N(), ctx.parallel.ep->size()),
               expert_hidden(ctx.model), w1_.place.local_shape[0]),
       counters_(ctx.moe_counters) {
   TensorPool& pool = ctx.pool;
-  // Under expert parallelism the experts' rows come from other ranks, whose
-  // pairs this rank does not know: training refuses that config
-  // (config/not_built.cc); --dry-run's planning model builds without dropout,
-  // which holds no memory.
-  if (ctx.model.moe_expert_dropout > 0 && ctx.parallel.ep->size() == 1) {
+  // The mask of a row is keyed by its (global micro-batch, pair) id, which
+  // the dispatcher gives with the rows (sent along under expert parallelism).
+  if (ctx.model.moe_expert_dropout > 0) {
     const auto keep = static_cast<float>(1 - ctx.model.moe_expert_dropout);
-    expert_dropout_ = std::make_unique<HiddenDropout>(HiddenDropout{dispatcher_.row_pair(),
+    expert_dropout_ = std::make_unique<HiddenDropout>(HiddenDropout{Tensor{},
                                                                     N_ * K_,
                                                                     ctx.noise_key,
                                                                     noise_stream(layer, NoiseUse::kExpertDropout),
@@ -101,6 +99,7 @@ void MoELayer::forward(const Tensor& out_ND, const Tensor& x_ND, ForwardPass pas
   const bool training = pass != ForwardPass::kEval;
   router_->forward(x_ND, training, grad_scale);
   const ExpertRows rows = dispatcher_.dispatch(x_ND, router_->topk_idx(), training);
+  if (expert_dropout_) expert_dropout_->row_ids = rows.row_ids;
   routed_.forward(rows.y_RD, rows.x_RD, routed_weights(), rows.offsets, training ? expert_dropout_.get() : nullptr);
   dispatcher_.combine(out_ND, router_->topk_w());
 

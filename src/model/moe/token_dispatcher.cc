@@ -5,8 +5,10 @@
 
 namespace moe {
 
-TokenDispatcher::TokenDispatcher(const LayerContext& ctx, int64_t local_experts)
-    : train_capacity_(moe_capacity(ctx.model, ctx.N(), true)), eval_capacity_(moe_capacity(ctx.model, ctx.N(), false)) {
+TokenDispatcher::TokenDispatcher(const LayerContext& ctx, int64_t local_experts, bool row_ids)
+    : train_capacity_(moe_capacity(ctx.model, ctx.N(), true)),
+      eval_capacity_(moe_capacity(ctx.model, ctx.N(), false)),
+      noise_key_(ctx.noise_key) {
   TensorPool& pool = ctx.pool;
   const int64_t N = ctx.N(), D = ctx.model.dim, E = ctx.model.num_experts, K = ctx.model.moe_top_k;
   Communicator& ep = *ctx.parallel.ep;
@@ -17,7 +19,12 @@ TokenDispatcher::TokenDispatcher(const LayerContext& ctx, int64_t local_experts)
     ex_y_RD_ = ctx.scratch_act(ScratchRole::kMoeExY, {R, D});
     ex_dx_RD_ = ctx.scratch_act(ScratchRole::kMoeExDx, {R, D});
     ex_dy_RD_ = ctx.scratch_act(ScratchRole::kMoeExDy, {R, D});
+    if (row_ids) {
+      ex_peer_ids_R2_ = ctx.scratch.get(ScratchRole::kMoeExPeerIds, {R, 2}, DType::kI32);
+      ex_ids_R2_ = ctx.save(SavedKind::kProduct, {R, 2}, DType::kI32);
+    }
   }
+  if (row_ids) row_ids_M2_ = ctx.save(SavedKind::kProduct, {N * K, 2}, DType::kI32);
   offsets_E1_ = ctx.save(SavedKind::kProduct, {E + 1}, DType::kI32);
   row_pair_M_ = ctx.save(SavedKind::kProduct, {N * K}, DType::kI32);
   pair_row_NK_ = ctx.save(SavedKind::kProduct, {N, K}, DType::kI32);
@@ -35,13 +42,18 @@ void TokenDispatcher::recompute_permute(const Tensor& x_ND) {
 ExpertRows TokenDispatcher::dispatch(const Tensor& x_ND, const Tensor& topk_idx_NK, bool training) {
   ops::moe_plan(offsets_E1_, row_pair_M_, pair_row_NK_, topk_idx_NK, training ? train_capacity_ : eval_capacity_);
   ops::moe_permute(xs_MD_, x_ND, pair_row_NK_);
+  const bool ids = row_ids_M2_.data != nullptr;
+  if (ids) ops::noise_row_ids(row_ids_M2_, row_pair_M_, noise_key_);
   // One process: the rows past offsets[E] are not computed.
-  if (!exchange_) return {xs_MD_, ys_MD_, offsets_E1_};
+  if (!exchange_) return {xs_MD_, ys_MD_, offsets_E1_, row_ids_M2_};
   exchange_->plan(offsets_E1_);  // reads the offsets back: the all-to-all sizes live on the host
   const int64_t M = exchange_->routed_rows(), R = exchange_->local_rows();
   exchange_->dispatch(xs_MD_.rows(0, M));  // into peer-major order
   ops::gather_rows(ex_x_RD_, exchange_->peer_major(), exchange_->expert_from_peer());
-  return {ex_x_RD_.rows(0, R), ex_y_RD_.rows(0, R), exchange_->local_offsets()};
+  if (!ids) return {ex_x_RD_.rows(0, R), ex_y_RD_.rows(0, R), exchange_->local_offsets(), Tensor{}};
+  exchange_->dispatch(ex_peer_ids_R2_, row_ids_M2_.rows(0, M));
+  ops::gather_rows(ex_ids_R2_, ex_peer_ids_R2_, exchange_->expert_from_peer());
+  return {ex_x_RD_.rows(0, R), ex_y_RD_.rows(0, R), exchange_->local_offsets(), ex_ids_R2_.rows(0, R)};
 }
 
 void TokenDispatcher::combine(const Tensor& out_ND, const Tensor& topk_w_NK) {

@@ -24,9 +24,10 @@
 namespace moe {
 
 // The rows the local experts compute forward: x in, y out (written by the
-// experts), and El+1 offsets of each local expert's rows.
+// experts), El+1 offsets of each local expert's rows, and, where the
+// dispatcher keeps them, each row's (global micro-batch, pair) id (I32 [R, 2]).
 struct ExpertRows {
-  Tensor x_RD, y_RD, offsets;
+  Tensor x_RD, y_RD, offsets, row_ids;
 };
 
 // The same rows backward: dy in, dx out (zeroed, for the experts to add to),
@@ -38,8 +39,10 @@ struct ExpertGradRows {
 class TokenDispatcher {
  public:
   // local_experts: El. The capacities (rows each expert keeps per
-  // micro-batch; 0: dropless) of training and of evaluation come from the config.
-  TokenDispatcher(const LayerContext& ctx, int64_t local_experts);
+  // micro-batch; 0: dropless) of training and of evaluation come from the
+  // config. With row_ids, dispatch also gives each row's id (expert dropout
+  // keys its mask by it), sent with the rows under expert parallelism.
+  TokenDispatcher(const LayerContext& ctx, int64_t local_experts, bool row_ids);
 
   ExpertRows dispatch(const Tensor& x_ND, const Tensor& topk_idx_NK, bool training);
   // The tokens' permuted copies again, through the kept plan (selective checkpointing).
@@ -55,10 +58,6 @@ class TokenDispatcher {
   // E+1 offsets (I32, global experts) of the rows this rank routed in the
   // last dispatch: offsets[E] kept rows; the statistics count from them.
   const Tensor& offsets() const { return offsets_E1_; }
-  // I32 [N*K]: the (token, slot) pair n*K + k of each row of the last dispatch
-  // (the first offsets[E] rows; the rest hold earlier plans' pairs). Without
-  // expert parallelism these are the rows the experts compute.
-  const Tensor& row_pair() const { return row_pair_M_; }
 
  private:
   int64_t train_capacity_, eval_capacity_;
@@ -67,6 +66,9 @@ class TokenDispatcher {
   Tensor dxs_MD_, dys_MD_;                          // backward scratch
   std::unique_ptr<ExpertExchange> exchange_;        // ep > 1 only
   Tensor ex_x_RD_, ex_y_RD_, ex_dx_RD_, ex_dy_RD_;  // the local experts' rows, expert-major (ep > 1 only)
+  const Tensor& noise_key_;
+  Tensor row_ids_M2_;                  // (global micro-batch, pair) of each routed row (with row ids)
+  Tensor ex_peer_ids_R2_, ex_ids_R2_;  // the same for the local experts' rows, peer- and expert-major (ep > 1)
 };
 
 }  // namespace moe
