@@ -78,6 +78,28 @@ TEST_CASE("--dry-run counts the attention workspace of the kernel a GPU would ru
   CHECK(r.gpu_total_bytes == r.total_bytes);
 }
 
+TEST_CASE("--dry-run counts the FP8 codes of the largest dense GEMM on a GPU") {
+  const auto with = [](std::vector<std::string> o) {
+    return estimate(moe::load_config_file("configs/train/debug_dense.toml", o).cfg);
+  };
+  // debug_dense: N = 4 x 512 tokens, dim 256, FFN 768. The largest is the
+  // FFN's up projection: dout and its transpose (N x 768 each), W's
+  // transpose (768 x 256), x's (N x 256), after a 256-byte header.
+  auto r = with({"train.mixed_precision=fp8", "train.device=cuda"});
+  const int64_t N = 4 * 512;
+  CHECK(r.fp8_workspace_bytes == 256 + 2 * N * 768 + 768 * 256 + N * 256);
+  CHECK(r.gpu_total_bytes == r.total_bytes + r.attention_workspace_bytes + r.fp8_workspace_bytes);
+  CHECK(moe::format_dry_run(
+            r,
+            moe::load_config_file("configs/train/debug_dense.toml", {"train.mixed_precision=fp8", "train.device=cuda"})
+                .cfg,
+            "debug_dense.toml")
+            .find("FP8 codes of the largest GEMM") != std::string::npos);
+  // bf16, or on the CPU: none.
+  CHECK(with({"train.mixed_precision=bf16", "train.device=cuda"}).fp8_workspace_bytes == 0);
+  CHECK(with({"train.mixed_precision=fp8", "train.device=cpu"}).fp8_workspace_bytes == 0);
+}
+
 TEST_CASE("a sharded layout with tied embeddings and shared experts") {
   auto cfg = moe::load_config_text(R"(
 [model]

@@ -206,11 +206,30 @@ void rmsnorm_backward(const Tensor& dx_ND, const Tensor& dw_D, const Tensor& dou
                         read_f32(rstd_N), rows_of(x_ND), w_D.numel());
 }
 
-void matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI) {
-  const OpCall call("matmul_forward", Placement(out_NO, x_NI, w_OI));
+namespace {
+
+// The shape rules of a linear layer (matmul and its FP8 variant).
+void expect_linear(const OpCall& call, const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI) {
   call.expect(w_OI.ndim == 2 && x_NI.size(-1) == w_OI.size(1) && out_NO.size(-1) == w_OI.size(0) &&
                   rows_of(out_NO) == rows_of(x_NI),
               [&] { return out_NO.shape_string() + " = " + x_NI.shape_string() + " x " + w_OI.shape_string() + "^T"; });
+}
+
+void expect_linear_backward(const OpCall& call, const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dout_NO,
+                            const Tensor& x_NI, const Tensor& w_OI) {
+  call.expect(w_OI.ndim == 2 && x_NI.size(-1) == w_OI.size(1) && dout_NO.size(-1) == w_OI.size(0) &&
+                  rows_of(dout_NO) == rows_of(x_NI) && dw_OI.numel() == w_OI.numel() &&
+                  (dx_NI.data == nullptr || (dx_NI.size(-1) == x_NI.size(-1) && rows_of(dx_NI) == rows_of(x_NI))),
+              [&] {
+                return shapes({{"dx", &dx_NI}, {"dw", &dw_OI}, {"dout", &dout_NO}, {"x", &x_NI}, {"w", &w_OI}});
+              });
+}
+
+}  // namespace
+
+void matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI) {
+  const OpCall call("matmul_forward", Placement(out_NO, x_NI, w_OI));
+  expect_linear(call, out_NO, x_NI, w_OI);
   if (call.on_device()) return cuda::matmul_forward(out_NO, x_NI, w_OI);
   cpu::matmul_forward(write_f32(out_NO), read_f32(x_NI), read_f32(w_OI), rows_of(x_NI), w_OI.size(1), w_OI.size(0));
 }
@@ -218,12 +237,7 @@ void matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI
 void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dout_NO, const Tensor& x_NI,
                      const Tensor& w_OI, GradInto dx_into) {
   const OpCall call("matmul_backward", Placement(dx_NI, dw_OI, dout_NO, x_NI, w_OI));
-  call.expect(w_OI.ndim == 2 && x_NI.size(-1) == w_OI.size(1) && dout_NO.size(-1) == w_OI.size(0) &&
-                  rows_of(dout_NO) == rows_of(x_NI) && dw_OI.numel() == w_OI.numel() &&
-                  (dx_NI.data == nullptr || (dx_NI.size(-1) == x_NI.size(-1) && rows_of(dx_NI) == rows_of(x_NI))),
-              [&] {
-                return shapes({{"dx", &dx_NI}, {"dw", &dw_OI}, {"dout", &dout_NO}, {"x", &x_NI}, {"w", &w_OI}});
-              });
+  expect_linear_backward(call, dx_NI, dw_OI, dout_NO, x_NI, w_OI);
   if (call.on_device()) return cuda::matmul_backward(dx_NI, dw_OI, dout_NO, x_NI, w_OI, dx_into == GradInto::kAdd);
   if (dx_into == GradInto::kWrite && dx_NI.data != nullptr) zero(dx_NI);  // the CPU reference accumulates
   cpu::matmul_backward(write_f32(dx_NI), write_f32(dw_OI), read_f32(dout_NO), read_f32(x_NI), read_f32(w_OI),
@@ -232,9 +246,7 @@ void matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dou
 
 void fp8_matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI) {
   const OpCall call("fp8_matmul_forward", Placement(out_NO, x_NI, w_OI));
-  call.expect(w_OI.ndim == 2 && x_NI.size(-1) == w_OI.size(1) && out_NO.size(-1) == w_OI.size(0) &&
-                  rows_of(out_NO) == rows_of(x_NI),
-              [&] { return out_NO.shape_string() + " = " + x_NI.shape_string() + " x " + w_OI.shape_string() + "^T"; });
+  expect_linear(call, out_NO, x_NI, w_OI);
   if (call.on_device()) return cuda::fp8_matmul_forward(out_NO, x_NI, w_OI);
   cpu::fp8_matmul_forward(write_f32(out_NO), read_f32(x_NI), read_f32(w_OI), rows_of(x_NI), w_OI.size(1), w_OI.size(0));
 }
@@ -242,12 +254,7 @@ void fp8_matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& 
 void fp8_matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dout_NO, const Tensor& x_NI,
                          const Tensor& w_OI, GradInto dx_into) {
   const OpCall call("fp8_matmul_backward", Placement(dx_NI, dw_OI, dout_NO, x_NI, w_OI));
-  call.expect(w_OI.ndim == 2 && x_NI.size(-1) == w_OI.size(1) && dout_NO.size(-1) == w_OI.size(0) &&
-                  rows_of(dout_NO) == rows_of(x_NI) && dw_OI.numel() == w_OI.numel() &&
-                  (dx_NI.data == nullptr || (dx_NI.size(-1) == x_NI.size(-1) && rows_of(dx_NI) == rows_of(x_NI))),
-              [&] {
-                return shapes({{"dx", &dx_NI}, {"dw", &dw_OI}, {"dout", &dout_NO}, {"x", &x_NI}, {"w", &w_OI}});
-              });
+  expect_linear_backward(call, dx_NI, dw_OI, dout_NO, x_NI, w_OI);
   if (call.on_device()) {
     return cuda::fp8_matmul_backward(dx_NI, dw_OI, dout_NO, x_NI, w_OI, dx_into == GradInto::kAdd);
   }
@@ -259,6 +266,8 @@ void fp8_matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor&
 void reserve_fp8_matmul(Device device, int64_t N, int64_t I, int64_t O) {
   if (device == Device::kCuda) cuda::reserve_fp8_matmul(N, I, O);
 }
+
+int64_t fp8_matmul_gpu_bytes(int64_t N, int64_t I, int64_t O) { return cuda::fp8_matmul_scratch_bytes(N, I, O); }
 
 void rope_forward(const Tensor& x_BTHDh, float theta, int64_t first_position) {
   const OpCall call("rope_forward", Placement(x_BTHDh));

@@ -59,6 +59,8 @@ void fp8_matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& 
 void fp8_matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dout_NO, const Tensor& x_NI,
                          const Tensor& w_OI, GradInto dx_into = GradInto::kAdd);
 void reserve_fp8_matmul(Device device, int64_t N, int64_t I, int64_t O);
+// The device bytes reserve_fp8_matmul holds for that product on a GPU (for --dry-run).
+int64_t fp8_matmul_gpu_bytes(int64_t N, int64_t I, int64_t O);
 
 // x: [B, T, heads, Dh], rotated in place; row t of a sequence sits at
 // position first_position + t (generation rotates one new row at its place).

@@ -1,10 +1,15 @@
 #include "src/train/dry_run.h"
 
+#include <algorithm>
+#include <array>
+#include <vector>
+
 #include <fmt/format.h>
 
 #include "src/config/derived.h"
 #include "src/core/user_error.h"
 #include "src/kernels/kernel_choice.h"
+#include "src/kernels/ops.h"
 #include "src/model/param_spec.h"
 #include "src/parallel/mesh.h"
 #include "src/parallel/param_sharding.h"
@@ -108,7 +113,16 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
     r.attention_workspace_bytes =
         choice.vendor ? kernels::cudnn_attention_workspace_bytes(p, cfg.train.deterministic) : 4 * p.B * p.H * p.T;
   }
-  r.gpu_total_bytes = r.total_bytes + r.attention_workspace_bytes;
+  if (cfg.train.device != TrainDevice::kCpu && cfg.train.mixed_precision == Precision::kFp8) {
+    // fp8 runs with tp = 1: every dense GEMM's full shape, N tokens each.
+    const int64_t N = cfg.train.batch_size * cfg.train.seq_len, D = m.dim, Dh = head_dim(m);
+    std::vector<std::array<int64_t, 2>> shapes = {{D, m.n_heads * Dh}, {D, kv_heads(m) * Dh}, {m.n_heads * Dh, D}};
+    if (num_moe_blocks(m) < m.n_layers) shapes.insert(shapes.end(), {{D, ffn_hidden(m)}, {ffn_hidden(m), D}});
+    for (const auto& [I, O] : shapes) {
+      r.fp8_workspace_bytes = std::max(r.fp8_workspace_bytes, ops::fp8_matmul_gpu_bytes(N, I, O));
+    }
+  }
+  r.gpu_total_bytes = r.total_bytes + r.attention_workspace_bytes + r.fp8_workspace_bytes;
   return r;
 }
 
@@ -206,6 +220,9 @@ std::string format_dry_run(const DryRunReport& r, const JobConfig& cfg, const st
   if (r.attention_workspace_bytes > 0) {
     line("on a GPU, attention's workspace", bytes(r.attention_workspace_bytes) + "  (" + r.attention_kernel +
                                                 (cfg.train.deterministic ? "" : ", not deterministic") + ")");
+    if (r.fp8_workspace_bytes > 0) {
+      line("on a GPU, FP8 codes of the largest GEMM", bytes(r.fp8_workspace_bytes));
+    }
     line("total on a GPU", bytes(r.gpu_total_bytes));
   }
   const CommPlan comm = plan_communication(cfg, l, r.compute_dtype == Precision::kBf16 ? 2 : 4, r.flops_per_token,

@@ -65,7 +65,10 @@ struct DryRunReport {
   // fp32 sums. 0 when the run is on the CPU.
   int64_t attention_workspace_bytes = 0;
   std::string attention_kernel;  // the kernel it was sized for
-  int64_t gpu_total_bytes = 0;   // total_bytes + attention_workspace_bytes
+  // Under train.mixed_precision = "fp8": the codes and scales of the largest
+  // dense GEMM, one buffer for all of them (ops::fp8_matmul_gpu_bytes).
+  int64_t fp8_workspace_bytes = 0;
+  int64_t gpu_total_bytes = 0;  // total_bytes + attention_workspace_bytes + fp8_workspace_bytes
 };
 
 // `layout` normally comes from resolve_layout(cfg.distributed, world size or

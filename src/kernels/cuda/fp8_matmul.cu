@@ -113,14 +113,8 @@ DeviceScratch& scratch_buffer() {
   return scratch;
 }
 
-size_t scratch_bytes(int64_t N, int64_t I, int64_t O) {
-  // The backward's four arrays (dYq, dYqT, WqT, XqT) hold more than the forward's two (Xq, Wq).
-  const auto n = static_cast<size_t>(N), i = static_cast<size_t>(I), o = static_cast<size_t>(O);
-  return kHeaderBytes + 2 * round_up(n * o) + round_up(o * i) + round_up(n * i);
-}
-
 Scratch scratch_for(const char* op, int64_t N, int64_t I, int64_t O, std::initializer_list<size_t> sizes) {
-  auto* base = static_cast<uint8_t*>(scratch_buffer().get(scratch_bytes(N, I, O), op));
+  auto* base = static_cast<uint8_t*>(scratch_buffer().get(static_cast<size_t>(fp8_matmul_scratch_bytes(N, I, O)), op));
   Scratch s{reinterpret_cast<unsigned*>(base), reinterpret_cast<float*>(base + 64), {}};
   size_t at = kHeaderBytes;
   int r = 0;
@@ -157,7 +151,7 @@ void require_fp8_shapes(const char* op, int64_t N, int64_t I, int64_t O, std::in
 }  // namespace
 
 void reserve_fp8_matmul(int64_t N, int64_t I, int64_t O) {
-  scratch_buffer().get(scratch_bytes(N, I, O), "reserve_fp8_matmul");
+  scratch_buffer().get(static_cast<size_t>(fp8_matmul_scratch_bytes(N, I, O)), "reserve_fp8_matmul");
 }
 
 void fp8_matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& w_OI) {
