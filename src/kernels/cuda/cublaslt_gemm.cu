@@ -137,7 +137,8 @@ void lt_gemm(const std::function<std::string()>& what, bool transa, bool transb,
       {CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, a.scale}, {CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, b.scale}};
   for (const auto& [attr, pointer] : scales) {
     if (pointer == nullptr) continue;
-    check_blas(cublasLtMatmulDescSetAttribute(plan.desc, attr, &pointer, sizeof(pointer)), what() + " (scale)");
+    const cublasStatus_t set = cublasLtMatmulDescSetAttribute(plan.desc, attr, &pointer, sizeof(pointer));
+    if (set != CUBLAS_STATUS_SUCCESS) check_blas(set, what() + " (scale)");  // the name is built on failure only
   }
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   const cublasStatus_t st =

@@ -86,13 +86,16 @@ void fp8_matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& 
 void fp8_matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor& dout_NO, const Tensor& x_NI,
                          const Tensor& w_OI, bool accumulate_dx);
 void reserve_fp8_matmul(int64_t N, int64_t I, int64_t O);
-// The bytes of that buffer for an N x I -> O product: a 256-byte header (the
-// amax slots and scales), then the backward's four code arrays (dout and its
+// The bytes of that buffer for an N x I -> O product: a header (the amax
+// slots and scales), then the backward's four code arrays (dout and its
 // transpose, W's and x's transposes; the forward's two fit in them), each
-// rounded up to 256 bytes.
+// starting on a kFp8ScratchAlign boundary.
+constexpr int64_t kFp8ScratchAlign = 256;  // also the header's size
+inline int64_t fp8_scratch_round_up(int64_t bytes) {
+  return (bytes + kFp8ScratchAlign - 1) / kFp8ScratchAlign * kFp8ScratchAlign;
+}
 inline int64_t fp8_matmul_scratch_bytes(int64_t N, int64_t I, int64_t O) {
-  const auto round_up = [](int64_t bytes) { return (bytes + 255) / 256 * 256; };
-  return 256 + 2 * round_up(N * O) + round_up(O * I) + round_up(N * I);
+  return kFp8ScratchAlign + 2 * fp8_scratch_round_up(N * O) + fp8_scratch_round_up(O * I) + fp8_scratch_round_up(N * I);
 }
 
 // adamw.cu. param, grad, m, v F32 (master weights and moments), the CPU's math

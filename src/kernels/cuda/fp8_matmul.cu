@@ -41,16 +41,13 @@ using dense::check_launch;
 using dense::global_index;
 using dense::grid_for;
 using dense::grid_stride;
-using dense::Tag;
 
 constexpr int kAmaxThreads = 256;
 constexpr int kTile = 32, kTileRows = 8;  // quantising: 32 x 32 tiles, 32 x 8 threads
 
-// Slot s of the scratch header: amax bits (uint32) at 4 s, the dequantisation factor (float) at 64 + 4 s.
+// Slot s of the scratch header (kFp8ScratchAlign bytes, cuda_ops.h): amax
+// bits (uint32) at 4 s, the dequantisation factor (float) at 64 + 4 s.
 constexpr int kSlots = 3;  // x, w, dout
-constexpr size_t kHeaderBytes = 256;
-
-size_t round_up(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 // Every block's max of |x| into *amax_bits (the bits of a non-negative float
 // order as the floats do). NaN is skipped by fmaxf, as on the CPU.
@@ -113,14 +110,14 @@ DeviceScratch& scratch_buffer() {
   return scratch;
 }
 
-Scratch scratch_for(const char* op, int64_t N, int64_t I, int64_t O, std::initializer_list<size_t> sizes) {
+Scratch scratch_for(const char* op, int64_t N, int64_t I, int64_t O, std::initializer_list<int64_t> sizes) {
   auto* base = static_cast<uint8_t*>(scratch_buffer().get(static_cast<size_t>(fp8_matmul_scratch_bytes(N, I, O)), op));
   Scratch s{reinterpret_cast<unsigned*>(base), reinterpret_cast<float*>(base + 64), {}};
-  size_t at = kHeaderBytes;
+  int64_t at = kFp8ScratchAlign;
   int r = 0;
-  for (const size_t bytes : sizes) {
+  for (const int64_t bytes : sizes) {
     s.region[r++] = base + at;
-    at += round_up(bytes);
+    at += fp8_scratch_round_up(bytes);
   }
   check(cudaMemsetAsync(s.amax, 0, kSlots * sizeof(unsigned), stream()), std::string(op) + " (amax slots)");
   return s;
@@ -163,8 +160,7 @@ void fp8_matmul_forward(const Tensor& out_NO, const Tensor& x_NI, const Tensor& 
       "x and w one of f32 and bf16; out f32 or bf16");
   require_fp8_shapes(op, N, I, O, args);
   if (N == 0 || O == 0 || I == 0) return;
-  const auto n = static_cast<size_t>(N), i = static_cast<size_t>(I), o = static_cast<size_t>(O);
-  const Scratch s = scratch_for(op, N, I, O, {n * i, o * i});
+  const Scratch s = scratch_for(op, N, I, O, {N * I, O * I});
   uint8_t *xq = s.region[0], *wq = s.region[1];
   quantize(op, x_NI, N, I, fp8::Format::kE4M3, s, 0, xq, nullptr);
   quantize(op, w_OI, O, I, fp8::Format::kE4M3, s, 1, wq, nullptr);
@@ -184,8 +180,7 @@ void fp8_matmul_backward(const Tensor& dx_NI, const Tensor& dw_OI, const Tensor&
                         op, args, "x and w one of f32 and bf16; dout and dx f32 or bf16; dw f32");
   require_fp8_shapes(op, N, I, O, args);
   if (N == 0 || O == 0 || I == 0) return;
-  const auto n = static_cast<size_t>(N), i = static_cast<size_t>(I), o = static_cast<size_t>(O);
-  const Scratch s = scratch_for(op, N, I, O, {n * o, n * o, o * i, n * i});
+  const Scratch s = scratch_for(op, N, I, O, {N * O, N * O, O * I, N * I});
   uint8_t *dyq = s.region[0], *dyq_t = s.region[1], *wq_t = s.region[2], *xq_t = s.region[3];
   const bool with_dx = dx_NI.data != nullptr;
   quantize(op, dout_NO, N, O, fp8::Format::kE5M2, s, 2, with_dx ? dyq : nullptr, dyq_t);

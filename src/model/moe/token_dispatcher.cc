@@ -42,10 +42,11 @@ void TokenDispatcher::recompute_permute(const Tensor& x_ND) {
 ExpertRows TokenDispatcher::dispatch(const Tensor& x_ND, const Tensor& topk_idx_NK, bool training) {
   ops::moe_plan(offsets_E1_, row_pair_M_, pair_row_NK_, topk_idx_NK, training ? train_capacity_ : eval_capacity_);
   ops::moe_permute(xs_MD_, x_ND, pair_row_NK_);
-  const bool ids = row_ids_M2_.data != nullptr;
+  // Row ids key expert dropout, which only training applies.
+  const bool ids = training && row_ids_M2_.data != nullptr;
   if (ids) ops::noise_row_ids(row_ids_M2_, row_pair_M_, noise_key_);
   // One process: the rows past offsets[E] are not computed.
-  if (!exchange_) return {xs_MD_, ys_MD_, offsets_E1_, row_ids_M2_};
+  if (!exchange_) return {xs_MD_, ys_MD_, offsets_E1_, ids ? row_ids_M2_ : Tensor{}};
   exchange_->plan(offsets_E1_);  // reads the offsets back: the all-to-all sizes live on the host
   const int64_t M = exchange_->routed_rows(), R = exchange_->local_rows();
   exchange_->dispatch(xs_MD_.rows(0, M));  // into peer-major order
