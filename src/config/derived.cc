@@ -4,6 +4,7 @@
 #include <cmath>
 #include <string>
 
+#include "src/config/router_names.h"
 #include "src/core/user_error.h"
 
 namespace moe {
@@ -81,9 +82,16 @@ int64_t moe_capacity(const ModelConfig& m, int64_t tokens, bool training) {
       std::ceil(cf * static_cast<double>(tokens * m.moe_top_k) / static_cast<double>(m.num_experts)));
 }
 
+int64_t moe_slots(const ModelConfig& m) { return router_experts_choose(m.moe_router) ? m.num_experts : m.moe_top_k; }
+
+int64_t moe_routed_pairs(const ModelConfig& m, int64_t tokens) {
+  if (!router_experts_choose(m.moe_router)) return tokens * m.moe_top_k;
+  const int64_t capacity = moe_capacity(m, tokens, true);
+  return m.num_experts * (capacity > 0 ? std::min(capacity, tokens) : tokens);
+}
+
 int64_t moe_max_local_rows(const ModelConfig& m, int64_t tokens, int64_t ep) {
-  const int64_t pairs = tokens * m.moe_top_k;
-  if (ep == 1) return pairs;
+  const int64_t pairs = tokens * moe_slots(m);
   const int64_t local_experts = m.num_experts / ep;
   int64_t rows = 0;
   for (bool training : {true, false}) {

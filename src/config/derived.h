@@ -22,11 +22,22 @@ int64_t num_moe_blocks(const ModelConfig& m);
 // moe_capacity_factor in training, moe_eval_capacity_factor (when not -1) in
 // evaluation.
 int64_t moe_capacity(const ModelConfig& m, int64_t tokens, bool training = true);
+// The most experts one token reaches: the dispatcher's per-token rows on a
+// GPU (kMaxTopK of its kernels), a rule on every device so that configs move.
+inline constexpr int64_t kMaxExpertsPerToken = 32;
+// The (token, expert) slots of each token the dispatcher plans: moe_top_k,
+// or num_experts when the experts choose (router_experts_choose): every token
+// offers itself to every expert, and capacity decides.
+int64_t moe_slots(const ModelConfig& m);
+// The pairs a training micro-batch of `tokens` routes, for the dropped
+// fraction: tokens x moe_top_k, or, when the experts choose, what they take
+// (num_experts x min(capacity, tokens)), so none counts as dropped.
+int64_t moe_routed_pairs(const ModelConfig& m, int64_t tokens);
 // Rows the local experts of one rank may compute in a micro-batch under
 // expert parallelism `ep`, in training or evaluation, whichever is more: each
 // of the ep ranks sends at most capacity rows per local expert, and never
-// more than all its tokens*k pairs (the dropless worst case: every pair to
-// one rank). tokens*k without ep.
+// more than all its tokens x moe_slots pairs (the dropless worst case: every
+// pair to one rank). With ep = 1, the rows of the micro-batch's experts.
 int64_t moe_max_local_rows(const ModelConfig& m, int64_t tokens, int64_t ep);
 // Rows of logits per LM-head chunk: ce_chunk_size when set (at most tokens),
 // else 2^27 logits' worth (256 MiB in bf16, 512 MiB in fp32): about 4096 rows

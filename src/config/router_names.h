@@ -18,4 +18,10 @@ std::vector<std::string> router_names();
 // parameter registry declares them for every MoE block. Empty for most routers.
 std::vector<std::string> router_extra_weights(const std::string& router);
 
+// Whether under `router` the experts choose their tokens (expert_choice)
+// rather than each token its top-k experts: a token then offers itself to
+// every expert (num_experts slots) and each expert keeps exactly its
+// capacity, the tokens that score it highest.
+bool router_experts_choose(const std::string& router);
+
 }  // namespace moe

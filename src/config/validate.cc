@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "src/config/derived.h"
+#include "src/config/router_names.h"
 #include "src/core/user_error.h"
 
 namespace moe {
@@ -213,12 +214,41 @@ void check_architecture(const ModelConfig& m) {
   }
 }
 
+// expert_choice: each expert takes its capacity of the tokens that score it
+// highest, so it needs a capacity, and a token may reach every expert.
+void check_expert_choice(const ModelConfig& m) {
+  const std::string with = fmt::format("with model.moe_router = \"{}\"", m.moe_router);
+  if (m.num_experts > kMaxExpertsPerToken) {
+    reject("model.num_experts", m.num_experts,
+           fmt::format("must be at most {} {}: a token may reach every expert, and the dispatcher takes a token to "
+                       "at most {} experts",
+                       kMaxExpertsPerToken, with, kMaxExpertsPerToken),
+           "use fewer experts, or a top-k router");
+  }
+  if (!(m.moe_capacity_factor > 0)) {
+    reject("model.moe_capacity_factor", m.moe_capacity_factor,
+           "must be > 0 " + with + ": each expert takes capacity_factor x tokens x moe_top_k / num_experts tokens",
+           "set it, for example to 1.0 (on average moe_top_k experts per token)");
+  }
+  if (!m.moe_drop_tokens) {
+    reject("model.moe_drop_tokens", false, with + " each expert takes exactly its capacity, which leaves tokens out",
+           "set moe_drop_tokens = true, or use a top-k router for dropless routing");
+  }
+}
+
 void check_moe(const ModelConfig& m) {
   if (m.num_experts > 0) {
     if (m.moe_top_k <= 0 || m.moe_top_k > m.num_experts) {
       reject("model.moe_top_k", m.moe_top_k, fmt::format("must be in 1..model.num_experts ({})", m.num_experts),
              "pick how many experts each token uses, at most num_experts");
     }
+    if (m.moe_top_k > kMaxExpertsPerToken) {
+      reject("model.moe_top_k", m.moe_top_k,
+             fmt::format("must be at most {}: the dispatcher takes a token to at most {} experts", kMaxExpertsPerToken,
+                         kMaxExpertsPerToken),
+             "pick fewer experts per token");
+    }
+    if (router_experts_choose(m.moe_router)) check_expert_choice(m);
   } else if (m.moe_shared_experts > 0) {
     reject("model.moe_shared_experts", m.moe_shared_experts, "needs an MoE model (model.num_experts is 0)",
            "set model.num_experts > 0 or moe_shared_experts = 0");

@@ -174,6 +174,30 @@ std::vector<Case> moe_cases(const Shapes& sh) {
          s.output("pair_row", pair_row, kExact);
          s.output("row_pair", row_pair.rows(0, r.M), kExact);
        }});
+  // The same with a priority (expert choice; V-MoE's batch priority): the
+  // router's weights, and the same rounded to eighths, where many pairs of an
+  // expert tie at its capacity's edge and the earlier pair must win.
+  for (const bool tied : {false, true}) {
+    c.push_back({"moe_plan",
+                 ne + ", capacity " + std::to_string(capacity) + (tied ? ", tied priority" : ", priority") +
+                     (sh.routing_skew > 0 ? ", skew " + std::to_string(sh.routing_skew) : ""),
+                 0, [=](Side& s) {
+                   const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
+                   std::vector<float> priority = r.topk_w;
+                   if (tied)
+                     for (float& v : priority) v = std::round(v * 8.0f) / 8.0f;
+                   const Tensor offsets = s.i32({E + 1}, std::vector<int32_t>(E + 1, -7));
+                   const Tensor row_pair = s.i32({N * K}, std::vector<int32_t>(N * K, -7));
+                   const Tensor pair_row = s.i32({N, K}, std::vector<int32_t>(N * K, -7));
+                   const Tensor idx = s.i32({N, K}, r.topk_idx), prio = s.tensor({N, K}, F32, priority);
+                   s.run([&] { ops::moe_plan(offsets, row_pair, pair_row, idx, capacity, prio); });
+                   std::vector<int32_t> kept(static_cast<size_t>(E + 1));
+                   download(kept.data(), offsets);
+                   s.output("offsets", offsets, kExact);
+                   s.output("pair_row", pair_row, kExact);
+                   s.output("row_pair", row_pair.rows(0, kept.back()), kExact);
+                 }});
+  }
   c.push_back({"moe_count_experts", ne, 0, [=](Side& s) {
                  const Routing r = route(s, sh, cpu::RouterKind::kSoftmaxTopK);
                  const Tensor routed = s.i32({E}, std::vector<int32_t>(static_cast<size_t>(E), 3));

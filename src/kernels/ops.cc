@@ -616,14 +616,20 @@ void router_aux_losses(const Tensor& aux_3, const Tensor& daux_logits_NE, const 
 // ---- MoE: dispatch plan, permute / unpermute ---------------------------------------
 
 void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK, const Tensor& topk_idx_NK,
-              int64_t capacity) {
-  const OpCall call("moe_plan", Placement(offsets_E1, row_pair_M, pair_row_NK, topk_idx_NK));
+              int64_t capacity, const Tensor& priority_NK) {
+  const OpCall call("moe_plan", Placement(offsets_E1, row_pair_M, pair_row_NK, topk_idx_NK, priority_NK));
   const int64_t K = topk_idx_NK.size(-1), N = rows_of(topk_idx_NK), E = offsets_E1.numel() - 1;
-  call.expect(row_pair_M.numel() >= N * K && pair_row_NK.numel() == N * K, [&] {
-    return shapes({{"row_pair", &row_pair_M}, {"pair_row", &pair_row_NK}, {"topk_idx", &topk_idx_NK}});
-  });
-  if (call.on_device()) return cuda::moe_plan(offsets_E1, row_pair_M, pair_row_NK, topk_idx_NK, capacity);
-  cpu::moe_plan(offsets_E1.i32(), row_pair_M.i32(), pair_row_NK.i32(), topk_idx_NK.i32(), N, E, K, capacity);
+  call.expect(row_pair_M.numel() >= N * K && pair_row_NK.numel() == N * K &&
+                  (!priority_NK.data || (priority_NK.numel() == N * K && priority_NK.dtype == DType::kF32)),
+              [&] {
+                return shapes({{"row_pair", &row_pair_M},
+                               {"pair_row", &pair_row_NK},
+                               {"topk_idx", &topk_idx_NK},
+                               {"priority", &priority_NK}});
+              });
+  if (call.on_device()) return cuda::moe_plan(offsets_E1, row_pair_M, pair_row_NK, topk_idx_NK, capacity, priority_NK);
+  cpu::moe_plan(offsets_E1.i32(), row_pair_M.i32(), pair_row_NK.i32(), topk_idx_NK.i32(), N, E, K, capacity,
+                priority_NK.data ? priority_NK.f32() : nullptr);
 }
 
 void moe_count_experts(const Tensor& routed_E, const Tensor& kept_E, const Tensor& topk_idx_NK,

@@ -158,13 +158,16 @@ void router_aux_losses(const Tensor& aux_3, const Tensor& daux_logits_NE, const 
                        const Tensor& scores_NE, const Tensor& topk_idx_NK, int64_t T, RouterKind kind, float w_lb,
                        float w_z, float w_seq, float grad_scale);
 
-// Sorts (token, slot) pairs by expert with capacity. The kept row count M is
-// offsets_E1[E], left on the routing's device: nothing downstream needs it on
-// the host (the ops below go through pair_row_NK and the offsets), so a step
-// never copies routing counts to the host. row_pair_M must hold N*K entries.
-// See cpu_ops.h for the layout.
+// Sorts (token, slot) pairs by expert with capacity: each expert keeps its
+// first `capacity` pairs in token order, or, with priority_NK (F32 [N, K]),
+// those of highest priority (expert choice: the experts take the tokens
+// that score them highest). The kept row count M is offsets_E1[E], left on
+// the routing's device: nothing downstream needs it on the host (the ops
+// below go through pair_row_NK and the offsets), so a step never copies
+// routing counts to the host. row_pair_M must hold N*K entries. See cpu_ops.h
+// for the layout.
 void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK, const Tensor& topk_idx_NK,
-              int64_t capacity);
+              int64_t capacity, const Tensor& priority_NK = Tensor{});
 // routed_E[e] += pairs that chose expert e (before capacity); kept_E[e] +=
 // rows expert e computes (offsets[e+1] - offsets[e]). I32, accumulated where
 // the routing lives, so a step's counts reach the host once, after its last

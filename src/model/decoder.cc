@@ -42,7 +42,7 @@ Decoder::Decoder(const ModelConfig& m, ParamStore& params, std::vector<Tensor> r
     layer.wo = &params[param_name::in_block(l, "self_attn.o_proj.weight")];
     if (is_moe_block(m, l)) {
       layer.router = make_router(m.moe_router, {m, params[param_name::router_gate(l)], 1, 1, pool, scratch_, saved_,
-                                                act, no_noise_, params, l});
+                                                act, no_noise_, params, l, /*decoding=*/true});
       layer.w1 = &params[param_name::routed_experts(l, "w1")];
       layer.w3 = &params[param_name::routed_experts(l, "w3")];
       layer.w2 = &params[param_name::routed_experts(l, "w2")];

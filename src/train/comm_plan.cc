@@ -5,6 +5,7 @@
 #include <set>
 
 #include "src/config/derived.h"
+#include "src/config/router_names.h"
 #include "src/model/param_spec.h"
 #include "src/parallel/mesh.h"
 #include "src/parallel/param_sharding.h"
@@ -91,14 +92,16 @@ CommPlan plan_communication(const JobConfig& cfg, const Layout& l, int64_t c, do
   // top_k rows each time, so a rank N x top_k rows out and, at balanced
   // routing, as many back. A full recompute sends the forward's three again.
   // Expert dropout sends each row's (micro-batch, pair) id with it in the
-  // forward (8 bytes a row), which keys its mask.
+  // forward (8 bytes a row), which keys its mask. Under expert choice the
+  // experts take num_experts x capacity rows, so a rank sends that many out.
   if (moe_blocks > 0 && l.ep > 1) {
-    const int64_t counts = m.num_experts * 4, rows = N * m.moe_top_k;
+    const int64_t counts = m.num_experts * 4, rows = moe_routed_pairs(m, N);
     const int64_t ids = m.moe_expert_dropout > 0 ? 1 : 0;
     add("EP all-to-all of the routed tokens", "ep", l.ep, {0, 0, 1, 0},
         accum * moe_blocks * (5 + 3 * again + ids * (1 + again)),
         accum * moe_blocks * ((1 + again) * (counts + ids * rows * 8) + (4 + 2 * again) * rows * D * c), false);
-    plan.collectives.back().upper_bound = moe_capacity(m, N, true) > 0;  // capacity caps the rows
+    // Capacity caps a top-k router's rows; experts that choose take exactly theirs.
+    plan.collectives.back().upper_bound = moe_capacity(m, N, true) > 0 && !router_experts_choose(m.moe_router);
   }
   // Per step: the fp32 gradient shards, summed over their replicas.
   add("all-reduce of the expert gradients", "dp_replicate", l.dp_replicate, {1, 0, 0, 0}, 1, p.expert_shard * 4, true);

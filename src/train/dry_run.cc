@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "src/config/derived.h"
+#include "src/config/router_names.h"
 #include "src/core/user_error.h"
 #include "src/kernels/kernel_choice.h"
 #include "src/kernels/ops.h"
@@ -171,8 +172,13 @@ std::string format_dry_run(const DryRunReport& r, const JobConfig& cfg, const st
     out += fmt::format("{} experts top-{} in {} of {} blocks, expert hidden {}\n", m.num_experts, m.moe_top_k,
                        num_moe_blocks(m), m.n_layers, expert_hidden(m));
     const int64_t tokens = cfg.train.batch_size * cfg.train.seq_len;
+    const bool experts_choose = router_experts_choose(m.moe_router);
     auto capacity = [&](bool training) {
       const int64_t c = moe_capacity(m, tokens, training);
+      if (experts_choose) {
+        return c > 0 && c < tokens ? fmt::format("each expert takes {} of a micro-batch's {} tokens", c, tokens)
+                                   : std::string("every expert takes every token");
+      }
       return c > 0 ? fmt::format("at most {} pairs per expert and micro-batch", c) : std::string("dropless");
     };
     std::string noise =

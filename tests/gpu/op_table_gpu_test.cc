@@ -123,13 +123,16 @@ TEST_CASE("the dispatch plan on the GPU equals the CPU under skewed routing, at 
   };
   // Fewer pairs than experts; expert 0 in about 90% of the tokens; N x K over
   // 1024 pairs splits them over 10 to 22 chunks (cross-chunk bases, and the
-  // scratch in row_pair).
+  // scratch in row_pair). Each also plans by priority (op table rows).
   const std::vector<Plan> plans = {{1, 8, 2, 0.0, {0, 1e-9}},
                                    {37, 8, 2, 0.0, {0, 0.55, 1.0, 8.0}},
                                    {37, 8, 2, 0.9, {0, 0.33, 2.2}},
                                    {5000, 8, 2, 0.0, {0, 0.88, 1.0}},
                                    {3000, 64, 4, 0.5, {0, 1.0, 1e-9}},
                                    {700, 2048, 32, 0.0, {0, 0.9}},
+                                   // expert choice's shape: every token offers itself to every expert
+                                   {500, 16, 16, 0.0, {0.5, 1.0}},
+                                   {2000, 32, 32, 0.3, {0.25, 1.0}},
                                    {0, 8, 2, 0.0, {0}}};
   for (const Plan& p : plans)
     for (const double capacity_factor : p.capacity_factors) {

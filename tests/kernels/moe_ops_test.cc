@@ -257,6 +257,23 @@ TEST_CASE("moe_plan sorts pairs by expert in token order and drops overflow in t
     CHECK(std::vector<int32_t>(row_pair.begin(), row_pair.begin() + 5) == std::vector<int32_t>{0, 3, 1, 2, 5});
     CHECK(pair_row == std::vector<int32_t>{0, 2, 3, 1, -1, 4, -1, -1});
   }
+  SECTION("capacity 2 with a priority: each expert keeps its two highest, placed in token order") {
+    //   priority: .1 .5 | .9 .3 | .5 .2 | .7 .5
+    // expert 0 (p0 .1, p3 .3, p6 .7) keeps p3 p6; expert 1 (p1 .5, p2 .9,
+    // p4 .5, p7 .5) keeps p2 and, of the three tied at .5, the earliest, p1.
+    const std::vector<float> priority = {0.1f, 0.5f, 0.9f, 0.3f, 0.5f, 0.2f, 0.7f, 0.5f};
+    CHECK(moe::cpu::moe_plan(offsets.data(), row_pair.data(), pair_row.data(), idx.data(), N, E, K, 2,
+                             priority.data()) == 3);
+    CHECK(offsets == std::vector<int32_t>{0, 2, 4, 5, 5});
+    CHECK(std::vector<int32_t>(row_pair.begin(), row_pair.begin() + 5) == std::vector<int32_t>{3, 6, 1, 2, 5});
+    CHECK(pair_row == std::vector<int32_t>{-1, 2, 3, 0, -1, 4, 1, -1});
+  }
+  SECTION("a priority without capacity changes nothing") {
+    const std::vector<float> priority = {0.1f, 0.5f, 0.9f, 0.3f, 0.5f, 0.2f, 0.7f, 0.5f};
+    CHECK(moe::cpu::moe_plan(offsets.data(), row_pair.data(), pair_row.data(), idx.data(), N, E, K, 0,
+                             priority.data()) == 0);
+    CHECK(pair_row == std::vector<int32_t>{0, 3, 4, 1, 5, 7, 2, 6});
+  }
 }
 
 TEST_CASE("moe_count_experts accumulates routed pairs and kept rows per expert", "[dispatch]") {

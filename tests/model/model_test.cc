@@ -142,6 +142,13 @@ TEST_CASE("noisy_topk with jitter: gradient matches through the noise gate's sof
                   "model.moe_router_z_loss_weight=0.05", "model.moe_sequence_aux_loss_weight=0.1"}));
 }
 
+TEST_CASE("expert_choice with a shared expert and the z-loss: gradient matches through the experts' choice") {
+  check_model_gradient(
+      tiny_model({"model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=1", "model.moe_router=expert_choice",
+                  "model.moe_capacity_factor=1.0", "model.moe_shared_experts=1", "model.moe_aux_loss_weight=0.1",
+                  "model.moe_router_z_loss_weight=0.05", "model.moe_sequence_aux_loss_weight=0.1"}));
+}
+
 TEST_CASE("expert dropout: gradient matches through the masked hidden activations, with capacity") {
   check_model_gradient(
       tiny_model({"model.num_experts=4", "model.moe_top_k=2", "model.moe_frequency=1", "model.moe_expert_dropout=0.3",
@@ -150,7 +157,12 @@ TEST_CASE("expert dropout: gradient matches through the masked hidden activation
 
 TEST_CASE("a tiny MoE overfits one repeated batch with every router, and with router jitter") {
   std::vector<std::vector<std::string>> routings;
-  for (const std::string& router : moe::router_names()) routings.push_back({"model.moe_router=" + router});
+  for (const std::string& router : moe::router_names()) {
+    routings.push_back({"model.moe_router=" + router});
+    // Experts that choose need a capacity: on average top_k experts per token.
+    if (moe::router_experts_choose(router))
+      routings.back().insert(routings.back().begin(), "model.moe_capacity_factor=1.0");
+  }
   routings.push_back({"model.moe_router=softmax_topk", "model.moe_router_jitter=0.1"});
   for (const std::vector<std::string>& routing : routings) {
     DYNAMIC_SECTION(routing.back()) {

@@ -3,7 +3,7 @@
 // a shared expert) for 10 steps, and its per-step loss, aux loss, router
 // z-loss, global grad norm and expert counts match a single-process run of the
 // same global batch (grad_accum_steps x the data-parallel degree), to 1e-5
-// relative, with router jitter on, with noisy_topk, and with expert dropout where there is no expert parallelism
+// relative, with router jitter on, with noisy_topk and expert_choice, and with expert dropout
 // (noise keyed by the global micro-batch). Every rank also
 // allocates exactly what
 // --dry-run plans for it. Each layout runs with capacity on and off, for both routers. The same in bf16 (activations
@@ -132,13 +132,15 @@ void check_layout(const Case& c, const moe::Placement& where, size_t gpu_pick = 
   // meets both over the two dtypes. noisy_topk's ops are held to the CPU's on
   // the GPU by the op table; its draws per layout are checked here on the CPU.
   const bool gpu = where.device == moe::Device::kCuda;
-  for (const std::string router : {"softmax_topk", "sigmoid_topk", "noisy_topk"}) {
+  for (const std::string router : {"softmax_topk", "sigmoid_topk", "noisy_topk", "expert_choice"}) {
+    const bool experts_choose = router == "expert_choice";
     for (bool capacity : {false, true}) {
-      if (gpu && (router == "noisy_topk" || capacity != (router == "softmax_topk") ||
+      if (gpu && (router == "noisy_topk" || experts_choose || capacity != (router == "softmax_topk") ||
                   (router == "softmax_topk") != (gpu_pick % 2 == 0))) {
         continue;
       }
       if (router == "noisy_topk" && capacity) continue;  // its noise, keyed like the jitter's, once per layout
+      if (experts_choose && !capacity) continue;         // the experts' choice is a capacity
       DYNAMIC_SECTION(c.name << (bf16 ? " in bf16" : "") << ", " << router << ", capacity "
                              << (capacity ? "on" : "off")) {
         const moe::JobConfig cfg = tiny_config(router, capacity, c.layout, 2);
@@ -161,8 +163,10 @@ void check_layout(const Case& c, const moe::Placement& where, size_t gpu_pick = 
           CHECK(got[s].expert_counts == want[s].expert_counts);
           CHECK(got[s].dropped_frac == want[s].dropped_frac);
         }
-        if (capacity) CHECK(want.back().dropped_frac > 0);  // the capacity case does drop tokens
-        CHECK(want.back().loss < want.front().loss);        // and the model learns
+        // The capacity case does drop tokens; the experts' choice drops none and balances exactly.
+        if (capacity && !experts_choose) CHECK(want.back().dropped_frac > 0);
+        if (experts_choose) CHECK((want.back().dropped_frac == 0 && want.back().expert_balance == 1));
+        CHECK(want.back().loss < want.front().loss);  // and the model learns
       }
     }
   }

@@ -67,6 +67,53 @@ TEST_CASE("prepare text, train a tiny MoE, read the metrics") {
   CHECK(eval.back().contains("eval/perplexity"));
 }
 
+TEST_CASE("debug_moe trains with expert_choice: balance 1, nothing dropped, falling loss; then generates") {
+  const std::string dir = fresh_dir("train_cli_expert_choice");
+  {
+    std::ofstream text(dir + "/a.txt");
+    for (int i = 0; i < 400; ++i) text << "the quick brown fox jumps over the lazy dog " << i % 7 << "\n";
+  }
+  REQUIRE(run({"prepare", "--output=" + dir + "/data", dir + "/a.txt"}) == 0);
+  const std::string metrics = dir + "/m.jsonl";
+  const std::vector<std::string> model = {"configs/train/debug_moe.toml",
+                                          "--model.dim=32",
+                                          "--model.n_layers=2",
+                                          "--model.ffn_hidden_dim=64",
+                                          "--model.vocab_size=257",
+                                          "--model.moe_router=expert_choice",
+                                          "--model.moe_capacity_factor=1.0",
+                                          "--train.seq_len=32",
+                                          "--train.batch_size=4",
+                                          "--train.device=cpu",
+                                          "--checkpoint.dir=" + dir + "/ckpt"};
+  std::vector<std::string> train = model;
+  for (const std::string o :
+       {"--train.max_steps=40", "--optimizer.lr=1e-2", "--scheduler.warmup_steps=3", "--metrics.log_interval=1"})
+    train.push_back(o);
+  train.push_back("--data.dataset_path=" + dir + "/data/train");
+  train.push_back("--metrics.jsonl_path=" + metrics);
+  REQUIRE(run(train) == 0);
+  std::ifstream in(metrics);
+  std::vector<nlohmann::json> steps;
+  for (std::string line; std::getline(in, line);) steps.push_back(nlohmann::json::parse(line));
+  REQUIRE(steps.size() == 40);
+  for (const auto& j : steps) {
+    CHECK(j["moe/expert_balance"].get<double>() == 1.0);
+    CHECK(j["moe/dropped_frac"].get<double>() == 0.0);
+  }
+  // Each of the 4 experts takes ceil(1.0 x 128 tokens x 2 / 4) = 64 tokens of the micro-batch.
+  for (const auto& c : steps.back()["moe/expert_counts"][0]) CHECK(c.get<int64_t>() == 64);
+  CHECK(steps.back()["train/loss"].get<double>() < 0.6 * steps.front()["train/loss"].get<double>());
+
+  std::vector<std::string> generate = {"generate"};
+  generate.insert(generate.end(), model.begin(), model.end());
+  for (const std::string o : {"--prompt=the quick", "--max-new-tokens=12", "--temperature=0"}) generate.push_back(o);
+  const auto sampled = moe::test::run_cli_captured(generate);
+  INFO(sampled.err);
+  REQUIRE(sampled.code == 0);
+  CHECK(sampled.out.rfind("the quick", 0) == 0);
+}
+
 TEST_CASE("bad data is one line and exit 2") {
   const std::string dir = fresh_dir("bad_data");
   CHECK(run({"configs/train/debug_moe.toml", "--data.dataset_path=" + dir}) == 2);  // no *.npy in it

@@ -158,13 +158,15 @@ RouterAux router_aux_losses(float* daux_logits_NE, const float* logits_NE, const
 
 // ---- MoE: dispatch plan, permute / unpermute ------------------------------------
 // Sorts the N*K (token, slot) pairs by expert, token order within each expert.
-// With capacity > 0 each expert keeps its first `capacity` pairs; the rest are
-// dropped (capacity <= 0: no limit). Expert ids must be in [0, E) and distinct
-// within a token. Outputs: offsets_E1 (E+1 prefix sums of kept rows per expert),
-// row_pair_M (pair index n*K+k of each kept row, M = offsets[E]),
+// With capacity > 0 each expert keeps `capacity` of its pairs and the rest are
+// dropped (capacity <= 0: no limit): its first ones in token order, or, with
+// priority_NK (may be null), the ones of highest priority (ties: the earlier
+// pair), still placed in token order. Expert ids must be in [0, E) and
+// distinct within a token. Outputs: offsets_E1 (E+1 prefix sums of kept rows
+// per expert), row_pair_M (pair index n*K+k of each kept row, M = offsets[E]),
 // pair_row_NK (row of each pair, -1 when dropped). Returns the dropped count.
 int64_t moe_plan(int32_t* offsets_E1, int32_t* row_pair_M, int32_t* pair_row_NK, const int32_t* topk_idx_NK, int64_t N,
-                 int64_t E, int64_t K, int64_t capacity);
+                 int64_t E, int64_t K, int64_t capacity, const float* priority_NK = nullptr);
 // Both directions go token by token through pair_row (the plan's inverse
 // map), so neither needs M: rows past the kept ones are never read or written.
 // xs[pair_row[n,k]] = x[n] for every kept pair   (WRITTEN; other rows untouched)

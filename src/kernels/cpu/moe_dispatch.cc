@@ -5,23 +5,49 @@
 #include <cstring>
 #include <vector>
 
+#include "src/core/float_order.h"
 #include "src/kernels/cpu/cpu_ops.h"
 
 namespace moe::cpu {
+
+namespace {
+
+// pair_row[p] = 0 for the `capacity` pairs of each expert with the highest
+// priority (ties: the lower pair index), -1 for the others. Priorities compare
+// as ordered_bits, as the GPU's radix selection does.
+void keep_by_priority(int32_t* pair_row_P, const int32_t* topk_idx_P, const float* priority_P, int64_t P, int64_t E,
+                      int64_t capacity) {
+  std::vector<std::vector<int32_t>> pairs_of(static_cast<size_t>(E));
+  for (int64_t p = 0; p < P; ++p) pairs_of[topk_idx_P[p]].push_back(static_cast<int32_t>(p));
+  for (std::vector<int32_t>& pairs : pairs_of) {
+    const auto first = [priority_P](int32_t a, int32_t b) {
+      const uint32_t ka = ordered_bits(priority_P[a]), kb = ordered_bits(priority_P[b]);
+      return ka > kb || (ka == kb && a < b);
+    };
+    const auto kept = static_cast<int64_t>(pairs.size()) > capacity ? pairs.begin() + capacity : pairs.end();
+    std::nth_element(pairs.begin(), kept, pairs.end(), first);
+    for (auto it = pairs.begin(); it != pairs.end(); ++it) pair_row_P[*it] = it < kept ? 0 : -1;
+  }
+}
+
+}  // namespace
 
 // A counting sort in three passes over the pairs, using offsets_E1 itself as
 // the per-expert cursor (no scratch). Pairs are visited in index order n*K+k,
 // and a token picks an expert at most once, so "first in pair order" is "first
 // in token order": both the order within an expert and who overflows the
-// capacity follow token order.
+// capacity follow token order (with a priority, the kept pairs are chosen
+// first, then placed in the same order).
 int64_t moe_plan(int32_t* offsets_E1, int32_t* row_pair_M, int32_t* pair_row_NK, const int32_t* topk_idx_NK, int64_t N,
-                 int64_t E, int64_t K, int64_t capacity) {
+                 int64_t E, int64_t K, int64_t capacity, const float* priority_NK) {
   const int64_t pairs = N * K;
+  const bool by_priority = priority_NK != nullptr && capacity > 0;
+  if (by_priority) keep_by_priority(pair_row_NK, topk_idx_NK, priority_NK, pairs, E, capacity);
   // 1. offsets[e+1] = kept rows of e; pair_row marks dropped pairs with -1.
   std::memset(offsets_E1, 0, sizeof(int32_t) * (E + 1));
   for (int64_t p = 0; p < pairs; ++p) {
     int32_t& kept = offsets_E1[topk_idx_NK[p] + 1];
-    const bool keep = capacity <= 0 || kept < capacity;
+    const bool keep = by_priority ? pair_row_NK[p] == 0 : capacity <= 0 || kept < capacity;
     kept += keep;
     pair_row_NK[p] = keep ? 0 : -1;
   }

@@ -174,7 +174,7 @@ void reserve_router_aux_losses(int64_t N, int64_t T, int64_t E);
 // (they hold scratch), where the CPU leaves them untouched; only the first M
 // are part of the plan.
 void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK, const Tensor& topk_idx_NK,
-              int64_t capacity);
+              int64_t capacity, const Tensor& priority_NK);
 // moe_counts.cu. routed_E[e] += the pairs of topk_idx_NK that chose e (before
 // capacity); kept_E[e] += offsets_E1[e+1] - offsets_E1[e]. All I32. No sync:
 // the counts of a step stay on the device until the trainer reads them.

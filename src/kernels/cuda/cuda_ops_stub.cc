@@ -96,7 +96,9 @@ void fp8_matmul_backward(const Tensor&, const Tensor&, const Tensor&, const Tens
 }
 void reserve_fp8_matmul(int64_t, int64_t, int64_t) { no_cuda("reserve_fp8_matmul"); }
 
-void moe_plan(const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t) { no_cuda("moe_plan"); }
+void moe_plan(const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t, const Tensor&) {
+  no_cuda("moe_plan");
+}
 
 void moe_count_experts(const Tensor&, const Tensor&, const Tensor&, const Tensor&) { no_cuda("moe_count_experts"); }
 

@@ -22,7 +22,7 @@ constexpr unsigned kFullMask = 0xffffffffu;
 // (E <= 64 * 32), one lane holds one top-k slot (K <= 32), and the dispatch
 // kernels keep E counters per warp in shared memory (4 warps * 2048 * 4 B).
 constexpr int64_t kMaxExperts = 2048;
-constexpr int64_t kMaxTopK = 32;
+constexpr int64_t kMaxTopK = 32;  // config/derived.h kMaxExpertsPerToken: validation holds configs to it
 
 // ---- activations: BF16 or F32 in memory, fp32 in registers (device_math.cuh) ----
 template <typename T>

@@ -23,6 +23,13 @@
 //   5. scatter: row_pair[pair_row[p]] = p for kept pairs.
 // Pair order is token order (a token picks an expert once), as on the CPU, so
 // the rows, and which pairs overflow, are identical to the CPU's.
+//
+// With a priority, a step 0 chooses the kept pairs first: block e finds the
+// capacity-th highest priority among e's pairs by a radix selection on
+// ordered_bits (4 passes of 8 bits over the pairs, a 256-bin histogram in
+// shared memory), keeps the pairs above it and, of those equal to it, the
+// earliest (a block scan in pair order), and marks pair_row 0 (kept) or -1.
+// Steps 1 and 4 then count and rank only the kept pairs, with no capacity.
 #include <cub/block/block_scan.cuh>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -31,6 +38,7 @@
 #include <cstdint>
 #include <string>
 
+#include "src/core/float_order.h"
 #include "src/kernels/cuda/cuda_ops.h"
 #include "src/kernels/cuda/moe_common.cuh"
 #include "src/kernels/cuda/stream.h"
@@ -43,15 +51,17 @@ using namespace moe_detail;
 constexpr int kPlanWarps = 4;             // warps per block in the count and rank kernels
 constexpr int64_t kMinChunkPairs = 1024;  // pairs per warp, at least (but for the last chunk)
 constexpr int kScanThreads = 256;
-constexpr int kOffsetThreads = 1024;  // 2 experts per thread: E <= 2048
-constexpr int kRowThreads = 256;      // permute / unpermute: one block per row or token
+constexpr int kOffsetThreads = 1024;   // 2 experts per thread: E <= 2048
+constexpr int kRowThreads = 256;       // permute / unpermute: one block per row or token
+constexpr int kPriorityThreads = 512;  // step 0: one block per expert
 
 // ---- the plan ------------------------------------------------------------------
 
 // Steps 1 and 4 share the walk over a chunk; kRank selects step 4.
 template <bool kRank>
 __global__ void plan_walk_kernel(int32_t* offsets_E1, int32_t* chunk_counts, int32_t* pair_row_P,
-                                 const int32_t* topk_idx_P, int64_t P, int E, int64_t C, int64_t L, int capacity) {
+                                 const int32_t* topk_idx_P, int64_t P, int E, int64_t C, int64_t L, int capacity,
+                                 bool by_priority) {
   extern __shared__ int32_t counters[];
   const int lane = threadIdx.x & 31;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kPlanWarps + (threadIdx.x >> 5);
@@ -68,7 +78,8 @@ __global__ void plan_walk_kernel(int32_t* offsets_E1, int32_t* chunk_counts, int
     int key = -1;  // -1: past the chunk, or not an expert id (never counted, never routed)
     if (p < end) {
       const int32_t e = topk_idx_P[p];
-      if (e >= 0 && e < E) key = e;
+      // Step 0's choice: pair_row < 0 is dropped (read before this lane writes it).
+      if (e >= 0 && e < E && !(by_priority && pair_row_P[p] < 0)) key = e;
     }
     const unsigned peers = __match_any_sync(kFullMask, key);
     const int leader = __ffs(peers) - 1;
@@ -94,6 +105,71 @@ __global__ void plan_walk_kernel(int32_t* offsets_E1, int32_t* chunk_counts, int
         chunk_counts[e * (C - 1) + (c - 1)] = cnt_E[e];
       }
     }
+  }
+}
+
+// Step 0 (with a priority): block e marks pair_row[p] = 0 for the `capacity`
+// pairs of e with the highest ordered_bits(priority) (ties: the lower p), -1
+// for its other pairs; pairs of other experts are left to their blocks.
+__global__ void __launch_bounds__(kPriorityThreads)
+    plan_priority_kernel(int32_t* pair_row_P, const int32_t* topk_idx_P, const float* priority_P, int64_t P,
+                         int capacity) {
+  using Scan = cub::BlockScan<int32_t, kPriorityThreads>;
+  __shared__ typename Scan::TempStorage temp;
+  __shared__ int32_t histogram[256];
+  __shared__ int32_t pairs_of_e, take;  // take: how many of the pairs matching `prefix` are still to keep
+  __shared__ uint32_t prefix;
+  const int e = blockIdx.x;
+  if (threadIdx.x == 0) pairs_of_e = 0;
+  __syncthreads();
+  int32_t mine = 0;
+  for (int64_t p = threadIdx.x; p < P; p += kPriorityThreads) mine += topk_idx_P[p] == e;
+  atomicAdd(&pairs_of_e, mine);
+  __syncthreads();
+  if (pairs_of_e <= capacity) {  // every pair of e is kept
+    for (int64_t p = threadIdx.x; p < P; p += kPriorityThreads)
+      if (topk_idx_P[p] == e) pair_row_P[p] = 0;
+    return;  // the condition is the same for the whole block
+  }
+  if (threadIdx.x == 0) {
+    take = capacity;
+    prefix = 0;
+  }
+  // Radix passes, most significant byte first: after the pass at `shift`,
+  // the threshold's bytes above and at shift are in prefix, and take counts
+  // the pairs to keep among those whose key equals prefix in those bytes.
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    const uint32_t high_mask = shift == 24 ? 0u : ~0u << (shift + 8);
+    for (int b = threadIdx.x; b < 256; b += kPriorityThreads) histogram[b] = 0;
+    __syncthreads();
+    for (int64_t p = threadIdx.x; p < P; p += kPriorityThreads) {
+      if (topk_idx_P[p] != e) continue;
+      const uint32_t key = ordered_bits(priority_P[p]);
+      if ((key & high_mask) == prefix) atomicAdd(&histogram[(key >> shift) & 255u], 1);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int32_t above = 0;
+      int b = 255;
+      while (above + histogram[b] < take) above += histogram[b--];  // stops: the bins hold >= take pairs
+      take -= above;
+      prefix |= static_cast<uint32_t>(b) << shift;
+    }
+    __syncthreads();
+  }
+  // prefix is the threshold key: keep the pairs above it, and the first
+  // `take` pairs equal to it in pair order.
+  int32_t equal_before = 0;
+  for (int64_t first = 0; first < P; first += kPriorityThreads) {
+    const int64_t p = first + threadIdx.x;
+    const bool of_e = p < P && topk_idx_P[p] == e;
+    const uint32_t key = of_e ? ordered_bits(priority_P[p]) : 0u;
+    const int32_t equal = of_e && key == prefix;
+    int32_t rank = 0, tile_equal = 0;
+    Scan(temp).ExclusiveSum(equal, rank, tile_equal);
+    if (of_e) pair_row_P[p] = key > prefix || (equal && equal_before + rank < take) ? 0 : -1;
+    equal_before += tile_equal;
+    __syncthreads();  // temp is reused by the next tile
   }
 }
 
@@ -311,7 +387,7 @@ unsigned row_threads(int64_t words) {
 }  // namespace
 
 void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& pair_row_NK, const Tensor& topk_idx_NK,
-              int64_t capacity) {
+              int64_t capacity, const Tensor& priority_NK) {
   const char* op = "cuda::moe_plan";
   expect_dtype(offsets_E1, DType::kI32, op, "offsets");
   expect_dtype(row_pair_M, DType::kI32, op, "row_pair");
@@ -329,7 +405,12 @@ void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& 
     return;
   }
   // capacity >= P drops nothing: the same as no limit, and it fits an int.
-  const int cap = capacity <= 0 || capacity >= P ? 0 : static_cast<int>(capacity);
+  int cap = capacity <= 0 || capacity >= P ? 0 : static_cast<int>(capacity);
+  const bool by_priority = priority_NK.data != nullptr && cap > 0;
+  if (priority_NK.data) {
+    expect_dtype(priority_NK, DType::kF32, op, "priority");
+    expect(priority_NK.numel() == P, op, "priority " + priority_NK.shape_string() + ", " + shapes);
+  }
   const int64_t C = std::max<int64_t>(1, std::min<int64_t>((P + kMinChunkPairs - 1) / kMinChunkPairs, 1 + P / E));
   const int64_t L = (P + C - 1) / C;
   int32_t* offsets = offsets_E1.i32();
@@ -339,8 +420,14 @@ void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& 
   const unsigned walk_blocks = ceil_div(C, kPlanWarps);
   const size_t walk_shared = kPlanWarps * E * sizeof(int32_t);
 
-  plan_walk_kernel<false><<<walk_blocks, kPlanWarps * 32, walk_shared, s>>>(offsets, chunk_counts, pair_row, idx, P,
-                                                                            static_cast<int>(E), C, L, cap);
+  if (by_priority) {
+    plan_priority_kernel<<<static_cast<unsigned>(E), kPriorityThreads, 0, s>>>(pair_row, idx, priority_NK.f32(), P,
+                                                                               cap);
+    check_launch(op, "(priority) " + shapes);
+    cap = 0;  // the kept pairs are chosen
+  }
+  plan_walk_kernel<false><<<walk_blocks, kPlanWarps * 32, walk_shared, s>>>(
+      offsets, chunk_counts, pair_row, idx, P, static_cast<int>(E), C, L, cap, by_priority);
   check_launch(op, "(count) " + shapes);
   if (C > 1) {
     plan_scan_kernel<<<static_cast<unsigned>(E), kScanThreads, 0, s>>>(offsets, chunk_counts, C);
@@ -349,7 +436,7 @@ void moe_plan(const Tensor& offsets_E1, const Tensor& row_pair_M, const Tensor& 
   plan_offsets_kernel<<<1, kOffsetThreads, 0, s>>>(offsets, static_cast<int>(E), cap);
   check_launch(op, "(offsets) " + shapes);
   plan_walk_kernel<true><<<walk_blocks, kPlanWarps * 32, walk_shared, s>>>(offsets, chunk_counts, pair_row, idx, P,
-                                                                           static_cast<int>(E), C, L, cap);
+                                                                           static_cast<int>(E), C, L, cap, by_priority);
   check_launch(op, "(rank) " + shapes);
   plan_scatter_kernel<<<ceil_div(P, 256), 256, 0, s>>>(row_pair_M.i32(), pair_row, P);
   check_launch(op, "(scatter) " + shapes);

@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "src/config/derived.h"
+#include "src/config/router_names.h"
 #include "src/model/moe/routers.h"
 #include "src/model/param_names.h"
 
@@ -18,7 +19,9 @@ Param* optional_param(ParamStore& params, const std::string& name, bool present)
 MoELayer::MoELayer(const LayerContext& ctx, int64_t layer)
     : layer_(layer),
       N_(ctx.N()),
-      K_(ctx.model.moe_top_k),
+      K_(moe_slots(ctx.model)),
+      routed_pairs_(moe_routed_pairs(ctx.model, ctx.N())),
+      experts_choose_(router_experts_choose(ctx.model.moe_router)),
       w1_(ctx.params[param_name::routed_experts(layer, "w1")]),
       w3_(ctx.params[param_name::routed_experts(layer, "w3")]),
       w2_(ctx.params[param_name::routed_experts(layer, "w2")]),
@@ -76,14 +79,16 @@ ExpertWeights MoELayer::shared_weights(size_t s) const {
 void MoELayer::reset_step_stats() { pairs_ = micro_batches_ = 0; }
 
 void MoELayer::count_micro_batch() {
-  pairs_ += N_ * K_;
+  pairs_ += routed_pairs_;
   micro_batches_ += 1;
 }
 
 MoEStepStats MoELayer::step_stats() const {
   MoEStepStats s;
-  s.routed_per_expert = counters_->routed(counters_index_);
   s.kept_per_expert = counters_->kept(counters_index_);
+  // When the experts choose, a token offers itself to every expert: what
+  // routes it is the experts' choice, so the pairs routed are the ones kept.
+  s.routed_per_expert = experts_choose_ ? s.kept_per_expert : counters_->routed(counters_index_);
   s.pairs = pairs_;
   int64_t kept = 0;
   for (int64_t c : s.kept_per_expert) kept += c;
@@ -98,7 +103,7 @@ MoEStepStats MoELayer::step_stats() const {
 void MoELayer::forward(const Tensor& out_ND, const Tensor& x_ND, ForwardPass pass, float grad_scale) {
   const bool training = pass != ForwardPass::kEval;
   router_->forward(x_ND, training, grad_scale);
-  const ExpertRows rows = dispatcher_.dispatch(x_ND, router_->topk_idx(), training);
+  const ExpertRows rows = dispatcher_.dispatch(x_ND, router_->topk_idx(), router_->capacity_priority(), training);
   if (expert_dropout_) expert_dropout_->row_ids = rows.row_ids;
   routed_.forward(rows.y_RD, rows.x_RD, routed_weights(), rows.offsets, training ? expert_dropout_.get() : nullptr);
   dispatcher_.combine(out_ND, router_->topk_w());

@@ -1,6 +1,8 @@
 // The MoE feed-forward of one block, in Megatron's roles:
 //   router      (router.h, one of routers.h): picks each token's top-k
-//               experts and weights from logits = x Wr^T, and the aux losses;
+//               experts and weights from logits = x Wr^T (under expert
+//               choice: offers each token to every expert, with a priority
+//               for the capacity), and the aux losses;
 //   dispatcher  (token_dispatcher.h): sorts the (token, slot) pairs by
 //               expert, with capacity, and takes the rows to the experts'
 //               ranks (expert parallelism) and back;
@@ -13,7 +15,7 @@
 // and moe_gradient_scale (train/moe_gradient_scale.h).
 // Under expert parallelism this rank holds El = E/ep experts: it routes its own
 // tokens (capacity and aux statistics per micro-batch, as one process does).
-// Legend: N tokens, D dim, E experts, K top-k, F expert hidden.
+// Legend: N tokens, D dim, E experts, K slots per token (moe_slots), F expert hidden.
 #pragma once
 
 #include <memory>
@@ -66,6 +68,8 @@ class MoELayer {
 
  private:
   int64_t layer_, N_, K_;
+  int64_t routed_pairs_;  // per training micro-batch (moe_routed_pairs)
+  bool experts_choose_;   // router_experts_choose: the routed pairs are the kept ones
   Param &w1_, &w3_, &w2_;
   Param *shared_w1_ = nullptr, *shared_w3_ = nullptr, *shared_w2_ = nullptr;  // [S, ...]; null without shared experts
   std::unique_ptr<Router> router_;

@@ -11,7 +11,7 @@ namespace moe {
 
 // Accumulated over the micro-batches of one optimizer step.
 struct MoEStepStats {
-  std::vector<int64_t> routed_per_expert;  // pairs that chose each expert, before capacity
+  std::vector<int64_t> routed_per_expert;  // pairs that chose each expert, before capacity (kept, when experts choose)
   std::vector<int64_t> kept_per_expert;    // pairs each expert computed
   int64_t pairs = 0;
   int64_t dropped = 0;

@@ -1,5 +1,6 @@
 #include "src/model/moe/router.h"
 
+#include "src/config/derived.h"
 #include "src/model/layer_common.h"
 
 namespace moe {
@@ -8,7 +9,7 @@ Router::Router(const RouterSetup& s)
     : N_(s.N),
       T_(s.T),
       E_(s.model.num_experts),
-      K_(s.model.moe_top_k),
+      K_(s.decoding ? s.model.moe_top_k : moe_slots(s.model)),
       gate_(s.gate),
       w_lb_(static_cast<float>(s.model.moe_aux_loss_weight)),
       w_z_(static_cast<float>(s.model.moe_router_z_loss_weight)),

@@ -37,6 +37,9 @@ struct RouterSetup {
   const Tensor& noise_key;  // the micro-batch's noise key (ops::multiply_noise): jitter and noisy gating draw from it
   ParamStore& params;       // where a router finds the weights it learns beside its gate (router_extra_weights)
   int64_t layer;            // the block index: the router's own noise streams
+  // Generation: one token at a time, no batch for experts to choose from;
+  // every router then gives each token moe_top_k experts.
+  bool decoding = false;
 };
 
 class Router {
@@ -56,8 +59,12 @@ class Router {
   // from dtopk_w_NK (d loss / d weights) and the saved aux gradient.
   void backward(const Tensor& dx_ND, const Tensor& dtopk_w_NK, const Tensor& x_ND);
 
+  // K = moe_slots (num_experts when the experts choose), moe_top_k in decoding.
   const Tensor& topk_idx() const { return topk_idx_NK_; }  // I32 [N, K], distinct experts per token
   const Tensor& topk_w() const { return topk_w_NK_; }      // F32 [N, K]
+  // Which pairs an expert keeps when more reach it than its capacity: empty,
+  // its first ones in token order; else F32 [N, K], those of highest value.
+  virtual Tensor capacity_priority() const { return Tensor{}; }
   // F32 [3], unweighted: load balance, z-loss, sequence balance of the last training forward.
   const Tensor& aux_losses() const { return aux_3_; }
   // w_lb * LB + w_z * Z + w_seq * SEQ of the last training forward (a HOST SYNC).

@@ -20,12 +20,15 @@ std::unique_ptr<Router> make_router(const std::string& name, const RouterSetup& 
 
 // Adds a router at run time, after the built-in ones (a program or a test
 // that brings its own), with the [E, dim] weights it learns beside its gate
-// (router_extra_weights); a name already taken is a std::logic_error.
-void register_router(const std::string& name, RouterFactory make, std::vector<std::string> extra_weights = {});
+// (router_extra_weights) and whether its experts choose their tokens
+// (router_experts_choose); a name already taken is a std::logic_error.
+void register_router(const std::string& name, RouterFactory make, std::vector<std::string> extra_weights = {},
+                     bool experts_choose = false);
 
 // The built-in routers' factories, each defined in its own file.
 std::unique_ptr<Router> make_softmax_topk_router(const RouterSetup& setup);
 std::unique_ptr<Router> make_sigmoid_topk_router(const RouterSetup& setup);
 std::unique_ptr<Router> make_noisy_topk_router(const RouterSetup& setup);
+std::unique_ptr<Router> make_expert_choice_router(const RouterSetup& setup);
 
 }  // namespace moe

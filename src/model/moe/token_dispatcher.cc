@@ -10,7 +10,8 @@ TokenDispatcher::TokenDispatcher(const LayerContext& ctx, int64_t local_experts,
       eval_capacity_(moe_capacity(ctx.model, ctx.N(), false)),
       noise_key_(ctx.noise_key) {
   TensorPool& pool = ctx.pool;
-  const int64_t N = ctx.N(), D = ctx.model.dim, E = ctx.model.num_experts, K = ctx.model.moe_top_k;
+  const int64_t N = ctx.N(), D = ctx.model.dim, E = ctx.model.num_experts, K = moe_slots(ctx.model);
+  const int64_t M = moe_max_local_rows(ctx.model, N, 1);  // the rows this rank's pairs may keep
   Communicator& ep = *ctx.parallel.ep;
   if (ep.size() > 1) {
     const int64_t R = moe_max_local_rows(ctx.model, N, ep.size());
@@ -28,10 +29,10 @@ TokenDispatcher::TokenDispatcher(const LayerContext& ctx, int64_t local_experts,
   offsets_E1_ = ctx.save(SavedKind::kProduct, {E + 1}, DType::kI32);
   row_pair_M_ = ctx.save(SavedKind::kProduct, {N * K}, DType::kI32);
   pair_row_NK_ = ctx.save(SavedKind::kProduct, {N, K}, DType::kI32);
-  xs_MD_ = ctx.save_act(SavedKind::kElementwise, {N * K, D});
-  ys_MD_ = ctx.save_act(SavedKind::kProduct, {N * K, D});
-  dxs_MD_ = ctx.scratch_act(ScratchRole::kMoeDxs, {N * K, D});
-  dys_MD_ = ctx.scratch_act(ScratchRole::kMoeDys, {N * K, D});
+  xs_MD_ = ctx.save_act(SavedKind::kElementwise, {M, D});
+  ys_MD_ = ctx.save_act(SavedKind::kProduct, {M, D});
+  dxs_MD_ = ctx.scratch_act(ScratchRole::kMoeDxs, {M, D});
+  dys_MD_ = ctx.scratch_act(ScratchRole::kMoeDys, {M, D});
 }
 
 void TokenDispatcher::recompute_permute(const Tensor& x_ND) {
@@ -39,8 +40,10 @@ void TokenDispatcher::recompute_permute(const Tensor& x_ND) {
   if (!exchange_) ops::moe_permute(xs_MD_, x_ND, pair_row_NK_);
 }
 
-ExpertRows TokenDispatcher::dispatch(const Tensor& x_ND, const Tensor& topk_idx_NK, bool training) {
-  ops::moe_plan(offsets_E1_, row_pair_M_, pair_row_NK_, topk_idx_NK, training ? train_capacity_ : eval_capacity_);
+ExpertRows TokenDispatcher::dispatch(const Tensor& x_ND, const Tensor& topk_idx_NK, const Tensor& priority_NK,
+                                     bool training) {
+  ops::moe_plan(offsets_E1_, row_pair_M_, pair_row_NK_, topk_idx_NK, training ? train_capacity_ : eval_capacity_,
+                priority_NK);
   ops::moe_permute(xs_MD_, x_ND, pair_row_NK_);
   // Row ids key expert dropout, which only training applies.
   const bool ids = training && row_ids_M2_.data != nullptr;

@@ -2,7 +2,8 @@
 // takes each token to the experts its router chose and brings the experts'
 // outputs back.
 //   dispatch: sorts the (token, slot) pairs by expert (capacity drops the
-//             overflow in token order) and copies each kept pair's token into
+//             overflow in token order, or, with a priority, keeps the pairs
+//             of highest priority) and copies each kept pair's token into
 //             a row, rows grouped by expert. Under expert parallelism it also
 //             sends the rows to the ranks that hold their experts (an
 //             all-to-all), so the caller always gets the rows of *its* experts.
@@ -11,7 +12,7 @@
 // Backward runs the same path the other way, through the same plan. Every
 // collective of expert parallelism is issued here (ExpertExchange), and
 // every rank issues the same ones whatever the routing.
-// Legend: N tokens, D dim, K top-k, E experts, El local experts, M rows this
+// Legend: N tokens, D dim, K slots per token (moe_slots), E experts, El local experts, M rows this
 // rank routed, R rows its experts compute.
 #pragma once
 
@@ -44,7 +45,8 @@ class TokenDispatcher {
   // keys its mask by it), sent with the rows under expert parallelism.
   TokenDispatcher(const LayerContext& ctx, int64_t local_experts, bool row_ids);
 
-  ExpertRows dispatch(const Tensor& x_ND, const Tensor& topk_idx_NK, bool training);
+  // priority_NK: empty, or the Router's capacity_priority.
+  ExpertRows dispatch(const Tensor& x_ND, const Tensor& topk_idx_NK, const Tensor& priority_NK, bool training);
   // The tokens' permuted copies again, through the kept plan (selective checkpointing).
   void recompute_permute(const Tensor& x_ND);
   // out_ND = the weighted sum of each token's expert outputs (overwritten).
@@ -61,10 +63,10 @@ class TokenDispatcher {
 
  private:
   int64_t train_capacity_, eval_capacity_;
-  Tensor offsets_E1_, row_pair_M_, pair_row_NK_;    // the plan of the last dispatch
-  Tensor xs_MD_, ys_MD_;                            // a row for every pair; the first offsets[E] are the kept ones
-  Tensor dxs_MD_, dys_MD_;                          // backward scratch
-  std::unique_ptr<ExpertExchange> exchange_;        // ep > 1 only
+  Tensor offsets_E1_, row_pair_M_, pair_row_NK_;  // the plan of the last dispatch
+  Tensor xs_MD_, ys_MD_;                          // rows for the most pairs a plan keeps; the first offsets[E] are used
+  Tensor dxs_MD_, dys_MD_;                        // backward scratch
+  std::unique_ptr<ExpertExchange> exchange_;      // ep > 1 only
   Tensor ex_x_RD_, ex_y_RD_, ex_dx_RD_, ex_dy_RD_;  // the local experts' rows, expert-major (ep > 1 only)
   const Tensor& noise_key_;
   Tensor row_ids_M2_;                  // (global micro-batch, pair) of each routed row (with row ids)
