@@ -210,7 +210,11 @@ TEST_CASE("features not built yet say so instead of running something else") {
   expect_rejected({"debug_moe.toml", {"model.qk_norm=true"}, {"QK-norm is not built yet"}}, {});
   setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
   setenv("OMPI_COMM_WORLD_RANK", "0", 1);
-  expect_rejected({"debug_dense.toml", {"distributed.pp=2"}, {"pipeline parallelism is not built yet"}}, {});
+  // A dense model's pipeline of more stages than blocks.
+  expect_rejected({"debug_dense.toml",
+                   {"distributed.pp=2", "model.n_layers=1"},
+                   {"distributed.pp = 2", "at most model.n_layers (1)", "fewer stages"}},
+                  {});
   expect_rejected({"debug_dense.toml", {"distributed.cp=2"}, {"context parallelism is not built yet"}}, {});
   // Other ranks exit 2 as well, silently: only rank 0 prints.
   setenv("OMPI_COMM_WORLD_RANK", "1", 1);

@@ -158,9 +158,21 @@ dp_shard = 2
   CHECK(r.total_bytes == 16 * 75424 + r.fsdp_buffer_bytes + r.activation_bytes);
 }
 
-TEST_CASE("the calculator refuses pipeline parallelism, which it does not model") {
-  auto cfg = moe::load_config_file("configs/train/debug_dense.toml", {"distributed.pp=2"}).cfg;
-  CHECK_THROWS_WITH(estimate(cfg), Catch::Matchers::Contains("distributed.pp = 2"));
+TEST_CASE("under pipeline parallelism the calculator plans every stage and reports the largest") {
+  auto whole = moe::load_config_file("configs/train/debug_dense.toml", {}).cfg;
+  auto staged = moe::load_config_file("configs/train/debug_dense.toml", {"distributed.pp=2"}).cfg;
+  const moe::DryRunReport one = estimate(whole), two = estimate(staged);
+  // The same model and tokens per step; each stage holds part of the weights.
+  CHECK(two.total_params == one.total_params);
+  CHECK(two.tokens_per_step == one.tokens_per_step);
+  CHECK(two.params_per_rank < one.params_per_rank);
+  CHECK(two.total_bytes < one.total_bytes);
+  // The last stage (2 blocks, the final norm and the LM head with its logits) outweighs the first (the embedding).
+  CHECK(two.pp_stage == 1);
+  const std::string text = moe::format_dry_run(two, staged, "debug_dense.toml");
+  CHECK_THAT(text, Catch::Matchers::Contains(
+                       "pipeline: 2 stages, 1F1B over grad_accum_steps = 1 micro-batches; blocks 0-1, 2-3"));
+  CHECK_THAT(text, Catch::Matchers::Contains("pipeline stage 1 of 2, the largest"));
 }
 
 TEST_CASE("a plan fits when the ranks of a node together fit its memory") {

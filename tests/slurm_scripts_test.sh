@@ -103,7 +103,7 @@ if [[ $1 == check-gpu ]]; then  # FAKE_CHECK_FAIL_NODE fails on that node, FAKE_
     echo "moe_train: error: check-gpu failed: GPU 3 (...)" >&2
     exit 2
   fi
-  [[ ${FAKE_CHECK_RC:-0} -eq 0 ]] || { echo "moe_train: error: pipeline parallelism is not built yet" >&2; exit "$FAKE_CHECK_RC"; }
+  [[ ${FAKE_CHECK_RC:-0} -eq 0 ]] || { echo "moe_train: error: context parallelism is not built yet" >&2; exit "$FAKE_CHECK_RC"; }
   echo "check-gpu: all 8 GPUs passed"
   exit 0
 fi

@@ -488,7 +488,7 @@ TrainPosition load_checkpoint(const std::string& path, const std::vector<StateTe
                  extra.size(), step_dir, some(extra));
   }
   for (const StateTensor& s : state) {
-    if (!loads(s)) continue;
+    if (!loads(s) || !s.piece.data) continue;  // no piece: another pipeline stage's
     const std::vector<float> global = assemble(s.name, meta.tensors.at(s.name), files);
     copy_own_piece(s.piece, global.data(), s.place);
   }

@@ -101,6 +101,12 @@ int64_t moe_max_local_rows(const ModelConfig& m, int64_t tokens, int64_t ep) {
   return rows;
 }
 
+StageBlocks stage_blocks(const ModelConfig& m, int64_t pp, int64_t stage) {
+  const int64_t base = m.n_layers / pp, extra = m.n_layers % pp;
+  const int64_t first = stage * base + std::min(stage, extra);
+  return {first, first + base + (stage < extra ? 1 : 0)};
+}
+
 int64_t lm_head_chunk_rows(int64_t ce_chunk_size, int64_t tokens, int64_t vocab) {
   if (ce_chunk_size > 0) return std::min(ce_chunk_size, tokens);
   return std::clamp<int64_t>((int64_t{1} << 27) / vocab, 1, tokens);

@@ -58,6 +58,15 @@ struct Layout {
 // it (--dry-run, --print-config), dp_shard = -1 counts as 1.
 Layout resolve_layout(const DistributedConfig& d, std::optional<int64_t> world_size);
 
+// The transformer blocks of pipeline stage `stage` of `pp`: [first, last).
+// The n_layers blocks split as evenly as they go, the earlier stages taking
+// one more where pp does not divide them (the last stage also runs the LM
+// head). Stage 0 also holds the embedding, the last the final norm and head.
+struct StageBlocks {
+  int64_t first = 0, last = 0;
+};
+StageBlocks stage_blocks(const ModelConfig& m, int64_t pp, int64_t stage);
+
 // Fills the keys whose defaults depend on others (n_kv_heads, ffn_hidden_dim),
 // so that --print-config shows what will be used.
 void fill_derived_defaults(JobConfig& cfg);

@@ -16,7 +16,6 @@ template <typename T>
 }  // namespace
 
 void require_built_features(const JobConfig& c, const Layout& l) {
-  if (l.pp > 1) not_built("distributed.pp", l.pp, "pipeline parallelism", "set distributed.pp = 1");
   if (l.cp > 1) not_built("distributed.cp", l.cp, "context parallelism", "set distributed.cp = 1");
   if (c.model.norm_type != NormType::kRmsNorm) {
     not_built("model.norm_type", quoted(c.model.norm_type), "LayerNorm", "use \"rmsnorm\"");

@@ -287,6 +287,11 @@ void check_parallel(const JobConfig& c) {
     reject("model.ffn_hidden_dim", ffn_hidden(m), fmt::format("must be divisible by distributed.tp ({})", d.tp),
            "choose ffn_hidden_dim (or tp) so that each TP rank holds an equal slice of the dense MLP");
   }
+  if (d.pp > m.n_layers) {
+    reject("distributed.pp", d.pp,
+           fmt::format("must be at most model.n_layers ({}): each stage runs whole blocks", m.n_layers),
+           "use fewer stages, or more layers");
+  }
   if (m.tie_embeddings && d.pp > 1) {
     reject("model.tie_embeddings", "true", "cannot be used with pipeline parallelism (pp > 1)",
            "set model.tie_embeddings = false or distributed.pp = 1");

@@ -55,4 +55,12 @@ std::vector<ParamSpec> model_param_specs(const ModelConfig& m) {
   return p;
 }
 
+bool on_pipeline_stage(const ParamSpec& p, const ModelConfig& m, int64_t pp, int64_t stage) {
+  if (p.block >= 0) {
+    const StageBlocks b = stage_blocks(m, pp, stage);
+    return p.block >= b.first && p.block < b.last;
+  }
+  return p.kind == ParamKind::kEmbedding ? stage == 0 : stage == pp - 1;
+}
+
 }  // namespace moe

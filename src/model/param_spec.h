@@ -39,4 +39,9 @@ struct ParamSpec {
 
 std::vector<ParamSpec> model_param_specs(const ModelConfig& m);
 
+// Whether pipeline stage `stage` of `pp` holds p: its blocks' parameters
+// (stage_blocks), the embedding on the first stage, the final norm and the LM
+// head on the last.
+bool on_pipeline_stage(const ParamSpec& p, const ModelConfig& m, int64_t pp, int64_t stage);
+
 }  // namespace moe

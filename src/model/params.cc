@@ -26,6 +26,7 @@ ParamStore::ParamStore(const ModelConfig& m, TensorPool& pool, const Layout& lay
                        DType compute)
     : layout_(layout), coord_(coord), compute_(compute) {
   for (const ParamSpec& spec : model_param_specs(m)) {
+    if (!on_pipeline_stage(spec, m, layout.pp, coord.pp)) continue;  // another stage's
     Param p;
     p.spec = spec;
     p.place = place_parameter(spec.shape, spec.tp_dim, spec.expert_parallel, layout, coord);

@@ -8,6 +8,12 @@
 // before its backward, and its gradients reduce-scattered right after.
 // Under activation checkpointing (saved_activations.h) each block recomputes
 // what it did not keep right before its backward.
+// Under pipeline parallelism (the parameters' layout has pp > 1) the model is
+// this rank's stage: its blocks (stage_blocks), the embedding on the first
+// stage, the final norm, head and loss on the last. A stage's input and
+// output are activations [B*T, dim] that a schedule (train/pipeline_schedule.h)
+// moves between stages; stage_forward() and stage_backward() run one
+// micro-batch through it.
 #pragma once
 
 #include <memory>
@@ -52,8 +58,31 @@ class Transformer {
   // same loss_scale. Token ids are read from inputs()/targets() at replay.
   // Only without collectives inside a micro-batch, on device tensors.
   void replay_micro_batches_as_graph();
-  // FSDP, tp > 1 or ep > 1: a micro-batch talks to other ranks (no graph).
+  // FSDP, tp > 1, ep > 1 or pp > 1: a micro-batch talks to other ranks (no graph).
   bool micro_batch_has_collectives() const;
+
+  // ---- one pipeline stage (also the whole model when pp = 1) ----
+  bool first_stage() const { return embed_ != nullptr; }
+  bool last_stage() const { return head_ != nullptr; }
+  // Where a later stage's input goes before stage_forward(), and the first
+  // stage's embedded tokens after it. [B*T, dim], activation dtype.
+  const Tensor& stage_input() const { return resid_.front(); }
+  // The stage's output after stage_forward() (what the next stage takes).
+  const Tensor& stage_output() const { return resid_.back(); }
+  // Where the next stage's gradient of stage_output() goes before
+  // stage_backward() (not on the last stage, whose loss gives its own).
+  const Tensor& stage_output_grad() const { return dstage_out_; }
+  // The gradient of stage_input() after stage_backward() (what the previous stage takes).
+  const Tensor& stage_input_grad() const { return stage_input_grad_; }
+  // The micro-batch through the stage: the first stage embeds inputs(), the
+  // last computes the loss (and, in training, the head's gradients and
+  // dfinal). Every gradient of the stage's parameters accumulates in
+  // stage_backward(), which needs this micro-batch's stage_forward() just
+  // before it (a schedule that runs others in between runs it again).
+  void stage_forward(ForwardPass pass, float loss_scale);
+  void stage_backward(float loss_scale);
+  // The mean token loss of the last stage_forward() on the last stage (a HOST SYNC).
+  double read_loss();
   // The weighted MoE auxiliary losses of the last pass, summed over layers
   // (host syncs; for the tests' gradient checks).
   double last_aux_loss();
@@ -72,30 +101,32 @@ class Transformer {
   int64_t tokens_per_micro_batch() const { return B_ * T_; }
 
  private:
-  void forward(ForwardPass pass, float loss_scale);
   void forward_and_backward(float loss_scale);
   void head_and_loss(bool with_grad, float loss_scale);
-  double read_loss();
+  int64_t block_index(size_t local) const { return first_block_ + static_cast<int64_t>(local); }
 
   const ModelConfig& model_;
   ModelParallel parallel_;
   int64_t B_, T_, N_, D_, V_, chunk_;
   ParamStore& params_;
-  Param &embed_, &final_norm_, &head_;
-  SharedScratch scratch_;                          // before blocks_: the layers hold its buffers
-  SavedActivations saved_;                         // the same
-  std::unique_ptr<MoEStepCounters> moe_counters_;  // null without MoE layers
+  int64_t first_block_;                                               // this stage's first block (0 without pp)
+  Param *embed_ = nullptr, *final_norm_ = nullptr, *head_ = nullptr;  // first / last stage only
+  SharedScratch scratch_;                                             // before blocks_: the layers hold its buffers
+  SavedActivations saved_;                                            // the same
+  std::unique_ptr<MoEStepCounters> moe_counters_;                     // null without MoE layers
   std::vector<std::unique_ptr<Block>> blocks_;
   std::vector<MoELayer*> moe_layers_;  // the MoE layers of blocks_, in order
   std::vector<int64_t> moe_block_indices_;
   Tensor inputs_, targets_, noise_key_;
-  std::vector<Tensor> resid_;  // resid_[l] is block l's input; resid_[L] the last block's output
+  std::vector<Tensor> resid_;  // resid_[l] is the stage's block l's input; resid_.back() the last block's output
   Tensor final_out_, final_rstd_, logits_, loss_n_;
   std::vector<float> loss_host_;        // loss_n_ read back
   std::unique_ptr<StreamGraph> graph_;  // set by replay_micro_batches_as_graph()
   bool graph_warm_ = false;
   float graph_scale_ = 0;
   Tensor dfinal_, dresid_a_, dresid_b_;
+  Tensor dstage_out_;        // not on the last stage
+  Tensor stage_input_grad_;  // one of the buffers above, after stage_backward()
 };
 
 }  // namespace moe

@@ -82,6 +82,10 @@ class TimedCommunicator final : public Communicator {
     Timed timed(*this, "barrier");
     inner_->barrier();
   }
+  void send_recv(const Tensor& send, int to, const Tensor& recv, int from) override {
+    Timed timed(*this, "send_recv");
+    inner_->send_recv(send, to, recv, from);
+  }
   void begin_batch() override { inner_->begin_batch(); }
   void end_batch() override {
     Timed timed(*this, "batch");  // a batched collective may block here

@@ -44,6 +44,12 @@ class Communicator {
   virtual void all_to_all_v(const Tensor& out, const std::vector<int64_t>& recv_rows, const Tensor& in,
                             const std::vector<int64_t>& send_rows) = 0;
   virtual void barrier() = 0;
+  // Point to point: sends `send` to rank `to` and receives `recv` (the same
+  // dtype) from rank `from`, both at once; to or from -1 skips that side.
+  // Two neighbours that each pair a send to the other with a receive from
+  // it never wait on each other, so a pipeline's exchanges cannot deadlock.
+  // Unlike the collectives, only the named peers take part.
+  virtual void send_recv(const Tensor& send, int to, const Tensor& recv, int from) = 0;
 
   // A sub-group of the ranks that pass the same color, ordered by key.
   virtual std::unique_ptr<Communicator> split(int color, int key) = 0;

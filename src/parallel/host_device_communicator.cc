@@ -40,6 +40,12 @@ void HostDeviceCommunicator::all_to_all_v(const Tensor& out, const std::vector<i
   side("all_to_all_v", out, in).all_to_all_v(out, recv_rows, in, send_rows);
 }
 
+void HostDeviceCommunicator::send_recv(const Tensor& send, int to, const Tensor& recv, int from) {
+  if (to < 0 && from < 0) return;  // no peer: nothing to move on either transport
+  // The sides that move decide the transport (the other may be any tensor or none).
+  side("send_recv", to >= 0 ? send : Tensor{}, from >= 0 ? recv : Tensor{}).send_recv(send, to, recv, from);
+}
+
 void HostDeviceCommunicator::barrier() {
   device_->barrier();
   host_->barrier();

@@ -30,6 +30,7 @@ class HostDeviceCommunicator final : public Communicator {
                     const std::vector<int64_t>& send_rows) override;
   // Both transports: a device barrier also waits for the device's collectives.
   void barrier() override;
+  void send_recv(const Tensor& send, int to, const Tensor& recv, int from) override;
   std::unique_ptr<Communicator> split(int color, int key) override;
   // Batches the device transport (host collectives run as they come).
   void begin_batch() override { device_->begin_batch(); }

@@ -26,6 +26,7 @@ class PlanningCommunicator final : public Communicator {
     refuse("all_to_all_v");
   }
   void barrier() override { refuse("barrier"); }
+  void send_recv(const Tensor&, int, const Tensor&, int) override { refuse("send_recv"); }
   std::unique_ptr<Communicator> split(int, int) override { refuse("split"); }
 
  private:
@@ -45,12 +46,14 @@ MeshCoord mesh_coord(const Layout& l, int64_t rank) {
   c.ep = rank % l.ep;
   rank /= l.ep;
   c.dp_shard = rank % l.dp_shard;
-  c.dp_replicate = rank / l.dp_shard;
+  rank /= l.dp_shard;
+  c.dp_replicate = rank % l.dp_replicate;
+  c.pp = rank / l.dp_replicate;
   return c;
 }
 
 int64_t mesh_rank(const Layout& l, const MeshCoord& c) {
-  return ((c.dp_replicate * l.dp_shard + c.dp_shard) * l.ep + c.ep) * l.tp + c.tp;
+  return (((c.pp * l.dp_replicate + c.dp_replicate) * l.dp_shard + c.dp_shard) * l.ep + c.ep) * l.tp + c.tp;
 }
 
 int64_t data_parallel_index(const Layout& l, const MeshCoord& c) {
@@ -68,12 +71,13 @@ Mesh::Mesh(const Layout& layout, std::unique_ptr<Communicator> world, double col
   const auto color = [&](MeshCoord varying_zeroed) { return static_cast<int>(mesh_rank(layout, varying_zeroed)); };
   const int key = world_->rank();
   // A group's color is the rank of its member whose varying coordinates are 0.
-  tp_ = world_->split(color({c.dp_replicate, c.dp_shard, c.ep, 0}), key);
-  ep_ = world_->split(color({c.dp_replicate, c.dp_shard, 0, c.tp}), key);
-  dp_shard_ = world_->split(color({c.dp_replicate, 0, c.ep, c.tp}), key);
-  dp_replicate_ = world_->split(color({0, c.dp_shard, c.ep, c.tp}), key);
-  data_parallel_ = world_->split(color({0, 0, 0, c.tp}), key);
-  non_expert_replicas_ = world_->split(color({0, c.dp_shard, 0, c.tp}), key);
+  tp_ = world_->split(color({c.dp_replicate, c.dp_shard, c.ep, 0, c.pp}), key);
+  ep_ = world_->split(color({c.dp_replicate, c.dp_shard, 0, c.tp, c.pp}), key);
+  dp_shard_ = world_->split(color({c.dp_replicate, 0, c.ep, c.tp, c.pp}), key);
+  dp_replicate_ = world_->split(color({0, c.dp_shard, c.ep, c.tp, c.pp}), key);
+  pp_ = world_->split(color({c.dp_replicate, c.dp_shard, c.ep, c.tp, 0}), key);
+  data_parallel_ = world_->split(color({0, 0, 0, c.tp, c.pp}), key);
+  non_expert_replicas_ = world_->split(color({0, c.dp_shard, 0, c.tp, c.pp}), key);
   struct Group {
     std::unique_ptr<Communicator>* comm;
     const char* name;
@@ -85,6 +89,7 @@ Mesh::Mesh(const Layout& layout, std::unique_ptr<Communicator> world, double col
                           {&ep_, "ep", &t.ep},
                           {&dp_shard_, "dp_shard", &t.dp_shard},
                           {&dp_replicate_, "dp_replicate", &t.dp_replicate},
+                          {&pp_, "pp", &t.pp},
                           {&data_parallel_, "data_parallel", &t.data_parallel},
                           {&non_expert_replicas_, "non_expert_replicas", &t.non_expert_replicas}};
   for (const Group& g : groups) {
@@ -107,6 +112,7 @@ Mesh Mesh::for_planning(const Layout& l, int64_t rank) {
   m.ep_ = group("ep", c.ep, l.ep);
   m.dp_shard_ = group("dp_shard", c.dp_shard, l.dp_shard);
   m.dp_replicate_ = group("dp_replicate", c.dp_replicate, l.dp_replicate);
+  m.pp_ = group("pp", c.pp, l.pp);
   m.data_parallel_ = group("data_parallel", data_parallel_index(l, c), l.dp_replicate * l.dp_shard * l.ep);
   m.non_expert_replicas_ = group("non_expert_replicas", c.dp_replicate * l.ep + c.ep, l.dp_replicate * l.ep);
   return m;

@@ -1,8 +1,10 @@
 // The device mesh: where each rank sits in the layout and the groups it
 // communicates in. Ranks are laid out with tp innermost (a TP group shares a
-// node), then ep, dp_shard, and dp_replicate outermost:
-//   rank = ((dp_replicate_i * dp_shard + dp_shard_i) * ep + ep_i) * tp + tp_i
-// Groups: tp, ep, dp_shard (FSDP shards), dp_replicate (HSDP replicas), and
+// node), then ep, dp_shard, dp_replicate, and pipeline stages outermost (a
+// stage's ranks are consecutive; stages talk only to their neighbours):
+//   rank = (((pp_i * dp_replicate + dp_replicate_i) * dp_shard + dp_shard_i) * ep + ep_i) * tp + tp_i
+// Groups: tp, ep, dp_shard (FSDP shards), dp_replicate (HSDP replicas), pp
+// (the stages of one pipeline: the ranks that differ only in pp_i), and
 // data_parallel = dp_replicate x dp_shard x ep (the ranks that read different
 // data and average the gradients of non-expert parameters), and
 // non_expert_replicas = dp_replicate x ep (the ranks that hold the same FSDP
@@ -19,7 +21,7 @@
 namespace moe {
 
 struct MeshCoord {
-  int64_t dp_replicate = 0, dp_shard = 0, ep = 0, tp = 0;
+  int64_t dp_replicate = 0, dp_shard = 0, ep = 0, tp = 0, pp = 0;
 };
 
 // Pure layout arithmetic (no communication).
@@ -30,7 +32,7 @@ int64_t data_parallel_index(const Layout& layout, const MeshCoord& c);
 
 // What each group moved since the mesh was built (or reset_traffic()).
 struct MeshTraffic {
-  GroupTraffic world, tp, ep, dp_shard, dp_replicate, data_parallel, non_expert_replicas;
+  GroupTraffic world, tp, ep, dp_shard, dp_replicate, pp, data_parallel, non_expert_replicas;
 };
 
 class Mesh {
@@ -52,6 +54,7 @@ class Mesh {
   Communicator& ep() { return *ep_; }
   Communicator& dp_shard() { return *dp_shard_; }
   Communicator& dp_replicate() { return *dp_replicate_; }
+  Communicator& pp() { return *pp_; }
   Communicator& data_parallel() { return *data_parallel_; }
   Communicator& non_expert_replicas() { return *non_expert_replicas_; }
   const MeshTraffic& traffic() const { return *traffic_; }
@@ -63,7 +66,7 @@ class Mesh {
   Layout layout_;
   MeshCoord coord_;
   std::unique_ptr<MeshTraffic> traffic_ = std::make_unique<MeshTraffic>();  // stays put if the mesh moves
-  std::unique_ptr<Communicator> world_, tp_, ep_, dp_shard_, dp_replicate_, data_parallel_, non_expert_replicas_;
+  std::unique_ptr<Communicator> world_, tp_, ep_, dp_shard_, dp_replicate_, pp_, data_parallel_, non_expert_replicas_;
 };
 
 }  // namespace moe

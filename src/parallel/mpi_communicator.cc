@@ -163,6 +163,19 @@ class MpiCommunicator final : public Communicator {
 
   void barrier() override { check(MPI_Barrier(comm_), "barrier"); }
 
+  void send_recv(const Tensor& send, int to, const Tensor& recv, int from) override {
+    if (to >= 0) require_host(send, "send_recv");
+    if (from >= 0) require_host(recv, "send_recv");
+    if (to >= 0 && from >= 0 && send.dtype != recv.dtype) throw std::logic_error("send_recv: dtypes differ");
+    check_peer(to, "send_recv");
+    check_peer(from, "send_recv");
+    constexpr int kTag = 7;
+    check(MPI_Sendrecv(send.data, to < 0 ? 0 : as_count(send.numel(), "send_recv"), mpi_type(send.dtype),
+                       to < 0 ? MPI_PROC_NULL : to, kTag, recv.data, from < 0 ? 0 : as_count(recv.numel(), "send_recv"),
+                       mpi_type(recv.dtype), from < 0 ? MPI_PROC_NULL : from, kTag, comm_, MPI_STATUS_IGNORE),
+          "send_recv");
+  }
+
   std::unique_ptr<Communicator> split(int color, int key) override {
     MPI_Comm sub = MPI_COMM_NULL;
     check(MPI_Comm_split(comm_, color, key, &sub), "split");
@@ -170,6 +183,13 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
+  void check_peer(int peer, const char* op) const {
+    if (peer < -1 || peer >= size_ || peer == rank_) {
+      throw std::logic_error(std::string(op) + ": peer " + std::to_string(peer) + " in a group of " +
+                             std::to_string(size_) + " (rank " + std::to_string(rank_) + ")");
+    }
+  }
+
   void divide_by_size(const Tensor& t) {
     const float inv = 1.0f / static_cast<float>(size_);
     if (t.dtype == DType::kF32) {

@@ -72,6 +72,23 @@ size_t count_of(int64_t n) { return static_cast<size_t>(n); }
 // A host view of n i32 words, for the bootstrap's host collectives.
 Tensor host_words(int32_t* words, int64_t n) { return view_of(words, {n}, DType::kI32); }
 
+// Runs `body` (the calls of one exchange; it returns the first failing
+// status and leaves that call's name in *call) inside one NCCL group, closed
+// even after a failed call, so this thread is never left inside a group.
+template <typename F>
+ncclResult_t in_group(const char** call, F&& body) {
+  *call = "ncclGroupStart";
+  ncclResult_t status = ncclGroupStart();
+  if (status != ncclSuccess) return status;
+  status = body();
+  const ncclResult_t end = ncclGroupEnd();
+  if (status == ncclSuccess && end != ncclSuccess) {
+    *call = "ncclGroupEnd";
+    status = end;
+  }
+  return status;
+}
+
 }  // namespace
 
 NcclCommunicator::NcclCommunicator(Communicator& host) : host_(&host) { bootstrap(); }
@@ -216,34 +233,60 @@ void NcclCommunicator::all_to_all_v(const Tensor& out, const std::vector<int64_t
   const int64_t row_bytes = row * dtype_bytes(in.dtype);
   auto* src = static_cast<const char*>(in.data);
   auto* dst = static_cast<char*>(out.data);
-  const char* call = "ncclGroupStart";
-  ncclResult_t status = ncclGroupStart();
-  if (status == ncclSuccess) {
+  const char* call = nullptr;
+  const ncclResult_t status = in_group(&call, [&] {
+    ncclResult_t st = ncclSuccess;
     int64_t s_off = 0, r_off = 0;  // rows
-    for (int p = 0; p < size_ && status == ncclSuccess; ++p) {
+    for (int p = 0; p < size_ && st == ncclSuccess; ++p) {
       if (send_rows[p] > 0) {
         call = "ncclSend";
-        status = ncclSend(src + s_off * row_bytes, count_of(send_rows[p] * row), type, p, comm_, stream_);
+        st = ncclSend(src + s_off * row_bytes, count_of(send_rows[p] * row), type, p, comm_, stream_);
       }
-      if (status == ncclSuccess && recv_rows[p] > 0) {
+      if (st == ncclSuccess && recv_rows[p] > 0) {
         call = "ncclRecv";
-        status = ncclRecv(dst + r_off * row_bytes, count_of(recv_rows[p] * row), type, p, comm_, stream_);
+        st = ncclRecv(dst + r_off * row_bytes, count_of(recv_rows[p] * row), type, p, comm_, stream_);
       }
       s_off += send_rows[p];
       r_off += recv_rows[p];
     }
-    // Closed even after a failed call, so this thread is not left inside a group.
-    const ncclResult_t end = ncclGroupEnd();
-    if (status == ncclSuccess && end != ncclSuccess) {
-      call = "ncclGroupEnd";
-      status = end;
-    }
-  }
+    return st;
+  });
   if (status != ncclSuccess) {
     failed_ = true;
     fail_nccl(status, comm_,
               std::string(call) + " (all_to_all_v, " + std::to_string(sent * row) + " " + dtype_name(in.dtype) +
                   " elements sent, " + std::to_string(received * row) + " received)");
+  }
+}
+
+void NcclCommunicator::send_recv(const Tensor& send, int to, const Tensor& recv, int from) {
+  if (to >= 0) require_device(send, "send_recv");
+  if (from >= 0) require_device(recv, "send_recv");
+  for (const int peer : {to, from}) {
+    if (peer < -1 || peer >= size_ || peer == rank_) {
+      throw std::logic_error("send_recv: peer " + std::to_string(peer) + " in a group of " + std::to_string(size_) +
+                             " (rank " + std::to_string(rank_) + ")");
+    }
+  }
+  const char* call = nullptr;
+  const ncclResult_t status = in_group(&call, [&] {
+    ncclResult_t st = ncclSuccess;
+    if (to >= 0 && send.numel() > 0) {
+      call = "ncclSend";
+      st = ncclSend(send.data, count_of(send.numel()), nccl_type(send.dtype), to, comm_, stream_);
+    }
+    if (st == ncclSuccess && from >= 0 && recv.numel() > 0) {
+      call = "ncclRecv";
+      st = ncclRecv(recv.data, count_of(recv.numel()), nccl_type(recv.dtype), from, comm_, stream_);
+    }
+    return st;
+  });
+  if (status != ncclSuccess) {
+    failed_ = true;
+    fail_nccl(status, comm_,
+              std::string(call) + " (send_recv, " + std::to_string(to >= 0 ? send.numel() : 0) + " elements to " +
+                  std::to_string(to) + ", " + std::to_string(from >= 0 ? recv.numel() : 0) + " from " +
+                  std::to_string(from) + ")");
   }
 }
 

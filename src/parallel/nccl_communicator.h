@@ -61,6 +61,7 @@ class NcclCommunicator final : public Communicator {
   // A one-element all-reduce, then waits for stream() and reports any
   // asynchronous NCCL error (a peer that failed).
   void barrier() override;
+  void send_recv(const Tensor& send, int to, const Tensor& recv, int from) override;
   // ncclGroupStart / ncclGroupEnd (nestable).
   void begin_batch() override;
   void end_batch() override;

@@ -35,6 +35,10 @@ class TrafficCount : public Communicator {
     inner_->all_to_all_v(out, recv_rows, in, send_rows);
   }
   void barrier() override { inner_->barrier(); }
+  void send_recv(const Tensor& send, int to, const Tensor& recv, int from) override {
+    if (to >= 0) add(c_.send, send.bytes());
+    inner_->send_recv(send, to, recv, from);
+  }
   void begin_batch() override { inner_->begin_batch(); }
   void end_batch() override { inner_->end_batch(); }
   std::unique_ptr<Communicator> split(int color, int key) override { return inner_->split(color, key); }

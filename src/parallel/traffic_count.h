@@ -4,7 +4,8 @@
 // (train/comm_plan.h) to the bytes really sent.
 // Payload: all_reduce and broadcast the tensor; all_gather its output (the
 // whole gathered tensor); reduce_scatter its input (the whole tensor before
-// the scatter); all_to_all_v the rows this rank sends, its own included.
+// the scatter); all_to_all_v the rows this rank sends, its own included;
+// send_recv what this rank sends (a call with no send counts no call).
 // A group of one rank counts nothing.
 #pragma once
 
@@ -21,7 +22,7 @@ struct CollectiveTraffic {
 };
 
 struct GroupTraffic {
-  CollectiveTraffic all_reduce, all_gather, reduce_scatter, broadcast, all_to_all;
+  CollectiveTraffic all_reduce, all_gather, reduce_scatter, broadcast, all_to_all, send;
 };
 
 // Counts into `*counts` (which must outlive the result); groups split from

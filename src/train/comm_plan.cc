@@ -21,10 +21,10 @@ constexpr double kH100Bf16Flops = 989e12;  // H100/H200 SXM, bf16 dense
 // gpus_per_node consecutive ranks (Slurm's block distribution).
 bool spans_nodes(const Layout& l, MeshCoord axes, int64_t gpus_per_node) {
   std::set<int64_t> nodes;
-  for (int64_t r = 0; r < l.dp_replicate * l.dp_shard * l.ep * l.tp; ++r) {
+  for (int64_t r = 0; r < l.world(); ++r) {
     const MeshCoord c = mesh_coord(l, r);
     if ((!axes.dp_replicate && c.dp_replicate) || (!axes.dp_shard && c.dp_shard) || (!axes.ep && c.ep) ||
-        (!axes.tp && c.tp)) {
+        (!axes.tp && c.tp) || (!axes.pp && c.pp)) {
       continue;
     }
     nodes.insert(r / gpus_per_node);
@@ -42,6 +42,7 @@ struct ParamSizes {
 ParamSizes param_sizes(const ModelConfig& m, const Layout& layout) {
   ParamSizes s;
   for (const ParamSpec& p : model_param_specs(m)) {
+    if (!on_pipeline_stage(p, m, layout.pp, 0)) continue;  // rank 0 is on the first stage
     const ParamPlacement place = place_parameter(p.shape, p.tp_dim, p.expert_parallel, layout, MeshCoord{});
     (p.block < 0 ? s.outer_gathered : s.blocks_gathered) += place.gathered_numel();
     int64_t shard = 1;
@@ -103,6 +104,9 @@ CommPlan plan_communication(const JobConfig& cfg, const Layout& l, int64_t c, do
     // Capacity caps a top-k router's rows; experts that choose take exactly theirs.
     plan.collectives.back().upper_bound = moe_capacity(m, N, true) > 0 && !router_experts_choose(m.moe_router);
   }
+  // PP, per micro-batch: the first stage sends its output on (N x D
+  // activations); a middle stage also sends its input's gradient back.
+  add("PP sends of stage outputs", "pp", l.pp, {0, 0, 0, 0, 1}, accum, accum * N * D * c, false);
   // Per step: the fp32 gradient shards, summed over their replicas.
   add("all-reduce of the expert gradients", "dp_replicate", l.dp_replicate, {1, 0, 0, 0}, 1, p.expert_shard * 4, true);
   add("all-reduce of the other gradients", "non_expert_replicas", l.dp_replicate * l.ep, {1, 0, 1, 0}, 1,

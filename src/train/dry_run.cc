@@ -44,14 +44,26 @@ LocalHeads local_heads(const ModelConfig& m, const Layout& layout) {
 
 DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
   const ModelConfig& m = cfg.model;
-  if (layout.pp > 1) {
-    throw UserError(
-        fmt::format("distributed.pp = {}: the calculator does not model pipeline parallelism, "
-                    "which is not built yet; set distributed.pp = 1",
-                    layout.pp));
-  }
   DryRunReport r;
   r.layout = layout;
+  const bool bf16 = cfg.train.mixed_precision != Precision::kFp32 && cfg.train.device != TrainDevice::kCpu;
+  r.compute_dtype = bf16 ? Precision::kBf16 : Precision::kFp32;
+  // What training allocates, counted: the state of the first rank of each
+  // pipeline stage (rank 0 without pp) built by the trainer's own
+  // constructors, in address space only; the stage that holds the most.
+  StepRunner::Allocations built;
+  for (int64_t stage = 0; stage < layout.pp; ++stage) {
+    MeshCoord first_rank;
+    first_rank.pp = stage;
+    Mesh mesh = Mesh::for_planning(layout, mesh_rank(layout, first_rank));
+    const StepRunner::Allocations a =
+        StepRunner::for_planning(cfg, mesh, bf16 ? DType::kBF16 : DType::kF32)->allocations();
+    if (stage == 0 ||
+        a.params + a.fsdp + a.model + a.optimizer > built.params + built.fsdp + built.model + built.optimizer) {
+      built = a;
+      r.pp_stage = stage;
+    }
+  }
 
   int64_t skipped_expert_params = 0;
   for (const ParamSpec& p : model_param_specs(m)) {
@@ -72,7 +84,8 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
     const bool multiplies = p.kind != ParamKind::kEmbedding && p.kind != ParamKind::kNorm;
     if (multiplies) r.matmul_params_per_token += n;
 
-    // Rank 0's placement (the same sizes as every rank's): its flat FSDP shard.
+    // The planned rank's placement (the same sizes as every rank's of its stage): its flat FSDP shard.
+    if (!on_pipeline_stage(p, m, layout.pp, r.pp_stage)) continue;
     const ParamPlacement place = place_parameter(p.shape, p.tp_dim, p.expert_parallel, layout, MeshCoord{});
     r.params_per_rank += place.shards > 1 ? place.shard_numel : place.local_numel();
   }
@@ -89,13 +102,6 @@ DryRunReport estimate_dry_run(const JobConfig& cfg, const Layout& layout) {
   r.tokens_per_step = cfg.train.batch_size * cfg.train.seq_len * cfg.train.grad_accum_steps * layout.dp_replicate *
                       layout.dp_shard * layout.ep;
 
-  const bool bf16 = cfg.train.mixed_precision != Precision::kFp32 && cfg.train.device != TrainDevice::kCpu;
-  r.compute_dtype = bf16 ? Precision::kBf16 : Precision::kFp32;
-  // What training allocates, counted: this rank's state built by the
-  // trainer's own constructors, in address space only.
-  Mesh mesh = Mesh::for_planning(layout);
-  const StepRunner::Allocations built =
-      StepRunner::for_planning(cfg, mesh, bf16 ? DType::kBF16 : DType::kF32)->allocations();
   r.master_weight_bytes = 4 * r.params_per_rank;
   r.compute_copy_bytes = bf16 ? 2 * r.params_per_rank : 0;
   r.gradient_bytes = built.params - r.master_weight_bytes - r.compute_copy_bytes;
@@ -166,6 +172,15 @@ std::string format_dry_run(const DryRunReport& r, const JobConfig& cfg, const st
   out += fmt::format("moe_train --dry-run  {}\n", source);
   out += fmt::format("layout: dp_replicate={} dp_shard={} cp={} ep={} tp={} pp={}  (world size {})\n", l.dp_replicate,
                      l.dp_shard, l.cp, l.ep, l.tp, l.pp, l.world());
+  if (l.pp > 1) {
+    std::string stages;
+    for (int64_t s = 0; s < l.pp; ++s) {
+      const StageBlocks b = stage_blocks(m, l.pp, s);
+      stages += fmt::format("{}{}-{}", s ? ", " : "", b.first, b.last - 1);
+    }
+    out += fmt::format("pipeline: {} stages, 1F1B over grad_accum_steps = {} micro-batches; blocks {}\n", l.pp,
+                       cfg.train.grad_accum_steps, stages);
+  }
   out += fmt::format("model:  dim={} layers={} heads={}/{} kv  vocab={}  ", m.dim, m.n_layers, m.n_heads, kv_heads(m),
                      m.vocab_size);
   if (m.num_experts > 0) {
@@ -209,8 +224,9 @@ std::string format_dry_run(const DryRunReport& r, const JobConfig& cfg, const st
   line("FLOPs per optimizer step",
        fmt::format("{:>15.4g}", r.flops_per_token * static_cast<double>(r.tokens_per_step)));
 
-  out += fmt::format("\nmemory per rank (computing in {}{})\n", r.compute_dtype.name(),
-                     cfg.train.mixed_precision == Precision::kFp8 ? ", dense GEMMs in fp8" : "");
+  out += fmt::format("\nmemory per rank (computing in {}{}{})\n", r.compute_dtype.name(),
+                     cfg.train.mixed_precision == Precision::kFp8 ? ", dense GEMMs in fp8" : "",
+                     l.pp > 1 ? fmt::format("; pipeline stage {} of {}, the largest", r.pp_stage, l.pp) : "");
   line("parameters held (shard)", count(r.params_per_rank));
   line("fp32 master weights", bytes(r.master_weight_bytes));
   if (r.compute_copy_bytes > 0) line("bf16 copy of the weights", bytes(r.compute_copy_bytes));

@@ -55,8 +55,10 @@ struct DryRunReport {
   // The masters and compute copies are 4 and 2 bytes per parameter held; the
   // rest (gradients, optimizer, FSDP buffers, activations) and the total are
   // counted from rank 0's state as the trainer builds it
-  // (StepRunner::for_planning).
+  // (StepRunner::for_planning). Under pipeline parallelism, from the first
+  // rank of the stage that holds the most (pp_stage).
   int64_t total_bytes = 0;
+  int64_t pp_stage = 0;
 
   // A GPU's kernel workspace beyond the tensors above: attention's buffer,
   // one for all layers. cuDNN's fused attention (a bf16 run with

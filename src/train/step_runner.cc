@@ -72,6 +72,9 @@ StepRunner::StepRunner(const JobConfig& cfg, Mesh& mesh, Placement placement, Te
       model_(cfg.model, cfg.train.batch_size, cfg.train.seq_len, cfg.train.ce_chunk_size, pool_, params_, parallel_,
              cfg.train.activation_checkpointing,
              cfg.train.mixed_precision == Precision::kFp8 ? DenseGemm::kFp8 : DenseGemm::kActivationDtype),
+      pipeline_(mesh.layout().pp > 1
+                    ? std::make_unique<PipelineSchedule>(model_, mesh.pp(), pool_, cfg.train.grad_accum_steps)
+                    : nullptr),
       optimizer_(cfg.optimizer, params_, pool_),
       moe_layers_(model_.moe_layers()),
       inputs_host_(static_cast<size_t>(model_.tokens_per_micro_batch())),
@@ -111,13 +114,16 @@ StepMetrics StepRunner::step(int64_t step, const BatchSampler& sampler) {
   if (step_tokens_read_ != step) read_step_tokens(step, sampler);
   step_tokens_read_ = -1;
   const float loss_scale = 1.0f / static_cast<float>(t.grad_accum_steps);
-  const int64_t tokens = model_.tokens_per_micro_batch();
   double loss = 0;
-  for (int64_t micro = 0; micro < t.grad_accum_steps; ++micro) {
-    upload(model_.inputs(), step_inputs_.data() + micro * tokens);
-    upload(model_.targets(), step_targets_.data() + micro * tokens);
-    model_.set_noise_key(static_cast<uint64_t>(t.seed), step, micro * dp.size() + dp.rank());
-    loss += model_.forward_backward(loss_scale) / static_cast<double>(t.grad_accum_steps);
+  if (pipeline_) {
+    // The last stage has the loss; the pipeline's other stages add 0.
+    loss = pipeline_->train([&](int64_t micro) { load_micro_batch(step, micro); }, loss_scale);
+    loss = all_reduce_value(mesh_.pp(), loss / static_cast<double>(t.grad_accum_steps), ReduceOp::kSum);
+  } else {
+    for (int64_t micro = 0; micro < t.grad_accum_steps; ++micro) {
+      load_micro_batch(step, micro);
+      loss += model_.forward_backward(loss_scale) / static_cast<double>(t.grad_accum_steps);
+    }
   }
   loss = all_reduce_value(dp, loss, ReduceOp::kAvg);
   if (step == nan_step_) {
@@ -149,6 +155,14 @@ StepMetrics StepRunner::step(int64_t step, const BatchSampler& sampler) {
   return m;
 }
 
+void StepRunner::load_micro_batch(int64_t step, int64_t micro) {
+  const int64_t tokens = model_.tokens_per_micro_batch();
+  Communicator& dp = mesh_.data_parallel();
+  upload(model_.inputs(), step_inputs_.data() + micro * tokens);
+  upload(model_.targets(), step_targets_.data() + micro * tokens);
+  model_.set_noise_key(static_cast<uint64_t>(cfg_.train.seed), step, micro * dp.size() + dp.rank());
+}
+
 void StepRunner::reduce_gradients() {
   const int64_t D = mesh_.data_parallel().size();
   if (D == 1) return;
@@ -173,9 +187,14 @@ void StepRunner::reduce_gradients() {
 double StepRunner::evaluate(const BatchSampler& sampler, int64_t steps) {
   Communicator& dp = mesh_.data_parallel();
   double loss = 0;
-  for (int64_t i = 0; i < steps; ++i) {
-    load_batch(sampler, i, 0, 1);
-    loss += model_.evaluate() / static_cast<double>(steps);
+  if (pipeline_) {
+    loss = pipeline_->evaluate([&](int64_t i) { load_batch(sampler, i, 0, 1); }, steps) / static_cast<double>(steps);
+    loss = all_reduce_value(mesh_.pp(), loss, ReduceOp::kSum);
+  } else {
+    for (int64_t i = 0; i < steps; ++i) {
+      load_batch(sampler, i, 0, 1);
+      loss += model_.evaluate() / static_cast<double>(steps);
+    }
   }
   return all_reduce_value(dp, loss, ReduceOp::kAvg);
 }
@@ -190,6 +209,17 @@ std::vector<StateTensor> StepRunner::state_tensors() {
     out.push_back({p.spec.name, p.place, p.shard, writes});
     out.push_back({p.spec.name + ".exp_avg", p.place, optimizer_.exp_avg(i), writes});
     out.push_back({p.spec.name + ".exp_avg_sq", p.place, optimizer_.exp_avg_sq(i), writes});
+  }
+  // Under pipeline parallelism, the other stages' tensors too, with no piece
+  // here: a checkpoint holds the whole model whichever rank writes it, and a
+  // stage loads its own.
+  if (mesh_.layout().pp > 1) {
+    for (const ParamSpec& spec : model_param_specs(cfg_.model)) {
+      if (on_pipeline_stage(spec, cfg_.model, mesh_.layout().pp, c.pp)) continue;
+      const ParamPlacement place = place_parameter(spec.shape, spec.tp_dim, spec.expert_parallel, mesh_.layout(), c);
+      for (const char* suffix : {"", ".exp_avg", ".exp_avg_sq"})
+        out.push_back({spec.name + suffix, place, Tensor{}, false});
+    }
   }
   // The routers' selection biases: replicated on every rank, written by rank 0.
   for (MoELayer* layer : moe_layers_) {

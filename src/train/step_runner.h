@@ -28,6 +28,7 @@
 #include "src/checkpoint/checkpoint.h"
 #include "src/train/metrics.h"
 #include "src/train/optimizer.h"
+#include "src/train/pipeline_schedule.h"
 #include "src/train/placement.h"
 #include "src/checkpoint/state_tensor.h"
 
@@ -100,6 +101,8 @@ class StepRunner {
 
  private:
   void reduce_gradients();
+  // Micro-batch `micro` of the step's tokens into the model, with its noise key.
+  void load_micro_batch(int64_t step, int64_t micro);
   // The sampler's token ids for (step, micro) into the model's input tensors.
   void load_batch(const BatchSampler& sampler, int64_t step_index, int64_t micro, int64_t micros);
 
@@ -117,6 +120,7 @@ class StepRunner {
   int64_t after_fsdp_ = pool_.bytes_requested();
   ModelParallel parallel_;
   Transformer model_;
+  std::unique_ptr<PipelineSchedule> pipeline_;  // pp > 1: this rank is one stage
   int64_t after_model_ = pool_.bytes_requested();
   Optimizer optimizer_;
   std::vector<MoELayer*> moe_layers_;

@@ -375,10 +375,12 @@ void log_banner(const Run& r, const std::string& from, const std::string& peak_s
   spdlog::info("model: {} parameters ({} active per token), {:.3g} FLOPs per token", human_count(r.sizes.total_params),
                human_count(r.sizes.active_params), r.sizes.flops_per_token);
   spdlog::info(
-      "layout: {} rank{} (dp_replicate={} dp_shard={} ep={} tp={}); parameters, gradients and AdamW states: "
+      "layout: {} rank{} (dp_replicate={} dp_shard={} ep={} tp={}{}); parameters, gradients and AdamW states: "
       "{:.1f} MiB on this rank",
       r.layout.world(), r.layout.world() == 1 ? "" : "s", r.layout.dp_replicate, r.layout.dp_shard, r.layout.ep,
-      r.layout.tp, static_cast<double>(r.runner.persistent_state_bytes()) / (1 << 20));
+      r.layout.tp,
+      r.layout.pp > 1 ? fmt::format(" pp={}, 1F1B over {} micro-batches", r.layout.pp, t.grad_accum_steps) : "",
+      static_cast<double>(r.runner.persistent_state_bytes()) / (1 << 20));
   const std::string fp8_gemms =
       t.mixed_precision == Precision::kFp8
           ? "; dense GEMMs in FP8 (E4M3 weights and activations, E5M2 gradients, current per-tensor scaling)"

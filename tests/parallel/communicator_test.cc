@@ -118,6 +118,28 @@ TEST_CASE("all_to_all_v with uneven and zero counts (as an expert dispatch with 
   }
 }
 
+TEST_CASE("send_recv: a pipeline's exchanges, both ways at once, with the ends sending or receiving only") {
+  const int r = test_world().rank(), n = test_world().size();
+  const int next = r + 1 < n ? r + 1 : -1, prev = r > 0 ? r - 1 : -1;
+  moe::TensorPool pool;
+  moe::Tensor act = pool.alloc({2, 3}), got = pool.alloc({2, 3});
+  for (int i = 0; i < 6; ++i) act.f32()[i] = static_cast<float>(100 * r + i);
+  for (int i = 0; i < 6; ++i) got.f32()[i] = -1.0f;
+  // Forward: each rank sends to the next and receives from the previous.
+  test_world().send_recv(act, next, got, prev);
+  for (int i = 0; i < 6; ++i) CHECK(got.f32()[i] == (prev < 0 ? -1.0f : static_cast<float>(100 * prev + i)));
+  // Both neighbours exchange at once (a stage sends its output forward while
+  // the next sends a gradient back): no rank waits on the other.
+  if (n >= 2 && r < 2) {
+    moe::Tensor back = pool.alloc({2, 3}, moe::DType::kBF16), mine = pool.alloc({2, 3}, moe::DType::kBF16);
+    for (int i = 0; i < 6; ++i) static_cast<uint16_t*>(mine.data)[i] = moe::f32_to_bf16(static_cast<float>(r * 10 + i));
+    test_world().send_recv(mine, 1 - r, back, 1 - r);
+    for (int i = 0; i < 6; ++i)
+      CHECK(moe::bf16_to_f32(static_cast<uint16_t*>(back.data)[i]) == static_cast<float>((1 - r) * 10 + i));
+  }
+  CHECK_THROWS_AS(test_world().send_recv(act, r, got, -1), std::logic_error);  // not to itself
+}
+
 TEST_CASE("split makes sub-groups ordered by key") {
   const int r = test_world().rank(), n = test_world().size();
   auto group = test_world().split(r % 2, -r);  // reverse order inside each parity group

@@ -2,7 +2,8 @@
 # `moe_train eval` of one checkpoint under other layouts on 2 CPU ranks
 # (tp 2, ep 2, dp_shard 2) prints the loss one process prints, with
 # evaluation's own capacity too (ep 2): the weights are resharded on load, and
-# the ranks share the same validation batches.
+# the ranks share the same validation batches. And a dense model trained by a
+# 2-stage pipeline evaluates to one loss in one process and in the pipeline.
 set -u
 BIN="$1"
 source "$(dirname "${BASH_SOURCE[0]}")/../check.sh"  # check NAME CONDITION..., $fail
@@ -41,4 +42,18 @@ check "a smaller evaluation capacity drops pairs: loss $one_capped, not $one" \
 got=$(loss "$("${MPIRUN[@]}" "$BIN" eval "${M[@]}" "${C[@]}" --distributed.ep=2 --eval.steps=1 2>/dev/null)")
 check "2 ranks, ep=2, evaluation capacity 0.5: loss $got = one process's $one_capped (1e-5)" \
   awk -v a="$got" -v b="$one_capped" 'BEGIN { d = a - b; exit !(a != "" && d < 1e-5 && d > -1e-5) }'
+
+# A dense model trained by a 2-stage pipeline (the trainer's loop, its
+# checkpoint saved by both stages): one process and the pipeline evaluate it
+# to the same loss.
+P=(configs/train/debug_dense.toml --train.device=cpu --model.dim=32 --model.n_layers=3 --model.ffn_hidden_dim=64
+   --model.vocab_size=257 --train.seq_len=16 --train.batch_size=2 --train.grad_accum_steps=3
+   --data.dataset_path="$tmp/data/train" --eval.dataset_path="$tmp/data/val" --checkpoint.dir="$tmp/piped")
+"${MPIRUN[@]}" "$BIN" "${P[@]}" --distributed.pp=2 --train.max_steps=4 >"$tmp/piped.log" 2>&1
+check "a 2-stage pipeline trains and saves the checkpoint" test -f "$tmp/piped/step_4/metadata.json"
+check "its log names the pipeline" grep -q "pp=2, 1F1B over 3 micro-batches" "$tmp/piped.log"
+one=$(loss "$("$BIN" eval "${P[@]}" --eval.steps=2 2>/dev/null)")
+got=$(loss "$("${MPIRUN[@]}" "$BIN" eval "${P[@]}" --distributed.pp=2 --eval.steps=2 2>/dev/null)")
+check "pp=2 evaluates the pipeline's checkpoint: loss $got = one process's $one (1e-5)" \
+  awk -v a="$got" -v b="$one" 'BEGIN { d = a - b; exit !(a != "" && d < 1e-5 && d > -1e-5) }'
 exit $fail

@@ -30,6 +30,7 @@ struct Recorder final : moe::Communicator {
     log->push_back(name + " all_to_all_v");
   }
   void barrier() override { log->push_back(name + " barrier"); }
+  void send_recv(const moe::Tensor&, int, const moe::Tensor&, int) override { log->push_back(name + " send_recv"); }
   void begin_batch() override { log->push_back(name + " begin_batch"); }
   void end_batch() override { log->push_back(name + " end_batch"); }
   std::unique_ptr<moe::Communicator> split(int color, int) override {
@@ -60,8 +61,12 @@ TEST_CASE("each collective goes to the transport of its tensors") {
   group.broadcast(device, 0);
   group.all_to_all_v(device_out, {1, 1}, device, {1, 1});
   group.all_to_all_v(host_out, {0, 0}, moe::Tensor{}, {0, 0});  // nothing to send: the output decides
+  group.send_recv(device, 2, moe::Tensor{}, -1);
+  group.send_recv(moe::Tensor{}, -1, host, 0);  // a receive only: its buffer decides
+  group.send_recv(device, -1, device, -1);      // no peer (a pipeline's end): nothing on either transport
   CHECK(log == std::vector<std::string>{"mpi all_reduce", "nccl all_reduce", "nccl all_gather", "mpi reduce_scatter",
-                                        "nccl broadcast", "nccl all_to_all_v", "mpi all_to_all_v"});
+                                        "nccl broadcast", "nccl all_to_all_v", "mpi all_to_all_v", "nccl send_recv",
+                                        "mpi send_recv"});
   CHECK_THROWS_WITH(group.all_gather(device_out, host), Catch::Contains("host and device tensors"));
 }
 

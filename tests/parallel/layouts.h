@@ -1,5 +1,5 @@
-// A parallel layout for the tests, axis by axis (cp = pp = 1), and the config
-// keys that ask for it.
+// A parallel layout for the tests, axis by axis (cp = 1; pp = 1 unless set),
+// and the config keys that ask for it.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +23,7 @@ inline void set_layout(DistributedConfig& d, const Layout& l) {
   d.dp_shard = l.dp_shard;
   d.ep = l.ep;
   d.tp = l.tp;
+  d.pp = l.pp;
 }
 
 }  // namespace moe::test

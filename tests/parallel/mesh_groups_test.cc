@@ -1,5 +1,6 @@
-// Mesh groups on 8 CPU ranks (dp_shard 2 x ep 2 x tp 2, under mpirun): each
-// group holds exactly the ranks that share the other coordinates.
+// Mesh groups on 8 CPU ranks (dp_shard 2 x ep 2 x tp 2, and pp 2 x dp_shard 2
+// x tp 2, under mpirun): each group holds exactly the ranks that share the
+// other coordinates.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
@@ -11,26 +12,32 @@ namespace {
 std::unique_ptr<moe::Mesh> mesh;
 
 // Sum of world ranks over the members of a group, computed by the group and by hand.
-float group_sum(moe::Communicator& group) {
+float group_sum_of(moe::Mesh& m, moe::Communicator& group) {
   moe::TensorPool pool;
   moe::Tensor t = pool.alloc({1});
-  t.f32()[0] = static_cast<float>(mesh->world().rank());
+  t.f32()[0] = static_cast<float>(m.world().rank());
   group.all_reduce(t, moe::ReduceOp::kSum);
   return t.f32()[0];
 }
 
-float expected_sum(bool same_dr, bool same_ds, bool same_ep, bool same_tp) {
-  const moe::Layout& l = mesh->layout();
-  const moe::MeshCoord& me = mesh->coord();
+float group_sum(moe::Communicator& group) { return group_sum_of(*mesh, group); }
+
+float expected_sum(const moe::Mesh& m, bool same_dr, bool same_ds, bool same_ep, bool same_tp, bool same_pp = true) {
+  const moe::Layout& l = m.layout();
+  const moe::MeshCoord& me = m.coord();
   float sum = 0;
   for (int64_t r = 0; r < l.world(); ++r) {
     const moe::MeshCoord c = moe::mesh_coord(l, r);
     if ((!same_dr || c.dp_replicate == me.dp_replicate) && (!same_ds || c.dp_shard == me.dp_shard) &&
-        (!same_ep || c.ep == me.ep) && (!same_tp || c.tp == me.tp)) {
+        (!same_ep || c.ep == me.ep) && (!same_tp || c.tp == me.tp) && (!same_pp || c.pp == me.pp)) {
       sum += static_cast<float>(r);
     }
   }
   return sum;
+}
+
+float expected_sum(bool same_dr, bool same_ds, bool same_ep, bool same_tp) {
+  return expected_sum(*mesh, same_dr, same_ds, same_ep, same_tp);
 }
 
 }  // namespace
@@ -63,6 +70,23 @@ TEST_CASE("group sizes and members") {
   CHECK(group_sum(mesh->non_expert_replicas()) == expected_sum(false, true, false, true));
 }
 
+TEST_CASE("with pipeline stages (pp 2 x dp_shard 2 x tp 2), every group stays within its stage but pp's") {
+  moe::Layout l;
+  l.pp = 2;
+  l.dp_shard = 2;
+  l.tp = 2;
+  moe::Mesh m(l, moe::mpi_world());
+  CHECK(m.coord().pp == m.world().rank() / 4);
+  CHECK(m.pp().size() == 2);
+  CHECK(m.pp().rank() == m.coord().pp);
+  CHECK(group_sum_of(m, m.pp()) == expected_sum(m, true, true, true, true, false));
+  CHECK(group_sum_of(m, m.tp()) == expected_sum(m, true, true, true, false));
+  CHECK(group_sum_of(m, m.dp_shard()) == expected_sum(m, true, false, true, true));
+  CHECK(m.data_parallel().size() == 2);
+  CHECK(group_sum_of(m, m.data_parallel()) == expected_sum(m, false, false, false, true));
+  CHECK(group_sum_of(m, m.non_expert_replicas()) == expected_sum(m, false, true, false, true));
+}
+
 TEST_CASE("a rank's place in its groups follows its coordinates") {
   const moe::MeshCoord& c = mesh->coord();
   CHECK(mesh->tp().rank() == c.tp);
@@ -82,6 +106,7 @@ TEST_CASE("a planning mesh gives each group the size and this rank the place tha
       {&plan.ep(), &mesh->ep()},
       {&plan.dp_shard(), &mesh->dp_shard()},
       {&plan.dp_replicate(), &mesh->dp_replicate()},
+      {&plan.pp(), &mesh->pp()},
       {&plan.data_parallel(), &mesh->data_parallel()},
       {&plan.non_expert_replicas(), &mesh->non_expert_replicas()}};
   for (const auto& [planned, real] : groups) {

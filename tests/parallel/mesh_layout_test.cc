@@ -1,4 +1,4 @@
-// Mesh coordinates: tp innermost, then ep, dp_shard, dp_replicate.
+// Mesh coordinates: tp innermost, then ep, dp_shard, dp_replicate, pp.
 #include <catch2/catch.hpp>
 
 #include "src/parallel/mesh.h"
@@ -23,6 +23,21 @@ TEST_CASE("rank <-> coordinates, tp innermost") {
   CHECK(moe::data_parallel_index(l, moe::mesh_coord(l, 0)) == 0);
   CHECK(moe::data_parallel_index(l, moe::mesh_coord(l, 4)) == 1);
   CHECK(moe::data_parallel_index(l, moe::mesh_coord(l, 47)) == 11);
+}
+
+TEST_CASE("pipeline stages are outermost: a stage's ranks are consecutive") {
+  moe::Layout l;
+  l.pp = 3;
+  l.dp_shard = 2;
+  l.tp = 2;
+  CHECK(l.world() == 12);
+  for (int64_t r = 0; r < l.world(); ++r) {
+    const moe::MeshCoord c = moe::mesh_coord(l, r);
+    CHECK(moe::mesh_rank(l, c) == r);
+    CHECK(c.pp == r / 4);
+    // Every stage reads the same slice of the batch as its peers in other stages.
+    CHECK(moe::data_parallel_index(l, c) == c.dp_shard);
+  }
 }
 
 TEST_CASE("a planning mesh sends nothing: a collective on it names the group") {
